@@ -1,0 +1,39 @@
+"""Backend: everything luod needs from a LUO kernel, over a real or a simulated platform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from luod.kernel import kexec
+from luod.kernel.device import DEFAULT_PATH, LuoDevice
+from luod.kernel.platform import KernelPlatform, Platform
+from luod.kernel.probes import KernelInfo
+
+
+class Backend:
+    def __init__(self, platform: Platform, device_path: str = DEFAULT_PATH) -> None:
+        self.platform = platform
+        self.device = LuoDevice(platform, device_path)
+
+    @property
+    def name(self) -> str:
+        return self.platform.name
+
+    def load_kernel(self, kernel: Path, initrd: Path | None = None, cmdline: str = "") -> None:
+        kexec.load(self.platform, kernel, initrd, cmdline)
+
+    def unload_kernel(self) -> None:
+        kexec.unload(self.platform)
+
+    def kernel_loaded(self) -> bool:
+        return self.platform.kexec_loaded()
+
+    def reboot_kexec(self) -> None:
+        kexec.reboot(self.platform)
+
+    def info(self) -> KernelInfo:
+        return self.platform.info()
+
+
+def kernel_backend(device_path: str = DEFAULT_PATH) -> Backend:
+    return Backend(KernelPlatform(), device_path)

@@ -1,0 +1,75 @@
+"""Platform: the narrow waist between luod's kernel objects and what executes them.
+
+``KernelPlatform`` issues real syscalls; ``luod.kernel.sim.SimPlatform`` executes the same
+calls against an in-process model of CONTRACT §11.2. Device, session and kexec code above this
+line is shared, so the contract tests exercise the same code on both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from luod.kernel import libc, probes
+from luod.kernel.fd import OwnedFd
+from luod.kernel.probes import Holder, KernelInfo
+
+
+class Platform(Protocol):
+    name: str
+
+    def open_device(self, path: str) -> OwnedFd: ...
+
+    def ioctl(self, fd: int, cmd: int, buf: Any) -> None: ...
+
+    def kexec_file_load(self, kernel: OwnedFd, initrd: OwnedFd | None, cmdline: bytes) -> None: ...
+
+    def kexec_unload(self) -> None: ...
+
+    def kexec_loaded(self) -> bool: ...
+
+    def reboot_kexec(self) -> None: ...
+
+    def device_holders(self, path: str) -> list[Holder]: ...
+
+    def info(self) -> KernelInfo: ...
+
+
+class KernelPlatform:
+    """The running Linux kernel."""
+
+    name = "kernel"
+
+    def __init__(self, roots: probes.Roots = probes.DEFAULT_ROOTS) -> None:
+        self.roots = roots
+
+    def open_device(self, path: str) -> OwnedFd:
+        return OwnedFd(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+
+    def ioctl(self, fd: int, cmd: int, buf: Any) -> None:
+        libc.ioctl(fd, cmd, buf)
+
+    def kexec_file_load(self, kernel: OwnedFd, initrd: OwnedFd | None, cmdline: bytes) -> None:
+        flags = 0 if initrd is not None else libc.KEXEC_FILE_NO_INITRAMFS
+        initrd_fd = initrd.fileno() if initrd is not None else -1
+        libc.kexec_file_load(kernel.fileno(), initrd_fd, cmdline, flags)
+
+    def kexec_unload(self) -> None:
+        libc.kexec_file_unload()
+
+    def kexec_loaded(self) -> bool:
+        path = Path(self.roots.sys) / "kernel/kexec_loaded"
+        try:
+            return path.read_text().strip() == "1"
+        except OSError:
+            return False
+
+    def reboot_kexec(self) -> None:
+        libc.reboot_kexec()
+
+    def device_holders(self, path: str) -> list[Holder]:
+        return probes.device_holders(path, self.roots.proc)
+
+    def info(self) -> KernelInfo:
+        return probes.probe(self.roots)
