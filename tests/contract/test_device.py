@@ -19,9 +19,8 @@ def test_open_close(luo: Luo) -> None:
 
 def test_second_open_is_ebusy(luo: Luo) -> None:
     platform = luo.backend.platform
-    with luo.opened():
-        with pytest.raises(OSError) as info:
-            platform.open_device(luo.device.path).close()
+    with luo.opened(), pytest.raises(OSError) as info:
+        platform.open_device(luo.device.path).close()
     assert info.value.errno == errno.EBUSY
 
 

@@ -80,10 +80,6 @@ def test_device_nr_out_of_range_is_einval_not_enotty(luo: Luo) -> None:
     assert raw_errno(luo, create_arg(b"nr"), uapi.SESSION_GET_NAME) == errno.EINVAL
 
 
-def test_device_ioctl_with_unreadable_size_is_efault(luo: Luo) -> None:
-    assert raw_errno(luo, bytearray(2)) == errno.EFAULT
-
-
 def test_session_nr_out_of_range_is_einval(luo: Luo) -> None:
     assert session_errno(luo, uapi.CREATE_SESSION, create_arg(b"x")) == errno.EINVAL
 

@@ -8,6 +8,7 @@ next kernel runs `stage-N+1`. See guest-init for the files it leaves on the shar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -16,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 VM_DIR = Path(__file__).resolve().parent
@@ -38,8 +39,8 @@ class StageResult:
 
     number: int
     rc: int | None
-    log: str
-    dmesg: str
+    log: str = field(repr=False)
+    dmesg: str = field(repr=False)
     started: bool
     kexeced: bool
 
@@ -63,12 +64,17 @@ class GuestResult:
 
     stages: list[StageResult]
     boots: int
-    console: str
+    console: str = field(repr=False)
     elapsed: float
     run_dir: Path
     timed_out: bool
     qemu_pid: int
     qemu_returncode: int | None
+
+    @property
+    def share(self) -> Path:
+        """The writable directory the guest saw at $LUOD_VM_SHARE."""
+        return self.run_dir / "share"
 
     @property
     def ok(self) -> bool:
@@ -122,10 +128,8 @@ def run_guest(
     write_share(share, stages, env or {})
     command = qemu_command(kernel, share, memory, extra_cmdline)
     (run_dir / "qemu-command").write_text(shlex.join(command) + "\n")
-    started = time.monotonic()
-    pid, returncode, timed_out = run_qemu(command, run_dir / "console.log", timeout)
-    elapsed = time.monotonic() - started
-    return collect(run_dir, len(stages), elapsed, pid, returncode, timed_out)
+    qemu = run_qemu(command, run_dir / "console.log", timeout)
+    return collect(run_dir, len(stages), qemu)
 
 
 def make_run_dir(workdir: Path | None) -> Path:
@@ -168,8 +172,14 @@ def qemu_command(kernel: Path, share: Path, memory: str, extra_cmdline: str = ""
     machine = ["-accel", "tcg,tb-size=64", "-cpu", "max", "-m", memory, "-smp", "2"]
     devices = ["-nographic", "-no-reboot", "-nic", "none", "-device", "virtio-rng-pci"]
     boot = ["-kernel", str(kernel), "-append", kernel_cmdline(extra_cmdline)]
-    return [QEMU, *machine, *devices, *boot, *p9_share("/", "hostroot", readonly=True),
-            *p9_share(str(share), "share", readonly=False)]
+    return [
+        QEMU,
+        *machine,
+        *devices,
+        *boot,
+        *p9_share("/", "hostroot", readonly=True),
+        *p9_share(str(share), "share", readonly=False),
+    ]
 
 
 def p9_share(path: str, tag: str, *, readonly: bool) -> list[str]:
@@ -179,36 +189,44 @@ def p9_share(path: str, tag: str, *, readonly: bool) -> list[str]:
     return ["-fsdev", options, "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag}"]
 
 
-def run_qemu(command: list[str], console: Path, timeout: float) -> tuple[int, int | None, bool]:
-    """Run QEMU with its serial console in `console`; kill its process group on timeout.
+@dataclass(frozen=True)
+class QemuExit:
+    pid: int
+    returncode: int | None  # None: killed on timeout
+    timed_out: bool
+    elapsed: float
 
-    Returns (pid, returncode, timed_out); the returncode is None if QEMU had to be killed.
-    """
+
+def run_qemu(command: list[str], console: Path, timeout: float) -> QemuExit:
+    """Run QEMU with its serial console in `console`; kill its process group on timeout."""
+    started = time.monotonic()
+    returncode = None
     with console.open("wb") as out:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
-            return process.pid, process.wait(timeout=timeout), False
+            returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            return process.pid, None, True
+            pass
         finally:
             kill_group(process)
+    elapsed = time.monotonic() - started
+    return QemuExit(process.pid, returncode, returncode is None, elapsed)
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     process.wait()
 
 
-def collect(
-    run_dir: Path, count: int, elapsed: float, pid: int, returncode: int | None, timed_out: bool,
-) -> GuestResult:
+def collect(run_dir: Path, count: int, qemu: QemuExit) -> GuestResult:
     share = run_dir / "share"
     boots = int(read_text(share / "boot").strip() or 0)
     stages = [stage_result(share, number, boots) for number in range(1, count + 1)]
@@ -216,11 +234,11 @@ def collect(
         stages=stages,
         boots=boots,
         console=read_text(run_dir / "console.log"),
-        elapsed=elapsed,
+        elapsed=qemu.elapsed,
         run_dir=run_dir,
-        timed_out=timed_out,
-        qemu_pid=pid,
-        qemu_returncode=returncode,
+        timed_out=qemu.timed_out,
+        qemu_pid=qemu.pid,
+        qemu_returncode=qemu.returncode,
     )
 
 

@@ -1,0 +1,57 @@
+"""Tests of the VM harness itself; each boots QEMU/TCG (about 3 s a boot, 3 s more a kexec)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.vm.qemu import run_guest
+
+
+def test_single_stage_runs_and_sees_liveupdate(luo_kernel: Path, tmp_path: Path) -> None:
+    stage = 'echo "stage $LUOD_VM_STAGE of $LUOD_VM_SHARE: $GREETING"\ntest -c /dev/liveupdate'
+    env = {"GREETING": "it's me"}
+    result = run_guest([stage], kernel=luo_kernel, env=env, workdir=tmp_path, timeout=120)
+    result.check()
+    assert result.boots == 1
+    assert result.stage(1).rc == 0
+    assert "stage 1 of /tmp/luod-vm-share: it's me" in result.stage(1).log
+    assert "Linux version" in result.stage(1).dmesg
+    assert "liveupdate number" not in result.stage(1).dmesg  # a cold boot
+    assert result.run_dir.parent == tmp_path
+
+
+def test_stage_kexecs_into_the_next_stage(luo_kernel: Path, tmp_path: Path) -> None:
+    stages = [
+        f"kexec -s -l --reuse-cmdline {luo_kernel} && kexec -e\necho kexec failed; exit 1",
+        "dmesg | grep 'liveupdate number: 1'",
+    ]
+    result = run_guest(stages, kernel=luo_kernel, workdir=tmp_path, timeout=120).check()
+    assert result.boots == 2
+    assert result.stage(1).kexeced
+    assert result.stage(2).rc == 0
+    assert "Retrieved live update data, liveupdate number: 1" in result.stage(2).dmesg
+
+
+def test_failing_stage_is_reported(luo_kernel: Path, tmp_path: Path) -> None:
+    stage = "echo about to fail >&2\nexit 3"
+    result = run_guest([stage], kernel=luo_kernel, workdir=tmp_path, timeout=120)
+    assert result.stage(1).rc == 3
+    with pytest.raises(AssertionError) as raised:
+        result.check()
+    report = str(raised.value)
+    assert "stage 1: exit code 3" in report
+    assert "about to fail" in report
+
+
+def test_hanging_guest_is_killed_on_timeout(luo_kernel: Path, tmp_path: Path) -> None:
+    result = run_guest(["sleep 1000"], kernel=luo_kernel, workdir=tmp_path, timeout=15)
+    assert result.timed_out
+    assert result.qemu_returncode is None
+    assert result.stage(1).started and result.stage(1).rc is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(result.qemu_pid, 0)
+    with pytest.raises(AssertionError, match="TIMED OUT"):
+        result.check()
