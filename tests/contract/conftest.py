@@ -32,7 +32,7 @@ def kernel_available() -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "boots(n): the test spans n boots (n-1 kexecs)")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 16384
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))

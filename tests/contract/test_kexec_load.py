@@ -42,9 +42,7 @@ def test_reboot_without_a_loaded_image_is_einval(luo: Luo) -> None:
     assert info.value.errno == errno.EINVAL
 
 
-def test_load_then_unload_the_next_kernel(
-    luo: Luo, backend_name: str, tmp_path: Path
-) -> None:
+def test_load_then_unload_the_next_kernel(luo: Luo, backend_name: str, tmp_path: Path) -> None:
     luo.backend.load_kernel(next_kernel(backend_name, tmp_path), cmdline="liveupdate=on")
     assert luo.backend.kernel_loaded()
     luo.backend.unload_kernel()

@@ -30,7 +30,12 @@ def test_hints(op: str, code: int, words: str) -> None:
 def test_luo_error_is_an_oserror_with_subject_and_code() -> None:
     error = LuoError(errno.EBUSY, "PRESERVE_FD", session="luod:vm1", token=3)
     assert isinstance(error, OSError)
-    assert (error.errno, error.op, error.session, error.token) == (errno.EBUSY, "PRESERVE_FD", "luod:vm1", 3)
+    assert (error.errno, error.op, error.session, error.token) == (
+        errno.EBUSY,
+        "PRESERVE_FD",
+        "luod:vm1",
+        3,
+    )
     assert error.code == "luo-ebusy"
     text = str(error)
     assert "PRESERVE_FD" in text and "luod:vm1" in text and "0x3" in text and "hint:" in text

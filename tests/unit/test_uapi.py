@@ -38,7 +38,10 @@ def test_field_offsets(ctype: str) -> None:
 
 
 def test_name_field_is_64_bytes() -> None:
-    assert uapi.ffi.sizeof(uapi.ffi.typeof("struct liveupdate_ioctl_create_session").fields[2][1].type) == 64
+    assert (
+        uapi.ffi.sizeof(uapi.ffi.typeof("struct liveupdate_ioctl_create_session").fields[2][1].type)
+        == 64
+    )
 
 
 @pytest.mark.parametrize("cmd", sorted(NUMBERS))

@@ -64,9 +64,22 @@ def junit_cases(path: Path) -> list[CaseResult]:
 def sim_test_ids(selection: str = "tests/contract") -> set[str]:
     """The contract test ids collected for the sim backend, as kernel ids."""
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", selection, "--collect-only", "-q", "-p",
-         "no:cacheprovider", "-o", "addopts="],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            selection,
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
         env={"LUOD_CONTRACT_BACKENDS": "sim", "PATH": "/usr/bin:/bin"},
     )
     ids = {line for line in done.stdout.splitlines() if "::" in line}
