@@ -58,10 +58,11 @@ def kernel_costs() -> dict[str, float]:
         f"{out.format(phase)} {shlex.quote(str(kernel))}"
         for phase in ("before", "after")
     ]
-    result = run_guest(stages, kernel=kernel, timeout=300).check()
-    share = result.run_dir / "share"
-    costs = json.loads((share / "bench-before.json").read_text())
-    costs.update(json.loads((share / "bench-after.json").read_text()))
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run_guest(stages, kernel=kernel, timeout=300, workdir=Path(workdir)).check()
+        share = result.run_dir / "share"
+        costs = json.loads((share / "bench-before.json").read_text())
+        costs.update(json.loads((share / "bench-after.json").read_text()))
     return dict(costs)
 
 

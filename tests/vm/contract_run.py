@@ -40,10 +40,14 @@ def stage_script(python: Path, boot: int, kernel: Path, selection: str) -> str:
 
 
 def run_contract_in_guest(
-    python: Path, kernel: Path, selection: str = "tests/contract", timeout: float = 480
+    python: Path,
+    kernel: Path,
+    workdir: Path,
+    selection: str = "tests/contract",
+    timeout: float = 480,
 ) -> GuestResult:
     stages = [stage_script(python, boot, kernel, selection) for boot in range(1, BOOTS + 1)]
-    return run_guest(stages, kernel=kernel, timeout=timeout)
+    return run_guest(stages, kernel=kernel, timeout=timeout, workdir=workdir)
 
 
 def junit_cases(path: Path) -> list[CaseResult]:

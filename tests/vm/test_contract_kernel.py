@@ -9,8 +9,10 @@ from tests.vm.contract_run import BOOTS, junit_cases, run_contract_in_guest, sim
 KERNEL_ONLY_MODULES = ("tests/contract/test_memfd_freeze.py",)
 
 
-def test_contract_passes_on_the_real_kernel(luo_kernel: Path, vm_python: Path) -> None:
-    result = run_contract_in_guest(vm_python, luo_kernel)
+def test_contract_passes_on_the_real_kernel(
+    luo_kernel: Path, vm_python: Path, tmp_path: Path
+) -> None:
+    result = run_contract_in_guest(vm_python, luo_kernel, tmp_path)
     result.check()
     assert result.boots == BOOTS
     passed: set[str] = set()
