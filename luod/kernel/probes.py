@@ -34,6 +34,7 @@ class KernelInfo:
     liveupdate_number: int
     previous_release: str | None
     kexec_count: int
+    boot_id: str = ""
 
     @property
     def luo_usable(self) -> bool:
@@ -116,6 +117,7 @@ def probe(roots: Roots = DEFAULT_ROOTS) -> KernelInfo:
         liveupdate_number=number,
         previous_release=previous,
         kexec_count=count,
+        boot_id=_read_text(roots.proc / "sys/kernel/random/boot_id"),
     )
 
 

@@ -36,6 +36,7 @@ import select
 import struct
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Final
 
@@ -97,6 +98,7 @@ class SimKernel:
         self._image: tuple[str, str] | None = None
         self._gone = False
         self._retrieve_faults: dict[tuple[str, int], int] = {}
+        self.boot_id = str(uuid.uuid4())
         self._boot(cmdline)
 
     # --- boot ----------------------------------------------------------------------------
@@ -215,6 +217,7 @@ class SimKernel:
             liveupdate_number=self.liveupdate_number,
             previous_release=self.previous_release,
             kexec_count=self.kexec_count,
+            boot_id=self.boot_id,
         )
 
     # --- test hooks ----------------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""The last step before the kexec: put the manifest where the next kernel's luod will find it.
+
+A sealed memfd at token 0 of session ``luod`` (the kernel cannot list sessions or tokens) plus
+the disk copy; then sync and reboot(KEXEC) — direct mode: luod is alive and holds every session.
+No other LUO call runs meanwhile: this is synchronous on luod's only event-loop thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import structlog
+
+from luod.core import manifest as manifest_io
+from luod.core.model import MANIFEST_TOKEN, STATE_SESSION
+from luod.core.registry import Registry
+from luod.errors import LuodError
+from luod.kernel import LuoError
+
+log = structlog.get_logger("luod.handoff")
+
+
+def load_next_kernel(
+    registry: Registry, kernel: Path, initrd: Path | None, cmdline: str | None
+) -> str:
+    """kexec_file_load the next kernel; ``cmdline`` None reuses the running one."""
+    text = cmdline if cmdline is not None else registry.backend.info().cmdline
+    try:
+        registry.backend.load_kernel(kernel, initrd, text)
+    except LuoError as exc:
+        raise LuodError.from_luo(exc) from exc
+    return text
+
+
+def write_state_session(registry: Registry) -> None:
+    old = registry.sessions.pop(STATE_SESSION, None)
+    if old is not None:  # a previous attempt's manifest: replace it
+        old.close()
+    manifest = registry.manifest()
+    with manifest_io.to_memfd(manifest) as fd:
+        session = registry.backend.device.create_session(STATE_SESSION)
+        try:
+            session.preserve(fd, MANIFEST_TOKEN)
+        except BaseException:
+            session.close()
+            raise
+    registry.sessions[STATE_SESSION] = session
+    registry.custody.deposit(STATE_SESSION, session)
+
+
+def kexec_direct(registry: Registry) -> None:
+    """Hand over and reboot. Returns only if reboot(2) failed (state then rolled back)."""
+    if not registry.backend.kernel_loaded():
+        raise LuodError(
+            "no-kernel-loaded",
+            "no next kernel is loaded",
+            "load one with kexec_file_load first (KEXEC kernel=...)",
+            errno.EINVAL,
+        )
+    registry.kexec_pending = True
+    try:
+        registry.persist()
+        write_state_session(registry)
+        os.sync()
+        log.info("kexec", vms=len(registry.vms))
+        registry.backend.reboot_kexec()
+    except (LuoError, LuodError) as exc:
+        registry.kexec_pending = False
+        registry.persist()
+        log.error("kexec-failed", error=str(exc))
+        raise LuodError.from_luo(exc) if isinstance(exc, LuoError) else exc from exc

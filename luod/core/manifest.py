@@ -1,0 +1,134 @@
+"""The manifest: luod's record of every VM, session, file and token, versioned JSON.
+
+Written atomically to the state directory on every change, and — just before a kexec — into a
+sealed memfd preserved at token 0 of session ``luod``, because the kernel cannot list incoming
+sessions or tokens (CONTRACT §1.4). Readers accept older versions and refuse newer ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from luod.core.model import VmRecord
+from luod.errors import LuodError
+from luod.kernel import OwnedFd, memfd
+
+VERSION: Final = 1
+FILENAME: Final = "manifest.json"
+SEALS: Final = memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_WRITE | memfd.F_SEAL_SEAL
+"""Sealed read-only — but never F_SEAL_EXEC, which comes back write-sealed (CONTRACT §5.4)."""
+
+
+@dataclass
+class Manifest:
+    boot_id: str
+    release: str
+    liveupdate_number: int
+    vms: dict[str, VmRecord] = field(default_factory=dict)
+    kexec_pending: bool = False
+    written: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        data = {
+            "version": VERSION,
+            "boot_id": self.boot_id,
+            "release": self.release,
+            "liveupdate_number": self.liveupdate_number,
+            "kexec_pending": self.kexec_pending,
+            "written": self.written,
+            "vms": [vm.to_dict() for vm in self.vms.values()],
+            "extra": self.extra,
+        }
+        return json.dumps(data, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, source: str) -> Manifest:
+        try:
+            data = json.loads(raw)
+            version = int(data["version"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LuodError(
+                "manifest-corrupt",
+                f"{source}: unreadable manifest ({exc})",
+                "keep the file for analysis; luod cannot map sessions without it",
+            ) from exc
+        if version > VERSION:
+            raise LuodError(
+                "manifest-too-new",
+                f"{source}: manifest version {version}, this luod reads <= {VERSION}",
+                "a newer luod wrote it: run that version (or newer) of luod",
+            )
+        data = _upgrade(data, version)
+        try:
+            vms = {vm["id"]: VmRecord.from_dict(vm) for vm in data["vms"]}
+            return cls(
+                boot_id=str(data["boot_id"]),
+                release=str(data["release"]),
+                liveupdate_number=int(data["liveupdate_number"]),
+                vms=vms,
+                kexec_pending=bool(data.get("kexec_pending", False)),
+                written=float(data.get("written", 0.0)),
+                extra=dict(data.get("extra", {})),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LuodError(
+                "manifest-corrupt",
+                f"{source}: malformed manifest ({exc!r})",
+                "keep the file for analysis",
+            ) from exc
+
+
+def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
+    """Bring an older manifest up to VERSION (one step per version; none yet)."""
+    return data
+
+
+def write_atomic(state_dir: Path, manifest: Manifest) -> Path:
+    """Write STATE_DIR/manifest.json so that a crash leaves the old or the new one, never half."""
+    manifest.written = time.time()
+    target = state_dir / FILENAME
+    temporary = state_dir / f".{FILENAME}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as out:
+        out.write(manifest.to_json())
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, target)
+    directory = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return target
+
+
+def read_disk(state_dir: Path) -> Manifest | None:
+    path = state_dir / FILENAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return Manifest.from_json(raw, str(path))
+
+
+def to_memfd(manifest: Manifest) -> OwnedFd:
+    """A sealed memfd holding the manifest, ready for PRESERVE_FD at token 0."""
+    raw = manifest.to_json()
+    fd = memfd.create("luod-manifest", len(raw))
+    try:
+        os.pwrite(fd.fileno(), raw, 0)
+        memfd.add_seals(fd, SEALS)
+    except BaseException:
+        fd.close()
+        raise
+    return fd
+
+
+def from_fd(fd: OwnedFd) -> Manifest:
+    size = os.fstat(fd.fileno()).st_size
+    return Manifest.from_json(os.pread(fd.fileno(), size, 0), "manifest memfd (session luod)")

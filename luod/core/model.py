@@ -1,0 +1,97 @@
+"""What luod knows about each VM: owner, mode, session name, and its files (name ↔ token ↔ kind).
+
+Plain data, JSON-serialisable, shared by the registry, the manifest and the protocol replies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+SESSION_PREFIX: Final = "luod."
+STATE_SESSION: Final = "luod"
+MANIFEST_TOKEN: Final = 0
+
+
+def session_name(vm_id: str) -> str:
+    """LUO session of a VM. Not ``luod:<id>``: systemd refuses ':' in FDNAME, and the fd-store
+    name is the session name (DESIGN §2 amended)."""
+    return SESSION_PREFIX + vm_id
+
+
+class Mode(StrEnum):
+    HANDOVER = "handover"
+    DELEGATION = "delegation"
+
+
+class VmState(StrEnum):
+    REGISTERED = "registered"  # session created, nothing preserved yet
+    PRESERVED = "preserved"  # handover: files preserved; delegation: READY received
+    INCOMING = "incoming"  # after the kexec: session retrieved, waiting for the owner
+    RECLAIMED = "reclaimed"  # every file (or the session fd) handed back
+    LOST = "lost"  # its session did not survive (reported, never silent)
+
+
+@dataclass
+class Owner:
+    uid: int
+    gid: int
+    pid: int
+    cgroup: str | None = None
+
+
+@dataclass
+class FileRecord:
+    name: str
+    token: int
+    kind: str
+    size: int
+    reclaimed: bool = False
+
+
+@dataclass
+class VmRecord:
+    id: str
+    owner: Owner
+    mode: Mode
+    state: VmState = VmState.REGISTERED
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    note: str = ""
+
+    @property
+    def session(self) -> str:
+        return session_name(self.id)
+
+    def next_token(self) -> int:
+        return max((f.token for f in self.files.values()), default=MANIFEST_TOKEN) + 1
+
+    def touch(self, state: VmState | None = None, note: str | None = None) -> None:
+        if state is not None:
+            self.state = state
+        if note is not None:
+            self.note = note
+        self.updated = time.time()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["session"] = self.session
+        data["files"] = [asdict(f) for f in self.files.values()]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VmRecord:
+        files = {f["name"]: FileRecord(**f) for f in data.get("files", [])}
+        return cls(
+            id=data["id"],
+            owner=Owner(**data["owner"]),
+            mode=Mode(data["mode"]),
+            state=VmState(data["state"]),
+            files=files,
+            created=float(data.get("created", 0.0)),
+            updated=float(data.get("updated", 0.0)),
+            note=str(data.get("note", "")),
+        )

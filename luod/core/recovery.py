@@ -1,0 +1,149 @@
+"""Rebuilding luod's state when it starts: from custody, the manifest, and the kernel.
+
+Three cases. After a live update: the manifest comes from token 0 of incoming session ``luod``
+(or that session is already in custody, e.g. from systemd's fd store), and every VM session is
+taken from custody or retrieved by name. A restart in the same boot: sessions come back from
+custody and the disk manifest says what they are. A boot that did not come through a live
+update with our sessions: every VM still on record is reported lost — never silently dropped.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+
+import structlog
+
+from luod.core import manifest as manifest_io
+from luod.core.model import MANIFEST_TOKEN, STATE_SESSION, VmRecord, VmState
+from luod.core.registry import Registry
+from luod.errors import LuodError
+from luod.kernel import LuoError, OpenDevice, Session
+
+log = structlog.get_logger("luod.recovery")
+
+
+@dataclass
+class RecoveryReport:
+    mode: str = "fresh"  # fresh | after-kexec | restart | lost-boot
+    restored: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    unknown_sessions: list[str] = field(default_factory=list)
+
+
+def recover(registry: Registry) -> RecoveryReport:
+    adopted = _adopt_custody(registry)
+    report = RecoveryReport()
+    try:
+        with registry.backend.device.open() as device:
+            state = _take_state_session(registry, device, adopted)
+            if state is not None:
+                _after_kexec(registry, device, state, adopted, report)
+            else:
+                _resume(registry, adopted, report)
+    except LuoError as exc:
+        raise LuodError.from_luo(exc) from exc
+    for name, session in adopted.items():  # ours is a duplicate: custody keeps its copy
+        report.unknown_sessions.append(name)
+        session.close()
+    log.info("recovered", **report.__dict__)
+    return report
+
+
+def _adopt_custody(registry: Registry) -> dict[str, Session]:
+    adopted = {}
+    for name, fd in registry.custody.recover().items():
+        try:
+            session = registry.backend.device.adopt_session(fd)
+        except LuoError as exc:
+            log.warning("custody-not-a-session", name=name, error=str(exc))
+            fd.close()
+            continue
+        adopted[session.known_name] = session
+    return adopted
+
+
+def _take_state_session(
+    registry: Registry, device: OpenDevice, adopted: dict[str, Session]
+) -> tuple[Session, manifest_io.Manifest] | None:
+    session = adopted.pop(STATE_SESSION, None)
+    if session is None:
+        try:
+            session = device.retrieve_session(STATE_SESSION)
+        except LuoError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+    try:
+        with session.retrieve(MANIFEST_TOKEN) as fd:
+            manifest = manifest_io.from_fd(fd)
+    except LuoError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: an outgoing leftover of a kexec that failed
+            raise
+        session.close()
+        registry.custody.withdraw(STATE_SESSION)
+        return None
+    registry.custody.deposit(STATE_SESSION, session)  # until every VM session is safe
+    return session, manifest
+
+
+def _after_kexec(
+    registry: Registry,
+    device: OpenDevice,
+    state: tuple[Session, manifest_io.Manifest],
+    adopted: dict[str, Session],
+    report: RecoveryReport,
+) -> None:
+    state_session, manifest = state
+    report.mode = "after-kexec"
+    for vm in manifest.vms.values():
+        session = adopted.pop(vm.session, None) or _retrieve(device, vm)
+        if session is None:
+            report.lost.append(vm.id)
+            continue
+        registry.sessions[vm.id] = session
+        registry.custody.deposit(vm.session, session)
+        for record in vm.files.values():
+            record.reclaimed = False
+        vm.touch(VmState.INCOMING, note=f"preserved by {manifest.release}")
+        report.restored.append(vm.id)
+    registry.vms = dict(manifest.vms)
+    registry.previous = manifest
+    registry.persist()
+    state_session.finish()  # every file of it (the manifest) was retrieved
+    state_session.close()
+    registry.custody.withdraw(STATE_SESSION)
+
+
+def _retrieve(device: OpenDevice, vm: VmRecord) -> Session | None:
+    try:
+        return device.retrieve_session(vm.session)
+    except LuoError as exc:
+        vm.touch(VmState.LOST, note=f"session {vm.session!r} not retrievable: {exc}")
+        log.error("vm-lost", vm=vm.id, error=str(exc))
+        return None
+
+
+def _resume(registry: Registry, adopted: dict[str, Session], report: RecoveryReport) -> None:
+    disk = manifest_io.read_disk(registry.state_dir)
+    if disk is None:
+        return
+    registry.vms = dict(disk.vms)
+    if disk.boot_id != registry.info.boot_id:
+        report.mode = "lost-boot"
+        for vm in registry.vms.values():
+            if vm.state is not VmState.LOST:
+                vm.touch(VmState.LOST, note="this boot did not come through a live update")
+                report.lost.append(vm.id)
+        registry.persist()
+        return
+    report.mode = "restart"
+    for vm in registry.vms.values():
+        session = adopted.pop(vm.session, None)
+        if session is None and vm.state is not VmState.LOST:
+            vm.touch(VmState.LOST, note="its session was not in custody after a restart")
+            report.lost.append(vm.id)
+        elif session is not None:
+            registry.sessions[vm.id] = session
+            report.restored.append(vm.id)
+    registry.persist()

@@ -1,0 +1,140 @@
+"""``luod``: the daemon entry point. The only place that turns errors into exit codes.
+
+Critical path after a reboot: backend → custody → recovery (sessions retrieved) → VMM socket
+serving. Nothing here imports the REST stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import structlog
+
+import luod
+from luod.core.access import AccessPolicy
+from luod.core.custody import choose_custody
+from luod.core.recovery import recover
+from luod.core.registry import Registry
+from luod.daemon import logs
+from luod.daemon.handler import LuodHandler
+from luod.errors import LuodError
+from luod.kernel import Backend, kernel_backend
+from luod.kernel.sim import sim_backend
+from luod.vmm.server import VmmServer
+
+log = structlog.get_logger("luod")
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="luod", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"luod {luod.__version__}")
+    parser.add_argument(
+        "--simulate",
+        metavar="STATE_DIR",
+        type=Path,
+        help="run against the in-process LUO simulator kept in STATE_DIR",
+    )
+    parser.add_argument(
+        "--socket", type=Path, help="VMM socket (default: RUNTIME_DIR/liveupdate.sock)"
+    )
+    parser.add_argument("--state-dir", type=Path, help="default /var/lib/luod (or STATE_DIR)")
+    parser.add_argument("--runtime-dir", type=Path, help="default /run/luod (or STATE_DIR/run)")
+    parser.add_argument(
+        "--custody",
+        choices=("auto", "systemd", "keeper", "memory"),
+        default=None,
+        help="who else holds the session fds (default auto)",
+    )
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        return asyncio.run(run(args))
+    except LuodError as exc:
+        log.error("fatal", code=exc.code, message=exc.message, hint=exc.hint)
+        print(f"luod: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    if args.simulate is not None:
+        state = args.state_dir or args.simulate
+        runtime = args.runtime_dir or args.simulate / "run"
+    else:
+        state = args.state_dir or Path("/var/lib/luod")
+        runtime = args.runtime_dir or Path("/run/luod")
+    socket_path = args.socket or runtime / "liveupdate.sock"
+    return state, runtime, socket_path
+
+
+def backend_for(args: argparse.Namespace) -> Backend:
+    if args.simulate is not None:
+        return sim_backend(args.simulate / "kernel")
+    return kernel_backend()
+
+
+async def run(args: argparse.Namespace) -> int:
+    state_dir, runtime_dir, socket_path = paths(args)
+    for directory in (state_dir, runtime_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    backend = backend_for(args)
+    prefer = args.custody or ("memory" if args.simulate is not None else "auto")
+    custody = choose_custody(runtime_dir, prefer)
+    registry = Registry(backend, custody, state_dir, AccessPolicy.default())
+    report = recover(registry)
+    listener = bind(socket_path)
+    stop = asyncio.Event()
+    handler = LuodHandler(registry, on_kexec=stop.set)
+    server = VmmServer(listener, handler)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "serving",
+        socket=str(socket_path),
+        backend=backend.name,
+        custody=custody.kind,
+        recovery=report.mode,
+        vms=len(registry.vms),
+        version=luod.__version__,
+    )
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(server.serve())
+            await stop.wait()
+            serving.cancel()
+    finally:
+        custody.close()
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def bind(path: Path) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o660)
+    listener.listen(128)
+    return listener
+
+
+def entry() -> None:
+    sys.exit(main())

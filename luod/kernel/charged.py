@@ -1,0 +1,85 @@
+"""RETRIEVE_FD with the memory charged to the right cgroup (CONTRACT §5.4).
+
+The kernel charges a retrieved memfd's pages to the memcg of the task that retrieves. luod
+retrieves in a short-lived forked helper that first moves itself into the owner's cgroup, then
+passes the fds back over a socketpair. Only the first retrieve restores (and charges) pages;
+later ones return the same open file.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from luod.kernel.errors import LuoError
+from luod.kernel.fd import OwnedFd
+from luod.kernel.session import Session
+
+CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+_FD_BYTES: Final = array.array("i").itemsize
+
+
+def cgroup_of(pid: int, proc: Path = Path("/proc")) -> str | None:
+    """The cgroup v2 path of ``pid`` ("0::/path"), or None without cgroup v2."""
+    try:
+        for line in (proc / str(pid) / "cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:] or "/"
+    except OSError:
+        return None
+    return None
+
+
+def retrieve_charged(session: Session, tokens: Sequence[int], cgroup: str | None) -> list[OwnedFd]:
+    """RETRIEVE_FD each token from inside ``cgroup``; in-process when cgroup is None."""
+    if cgroup is None or not (CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs").exists():
+        return [session.retrieve(token) for token in tokens]
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the helper process
+        parent.close()
+        _helper(session, tokens, cgroup, child)
+    child.close()
+    try:
+        return _receive(parent, len(tokens), session, tokens)
+    finally:
+        parent.close()
+        os.waitpid(pid, 0)
+
+
+def _helper(session: Session, tokens: Sequence[int], cgroup: str, channel: socket.socket) -> None:
+    code = 0
+    try:
+        with contextlib.suppress(OSError):  # else charged to luod's cgroup
+            (CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs").write_text("0")
+        fds = [session.retrieve(token).detach() for token in tokens]
+        channel.sendmsg([b"ok"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    except OSError as exc:
+        code = exc.errno or errno.EIO
+        channel.send(f"err {code}".encode())
+    finally:
+        os._exit(0 if code == 0 else 1)
+
+
+def _receive(
+    channel: socket.socket, count: int, session: Session, tokens: Sequence[int]
+) -> list[OwnedFd]:
+    space = socket.CMSG_SPACE(count * _FD_BYTES)
+    data, ancillary, flags, _ = channel.recvmsg(64, space)
+    fds: list[OwnedFd] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % _FD_BYTES
+            fds += [OwnedFd(n) for n in array.array("i", payload[:usable])]
+    if flags & socket.MSG_CTRUNC or data != b"ok" or len(fds) != count:
+        for fd in fds:
+            fd.close()
+        code = int(data.split()[1]) if data.startswith(b"err ") else errno.EIO
+        raise LuoError(code, "RETRIEVE_FD", session=session.known_name, token=tokens[0])
+    return fds

@@ -1,0 +1,385 @@
+"""The VMM socket protocol as pure functions: bytes + fds in, frozen messages out, and back.
+
+No I/O here. ``FrameReader`` splits the byte stream into newline-terminated frames and gives
+each frame the fds that arrived with its bytes; ``decode_request`` turns one frame into a
+request object or raises ``LuodError``; ``encode`` turns a reply or event into one frame.
+The wire format is specified in api/vmm-protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from luod.errors import LuodError
+from luod.kernel import OwnedFd
+
+PROTOCOL: Final = "luod-vmm"
+VERSION: Final = 1
+MAX_LINE: Final = 64 * 1024
+MAX_FDS: Final = 64
+VM_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,57}")
+FILE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+KINDS: Final = ("memfd", "vfio", "iommufd", "guest_memfd")
+
+
+@dataclass(frozen=True)
+class Frame:
+    line: bytes
+    fds: tuple[OwnedFd, ...] = ()
+
+
+class FrameReader:
+    """Reassembles frames from stream chunks; fds belong to the frame their bytes started in."""
+
+    def __init__(self, max_line: int = MAX_LINE, max_fds: int = MAX_FDS) -> None:
+        self._buffer = bytearray()
+        self._fds: list[tuple[int, OwnedFd]] = []  # (stream offset in buffer, fd)
+        self._max_line = max_line
+        self._max_fds = max_fds
+
+    def feed(self, data: bytes, fds: list[OwnedFd]) -> list[Frame]:
+        """Consume a chunk; the caller must close everything on LuodError (see ``close``)."""
+        position = len(self._buffer)
+        self._fds.extend((position, fd) for fd in fds)
+        self._buffer += data
+        frames = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            frames.append(self._take(end))
+        if len(self._buffer) > self._max_line:
+            raise LuodError(
+                "line-too-long",
+                f"message exceeds {self._max_line} bytes",
+                "split the request; the connection is closed",
+            )
+        return frames
+
+    def _take(self, end: int) -> Frame:
+        if end > self._max_line:
+            raise LuodError(
+                "line-too-long",
+                f"message exceeds {self._max_line} bytes",
+                "split the request; the connection is closed",
+            )
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        mine = [fd for offset, fd in self._fds if offset <= end]
+        self._fds = [(offset - end - 1, fd) for offset, fd in self._fds if offset > end]
+        return Frame(line, tuple(mine))
+
+    @property
+    def pending_fds(self) -> int:
+        return len(self._fds)
+
+    def close(self) -> None:
+        """Close every fd still waiting for its frame."""
+        for _, fd in self._fds:
+            fd.close()
+        self._fds.clear()
+        self._buffer.clear()
+
+
+# --- requests ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    seq: int | None
+
+    @property
+    def cmd(self) -> str:
+        return COMMAND_OF[type(self)]
+
+    @property
+    def fds(self) -> tuple[OwnedFd, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Hello(Request):
+    version: int
+
+
+@dataclass(frozen=True)
+class Register(Request):
+    id: str
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    name: str
+    kind: str = "memfd"
+
+
+@dataclass(frozen=True)
+class Preserve(Request):
+    id: str
+    files: tuple[FileSpec, ...]
+    attached: tuple[OwnedFd, ...] = field(repr=False, default=())
+
+    @property
+    def fds(self) -> tuple[OwnedFd, ...]:
+        return self.attached
+
+
+@dataclass(frozen=True)
+class ListVms(Request):
+    id: str | None
+
+
+@dataclass(frozen=True)
+class Drop(Request):
+    id: str
+
+
+@dataclass(frozen=True)
+class Reclaim(Request):
+    id: str
+    names: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class Done(Request):
+    id: str
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Subscribe(Request):
+    id: str
+
+
+@dataclass(frozen=True)
+class Ready(Request):
+    id: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Claim(Request):
+    id: str
+
+
+@dataclass(frozen=True)
+class Status(Request):
+    pass
+
+
+@dataclass(frozen=True)
+class Kexec(Request):
+    kernel: str
+    initrd: str | None
+    cmdline: str | None
+
+
+COMMAND_OF: Final[dict[type[Request], str]] = {
+    Hello: "HELLO",
+    Register: "REGISTER",
+    Preserve: "PRESERVE",
+    ListVms: "LIST",
+    Drop: "DROP",
+    Reclaim: "RECLAIM",
+    Done: "DONE",
+    Subscribe: "SUBSCRIBE",
+    Ready: "READY",
+    Claim: "CLAIM",
+    Status: "STATUS",
+    Kexec: "KEXEC",
+}
+
+
+def decode_request(frame: Frame) -> Request:
+    """Parse and validate one request frame. Raises LuodError; never closes ``frame.fds``."""
+    data = _json_object(frame.line)
+    seq = _seq(data)
+    try:
+        cmd = data.get("cmd")
+        if not isinstance(cmd, str):
+            raise _bad("cmd", "a string naming the command", "missing or not a string")
+        parser = _PARSERS.get(cmd.upper())
+        if parser is None:
+            raise LuodError(
+                "unknown-command",
+                f"unknown command {cmd!r}",
+                f"known commands: {', '.join(sorted(_PARSERS))}",
+            )
+        if len(frame.fds) > MAX_FDS:
+            raise LuodError(
+                "too-many-fds",
+                f"{len(frame.fds)} fds attached, at most {MAX_FDS}",
+                "send the files in several PRESERVE requests",
+            )
+        request = parser(data, seq, frame.fds)
+        if frame.fds and not request.fds:
+            raise LuodError(
+                "unexpected-fds",
+                f"{cmd} takes no fds but {len(frame.fds)} came",
+                "attach fds only to PRESERVE",
+            )
+        return request
+    except LuodError as exc:
+        exc.seq = seq
+        exc.cmd = data.get("cmd") if isinstance(data.get("cmd"), str) else None
+        raise
+
+
+def _json_object(line: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LuodError("bad-json", f"not JSON: {exc}", "one JSON object per line") from exc
+    if not isinstance(data, dict):
+        raise LuodError("bad-json", "not a JSON object", "one JSON object per line")
+    return data
+
+
+def _seq(data: dict[str, Any]) -> int | None:
+    seq = data.get("seq")
+    if seq is None or (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0):
+        return seq
+    return None
+
+
+def _bad(key: str, wanted: str, got: str) -> LuodError:
+    return LuodError("bad-request", f"field {key!r}: {got}", f"{key} must be {wanted}")
+
+
+def _vm_id(data: dict[str, Any], key: str = "id", optional: bool = False) -> Any:
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not VM_ID.fullmatch(value):
+        raise LuodError(
+            "bad-id", f"invalid VM id {value!r}", "VM ids match [A-Za-z0-9][A-Za-z0-9._-]{0,57}"
+        )
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not FILE_NAME.fullmatch(value):
+        raise LuodError(
+            "bad-name",
+            f"invalid file name {value!r}",
+            "file names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+        )
+    return value
+
+
+def _optional_str(data: dict[str, Any], key: str, limit: int = 4096) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit or "\0" in value:
+        raise _bad(key, f"a string of at most {limit} characters without NUL", repr(value)[:80])
+    return value
+
+
+def _file_spec(item: Any) -> FileSpec:
+    if isinstance(item, str):
+        return FileSpec(_name(item))
+    if not isinstance(item, dict):
+        raise _bad("files[]", "a name or {name, kind}", type(item).__name__)
+    kind = item.get("kind", "memfd")
+    if kind not in KINDS:
+        raise _bad("files[].kind", f"one of {', '.join(KINDS)}", repr(kind))
+    return FileSpec(_name(item.get("name")), kind)
+
+
+def _preserve(data: dict[str, Any], seq: int | None, fds: tuple[OwnedFd, ...]) -> Preserve:
+    vm = _vm_id(data)
+    files = data.get("files")
+    if not isinstance(files, list) or not files or len(files) > MAX_FDS:
+        raise _bad("files", f"a list of 1..{MAX_FDS} files", repr(files)[:80])
+    specs = tuple(_file_spec(item) for item in files)
+    if len({s.name for s in specs}) != len(specs):
+        raise _bad("files", "distinct names", "a name appears twice")
+    if len(fds) != len(specs):
+        raise LuodError(
+            "fd-count-mismatch",
+            f"{len(specs)} files named, {len(fds)} fds attached",
+            "attach exactly one fd per entry of files, in the same order",
+        )
+    return Preserve(seq, vm, specs, fds)
+
+
+def _reclaim(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Reclaim:
+    names = data.get("files")
+    if names is not None:
+        if not isinstance(names, list) or len(names) > MAX_FDS:
+            raise _bad("files", f"a list of at most {MAX_FDS} names", repr(names)[:80])
+        names = tuple(_name(n) for n in names)
+    return Reclaim(seq, _vm_id(data), names)
+
+
+def _kexec(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Kexec:
+    kernel = _optional_str(data, "kernel")
+    if not kernel:
+        raise _bad("kernel", "the path of the next kernel image", "missing")
+    return Kexec(seq, kernel, _optional_str(data, "initrd"), _optional_str(data, "cmdline"))
+
+
+def _hello(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Hello:
+    version = data.get("version", VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _bad("version", "an integer", repr(version))
+    return Hello(seq, version)
+
+
+Parser = Callable[[dict[str, Any], int | None, tuple[OwnedFd, ...]], Request]
+_PARSERS: Final[dict[str, Parser]] = {
+    "HELLO": _hello,
+    "REGISTER": lambda d, s, _: Register(s, _vm_id(d)),
+    "PRESERVE": _preserve,
+    "LIST": lambda d, s, _: ListVms(s, _vm_id(d, optional=True)),
+    "DROP": lambda d, s, _: Drop(s, _vm_id(d)),
+    "RECLAIM": _reclaim,
+    "DONE": lambda d, s, _: Done(s, _vm_id(d), d.get("force") is True),
+    "SUBSCRIBE": lambda d, s, _: Subscribe(s, _vm_id(d)),
+    "READY": lambda d, s, _: Ready(s, _vm_id(d, optional=True), _optional_str(d, "error")),
+    "CLAIM": lambda d, s, _: Claim(s, _vm_id(d)),
+    "STATUS": lambda d, s, _: Status(s),
+    "KEXEC": _kexec,
+}
+
+
+# --- replies and events --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outgoing:
+    """One frame to send, with the fds to attach (sent, then closed by the sender)."""
+
+    line: bytes
+    fds: tuple[OwnedFd, ...] = ()
+
+
+def encode(message: dict[str, Any], fds: tuple[OwnedFd, ...] = ()) -> Outgoing:
+    line = json.dumps(message, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+    if len(line) > MAX_LINE:
+        raise ValueError(f"outgoing message of {len(line)} bytes exceeds {MAX_LINE}")
+    return Outgoing(line, fds)
+
+
+def ok_reply(cmd: str, seq: int | None, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"reply": cmd, "ok": True, **(result or {})}
+    if seq is not None:
+        message["seq"] = seq
+    return message
+
+
+def error_reply(cmd: str | None, seq: int | None, error: LuodError) -> dict[str, Any]:
+    message: dict[str, Any] = {"reply": cmd or "?", "ok": False, "error": error.to_dict()}
+    if seq is not None:
+        message["seq"] = seq
+    return message
+
+
+def event(name: str, **fields: Any) -> dict[str, Any]:
+    return {"event": name, **fields}
+
+
+def decode_server_message(frame: Frame) -> dict[str, Any]:
+    """Client side: a reply or an event, as a dict; the frame's fds travel separately."""
+    data = _json_object(frame.line)
+    if "reply" not in data and "event" not in data:
+        raise LuodError("bad-json", "neither a reply nor an event", "")
+    return data

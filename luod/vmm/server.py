@@ -1,0 +1,236 @@
+"""The VMM socket server: moves bytes and fds between clients and a request handler.
+
+Thin asyncio adapter over the pure codec. SCM_RIGHTS hygiene: every received fd is wrapped in
+an OwnedFd at once; MSG_CTRUNC drops the connection after closing what did arrive; a frame that
+fails to decode has its fds closed. Each connection has bounded input (one frame) and output
+queues; a client that does not read its replies/events is disconnected, never waited for.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import socket
+import struct
+from collections import deque
+from typing import Any, Final, Protocol
+
+import structlog
+
+from luod.core.access import Peer
+from luod.errors import LuodError
+from luod.kernel import OwnedFd
+from luod.kernel.charged import cgroup_of
+from luod.vmm import codec
+
+log = structlog.get_logger("luod.vmm")
+RECV_BYTES: Final = 65536
+FD_BYTES: Final = array.array("i").itemsize
+ANCILLARY: Final = socket.CMSG_SPACE(codec.MAX_FDS * FD_BYTES)
+MAX_QUEUED_BYTES: Final = 4 * 1024 * 1024
+
+
+class Handler(Protocol):
+    async def handle(self, conn: Connection, request: codec.Request) -> codec.Outgoing: ...
+
+    def disconnected(self, conn: Connection) -> None: ...
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, peer: Peer, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.reader = codec.FrameReader()
+        self.inbox: asyncio.Queue[codec.Frame | None] = asyncio.Queue()
+        self.subscribed: set[str] = set()
+        self._loop = loop
+        self._out: deque[tuple[memoryview, tuple[OwnedFd, ...]]] = deque()
+        self._queued = 0
+        self.closed = False
+
+    def push(self, message: codec.Outgoing) -> None:
+        """Queue a frame (reply or event); its fds are closed once sent or dropped."""
+        if self.closed:
+            _close_all(message.fds)
+            return
+        self._out.append((memoryview(message.line), message.fds))
+        self._queued += len(message.line)
+        if self._queued > MAX_QUEUED_BYTES:
+            log.warning("client-too-slow", pid=self.peer.pid, queued=self._queued)
+            self.close()
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._out and not self.closed:
+            data, fds = self._out[0]
+            try:
+                sent = self.sock.sendmsg([data], _rights(fds))
+            except BlockingIOError:
+                self._loop.add_writer(self.sock.fileno(), self._flush)
+                return
+            except OSError as exc:
+                log.info("client-send-failed", pid=self.peer.pid, error=str(exc))
+                self.close()
+                return
+            _close_all(fds)
+            self._queued -= sent
+            if sent < len(data):
+                self._out[0] = (data[sent:], ())
+                continue
+            self._out.popleft()
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_writer(self.sock.fileno())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self.sock.fileno())
+            self._loop.remove_writer(self.sock.fileno())
+        for _, fds in self._out:
+            _close_all(fds)
+        self._out.clear()
+        self.reader.close()
+        self.sock.close()
+        self.inbox.put_nowait(None)
+
+
+class VmmServer:
+    def __init__(self, listener: socket.socket, handler: Handler) -> None:
+        self.listener = listener
+        self.handler = handler
+        self.connections: set[Connection] = set()
+        self._tasks: asyncio.TaskGroup | None = None
+
+    async def serve(self) -> None:
+        """Accept clients until cancelled; each connection is served by a task of this group."""
+        loop = asyncio.get_running_loop()
+        self.listener.setblocking(False)
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            loop.add_reader(self.listener.fileno(), self._accept, loop)
+            try:
+                await asyncio.Future()
+            finally:
+                loop.remove_reader(self.listener.fileno())
+                for conn in list(self.connections):
+                    conn.close()
+
+    def broadcast(self, message: dict[str, Any], only: set[Connection] | None = None) -> None:
+        for conn in list(only if only is not None else self.connections):
+            conn.push(codec.encode(message))
+
+    def _accept(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # EMFILE and friends: keep serving the others
+            log.error("accept-failed", error=str(exc))
+            return
+        sock.setblocking(False)
+        conn = Connection(sock, peer_of(sock), loop)
+        self.connections.add(conn)
+        loop.add_reader(sock.fileno(), self._readable, conn)
+        assert self._tasks is not None
+        self._tasks.create_task(self._serve_connection(conn))
+
+    def _readable(self, conn: Connection) -> None:
+        try:
+            data, fds, truncated = receive(conn.sock)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log.info("client-recv-failed", pid=conn.peer.pid, error=str(exc))
+            conn.close()
+            return
+        if truncated:
+            _close_all(fds)
+            self._fatal(
+                conn,
+                LuodError(
+                    "too-many-fds",
+                    "ancillary data truncated (MSG_CTRUNC)",
+                    f"attach at most {codec.MAX_FDS} fds per message",
+                ),
+            )
+            return
+        if not data:
+            _close_all(fds)
+            conn.close()  # EOF; a half-sent message's fds are closed with the reader
+            return
+        try:
+            frames = conn.reader.feed(data, fds)
+        except LuodError as exc:
+            self._fatal(conn, exc)
+            return
+        for frame in frames:
+            conn.inbox.put_nowait(frame)
+
+    def _fatal(self, conn: Connection, error: LuodError) -> None:
+        """Framing is lost: answer once, then drop the connection."""
+        log.warning("client-protocol-error", pid=conn.peer.pid, code=error.code)
+        conn.push(codec.encode(codec.error_reply(None, None, error)))
+        conn.close()
+
+    async def _serve_connection(self, conn: Connection) -> None:
+        try:
+            while (frame := await conn.inbox.get()) is not None:
+                conn.push(await self._answer(conn, frame))
+        finally:
+            while not conn.inbox.empty():
+                leftover = conn.inbox.get_nowait()
+                if leftover is not None:
+                    _close_all(leftover.fds)
+            conn.close()
+            self.connections.discard(conn)
+            self.handler.disconnected(conn)
+
+    async def _answer(self, conn: Connection, frame: codec.Frame) -> codec.Outgoing:
+        try:
+            request = codec.decode_request(frame)
+        except LuodError as exc:
+            _close_all(frame.fds)
+            return codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))
+        try:
+            return await self.handler.handle(conn, request)
+        except LuodError as exc:
+            return codec.encode(codec.error_reply(request.cmd, request.seq, exc))
+        except Exception as exc:  # a bug must not take the daemon (and its sessions) down
+            log.exception("handler-crashed", cmd=request.cmd)
+            error = LuodError("internal", f"internal error: {exc!r}", "see luod's log")
+            return codec.encode(codec.error_reply(request.cmd, request.seq, error))
+        finally:
+            _close_all(request.fds)  # the handler dup'd or consumed what it kept
+
+
+def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
+    data, ancillary, flags, _ = sock.recvmsg(RECV_BYTES, ANCILLARY)
+    fds: list[OwnedFd] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % FD_BYTES
+            fds += [OwnedFd(n) for n in array.array("i", payload[:usable])]
+    return data, fds, bool(flags & socket.MSG_CTRUNC)
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(uid, gid, pid, cgroup_of(pid))
+
+
+def _rights(fds: tuple[OwnedFd, ...]) -> list[tuple[int, int, bytes]]:
+    if not fds:
+        return []
+    numbers = array.array("i", [fd.fileno() for fd in fds])
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, numbers.tobytes())]
+
+
+def _close_all(fds: Any) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            fd.close()
