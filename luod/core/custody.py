@@ -72,6 +72,7 @@ class MemoryCustody:
         self._held: dict[str, OwnedFd] | None = {}
 
     def deposit(self, name: str, fd: SupportsFileno) -> None:
+        self._table()  # closed: say so before making a duplicate nobody would own
         self.adopt(check_name(name), _dup(fd))
 
     def adopt(self, name: str, fd: OwnedFd) -> None:

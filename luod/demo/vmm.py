@@ -1,0 +1,158 @@
+"""``luod-demo-vmm``: a reference VMM.
+
+``run`` creates "guest RAM" (memfds with a pattern), hands it to luod (handover: REGISTER +
+PRESERVE; delegation: SUBSCRIBE, then preserve into the session fd luod sends with
+START_PRESERVATION), and keeps writing into it until told to stop (SIGUSR1/SIGTERM, or the
+START_PRESERVATION / FREEZE event); then it records the sha256 of every region. ``reclaim``
+runs after the kexec: it gets the memory back (RECLAIM, or CLAIM + RETRIEVE_FD), verifies every
+sha256 against the record, and tells luod it is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from luod.demo.ram import RamRegion, digest, parse_size
+from luod.errors import LuodError
+from luod.kernel import LuoError, kernel_backend
+from luod.vmm.client import Client
+
+DEFAULT_SOCKET = "/run/luod/liveupdate.sock"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="luod-demo-vmm", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="create RAM, hand it over, keep writing until stopped")
+    run.add_argument("--ram", action="append", default=[], metavar="NAME=SIZE")
+    run.add_argument("--mode", choices=("handover", "delegation"), default="handover")
+    run.add_argument("--interval", type=float, default=0.005, help="seconds between writes")
+    reclaim = sub.add_parser("reclaim", help="after the kexec: get RAM back and verify it")
+    for each in (run, reclaim):
+        each.add_argument("--id", required=True)
+        each.add_argument("--socket", default=DEFAULT_SOCKET)
+        each.add_argument("--record", type=Path, required=True, help="JSON record of digests")
+    return parser.parse_args(argv)
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stop = threading.Event()
+        self.regions = [self._region(spec) for spec in args.ram or ["ram0=4M"]]
+        self.writes = 0
+
+    def _region(self, spec: str) -> RamRegion:
+        name, _, size = spec.partition("=")
+        return RamRegion.create(self.args.id, name, parse_size(size or "4M"))
+
+    def run(self) -> int:
+        signal.signal(signal.SIGUSR1, lambda *_: self.stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        with Client(self.args.socket) as client:
+            if self.args.mode == "handover":
+                self._handover(client)
+            else:
+                self._delegate(client)
+        return 0
+
+    def _handover(self, client: Client) -> None:
+        client.register(self.args.id)
+        client.preserve(self.args.id, {r.name: r.fd for r in self.regions})
+        _say("handed-over", vm=self.args.id, files=[r.name for r in self.regions])
+        self._guest_runs(client, until_event="FREEZE")
+        self._record({})
+
+    def _delegate(self, client: Client) -> None:
+        client.subscribe(self.args.id)
+        _say("subscribed", vm=self.args.id)
+        event = self._guest_runs(client, until_event="START_PRESERVATION")
+        if event is None:
+            return
+        tokens = {}
+        with kernel_backend().device.adopt_session(event.fds[0]) as session:
+            for token, region in enumerate(self.regions, start=1):
+                session.preserve(region.fd, token)
+                tokens[region.name] = token
+        self._record(tokens)
+        client.ready(self.args.id)
+        _say("ready", vm=self.args.id)
+
+    def _guest_runs(self, client: Client, until_event: str) -> Any:
+        """Write into RAM until a signal or ``until_event`` arrives (returns that event)."""
+        while not self.stop.is_set():
+            for region in self.regions:
+                region.scribble(self.writes)
+            self.writes += 1
+            event = client.wait_event(until_event, timeout=self.args.interval)
+            if event is not None:
+                return event
+        return None
+
+    def _record(self, tokens: dict[str, int]) -> None:
+        files = {
+            r.name: {"sha256": r.sha256(), "size": r.size, "token": tokens.get(r.name)}
+            for r in self.regions
+        }
+        record = {
+            "vm": self.args.id,
+            "mode": self.args.mode,
+            "writes": self.writes,
+            "stopped": time.time(),
+            "files": files,
+        }
+        self.args.record.write_text(json.dumps(record, indent=1))
+        _say("recorded", vm=self.args.id, writes=self.writes)
+
+
+def reclaim(args: argparse.Namespace) -> int:
+    record = json.loads(args.record.read_text())
+    with Client(args.socket) as client:
+        if record["mode"] == "handover":
+            fds = client.reclaim(args.id)
+        else:
+            fds = _claim_and_retrieve(client, args.id, record)
+        results = {
+            name: digest(fd) == info["sha256"]
+            for name, fd in fds.items()
+            for info in [record["files"][name]]
+        }
+        for fd in fds.values():
+            fd.close()
+        missing = sorted(set(record["files"]) - set(fds))
+        ok = all(results.values()) and not missing
+        if ok:
+            client.done(args.id)
+    _say("verified" if ok else "mismatch", vm=args.id, files=results, missing=missing)
+    return 0 if ok else 1
+
+
+def _claim_and_retrieve(client: Client, vm: str, record: dict[str, Any]) -> dict[str, Any]:
+    with kernel_backend().device.adopt_session(client.claim(vm)) as session:
+        fds = {name: session.retrieve(info["token"]) for name, info in record["files"].items()}
+        session.finish()
+    return fds
+
+
+def _say(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return Runner(args).run() if args.command == "run" else reclaim(args)
+    except (LuodError, LuoError, OSError) as exc:
+        print(f"luod-demo-vmm: {exc}", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Registry, reclaim, manifest and recovery over the simulator (pure logic, no sockets)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from luod.core import handoff, manifest, reclaim
+from luod.core.access import AccessPolicy, Peer
+from luod.core.custody import MemoryCustody
+from luod.core.model import Mode, VmState
+from luod.core.recovery import recover
+from luod.core.registry import Registry
+from luod.errors import LuodError
+from luod.kernel import memfd
+from luod.kernel.sim import SimulatedKexec, sim_backend
+from luod.vmm.codec import FileSpec
+from tests.contract.harness import FAKE_BZIMAGE
+
+ROOT = Peer(0, 0, os.getpid())
+OTHER = Peer(1000, 1000, os.getpid())
+
+
+@pytest.fixture
+def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+    state = tmp_path / "state"
+    state.mkdir()
+    registry = Registry(sim_backend(tmp_path / "kernel"), MemoryCustody(), state, AccessPolicy())
+    yield registry
+    registry.backend.platform.close()  # type: ignore[attr-defined]
+
+
+def ram(data: bytes) -> memfd.OwnedFd:
+    fd = memfd.create("ram", len(data))
+    os.pwrite(fd.fileno(), data, 0)
+    return fd
+
+
+def preserve(registry: Registry, vm: str, **files: bytes) -> None:
+    registry.register(ROOT, vm, Mode.HANDOVER)
+    specs = [FileSpec(name) for name in files]
+    registry.preserve(ROOT, vm, specs, [ram(data) for data in files.values()])
+
+
+def kexec(registry: Registry, tmp_path: Path) -> Registry:
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    handoff.load_next_kernel(registry, image, None, None)
+    with pytest.raises(SimulatedKexec):
+        handoff.kexec_direct(registry)
+    after = Registry(
+        sim_backend(tmp_path / "kernel"), MemoryCustody(), registry.state_dir, AccessPolicy()
+    )
+    return after
+
+
+def test_tokens_count_from_one_in_preservation_order(world: Registry) -> None:
+    preserve(world, "vm1", ram0=b"a", ram1=b"b")
+    assert [f.token for f in world.vms["vm1"].files.values()] == [1, 2]
+
+
+def test_another_uid_is_not_the_owner(world: Registry) -> None:
+    preserve(world, "vm1", ram0=b"a")
+    allowed = AccessPolicy(frozenset({0, 1000}))
+    world.policy = allowed
+    with pytest.raises(LuodError) as info:
+        world.register(OTHER, "vm1", Mode.HANDOVER)
+    assert info.value.code == "not-owner"
+
+
+def test_uid_outside_the_policy_is_not_allowed(world: Registry) -> None:
+    with pytest.raises(LuodError) as info:
+        world.register(OTHER, "vm1", Mode.HANDOVER)
+    assert info.value.code == "not-allowed"
+
+
+def test_a_file_name_cannot_be_preserved_twice(world: Registry) -> None:
+    preserve(world, "vm1", ram0=b"a")
+    fd = ram(b"b")
+    with pytest.raises(LuodError) as info:
+        world.preserve(ROOT, "vm1", [FileSpec("ram0")], [fd])
+    assert info.value.code == "file-exists" and fd.closed
+
+
+def test_kernel_refusal_keeps_errno_and_hint(world: Registry) -> None:
+    world.register(ROOT, "vm1", Mode.HANDOVER)
+    reader, writer = os.pipe()
+    os.close(writer)
+    with pytest.raises(LuodError) as info:
+        world.preserve(ROOT, "vm1", [FileSpec("ram0")], [memfd.OwnedFd(reader)])
+    assert (info.value.code, info.value.errno) == ("luo-enoent", 2)
+    assert "handler" in info.value.hint
+
+
+def test_drop_forgets_the_vm_and_its_session(world: Registry) -> None:
+    preserve(world, "vm1", ram0=b"a")
+    world.drop(ROOT, "vm1")
+    assert "vm1" not in world.vms and not world.custody.recover()
+
+
+def test_every_change_is_on_disk(world: Registry) -> None:
+    preserve(world, "vm1", ram0=b"a")
+    on_disk = manifest.read_disk(world.state_dir)
+    assert on_disk is not None and on_disk.vms["vm1"].files["ram0"].token == 1
+
+
+def test_manifest_from_a_newer_luod_is_refused(tmp_path: Path) -> None:
+    raw = json.dumps({"version": manifest.VERSION + 1, "vms": []}).encode()
+    with pytest.raises(LuodError) as info:
+        manifest.Manifest.from_json(raw, "test")
+    assert info.value.code == "manifest-too-new"
+
+
+def test_manifest_memfd_is_sealed_without_exec_seal(world: Registry) -> None:
+    with manifest.to_memfd(world.manifest()) as fd:
+        seals = memfd.get_seals(fd)
+    assert seals & memfd.F_SEAL_WRITE and not seals & memfd.F_SEAL_EXEC
+
+
+def test_reclaim_after_kexec_gives_the_bytes_back(world: Registry, tmp_path: Path) -> None:
+    preserve(world, "vm1", ram0=b"guest memory", state=b"device state")
+    after = kexec(world, tmp_path)
+    report = recover(after)
+    assert (report.mode, report.restored) == ("after-kexec", ["vm1"])
+    pairs = reclaim.reclaim(after, ROOT, "vm1", None)
+    got = {record.name: os.pread(fd.fileno(), 64, 0) for record, fd in pairs}
+    assert got == {"ram0": b"guest memory", "state": b"device state"}
+    reclaim.done(after, ROOT, "vm1", force=False)
+    assert after.vms == {}
+    for _, fd in pairs:
+        fd.close()
+    after.backend.platform.close()  # type: ignore[attr-defined]
+
+
+def test_done_refuses_while_files_are_unreclaimed(world: Registry, tmp_path: Path) -> None:
+    preserve(world, "vm1", ram0=b"a", ram1=b"b")
+    after = kexec(world, tmp_path)
+    recover(after)
+    pairs = reclaim.reclaim(after, ROOT, "vm1", ("ram0",))
+    with pytest.raises(LuodError) as info:
+        reclaim.done(after, ROOT, "vm1", force=False)
+    assert info.value.code == "unreclaimed-files"
+    reclaim.done(after, ROOT, "vm1", force=True)
+    pairs[0][1].close()
+    after.backend.platform.close()  # type: ignore[attr-defined]
+
+
+def test_restart_in_the_same_boot_takes_sessions_from_custody(world: Registry) -> None:
+    preserve(world, "vm1", ram0=b"a")
+    restarted = Registry(world.backend, world.custody, world.state_dir, AccessPolicy())
+    for session in world.sessions.values():
+        session.close()  # the old luod died; custody still holds the session
+    report = recover(restarted)
+    assert (report.mode, report.restored) == ("restart", ["vm1"])
+    assert restarted.vms["vm1"].state is VmState.PRESERVED
+
+
+def test_a_boot_without_live_update_reports_vms_lost(world: Registry, tmp_path: Path) -> None:
+    preserve(world, "vm1", ram0=b"a")
+    cold = Registry(
+        sim_backend(tmp_path / "other-kernel"), MemoryCustody(), world.state_dir, AccessPolicy()
+    )
+    report = recover(cold)
+    assert (report.mode, report.lost) == ("lost-boot", ["vm1"])
+    assert cold.vms["vm1"].state is VmState.LOST
+    with contextlib.suppress(Exception):
+        cold.backend.platform.close()  # type: ignore[attr-defined]

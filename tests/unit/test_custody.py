@@ -1,0 +1,259 @@
+"""Custody contract (one behaviour per test), run on MemoryCustody and on SystemdFdStore over a
+fake fd store built on a real notify socket; tests/integration/test_keeper.py runs the same
+contract on KeeperCustody.
+
+"Custody's copy was closed" is observed, not assumed: the fd deposited is the write end of a
+pipe, and the read end sees EOF only once every copy of it is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from luod.core.custody import Custody, MemoryCustody, SystemdFdStore, choose_custody
+from luod.core.fdname import check_name, name_problem
+from luod.core.keeper_wire import unpack_rights
+from luod.errors import LuodError
+from luod.kernel.fd import OwnedFd
+
+Settle = Callable[[], None]
+
+
+def fd_table() -> dict[str, str]:
+    table = {}
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            table[entry] = os.readlink(f"/proc/self/fd/{entry}")
+        except OSError:
+            continue
+    return table
+
+
+@pytest.fixture(autouse=True)
+def fd_guard() -> Iterator[None]:
+    before = fd_table()
+    yield
+    leaked = {fd: target for fd, target in fd_table().items() if fd not in before}
+    assert not leaked, f"fds leaked by the test: {leaked}"
+
+
+def memfd(content: bytes) -> OwnedFd:
+    fd = OwnedFd(os.memfd_create("custody-test", os.MFD_CLOEXEC))
+    os.write(fd.fileno(), content)
+    return fd
+
+
+def identity(fd: OwnedFd) -> tuple[int, int]:
+    info = os.fstat(fd.fileno())
+    return info.st_dev, info.st_ino
+
+
+def pipe() -> tuple[OwnedFd, OwnedFd]:
+    reader, writer = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    return OwnedFd(reader), OwnedFd(writer)
+
+
+def writers_gone(reader: OwnedFd) -> bool:
+    """EOF on the read end: every copy of the write end, anywhere, is closed."""
+    try:
+        return os.read(reader.fileno(), 1) == b""
+    except BlockingIOError:
+        return False
+
+
+def close_all(fds: dict[str, OwnedFd]) -> None:
+    for fd in fds.values():
+        fd.close()
+
+
+class FakeFdStore:
+    """systemd's side of $NOTIFY_SOCKET on real fds: FDSTORE=1, FDSTOREREMOVE=1, BARRIER=1."""
+
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(address)
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+        self.stored: list[tuple[str, OwnedFd]] = []
+
+    def pump(self) -> list[str]:
+        """Apply every queued datagram, as PID 1 would, in order; return their texts."""
+        texts = []
+        while True:
+            try:
+                data, anc, flags, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(64), 0)
+            except BlockingIOError:
+                return texts
+            fds = [OwnedFd(number) for number in unpack_rights(anc)]
+            assert not flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)
+            texts.append(data.decode())
+            self._apply(data.decode(), fds)
+
+    def _apply(self, text: str, fds: list[OwnedFd]) -> None:
+        self.messages.append(text)
+        fields = dict(line.split("=", 1) for line in text.split("\n"))
+        if fields.get("FDSTORE") == "1":
+            self.stored.extend((fields.get("FDNAME", "stored"), fd) for fd in fds)
+            return
+        if fields.get("FDSTOREREMOVE") == "1":
+            for name, fd in [entry for entry in self.stored if entry[0] == fields["FDNAME"]]:
+                self.stored.remove((name, fd))
+                fd.close()
+        for fd in fds:  # BARRIER=1: closing the pipe end is the answer
+            fd.close()
+
+    def names(self) -> list[str]:
+        return [name for name, _fd in self.stored]
+
+    def close(self) -> None:
+        for _name, fd in self.stored:
+            fd.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def fake_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFdStore]:
+    store = FakeFdStore(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("FDSTORE", "4096")
+    yield store
+    store.close()
+
+
+class CustodyContract:
+    """What every custody kind promises. Subclasses provide ``custody`` and ``settle``."""
+
+    def test_deposit_leaves_the_callers_fd_open(self, custody: Custody) -> None:
+        with memfd(b"ram") as fd:
+            custody.deposit("luod.vm1", fd)
+            assert os.pread(fd.fileno(), 3, 0) == b"ram"
+
+    def test_recover_gives_the_same_file_as_new_fds(self, custody: Custody) -> None:
+        with memfd(b"guest ram") as fd:
+            custody.deposit("luod.vm1", fd)
+            want = identity(fd)
+        first, second = custody.recover(), custody.recover()
+        try:
+            assert identity(first["luod.vm1"]) == identity(second["luod.vm1"]) == want
+            assert first["luod.vm1"].fileno() != second["luod.vm1"].fileno()
+            assert os.pread(first["luod.vm1"].fileno(), 9, 0) == b"guest ram"
+        finally:
+            close_all(first)
+            close_all(second)
+
+    def test_deposit_again_replaces_and_closes_the_old_copy(
+        self, custody: Custody, settle: Settle
+    ) -> None:
+        reader, writer = pipe()
+        with reader, memfd(b"new") as new:
+            with writer:
+                custody.deposit("luod.vm1", writer)
+            custody.deposit("luod.vm1", new)
+            settle()
+            assert writers_gone(reader)
+            recovered = custody.recover()
+            assert {name: identity(fd) for name, fd in recovered.items()} == {
+                "luod.vm1": identity(new)
+            }
+            close_all(recovered)
+
+    def test_withdraw_closes_custodys_copy(self, custody: Custody, settle: Settle) -> None:
+        reader, writer = pipe()
+        with reader:
+            with writer:
+                custody.deposit("luod.vm1", writer)
+            settle()
+            assert not writers_gone(reader)
+            custody.withdraw("luod.vm1")
+            settle()
+            assert writers_gone(reader)
+            assert custody.recover() == {}
+
+    def test_withdraw_of_an_unknown_name_is_a_no_op(self, custody: Custody) -> None:
+        custody.withdraw("luod.never-deposited")
+        assert custody.recover() == {}
+
+    @pytest.mark.parametrize("name", ["", "luod:vm1", "luod.vm\n1", "luod.\x7f", "é", "x" * 256])
+    def test_names_systemd_would_refuse_are_refused_first(
+        self, custody: Custody, name: str
+    ) -> None:
+        with memfd(b"") as fd, pytest.raises(ValueError, match="invalid custody fd name"):
+            custody.deposit(name, fd)
+        assert custody.recover() == {}
+
+    def test_recover_returns_every_entry_by_name(self, custody: Custody) -> None:
+        names = [f"luod.vm{i}" for i in range(300)]  # more than one keeper LIST message
+        for name in names:
+            with memfd(name.encode()) as fd:
+                custody.deposit(name, fd)
+        recovered = custody.recover()
+        try:
+            assert sorted(recovered) == sorted(names)
+            assert all(os.pread(fd.fileno(), 20, 0) == n.encode() for n, fd in recovered.items())
+        finally:
+            close_all(recovered)
+
+    def test_closed_custody_says_so(self, custody: Custody) -> None:
+        custody.close()
+        custody.close()
+        with memfd(b"") as fd, pytest.raises(LuodError) as caught:
+            custody.deposit("luod.vm1", fd)
+        assert caught.value.code == "custody-closed"
+
+
+class TestMemoryCustody(CustodyContract):
+    @pytest.fixture
+    def custody(self) -> Iterator[Custody]:
+        custody = MemoryCustody()
+        yield custody
+        custody.close()
+
+    @pytest.fixture
+    def settle(self) -> Settle:
+        return lambda: None
+
+
+class TestSystemdFdStoreContract(CustodyContract):
+    @pytest.fixture
+    def custody(self, fake_store: FakeFdStore) -> Iterator[Custody]:
+        custody = SystemdFdStore()
+        yield custody
+        custody.close()
+
+    @pytest.fixture
+    def settle(self, fake_store: FakeFdStore) -> Settle:
+        def settle() -> None:
+            fake_store.pump()
+
+        return settle
+
+
+def test_fd_names_follow_systemds_fdname_rule() -> None:
+    assert check_name("luod.vm-1_a") == "luod.vm-1_a"
+    assert check_name("x" * 255) == "x" * 255
+    assert name_problem("luod:vm") == "the name contains ':' (the $LISTEN_FDNAMES separator)"
+    assert name_problem("") == "the name is empty"
+
+
+def test_choose_custody_gives_memory_only_when_asked(tmp_path: Path) -> None:
+    custody = choose_custody(tmp_path, "memory")
+    assert custody.kind == "memory"
+    custody.close()
+
+
+def test_choose_custody_refuses_an_unknown_kind(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown custody 'disk'"):
+        choose_custody(tmp_path, "disk")
+
+
+def test_choose_custody_takes_systemd_when_it_has_a_store(
+    fake_store: FakeFdStore, tmp_path: Path
+) -> None:
+    custody = choose_custody(tmp_path)
+    assert custody.kind == "systemd"
+    custody.close()

@@ -1,0 +1,26 @@
+# Helpers for the data-path VM scenarios (sourced by stage scripts; $VENV, $SHARE set by them).
+SOCK=/run/luod/liveupdate.sock
+STATE=/tmp/luod-state
+export PATH="$VENV/bin:$PATH" PYTHONDONTWRITEBYTECODE=1
+
+start_luod() {  # start_luod TAG: luod in the background, wait until its socket answers
+    luod --state-dir "$STATE" --custody keeper >>"$SHARE/luod-$1.log" 2>&1 &
+    LUOD_PID=$!
+    for _ in $(seq 1 300); do
+        [ -S "$SOCK" ] && python -c "from luod.vmm.client import Client; Client('$SOCK').hello()" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "luod did not come up"; cat "$SHARE/luod-$1.log"; exit 1
+}
+
+wait_for() {  # wait_for FILE PATTERN [TRIES]
+    for _ in $(seq 1 "${3:-600}"); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "timed out waiting for '$2' in $1"; cat "$1"; exit 1
+}
+
+memtotal() { awk '/^MemTotal:/ {print $2}' /proc/meminfo; }
+
+luod_list() { python -c "from luod.vmm.client import Client; import json; print(json.dumps(Client('$SOCK').list()))"; }
