@@ -232,7 +232,11 @@ def _report(ready: int | None, message: str) -> None:
 
 
 def _run(path: Path, idle_exit: float, ready: int | None) -> int:
-    lock = _lock(path)
+    try:
+        lock = _lock(path)
+    except OSError as exc:
+        _report(ready, f"cannot lock {path}.lock: {exc}")
+        return EXIT_FAILED
     if lock is None:
         _report(ready, "busy")
         return EXIT_BUSY

@@ -49,6 +49,7 @@ class FileRecord:
     kind: str
     size: int
     reclaimed: bool = False
+    exec_sealed: bool = False
 
 
 @dataclass
@@ -61,6 +62,7 @@ class VmRecord:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     note: str = ""
+    rejected: dict[str, str] = field(default_factory=dict)  # file name -> why luod refused it
 
     @property
     def session(self) -> str:
@@ -94,4 +96,5 @@ class VmRecord:
             created=float(data.get("created", 0.0)),
             updated=float(data.get("updated", 0.0)),
             note=str(data.get("note", "")),
+            rejected=dict(data.get("rejected", {})),
         )

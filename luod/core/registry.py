@@ -6,6 +6,7 @@ fds are deposited in custody the moment they exist, so a dying luod loses nothin
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from luod.core.access import AccessPolicy, Peer, check_owner
 from luod.core.custody import Custody
 from luod.core.model import FileRecord, Mode, VmRecord, VmState
 from luod.errors import LuodError
-from luod.kernel import Backend, LuoError, OwnedFd, Session
+from luod.kernel import Backend, LuoError, OwnedFd, Session, memfd
 from luod.kernel.charged import retrieve_charged
 from luod.vmm.codec import FileSpec
 
@@ -139,7 +140,7 @@ class Registry:
         try:
             session = self.backend.device.create_session(vm.session)
         except LuoError as exc:
-            if exc.errno == 17:  # EEXIST: restore a valid block chain (CONTRACT §3.4)
+            if exc.errno == errno.EEXIST:  # restore a valid block chain (CONTRACT §3.4)
                 self.backend.device.create_session(f"luod-eexist-guard-{os.getpid()}").close()
                 raise LuodError(
                     "session-exists",
@@ -170,17 +171,30 @@ class Registry:
 
     def _preserve_one(self, vm: VmRecord, spec: FileSpec, fd: OwnedFd) -> FileRecord:
         token = vm.next_token()
-        size = os.fstat(fd.fileno()).st_size
+        shape = memfd.inspect(fd)
         try:
+            if shape.hugetlb:
+                raise LuoError(
+                    errno.ENOENT,
+                    "PRESERVE_FD",
+                    session=vm.session,
+                    token=token,
+                    hint="a hugetlb memfd has no LUO handler (CONTRACT §5.1): back "
+                    "guest RAM with plain memfds",
+                )
             self.session(vm).preserve(fd, token)
         except LuoError as exc:
             error = LuodError.from_luo(exc)
-            if exc.errno == 2 and spec.kind != "memfd":
-                error.hint = f"Linux {self.info.release} has no LUO handler for {spec.kind} fds"
+            if exc.errno == errno.ENOENT:
+                if spec.kind != "memfd":
+                    error.hint = f"Linux {self.info.release} has no LUO handler for {spec.kind}"
+                vm.rejected[spec.name] = error.hint
+                self.persist()
             raise error from exc
-        record = FileRecord(spec.name, token, spec.kind, size)
+        record = FileRecord(spec.name, token, spec.kind, shape.size, exec_sealed=shape.exec_sealed)
+        vm.rejected.pop(spec.name, None)
         vm.files[spec.name] = record
-        log.info("file-preserved", vm=vm.id, file=spec.name, token=token, size=size)
+        log.info("file-preserved", vm=vm.id, file=spec.name, token=token, size=shape.size)
         return record
 
     def _forget(self, vm: VmRecord, *, finish: bool) -> None:

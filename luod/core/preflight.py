@@ -1,0 +1,239 @@
+"""Preflight: every check that must pass before anything irreversible (DESIGN §4).
+
+Each check has an id, a status (pass/warn/fail), a message and a hint. Checks only read; the
+kexec_file_load itself happens in prepare, where a refusal also stops the update.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+from luod.core.model import STATE_SESSION, Mode, VmRecord, VmState
+from luod.kernel.probes import KernelInfo, cmdline_flag
+
+BZIMAGE_MAGIC_OFFSET: Final = 0x202
+MAX_FILES_PER_SESSION: Final = 63 * 10000
+RESERVE_FOR_NEXT_KERNEL: Final = 512 << 20
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    status: Status
+    message: str
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class PreflightInput:
+    info: KernelInfo
+    vms: Iterable[VmRecord]
+    kernel: Path | None
+    cmdline: str
+    subscribed: frozenset[str] = frozenset()
+    mem_total: int = 0
+    fd_limit: int = 0
+
+
+def run(ctx: PreflightInput) -> list[Check]:
+    vms = list(ctx.vms)
+    return [
+        device(ctx.info),
+        kho(ctx.info),
+        kernel_image(ctx.kernel),
+        next_cmdline(ctx.cmdline),
+        files_acceptable(vms),
+        memory_headroom(vms, ctx.mem_total),
+        limits(vms, ctx.fd_limit),
+        names(vms),
+        handed_over(vms, ctx.subscribed),
+    ]
+
+
+def failed(checks: Iterable[Check]) -> list[Check]:
+    return [c for c in checks if c.status is Status.FAIL]
+
+
+def device(info: KernelInfo) -> Check:
+    if info.device_present:
+        return Check("device", Status.PASS, f"/dev/liveupdate present on {info.release}")
+    return Check(
+        "device",
+        Status.FAIL,
+        "no /dev/liveupdate",
+        "boot a kernel with CONFIG_LIVEUPDATE and liveupdate=on",
+    )
+
+
+def kho(info: KernelInfo) -> Check:
+    if info.kho_enabled:
+        return Check("kho", Status.PASS, "kexec handover (KHO) is on")
+    return Check(
+        "kho",
+        Status.FAIL,
+        "KHO is off, so LUO is off",
+        "boot with kho=on (or CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y)",
+    )
+
+
+def kernel_image(kernel: Path | None) -> Check:
+    if kernel is None:
+        return Check("kernel-image", Status.WARN, "no next kernel given", "pass the image path")
+    try:
+        with open(kernel, "rb") as image:
+            image.seek(BZIMAGE_MAGIC_OFFSET)
+            magic = image.read(4)
+    except OSError as exc:
+        return Check(
+            "kernel-image",
+            Status.FAIL,
+            f"cannot read {kernel}: {exc.strerror}",
+            "give the path of the next kernel's bzImage",
+        )
+    if magic != b"HdrS":
+        return Check(
+            "kernel-image",
+            Status.FAIL,
+            f"{kernel} is not a bzImage",
+            "kexec_file_load would refuse it (ENOEXEC): give an x86_64 bzImage",
+        )
+    return Check(
+        "kernel-image", Status.PASS, f"{kernel} is a bzImage (loaded with kexec_file_load)"
+    )
+
+
+def next_cmdline(cmdline: str) -> Check:
+    if not cmdline_flag(cmdline, "liveupdate"):
+        return Check(
+            "next-cmdline",
+            Status.FAIL,
+            "the next kernel's command line lacks liveupdate=on",
+            "add liveupdate=on (LUO is off by default): every session would be lost",
+        )
+    if cmdline_flag(cmdline, "kho") is False:
+        return Check(
+            "next-cmdline",
+            Status.FAIL,
+            "the next kernel's command line has kho=off",
+            "remove kho=off: without KHO the next kernel has no LUO",
+        )
+    if cmdline_flag(cmdline, "kho") is None:
+        return Check(
+            "next-cmdline",
+            Status.WARN,
+            "liveupdate=on, but no kho=on",
+            "fine if the next kernel has CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y",
+        )
+    return Check("next-cmdline", Status.PASS, "liveupdate=on and kho=on")
+
+
+def files_acceptable(vms: list[VmRecord]) -> Check:
+    rejected = [f"{vm.id}/{name}: {why}" for vm in vms for name, why in vm.rejected.items()]
+    if rejected:
+        return Check(
+            "files",
+            Status.FAIL,
+            "files luod could not preserve: " + "; ".join(rejected),
+            "a hugetlb memfd cannot be preserved: back guest RAM with plain memfds",
+        )
+    sealed = [f"{vm.id}/{f.name}" for vm in vms for f in vm.files.values() if f.exec_sealed]
+    if sealed:
+        return Check(
+            "files",
+            Status.WARN,
+            "F_SEAL_EXEC memfds: " + ", ".join(sealed),
+            "they come back permanently write-sealed (CONTRACT §5.4): create memfds "
+            "with MFD_EXEC, not MFD_NOEXEC_SEAL",
+        )
+    return Check("files", Status.PASS, "every preserved file is an acceptable memfd")
+
+
+def memory_headroom(vms: list[VmRecord], mem_total: int) -> Check:
+    preserved = sum(f.size for vm in vms for f in vm.files.values())
+    if not mem_total:
+        return Check("memory", Status.WARN, f"{preserved} bytes preserved; MemTotal unknown")
+    if preserved + RESERVE_FOR_NEXT_KERNEL > mem_total:
+        return Check(
+            "memory",
+            Status.FAIL,
+            f"{preserved >> 20} MiB preserved of {mem_total >> 20} MiB",
+            "the next kernel needs room to boot: preserve less or add memory",
+        )
+    status = Status.WARN if preserved > mem_total * 0.8 else Status.PASS
+    return Check("memory", status, f"{preserved >> 20} MiB preserved of {mem_total >> 20} MiB")
+
+
+def limits(vms: list[VmRecord], fd_limit: int) -> Check:
+    sessions = len(vms) + 1
+    if fd_limit and sessions + 64 > fd_limit:
+        return Check(
+            "limits",
+            Status.FAIL,
+            f"{sessions} sessions near RLIMIT_NOFILE {fd_limit}",
+            "raise LimitNOFILE= for luod",
+        )
+    big = [vm.id for vm in vms if len(vm.files) > MAX_FILES_PER_SESSION]
+    if big:
+        return Check("limits", Status.FAIL, f"too many files in {', '.join(big)}", "")
+    return Check("limits", Status.PASS, f"{sessions} sessions within limits")
+
+
+def names(vms: list[VmRecord]) -> Check:
+    sessions = [vm.session for vm in vms]
+    clashes = {s for s in sessions if sessions.count(s) > 1 or s in (STATE_SESSION, "systemd")}
+    if clashes:
+        return Check(
+            "names",
+            Status.FAIL,
+            f"session name collision: {sorted(clashes)}",
+            "luod never relies on EEXIST (CONTRACT §3.4)",
+        )
+    return Check("names", Status.PASS, "session names are unique")
+
+
+def handed_over(vms: list[VmRecord], subscribed: frozenset[str]) -> Check:
+    missing = []
+    for vm in vms:
+        if vm.state is VmState.LOST:
+            continue
+        if vm.mode is Mode.HANDOVER and not vm.files:
+            missing.append(f"{vm.id} (nothing preserved)")
+        elif vm.mode is Mode.DELEGATION and vm.id not in subscribed:
+            missing.append(f"{vm.id} (its VMM is not connected)")
+    if missing:
+        return Check(
+            "handover",
+            Status.FAIL,
+            "VMs not ready: " + ", ".join(missing),
+            "each VM must PRESERVE its RAM or stay SUBSCRIBEd; DROP the others",
+        )
+    return Check("handover", Status.PASS, "every VM has handed over or subscribed")
+
+
+def mem_total() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def fd_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] or os.sysconf("SC_OPEN_MAX")
