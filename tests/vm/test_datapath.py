@@ -12,6 +12,9 @@ from tests.vm.qemu import GuestResult, run_guest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
+MIB = 1 << 20
+PRESERVED_BYTES = (64 * MIB + 4096) + (8 * MIB + 16 * MIB) + 16 * MIB  # vm-a, vm-b, vm-c
+KHO_OVERHEAD_KB = 64
 
 
 def stage(script: str, vm_python: Path, kernel: Path) -> str:
@@ -47,9 +50,13 @@ def test_handover_kill9_kexec_kill9_reclaim(
         assert verdict["event"] == "verified", verdict
         assert all(verdict["files"].values()) and verdict["files"]
     assert json.loads((share / "list-after-reclaim.json").read_text()) == []
-    before = int((share / "memtotal-before").read_text())
-    after = int((share / "memtotal-after").read_text())
-    assert after == before, f"MemTotal {before} kB before the update, {after} kB after reclaim"
+    before, boot2, after = (
+        int((share / f"memtotal-{name}").read_text()) for name in ("before", "boot2", "after")
+    )
+    released = (after - boot2) * 1024
+    assert released >= PRESERVED_BYTES, f"only {released} of {PRESERVED_BYTES} bytes released"
+    # The kexec'd kernel keeps a few pages of KHO bookkeeping (16 kB measured on 7.2.13).
+    assert abs(before - after) <= KHO_OVERHEAD_KB, f"MemTotal {before} kB before, {after} after"
 
 
 def _last_event(log: Path) -> dict[str, object]:

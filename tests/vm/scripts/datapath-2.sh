@@ -2,6 +2,7 @@
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
+memtotal >"$SHARE/memtotal-boot2"   # preserved memory still reserved here
 start_luod 2a
 luod_list >"$SHARE/list-after-kexec.json"
 kill -9 "$LUOD_PID"; wait "$LUOD_PID" 2>/dev/null
