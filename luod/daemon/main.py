@@ -83,7 +83,7 @@ def paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 def backend_for(args: argparse.Namespace) -> Backend:
     if args.simulate is not None:
-        return sim_backend(args.simulate / "kernel")
+        return sim_backend(args.simulate / "kernel", eager_release=True)
     return kernel_backend()
 
 
@@ -138,3 +138,7 @@ def bind(path: Path) -> socket.socket:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

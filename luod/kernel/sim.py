@@ -81,7 +81,9 @@ class SimKernel:
 
     name = "sim"
 
-    def __init__(self, state_dir: Path, *, cmdline: str | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, *, cmdline: str | None = None, eager_release: bool = False
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -100,6 +102,8 @@ class SimKernel:
         self._retrieve_faults: dict[tuple[str, int], int] = {}
         self.boot_id = str(uuid.uuid4())
         self._boot(cmdline)
+        if eager_release:
+            threading.Thread(target=self._release_loop, name="sim-release", daemon=True).start()
 
     # --- boot ----------------------------------------------------------------------------
     def _boot(self, cmdline: str | None) -> None:
@@ -246,6 +250,19 @@ class SimKernel:
                 self._incoming[name] = files
         if self._deserialized:
             raise fail(self._deserialized)
+
+    def _release_loop(self) -> None:
+        """Release objects as soon as their last fd closes, as the kernel does, instead of at
+        the next LUO call (a daemon's fd table then shows no stale simulator pipes)."""
+        while not self._gone:
+            try:
+                ready = self._epoll.poll(0.2)
+            except (ValueError, OSError):
+                return  # closed by close()
+            if ready:
+                with self._lock:
+                    if not self._gone:
+                        self._reap()
 
     def _watch(self, reader: int, session: SimSession | None) -> None:
         self._readers[reader] = session
@@ -438,6 +455,10 @@ def _copy_out(arg: Any, view: memoryview) -> None:
 
 
 def sim_backend(
-    state_dir: Path, *, cmdline: str | None = None, device_path: str = DEFAULT_PATH
+    state_dir: Path,
+    *,
+    cmdline: str | None = None,
+    device_path: str = DEFAULT_PATH,
+    eager_release: bool = False,
 ) -> Backend:
-    return Backend(SimKernel(state_dir, cmdline=cmdline), device_path)
+    return Backend(SimKernel(state_dir, cmdline=cmdline, eager_release=eager_release), device_path)

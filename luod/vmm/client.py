@@ -525,11 +525,15 @@ def _file_specs(files: Files) -> tuple[list[dict[str, str]], tuple[int, ...]]:
 
 
 def _body(reply: _Reply, fds: int = 0) -> dict[str, Any]:
-    """The reply's fields without the envelope; raises the LuodError of a failed request."""
-    if reply.data.get("ok") is not True:
+    """The reply's fields without the envelope; raises the LuodError of a failed request.
+
+    Stray fds on a reply that takes none are closed; the request still succeeded.
+    """
+    if reply.data.get("ok") is not True or (fds == 0 and reply.fds):
         _close_all(reply.fds)
+    if reply.data.get("ok") is not True:
         raise _error(reply.data)
-    if len(reply.fds) != fds:
+    if fds and len(reply.fds) != fds:
         _close_all(reply.fds)
         raise LuodError(
             "fd-count-mismatch",
