@@ -61,7 +61,7 @@ def kexec_direct(registry: Registry) -> None:
         )
     registry.kexec_pending = True
     try:
-        registry.persist()
+        registry.persist(durable=True)
         write_state_session(registry)
         os.sync()
         log.info("kexec", vms=len(registry.vms))

@@ -7,6 +7,7 @@ sessions or tokens (CONTRACT §1.4). Readers accept older versions and refuse ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -14,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from luod.core.model import VmRecord
+from luod.core.model import FileRecord, VmRecord, VmState
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, memfd
 
 VERSION: Final = 1
 FILENAME: Final = "manifest.json"
+JOURNAL: Final = "journal.jsonl"
+"""Changes since the last snapshot, one JSON line each, appended with one write(2): a luod
+killed at any instant leaves whole lines (a torn last line is ignored)."""
 SEALS: Final = memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_WRITE | memfd.F_SEAL_SEAL
 """Sealed read-only — but never F_SEAL_EXEC, which comes back write-sealed (CONTRACT §5.4)."""
 
@@ -89,22 +93,62 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
     return data
 
 
-def write_atomic(state_dir: Path, manifest: Manifest) -> Path:
-    """Write STATE_DIR/manifest.json so that a crash leaves the old or the new one, never half."""
+def _merge_files(manifest: Manifest, entry: dict[str, Any]) -> None:
+    vm = manifest.vms[entry["id"]]
+    vm.state = VmState(entry["state"])
+    vm.updated = float(entry["updated"])
+    for data in entry["files"]:
+        vm.files[data["name"]] = FileRecord(**data)
+        vm.rejected.pop(data["name"], None)
+
+
+def write_atomic(state_dir: Path, manifest: Manifest, durable: bool = False) -> Path:
+    """Write STATE_DIR/manifest.json so that a luod crash leaves the old or the new one.
+
+    Not fsync'd per change: a crash of luod keeps the page cache, and a crash of the machine
+    loses every preserved session anyway. ``durable`` syncs (the kexec path does).
+    """
     manifest.written = time.time()
     target = state_dir / FILENAME
     temporary = state_dir / f".{FILENAME}.{os.getpid()}.tmp"
     with open(temporary, "wb") as out:
         out.write(manifest.to_json())
-        out.flush()
-        os.fsync(out.fileno())
     os.replace(temporary, target)
-    directory = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / JOURNAL).unlink()  # the snapshot contains everything it said
+    if durable:
+        os.sync()
     return target
+
+
+def append_journal(state_dir: Path, entry: dict[str, Any]) -> None:
+    """Record one change (``{"vm": {...}}`` upsert or ``{"forget": id}``) cheaply."""
+    line = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+    fd = os.open(state_dir / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _replay(state_dir: Path, manifest: Manifest) -> Manifest:
+    try:
+        lines = (state_dir / JOURNAL).read_bytes().splitlines()
+    except FileNotFoundError:
+        return manifest
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            if "vm" in entry:
+                vm = VmRecord.from_dict(entry["vm"])
+                manifest.vms[vm.id] = vm
+            elif "vm_files" in entry:
+                _merge_files(manifest, entry["vm_files"])
+            elif "forget" in entry:
+                manifest.vms.pop(str(entry["forget"]), None)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line from a luod killed mid-append
+    return manifest
 
 
 def read_disk(state_dir: Path) -> Manifest | None:
@@ -113,7 +157,7 @@ def read_disk(state_dir: Path) -> Manifest | None:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    return Manifest.from_json(raw, str(path))
+    return _replay(state_dir, Manifest.from_json(raw, str(path)))
 
 
 def to_memfd(manifest: Manifest) -> OwnedFd:

@@ -51,6 +51,16 @@ class FileRecord:
     reclaimed: bool = False
     exec_sealed: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "token": self.token,
+            "kind": self.kind,
+            "size": self.size,
+            "reclaimed": self.reclaimed,
+            "exec_sealed": self.exec_sealed,
+        }
+
 
 @dataclass
 class VmRecord:
@@ -69,7 +79,9 @@ class VmRecord:
         return session_name(self.id)
 
     def next_token(self) -> int:
-        return max((f.token for f in self.files.values()), default=MANIFEST_TOKEN) + 1
+        """Tokens are 1, 2, 3... in preservation order; LUO cannot unpreserve a single file,
+        so the count of files is the last token."""
+        return MANIFEST_TOKEN + len(self.files) + 1
 
     def touch(self, state: VmState | None = None, note: str | None = None) -> None:
         if state is not None:
@@ -79,10 +91,18 @@ class VmRecord:
         self.updated = time.time()
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["session"] = self.session
-        data["files"] = [asdict(f) for f in self.files.values()]
-        return data
+        return {
+            "id": self.id,
+            "owner": asdict(self.owner),
+            "mode": str(self.mode),
+            "state": str(self.state),
+            "session": self.session,
+            "files": [f.to_dict() for f in self.files.values()],
+            "created": self.created,
+            "updated": self.updated,
+            "note": self.note,
+            "rejected": dict(self.rejected),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VmRecord:

@@ -30,7 +30,7 @@ def reclaim(
         record.reclaimed = True
     if all(f.reclaimed for f in vm.files.values()):
         vm.touch(VmState.RECLAIMED)
-    registry.persist()
+    registry.record(vm)
     log.info("vm-reclaimed", vm=vm_id, files=[f.name for f in wanted], cgroup=peer.cgroup)
     return list(zip(wanted, fds, strict=True))
 
@@ -40,7 +40,7 @@ def claim(registry: Registry, peer: Peer, vm_id: str) -> OwnedFd:
     vm = _incoming(registry, peer, vm_id, Mode.DELEGATION)
     fd = registry.delegate_fd(vm)
     vm.touch(VmState.RECLAIMED)
-    registry.persist()
+    registry.record(vm)
     log.info("vm-claimed", vm=vm_id)
     return fd
 

@@ -23,6 +23,7 @@ from luod.kernel.charged import retrieve_charged
 from luod.vmm.codec import FileSpec
 
 log = structlog.get_logger("luod.registry")
+JOURNAL_LIMIT = 512
 Retriever = Callable[[Session, Sequence[int], str | None], list[OwnedFd]]
 
 
@@ -44,6 +45,8 @@ class Registry:
         self.vms: dict[str, VmRecord] = {}
         self.sessions: dict[str, Session] = {}
         self.kexec_pending = False
+        self._journaled = 0
+        self._snapshot_written = False  # journal lines need a snapshot of this boot before them
         self.previous: manifest_io.Manifest | None = None  # the manifest the last kernel left
 
     # --- persistence --------------------------------------------------------------------
@@ -56,8 +59,32 @@ class Registry:
             kexec_pending=self.kexec_pending,
         )
 
-    def persist(self) -> None:
-        manifest_io.write_atomic(self.state_dir, self.manifest())
+    def persist(self, durable: bool = False) -> None:
+        """A full snapshot of the manifest on disk."""
+        manifest_io.write_atomic(self.state_dir, self.manifest(), durable)
+        self._journaled = 0
+        self._snapshot_written = True
+
+    def record(self, vm: VmRecord, files: Sequence[FileRecord] | None = None) -> None:
+        """One VM changed: journal it (microseconds), snapshot now and then. With ``files``,
+        only those files and the VM's state are journaled (cost independent of VM size)."""
+        if files is None:
+            self._journal({"vm": vm.to_dict()})
+            return
+        entry = {
+            "id": vm.id,
+            "state": str(vm.state),
+            "updated": vm.updated,
+            "files": [f.to_dict() for f in files],
+        }
+        self._journal({"vm_files": entry})
+
+    def _journal(self, entry: dict[str, object]) -> None:
+        self._journaled += 1
+        if self._journaled > JOURNAL_LIMIT or not self._snapshot_written:
+            self.persist()
+        else:
+            manifest_io.append_journal(self.state_dir, entry)
 
     # --- lookups ------------------------------------------------------------------------
     def get(self, vm_id: str, peer: Peer | None = None) -> VmRecord:
@@ -96,7 +123,7 @@ class Registry:
         vm = VmRecord(vm_id, peer.as_owner(), mode)
         self._open_session(vm)
         self.vms[vm_id] = vm
-        self.persist()
+        self.record(vm)
         log.info("vm-registered", vm=vm_id, mode=str(mode), uid=peer.uid, pid=peer.pid)
         return vm
 
@@ -112,7 +139,7 @@ class Registry:
             for fd in fds:
                 fd.close()
         vm.touch(VmState.PRESERVED)
-        self.persist()
+        self.record(vm, added)
         return added
 
     def drop(self, peer: Peer, vm_id: str) -> None:
@@ -128,7 +155,7 @@ class Registry:
                 "wrong-mode", f"VM {vm_id!r} is not delegated", "READY is for SUBSCRIBE"
             )
         vm.touch(VmState.PRESERVED)
-        self.persist()
+        self.record(vm)
         return vm
 
     def delegate_fd(self, vm: VmRecord) -> OwnedFd:
@@ -189,7 +216,7 @@ class Registry:
                 if spec.kind != "memfd":
                     error.hint = f"Linux {self.info.release} has no LUO handler for {spec.kind}"
                 vm.rejected[spec.name] = error.hint
-                self.persist()
+                self.record(vm)
             raise error from exc
         record = FileRecord(spec.name, token, spec.kind, shape.size, exec_sealed=shape.exec_sealed)
         vm.rejected.pop(spec.name, None)
@@ -205,7 +232,7 @@ class Registry:
             session.close()
         self.custody.withdraw(vm.session)
         del self.vms[vm.id]
-        self.persist()
+        self._journal({"forget": vm.id})
 
     def _refuse_during_kexec(self) -> None:
         if self.kexec_pending:

@@ -4,6 +4,7 @@ beyond who-may-do-what at the transport level; kernel work runs off the event lo
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from luod.vmm.server import Connection
 
 log = structlog.get_logger("luod.handler")
 READY_DEADLINE = 30.0
+INLINE_BYTES = 1 << 20  # below this a preserve takes microseconds: no thread hop
 
 
 class LuodHandler:
@@ -43,8 +45,12 @@ class LuodHandler:
             del self.subscribers[vm_id]
             log.info("subscriber-gone", vm=vm_id, note="luod keeps the session")
 
-    async def _run(self, call: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, call: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
+        """Run a core call under the registry lock; off the loop unless it is known small
+        (preserve and retrieve are linear in size, CONTRACT §5.2)."""
         async with self.lock:
+            if inline:
+                return call(*args)
             return await asyncio.to_thread(call, *args)
 
     # --- verbs ------------------------------------------------------------------------------
@@ -57,11 +63,14 @@ class LuodHandler:
         return info, ()
 
     async def _register(self, conn: Connection, req: codec.Register) -> Any:
-        vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER)
+        vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER, inline=True)
         return {"vm": _vm(vm)}, ()
 
     async def _preserve(self, conn: Connection, req: codec.Preserve) -> Any:
-        files = await self._run(self.registry.preserve, conn.peer, req.id, req.files, req.fds)
+        small = sum(os.fstat(fd.fileno()).st_size for fd in req.fds) < INLINE_BYTES
+        files = await self._run(
+            self.registry.preserve, conn.peer, req.id, req.files, req.fds, inline=small
+        )
         return {"files": [_file(f) for f in files]}, ()
 
     async def _list(self, conn: Connection, req: codec.ListVms) -> Any:

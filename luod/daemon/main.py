@@ -127,12 +127,15 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def bind(path: Path) -> socket.socket:
+    """Listen on ``path``; it appears only once it accepts (bound aside, then renamed)."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+        staging.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    os.chmod(path, 0o660)
+    listener.bind(str(staging))
+    os.chmod(staging, 0o660)
     listener.listen(128)
+    os.replace(staging, path)
     return listener
 
 

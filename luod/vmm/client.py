@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, SupportsFileno
@@ -120,8 +120,8 @@ class _Core:
         return None
 
     def check(self) -> None:
-        if self.broken is not None:
-            raise self.broken
+        if self.broken is not None:  # a fresh exception each time, with the first one's cause
+            raise ConnectionBroken(*self.broken.args) from self.broken.__cause__
 
     def feed(self, data: bytes, fds: list[OwnedFd], truncated: bool) -> None:
         if truncated or not data:
@@ -140,13 +140,14 @@ class _Core:
                     _close_all(rest.fds)
                 self.fail(ConnectionBroken(f"bad message from luod: {exc}"), exc)
 
-    def fail(self, error: ConnectionBroken, cause: BaseException | None = None) -> Any:
+    def fail(self, error: ConnectionBroken, cause: BaseException | None = None) -> NoReturn:
         """Mark the connection unusable and raise; replies and events already queued stay."""
         if self.broken is None:
             error.__cause__ = cause
             self.broken = error
             self._reader.close()
-        raise self.broken
+        self.check()
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._reader.close()
@@ -404,8 +405,9 @@ class AsyncClient:
             async with asyncio.timeout(timeout):
                 while (got := take()) is None:
                     async with self._read_lock:
-                        if (got := take()) is None:
-                            await self._read_chunk()
+                        if (got := take()) is not None:  # another task read it for us
+                            return got
+                        await self._read_chunk()
                 return got
         except TimeoutError:
             return take()
@@ -453,7 +455,6 @@ def _rights(fds: tuple[int, ...]) -> list[tuple[int, int, bytes]]:
 
 def _send(sock: socket.socket, line: bytes, fds: tuple[int, ...], core: _Core) -> None:
     """One sendmsg carries the frame and its fds; the rest of a short write follows without."""
-    sent = 0
     try:
         sent = sock.sendmsg([line], _rights(fds))
         if sent < len(line):
@@ -474,28 +475,23 @@ async def _send_async(sock: socket.socket, line: bytes, fds: tuple[int, ...], co
             view, rights = view[sent:], []
     except OSError as exc:
         core.fail(ConnectionBroken(f"sending to luod: {exc}"), exc)
-    except BaseException as exc:  # cancelled half-way: the stream is cut mid-frame
+    except BaseException:  # cancelled half-way: the stream is cut mid-frame
         if len(view) < len(line):
             core.broken = ConnectionBroken("a request was cut off half-way (cancelled)")
-        raise exc
+        raise
 
 
 async def _io_ready(sock: socket.socket, *, writing: bool) -> None:
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[None] = loop.create_future()
-    add, remove = (
-        (loop.add_writer, loop.remove_writer)
-        if writing
-        else (
-            loop.add_reader,
-            loop.remove_reader,
-        )
-    )
-    add(sock.fileno(), _wake, woken)
+    if writing:
+        loop.add_writer(sock.fileno(), _wake, woken)
+    else:
+        loop.add_reader(sock.fileno(), _wake, woken)
     try:
         await woken
     finally:
-        remove(sock.fileno())
+        (loop.remove_writer if writing else loop.remove_reader)(sock.fileno())
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -33,7 +33,13 @@ class Frame:
 
 
 class FrameReader:
-    """Reassembles frames from stream chunks; fds belong to the frame their bytes started in."""
+    """Reassembles frames from stream chunks; fds belong to the frame of the chunk's last byte.
+
+    A unix stream socket may glue bytes of earlier frames (sent without fds) in front of the
+    segment that carries fds, but it ends every read that returns fds inside that segment, and
+    the segment starts at the first byte of the one sendmsg that carried the frame and its fds.
+    So the frame holding a chunk's *last* byte is the one its fds were sent with.
+    """
 
     def __init__(self, max_line: int = MAX_LINE, max_fds: int = MAX_FDS) -> None:
         self._buffer = bytearray()
@@ -43,18 +49,24 @@ class FrameReader:
 
     def feed(self, data: bytes, fds: list[OwnedFd]) -> list[Frame]:
         """Consume a chunk; the caller must close everything on LuodError (see ``close``)."""
-        position = len(self._buffer)
+        position = len(self._buffer) + max(len(data) - 1, 0)
         self._fds.extend((position, fd) for fd in fds)
         self._buffer += data
-        frames = []
-        while (end := self._buffer.find(b"\n")) >= 0:
-            frames.append(self._take(end))
-        if len(self._buffer) > self._max_line:
-            raise LuodError(
-                "line-too-long",
-                f"message exceeds {self._max_line} bytes",
-                "split the request; the connection is closed",
-            )
+        frames: list[Frame] = []
+        try:
+            while (end := self._buffer.find(b"\n")) >= 0:
+                frames.append(self._take(end))
+            if len(self._buffer) > self._max_line:
+                raise LuodError(
+                    "line-too-long",
+                    f"message exceeds {self._max_line} bytes",
+                    "split the request; the connection is closed",
+                )
+        except LuodError:
+            for frame in frames:  # not returned, so nobody else would close them
+                for fd in frame.fds:
+                    fd.close()
+            raise
         return frames
 
     def _take(self, end: int) -> Frame:
@@ -220,14 +232,15 @@ def decode_request(frame: Frame) -> Request:
         return request
     except LuodError as exc:
         exc.seq = seq
-        exc.cmd = data.get("cmd") if isinstance(data.get("cmd"), str) else None
+        cmd = data.get("cmd")
+        exc.cmd = cmd.upper() if isinstance(cmd, str) else None  # as in ok replies
         raise
 
 
 def _json_object(line: bytes) -> dict[str, Any]:
     try:
         data = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested arrays
         raise LuodError("bad-json", f"not JSON: {exc}", "one JSON object per line") from exc
     if not isinstance(data, dict):
         raise LuodError("bad-json", "not a JSON object", "one JSON object per line")
