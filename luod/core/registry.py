@@ -45,6 +45,7 @@ class Registry:
         self.vms: dict[str, VmRecord] = {}
         self.sessions: dict[str, Session] = {}
         self.kexec_pending = False
+        self.extra: dict[str, object] = {}  # carried in the manifest (the update timeline)
         self._journaled = 0
         self._snapshot_written = False  # journal lines need a snapshot of this boot before them
         self.previous: manifest_io.Manifest | None = None  # the manifest the last kernel left
@@ -57,6 +58,7 @@ class Registry:
             liveupdate_number=self.info.liveupdate_number,
             vms=dict(self.vms),
             kexec_pending=self.kexec_pending,
+            extra=dict(self.extra),
         )
 
     def persist(self, durable: bool = False) -> None:
@@ -145,6 +147,13 @@ class Registry:
     def drop(self, peer: Peer, vm_id: str) -> None:
         vm = self.get(vm_id, peer)
         self._refuse_during_kexec()
+        if vm.state in (VmState.INCOMING, VmState.RECLAIMED):
+            raise LuodError(
+                "wrong-state",
+                f"VM {vm_id!r} came through the update",
+                "closing its session now would destroy unreclaimed files: "
+                "RECLAIM them and send DONE (or DONE with force)",
+            )
         self._forget(vm, finish=False)
         log.info("vm-dropped", vm=vm_id)
 

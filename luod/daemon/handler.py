@@ -12,27 +12,25 @@ from typing import Any
 import structlog
 
 import luod
-from luod.core import handoff, reclaim
+from luod.core import reclaim, timeline
 from luod.core.model import Mode, VmRecord
 from luod.core.registry import Registry
+from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
-from luod.kernel.sim import SimulatedKexec
 from luod.vmm import codec
 from luod.vmm.server import Connection
 
 log = structlog.get_logger("luod.handler")
-READY_DEADLINE = 30.0
 INLINE_BYTES = 1 << 20  # below this a preserve takes microseconds: no thread hop
 
 
 class LuodHandler:
-    def __init__(self, registry: Registry, on_kexec: Callable[[], None]) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.on_kexec = on_kexec
         self.lock = asyncio.Lock()  # one registry operation at a time
-        self.subscribers: dict[str, Connection] = {}
-        self.ready: dict[str, asyncio.Future[str | None]] = {}
-        self.phase = "idle"
+        self.clients: dict[str, Connection] = {}  # vm id -> its VMM's live connection
+        self.watchers: set[Connection] = set()
+        self.driver: UpdateDriver  # set by the daemon once the task group exists
 
     async def handle(self, conn: Connection, request: codec.Request) -> codec.Outgoing:
         method = getattr(self, "_" + request.cmd.lower())
@@ -41,9 +39,10 @@ class LuodHandler:
         return codec.encode(codec.ok_reply(request.cmd, request.seq, body), fds)
 
     def disconnected(self, conn: Connection) -> None:
-        for vm_id in [v for v, c in self.subscribers.items() if c is conn]:
-            del self.subscribers[vm_id]
-            log.info("subscriber-gone", vm=vm_id, note="luod keeps the session")
+        self.watchers.discard(conn)
+        for vm_id in [v for v, c in self.clients.items() if c is conn]:
+            del self.clients[vm_id]
+            log.info("vmm-gone", vm=vm_id, note="luod keeps the session")
 
     async def _run(self, call: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
         """Run a core call under the registry lock; off the loop unless it is known small
@@ -64,6 +63,7 @@ class LuodHandler:
 
     async def _register(self, conn: Connection, req: codec.Register) -> Any:
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER, inline=True)
+        self._track(conn, req.id)
         return {"vm": _vm(vm)}, ()
 
     async def _preserve(self, conn: Connection, req: codec.Preserve) -> Any:
@@ -71,6 +71,7 @@ class LuodHandler:
         files = await self._run(
             self.registry.preserve, conn.peer, req.id, req.files, req.fds, inline=small
         )
+        self._track(conn, req.id)
         return {"files": [_file(f) for f in files]}, ()
 
     async def _list(self, conn: Connection, req: codec.ListVms) -> Any:
@@ -82,91 +83,103 @@ class LuodHandler:
 
     async def _reclaim(self, conn: Connection, req: codec.Reclaim) -> Any:
         pairs = await self._run(reclaim.reclaim, self.registry, conn.peer, req.id, req.names)
+        self._track(conn, req.id)
+        self.driver.vm_step(req.id, "reclaimed")
         return {"files": [_file(f) for f, _ in pairs]}, tuple(fd for _, fd in pairs)
 
     async def _done(self, conn: Connection, req: codec.Done) -> Any:
         await self._run(reclaim.done, self.registry, conn.peer, req.id, req.force)
+        self.clients.pop(req.id, None)
+        self.driver.vm_step(req.id, "done")
         return {}, ()
 
     async def _subscribe(self, conn: Connection, req: codec.Subscribe) -> Any:
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.DELEGATION)
-        self.subscribers[req.id] = conn
-        conn.subscribed.add(req.id)
+        self._track(conn, req.id)
         return {"vm": _vm(vm)}, ()
 
     async def _ready(self, conn: Connection, req: codec.Ready) -> Any:
         vm_id = req.id or _only(conn.subscribed)
-        self.registry.get(vm_id, conn.peer)
-        waiter = self.ready.get(vm_id)
-        if waiter is None or waiter.done():
-            raise LuodError("wrong-state", f"nothing asked VM {vm_id!r} to be READY", "")
-        waiter.set_result(req.error)
-        if req.error is None:
-            await self._run(self.registry.mark_ready, conn.peer, vm_id)
+        vm = self.registry.get(vm_id, conn.peer)
+        if not self.driver.ready(vm_id, req.error):
+            raise LuodError(
+                "wrong-state",
+                f"nothing asked VM {vm_id!r} to be READY",
+                "READY answers START_PRESERVATION or FREEZE",
+            )
+        if req.error is None and vm.mode is Mode.DELEGATION:
+            await self._run(self.registry.mark_ready, conn.peer, vm_id, inline=True)
         return {}, ()
 
     async def _claim(self, conn: Connection, req: codec.Claim) -> Any:
         fd = await self._run(reclaim.claim, self.registry, conn.peer, req.id)
+        self.driver.vm_step(req.id, "reclaimed")
         return {}, (fd,)
 
     async def _status(self, conn: Connection, req: codec.Status) -> Any:
         info = self.registry.info
         return {
-            "phase": self.phase,
+            "phase": str(self.driver.machine.phase),
             "vms": len(self.registry.vms),
             "kernel": info.release,
             "liveupdate_number": info.liveupdate_number,
             "backend": self.registry.backend.name,
         }, ()
 
-    async def _kexec(self, conn: Connection, req: codec.Kexec) -> Any:
-        if conn.peer.uid != 0:
-            raise LuodError("not-allowed", "KEXEC needs root", "ask the host operator")
-        self.phase = "preparing"
-        try:
-            initrd = Path(req.initrd) if req.initrd else None
-            await self._run(
-                handoff.load_next_kernel, self.registry, Path(req.kernel), initrd, req.cmdline
-            )
-            await self._collect_delegated()
-            self.phase = "rebooting"
-            try:
-                await self._run(handoff.kexec_direct, self.registry)
-            except SimulatedKexec:
-                self.on_kexec()
-                return {"simulated": True}, ()
-        finally:
-            self.phase = "idle"
-        return {}, ()
+    async def _update(self, conn: Connection, req: codec.Update) -> Any:
+        _root_only(conn, "UPDATE")
+        request = UpdateRequest(
+            Path(req.kernel),
+            Path(req.initrd) if req.initrd else None,
+            req.cmdline,
+            dict(req.deadlines),
+            req.dry_run,
+            conn.peer.uid,
+        )
+        if req.dry_run:
+            checks = self.driver.check(request)
+            return {"dry_run": True, "checks": [c.to_dict() for c in checks]}, ()
+        record = self.driver.start(request)
+        if req.wait:
+            record = await self.driver.wait() or record
+        return {"update": record.to_dict()}, ()
 
-    async def _collect_delegated(self) -> None:
-        """START_PRESERVATION to every subscriber, then wait for each READY (bounded)."""
-        delegated = [v for v in self.registry.vms.values() if v.mode is Mode.DELEGATION]
-        loop = asyncio.get_running_loop()
-        for vm in delegated:
-            conn = self.subscribers.get(vm.id)
-            if conn is None:
-                continue  # its VMM is gone: the session is still held and carried as is
-            self.ready[vm.id] = loop.create_future()
-            fd = self.registry.delegate_fd(vm)
-            conn.push(codec.encode(codec.event("START_PRESERVATION", id=vm.id), (fd,)))
-        try:
-            async with asyncio.timeout(READY_DEADLINE):
-                errors = {v: await f for v, f in self.ready.items()}
-        except TimeoutError as exc:
-            late = [v for v, f in self.ready.items() if not f.done()]
-            raise LuodError(
-                "ready-timeout",
-                f"no READY from {', '.join(late)}",
-                f"delegated VMMs must answer READY within {READY_DEADLINE:.0f} s",
-            ) from exc
-        finally:
-            self.ready.clear()
-        refused = {v: e for v, e in errors.items() if e}
-        if refused:
-            raise LuodError(
-                "ready-refused", f"READY with error: {refused}", "fix the VMM and retry"
-            )
+    async def _kexec(self, conn: Connection, req: codec.Kexec) -> Any:
+        update = codec.Update(req.seq, req.kernel, req.initrd, req.cmdline, wait=True)
+        return await self._update(conn, update)
+
+    async def _abort(self, conn: Connection, req: codec.Abort) -> Any:
+        _root_only(conn, "ABORT")
+        self.driver.abort(req.reason or f"abort requested by uid {conn.peer.uid}")
+        record = await self.driver.wait()
+        return {"update": record.to_dict() if record else None}, ()
+
+    async def _watch(self, conn: Connection, req: codec.Watch) -> Any:
+        self.watchers.add(conn)
+        record = self.driver.record
+        return {
+            "phase": str(self.driver.machine.phase),
+            "update": record.to_dict() if record else None,
+        }, ()
+
+    async def _history(self, conn: Connection, req: codec.History) -> Any:
+        return {"history": timeline.read_history(self.registry.state_dir)}, ()
+
+    def notify(self, message: dict[str, Any]) -> None:
+        for conn in list(self.watchers):
+            if conn.closed:
+                self.watchers.discard(conn)
+            else:
+                conn.push(codec.encode(message))
+
+    def _track(self, conn: Connection, vm_id: str) -> None:
+        self.clients[vm_id] = conn
+        conn.subscribed.add(vm_id)
+
+
+def _root_only(conn: Connection, verb: str) -> None:
+    if conn.peer.uid != 0:
+        raise LuodError("not-allowed", f"{verb} needs root", "ask the host operator")
 
 
 def _only(ids: set[str]) -> str:

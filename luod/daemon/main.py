@@ -19,11 +19,13 @@ import structlog
 
 import luod
 from luod.core.access import AccessPolicy
+from luod.core.clock import SystemClock
 from luod.core.custody import choose_custody
 from luod.core.recovery import recover
 from luod.core.registry import Registry
 from luod.daemon import logs
 from luod.daemon.handler import LuodHandler
+from luod.daemon.update import UpdateDriver
 from luod.errors import LuodError
 from luod.kernel import Backend, kernel_backend
 from luod.kernel.sim import sim_backend
@@ -88,6 +90,8 @@ def backend_for(args: argparse.Namespace) -> Backend:
 
 
 async def run(args: argparse.Namespace) -> int:
+    clock = SystemClock()
+    started = clock.now()
     state_dir, runtime_dir, socket_path = paths(args)
     for directory in (state_dir, runtime_dir):
         directory.mkdir(parents=True, exist_ok=True)
@@ -98,11 +102,8 @@ async def run(args: argparse.Namespace) -> int:
     report = recover(registry)
     listener = bind(socket_path)
     stop = asyncio.Event()
-    handler = LuodHandler(registry, on_kexec=stop.set)
+    handler = LuodHandler(registry)
     server = VmmServer(listener, handler)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     log.info(
         "serving",
         socket=str(socket_path),
@@ -114,9 +115,19 @@ async def run(args: argparse.Namespace) -> int:
     )
     try:
         async with asyncio.TaskGroup() as tasks:
+            driver = UpdateDriver(
+                registry, handler.clients, clock, handler.notify, stop.set, tasks.create_task
+            )
+            handler.driver = driver
+            _handle_signals(driver, stop)
             serving = tasks.create_task(server.serve())
+            if report.mode == "after-kexec":
+                driver.resume_after_kexec(started)
+                tasks.create_task(_reclaim_grace(driver))
             await stop.wait()
             serving.cancel()
+            for task in tasks._tasks:
+                task.cancel()
     finally:
         custody.close()
         listener.close()
@@ -124,6 +135,33 @@ async def run(args: argparse.Namespace) -> int:
             socket_path.unlink()
     log.info("stopped")
     return EXIT_OK
+
+
+def _handle_signals(driver: UpdateDriver, stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT stop luod, except while freezing/frozen/rebooting: then the stop waits
+    until the update has left those phases (never a half-done update)."""
+    loop = asyncio.get_running_loop()
+
+    def requested(signum: int) -> None:
+        if driver.machine.defers_signals:
+            log.warning(
+                "signal-deferred",
+                signal=signal.Signals(signum).name,
+                phase=str(driver.machine.phase),
+            )
+            loop.call_later(0.1, requested, signum)
+            return
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, requested, signum)
+
+
+async def _reclaim_grace(driver: UpdateDriver) -> None:
+    grace = driver.machine.remaining()
+    if grace is not None:
+        await asyncio.sleep(grace)
+        driver.reclaim_deadline_passed()
 
 
 def bind(path: Path) -> socket.socket:

@@ -34,6 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--ram", action="append", default=[], metavar="NAME=SIZE")
     run.add_argument("--mode", choices=("handover", "delegation"), default="handover")
     run.add_argument("--interval", type=float, default=0.005, help="seconds between writes")
+    run.add_argument(
+        "--on-freeze",
+        choices=("ready", "refuse", "ignore"),
+        default="ready",
+        help="how to answer FREEZE (refuse/ignore: to exercise an abort)",
+    )
     reclaim = sub.add_parser("reclaim", help="after the kexec: get RAM back and verify it")
     for each in (run, reclaim):
         each.add_argument("--id", required=True)
@@ -47,7 +53,9 @@ class Runner:
         self.args = args
         self.stop = threading.Event()
         self.regions = [self._region(spec) for spec in args.ram or ["ram0=4M"]]
+        self.tokens: dict[str, int] = {}
         self.writes = 0
+        self.running = True
 
     def _region(self, spec: str) -> RamRegion:
         name, _, size = spec.partition("=")
@@ -58,47 +66,54 @@ class Runner:
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         with Client(self.args.socket) as client:
             if self.args.mode == "handover":
-                self._handover(client)
+                client.register(self.args.id)
+                client.preserve(self.args.id, {r.name: r.fd for r in self.regions})
+                _say("handed-over", vm=self.args.id, files=[r.name for r in self.regions])
             else:
-                self._delegate(client)
+                client.subscribe(self.args.id)
+                _say("subscribed", vm=self.args.id)
+            self._guest_runs(client)
+        self._record()
         return 0
 
-    def _handover(self, client: Client) -> None:
-        client.register(self.args.id)
-        client.preserve(self.args.id, {r.name: r.fd for r in self.regions})
-        _say("handed-over", vm=self.args.id, files=[r.name for r in self.regions])
-        self._guest_runs(client, until_event="FREEZE")
-        self._record({})
-
-    def _delegate(self, client: Client) -> None:
-        client.subscribe(self.args.id)
-        _say("subscribed", vm=self.args.id)
-        event = self._guest_runs(client, until_event="START_PRESERVATION")
-        if event is None:
-            return
-        tokens = {}
-        with kernel_backend().device.adopt_session(event.fds[0]) as session:
-            for token, region in enumerate(self.regions, start=1):
-                session.preserve(region.fd, token)
-                tokens[region.name] = token
-        self._record(tokens)
-        client.ready(self.args.id)
-        _say("ready", vm=self.args.id)
-
-    def _guest_runs(self, client: Client, until_event: str) -> Any:
-        """Write into RAM until a signal or ``until_event`` arrives (returns that event)."""
+    def _guest_runs(self, client: Client) -> None:
+        """Write into RAM and answer luod's events until a signal stops the VMM."""
         while not self.stop.is_set():
-            for region in self.regions:
-                region.scribble(self.writes)
-            self.writes += 1
-            event = client.wait_event(until_event, timeout=self.args.interval)
+            if self.running:
+                for region in self.regions:
+                    region.scribble(self.writes)
+                self.writes += 1
+            event = client.wait_event(timeout=self.args.interval)
             if event is not None:
-                return event
-        return None
+                with event:
+                    self._on_event(client, event)
 
-    def _record(self, tokens: dict[str, int]) -> None:
+    def _on_event(self, client: Client, event: Any) -> None:
+        if event.name == "START_PRESERVATION":
+            with kernel_backend().device.adopt_session(event.fds[0].dup()) as session:
+                for token, region in enumerate(self.regions, start=1):
+                    session.preserve(region.fd, token)
+                    self.tokens[region.name] = token
+            client.ready(self.args.id)
+            _say("preserved", vm=self.args.id, tokens=self.tokens)
+        elif event.name == "FREEZE":
+            if self.args.on_freeze == "ignore":
+                _say("ignoring-freeze", vm=self.args.id)
+                return
+            self.running = False  # vCPUs paused: the memory is final now
+            self._record()
+            if self.args.on_freeze == "refuse":
+                client.ready(self.args.id, error="demo VMM refuses to freeze")
+            else:
+                client.ready(self.args.id)
+            _say("frozen", vm=self.args.id, writes=self.writes)
+        elif event.name == "RESUME":
+            self.running = True
+            _say("resumed", vm=self.args.id, reason=event.data.get("reason", ""))
+
+    def _record(self) -> None:
         files = {
-            r.name: {"sha256": r.sha256(), "size": r.size, "token": tokens.get(r.name)}
+            r.name: {"sha256": r.sha256(), "size": r.size, "token": self.tokens.get(r.name)}
             for r in self.regions
         }
         record = {

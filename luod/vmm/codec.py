@@ -185,6 +185,31 @@ class Kexec(Request):
     cmdline: str | None
 
 
+@dataclass(frozen=True)
+class Update(Request):
+    kernel: str
+    initrd: str | None
+    cmdline: str | None
+    deadlines: tuple[tuple[str, float], ...] = ()
+    dry_run: bool = False
+    wait: bool = False
+
+
+@dataclass(frozen=True)
+class Abort(Request):
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Watch(Request):
+    pass
+
+
+@dataclass(frozen=True)
+class History(Request):
+    pass
+
+
 COMMAND_OF: Final[dict[type[Request], str]] = {
     Hello: "HELLO",
     Register: "REGISTER",
@@ -198,6 +223,10 @@ COMMAND_OF: Final[dict[type[Request], str]] = {
     Claim: "CLAIM",
     Status: "STATUS",
     Kexec: "KEXEC",
+    Update: "UPDATE",
+    Abort: "ABORT",
+    Watch: "WATCH",
+    History: "HISTORY",
 }
 
 
@@ -332,6 +361,32 @@ def _kexec(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Kex
     return Kexec(seq, kernel, _optional_str(data, "initrd"), _optional_str(data, "cmdline"))
 
 
+DEADLINE_PHASES: Final = ("preparing", "freezing", "frozen", "reclaiming", "aborting")
+
+
+def _update(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Update:
+    kexec = _kexec(data, seq, ())
+    deadlines = data.get("deadlines") or {}
+    if not isinstance(deadlines, dict) or any(
+        k not in DEADLINE_PHASES or not isinstance(v, int | float) or isinstance(v, bool) or v <= 0
+        for k, v in deadlines.items()
+    ):
+        raise _bad(
+            "deadlines",
+            f"seconds > 0 per phase of {', '.join(DEADLINE_PHASES)}",
+            repr(deadlines)[:80],
+        )
+    return Update(
+        seq,
+        kexec.kernel,
+        kexec.initrd,
+        kexec.cmdline,
+        tuple((k, float(v)) for k, v in deadlines.items()),
+        data.get("dry_run") is True,
+        data.get("wait") is True,
+    )
+
+
 def _hello(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Hello:
     version = data.get("version", VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
@@ -353,6 +408,10 @@ _PARSERS: Final[dict[str, Parser]] = {
     "CLAIM": lambda d, s, _: Claim(s, _vm_id(d)),
     "STATUS": lambda d, s, _: Status(s),
     "KEXEC": _kexec,
+    "UPDATE": _update,
+    "ABORT": lambda d, s, _: Abort(s, _optional_str(d, "reason", 512)),
+    "WATCH": lambda d, s, _: Watch(s),
+    "HISTORY": lambda d, s, _: History(s),
 }
 
 

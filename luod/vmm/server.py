@@ -208,7 +208,7 @@ class VmmServer:
 
 
 def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
-    data, ancillary, flags, _ = sock.recvmsg(RECV_BYTES, ANCILLARY)
+    data, ancillary, flags, _ = sock.recvmsg(RECV_BYTES, ANCILLARY, socket.MSG_CMSG_CLOEXEC)
     fds: list[OwnedFd] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

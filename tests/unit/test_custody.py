@@ -9,12 +9,15 @@ pipe, and the read end sees EOF only once every copy of it is closed.
 from __future__ import annotations
 
 import os
+import select
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from luod.core import sdnotify
 from luod.core.custody import Custody, MemoryCustody, SystemdFdStore, choose_custody
 from luod.core.fdname import check_name, name_problem
 from luod.core.keeper_wire import unpack_rights
@@ -72,26 +75,42 @@ def close_all(fds: dict[str, OwnedFd]) -> None:
 
 
 class FakeFdStore:
-    """systemd's side of $NOTIFY_SOCKET on real fds: FDSTORE=1, FDSTOREREMOVE=1, BARRIER=1."""
+    """systemd's side of $NOTIFY_SOCKET on real fds, served by a thread as PID 1 would:
+    FDSTORE=1, FDSTOREREMOVE=1 and BARRIER=1 (so ``settle()`` waits like sd_notify_barrier)."""
 
     def __init__(self, address: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.bind(address)
-        self.sock.setblocking(False)
         self.messages: list[str] = []
         self.stored: list[tuple[str, OwnedFd]] = []
+        self._stop_reader, self._stop_writer = pipe()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
-    def pump(self) -> list[str]:
-        """Apply every queued datagram, as PID 1 would, in order; return their texts."""
-        texts = []
+    def settle(self) -> None:
+        """Return once every message sent so far has been applied."""
+        assert sdnotify.notify_barrier(timeout=5)
+
+    def names(self) -> list[str]:
+        return [name for name, _fd in self.stored]
+
+    def close(self) -> None:
+        os.write(self._stop_writer.fileno(), b"x")
+        self._thread.join()
+        for _name, fd in self.stored:
+            fd.close()
+        for each in (self.sock, self._stop_reader, self._stop_writer):
+            each.close()
+
+    def _serve(self) -> None:
         while True:
-            try:
-                data, anc, flags, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(64), 0)
-            except BlockingIOError:
-                return texts
+            stop = self._stop_reader.fileno()
+            ready, _, _ = select.select([self.sock.fileno(), stop], [], [])
+            if stop in ready:
+                return
+            data, anc, flags, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(64), 0)
             fds = [OwnedFd(number) for number in unpack_rights(anc)]
             assert not flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)
-            texts.append(data.decode())
             self._apply(data.decode(), fds)
 
     def _apply(self, text: str, fds: list[OwnedFd]) -> None:
@@ -101,19 +120,11 @@ class FakeFdStore:
             self.stored.extend((fields.get("FDNAME", "stored"), fd) for fd in fds)
             return
         if fields.get("FDSTOREREMOVE") == "1":
-            for name, fd in [entry for entry in self.stored if entry[0] == fields["FDNAME"]]:
-                self.stored.remove((name, fd))
-                fd.close()
+            for entry in [entry for entry in self.stored if entry[0] == fields["FDNAME"]]:
+                self.stored.remove(entry)
+                entry[1].close()
         for fd in fds:  # BARRIER=1: closing the pipe end is the answer
             fd.close()
-
-    def names(self) -> list[str]:
-        return [name for name, _fd in self.stored]
-
-    def close(self) -> None:
-        for _name, fd in self.stored:
-            fd.close()
-        self.sock.close()
 
 
 @pytest.fixture
@@ -227,10 +238,7 @@ class TestSystemdFdStoreContract(CustodyContract):
 
     @pytest.fixture
     def settle(self, fake_store: FakeFdStore) -> Settle:
-        def settle() -> None:
-            fake_store.pump()
-
-        return settle
+        return fake_store.settle
 
 
 def test_fd_names_follow_systemds_fdname_rule() -> None:

@@ -1,0 +1,96 @@
+"""The blackout timeline of one update, carried across the kexec in the manifest.
+
+Before the kexec: every phase transition and each VM's FREEZE sent / READY received. After it:
+the new kernel's boot time, luod's start, sessions retrieved, each VM's reclaim and done.
+Blackout per VM = its freeze ack → its done, in realtime (the only clock that survives kexec).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from luod.core.clock import Stamp
+
+HISTORY: Final = "history.jsonl"
+
+
+@dataclass
+class UpdateRecord:
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    request: dict[str, Any] = field(default_factory=dict)
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    vms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: dict[str, dict[str, float]] = field(default_factory=dict)
+    outcome: str = "running"
+    reason: str = ""
+
+    def phase(self, transition: dict[str, Any]) -> None:
+        self.phases.append(transition)
+
+    def vm_event(self, vm: str, name: str, at: Stamp) -> None:
+        self.vms.setdefault(vm, {})[name] = at.to_dict()
+
+    def event(self, name: str, at: Stamp) -> None:
+        self.events[name] = at.to_dict()
+
+    def blackout(self) -> dict[str, float | None]:
+        """Seconds from each VM's freeze ack to its done (None while incomplete)."""
+        result: dict[str, float | None] = {}
+        for vm, stamps in self.vms.items():
+            start, end = stamps.get("freeze_ack"), stamps.get("done")
+            result[vm] = round(end["realtime"] - start["realtime"], 6) if start and end else None
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "request": self.request,
+            "phases": self.phases,
+            "vms": self.vms,
+            "events": self.events,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "blackout": self.blackout(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UpdateRecord:
+        return cls(
+            id=str(data["id"]),
+            request=dict(data.get("request", {})),
+            phases=list(data.get("phases", [])),
+            vms={k: dict(v) for k, v in data.get("vms", {}).items()},
+            events=dict(data.get("events", {})),
+            outcome=str(data.get("outcome", "running")),
+            reason=str(data.get("reason", "")),
+        )
+
+
+def kernel_boot_stamp(now: Stamp) -> Stamp:
+    """When this kernel started, from the current realtime minus boottime."""
+    return Stamp(now.realtime - now.boottime, now.monotonic - now.boottime, 0.0)
+
+
+def append_history(state_dir: Path, record: UpdateRecord) -> None:
+    line = json.dumps({"finished": time.time(), **record.to_dict()}, sort_keys=True)
+    with open(state_dir / HISTORY, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+
+
+def read_history(state_dir: Path) -> list[dict[str, Any]]:
+    try:
+        lines = (state_dir / HISTORY).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records

@@ -1,0 +1,302 @@
+"""The update driver: performs prepare → freeze → kexec (and abort) step by step, asking the
+pure state machine (luod.core.orchestrator) for every move, and keeps the blackout timeline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from luod.core import handoff, preflight, timeline
+from luod.core.clock import Clock
+from luod.core.model import Mode, VmState
+from luod.core.orchestrator import Phase, Transition, UpdateMachine
+from luod.core.registry import Registry
+from luod.errors import LuodError
+from luod.kernel import LuoError
+from luod.kernel.sim import SimulatedKexec
+from luod.vmm import codec
+from luod.vmm.server import Connection
+
+log = structlog.get_logger("luod.update")
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    kernel: Path
+    initrd: Path | None = None
+    cmdline: str | None = None  # None: reuse the running kernel's command line
+    deadlines: dict[str, float] = field(default_factory=dict)
+    dry_run: bool = False
+    requested_by: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kernel": str(self.kernel),
+            "initrd": str(self.initrd) if self.initrd else None,
+            "cmdline": self.cmdline,
+            "deadlines": self.deadlines,
+            "uid": self.requested_by,
+        }
+
+
+class UpdateDriver:
+    def __init__(
+        self,
+        registry: Registry,
+        clients: dict[str, Connection],
+        clock: Clock,
+        notify: Callable[[dict[str, Any]], None],
+        on_kexec: Callable[[], None],
+        spawn: Spawn,
+        unload_on_abort: bool = True,
+    ) -> None:
+        self.registry = registry
+        self.clients = clients
+        self.clock = clock
+        self.notify = notify
+        self.on_kexec = on_kexec
+        self.spawn = spawn
+        self.unload_on_abort = unload_on_abort
+        self.machine = UpdateMachine(clock, emit=self._emitted)
+        self.record: timeline.UpdateRecord | None = None
+        self.waiting: dict[str, asyncio.Future[str | None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._loaded = False
+
+    # --- requests ------------------------------------------------------------------------------
+    def check(self, request: UpdateRequest) -> list[preflight.Check]:
+        info = self.registry.backend.info()
+        cmdline = request.cmdline if request.cmdline is not None else info.cmdline
+        ctx = preflight.PreflightInput(
+            info,
+            list(self.registry.vms.values()),
+            request.kernel,
+            cmdline,
+            frozenset(self._connected()),
+            preflight.mem_total(),
+            preflight.fd_limit(),
+        )
+        return preflight.run(ctx)
+
+    def start(self, request: UpdateRequest) -> timeline.UpdateRecord:
+        """Preflight now (a refusal is raised to the caller), then run the update in a task."""
+        if self.machine.phase is not Phase.IDLE:
+            raise LuodError(
+                "update-running",
+                f"an update is {self.machine.phase}",
+                "watch it, or abort it first",
+            )
+        self.record = timeline.UpdateRecord(request=request.to_dict())
+        self.machine.deadlines = {
+            **self.machine.deadlines,
+            **{Phase(k): v for k, v in request.deadlines.items()},
+        }
+        self.machine.go(Phase.PREPARING, f"requested by uid {request.requested_by}")
+        failed = preflight.failed(self.check(request))
+        if failed:
+            error = LuodError(
+                "preflight-failed",
+                "preflight refused: " + ", ".join(c.id for c in failed),
+                "; ".join(f"{c.id}: {c.message} ({c.hint})" for c in failed),
+            )
+            self.machine.go(Phase.ABORTING, error.message)
+            self.machine.go(Phase.IDLE, "nothing was changed")
+            self._finish("refused", error.message)
+            raise error
+        self._task = self.spawn(self._run(request))
+        return self.record
+
+    def abort(self, reason: str) -> None:
+        if self._task is None or not self.machine.abortable:
+            raise LuodError(
+                "wrong-state",
+                f"nothing to abort in phase {self.machine.phase}",
+                "abort works before the kexec starts",
+            )
+        self._task.cancel(reason)
+
+    def shutdown(self) -> None:
+        """luod is stopping: an update before the freeze is aborted (VMs resume)."""
+        if self._task is not None and self.machine.abortable:
+            self._task.cancel("luod is stopping")
+
+    def ready(self, vm_id: str, error: str | None) -> bool:
+        waiter = self.waiting.get(vm_id)
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(error)
+        return True
+
+    # --- the update ----------------------------------------------------------------------------
+    async def _run(self, request: UpdateRequest) -> None:
+        try:
+            await self._prepare(request)
+            self.machine.go(Phase.PREPARED, "every VM preserved")
+            await self._freeze()
+            self.machine.go(Phase.FROZEN, "every VM answered READY")
+            await self._kexec()
+        except asyncio.CancelledError:
+            await self._abort("abort requested")
+        except LuodError as exc:
+            if self.machine.abortable:
+                await self._abort(f"{exc.code}: {exc.message}")
+            else:
+                self._finish("failed", str(exc))
+        finally:
+            self._task = None
+
+    async def _prepare(self, request: UpdateRequest) -> None:
+        handoff.load_next_kernel(self.registry, request.kernel, request.initrd, request.cmdline)
+        self._loaded = True
+        delegated = [v.id for v in self.registry.vms.values() if v.mode is Mode.DELEGATION]
+        await self._barrier(delegated, "START_PRESERVATION", Phase.PREPARING)
+
+    async def _freeze(self) -> None:
+        self.machine.go(Phase.FREEZING, "operator or automatic freeze")
+        await self._barrier(list(self.registry.vms), "FREEZE", Phase.FREEZING)
+
+    async def _barrier(self, vms: list[str], event: str, phase: Phase) -> None:
+        """Push ``event`` to each VM's client; every one must answer READY before the deadline."""
+        loop = asyncio.get_running_loop()
+        assert self.record is not None
+        for vm_id in vms:
+            conn = self.clients.get(vm_id)
+            self.record.vm_event(vm_id, f"{event.lower()}_sent", self.clock.now())
+            if conn is None or conn.closed:
+                self._acked(vm_id, event, note="no VMM connected: nothing to pause")
+                continue
+            self.waiting[vm_id] = loop.create_future()
+            fds = (
+                (self.registry.delegate_fd(self.registry.get(vm_id)),)
+                if event == "START_PRESERVATION"
+                else ()
+            )
+            remaining = self.machine.remaining()
+            deadline_ms = None if remaining is None else int(remaining * 1000)
+            conn.push(codec.encode(codec.event(event, id=vm_id, deadline_ms=deadline_ms), fds))
+        try:
+            async with asyncio.timeout(self.machine.remaining()):
+                for vm_id, waiter in list(self.waiting.items()):
+                    error = await waiter
+                    if error:
+                        raise LuodError(
+                            "vm-refused",
+                            f"VM {vm_id} answered {event} with: {error}",
+                            "the VMM could not pause or preserve; fix it and retry",
+                        )
+                    self._acked(vm_id, event)
+        except TimeoutError as exc:
+            late = sorted(v for v, f in self.waiting.items() if not f.done())
+            raise LuodError(
+                "deadline",
+                f"no READY to {event} from {', '.join(late)} in time",
+                f"{phase} deadline passed: those VMMs are stuck or gone",
+            ) from exc
+        finally:
+            self.waiting.clear()
+
+    def _acked(self, vm_id: str, event: str, note: str = "") -> None:
+        assert self.record is not None
+        name = "freeze_ack" if event == "FREEZE" else "preserve_ack"
+        self.record.vm_event(vm_id, name, self.clock.now())
+        self.notify({"event": "VM_PROGRESS", "id": vm_id, "step": name, "note": note})
+
+    async def wait(self) -> timeline.UpdateRecord | None:
+        """Until the running update ends (for callers that want the outcome)."""
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task])
+        return self.record
+
+    async def _kexec(self) -> None:
+        self.machine.go(Phase.REBOOTING, "kexec")
+        assert self.record is not None
+        self.registry.extra["update"] = self.record.to_dict()
+        try:
+            await asyncio.to_thread(handoff.kexec_direct, self.registry)
+        except SimulatedKexec:
+            self.on_kexec()
+            return
+        except LuodError as exc:
+            self.machine.go(Phase.PREPARED, f"reboot failed: {exc.message}")
+            self._resume_all("reboot failed; the kernel rolled the freeze back")
+            self._finish("failed", str(exc), idle=False)
+
+    async def _abort(self, reason: str) -> None:
+        self.machine.go(Phase.ABORTING, reason)
+        self._resume_all(reason)
+        if self._loaded and self.unload_on_abort:
+            try:
+                self.registry.backend.unload_kernel()
+            except LuoError as exc:
+                log.warning("unload-failed", error=str(exc))
+        self._loaded = False
+        self.machine.go(Phase.IDLE, "aborted: every VM resumed, sessions still preserved")
+        self._finish("aborted", reason, idle=False)
+
+    def _resume_all(self, reason: str) -> None:
+        for vm_id, conn in list(self.clients.items()):
+            conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
+
+    def _finish(self, outcome: str, reason: str, idle: bool = True) -> None:
+        if self.record is None:
+            return
+        self.record.outcome, self.record.reason = outcome, reason
+        if outcome != "running":
+            timeline.append_history(self.registry.state_dir, self.record)
+        self.notify(
+            {"event": "UPDATE_END", "id": self.record.id, "outcome": outcome, "reason": reason}
+        )
+        log.info("update-end", id=self.record.id, outcome=outcome, reason=reason)
+
+    # --- after the kexec -----------------------------------------------------------------------
+    def resume_after_kexec(self, started: Any) -> None:
+        """Called once recovery took the sessions back: continue the record in RECLAIMING."""
+        previous = self.registry.previous
+        data = previous.extra.get("update") if previous else None
+        if not data:
+            return
+        self.record = timeline.UpdateRecord.from_dict(data)
+        now = self.clock.now()
+        self.record.event("kernel_boot", timeline.kernel_boot_stamp(now))
+        self.record.event("luod_start", started)
+        self.record.event("sessions_retrieved", now)
+        self.machine.go(Phase.RECLAIMING, "luod started after the kexec")
+        self._maybe_complete()
+
+    def vm_step(self, vm_id: str, step: str) -> None:
+        if self.record is None or self.machine.phase is not Phase.RECLAIMING:
+            return
+        self.record.vm_event(vm_id, step, self.clock.now())
+        self.notify({"event": "VM_PROGRESS", "id": vm_id, "step": step})
+        self._maybe_complete()
+
+    def reclaim_deadline_passed(self) -> None:
+        if self.machine.phase is Phase.RECLAIMING:
+            left = sorted(self._unfinished())
+            log.warning("vms-unreclaimed", vms=left, note="sessions kept; never finished silently")
+            self.machine.go(Phase.IDLE, f"grace period over; unreclaimed: {', '.join(left)}")
+            self._finish("completed-with-unreclaimed", f"unreclaimed: {', '.join(left)}")
+
+    def _maybe_complete(self) -> None:
+        if self.machine.phase is Phase.RECLAIMING and not self._unfinished():
+            self.machine.go(Phase.IDLE, "every VM reclaimed and done")
+            self._finish("completed", "")
+
+    def _unfinished(self) -> list[str]:
+        return [v.id for v in self.registry.vms.values() if v.state is not VmState.LOST]
+
+    def _connected(self) -> list[str]:
+        return [vm for vm, conn in self.clients.items() if not conn.closed]
+
+    def _emitted(self, transition: Transition) -> None:
+        if self.record is not None:
+            self.record.phase(transition.to_dict())
+        self.notify({"event": "PHASE", **transition.to_dict()})
+        log.info("phase", **{k: v for k, v in transition.to_dict().items() if k != "at"})
