@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import builtins
 import os
 import socket
 import time
@@ -234,6 +235,20 @@ class Client:
     ) -> dict[str, Any]:
         initrd = None if initrd is None else os.fspath(initrd)
         return _body(self._call("KEXEC", kernel=os.fspath(kernel), initrd=initrd, cmdline=cmdline))
+
+    def update(self, kernel: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+        """UPDATE (root): options initrd, cmdline, deadlines {phase: s}, dry_run, wait."""
+        return _body(self._call("UPDATE", kernel=os.fspath(kernel), **options))
+
+    def abort(self, reason: str | None = None) -> dict[str, Any]:
+        return _body(self._call("ABORT", reason=reason))
+
+    def watch(self) -> dict[str, Any]:
+        """From now on PHASE / VM_PROGRESS / UPDATE_END events arrive (see wait_event)."""
+        return _body(self._call("WATCH"))
+
+    def history(self) -> builtins.list[dict[str, Any]]:
+        return list(_body(self._call("HISTORY"))["history"])
 
     def wait_event(self, name: str | None = None, timeout: float | None = None) -> Event | None:
         """The next event (named ``name``, others stay queued); None once ``timeout`` passed."""

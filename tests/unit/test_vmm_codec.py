@@ -147,8 +147,13 @@ FIELDS: dict[str, st.SearchStrategy[tuple[dict[str, Any], int, Make]]] = {
             {"kernel": t[0], **t[1], "deadlines": t[2], "dry_run": t[3], "wait": t[4]},
             0,
             lambda s, _: codec.Update(
-                s, t[0], t[1].get("initrd"), t[1].get("cmdline"),
-                tuple((k, float(v)) for k, v in t[2].items()), t[3], t[4],
+                s,
+                t[0],
+                t[1].get("initrd"),
+                t[1].get("cmdline"),
+                tuple((k, float(v)) for k, v in t[2].items()),
+                t[3],
+                t[4],
             ),
         )
     ),

@@ -1,0 +1,79 @@
+"""A full update under ``luod --simulate``: its kexec ends the daemon; starting it again on the
+same state directory continues with the reclaim (issue 4.7). Handover VMMs only: a delegated
+VMM preserves with its own ioctls, which only a real kernel can serve."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from luod.errors import LuodError
+from luod.vmm.client import Client
+from tests.contract.harness import FAKE_BZIMAGE
+from tests.integration.conftest import Daemon, start_daemon
+
+VMS = ("vm-a", "vm-b", "vm-c")
+
+
+def demo(daemon: Daemon, *args: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "luod.demo.vmm", *args, "--socket", str(daemon.socket)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_line(process: subprocess.Popen[bytes], word: str) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        if word.encode() in line:
+            return
+    raise AssertionError(f"demo VMM ended before {word!r}")
+
+
+def test_update_kexec_restart_reclaim(tmp_path: Path) -> None:
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    daemon = start_daemon(tmp_path / "luod")
+    vmms = []
+    for vm in VMS:
+        record = tmp_path / f"{vm}.json"
+        vmms.append(demo(daemon, "run", "--id", vm, "--ram", "ram0=8M", "--record", str(record)))
+    for process in vmms:
+        wait_line(process, "handed-over")
+    time.sleep(0.2)  # the guests write
+    with Client(daemon.socket) as client, contextlib.suppress(LuodError, ConnectionError):
+        client.update(image, wait=True, deadlines={"freezing": 10})
+    assert daemon.process.wait(timeout=20) == 0, daemon.log.read_text()
+    for process in vmms:
+        process.kill()
+        process.wait()
+    restarted = start_daemon(tmp_path / "luod")
+    try:
+        for vm in VMS:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "luod.demo.vmm",
+                    "reclaim",
+                    "--id",
+                    vm,
+                    "--socket",
+                    str(restarted.socket),
+                    "--record",
+                    str(tmp_path / f"{vm}.json"),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            assert json.loads(done.stdout.splitlines()[-1])["event"] == "verified", done.stdout
+        with Client(restarted.socket) as client:
+            history = client.history()
+    finally:
+        restarted.stop()
+    assert history[-1]["outcome"] == "completed"
+    assert all(seconds and seconds > 0 for seconds in history[-1]["blackout"].values())

@@ -1,0 +1,11 @@
+# Boot 2: luod reclaims; every VMM (incl. the ones stopped in boot 1) gets its memory back.
+. "$SCRIPTS/common.sh"
+set -x
+mkdir -p "$STATE"
+start_luod 2
+status=0
+for vm in vm-a vm-b vm-c vm-x vm-y vm-z; do
+    luod-demo-vmm reclaim --id $vm --record "$SHARE/$vm.json" >"$SHARE/$vm-reclaim.log" 2>&1 || status=1
+done
+python -m tests.vm.scripts.luoctl history >"$SHARE/history.json"
+exit $status
