@@ -32,8 +32,17 @@ class RecoveryReport:
 
 
 def recover(registry: Registry) -> RecoveryReport:
-    adopted = _adopt_custody(registry)
     report = RecoveryReport()
+    if not registry.info.device_present:
+        report.mode = "no-device"  # luod still serves: preflight and errors say why
+        log.error(
+            "no-device",
+            release=registry.info.release,
+            hint="boot a kernel with CONFIG_LIVEUPDATE and liveupdate=on",
+        )
+        _resume(registry, {}, report)
+        return report
+    adopted = _adopt_custody(registry)
     try:
         with registry.backend.device.open() as device:
             state = _take_state_session(registry, device, adopted)

@@ -43,6 +43,7 @@ class LuodHandler:
         for vm_id in [v for v, c in self.clients.items() if c is conn]:
             del self.clients[vm_id]
             log.info("vmm-gone", vm=vm_id, note="luod keeps the session")
+            self.driver.vmm_gone(vm_id)
 
     async def _run(self, call: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
         """Run a core call under the registry lock; off the loop unless it is known small

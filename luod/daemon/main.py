@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="who else holds the session fds (default auto)",
     )
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--sim-cmdline", help=argparse.SUPPRESS)  # tests: the simulated boot
     return parser.parse_args(argv)
 
 
@@ -85,7 +86,7 @@ def paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 def backend_for(args: argparse.Namespace) -> Backend:
     if args.simulate is not None:
-        return sim_backend(args.simulate / "kernel", eager_release=True)
+        return sim_backend(args.simulate / "kernel", cmdline=args.sim_cmdline, eager_release=True)
     return kernel_backend()
 
 

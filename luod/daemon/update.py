@@ -126,6 +126,10 @@ class UpdateDriver:
         if self._task is not None and self.machine.abortable:
             self._task.cancel("luod is stopping")
 
+    def vmm_gone(self, vm_id: str) -> None:
+        """A VMM disconnected: if luod was waiting for its READY, that is a refusal."""
+        self.ready(vm_id, "its VMM disconnected before answering READY")
+
     def ready(self, vm_id: str, error: str | None) -> bool:
         waiter = self.waiting.get(vm_id)
         if waiter is None or waiter.done():
@@ -181,25 +185,33 @@ class UpdateDriver:
             deadline_ms = None if remaining is None else int(remaining * 1000)
             conn.push(codec.encode(codec.event(event, id=vm_id, deadline_ms=deadline_ms), fds))
         try:
-            async with asyncio.timeout(self.machine.remaining()):
-                for vm_id, waiter in list(self.waiting.items()):
-                    error = await waiter
-                    if error:
-                        raise LuodError(
-                            "vm-refused",
-                            f"VM {vm_id} answered {event} with: {error}",
-                            "the VMM could not pause or preserve; fix it and retry",
-                        )
-                    self._acked(vm_id, event)
-        except TimeoutError as exc:
-            late = sorted(v for v, f in self.waiting.items() if not f.done())
-            raise LuodError(
-                "deadline",
-                f"no READY to {event} from {', '.join(late)} in time",
-                f"{phase} deadline passed: those VMMs are stuck or gone",
-            ) from exc
+            await self._collect(event, phase)
         finally:
             self.waiting.clear()
+
+    async def _collect(self, event: str, phase: Phase) -> None:
+        """Wait for every READY; the first refusal or the deadline ends the wait."""
+        pending = {f: vm for vm, f in self.waiting.items()}
+        while pending:
+            done, _ = await asyncio.wait(
+                pending, timeout=self.machine.remaining(), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                late = ", ".join(sorted(pending.values()))
+                raise LuodError(
+                    "deadline",
+                    f"no READY to {event} from {late} in time",
+                    f"{phase} deadline passed: those VMMs are stuck or gone",
+                )
+            for future in done:
+                vm_id = pending.pop(future)
+                if error := future.result():
+                    raise LuodError(
+                        "vm-refused",
+                        f"VM {vm_id} answered {event} with: {error}",
+                        "the VMM could not pause or preserve; fix it and retry",
+                    )
+                self._acked(vm_id, event)
 
     def _acked(self, vm_id: str, event: str, note: str = "") -> None:
         assert self.record is not None

@@ -90,10 +90,11 @@ class Runner:
 
     def _on_event(self, client: Client, event: Any) -> None:
         if event.name == "START_PRESERVATION":
-            with kernel_backend().device.adopt_session(event.fds[0].dup()) as session:
-                for token, region in enumerate(self.regions, start=1):
-                    session.preserve(region.fd, token)
-                    self.tokens[region.name] = token
+            if not self.tokens:  # after an aborted update they are still preserved
+                with kernel_backend().device.adopt_session(event.fds[0].dup()) as session:
+                    for token, region in enumerate(self.regions, start=1):
+                        session.preserve(region.fd, token)
+                        self.tokens[region.name] = token
             client.ready(self.args.id)
             _say("preserved", vm=self.args.id, tokens=self.tokens)
         elif event.name == "FREEZE":

@@ -77,3 +77,39 @@ def test_update_kexec_restart_reclaim(tmp_path: Path) -> None:
         restarted.stop()
     assert history[-1]["outcome"] == "completed"
     assert all(seconds and seconds > 0 for seconds in history[-1]["blackout"].values())
+
+
+def test_aborts_resume_every_vmm_and_a_retry_works(tmp_path: Path) -> None:
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    daemon = start_daemon(tmp_path / "luod")
+    good = demo(daemon, "run", "--id", "good", "--record", str(tmp_path / "good.json"))
+    wait_line(good, "handed-over")
+    try:
+        with Client(daemon.socket) as client:
+            for behaviour, expected in (("ignore", "deadline"), ("refuse", "refuses")):
+                bad = demo(
+                    daemon,
+                    "run",
+                    "--id",
+                    f"bad-{behaviour}",
+                    "--on-freeze",
+                    behaviour,
+                    "--record",
+                    str(tmp_path / f"{behaviour}.json"),
+                )
+                wait_line(bad, "handed-over")
+                reply = client.update(image, wait=True, deadlines={"freezing": 1.5})
+                assert reply["update"]["outcome"] == "aborted"
+                assert expected in reply["update"]["reason"]
+                wait_line(good, "resumed")
+                bad.terminate()
+                bad.wait()
+            states = {vm["id"]: vm["state"] for vm in client.list()}
+            assert set(states.values()) == {"preserved"} and len(states) == 3
+            reply = client.update(image, wait=True, dry_run=True)
+            assert {c["status"] for c in reply["checks"]} <= {"pass", "warn"}
+    finally:
+        good.kill()
+        good.wait()
+        daemon.stop()
