@@ -33,6 +33,8 @@ class LuodHandler:
         self.driver: UpdateDriver  # set by the daemon once the task group exists
 
     async def handle(self, conn: Connection, request: codec.Request) -> codec.Outgoing:
+        if not isinstance(request, codec.Hello):
+            self.registry.policy.check(conn.peer)
         method = getattr(self, "_" + request.cmd.lower())
         result: tuple[dict[str, Any], tuple[Any, ...]] = await method(conn, request)
         body, fds = result
@@ -63,6 +65,8 @@ class LuodHandler:
         return info, ()
 
     async def _register(self, conn: Connection, req: codec.Register) -> Any:
+        if req.id not in self.registry.vms:
+            self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER, inline=True)
         self._track(conn, req.id)
         return {"vm": _vm(vm)}, ()
@@ -95,6 +99,8 @@ class LuodHandler:
         return {}, ()
 
     async def _subscribe(self, conn: Connection, req: codec.Subscribe) -> Any:
+        if req.id not in self.registry.vms:
+            self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.DELEGATION)
         self._track(conn, req.id)
         return {"vm": _vm(vm)}, ()
@@ -127,8 +133,8 @@ class LuodHandler:
             "backend": self.registry.backend.name,
         }, ()
 
-    async def _update(self, conn: Connection, req: codec.Update) -> Any:
-        _root_only(conn, "UPDATE")
+    async def _update(self, conn: Connection, req: codec.Update, verb: str = "UPDATE") -> Any:
+        _root_only(conn, verb)
         request = UpdateRequest(
             Path(req.kernel),
             Path(req.initrd) if req.initrd else None,
@@ -147,7 +153,7 @@ class LuodHandler:
 
     async def _kexec(self, conn: Connection, req: codec.Kexec) -> Any:
         update = codec.Update(req.seq, req.kernel, req.initrd, req.cmdline, wait=True)
-        return await self._update(conn, update)
+        return await self._update(conn, update, "KEXEC")
 
     async def _abort(self, conn: Connection, req: codec.Abort) -> Any:
         _root_only(conn, "ABORT")

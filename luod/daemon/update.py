@@ -68,6 +68,8 @@ class UpdateDriver:
         self.waiting: dict[str, asyncio.Future[str | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
+        self._abort_reason = "abort requested"
+        self._base_deadlines = dict(self.machine.deadlines)
 
     # --- requests ------------------------------------------------------------------------------
     def check(self, request: UpdateRequest) -> list[preflight.Check]:
@@ -119,12 +121,22 @@ class UpdateDriver:
                 f"nothing to abort in phase {self.machine.phase}",
                 "abort works before the kexec starts",
             )
+        self._abort_reason = reason
         self._task.cancel(reason)
+
+    def refuse_new_vms(self) -> None:
+        if self.machine.phase not in (Phase.IDLE, Phase.PREPARED, Phase.RECLAIMING):
+            raise LuodError(
+                "update-running",
+                f"an update is {self.machine.phase}",
+                "register new VMs after it (or abort it)",
+            )
 
     def shutdown(self) -> None:
         """luod is stopping: an update before the freeze is aborted (VMs resume)."""
         if self._task is not None and self.machine.abortable:
-            self._task.cancel("luod is stopping")
+            self._abort_reason = "luod is stopping"
+            self._task.cancel(self._abort_reason)
 
     def vmm_gone(self, vm_id: str) -> None:
         """A VMM disconnected: if luod was waiting for its READY, that is a refusal."""
@@ -146,12 +158,12 @@ class UpdateDriver:
             self.machine.go(Phase.FROZEN, "every VM answered READY")
             await self._kexec()
         except asyncio.CancelledError:
-            await self._abort("abort requested")
+            await self._abort(self._abort_reason)
         except LuodError as exc:
             if self.machine.abortable:
                 await self._abort(f"{exc.code}: {exc.message}")
             else:
-                self._finish("failed", str(exc))
+                self._finish("failed", f"{exc.code}: {exc.message}")
         finally:
             self._task = None
 
@@ -237,10 +249,11 @@ class UpdateDriver:
             return
         except LuodError as exc:
             self.machine.go(Phase.PREPARED, f"reboot failed: {exc.message}")
-            self._resume_all("reboot failed; the kernel rolled the freeze back")
-            self._finish("failed", str(exc), idle=False)
+            await self._abort(
+                f"reboot failed ({exc.code}): the kernel rolled the freeze back", outcome="failed"
+            )
 
-    async def _abort(self, reason: str) -> None:
+    async def _abort(self, reason: str, outcome: str = "aborted") -> None:
         self.machine.go(Phase.ABORTING, reason)
         self._resume_all(reason)
         if self._loaded and self.unload_on_abort:
@@ -250,13 +263,13 @@ class UpdateDriver:
                 log.warning("unload-failed", error=str(exc))
         self._loaded = False
         self.machine.go(Phase.IDLE, "aborted: every VM resumed, sessions still preserved")
-        self._finish("aborted", reason, idle=False)
+        self._finish(outcome, reason)
 
     def _resume_all(self, reason: str) -> None:
         for vm_id, conn in list(self.clients.items()):
             conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
 
-    def _finish(self, outcome: str, reason: str, idle: bool = True) -> None:
+    def _finish(self, outcome: str, reason: str) -> None:
         if self.record is None:
             return
         self.record.outcome, self.record.reason = outcome, reason
@@ -275,6 +288,11 @@ class UpdateDriver:
         if not data:
             return
         self.record = timeline.UpdateRecord.from_dict(data)
+        asked = self.record.request.get("deadlines", {})
+        self.machine.deadlines = {
+            **self._base_deadlines,
+            **{Phase(k): v for k, v in asked.items() if k == "reclaiming"},
+        }
         now = self.clock.now()
         self.record.event("kernel_boot", timeline.kernel_boot_stamp(now))
         self.record.event("luod_start", started)
@@ -302,7 +320,9 @@ class UpdateDriver:
             self._finish("completed", "")
 
     def _unfinished(self) -> list[str]:
-        return [v.id for v in self.registry.vms.values() if v.state is not VmState.LOST]
+        """VMs that came through the update and are not done (new registrations don't count)."""
+        came = (VmState.INCOMING, VmState.RECLAIMED)
+        return [v.id for v in self.registry.vms.values() if v.state in came]
 
     def _connected(self) -> list[str]:
         return [vm for vm, conn in self.clients.items() if not conn.closed]

@@ -362,13 +362,17 @@ def _kexec(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Kex
 
 
 DEADLINE_PHASES: Final = ("preparing", "freezing", "frozen", "reclaiming", "aborting")
+MAX_DEADLINE: Final = 7 * 24 * 3600.0
 
 
 def _update(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Update:
     kexec = _kexec(data, seq, ())
     deadlines = data.get("deadlines") or {}
     if not isinstance(deadlines, dict) or any(
-        k not in DEADLINE_PHASES or not isinstance(v, int | float) or isinstance(v, bool) or v <= 0
+        k not in DEADLINE_PHASES
+        or not isinstance(v, int | float)
+        or isinstance(v, bool)
+        or not 0 < v <= MAX_DEADLINE  # also refuses NaN and Infinity
         for k, v in deadlines.items()
     ):
         raise _bad(

@@ -139,7 +139,7 @@ FIELDS: dict[str, st.SearchStrategy[tuple[dict[str, Any], int, Make]]] = {
     "UPDATE": st.tuples(
         TEXT.filter(bool),
         st.fixed_dictionaries({}, optional={"initrd": TEXT, "cmdline": TEXT}),
-        st.dictionaries(st.sampled_from(codec.DEADLINE_PHASES), st.floats(0.001, 1e6), max_size=3),
+        st.dictionaries(st.sampled_from(codec.DEADLINE_PHASES), st.floats(0.001, 6e5), max_size=3),
         st.booleans(),
         st.booleans(),
     ).map(

@@ -8,8 +8,11 @@ codec accepts.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -21,7 +24,18 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from luod.core import preflight, timeline
+from luod.core import registry as luod_registry
+from luod.core.access import AccessPolicy, Peer
+from luod.core.clock import FakeClock, SystemClock
+from luod.core.custody import MemoryCustody
+from luod.core.orchestrator import Phase, Transition
+from luod.core.recovery import recover
+from luod.daemon.handler import LuodHandler
+from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
+from luod.kernel import OwnedFd
+from luod.kernel.sim import sim_backend
 from luod.vmm import codec
 from luod.vmm.codec import Frame
 from tests.unit.test_vmm_codec import JSON, Sample, fd_pool, requests
@@ -32,7 +46,15 @@ SCHEMAS = {path.name: json.loads(path.read_text()) for path in (API / "schemas")
 REGISTRY = Registry().with_resources(
     (schema["$id"], Resource.from_contents(schema)) for schema in SCHEMAS.values()
 )
-EVENTS = ("START_PRESERVATION", "FREEZE", "RESUME", "RECLAIM_READY")
+EVENTS = (
+    "START_PRESERVATION",
+    "FREEZE",
+    "RESUME",
+    "RECLAIM_READY",
+    "PHASE",
+    "VM_PROGRESS",
+    "UPDATE_END",
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,16 @@ def test_the_spec_and_the_schema_list_the_same_error_codes() -> None:
     assert in_spec - {"luo-<errno>"} == {c for c in listed if not c.startswith("luo-")}
 
 
+def test_the_schemas_name_the_phases_deadlines_and_check_states_of_the_code() -> None:
+    common = SCHEMAS["common.json"]["$defs"]
+    assert common["phase"]["examples"] == [str(p) for p in Phase]
+    assert common["deadlinePhase"]["enum"] == list(codec.DEADLINE_PHASES)
+    assert common["check"]["properties"]["status"]["enum"] == [str(s) for s in preflight.Status]
+    record = common["updateRecord"]
+    assert set(record["required"]) == set(timeline.UpdateRecord().to_dict())
+    assert set(record["properties"]["request"]["required"]) == set(UpdateRequest(Path()).to_dict())
+
+
 def _json(example: Example) -> bool:
     try:
         return isinstance(json.loads(example.text), dict)
@@ -203,6 +235,17 @@ BAD_REQUESTS = [
     ({"cmd": "KEXEC"}, 0, "bad-request"),
     ({"cmd": "KEXEC", "kernel": ""}, 0, "bad-request"),
     ({"cmd": "KEXEC", "kernel": "/boot/vmlinuz", "cmdline": "x" * 4097}, 0, "bad-request"),
+    ({"cmd": "UPDATE"}, 0, "bad-request"),
+    ({"cmd": "UPDATE", "kernel": "/k", "deadlines": {"rebooting": 5}}, 0, "bad-request"),
+    ({"cmd": "UPDATE", "kernel": "/k", "deadlines": {"freezing": 0}}, 0, "bad-request"),
+    ({"cmd": "UPDATE", "kernel": "/k", "deadlines": {"freezing": -1.5}}, 0, "bad-request"),
+    ({"cmd": "UPDATE", "kernel": "/k", "deadlines": {"freezing": True}}, 0, "bad-request"),
+    ({"cmd": "UPDATE", "kernel": "/k", "deadlines": {"freezing": "5"}}, 0, "bad-request"),
+    ({"cmd": "UPDATE", "kernel": "/k", "deadlines": [5]}, 0, "bad-request"),
+    ({"cmd": "UPDATE", "kernel": "/k", "initrd": 7}, 0, "bad-request"),
+    ({"cmd": "ABORT", "reason": "x" * 513}, 0, "bad-request"),
+    ({"cmd": "ABORT", "reason": 3}, 0, "bad-request"),
+    ({"cmd": "WATCH"}, 1, "unexpected-fds"),
     ({"cmd": "STATUS"}, 1, "unexpected-fds"),
     ({"cmd": "CLAIM", "id": "vm1"}, 1, "unexpected-fds"),
     ({"cmd": "PRESERVE", "id": "vm1", "files": ["a", "b"]}, 1, "fd-count-mismatch"),
@@ -229,7 +272,9 @@ def _mutations() -> st.SearchStrategy[tuple[Sample, str, Any]]:
     values = st.recursive(
         scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner)
     )
-    keys = st.sampled_from(["id", "files", "version", "force", "error", "kernel", "cmdline"])
+    keys = st.sampled_from(
+        ["id", "files", "version", "force", "error", "kernel", "initrd", "cmdline"]
+    ) | st.sampled_from(["deadlines", "dry_run", "wait", "reason"])
     return st.tuples(requests(), keys, values | JSON.filter(lambda v: not isinstance(v, float)))
 
 
@@ -245,20 +290,51 @@ def test_what_a_schema_accepts_the_codec_accepts(mutation: tuple[Sample, str, An
         codec.decode_request(Frame(json.dumps(message).encode(), tuple(pool.take(nfds))))
 
 
+def _record() -> timeline.UpdateRecord:
+    clock = FakeClock()
+    record = timeline.UpdateRecord(request=UpdateRequest(Path("/boot/vmlinuz")).to_dict())
+    record.phase(TRANSITION.to_dict())
+    record.vm_event("vm1", "freeze_ack", clock.now())
+    record.vm_event("vm2", "freeze_ack", clock.now())
+    clock.advance(3.5)
+    record.vm_event("vm1", "done", clock.now())
+    record.event("kernel_boot", timeline.kernel_boot_stamp(clock.now()))
+    return record
+
+
+TRANSITION = Transition(Phase.FREEZING, Phase.ABORTING, "deadline: no READY", FakeClock().now())
+RECORD = _record()
+CHECKS = [
+    preflight.Check("kho", preflight.Status.PASS, "kexec handover (KHO) is on"),
+    preflight.Check("next-cmdline", preflight.Status.FAIL, "no liveupdate=on", "add it"),
+]
+
+
 @pytest.mark.parametrize(
     "message",
     [
-        codec.event("START_PRESERVATION", id="vm1"),
+        codec.event("START_PRESERVATION", id="vm1", deadline_ms=599_997),
         codec.event("FREEZE", id="vm1", deadline_ms=5000),
-        codec.event("RESUME", id="vm1"),
+        codec.event("RESUME", id="vm1", reason="abort requested"),
         codec.event("RECLAIM_READY", ids=["vm1", "vm2"]),
+        codec.event("PHASE", **TRANSITION.to_dict()),
+        codec.event("VM_PROGRESS", id="vm1", step="freeze_ack", note=""),
+        codec.event("VM_PROGRESS", id="vm1", step="done"),
+        codec.event("UPDATE_END", id=RECORD.id, outcome="completed", reason=""),
+        codec.ok_reply("UPDATE", 3, {"update": RECORD.to_dict()}),
+        codec.ok_reply("UPDATE", 3, {"dry_run": True, "checks": [c.to_dict() for c in CHECKS]}),
+        codec.ok_reply("KEXEC", 4, {"update": RECORD.to_dict()}),
+        codec.ok_reply("ABORT", 5, {"update": RECORD.to_dict()}),
+        codec.ok_reply("WATCH", 6, {"phase": "idle", "update": None}),
+        codec.ok_reply("WATCH", 6, {"phase": "reclaiming", "update": RECORD.to_dict()}),
+        codec.ok_reply("HISTORY", 7, {"history": []}),
         codec.ok_reply("DROP", None),
         codec.ok_reply("HELLO", 1, {"protocol": codec.PROTOCOL, "version": codec.VERSION,
                                     "server": "luod 0.1.0"}),
         codec.error_reply("PRESERVE", 2, LuodError("luo-ebusy", "busy", "already preserved", 16)),
     ],
 )  # fmt: skip
-def test_messages_the_codec_builds_are_valid(message: dict[str, Any]) -> None:
+def test_messages_luod_builds_are_valid(message: dict[str, Any]) -> None:
     fds = 1 if message.get("event") == "START_PRESERVATION" else 0
     assert problems(message, fds) == []
 
@@ -271,7 +347,170 @@ def test_messages_the_codec_builds_are_valid(message: dict[str, Any]) -> None:
         codec.error_reply("PRESERVE", 2, LuodError("luo-ebusy", "busy", "no errno")),
         codec.error_reply("PRESERVE", 2, LuodError("Not A Code", "x", "")),
         codec.event("FREEZE", id="vm1"),
+        codec.event("START_PRESERVATION", id="vm1"),
+        codec.event("RESUME", id="vm1"),
+        codec.event("PHASE", **{**TRANSITION.to_dict(), "at": 5.0}),
+        codec.event("VM_PROGRESS", step="done"),
+        codec.event("UPDATE_END", id=RECORD.id, outcome="completed"),
+        codec.ok_reply("UPDATE", 3, {"dry_run": True}),
+        codec.ok_reply("UPDATE", 3, {"checks": [c.to_dict() for c in CHECKS]}),
+        codec.ok_reply("UPDATE", 3, {"update": {**RECORD.to_dict(), "blackout": None}}),
+        codec.ok_reply("ABORT", 5, {"update": None}),
+        codec.ok_reply("WATCH", 6, {"update": None}),
+        codec.ok_reply("HISTORY", 7, {"history": [RECORD.to_dict()]}),  # no "finished"
     ],
 )
 def test_incomplete_server_messages_are_invalid(message: dict[str, Any]) -> None:
     assert problems(message, 0)
+
+
+# --- what the daemon sends during whole updates (handler + driver over the simulator) -------
+FAKE_BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 0x1000
+
+
+class FakeConnection:
+    """Stands in for luod.vmm.server.Connection: keeps every frame pushed to it."""
+
+    def __init__(self, uid: int = 0) -> None:
+        self.peer = Peer(uid, uid, os.getpid())
+        self.subscribed: set[str] = set()
+        self.closed = False
+        self.frames: list[tuple[dict[str, Any], int]] = []
+
+    def push(self, out: codec.Outgoing) -> None:
+        for fd in out.fds:
+            fd.close()
+        self.frames.append((json.loads(out.line), len(out.fds)))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [m for m, _ in self.frames if m.get("event") == name]
+
+
+class Luod:
+    """One boot's luod: registry, handler and update driver, on the simulator in ``state``."""
+
+    def __init__(self, state: Path) -> None:
+        self.custody = MemoryCustody()
+        self.registry = luod_registry.Registry(
+            sim_backend(state / "kernel"), self.custody, state, AccessPolicy.default()
+        )
+        self.after_kexec = recover(self.registry).mode == "after-kexec"
+        self.handler = LuodHandler(self.registry)
+        self.kexeced = False
+        self.handler.driver = UpdateDriver(
+            self.registry,
+            self.handler.clients,
+            SystemClock(),
+            self.handler.notify,
+            self._kexec,
+            asyncio.create_task,
+        )
+        self.sent: list[tuple[dict[str, Any], int]] = []  # every reply of this luod
+
+    def _kexec(self) -> None:
+        self.kexeced = True
+
+    async def ask(
+        self, conn: FakeConnection, message: dict[str, Any], fds: tuple[OwnedFd, ...] = ()
+    ) -> dict[str, Any]:
+        frame = Frame(json.dumps(message).encode(), fds)
+        try:
+            request = codec.decode_request(frame)
+            out = await self.handler.handle(conn, request)
+        except LuodError as exc:
+            out = codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))
+        for fd in out.fds:
+            fd.close()
+        reply = json.loads(out.line)
+        self.sent.append((reply, len(out.fds)))
+        return reply
+
+    def close(self) -> None:
+        for session in self.registry.sessions.values():
+            session.close()
+        self.custody.close()
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.002)
+
+
+async def _whole_updates(state: Path) -> list[tuple[dict[str, Any], int]]:
+    """Dry run, refusal, VMM refusal, deadline, ABORT, then KEXEC, reboot, reclaim, HISTORY."""
+    image = state / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    luod = Luod(state)
+    hand, dele, op = FakeConnection(), FakeConnection(), FakeConnection()
+    ram = OwnedFd(os.memfd_create("ram0"))
+    os.ftruncate(ram.fileno(), 4096)
+    await luod.ask(hand, {"cmd": "REGISTER", "id": "vm1"})
+    await luod.ask(hand, {"cmd": "PRESERVE", "id": "vm1", "files": ["ram0"]}, (ram,))
+    await luod.ask(dele, {"cmd": "SUBSCRIBE", "id": "vm2"})
+    assert (await luod.ask(op, {"cmd": "WATCH", "seq": 1}))["update"] is None
+    update = {"cmd": "UPDATE", "kernel": str(image)}
+    assert (await luod.ask(op, {**update, "dry_run": True}))["dry_run"] is True
+    refused = await luod.ask(op, {**update, "kernel": str(state / "none")})
+    assert refused["error"]["code"] == "preflight-failed"
+
+    async def prepared(attempt: int) -> None:  # answer START_PRESERVATION, wait for FREEZE
+        await _until(lambda: len(dele.events("START_PRESERVATION")) > attempt)
+        await luod.ask(dele, {"cmd": "READY"})
+        await _until(lambda: len(hand.events("FREEZE")) > attempt)
+
+    assert (await luod.ask(op, update))["update"]["outcome"] == "running"
+    await prepared(0)
+    await luod.ask(hand, {"cmd": "READY", "id": "vm1", "error": "cannot pause the vCPUs"})
+    await _until(lambda: op.events("UPDATE_END")[-1]["outcome"] == "aborted")
+
+    waiting = asyncio.create_task(
+        luod.ask(op, {**update, "wait": True, "deadlines": {"freezing": 0.2}})
+    )
+    await prepared(1)
+    assert (await waiting)["update"]["reason"].startswith("deadline")
+
+    waiting = asyncio.create_task(
+        luod.ask(op, {**update, "wait": True, "deadlines": {"freezing": 60}})
+    )
+    await prepared(2)
+    assert (await luod.ask(op, {"cmd": "ABORT", "reason": "window closed"}))["ok"]
+    await waiting
+    assert (await luod.ask(op, {"cmd": "ABORT"}))["error"]["code"] == "wrong-state"
+
+    waiting = asyncio.create_task(luod.ask(op, {"cmd": "KEXEC", "kernel": str(image)}))
+    await prepared(3)
+    await luod.ask(hand, {"cmd": "READY", "id": "vm1"})
+    await luod.ask(dele, {"cmd": "READY", "id": "vm2"})
+    await waiting
+    assert luod.kexeced
+    luod.close()
+    sent = [*luod.sent, *hand.frames, *dele.frames, *op.frames]
+
+    luod = Luod(state)  # the next kernel's luod
+    assert luod.after_kexec
+    luod.handler.driver.resume_after_kexec(SystemClock().now())
+    vmm, op = FakeConnection(), FakeConnection()
+    assert (await luod.ask(op, {"cmd": "WATCH"}))["phase"] == "reclaiming"
+    assert (await luod.ask(vmm, {"cmd": "DROP", "id": "vm1"}))["error"]["code"] == "wrong-state"
+    await luod.ask(vmm, {"cmd": "RECLAIM", "id": "vm1"})
+    await luod.ask(vmm, {"cmd": "CLAIM", "id": "vm2"})
+    for vm in ("vm1", "vm2"):
+        assert (await luod.ask(vmm, {"cmd": "DONE", "id": vm}))["ok"]
+    await luod.ask(vmm, {"cmd": "STATUS"})
+    history = (await luod.ask(op, {"cmd": "HISTORY"}))["history"]
+    outcomes = ["refused", "aborted", "aborted", "aborted", "completed"]
+    assert [h["outcome"] for h in history] == outcomes
+    assert all(seconds is not None for seconds in history[-1]["blackout"].values())
+    luod.close()
+    return [*sent, *luod.sent, *vmm.frames, *op.frames]
+
+
+def test_every_message_of_whole_updates_is_valid(tmp_path: Path) -> None:
+    sent = asyncio.run(_whole_updates(tmp_path))
+    for message, nfds in sent:
+        assert problems(message, nfds) == [], message
+    seen = {schema_name(m) for m, _ in sent} | {m["reply"] for m, _ in sent if m.get("ok")}
+    update_verbs = {"UPDATE", "KEXEC", "ABORT", "WATCH", "HISTORY"}
+    events = {f"event-{e.lower().replace('_', '-')}.json" for e in EVENTS if e != "RECLAIM_READY"}
+    assert update_verbs | events <= seen
