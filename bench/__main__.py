@@ -1,14 +1,16 @@
-"""``python -m bench``: every benchmark, printed as tables (see README in this directory)."""
+"""``python -m bench``: every benchmark, printed as tables side by side (not tests: no limits
+are asserted; targets are printed next to the measures)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import baseline
+from bench import baseline, handover, orchestration
 
 
 def main() -> int:
-    print(baseline.report())
+    for report in (baseline.report, handover.report, orchestration.report):
+        print(report(), end="\n\n", flush=True)
     return 0
 
 
