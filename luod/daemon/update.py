@@ -69,6 +69,7 @@ class UpdateDriver:
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
         self._abort_reason = "abort requested"
+        self._asked: set[str] = set()  # VMs that were sent a barrier event
         self._base_deadlines = dict(self.machine.deadlines)
 
     # --- requests ------------------------------------------------------------------------------
@@ -142,12 +143,14 @@ class UpdateDriver:
         """A VMM disconnected: if luod was waiting for its READY, that is a refusal."""
         self.ready(vm_id, "its VMM disconnected before answering READY")
 
-    def ready(self, vm_id: str, error: str | None) -> bool:
+    def ready(self, vm_id: str, error: str | None) -> str | None:
+        """Deliver a READY: "ok" when awaited, "late" when its barrier already ended (an abort
+        raced it: RESUME follows), None when nothing ever asked this VM."""
         waiter = self.waiting.get(vm_id)
-        if waiter is None or waiter.done():
-            return False
-        waiter.set_result(error)
-        return True
+        if waiter is not None and not waiter.done():
+            waiter.set_result(error)
+            return "ok"
+        return "late" if vm_id in self._asked else None
 
     # --- the update ----------------------------------------------------------------------------
     async def _run(self, request: UpdateRequest) -> None:
@@ -188,6 +191,7 @@ class UpdateDriver:
                 self._acked(vm_id, event, note="no VMM connected: nothing to pause")
                 continue
             self.waiting[vm_id] = loop.create_future()
+            self._asked.add(vm_id)
             fds = (
                 (self.registry.delegate_fd(self.registry.get(vm_id)),)
                 if event == "START_PRESERVATION"

@@ -86,7 +86,10 @@ class Runner:
             event = client.wait_event(timeout=self.args.interval)
             if event is not None:
                 with event:
-                    self._on_event(client, event)
+                    try:
+                        self._on_event(client, event)
+                    except LuodError as exc:  # e.g. an update aborted meanwhile
+                        _say("event-failed", vm=self.args.id, name=event.name, error=str(exc))
 
     def _on_event(self, client: Client, event: Any) -> None:
         if event.name == "START_PRESERVATION":
