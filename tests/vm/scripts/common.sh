@@ -1,6 +1,6 @@
 # Helpers for the data-path VM scenarios (sourced by stage scripts; $VENV, $SHARE set by them).
 SOCK=/run/luod/liveupdate.sock
-STATE=/tmp/luod-state
+STATE=${STATE:-/tmp/luod-state}  # tmpfs: lost across the kexec unless a stage sets it
 export PATH="$VENV/bin:$PATH" PYTHONDONTWRITEBYTECODE=1
 
 start_luod() {  # start_luod TAG: luod in the background, wait until its socket answers

@@ -1,5 +1,6 @@
 # Boot 1: three demo VMMs keep writing; three aborted updates (a VMM that never answers
 # FREEZE, one that refuses, an explicit ABORT), each followed by resume; then a real update.
+STATE=$SHARE/luod-state  # persistent, like /var/lib/luod: history spans boots
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"

@@ -1,4 +1,5 @@
 # Boot 2: luod reclaims; every VMM (incl. the ones stopped in boot 1) gets its memory back.
+STATE=$SHARE/luod-state  # persistent, like /var/lib/luod: history spans boots
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
