@@ -4,6 +4,7 @@ the time from luod's exec to the first reclaim it serves (simulator, this host).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.stats import human, median, table, timed
-from luod.kernel import Backend, memfd
+from luod.kernel import Backend, kernel_backend, memfd
 from luod.kernel.sim import sim_backend
 from luod.vmm.client import Client
 
+REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 SIZES = {"4 KiB": (4096, 200), "64 MiB": (64 * MIB, 6)}
 STARTS = 7
@@ -25,16 +27,32 @@ DAEMON_ARGS: tuple[str, ...] = ()
 
 
 def filled(size: int) -> memfd.OwnedFd:
+    """A memfd whose every page is written, like guest RAM in use (a sparse one would make the
+    kernel allocate and zero the holes inside PRESERVE_FD, CONTRACT §5.2)."""
     fd = memfd.create("bench", size)
-    os.pwrite(fd.fileno(), b"\xa5" * min(size, MIB), 0)
+    chunk = b"\xa5" * min(size, MIB)
+    for offset in range(0, size, len(chunk)):
+        os.pwrite(fd.fileno(), chunk, offset)
     return fd
 
 
 @contextlib.contextmanager
-def daemon(state: Path, *extra: str) -> Iterator[Path]:
+def daemon(state: Path, *extra: str, real_kernel: bool = False) -> Iterator[Path]:
+    """luod on the simulator kept in ``state`` (or on the running kernel, in the VM)."""
     socket = state / "run" / "liveupdate.sock"
+    if real_kernel:
+        where = [
+            "--state-dir",
+            str(state),
+            "--runtime-dir",
+            str(state / "run"),
+            "--custody",
+            "memory",
+        ]
+    else:
+        where = ["--simulate", str(state)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "luod.daemon.main", "--simulate", str(state), *extra],
+        [sys.executable, "-m", "luod.daemon.main", *where, *extra],
         stderr=subprocess.DEVNULL,
     )
     try:
@@ -73,10 +91,13 @@ def luod_preserve(client: Client, vm: str, size: int, rounds: int) -> float:
     return median(samples)
 
 
-def preserve_rows(workdir: Path) -> list[list[str]]:
-    backend = sim_backend(workdir / "raw")
+def preserve_rows(workdir: Path, real_kernel: bool = False) -> list[list[str]]:
+    backend = kernel_backend() if real_kernel else sim_backend(workdir / "raw")
     rows = []
-    with daemon(workdir / "luod", *DAEMON_ARGS) as socket, Client(socket) as client:
+    with (
+        daemon(workdir / "luod", *DAEMON_ARGS, real_kernel=real_kernel) as socket,
+        Client(socket) as client,
+    ):
         for label, (size, rounds) in SIZES.items():
             raw = raw_preserve(backend, size, rounds)
             via = luod_preserve(client, f"bench-{size}", size, rounds)
@@ -86,10 +107,11 @@ def preserve_rows(workdir: Path) -> list[list[str]]:
                     human(raw),
                     human(via),
                     f"{via / raw:.2f}",
-                    f"+{human(via - raw)}",
+                    ("+" if via >= raw else "-") + human(abs(via - raw)),
                 ]
             )
-    backend.platform.close()  # type: ignore[attr-defined]
+    if not real_kernel:
+        backend.platform.close()  # type: ignore[attr-defined]
     return rows
 
 
@@ -98,12 +120,12 @@ def prepared_state(workdir: Path) -> Path:
     template = workdir / "template"
     image = workdir / "bzImage"
     image.write_bytes(b"\0" * 0x202 + b"HdrS" + b"\0" * 4096)
-    with daemon(template) as socket, Client(socket) as client:
-        client.register("vm1")
-        with filled(4 * MIB) as fd:
-            client.preserve("vm1", {"ram0": fd})
-        with contextlib.suppress(ConnectionError, OSError):
-            client.kexec(str(image))
+    with daemon(template) as socket:
+        with Client(socket) as vmm, filled(4 * MIB) as fd:  # a VMM that hands over and exits
+            vmm.register("vm1")
+            vmm.preserve("vm1", {"ram0": fd})
+        with Client(socket) as operator, contextlib.suppress(ConnectionError, OSError):
+            operator.kexec(str(image))
     return template
 
 
@@ -133,13 +155,30 @@ def exec_to_first_reclaim(template: Path, workdir: Path) -> float:
         process.wait(10)
 
 
+def kernel_rows() -> list[list[str]]:
+    """The same measure on the real kernel, inside the QEMU guest (TCG: slower, same ratio)."""
+    if os.environ.get("LUOD_BENCH_NO_VM") == "1":
+        return []
+    from tests.vm.qemu import resolve_kernel, run_guest
+
+    kernel = resolve_kernel()
+    script = (
+        f'cd {REPO} && exec {sys.executable} -m bench.handover guest "$LUOD_VM_SHARE/rows.json"'
+    )
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run_guest([script], kernel=kernel, timeout=300, workdir=Path(workdir)).check()
+        rows = json.loads((result.run_dir / "share" / "rows.json").read_text())
+    return [["kernel (VM): " + row[0], *row[1:]] for row in rows]
+
+
 def report() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        rows = preserve_rows(workdir)
+        rows = [["sim (host): " + r[0], *r[1:]] for r in preserve_rows(workdir)]
         template = prepared_state(workdir)
         starts = [exec_to_first_reclaim(template, workdir) for _ in range(STARTS)]
-    header = ["simulator, this host (median)", "raw ioctl", "through luod", "ratio", "overhead"]
+    rows += kernel_rows()
+    header = ["median", "raw ioctl", "through luod", "ratio", "overhead"]
     text = "Handover through luod vs raw PRESERVE_FD\n" + table(header, rows)
     text += (
         f"\n\nexec -> first RECLAIM served (simulator, median of {STARTS}): "
@@ -150,4 +189,8 @@ def report() -> str:
 
 
 if __name__ == "__main__":
-    print(report())
+    if sys.argv[1:2] == ["guest"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(sys.argv[2]).write_text(json.dumps(preserve_rows(Path(tmp), real_kernel=True)))
+    else:
+        print(report())
