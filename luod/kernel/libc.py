@@ -8,17 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import cffi
+from luod.kernel._libc_cffi import ffi as _ffi
 
-_ffi: Final = cffi.FFI()
-_ffi.cdef(
-    """
-    int ioctl(int fd, unsigned long request, ...);
-    long syscall(long number, ...);
-    int reboot(int howto);
-    int fstatfs(int fd, void *buf);
-    """
-)
 _lib: Final[Any] = _ffi.dlopen(None)
 
 SYS_KEXEC_FILE_LOAD: Final = 320  # x86_64

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from luod.kernel import uapi
+from luod.kernel import _cffi_build, uapi
 
 LAYOUT = {
     "struct liveupdate_ioctl_create_session": (72, 4, {"size": 0, "fd": 4, "name": 8}),
@@ -61,3 +63,9 @@ def test_new_arg_always_sets_size() -> None:
 def test_ioc_encodes_direction_and_size_like_the_kernel() -> None:
     assert uapi.ioc(uapi.IOC_WRITE, 0xBA, 0, 72) == 0x4048BA00
     assert uapi.ioc_nr(0x4048BA43) == 0x43
+
+
+@pytest.mark.parametrize("name", sorted(_cffi_build.MODULES))
+def test_generated_cffi_modules_match_the_declarations(name: str) -> None:
+    checked_in = (Path(_cffi_build.__file__).parent / f"{name}.py").read_text()
+    assert checked_in == _cffi_build.generate(name), "run python -m luod.kernel._cffi_build"
