@@ -113,3 +113,37 @@ def test_aborts_resume_every_vmm_and_a_retry_works(tmp_path: Path) -> None:
         good.kill()
         good.wait()
         daemon.stop()
+
+
+def test_sigterm_while_freezing_is_deferred_until_the_update_leaves(tmp_path: Path) -> None:
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    daemon = start_daemon(tmp_path / "luod")
+    stalling = demo(
+        daemon,
+        "run",
+        "--id",
+        "stall",
+        "--on-freeze",
+        "ignore",
+        "--record",
+        str(tmp_path / "stall.json"),
+    )
+    try:
+        wait_line(stalling, "handed-over")
+        with Client(daemon.socket) as operator:
+            operator.watch()
+            operator.update(image, deadlines={"freezing": 60})
+            while (event := operator.wait_event("PHASE", timeout=10)) is not None:
+                if event.data["to"] == "freezing":
+                    break
+            daemon.process.terminate()
+            time.sleep(0.5)
+            assert daemon.alive(), "luod stopped in the middle of a freeze"
+            assert "signal-deferred" in daemon.log.read_text()
+            operator.abort("operator changed their mind")
+        assert daemon.process.wait(timeout=10) == 0  # the deferred stop, once aborted
+    finally:
+        stalling.kill()
+        stalling.wait()
+        daemon.stop()
