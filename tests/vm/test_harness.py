@@ -17,10 +17,20 @@ def test_single_stage_runs_and_sees_liveupdate(luo_kernel: Path, tmp_path: Path)
     result.check()
     assert result.boots == 1
     assert result.stage(1).rc == 0
-    assert "stage 1 of /tmp/luod-vm-share: it's me" in result.stage(1).log
+    assert "stage 1 of /run/luod-vm-share: it's me" in result.stage(1).log
     assert "Linux version" in result.stage(1).dmesg
     assert "liveupdate number" not in result.stage(1).dmesg  # a cold boot
     assert result.run_dir.parent == tmp_path
+
+
+def test_host_tmp_stays_visible_and_tmp_is_writable(luo_kernel: Path, tmp_path: Path) -> None:
+    """CI clones the project wherever it likes, /tmp included: the guest must see it."""
+    marker = tmp_path / "visible-from-the-guest"
+    marker.write_text("hello guest")
+    stage = f"cat {marker} && echo written >/tmp/guest-file && cat /tmp/guest-file"
+    result = run_guest([stage], kernel=luo_kernel, workdir=tmp_path, timeout=120).check()
+    assert "hello guest" in result.stage(1).log and "written" in result.stage(1).log
+    assert not (Path("/tmp") / "guest-file").exists()  # the guest's writes stay in the guest
 
 
 def test_stage_kexecs_into_the_next_stage(luo_kernel: Path, tmp_path: Path) -> None:
