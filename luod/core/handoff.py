@@ -35,9 +35,12 @@ def load_next_kernel(
 
 
 def write_state_session(registry: Registry) -> None:
-    old = registry.sessions.pop(STATE_SESSION, None)
-    if old is not None:  # a previous attempt's manifest: replace it
+    """Session ``luod`` with the manifest at token 0. A previous attempt's one (a reboot that
+    failed) is closed first, custody's copy included, so the create never meets EEXIST."""
+    old, registry.state_session = registry.state_session, None
+    if old is not None:
         old.close()
+        registry.custody.withdraw(STATE_SESSION)
     manifest = registry.manifest()
     with manifest_io.to_memfd(manifest) as fd:
         session = registry.backend.device.create_session(STATE_SESSION)
@@ -46,7 +49,7 @@ def write_state_session(registry: Registry) -> None:
         except BaseException:
             session.close()
             raise
-    registry.sessions[STATE_SESSION] = session
+    registry.state_session = session
     registry.custody.deposit(STATE_SESSION, session)
 
 

@@ -43,7 +43,8 @@ class Registry:
         self.retriever: Retriever = retriever or _default_retriever(backend)
         self.info = backend.info()
         self.vms: dict[str, VmRecord] = {}
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, Session] = {}  # vm id -> its session
+        self.state_session: Session | None = None  # session "luod", just before a kexec
         self.kexec_pending = False
         self.extra: dict[str, object] = {}  # carried in the manifest (the update timeline)
         self._journaled = 0

@@ -100,6 +100,7 @@ class SimKernel:
         self._image: tuple[str, str] | None = None
         self._gone = False
         self._retrieve_faults: dict[tuple[str, int], int] = {}
+        self._reboot_fault = 0
         self.boot_id = str(uuid.uuid4())
         self._boot(cmdline)
         if eager_release:
@@ -178,6 +179,9 @@ class SimKernel:
             self._enter()
             if self._image is None:
                 raise fail(errno.EINVAL)
+            if self._reboot_fault:
+                code, self._reboot_fault = self._reboot_fault, 0
+                raise fail(code)  # a LUO freeze failure: rolled back, nothing serialized
             self._reap()
             self._serialize(self._image[1])
             image = self._image[0]
@@ -228,6 +232,11 @@ class SimKernel:
     def fail_next_retrieve(self, session: str, token: int, code: int = errno.ENOMEM) -> None:
         """Make the restore of (session, token) fail like a memcg charge failure (sticky)."""
         self._retrieve_faults[(session, token)] = code
+
+    def fail_next_reboot(self, code: int = errno.EIO) -> None:
+        """Make the next reboot(KEXEC) fail like a LUO freeze failure (CONTRACT §4.3 step 5):
+        state rolled back, every session still preserved, a retry may succeed."""
+        self._reboot_fault = code
 
     @property
     def poisoned(self) -> bool:

@@ -169,3 +169,22 @@ def test_a_boot_without_live_update_reports_vms_lost(world: Registry, tmp_path: 
     assert cold.vms["vm1"].state is VmState.LOST
     with contextlib.suppress(Exception):
         cold.backend.platform.close()  # type: ignore[attr-defined]
+
+
+def test_a_failed_reboot_is_reported_and_a_retry_works(world: Registry, tmp_path: Path) -> None:
+    preserve(world, "vm1", ram0=b"still here")
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    handoff.load_next_kernel(world, image, None, None)
+    world.backend.platform.fail_next_reboot()  # type: ignore[attr-defined]
+    with pytest.raises(LuodError) as info:
+        handoff.kexec_direct(world)
+    assert (info.value.code, info.value.errno) == ("luo-eio", 5)
+    assert not world.kexec_pending and world.vms["vm1"].state is VmState.PRESERVED
+    with pytest.raises(SimulatedKexec):
+        handoff.kexec_direct(world)  # the retry carries everything
+    after = Registry(
+        sim_backend(tmp_path / "kernel"), MemoryCustody(), world.state_dir, AccessPolicy()
+    )
+    assert recover(after).restored == ["vm1"]
+    after.backend.platform.close()  # type: ignore[attr-defined]
