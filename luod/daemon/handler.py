@@ -33,6 +33,7 @@ class LuodHandler:
         self.lock = asyncio.Lock()  # one registry operation at a time
         self.clients: dict[str, Connection] = {}  # vm id -> its VMM's live connection
         self.watchers: set[Connection] = set()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # e.g. the REST event stream
         self.driver: UpdateDriver  # set by the daemon once the task group exists
 
     async def handle(self, conn: Connection, request: codec.Request) -> codec.Outgoing:
@@ -176,6 +177,8 @@ class LuodHandler:
         return {"history": timeline.read_history(self.registry.state_dir)}, ()
 
     def notify(self, message: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener(message)
         for conn in list(self.watchers):
             if conn.closed:
                 self.watchers.discard(conn)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -55,13 +57,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="who else holds the session fds (default auto)",
     )
+    parser.add_argument("--no-api", action="store_true", help="do not serve the REST API")
+    parser.add_argument("--api-socket", type=Path, help="REST unix socket (RUNTIME_DIR/api.sock)")
+    parser.add_argument(
+        "--api-tcp",
+        metavar="HOST:PORT",
+        type=_host_port,
+        help="also serve REST on TCP (needs --api-token-file)",
+    )
+    parser.add_argument("--api-token-file", type=Path, help="bearer token for TCP clients")
+    parser.add_argument("--api-tls-cert", type=Path, help="TLS certificate for TCP")
+    parser.add_argument("--api-tls-key", type=Path, help="TLS key for TCP")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--sim-cmdline", help=argparse.SUPPRESS)  # tests: the simulated boot
     return parser.parse_args(argv)
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def check_api_args(parser_args: argparse.Namespace) -> str | None:
+    """What is wrong with the REST options, checked before anything starts (cheap, no imports
+    of the REST stack): TCP only with a readable token file, TLS needs both halves."""
+    if parser_args.api_tcp and not parser_args.api_token_file:
+        return "--api-tcp needs --api-token-file: luod serves no unauthenticated TCP"
+    if parser_args.api_token_file and not os.access(parser_args.api_token_file, os.R_OK):
+        return f"--api-token-file {parser_args.api_token_file} is not readable"
+    if bool(parser_args.api_tls_cert) != bool(parser_args.api_tls_key):
+        return "--api-tls-cert and --api-tls-key go together"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if problem := check_api_args(args):
+        print(f"luod: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     logs.configure(args.log_level)
     try:
         return asyncio.run(run(args))
@@ -121,13 +156,16 @@ async def run(args: argparse.Namespace) -> int:
             )
             handler.driver = driver
             _handle_signals(driver, stop)
-            serving = tasks.create_task(server.serve())
+            background = [tasks.create_task(server.serve())]
+            if not args.no_api:
+                api_socket = args.api_socket or runtime_dir / "api.sock"
+                background.append(tasks.create_task(_serve_api(handler, args, api_socket)))
             if report.mode == "after-kexec":
                 driver.resume_after_kexec(started)
-                tasks.create_task(_reclaim_grace(driver))
+                background.append(tasks.create_task(_reclaim_grace(driver)))
             await stop.wait()
-            serving.cancel()
-            for task in tasks._tasks:
+            driver.shutdown()  # an update before the freeze is aborted: VMMs resume
+            for task in background:
                 task.cancel()
     finally:
         custody.close()
@@ -156,6 +194,34 @@ def _handle_signals(driver: UpdateDriver, stop: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, requested, signum)
+
+
+async def _serve_api(handler: LuodHandler, args: argparse.Namespace, api_socket: Path) -> None:
+    """The REST API, started once the VMM socket serves. FastAPI and uvicorn are imported in a
+    worker thread so that the event loop keeps serving VMMs (reclaims) meanwhile."""
+    modules = await asyncio.to_thread(_import_rest)
+    adapter, app, serve = modules
+    facade = adapter.DaemonFacade(handler)
+    handler.listeners.append(facade.publish)
+    try:
+        await serve.serve_rest(
+            app.create_app(facade),
+            unix_path=api_socket,
+            tcp=args.api_tcp,
+            token_file=args.api_token_file,
+            tls_cert=args.api_tls_cert,
+            tls_key=args.api_tls_key,
+        )
+    except LuodError as exc:  # luod keeps serving VMMs; the operator sees why REST is off
+        log.error("rest-disabled", code=exc.code, message=exc.message, hint=exc.hint)
+
+
+def _import_rest() -> tuple[Any, Any, Any]:
+    return (
+        importlib.import_module("luod.rest.adapter"),
+        importlib.import_module("luod.rest.app"),
+        importlib.import_module("luod.rest.serve"),
+    )
 
 
 async def _reclaim_grace(driver: UpdateDriver) -> None:

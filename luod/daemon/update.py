@@ -113,7 +113,15 @@ class UpdateDriver:
             self._finish("refused", error.message)
             raise error
         self._task = self.spawn(self._run(request))
+        self._task.add_done_callback(self._task_done)
         return self.record
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never ran its own abort: do it here."""
+        if task.cancelled() and self.machine.abortable:
+            self._abort(self._abort_reason)
+        if self._task is task:
+            self._task = None
 
     def abort(self, reason: str) -> None:
         if self._task is None or not self.machine.abortable:
@@ -161,10 +169,10 @@ class UpdateDriver:
             self.machine.go(Phase.FROZEN, "every VM answered READY")
             await self._kexec()
         except asyncio.CancelledError:
-            await self._abort(self._abort_reason)
+            self._abort(self._abort_reason)
         except LuodError as exc:
             if self.machine.abortable:
-                await self._abort(f"{exc.code}: {exc.message}")
+                self._abort(f"{exc.code}: {exc.message}")
             else:
                 self._finish("failed", f"{exc.code}: {exc.message}")
         finally:
@@ -253,11 +261,11 @@ class UpdateDriver:
             return
         except LuodError as exc:
             self.machine.go(Phase.PREPARED, f"reboot failed: {exc.message}")
-            await self._abort(
+            self._abort(
                 f"reboot failed ({exc.code}): the kernel rolled the freeze back", outcome="failed"
             )
 
-    async def _abort(self, reason: str, outcome: str = "aborted") -> None:
+    def _abort(self, reason: str, outcome: str = "aborted") -> None:
         self.machine.go(Phase.ABORTING, reason)
         self._resume_all(reason)
         if self._loaded and self.unload_on_abort:

@@ -1,0 +1,115 @@
+"""luoctl's side of the REST API: one call per resource, failures as two sharp exceptions.
+
+``ApiError`` is luod saying no (a problem+json document, with its code and hint);
+``Unreachable`` is the world failing (no socket, refused connection, not permitted), with
+its cause kept; ``LocalError`` is this side's configuration. Only luod.cli.main turns them
+into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from luod.cli import sse
+
+DEFAULT_SOCKET: Final = Path("/run/luod/api.sock")
+UNIX_BASE: Final = "http://luod"
+
+
+class LocalError(Exception):
+    """Something on this side is wrong (an unreadable token file)."""
+
+
+class ApiError(Exception):
+    """luod refused: ``problem`` is its RFC 9457 document."""
+
+    def __init__(self, problem: dict[str, Any]) -> None:
+        super().__init__(str(problem.get("detail", "")))
+        self.problem = problem
+        self.code = str(problem.get("code", "unknown"))
+        self.status = int(problem.get("status", 0))
+
+
+class Unreachable(Exception):
+    """luod did not answer: nothing listens there, or this user may not connect."""
+
+    def __init__(self, where: str, cause: Exception) -> None:
+        super().__init__(f"cannot reach luod at {where}: {cause}")
+        self.where = where
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where luod is: its unix socket, or a URL with a bearer token file."""
+
+    socket: Path = DEFAULT_SOCKET
+    url: str | None = None
+    token_file: Path | None = None
+    timeout: float = 30.0
+
+    def describe(self) -> str:
+        return self.url or str(self.socket)
+
+    def client(self) -> httpx.Client:
+        timeout = httpx.Timeout(self.timeout, read=None)  # the event stream waits for events
+        if self.url is None:
+            transport = httpx.HTTPTransport(uds=str(self.socket))
+            return httpx.Client(transport=transport, base_url=UNIX_BASE, timeout=timeout)
+        headers = {"Authorization": f"Bearer {self._token()}"} if self.token_file else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def _token(self) -> str:
+        assert self.token_file is not None
+        try:
+            return self.token_file.read_text().strip()
+        except OSError as exc:
+            raise LocalError(f"cannot read the token file {self.token_file}: {exc}") from exc
+
+
+class Api:
+    def __init__(self, http: httpx.Client, where: str) -> None:
+        self.http = http
+        self.where = where
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self._call("POST", path, body)
+
+    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Follow /v1/events until luod ends the stream (or goes away: Unreachable)."""
+        try:
+            with self.http.stream("GET", "/v1/events") as reply:
+                if reply.is_error:
+                    reply.read()
+                    raise ApiError(_problem(reply))
+                yield from sse.events(reply.iter_lines())
+        except httpx.TransportError as exc:
+            raise Unreachable(self.where, exc) from exc
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            reply = self.http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise Unreachable(self.where, exc) from exc
+        if reply.is_error:
+            raise ApiError(_problem(reply))
+        return reply.json()
+
+
+def _problem(reply: httpx.Response) -> dict[str, Any]:
+    """The problem document, or one made up when something else (a proxy) answered."""
+    try:
+        problem = reply.json()
+    except json.JSONDecodeError:
+        problem = None
+    if isinstance(problem, dict) and "code" in problem:
+        return problem
+    return {"status": reply.status_code, "code": "http-error", "detail": reply.text[:200]}

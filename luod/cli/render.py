@@ -1,0 +1,167 @@
+"""Human output of luoctl: pure functions from API documents to lines of text.
+
+(``--json`` prints the documents themselves.) Unknown phases, states, steps and outcomes are
+shown as they come: luod may add some, and an old luoctl must still say something useful.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+SYMBOL = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL"}
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def clock(stamp: dict[str, Any] | None) -> str:
+    """Local wall time of a luod stamp; now for events that carry none (they are live)."""
+    realtime = float(stamp["realtime"]) if stamp else time.time()
+    return time.strftime("%H:%M:%S", time.localtime(realtime)) + f".{int(realtime % 1 * 1000):03d}"
+
+
+def status(doc: dict[str, Any]) -> list[str]:
+    luo = "yes" if doc["luo_supported"] else "NO (no /dev/liveupdate)"
+    return [
+        f"host      {doc['host']}",
+        f"kernel    {doc['kernel']} (LUO: {luo}; live updates so far: {doc['liveupdate_number']})",
+        f"phase     {doc['phase']}",
+        f"VMs       {doc['vms']} ({doc['sessions']} sessions, {doc['files']} files, "
+        f"{size(doc['preserved_bytes'])} preserved)",
+        f"luod      {doc['version']} (backend {doc['backend']})",
+    ]
+
+
+def checks(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    for check in doc["checks"]:
+        lines.append(f"{SYMBOL.get(check['status'], check['status'])}  {check['id']:<13}"
+                     f"{check['message']}")  # fmt: skip
+        if check["status"] != "pass" and check.get("hint"):
+            lines.append(f"      {'':<13}hint: {check['hint']}")
+    verdict = "preflight passed" if doc.get("ok", True) else "preflight REFUSES this update"
+    return [*lines, verdict]
+
+
+def vms(doc: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            vm["id"],
+            vm["mode"],
+            vm["state"],
+            str(vm["owner_uid"]),
+            str(len(vm["files"])),
+            size(sum(f["size"] for f in vm["files"])),
+        ]
+        for vm in doc["vms"]
+    ]
+    if not rows:
+        return ["no VMs"]
+    return table(rows, ["ID", "MODE", "STATE", "OWNER", "FILES", "SIZE"])
+
+
+def vm(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        f"VM        {doc['id']} ({doc['mode']}, {doc['state']})",
+        f"owner     uid {doc['owner_uid']}",
+        f"session   {doc['session']}",
+    ]
+    if doc.get("note"):
+        lines.append(f"note      {doc['note']}")
+    for name, why in sorted(doc.get("rejected", {}).items()):
+        lines.append(f"refused   {name}: {why}")
+    rows = [
+        [f["name"], f["kind"], size(f["size"]), str(f["token"]), "yes" if f["reclaimed"] else "no"]
+        for f in doc["files"]
+    ]
+    return [*lines, "", *table(rows, ["FILE", "KIND", "SIZE", "TOKEN", "RECLAIMED"])]
+
+
+def started(record: dict[str, Any]) -> list[str]:
+    return [
+        f"update {record['id']} started: next kernel {record['request']['kernel']}",
+        "follow it with: luoctl update watch",
+    ]
+
+
+def ended(record: dict[str, Any] | None) -> list[str]:
+    if record is None:
+        return ["no update"]
+    reason = f": {record['reason']}" if record.get("reason") else ""
+    return [f"update {record['id']} {record['outcome']}{reason}", *blackout(record)]
+
+
+def blackout(record: dict[str, Any]) -> list[str]:
+    """Per VM, freeze ack to done after the reboot: what the guests lived through."""
+    measured = {vm: s for vm, s in record.get("blackout", {}).items() if s is not None}
+    if not measured:
+        return []
+    lines = [f"  {vm:<20}{seconds:.3f} s" for vm, seconds in sorted(measured.items())]
+    return ["blackout per VM:", *lines, f"  {'longest':<20}{max(measured.values()):.3f} s"]
+
+
+def event(name: str, data: dict[str, Any]) -> list[str]:
+    """One line per event of ``luoctl update watch``."""
+    if name == "STATE":
+        update = data.get("update")
+        running = f", update {update['id']} ({update['outcome']})" if update else ""
+        return [f"phase {data['phase']}{running}"]
+    if name == "PHASE":
+        why = f" ({data['reason']})" if data.get("reason") else ""
+        return [f"{clock(data.get('at'))}  phase {data['from']} -> {data['to']}{why}"]
+    if name == "VM_PROGRESS":
+        note = f" ({data['note']})" if data.get("note") else ""
+        return [f"{clock(None)}  {data['id']}: {data['step']}{note}"]
+    if name == "UPDATE_END":
+        reason = f": {data['reason']}" if data.get("reason") else ""
+        return [f"update {data['id']} {data['outcome']}{reason}"]
+    return [f"{name} {data}"]
+
+
+def history(doc: dict[str, Any]) -> list[str]:
+    rows = []
+    for record in doc["history"]:
+        measured = [s for s in record.get("blackout", {}).values() if s is not None]
+        rows.append(
+            [
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["finished"])),
+                record["id"],
+                record["outcome"],
+                record["request"]["kernel"],
+                f"{max(measured):.3f} s" if measured else "-",
+                record.get("reason", "")[:60],
+            ]
+        )
+    if not rows:
+        return ["no updates yet"]
+    return table(rows, ["FINISHED", "ID", "OUTCOME", "KERNEL", "BLACKOUT", "REASON"])
+
+
+def problem(doc: dict[str, Any]) -> list[str]:
+    lines = [f"luoctl: {doc.get('detail') or doc.get('title', 'error')} [{doc.get('code')}]"]
+    for error in doc.get("errors") or []:
+        lines.append(f"  {error['field']}: {error['message']}")
+    failed = [c for c in doc.get("checks") or [] if c["status"] == "fail"]
+    for check in failed:
+        lines.append(f"  FAIL {check['id']}: {check['message']}")
+    if doc.get("hint") and not failed:  # with checks, the hint repeats them
+        lines.append(f"hint: {doc['hint']}")
+    for check in failed:
+        if check.get("hint"):
+            lines.append(f"hint: {check['id']}: {check['hint']}")
+    return lines

@@ -1,0 +1,164 @@
+"""``DaemonFacade``: the REST facade over the running daemon's handler, update driver and
+registry. Translation only: every decision stays in the driver and the registry.
+
+Events: the daemon calls ``publish(event)`` from ``LuodHandler.notify``, which fans each update
+event out to the REST subscribers (luod.rest.events) without ever blocking the update.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import luod
+from luod.core import preflight, timeline
+from luod.core.model import VmRecord
+from luod.daemon.update import UpdateDriver, UpdateRequest
+from luod.errors import LuodError
+from luod.rest import models
+from luod.rest.events import EventHub, Subscription
+from luod.rest.facade import PreflightRefused
+
+if TYPE_CHECKING:
+    from luod.core.registry import Registry
+    from luod.daemon.handler import LuodHandler
+
+ROOT = 0
+
+
+class DaemonFacade:
+    """Implements luod.rest.facade.RestFacade."""
+
+    def __init__(self, handler: LuodHandler) -> None:
+        self.handler = handler
+        self.hub = EventHub()
+
+    @property
+    def registry(self) -> Registry:
+        return self.handler.registry
+
+    @property
+    def driver(self) -> UpdateDriver:
+        """Read at each call: the daemon sets ``handler.driver`` once its task group exists."""
+        return self.handler.driver
+
+    # --- events ---------------------------------------------------------------------------------
+    def publish(self, event: dict[str, Any]) -> None:
+        self.hub.publish(event)
+
+    def subscribe(self) -> Subscription:
+        return self.hub.subscribe()
+
+    # --- reads ----------------------------------------------------------------------------------
+    def version(self) -> str:
+        return luod.__version__
+
+    def status(self) -> models.Status:
+        """From the boot's KernelInfo the registry keeps: ``backend.info()`` probes again,
+        reading all of /dev/kmsg, which a status poll or a metrics scrape must not cost."""
+        info = self.registry.info
+        files = [f for vm in self.registry.vms.values() for f in vm.files.values()]
+        return models.Status(
+            host=socket.gethostname(),
+            kernel=info.release,
+            luo_supported=info.device_present,
+            liveupdate_number=info.liveupdate_number,
+            phase=str(self.driver.machine.phase),
+            vms=len(self.registry.vms),
+            sessions=sum(not s.closed for s in self.registry.sessions.values()),
+            files=len(files),
+            preserved_bytes=sum(f.size for f in files),
+            backend=self.registry.backend.name,
+            version=luod.__version__,
+        )
+
+    def vms(self) -> models.VmList:
+        return models.VmList(vms=[_vm(vm) for vm in self.registry.vms.values()])
+
+    def vm(self, vm_id: str) -> models.Vm:
+        return _vm(self.registry.get(vm_id))
+
+    def update(self) -> models.UpdateState:
+        record = self.driver.record
+        return models.UpdateState(
+            phase=str(self.driver.machine.phase),
+            update=_record(record) if record else None,
+        )
+
+    def history(self) -> models.History:
+        entries = timeline.read_history(self.registry.state_dir)
+        return models.History(history=[models.HistoryRecord.model_validate(e) for e in entries])
+
+    # --- the update -----------------------------------------------------------------------------
+    def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
+        checks = self.driver.check(_request(request, ROOT))
+        return models.PreflightResult(ok=not preflight.failed(checks), checks=_checks(checks))
+
+    def start_update(
+        self, request: models.UpdateStartRequest, uid: int | None
+    ) -> models.UpdateRecord:
+        """``uid`` None: a TCP caller with the bearer token, who acts as root."""
+        caller = ROOT if uid is None else uid
+        _root_only(caller, "starting an update")
+        wanted = _request(request, caller)
+        try:
+            record = self.driver.start(wanted)
+        except LuodError as exc:
+            if exc.code != "preflight-failed":
+                raise
+            raise PreflightRefused(exc, _checks(self.driver.check(wanted))) from exc
+        return _record(record)
+
+    async def abort(self, reason: str | None, uid: int | None) -> models.AbortResult:
+        caller = ROOT if uid is None else uid
+        _root_only(caller, "aborting an update")
+        self.driver.abort(reason or "abort requested over the REST API")
+        record = await self.driver.wait()
+        return models.AbortResult(update=_record(record) if record else None)
+
+
+def _root_only(uid: int, what: str) -> None:
+    """As on the VMM socket (UPDATE, ABORT): the socket's group may look, only root may act."""
+    if uid != ROOT:
+        raise LuodError("not-allowed", f"{what} needs root (uid {uid})", "ask the host operator")
+
+
+def _request(request: models.PreflightRequest, uid: int) -> UpdateRequest:
+    deadlines = getattr(request, "deadlines", {})
+    return UpdateRequest(
+        Path(request.kernel),
+        Path(request.initrd) if request.initrd else None,
+        None if request.reuse_cmdline else request.cmdline,
+        {str(phase): float(seconds) for phase, seconds in deadlines.items()},
+        False,
+        uid,
+    )
+
+
+def _checks(checks: list[preflight.Check]) -> list[models.Check]:
+    return [models.Check.model_validate(c.to_dict()) for c in checks]
+
+
+def _record(record: timeline.UpdateRecord) -> models.UpdateRecord:
+    return models.UpdateRecord.model_validate(record.to_dict())
+
+
+def _vm(vm: VmRecord) -> models.Vm:
+    return models.Vm(
+        id=vm.id,
+        owner_uid=vm.owner.uid,
+        mode=vm.mode.value,
+        state=str(vm.state),
+        session=vm.session,
+        files=[models.VmFile.model_validate(f.to_dict()) for f in vm.files.values()],
+        note=vm.note,
+        rejected=dict(vm.rejected),
+    )
+
+
+if TYPE_CHECKING:
+    from luod.rest.facade import RestFacade
+
+    def _implements(handler: LuodHandler) -> RestFacade:
+        return DaemonFacade(handler)  # mypy checks the Protocol here

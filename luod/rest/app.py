@@ -1,0 +1,211 @@
+"""The REST app: one route per resource, each a direct call to the facade (no logic here).
+
+Every route is ``async def`` on purpose: FastAPI runs plain ``def`` routes in a thread pool,
+and the facade reads and drives daemon state that belongs to the event loop.
+
+``create_app(facade)`` builds it; nothing happens at import. Errors are problem+json
+(luod.rest.problems); auth is a dependency that only bites on the TCP listener (luod.rest.auth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import TypeAdapter
+
+import luod
+from luod.rest import models, problems
+from luod.rest.auth import peer_uid, require_bearer
+from luod.rest.events import KEEPALIVE, sse
+from luod.rest.facade import EventStream, RestFacade
+from luod.rest.metrics import FacadeCollector
+from luod.vmm.codec import VM_ID
+
+KEEPALIVE_SECONDS: Final = 15.0
+ALWAYS: Final = (401, 500)
+REF: Final = "#/components/schemas/{model}"
+SSE_REF: Final = "#/components/schemas/ServerSentEvent"
+SSE_SCHEMA: Final = {
+    "description": "One event of the stream: its name, and its data as one JSON object.",
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "examples": ["STATE", "PHASE", "VM_PROGRESS", "UPDATE_END"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/Event"},
+        },
+    },
+}
+SSE_DOC: Final = """Server-Sent Events: first `STATE` (the phase and the running or last
+update, as `GET /v1/update`), then the update events as on the VMM socket's WATCH: `PHASE`
+{from, to, reason, at}, `VM_PROGRESS` {id, step, note?}, `UPDATE_END` {id, outcome, reason}.
+Each event's `data` is one JSON object with its `event` name. Comment lines keep the
+connection alive. The stream ends if the client falls too far behind: reconnect."""
+
+
+def create_app(facade: RestFacade, *, keepalive: float = KEEPALIVE_SECONDS) -> FastAPI:
+    app = FastAPI(
+        title="luod",
+        version=luod.__version__,
+        summary="Live updates of a hypervisor host's kernel (Linux Live Update Orchestrator).",
+        dependencies=[Depends(require_bearer)],
+        docs_url=None,  # the HTML docs load scripts from a CDN: not from a hypervisor host
+        redoc_url=None,
+    )
+    problems.install(app)
+    app.include_router(_v1(facade, keepalive), prefix="/v1")
+    _metrics(app, facade)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _v1(facade: RestFacade, keepalive: float) -> APIRouter:
+    router = APIRouter(responses=problems.responses(*ALWAYS))
+    _read_routes(router, facade)
+    _update_routes(router, facade)
+
+    @router.get(
+        "/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {"schema": {"$ref": SSE_REF}}}}},
+        description=SSE_DOC,
+    )
+    async def events() -> StreamingResponse:
+        stream = facade.subscribe()
+        first = {"event": "STATE", **_dump(facade.update())}
+        return StreamingResponse(
+            _event_stream(stream, first, keepalive),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return router
+
+
+def _read_routes(router: APIRouter, facade: RestFacade) -> None:
+    @router.get("/health")
+    async def health() -> models.Health:
+        return models.Health(version=facade.version())
+
+    @router.get("/status")
+    async def status() -> models.Status:
+        return facade.status()
+
+    @router.get("/vms")
+    async def vms() -> models.VmList:
+        return facade.vms()
+
+    @router.get("/vms/{vm_id}", responses=problems.responses(404, 422))
+    async def vm(vm_id: Annotated[str, PathParam(pattern=f"^{VM_ID.pattern}$")]) -> models.Vm:
+        return facade.vm(vm_id)
+
+    @router.get("/history")
+    async def history() -> models.History:
+        return facade.history()
+
+    @router.post("/preflight", responses=problems.responses(422))
+    async def preflight(body: models.PreflightRequest) -> models.PreflightResult:
+        """Run the preflight checks for this next kernel; nothing starts."""
+        return facade.preflight(body)
+
+
+def _update_routes(router: APIRouter, facade: RestFacade) -> None:
+    @router.post(
+        "/update",
+        status_code=202,
+        response_model=models.UpdateRecord,
+        responses={
+            200: {"model": models.PreflightResult, "description": "dry_run: the checks"},
+            202: {"description": "Started: the update record, in phase preparing"},
+            **problems.responses(403, 409, 422),
+        },
+    )
+    async def start(body: models.UpdateStartRequest, request: Request) -> Response:
+        """Start an update (preflight first: a refusal is 422 `preflight-failed` with the
+        checks); 409 `update-running` while one runs."""
+        if body.dry_run:
+            return JSONResponse(_dump(facade.preflight(body)))
+        record = facade.start_update(body, peer_uid(request))
+        return JSONResponse(_dump(record), status_code=202, headers={"Location": "/v1/update"})
+
+    @router.get("/update")
+    async def current() -> models.UpdateState:
+        return facade.update()
+
+    @router.post("/update/abort", responses=problems.responses(403, 409, 422))
+    async def abort(
+        request: Request, body: models.AbortRequest | None = None
+    ) -> models.AbortResult:
+        """Abort the running update; answers once every VM got RESUME."""
+        return await facade.abort(body.reason if body else None, peer_uid(request))
+
+    @router.delete("/update", responses=problems.responses(403, 409))
+    async def delete(request: Request) -> models.AbortResult:
+        """The same as `POST /v1/update/abort` without a reason."""
+        return await facade.abort(None, peer_uid(request))
+
+
+def _metrics(app: FastAPI, facade: RestFacade) -> None:
+    registry = CollectorRegistry()  # no auto_describe: nothing is read before a scrape
+    registry.register(FacadeCollector(facade))
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+            **problems.responses(*ALWAYS),
+        },
+    )
+    async def metrics() -> Response:
+        """Prometheus metrics: phase, VMs, sessions, preserved bytes, blackouts, outcomes."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _event_stream(
+    stream: EventStream, first: dict[str, Any], keepalive: float
+) -> AsyncIterator[bytes]:
+    try:
+        yield sse(first)
+        while True:
+            try:
+                event = await asyncio.wait_for(anext(stream), keepalive)
+            except TimeoutError:
+                yield KEEPALIVE
+                continue
+            except StopAsyncIteration:
+                return
+            yield sse(event)
+    finally:
+        stream.close()
+
+
+def _dump(model: models.Response) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus what no route returns as a model: the Problem document of the
+    error responses, and the events of the SSE stream."""
+    if app.openapi_schema is None:
+        spec = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        extra: dict[str, Any] = {"Problem": models.Problem, "Event": models.Event}
+        for name, shape in extra.items():
+            schema = TypeAdapter(shape).json_schema(ref_template=REF, mode="serialization")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[name] = schema
+        schemas["ServerSentEvent"] = SSE_SCHEMA
+        app.openapi_schema = spec
+    return app.openapi_schema

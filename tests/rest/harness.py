@@ -1,0 +1,112 @@
+"""A real luod without its sockets: registry, handler and update driver on the simulator, the
+REST facade over them (events wired as the daemon wires them), and fake VMM connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from luod.core.access import AccessPolicy, Peer
+from luod.core.clock import SystemClock
+from luod.core.custody import MemoryCustody
+from luod.core.recovery import recover
+from luod.core.registry import Registry
+from luod.daemon.handler import LuodHandler
+from luod.daemon.update import UpdateDriver
+from luod.errors import LuodError
+from luod.kernel import OwnedFd
+from luod.kernel.sim import sim_backend
+from luod.rest.adapter import DaemonFacade
+from luod.vmm import codec
+from luod.vmm.codec import Frame
+
+FAKE_BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 0x1000
+
+
+class FakeVmm:
+    """Stands in for a VMM's socket connection: keeps every frame luod pushes to it."""
+
+    def __init__(self, uid: int = 0) -> None:
+        self.peer = Peer(uid, uid, os.getpid())
+        self.subscribed: set[str] = set()
+        self.closed = False
+        self.frames: list[dict[str, Any]] = []
+
+    def push(self, out: codec.Outgoing) -> None:
+        for fd in out.fds:
+            fd.close()
+        self.frames.append(json.loads(out.line))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [m for m in self.frames if m.get("event") == name]
+
+
+class Luod:
+    """One luod on the simulator in ``state``; ``facade`` is what the REST app talks to."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        state.mkdir(parents=True, exist_ok=True)
+        self.kernel = state / "bzImage"
+        self.kernel.write_bytes(FAKE_BZIMAGE)
+        self.custody = MemoryCustody()
+        self.registry = Registry(
+            sim_backend(state / "kernel"), self.custody, state, AccessPolicy.default()
+        )
+        recover(self.registry)
+        self.handler = LuodHandler(self.registry)
+        self.facade = DaemonFacade(self.handler)
+        self.kexeced = False
+        self.handler.driver = UpdateDriver(
+            self.registry,
+            self.handler.clients,
+            SystemClock(),
+            self._notify,
+            self._kexec,
+            asyncio.create_task,
+        )
+
+    def _notify(self, message: dict[str, Any]) -> None:
+        self.handler.notify(message)
+        self.facade.publish(message)  # what the daemon does in LuodHandler.notify
+
+    def _kexec(self) -> None:
+        self.kexeced = True
+
+    async def ask(
+        self, vmm: FakeVmm, message: dict[str, Any], fds: tuple[OwnedFd, ...] = ()
+    ) -> dict[str, Any]:
+        try:
+            request = codec.decode_request(Frame(json.dumps(message).encode(), fds))
+            out = await self.handler.handle(vmm, request)  # type: ignore[arg-type]
+        except LuodError as exc:
+            out = codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))
+        for fd in out.fds:
+            fd.close()
+        reply: dict[str, Any] = json.loads(out.line)
+        return reply
+
+    async def handover_vm(self, vm_id: str = "vm1", size: int = 4096) -> FakeVmm:
+        """A VM whose VMM registered and preserved one memfd of ``size`` bytes."""
+        vmm = FakeVmm()
+        ram = OwnedFd(os.memfd_create("ram0"))
+        os.ftruncate(ram.fileno(), size)
+        assert (await self.ask(vmm, {"cmd": "REGISTER", "id": vm_id}))["ok"]
+        preserve = {"cmd": "PRESERVE", "id": vm_id, "files": ["ram0"]}
+        assert (await self.ask(vmm, preserve, (ram,)))["ok"]
+        return vmm
+
+    def close(self) -> None:
+        for session in self.registry.sessions.values():
+            session.close()
+        self.custody.close()
+
+
+async def until(condition: Callable[[], object], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.002)

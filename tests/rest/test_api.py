@@ -1,0 +1,160 @@
+"""Every resource of /v1 against the real facade over a simulated luod (ASGI, no sockets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+import luod
+from luod.rest.app import create_app
+from luod.rest.auth import PEER_UID_KEY, listener_app
+from tests.rest.harness import Luod, until
+
+pytestmark = [pytest.mark.unit, pytest.mark.anyio]
+
+
+def update_body(luod: Luod, **extra: Any) -> dict[str, Any]:
+    return {"kernel": str(luod.kernel), "reuse_cmdline": True, **extra}
+
+
+async def test_health_names_the_version(client: httpx.AsyncClient) -> None:
+    reply = await client.get("/v1/health")
+    assert reply.json() == {"status": "ok", "version": luod.__version__}
+
+
+async def test_status_counts_vms_sessions_files_and_bytes(
+    luod: Luod, client: httpx.AsyncClient
+) -> None:
+    await luod.handover_vm("vm1", size=8192)
+    status = (await client.get("/v1/status")).json()
+    info = luod.registry.info
+    assert status["kernel"] == info.release and status["luo_supported"] is True
+    assert status["liveupdate_number"] == info.liveupdate_number
+    assert status["host"] and status["backend"] == "sim"
+    assert (status["phase"], status["vms"], status["sessions"]) == ("idle", 1, 1)
+    assert (status["files"], status["preserved_bytes"]) == (1, 8192)
+
+
+async def test_vms_list_and_one_vm_with_its_files(luod: Luod, client: httpx.AsyncClient) -> None:
+    await luod.handover_vm("vm1")
+    listing = (await client.get("/v1/vms")).json()["vms"]
+    assert [vm["id"] for vm in listing] == ["vm1"]
+    vm = (await client.get("/v1/vms/vm1")).json()
+    assert (vm["owner_uid"], vm["mode"], vm["state"]) == (0, "handover", "preserved")
+    assert vm["files"] == [
+        {
+            "name": "ram0",
+            "kind": "memfd",
+            "size": 4096,
+            "token": 1,
+            "reclaimed": False,
+            "exec_sealed": False,
+        }
+    ]
+
+
+async def test_preflight_runs_the_checks_and_starts_nothing(
+    luod: Luod, client: httpx.AsyncClient
+) -> None:
+    await luod.handover_vm()
+    result = (await client.post("/v1/preflight", json=update_body(luod))).json()
+    assert result["ok"] is True
+    assert {c["id"] for c in result["checks"]} >= {"device", "kernel-image", "handover"}
+    bad = {"kernel": str(luod.state / "missing"), "cmdline": "root=/dev/vda"}
+    refused = (await client.post("/v1/preflight", json=bad)).json()
+    failed = {c["id"] for c in refused["checks"] if c["status"] == "fail"}
+    assert refused["ok"] is False and failed == {"kernel-image", "next-cmdline"}
+    assert (await client.get("/v1/update")).json() == {"phase": "idle", "update": None}
+    assert (await client.get("/v1/history")).json() == {"history": []}
+
+
+async def test_dry_run_update_answers_200_with_the_checks(
+    luod: Luod, client: httpx.AsyncClient
+) -> None:
+    await luod.handover_vm()
+    reply = await client.post("/v1/update", json=update_body(luod, dry_run=True))
+    assert reply.status_code == 200 and reply.json()["ok"] is True
+    assert (await client.get("/v1/update")).json()["phase"] == "idle"
+
+
+async def test_update_starts_202_then_409_while_running_then_aborts(
+    luod: Luod, client: httpx.AsyncClient
+) -> None:
+    vmm = await luod.handover_vm()
+    started = await client.post("/v1/update", json=update_body(luod, deadlines={"freezing": 60}))
+    assert started.status_code == 202 and started.headers["location"] == "/v1/update"
+    record = started.json()
+    assert record["outcome"] == "running" and record["request"]["cmdline"] is None
+    assert record["request"]["deadlines"] == {"freezing": 60.0}
+    await until(lambda: vmm.events("FREEZE"))
+    assert (await client.get("/v1/update")).json()["phase"] == "freezing"
+
+    again = await client.post("/v1/update", json=update_body(luod))
+    assert again.status_code == 409 and again.json()["code"] == "update-running"
+
+    aborted = await client.post("/v1/update/abort", json={"reason": "window closed"})
+    assert aborted.status_code == 200
+    assert (aborted.json()["update"]["outcome"], aborted.json()["update"]["reason"]) == (
+        "aborted",
+        "window closed",
+    )
+    assert vmm.events("RESUME")
+    history = (await client.get("/v1/history")).json()["history"]
+    assert [h["outcome"] for h in history] == ["aborted"] and history[0]["finished"] > 0
+
+
+async def test_delete_update_aborts_and_nothing_to_abort_is_409(
+    luod: Luod, client: httpx.AsyncClient
+) -> None:
+    vmm = await luod.handover_vm()
+    assert (await client.post("/v1/update", json=update_body(luod))).status_code == 202
+    await until(lambda: vmm.events("FREEZE"))  # an abort before the update task ran is lost
+    deleted = await client.delete("/v1/update")
+    assert deleted.json()["update"]["reason"] == "abort requested over the REST API"
+    again = await client.delete("/v1/update")
+    assert again.status_code == 409 and again.json()["code"] == "wrong-state"
+    assert (await client.post("/v1/update/abort")).status_code == 409
+
+
+async def test_preflight_refusal_is_422_with_the_checks_and_recorded(
+    luod: Luod, client: httpx.AsyncClient
+) -> None:
+    await luod.handover_vm()
+    reply = await client.post("/v1/update", json=update_body(luod, kernel="/nonexistent"))
+    assert reply.status_code == 422
+    assert reply.headers["content-type"] == "application/problem+json"
+    problem = reply.json()
+    assert problem["code"] == "preflight-failed" and "kernel-image" in problem["detail"]
+    assert [c["id"] for c in problem["checks"] if c["status"] == "fail"] == ["kernel-image"]
+    history = (await client.get("/v1/history")).json()["history"]
+    assert [h["outcome"] for h in history] == ["refused"]
+
+
+async def test_update_and_abort_need_root_on_the_unix_socket(luod: Luod) -> None:
+    await luod.handover_vm()
+    app = listener_app(create_app(luod.facade), **{PEER_UID_KEY: 1000})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://luod"
+    ) as user:
+        reply = await user.post("/v1/update", json=update_body(luod))
+        assert reply.status_code == 403 and reply.json()["code"] == "not-allowed"
+        assert (await user.delete("/v1/update")).json()["code"] == "not-allowed"
+        assert (await user.get("/v1/status")).status_code == 200
+        assert (await user.post("/v1/preflight", json=update_body(luod))).status_code == 200
+
+
+async def test_metrics_expose_phase_sizes_and_outcomes(
+    luod: Luod, client: httpx.AsyncClient
+) -> None:
+    await luod.handover_vm(size=8192)
+    await client.post("/v1/update", json=update_body(luod, kernel="/nonexistent"))
+    reply = await client.get("/metrics")
+    assert reply.headers["content-type"].startswith("text/plain")
+    lines = set(reply.text.splitlines())
+    assert 'luod_update_phase{phase="idle"} 1.0' in lines
+    assert 'luod_update_phase{phase="freezing"} 0.0' in lines
+    assert {"luod_vms 1.0", "luod_sessions 1.0", "luod_preserved_bytes 8192.0"} <= lines
+    assert 'luod_updates_total{outcome="refused"} 1.0' in lines
+    assert 'luod_updates_total{outcome="completed"} 0.0' in lines

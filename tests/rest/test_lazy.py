@@ -1,0 +1,23 @@
+"""The REST stack stays off luod's critical path: importing the daemon (and ``luod.rest``
+itself) loads no web framework; only the daemon's lazy import after the VMM socket serves does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+HEAVY = ("fastapi", "starlette", "uvicorn", "prometheus_client", "httpx")
+
+
+def test_importing_the_daemon_and_luod_rest_loads_no_web_stack() -> None:
+    code = (
+        "import sys, luod.rest, luod.daemon.main\n"
+        f"loaded = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
