@@ -35,6 +35,7 @@ from luod.vmm.server import VmmServer
 
 log = structlog.get_logger("luod")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+API_DELAY_AFTER_KEXEC = 1.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -159,7 +160,9 @@ async def run(args: argparse.Namespace) -> int:
             background = [tasks.create_task(server.serve())]
             if not args.no_api:
                 api_socket = args.api_socket or runtime_dir / "api.sock"
-                background.append(tasks.create_task(_serve_api(handler, args, api_socket)))
+                delay = API_DELAY_AFTER_KEXEC if report.mode == "after-kexec" else 0.0
+                api = _serve_api(handler, args, api_socket, delay)
+                background.append(tasks.create_task(api))
             if report.mode == "after-kexec":
                 driver.resume_after_kexec(started)
                 background.append(tasks.create_task(_reclaim_grace(driver)))
@@ -196,9 +199,13 @@ def _handle_signals(driver: UpdateDriver, stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, requested, signum)
 
 
-async def _serve_api(handler: LuodHandler, args: argparse.Namespace, api_socket: Path) -> None:
+async def _serve_api(
+    handler: LuodHandler, args: argparse.Namespace, api_socket: Path, delay: float
+) -> None:
     """The REST API, started once the VMM socket serves. FastAPI and uvicorn are imported in a
-    worker thread so that the event loop keeps serving VMMs (reclaims) meanwhile."""
+    worker thread so that the event loop keeps serving VMMs meanwhile; right after a kexec the
+    import also waits ``delay`` seconds, which belong to the VMMs reclaiming their memory."""
+    await asyncio.sleep(delay)
     modules = await asyncio.to_thread(_import_rest)
     adapter, app, serve = modules
     facade = adapter.DaemonFacade(handler)
