@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sys
 
-from bench import baseline, handover, orchestration
+from bench import baseline, handover, orchestration, rest_load
 
 
 def main() -> int:
-    for report in (baseline.report, handover.report, orchestration.report):
+    for report in (baseline.report, handover.report, orchestration.report, rest_load.report):
         print(report(), end="\n\n", flush=True)
     return 0
 
