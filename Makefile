@@ -4,10 +4,24 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck unit vm bench kernel clean
+.PHONY: run sim test lint typecheck unit vm bench kernel host-tools clean
 
-test: lint typecheck
+# The main job: a real LUO kernel under QEMU, luod + three VMMs, an update watched live,
+# the kexec, and every VM's memory checked after it (< 3 minutes once the kernel exists).
+run: $(STAMP) host-tools
+	LUOD_TEST_KERNEL="$$(tests/vm/get-kernel)" $(PY) -m tests.vm.showcase
+
+# luod on the simulator, to explore the VMM socket and the REST API without a VM.
+sim: $(STAMP)
+	@echo "luod on the simulator in .sim/ -- in another shell:"
+	@echo "  $(VENV)/bin/luoctl --socket .sim/run/api.sock status"
+	$(VENV)/bin/luod --simulate .sim
+
+test: lint typecheck host-tools
 	LUOD_TEST_KERNEL="$$(tests/vm/get-kernel)" $(PY) -m pytest tests
+
+host-tools:
+	tests/vm/ensure-host-tools
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -138,18 +138,17 @@ def reclaim(args: argparse.Namespace) -> int:
             fds = client.reclaim(args.id)
         else:
             fds = _claim_and_retrieve(client, args.id, record)
-        results = {
-            name: digest(fd) == info["sha256"]
-            for name, fd in fds.items()
-            for info in [record["files"][name]]
-        }
+        digests = {name: digest(fd) for name, fd in fds.items()}
+        results = {name: digests[name] == record["files"][name]["sha256"] for name in fds}
         for fd in fds.values():
             fd.close()
         missing = sorted(set(record["files"]) - set(fds))
         ok = all(results.values()) and not missing
         if ok:
             client.done(args.id)
-    _say("verified" if ok else "mismatch", vm=args.id, files=results, missing=missing)
+    _say(
+        "verified" if ok else "mismatch", vm=args.id, files=results, missing=missing, sha256=digests
+    )
     return 0 if ok else 1
 
 

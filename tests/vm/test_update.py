@@ -38,7 +38,8 @@ def test_aborts_then_update_across_kexec(luo_kernel: Path, vm_python: Path, tmp_
     for vm in VMS:
         verdict = json.loads((share / f"{vm}-reclaim.log").read_text().splitlines()[-1])
         assert verdict["event"] == "verified" and all(verdict["files"].values()), verdict
-    history = load(share, "history.json")
+    assert "freezing" in (share / "update-watch.txt").read_text()  # live progress was shown
+    history = load(share, "history.json")["history"]  # luoctl --json history
     assert [h["outcome"] for h in history] == ["aborted", "aborted", "aborted", "completed"]
     final = history[-1]
     assert [p["to"] for p in final["phases"]] == FULL_PATH

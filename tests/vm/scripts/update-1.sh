@@ -41,7 +41,13 @@ kill -TERM $Z; wait $Z
 luod_list >"$SHARE/list-after-aborts.json"
 grep -c resumed "$SHARE/vm-b-run.log" >"$SHARE/vm-b-resumes"
 
-# 4. the real update: freeze, kexec
-sleep 0.3
-luoctl update --kernel "$NEXT_KERNEL" --freezing 20 >"$SHARE/update.json"
-echo "the update returned instead of kexecing"; cat "$SHARE/update.json"; exit 1
+# 4. the real update, through luoctl and the REST API: preflight, start, watch -> kexec
+for _ in $(seq 1 300); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
+command luoctl preflight --kernel "$NEXT_KERNEL" --reuse-cmdline >"$SHARE/preflight.txt" 2>&1 ||
+    { echo "preflight refused"; cat "$SHARE/preflight.txt"; exit 1; }
+command luoctl update watch >"$SHARE/update-watch.txt" 2>&1 &   # follows from now on
+for _ in $(seq 1 300); do [ -s "$SHARE/update-watch.txt" ] && break; sleep 0.1; done
+command luoctl update start --kernel "$NEXT_KERNEL" --reuse-cmdline --deadline freezing=20 \
+    >"$SHARE/update-start.txt" 2>&1 || { cat "$SHARE/update-start.txt"; exit 1; }
+wait
+echo "the update returned instead of kexecing"; cat "$SHARE/update-watch.txt"; exit 1

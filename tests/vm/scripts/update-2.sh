@@ -8,5 +8,6 @@ status=0
 for vm in vm-a vm-b vm-c vm-x vm-y vm-z; do
     luod-demo-vmm reclaim --id $vm --record "$SHARE/$vm.json" >"$SHARE/$vm-reclaim.log" 2>&1 || status=1
 done
-python -m tests.vm.scripts.luoctl history >"$SHARE/history.json"
+for _ in $(seq 1 300); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
+luoctl --json history >"$SHARE/history.json"
 exit $status

@@ -1,0 +1,25 @@
+# `make run`, boot 1: luod and three VMMs; an update through luoctl, watched live; the kexec.
+. "$SCRIPTS/common.sh"
+exec >/dev/console 2>&1
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+mkdir -p "$STATE"
+say "boot 1: $(uname -r), LUO device $(ls /dev/liveupdate)"
+start_luod 1
+say "three VMMs: vm-a (64 MiB + 4 KiB, handover), vm-b (16 MiB, handover), vm-c (16 MiB, delegation)"
+luod-demo-vmm run --id vm-a --ram ram0=64M --ram state=4K --record "$SHARE/vm-a.json" >"$SHARE/vm-a-run.log" 2>&1 &
+luod-demo-vmm run --id vm-b --ram ram0=16M --record "$SHARE/vm-b.json" >"$SHARE/vm-b-run.log" 2>&1 &
+luod-demo-vmm run --id vm-c --mode delegation --ram ram0=16M --record "$SHARE/vm-c.json" >"$SHARE/vm-c-run.log" 2>&1 &
+wait_for "$SHARE/vm-a-run.log" handed-over
+wait_for "$SHARE/vm-b-run.log" handed-over
+wait_for "$SHARE/vm-c-run.log" subscribed
+for _ in $(seq 1 300); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
+say "luoctl status"; luoctl status
+say "luoctl vms"; luoctl vms
+say "luoctl preflight --kernel $NEXT_KERNEL --reuse-cmdline"
+luoctl preflight --kernel "$NEXT_KERNEL" --reuse-cmdline || exit 1
+say "luoctl update watch, then luoctl update start --reuse-cmdline (the VMMs write until FREEZE)"
+luoctl update watch | tee /tmp/watch.txt &
+for _ in $(seq 1 300); do [ -s /tmp/watch.txt ] && break; sleep 0.1; done
+luoctl update start --kernel "$NEXT_KERNEL" --reuse-cmdline --deadline freezing=20 || exit 1
+wait
+echo "the update did not kexec"; exit 1
