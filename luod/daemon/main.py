@@ -25,7 +25,7 @@ from luod.core.clock import SystemClock
 from luod.core.custody import choose_custody
 from luod.core.recovery import recover
 from luod.core.registry import Registry
-from luod.daemon import logs
+from luod.daemon import logs, systemd
 from luod.daemon.handler import LuodHandler
 from luod.daemon.update import UpdateDriver
 from luod.errors import LuodError
@@ -137,7 +137,8 @@ async def run(args: argparse.Namespace) -> int:
     custody = choose_custody(runtime_dir, prefer)
     registry = Registry(backend, custody, state_dir, AccessPolicy.default())
     report = recover(registry)
-    listener = bind(socket_path)
+    activated = systemd.activated_socket("liveupdate")
+    listener = activated or bind(socket_path)
     stop = asyncio.Event()
     handler = LuodHandler(registry)
     server = VmmServer(listener, handler)
@@ -158,6 +159,10 @@ async def run(args: argparse.Namespace) -> int:
             handler.driver = driver
             _handle_signals(driver, stop)
             background = [tasks.create_task(server.serve())]
+            handler.listeners.append(systemd.on_event)
+            systemd.ready(f"serving {len(registry.vms)} VMs ({report.mode})")
+            if (interval := systemd.watchdog_interval()) is not None:
+                background.append(tasks.create_task(systemd.watchdog(interval)))
             if not args.no_api:
                 api_socket = args.api_socket or runtime_dir / "api.sock"
                 delay = API_DELAY_AFTER_KEXEC if report.mode == "after-kexec" else 0.0
@@ -167,14 +172,16 @@ async def run(args: argparse.Namespace) -> int:
                 driver.resume_after_kexec(started)
                 background.append(tasks.create_task(_reclaim_grace(driver)))
             await stop.wait()
+            systemd.stopping()
             driver.shutdown()  # an update before the freeze is aborted: VMMs resume
             for task in background:
                 task.cancel()
     finally:
         custody.close()
         listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            socket_path.unlink()
+        if activated is None:  # an activated socket's path belongs to systemd
+            with contextlib.suppress(FileNotFoundError):
+                socket_path.unlink()
     log.info("stopped")
     return EXIT_OK
 

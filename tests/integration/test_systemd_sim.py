@@ -1,0 +1,108 @@
+"""luod under a (fake) service manager: READY=1 once the VMM socket serves, STATUS=, watchdog
+pings, STOPPING=1; the VMM socket from socket activation, checked by family."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from luod.vmm.client import Client
+
+MAIN = [sys.executable, "-m", "luod.daemon.main"]
+
+
+def notify_socket(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    return sock
+
+
+def drain(sock: socket.socket, seconds: float) -> list[str]:
+    messages, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            continue
+    return messages
+
+
+def test_ready_status_watchdog_and_stopping(tmp_path: Path) -> None:
+    notify = notify_socket(tmp_path / "notify")
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "200000"}
+    state = tmp_path / "luod"
+    process = subprocess.Popen(
+        [*MAIN, "--simulate", str(state), "--no-api"], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        messages = drain(notify, 1.5)
+        ready = [m for m in messages if "READY=1" in m]
+        assert ready and "STATUS=serving" in ready[0]
+        assert (state / "run" / "liveupdate.sock").exists()  # it serves when READY=1 is sent
+        assert sum("WATCHDOG=1" in m for m in messages) >= 3
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert any("STOPPING=1" in m for m in drain(notify, 0.3))
+    finally:
+        process.kill()
+        process.wait()
+        notify.close()
+
+
+LAUNCH = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)  # as systemd does: the socket at fd 3, LISTEN_PID = luod's pid
+os.close(int(sys.argv[1]))
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="liveupdate")
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def activated(tmp_path: Path, sock: socket.socket) -> subprocess.Popen[bytes]:
+    """luod started as systemd would start it from luod.socket."""
+    number = sock.fileno()
+    command = [
+        sys.executable,
+        "-c",
+        LAUNCH,
+        str(number),
+        *MAIN[1:],
+        "--simulate",
+        str(tmp_path / "luod"),
+        "--no-api",
+    ]
+    return subprocess.Popen(command, pass_fds=[number], stderr=subprocess.PIPE)
+
+
+def test_the_vmm_socket_comes_from_socket_activation(tmp_path: Path) -> None:
+    path = tmp_path / "activated.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    process = activated(tmp_path, listener)
+    listener.close()
+    try:
+        with Client(path, timeout=20) as client:
+            assert client.hello()["protocol"] == "luod-vmm", process.stderr
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert path.exists()  # systemd's socket: luod does not remove it
+        assert not (tmp_path / "luod" / "run" / "liveupdate.sock").exists()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_an_activated_socket_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    process = activated(tmp_path, udp)
+    udp.close()
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 1
+    assert b"bad-activated-socket" in err or b"from systemd is" in err
