@@ -42,11 +42,17 @@ class Daemon:
         return self.process.wait(timeout=10)
 
 
-def start_daemon(state: Path, *extra: str, socket_path: Path | None = None) -> Daemon:
+def start_daemon(
+    state: Path, *extra: str, socket_path: Path | None = None, api: bool = False
+) -> Daemon:
+    """luod on the simulator; without its REST API unless asked (whose lazy start would make
+    the fd-table comparisons of these tests racy; tests/rest covers it)."""
     state.mkdir(parents=True, exist_ok=True)
     log = state / "luod.log"
     if socket_path is not None:
         extra = (*extra, "--socket", str(socket_path))
+    if not api:
+        extra = (*extra, "--no-api")
     socket_path = socket_path or state / "run" / "liveupdate.sock"
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()

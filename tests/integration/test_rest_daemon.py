@@ -1,0 +1,41 @@
+"""The REST API as luod serves it: after the VMM socket, on RUNTIME_DIR/api.sock, mode 0660;
+luoctl talks to it."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from luod.kernel import memfd
+from luod.vmm.client import Client
+from tests.integration.conftest import start_daemon
+
+
+def test_luoctl_reads_a_running_luod(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path / "luod", api=True)
+    api = tmp_path / "luod" / "run" / "api.sock"
+    try:
+        with Client(daemon.socket) as vmm, memfd.create("ram", 4096) as fd:
+            vmm.register("vm1")
+            vmm.preserve("vm1", {"ram0": fd})
+        deadline = time.monotonic() + 20
+        while not api.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stat.S_IMODE(api.stat().st_mode) == 0o660
+        done = subprocess.run(
+            [sys.executable, "-m", "luod.cli.main", "--socket", str(api), "--json", "vm", "vm1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        vm = json.loads(done.stdout)
+        assert vm["id"] == "vm1" and vm["files"][0]["name"] == "ram0"
+    finally:
+        daemon.stop()
+    assert not api.exists()
