@@ -25,7 +25,7 @@ from luod.core.clock import SystemClock
 from luod.core.custody import choose_custody
 from luod.core.recovery import recover
 from luod.core.registry import Registry
-from luod.daemon import logs, systemd
+from luod.daemon import config, logs, systemd
 from luod.daemon.handler import LuodHandler
 from luod.daemon.update import UpdateDriver
 from luod.errors import LuodError
@@ -69,6 +69,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-token-file", type=Path, help="bearer token for TCP clients")
     parser.add_argument("--api-tls-cert", type=Path, help="TLS certificate for TCP")
     parser.add_argument("--api-tls-key", type=Path, help="TLS key for TCP")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help=f"configuration file (default {config.DEFAULT_PATH}, if present)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print the effective settings, exit",
+    )
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--sim-cmdline", help=argparse.SUPPRESS)  # tests: the simulated boot
     return parser.parse_args(argv)
@@ -93,8 +103,33 @@ def check_api_args(parser_args: argparse.Namespace) -> str | None:
     return None
 
 
+def apply_config(args: argparse.Namespace, cfg: config.Config) -> None:
+    """Fill what the command line left unset from the configuration file."""
+    if args.simulate is None:
+        args.state_dir = args.state_dir or Path(cfg["paths.state_dir"])
+        args.runtime_dir = args.runtime_dir or Path(cfg["paths.runtime_dir"])
+        args.socket = args.socket or (Path(cfg["paths.socket"]) if cfg["paths.socket"] else None)
+        args.custody = args.custody or cfg["custody.mode"]
+    args.no_api = args.no_api or not cfg["api.enabled"]
+    args.api_socket = args.api_socket or (Path(cfg["api.socket"]) if cfg["api.socket"] else None)
+    args.api_tcp = args.api_tcp or (_host_port(cfg["api.tcp"]) if cfg["api.tcp"] else None)
+    for key in ("token_file", "tls_cert", "tls_key"):
+        if getattr(args, f"api_{key}") is None and cfg[f"api.{key}"]:
+            setattr(args, f"api_{key}", Path(cfg[f"api.{key}"]))
+    args.config_values = cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+    except LuodError as exc:
+        print(f"luod: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.check_config:
+        print(cfg.to_json())
+        return EXIT_OK
+    apply_config(args, cfg)
     if problem := check_api_args(args):
         print(f"luod: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -135,7 +170,9 @@ async def run(args: argparse.Namespace) -> int:
     backend = backend_for(args)
     prefer = args.custody or ("memory" if args.simulate is not None else "auto")
     custody = choose_custody(runtime_dir, prefer)
-    registry = Registry(backend, custody, state_dir, AccessPolicy.default())
+    cfg: config.Config = args.config_values
+    policy = AccessPolicy(frozenset(cfg["access.uids"]), cfg.allowed_gids())
+    registry = Registry(backend, custody, state_dir, policy)
     report = recover(registry)
     activated = systemd.activated_socket("liveupdate")
     listener = activated or bind(socket_path)
@@ -157,6 +194,14 @@ async def run(args: argparse.Namespace) -> int:
                 registry, handler.clients, clock, handler.notify, stop.set, tasks.create_task
             )
             handler.driver = driver
+            driver.configure(
+                {
+                    k.split(".", 1)[1]: v
+                    for k, v in cfg.values.items()
+                    if k.startswith("deadlines.")
+                },
+                unload_on_abort=cfg["kexec.unload_on_abort"],
+            )
             _handle_signals(driver, stop)
             background = [tasks.create_task(server.serve())]
             handler.listeners.append(systemd.on_event)

@@ -133,6 +133,15 @@ class UpdateDriver:
         self._abort_reason = reason
         self._task.cancel(reason)
 
+    def configure(self, deadlines: dict[str, float], unload_on_abort: bool) -> None:
+        """Default deadlines per phase (the configuration file), and the abort policy."""
+        self._base_deadlines = {
+            **self._base_deadlines,
+            **{Phase(k): float(v) for k, v in deadlines.items()},
+        }
+        self.machine.deadlines = dict(self._base_deadlines)
+        self.unload_on_abort = unload_on_abort
+
     def refuse_new_vms(self) -> None:
         if self.machine.phase not in (Phase.IDLE, Phase.PREPARED, Phase.RECLAIMING):
             raise LuodError(

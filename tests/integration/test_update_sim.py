@@ -147,3 +147,32 @@ def test_sigterm_while_freezing_is_deferred_until_the_update_leaves(tmp_path: Pa
         stalling.kill()
         stalling.wait()
         daemon.stop()
+
+
+def test_the_configured_freezing_deadline_applies(tmp_path: Path) -> None:
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    conf = tmp_path / "luod.toml"
+    conf.write_text("[deadlines]\nfreezing = 1.0\n")
+    daemon = start_daemon(tmp_path / "luod", "--config", str(conf))
+    stalling = demo(
+        daemon,
+        "run",
+        "--id",
+        "stall",
+        "--on-freeze",
+        "ignore",
+        "--record",
+        str(tmp_path / "stall.json"),
+    )
+    try:
+        wait_line(stalling, "handed-over")
+        with Client(daemon.socket) as operator:
+            started = time.monotonic()
+            reply = operator.update(image, wait=True)  # no deadline in the request
+            assert reply["update"]["outcome"] == "aborted"
+            assert time.monotonic() - started < 8
+    finally:
+        stalling.kill()
+        stalling.wait()
+        daemon.stop()
