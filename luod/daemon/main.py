@@ -257,6 +257,7 @@ async def _serve_api(
     """The REST API, started once the VMM socket serves. FastAPI and uvicorn are imported in a
     worker thread so that the event loop keeps serving VMMs meanwhile; right after a kexec the
     import also waits ``delay`` seconds, which belong to the VMMs reclaiming their memory."""
+    activated = systemd.activated_socket("api")
     await asyncio.sleep(delay)
     modules = await asyncio.to_thread(_import_rest)
     adapter, app, serve = modules
@@ -270,6 +271,7 @@ async def _serve_api(
             token_file=args.api_token_file,
             tls_cert=args.api_tls_cert,
             tls_key=args.api_tls_key,
+            unix_sock=activated,
         )
     except LuodError as exc:  # luod keeps serving VMMs; the operator sees why REST is off
         log.error("rest-disabled", code=exc.code, message=exc.message, hint=exc.hint)

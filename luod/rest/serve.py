@@ -73,14 +73,22 @@ async def serve_rest(
     tls_key: Path | None = None,
     group: str | None = SOCKET_GROUP,
     ready: Callable[[Endpoints], None] | None = None,
+    unix_sock: socket.socket | None = None,
 ) -> None:
-    """Serve ``app`` until cancelled. Raises LuodError for a configuration it refuses."""
+    """Serve ``app`` until cancelled. Raises LuodError for a configuration it refuses.
+
+    ``unix_sock``: a listening socket from systemd (luod-api.socket) instead of binding
+    ``unix_path``; its path then belongs to systemd and is left in place.
+    """
     token = _tcp_token(tcp, token_file)
     tls = _tls(tls_cert, tls_key)
     endpoints = Endpoints(tls=tls is not None)
     try:
         servers = []
-        if unix_path is not None:
+        if unix_sock is not None:
+            endpoints.sockets = [*endpoints.sockets, unix_sock]
+            servers.append((_server(app, http=PeerCredProtocol), unix_sock))
+        elif unix_path is not None:
             sock = bind_unix(unix_path, group)
             endpoints.unix, endpoints.sockets = unix_path, [*endpoints.sockets, sock]
             servers.append((_server(app, http=PeerCredProtocol), sock))

@@ -3,6 +3,7 @@ pings, STOPPING=1; the VMM socket from socket activation, checked by family."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -106,3 +107,43 @@ def test_an_activated_socket_of_the_wrong_kind_is_refused(tmp_path: Path) -> Non
     _, err = process.communicate(timeout=20)
     assert process.returncode == 1
     assert b"bad-activated-socket" in err or b"from systemd is" in err
+
+
+API_LAUNCH = LAUNCH.replace('LISTEN_FDNAMES="liveupdate"', 'LISTEN_FDNAMES="api"')
+
+
+def test_the_api_socket_comes_from_socket_activation(tmp_path: Path) -> None:
+    path = tmp_path / "api.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    number = listener.fileno()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            API_LAUNCH,
+            str(number),
+            *MAIN[1:],
+            "--simulate",
+            str(tmp_path / "luod"),
+        ],
+        pass_fds=[number],
+        stderr=subprocess.DEVNULL,
+    )
+    listener.close()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "luod.cli.main", "--socket", str(path), "--json", "status"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["phase"] == "idle"
+        assert not (tmp_path / "luod" / "run" / "api.sock").exists()  # not bound by luod
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert path.exists()

@@ -25,7 +25,8 @@ def test_units_verify(tmp_path: Path) -> None:
     for unit in UNITS.glob("luod*"):
         text = unit.read_text().replace("/usr/bin/luod", str(Path(sys.executable).parent / "luod"))
         (tmp_path / unit.name).write_text(text)
-    names = [str(tmp_path / n) for n in ("luod.service", "luod.socket", "luod-ready.target")]
+    units = ("luod.service", "luod.socket", "luod-api.socket", "luod-ready.target")
+    names = [str(tmp_path / n) for n in units]
     done = subprocess.run(
         [analyze, "verify", "--man=no", *names],
         capture_output=True,
@@ -57,3 +58,4 @@ def test_the_service_keeps_what_custody_and_kexec_need() -> None:
     assert "CAP_SYS_BOOT" in service
     socket_unit = (UNITS / "luod.socket").read_text()
     assert "FileDescriptorName=liveupdate" in socket_unit  # what luod looks for in LISTEN_FDS
+    assert "FileDescriptorName=api" in (UNITS / "luod-api.socket").read_text()
