@@ -63,6 +63,14 @@ def daemon(state: Path, *extra: str, real_kernel: bool = False) -> Iterator[Path
         process.wait(10)
 
 
+def spawn_simulated(state: Path) -> subprocess.Popen[bytes]:
+    """``luod --simulate STATE``, quiet (timed from here by the callers)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "luod.daemon.main", "--simulate", str(state)],
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def wait_for_socket(socket: Path, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not socket.exists():
@@ -138,10 +146,7 @@ def exec_to_first_reclaim(template: Path, workdir: Path) -> float:
     with contextlib.suppress(FileNotFoundError):
         socket.unlink()
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "luod.daemon.main", "--simulate", str(state)],
-        stderr=subprocess.DEVNULL,
-    )
+    process = spawn_simulated(state)
     try:
         wait_for_socket(socket)
         with Client(socket) as client:

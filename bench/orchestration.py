@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.handover import daemon, wait_for_socket
+from bench.handover import daemon, spawn_simulated, wait_for_socket
 from bench.stats import human, table
 from luod.errors import LuodError
 from luod.kernel import memfd
@@ -71,6 +69,7 @@ def freeze_barrier(workdir: Path) -> float:
 
 def reclaim_sessions(workdir: Path) -> tuple[float, float]:
     image = workdir / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
     state = workdir / "many"
     with daemon(state) as socket:
         with Client(socket) as vmm:  # then gone: luod holds the sessions, nothing to freeze
@@ -84,10 +83,7 @@ def reclaim_sessions(workdir: Path) -> tuple[float, float]:
     time.sleep(0.5)
     socket = state / "run" / "liveupdate.sock"
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "luod.daemon.main", "--simulate", str(state)],
-        stderr=subprocess.DEVNULL,
-    )
+    process = spawn_simulated(state)
     try:
         wait_for_socket(socket)
         serving = time.perf_counter() - started

@@ -32,6 +32,22 @@ def wait_line(process: subprocess.Popen[bytes], word: str) -> None:
     raise AssertionError(f"demo VMM ended before {word!r}")
 
 
+def stalling_vmm(daemon: Daemon, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A VMM that handed its RAM over and will never answer FREEZE."""
+    vmm = demo(
+        daemon,
+        "run",
+        "--id",
+        "stall",
+        "--on-freeze",
+        "ignore",
+        "--record",
+        str(tmp_path / "stall.json"),
+    )
+    wait_line(vmm, "handed-over")
+    return vmm
+
+
 def test_update_kexec_restart_reclaim(tmp_path: Path) -> None:
     image = tmp_path / "bzImage"
     image.write_bytes(FAKE_BZIMAGE)
@@ -119,18 +135,8 @@ def test_sigterm_while_freezing_is_deferred_until_the_update_leaves(tmp_path: Pa
     image = tmp_path / "bzImage"
     image.write_bytes(FAKE_BZIMAGE)
     daemon = start_daemon(tmp_path / "luod")
-    stalling = demo(
-        daemon,
-        "run",
-        "--id",
-        "stall",
-        "--on-freeze",
-        "ignore",
-        "--record",
-        str(tmp_path / "stall.json"),
-    )
+    stalling = stalling_vmm(daemon, tmp_path)
     try:
-        wait_line(stalling, "handed-over")
         with Client(daemon.socket) as operator:
             operator.watch()
             operator.update(image, deadlines={"freezing": 60})
@@ -155,18 +161,8 @@ def test_the_configured_freezing_deadline_applies(tmp_path: Path) -> None:
     conf = tmp_path / "luod.toml"
     conf.write_text("[deadlines]\nfreezing = 1.0\n")
     daemon = start_daemon(tmp_path / "luod", "--config", str(conf))
-    stalling = demo(
-        daemon,
-        "run",
-        "--id",
-        "stall",
-        "--on-freeze",
-        "ignore",
-        "--record",
-        str(tmp_path / "stall.json"),
-    )
+    stalling = stalling_vmm(daemon, tmp_path)
     try:
-        wait_line(stalling, "handed-over")
         with Client(daemon.socket) as operator:
             started = time.monotonic()
             reply = operator.update(image, wait=True)  # no deadline in the request
