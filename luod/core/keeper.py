@@ -36,10 +36,9 @@ from luod.core.keeper_wire import (
     encode_error,
     encode_ok,
     list_chunks,
-    pack_rights,
     parse_request,
-    unpack_rights,
 )
+from luod.fdpass import pack_rights, unpack_rights
 
 EXIT_READY: Final = 0
 EXIT_FAILED: Final = 1

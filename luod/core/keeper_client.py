@@ -22,11 +22,10 @@ from luod.core.keeper_wire import (
     Reply,
     WireError,
     encode_request,
-    pack_rights,
     parse_reply,
-    unpack_rights,
 )
 from luod.errors import LuodError
+from luod.fdpass import pack_rights, unpack_rights
 from luod.kernel.fd import OwnedFd, SupportsFileno
 
 CALL_TIMEOUT: Final = 10.0

@@ -13,7 +13,6 @@ and carries SCM_RIGHTS with the message they belong to). ASCII text:
 
 from __future__ import annotations
 
-import array
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -116,21 +115,6 @@ def parse_reply(data: bytes, nfds: int, flags: int) -> Reply:
     if nfds != len(reply.names):
         raise WireError(f"reply came with {nfds} fds for {len(reply.names)} names")
     return reply
-
-
-def unpack_rights(ancdata: Sequence[tuple[int, int, bytes]]) -> list[int]:
-    """The fd numbers in SCM_RIGHTS control messages (received fds: close or wrap them now)."""
-    fds = array.array("i")
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    return fds.tolist()
-
-
-def pack_rights(fds: Sequence[int]) -> list[tuple[int, int, bytes]]:
-    if not fds:
-        return []
-    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
 
 
 def _check_flags(flags: int) -> None:

@@ -8,7 +8,6 @@ later ones return the same open file.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import os
@@ -17,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from luod.fdpass import pack_rights, room, unpack_rights
 from luod.kernel.errors import LuoError
 from luod.kernel.fd import OwnedFd
 from luod.kernel.session import Session
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
-_FD_BYTES: Final = array.array("i").itemsize
 
 
 def cgroup_of(pid: int, proc: Path = Path("/proc")) -> str | None:
@@ -59,7 +58,7 @@ def _helper(session: Session, tokens: Sequence[int], cgroup: str, channel: socke
         with contextlib.suppress(OSError):  # else charged to luod's cgroup
             (CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs").write_text("0")
         fds = [session.retrieve(token).detach() for token in tokens]
-        channel.sendmsg([b"ok"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        channel.sendmsg([b"ok"], pack_rights(fds))
     except OSError as exc:
         code = exc.errno or errno.EIO
         channel.send(f"err {code}".encode())
@@ -70,13 +69,8 @@ def _helper(session: Session, tokens: Sequence[int], cgroup: str, channel: socke
 def _receive(
     channel: socket.socket, count: int, session: Session, tokens: Sequence[int]
 ) -> list[OwnedFd]:
-    space = socket.CMSG_SPACE(count * _FD_BYTES)
-    data, ancillary, flags, _ = channel.recvmsg(64, space)
-    fds: list[OwnedFd] = []
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % _FD_BYTES
-            fds += [OwnedFd(n) for n in array.array("i", payload[:usable])]
+    data, ancillary, flags, _ = channel.recvmsg(64, room(count), socket.MSG_CMSG_CLOEXEC)
+    fds = [OwnedFd(n) for n in unpack_rights(ancillary)]
     if flags & socket.MSG_CTRUNC or data != b"ok" or len(fds) != count:
         for fd in fds:
             fd.close()

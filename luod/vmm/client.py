@@ -25,7 +25,6 @@ thread-safe; an ``AsyncClient`` may be shared by tasks of one event loop.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import builtins
 import os
@@ -38,12 +37,12 @@ from types import TracebackType
 from typing import Any, Final, NoReturn, TypeVar
 
 from luod.errors import LuodError
+from luod.fdpass import pack_rights, room, unpack_rights
 from luod.kernel import OwnedFd, SupportsFileno
 from luod.vmm import codec
 
 DEFAULT_SOCKET: Final = "/run/luod/liveupdate.sock"
-_FD_BYTES: Final = array.array("i").itemsize
-_ANCILLARY: Final = socket.CMSG_SPACE(codec.MAX_FDS * _FD_BYTES)
+_ANCILLARY: Final = room(codec.MAX_FDS)
 _ENVELOPE: Final = frozenset({"reply", "ok", "seq"})
 
 FileLike = SupportsFileno | int
@@ -455,23 +454,14 @@ def _connect(path: str | os.PathLike[str]) -> socket.socket:
 def _receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
     """One recvmsg with room for MAX_FDS fds, each wrapped at once; (data, fds, truncated)."""
     data, ancillary, flags, _ = sock.recvmsg(codec.MAX_LINE, _ANCILLARY, socket.MSG_CMSG_CLOEXEC)
-    numbers: list[int] = []
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            numbers.extend(array.array("i", payload[: len(payload) - len(payload) % _FD_BYTES]))
-    return data, [OwnedFd(n) for n in numbers], bool(flags & socket.MSG_CTRUNC)
-
-
-def _rights(fds: tuple[int, ...]) -> list[tuple[int, int, bytes]]:
-    if not fds:
-        return []
-    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+    fds = [OwnedFd(n) for n in unpack_rights(ancillary)]
+    return data, fds, bool(flags & socket.MSG_CTRUNC)
 
 
 def _send(sock: socket.socket, line: bytes, fds: tuple[int, ...], core: _Core) -> None:
     """One sendmsg carries the frame and its fds; the rest of a short write follows without."""
     try:
-        sent = sock.sendmsg([line], _rights(fds))
+        sent = sock.sendmsg([line], pack_rights(fds))
         if sent < len(line):
             sock.sendall(line[sent:])
     except OSError as exc:
@@ -479,7 +469,7 @@ def _send(sock: socket.socket, line: bytes, fds: tuple[int, ...], core: _Core) -
 
 
 async def _send_async(sock: socket.socket, line: bytes, fds: tuple[int, ...], core: _Core) -> None:
-    view, rights = memoryview(line), _rights(fds)
+    view, rights = memoryview(line), pack_rights(fds)
     try:
         while view:
             try:

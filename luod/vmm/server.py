@@ -8,7 +8,6 @@ queues; a client that does not read its replies/events is disconnected, never wa
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import socket
@@ -20,14 +19,14 @@ import structlog
 
 from luod.core.access import Peer
 from luod.errors import LuodError
+from luod.fdpass import pack_rights, room, unpack_rights
 from luod.kernel import OwnedFd
 from luod.kernel.charged import cgroup_of
 from luod.vmm import codec
 
 log = structlog.get_logger("luod.vmm")
 RECV_BYTES: Final = 65536
-FD_BYTES: Final = array.array("i").itemsize
-ANCILLARY: Final = socket.CMSG_SPACE(codec.MAX_FDS * FD_BYTES)
+ANCILLARY: Final = room(codec.MAX_FDS)
 MAX_QUEUED_BYTES: Final = 4 * 1024 * 1024
 
 
@@ -209,11 +208,7 @@ class VmmServer:
 
 def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
     data, ancillary, flags, _ = sock.recvmsg(RECV_BYTES, ANCILLARY, socket.MSG_CMSG_CLOEXEC)
-    fds: list[OwnedFd] = []
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % FD_BYTES
-            fds += [OwnedFd(n) for n in array.array("i", payload[:usable])]
+    fds = [OwnedFd(n) for n in unpack_rights(ancillary)]
     return data, fds, bool(flags & socket.MSG_CTRUNC)
 
 
@@ -224,10 +219,7 @@ def peer_of(sock: socket.socket) -> Peer:
 
 
 def _rights(fds: tuple[OwnedFd, ...]) -> list[tuple[int, int, bytes]]:
-    if not fds:
-        return []
-    numbers = array.array("i", [fd.fileno() for fd in fds])
-    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, numbers.tobytes())]
+    return pack_rights([fd.fileno() for fd in fds])
 
 
 def _close_all(fds: Any) -> None:

@@ -25,8 +25,8 @@ import pytest
 
 from luod.core.custody import Custody, KeeperCustody, choose_custody
 from luod.core.keeper import EXIT_BUSY
-from luod.core.keeper_wire import pack_rights
 from luod.errors import LuodError
+from luod.fdpass import pack_rights
 from tests.unit.test_custody import (
     CustodyContract,
     Settle,

@@ -20,8 +20,8 @@ import pytest
 from luod.core import sdnotify
 from luod.core.custody import Custody, MemoryCustody, SystemdFdStore, choose_custody
 from luod.core.fdname import check_name, name_problem
-from luod.core.keeper_wire import unpack_rights
 from luod.errors import LuodError
+from luod.fdpass import unpack_rights
 from luod.kernel.fd import OwnedFd
 
 Settle = Callable[[], None]
