@@ -58,7 +58,7 @@ def done(registry: Registry, peer: Peer, vm_id: str, force: bool) -> None:
         )
     finish = vm.mode is Mode.HANDOVER and vm.id in registry.sessions
     try:
-        registry._forget(vm, finish=finish)
+        registry.forget(vm, finish=finish)
     except LuoError as exc:
         raise LuodError.from_luo(exc) from exc
     log.info("vm-done", vm=vm_id, destroyed=left if force else [])

@@ -155,7 +155,7 @@ class Registry:
                 "closing its session now would destroy unreclaimed files: "
                 "RECLAIM them and send DONE (or DONE with force)",
             )
-        self._forget(vm, finish=False)
+        self.forget(vm, finish=False)
         log.info("vm-dropped", vm=vm_id)
 
     def mark_ready(self, peer: Peer, vm_id: str) -> VmRecord:
@@ -234,7 +234,8 @@ class Registry:
         log.info("file-preserved", vm=vm.id, file=spec.name, token=token, size=shape.size)
         return record
 
-    def _forget(self, vm: VmRecord, *, finish: bool) -> None:
+    def forget(self, vm: VmRecord, *, finish: bool) -> None:
+        """Drop the VM and its session (FINISHed first when ``finish``), custody included."""
         session = self.sessions.pop(vm.id, None)
         if session is not None:
             if finish:
