@@ -1,14 +1,16 @@
 """The last step before the kexec: put the manifest where the next kernel's luod will find it.
 
 A sealed memfd at token 0 of session ``luod`` (the kernel cannot list sessions or tokens) plus
-the disk copy; then sync and reboot(KEXEC) — direct mode: luod is alive and holds every session.
-No other LUO call runs meanwhile: this is synchronous on luod's only event-loop thread.
+the disk copy; then sync and reboot. Direct mode: luod, alive and holding every session, calls
+reboot(KEXEC). Systemd mode: every session is in luod's fd store and ``systemctl kexec`` reboots
+(luod.core.kexec_mode). No other LUO call runs meanwhile: luod's event loop awaits this step.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -55,6 +57,25 @@ def write_state_session(registry: Registry) -> None:
 
 def kexec_direct(registry: Registry) -> None:
     """Hand over and reboot. Returns only if reboot(2) failed (state then rolled back)."""
+    _hand_over(registry, registry.backend.reboot_kexec)
+
+
+def kexec_systemd(registry: Registry, start_kexec: Callable[[], None]) -> None:
+    """Hand over into systemd's fd store, then ``start_kexec`` (``systemctl kexec``). Returns
+    once systemd accepted the job: luod is stopped by it soon and must not touch the sessions
+    again. Raises (state rolled back) when the custody is not the fd store or systemd refused."""
+    if registry.custody.kind != "systemd":
+        raise LuodError(
+            "kexec-mode",
+            f"kexec through systemd needs systemd's fd store, luod's custody is "
+            f"{registry.custody.kind}",
+            "run luod as luod.service, or set kexec.mode = direct",
+            errno.EINVAL,
+        )
+    _hand_over(registry, start_kexec)
+
+
+def _hand_over(registry: Registry, reboot: Callable[[], None]) -> None:
     if not registry.backend.kernel_loaded():
         raise LuodError(
             "no-kernel-loaded",
@@ -67,10 +88,18 @@ def kexec_direct(registry: Registry) -> None:
         registry.persist(durable=True)
         write_state_session(registry)
         os.sync()
-        log.info("kexec", vms=len(registry.vms))
-        registry.backend.reboot_kexec()
+        log.info("kexec", vms=len(registry.vms), custody=registry.custody.kind)
+        reboot()
     except (LuoError, LuodError) as exc:
         registry.kexec_pending = False
         registry.persist()
         log.error("kexec-failed", error=str(exc))
         raise LuodError.from_luo(exc) if isinstance(exc, LuoError) else exc from exc
+
+
+def kexec_abandoned(registry: Registry) -> None:
+    """systemd accepted ``systemctl kexec`` but never stopped luod: the kexec is not coming.
+    Sessions stay preserved (the state session is replaced on the next attempt)."""
+    registry.kexec_pending = False
+    registry.persist()
+    log.error("kexec-abandoned", hint="see the journal for why the kexec job did not run")

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
+from luod.core.kexec_mode import KexecPlan
 from luod.core.model import STATE_SESSION, Mode, VmRecord, VmState
 from luod.kernel.probes import KernelInfo, cmdline_flag
 
@@ -48,6 +49,7 @@ class PreflightInput:
     subscribed: frozenset[str] = frozenset()
     mem_total: int = 0
     fd_limit: int = 0
+    kexec: KexecPlan | None = None
 
 
 def run(ctx: PreflightInput) -> list[Check]:
@@ -62,6 +64,7 @@ def run(ctx: PreflightInput) -> list[Check]:
         limits(vms, ctx.fd_limit),
         names(vms),
         handed_over(vms, ctx.subscribed),
+        kexec_mode(ctx.kexec),
     ]
 
 
@@ -223,6 +226,15 @@ def handed_over(vms: list[VmRecord], subscribed: frozenset[str]) -> Check:
             "each VM must PRESERVE its RAM or stay SUBSCRIBEd; DROP the others",
         )
     return Check("handover", Status.PASS, "every VM has handed over or subscribed")
+
+
+def kexec_mode(plan: KexecPlan | None) -> Check:
+    """Which kexec applies (luod.core.kexec_mode) and why; fail when configured but impossible."""
+    if plan is None:
+        return Check("kexec-mode", Status.PASS, "direct: luod calls reboot(KEXEC) itself")
+    if plan.problem is not None:
+        return Check("kexec-mode", Status.FAIL, f"{plan.mode}: {plan.problem}", plan.hint)
+    return Check("kexec-mode", Status.PASS, f"{plan.mode}: {plan.reason}")
 
 
 def mem_total() -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from luod.core import kexec_mode
 from luod.errors import LuodError
 
 DEFAULT_PATH: Final = Path("/etc/luod/luod.toml")
@@ -97,8 +98,15 @@ SETTINGS: Final = (
     Setting(
         "kexec.mode",
         "auto",
-        _choice("auto", "direct"),
-        "direct: luod calls reboot(KEXEC) itself (the only mode so far)",
+        _choice(*kexec_mode.MODES),
+        "direct: luod calls reboot(KEXEC); systemd: systemctl kexec carries the fd store "
+        "(systemd >= 261); auto: systemd when the host can, else direct",
+    ),
+    Setting(
+        "kexec.systemd_timeout",
+        120.0,
+        _seconds,
+        "after systemctl kexec, how long luod waits to be stopped before it gives up",
     ),
     Setting("kexec.unload_on_abort", True, _bool, "unload the image luod loaded on abort"),
 )

@@ -27,7 +27,7 @@ from luod.core.recovery import recover
 from luod.core.registry import Registry
 from luod.daemon import config, logs, systemd
 from luod.daemon.handler import LuodHandler
-from luod.daemon.update import UpdateDriver
+from luod.daemon.update import KexecSettings, UpdateDriver
 from luod.errors import LuodError
 from luod.kernel import Backend, kernel_backend
 from luod.kernel.sim import sim_backend
@@ -191,7 +191,18 @@ async def run(args: argparse.Namespace) -> int:
     try:
         async with asyncio.TaskGroup() as tasks:
             driver = UpdateDriver(
-                registry, handler.clients, clock, handler.notify, stop.set, tasks.create_task
+                registry,
+                handler.clients,
+                clock,
+                handler.notify,
+                stop.set,
+                tasks.create_task,
+                kexec=KexecSettings(
+                    cfg["kexec.mode"],
+                    lambda: systemd.kexec_facts(custody.kind),
+                    systemd.start_kexec,
+                    cfg["kexec.systemd_timeout"],
+                ),
             )
             handler.driver = driver
             driver.configure(
@@ -233,11 +244,12 @@ async def run(args: argparse.Namespace) -> int:
 
 def _handle_signals(driver: UpdateDriver, stop: asyncio.Event) -> None:
     """SIGTERM/SIGINT stop luod, except while freezing/frozen/rebooting: then the stop waits
-    until the update has left those phases (never a half-done update)."""
+    until the update has left those phases (never a half-done update). After systemctl kexec
+    the stop is systemd's shutdown and goes ahead (UpdateDriver.defers_signals)."""
     loop = asyncio.get_running_loop()
 
     def requested(signum: int) -> None:
-        if driver.machine.defers_signals:
+        if driver.defers_signals:
             log.warning(
                 "signal-deferred",
                 signal=signal.Signals(signum).name,

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from luod.core import sdnotify
+from luod.core.kexec_mode import SystemdFacts
 from luod.errors import LuodError
 
 log = structlog.get_logger("luod.systemd")
@@ -89,3 +93,71 @@ def _send(state: str) -> None:
         sdnotify.notify(state)
     except OSError as exc:
         log.warning("sd-notify-failed", error=str(exc))
+
+
+# --- kexec through systemd ---------------------------------------------------------------------
+SYSTEMCTL_TIMEOUT = 30.0
+
+
+def kexec_facts(custody: str) -> SystemdFacts:
+    """PID 1's systemd version and whether luod's own unit preserves its fd store across a
+    kexec (``systemctl show``); a host without systemd gives version None. Without the fd store
+    as custody nothing else matters, and systemctl is not asked."""
+    if custody != "systemd" or not Path("/run/systemd/system").is_dir():  # sd_booted(3)
+        return SystemdFacts(custody)
+    version = _systemd_version(_systemctl_show("Version"))
+    unit = own_unit()
+    preserve = unit is not None and _systemctl_show("FileDescriptorStorePreserve", unit) == "yes"
+    return SystemdFacts(custody, version, preserve, unit)
+
+
+def own_unit(cgroup_file: Path = Path("/proc/self/cgroup")) -> str | None:
+    """The service this process runs in, from its cgroup path (``0::/system.slice/x.service``)."""
+    try:
+        text = cgroup_file.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        for part in reversed(line.rpartition(":")[2].split("/")):
+            if part.endswith(".service"):
+                return part
+    return None
+
+
+def _systemd_version(text: str | None) -> int | None:
+    match = re.match(r"\s*(\d+)", text or "")
+    return int(match.group(1)) if match else None
+
+
+def _systemctl_show(prop: str, unit: str | None = None) -> str | None:
+    argv = ["systemctl", "show", f"--property={prop}", "--value", *([unit] if unit else [])]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("systemctl-failed", argv=argv, error=str(exc))
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def start_kexec() -> None:
+    """``systemctl kexec``: systemd stops the host in order and kexecs into the image luod
+    loaded. Returns once systemd accepted the job; LuodError when it refused."""
+    argv = ["systemctl", "kexec"]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LuodError(
+            "systemctl-kexec-failed",
+            f"systemctl kexec: {exc}",
+            "is systemctl installed and PID 1 responsive? kexec.mode = direct avoids systemd",
+        ) from exc
+    if done.returncode != 0:
+        raise LuodError(
+            "systemctl-kexec-failed",
+            f"systemctl kexec exited {done.returncode}: {done.stderr.strip()[:300]}",
+            "a shutdown inhibitor or a pending job may block it (systemd-inhibit --list)",
+        )

@@ -11,8 +11,9 @@ from typing import Any
 
 import structlog
 
-from luod.core import handoff, preflight, timeline
+from luod.core import handoff, kexec_mode, preflight, timeline
 from luod.core.clock import Clock
+from luod.core.kexec_mode import KexecPlan, SystemdFacts
 from luod.core.model import Mode, VmState
 from luod.core.orchestrator import Phase, Transition, UpdateMachine
 from luod.core.registry import Registry
@@ -45,6 +46,20 @@ class UpdateRequest:
         }
 
 
+def _no_systemctl() -> None:
+    raise LuodError("kexec-mode", "no systemctl here", "set kexec.mode = direct")
+
+
+@dataclass
+class KexecSettings:
+    """How the kexec step runs (luod.core.kexec_mode); the callables are the host adapters."""
+
+    mode: str = "direct"  # configured: auto | direct | systemd
+    facts: Callable[[], SystemdFacts] = lambda: SystemdFacts("memory")
+    start: Callable[[], None] = _no_systemctl  # systemctl kexec
+    stop_timeout: float = 120.0  # systemd accepted the kexec but never stopped luod: give up
+
+
 class UpdateDriver:
     def __init__(
         self,
@@ -55,6 +70,7 @@ class UpdateDriver:
         on_kexec: Callable[[], None],
         spawn: Spawn,
         unload_on_abort: bool = True,
+        kexec: KexecSettings | None = None,
     ) -> None:
         self.registry = registry
         self.clients = clients
@@ -71,6 +87,21 @@ class UpdateDriver:
         self._abort_reason = "abort requested"
         self._asked: set[str] = set()  # VMs that were sent a barrier event
         self._base_deadlines = dict(self.machine.deadlines)
+        self.kexec = kexec or KexecSettings()
+        self._facts: SystemdFacts | None = None
+        self._handed_to_systemd = False  # systemctl kexec accepted: systemd stops luod now
+
+    def kexec_plan(self) -> KexecPlan:
+        """The kexec mode that applies now; the host's facts are asked once per luod."""
+        if self._facts is None:
+            self._facts = self.kexec.facts()
+        return kexec_mode.choose(self.kexec.mode, self._facts)
+
+    @property
+    def defers_signals(self) -> bool:
+        """SIGTERM waits while freezing/frozen/rebooting, except for systemd's own stop after
+        systemctl kexec (the sessions are in the fd store by then)."""
+        return self.machine.defers_signals and not self._handed_to_systemd
 
     # --- requests ------------------------------------------------------------------------------
     def check(self, request: UpdateRequest) -> list[preflight.Check]:
@@ -84,6 +115,7 @@ class UpdateDriver:
             frozenset(self._connected()),
             preflight.mem_total(),
             preflight.fd_limit(),
+            self.kexec_plan(),
         )
         return preflight.run(ctx)
 
@@ -95,7 +127,9 @@ class UpdateDriver:
                 f"an update is {self.machine.phase}",
                 "watch it, or abort it first",
             )
-        self.record = timeline.UpdateRecord(request=request.to_dict())
+        self.record = timeline.UpdateRecord(
+            request={**request.to_dict(), "kexec_mode": self.kexec_plan().mode}
+        )
         self.machine.deadlines = {
             **self.machine.deadlines,
             **{Phase(k): v for k, v in request.deadlines.items()},
@@ -151,8 +185,11 @@ class UpdateDriver:
             )
 
     def shutdown(self) -> None:
-        """luod is stopping: an update before the freeze is aborted (VMs resume)."""
-        if self._task is not None and self.machine.abortable:
+        """luod is stopping: an update before the freeze is aborted (VMs resume); after
+        systemctl kexec the update just stops waiting (systemd carries it on)."""
+        if self._task is not None and self._handed_to_systemd:
+            self._task.cancel("luod is stopped for systemctl kexec")
+        elif self._task is not None and self.machine.abortable:
             self._abort_reason = "luod is stopping"
             self._task.cancel(self._abort_reason)
 
@@ -260,11 +297,16 @@ class UpdateDriver:
         return self.record
 
     async def _kexec(self) -> None:
-        self.machine.go(Phase.REBOOTING, "kexec")
+        plan = self.kexec_plan()
+        self.machine.go(Phase.REBOOTING, f"kexec ({plan.mode})")
         assert self.record is not None
         self.registry.extra["update"] = self.record.to_dict()
         try:
-            await asyncio.to_thread(handoff.kexec_direct, self.registry)
+            if plan.mode == "systemd":
+                await asyncio.to_thread(handoff.kexec_systemd, self.registry, self.kexec.start)
+                await self._stopped_by_systemd()
+            else:
+                await asyncio.to_thread(handoff.kexec_direct, self.registry)
         except SimulatedKexec:
             self.on_kexec()
             return
@@ -273,6 +315,24 @@ class UpdateDriver:
             self._abort(
                 f"reboot failed ({exc.code}): the kernel rolled the freeze back", outcome="failed"
             )
+
+    async def _stopped_by_systemd(self) -> None:
+        """systemd accepted the kexec and will stop luod: wait for that (the cancel from
+        shutdown() ends this task quietly). If it never comes, the kexec is abandoned."""
+        self._handed_to_systemd = True
+        log.info("kexec-handed-to-systemd", timeout=self.kexec.stop_timeout)
+        try:
+            await asyncio.sleep(self.kexec.stop_timeout)
+        except asyncio.CancelledError:
+            log.info("stopped-for-kexec", note="sessions are in systemd's fd store")
+            return
+        self._handed_to_systemd = False
+        handoff.kexec_abandoned(self.registry)
+        raise LuodError(
+            "kexec-timeout",
+            f"systemd did not stop luod within {self.kexec.stop_timeout:g} s of systemctl kexec",
+            "see `journalctl -b` for the kexec job; kexec.mode = direct avoids systemd",
+        )
 
     def _abort(self, reason: str, outcome: str = "aborted") -> None:
         self.machine.go(Phase.ABORTING, reason)

@@ -1,13 +1,22 @@
-"""The update driver on the simulator, in process (no sockets): corner cases of aborting."""
+"""The update driver on the simulator, in process (no sockets): corner cases of aborting, and
+the kexec through systemd (with a stand-in for the fd store and for systemctl)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from luod.core import handoff, manifest, timeline
+from luod.core.clock import SystemClock
+from luod.core.custody import MemoryCustody
+from luod.core.kexec_mode import SystemdFacts
 from luod.core.orchestrator import Phase
-from luod.daemon.update import UpdateRequest
-from tests.rest.harness import Luod
+from luod.daemon.update import KexecSettings, UpdateDriver, UpdateRequest
+from luod.errors import LuodError
+from tests.rest.harness import FakeVmm, Luod, until
 
 
 def test_an_abort_before_the_update_task_ran_still_aborts(tmp_path: Path) -> None:
@@ -31,3 +40,140 @@ def test_an_abort_before_the_update_task_ran_still_aborts(tmp_path: Path) -> Non
             luod.close()
 
     asyncio.run(scenario())
+
+
+class FdStoreStandIn(MemoryCustody):
+    """MemoryCustody posing as systemd's fd store: what kexec_systemd insists on."""
+
+    kind = "systemd"  # type: ignore[misc]
+
+
+def _systemd_luod(tmp_path: Path, start: Callable[[], None], timeout: float = 30) -> Luod:
+    luod = Luod(tmp_path / "luod")
+    luod.custody.close()
+    luod.custody = luod.registry.custody = FdStoreStandIn()
+    facts = SystemdFacts("systemd", 262, True, "luod.service")
+    luod.handler.driver = UpdateDriver(
+        luod.registry,
+        luod.handler.clients,
+        SystemClock(),
+        luod.handler.notify,
+        luod._kexec,
+        asyncio.create_task,
+        kexec=KexecSettings("auto", lambda: facts, start, timeout),
+    )
+    return luod
+
+
+async def _frozen_and_kexec(luod: Luod, vmm: FakeVmm) -> UpdateDriver:
+    driver = luod.handler.driver
+    driver.start(UpdateRequest(luod.kernel))
+    await until(lambda: vmm.events("FREEZE"))
+    await luod.ask(vmm, {"cmd": "READY", "id": "vm1"})
+    return driver
+
+
+def test_systemd_mode_hands_everything_to_the_fd_store_then_lets_systemd_stop_luod(
+    tmp_path: Path,
+) -> None:
+    seen: dict[str, object] = {}
+
+    def systemctl_kexec() -> None:  # what systemd needs is in place when it is asked
+        driver = luod.handler.driver
+        seen.update(
+            phase=driver.machine.phase,
+            deferring=driver.defers_signals,
+            held=set(luod.custody.recover()),
+            pending=manifest.read_disk(luod.state).kexec_pending,  # type: ignore[union-attr]
+        )
+
+    async def scenario() -> None:
+        vmm = await luod.handover_vm("vm1")
+        driver = await _frozen_and_kexec(luod, vmm)
+        await until(lambda: seen and not driver.defers_signals)
+        assert seen["phase"] is Phase.REBOOTING and seen["deferring"] is True
+        assert seen["held"] == {"luod", "luod.vm1"} and seen["pending"] is True
+        assert driver.record is not None and driver.record.request["kexec_mode"] == "systemd"
+        driver.shutdown()  # systemd's SIGTERM
+        await driver.wait()
+        assert driver.machine.phase is Phase.REBOOTING  # never rolled back, never aborted
+        assert driver.record.outcome == "running" and not vmm.events("RESUME")
+        assert not luod.kexeced  # luod itself never called reboot(KEXEC)
+        assert timeline.read_history(luod.state) == []  # the next boot's luod ends the record
+
+    luod = _systemd_luod(tmp_path, systemctl_kexec)
+    try:
+        asyncio.run(scenario())
+    finally:
+        luod.close()
+
+
+def test_systemd_refusing_the_kexec_rolls_back_and_resumes_every_vm(tmp_path: Path) -> None:
+    def systemctl_kexec() -> None:
+        raise LuodError("systemctl-kexec-failed", "systemctl kexec exited 1: inhibited")
+
+    async def scenario() -> None:
+        vmm = await luod.handover_vm("vm1")
+        driver = await _frozen_and_kexec(luod, vmm)
+        record = await driver.wait()
+        assert record is not None and record.outcome == "failed"
+        assert "systemctl-kexec-failed" in record.reason
+        assert driver.machine.phase is Phase.IDLE and vmm.events("RESUME")
+        assert manifest.read_disk(luod.state).kexec_pending is False  # type: ignore[union-attr]
+        assert luod.registry.get("vm1").state.value == "preserved"
+
+    luod = _systemd_luod(tmp_path, systemctl_kexec)
+    try:
+        asyncio.run(scenario())
+    finally:
+        luod.close()
+
+
+def test_a_kexec_systemd_never_carries_out_is_abandoned_after_the_timeout(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        vmm = await luod.handover_vm("vm1")
+        driver = await _frozen_and_kexec(luod, vmm)
+        record = await driver.wait()
+        assert record is not None and record.outcome == "failed"
+        assert "kexec-timeout" in record.reason
+        assert driver.machine.phase is Phase.IDLE and driver.defers_signals is False
+        assert vmm.events("RESUME")
+        assert manifest.read_disk(luod.state).kexec_pending is False  # type: ignore[union-attr]
+
+    luod = _systemd_luod(tmp_path, lambda: None, timeout=0.2)
+    try:
+        asyncio.run(scenario())
+    finally:
+        luod.close()
+
+
+def test_configured_systemd_on_a_host_that_cannot_is_refused_by_preflight(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        await luod.handover_vm("vm1")
+        driver = luod.handler.driver
+        driver.kexec = KexecSettings("systemd", lambda: SystemdFacts("memory"))
+        with pytest.raises(LuodError) as refused:
+            driver.start(UpdateRequest(luod.kernel))
+        assert refused.value.code == "preflight-failed" and "kexec-mode" in refused.value.message
+        assert driver.machine.phase is Phase.IDLE
+
+    luod = Luod(tmp_path / "luod")
+    try:
+        asyncio.run(scenario())
+    finally:
+        luod.close()
+
+
+def test_kexec_systemd_needs_the_fd_store_as_custody(tmp_path: Path) -> None:
+    luod = Luod(tmp_path / "luod")
+    try:
+        with pytest.raises(LuodError) as refused:
+            handoff.kexec_systemd(luod.registry, lambda: None)
+        assert refused.value.code == "kexec-mode"
+        assert "luod" not in luod.custody
+    finally:
+        luod.close()
