@@ -25,7 +25,7 @@ from luod.core.clock import SystemClock
 from luod.core.custody import choose_custody
 from luod.core.recovery import recover
 from luod.core.registry import Registry
-from luod.daemon import config, logs, systemd
+from luod.daemon import config, logs, systemd, uplink_watch
 from luod.daemon.handler import LuodHandler
 from luod.daemon.update import KexecSettings, UpdateDriver
 from luod.errors import LuodError
@@ -227,6 +227,7 @@ async def run(args: argparse.Namespace) -> int:
             if report.mode == "after-kexec":
                 driver.resume_after_kexec(started)
                 background.append(tasks.create_task(_reclaim_grace(driver)))
+                background.append(tasks.create_task(uplink_watch.watch(driver)))
             await stop.wait()
             systemd.stopping()
             driver.shutdown()  # an update before the freeze is aborted: VMMs resume
@@ -268,16 +269,20 @@ async def _serve_api(
 ) -> None:
     """The REST API, started once the VMM socket serves. FastAPI and uvicorn are imported in a
     worker thread so that the event loop keeps serving VMMs meanwhile; right after a kexec the
-    import also waits ``delay`` seconds, which belong to the VMMs reclaiming their memory."""
+    import also waits ``delay`` seconds, which belong to the VMMs reclaiming their memory.
+    uvicorn then serves from a thread and event loop of its own (luod.rest.thread), reading
+    snapshots of luod's state and marshalling mutations to this loop (luod.rest.bridge): API
+    traffic never queues in front of a VMM. Cancelling this stops that thread and waits for it."""
     activated = systemd.activated_socket("api")
     await asyncio.sleep(delay)
-    modules = await asyncio.to_thread(_import_rest)
-    adapter, app, serve = modules
+    adapter, app, serve, bridge, thread = await asyncio.to_thread(_import_rest)
     facade = adapter.DaemonFacade(handler)
-    handler.listeners.append(facade.publish)
-    try:
+    over = bridge.LoopBridge(facade, asyncio.get_running_loop())
+    handler.listeners += [over.changed, facade.publish]  # stale snapshots, then SSE
+
+    async def serving() -> None:  # in the REST thread, building the app too
         await serve.serve_rest(
-            app.create_app(facade),
+            app.create_app(over),
             unix_path=api_socket,
             tcp=args.api_tcp,
             token_file=args.api_token_file,
@@ -285,16 +290,16 @@ async def _serve_api(
             tls_key=args.api_tls_key,
             unix_sock=activated,
         )
+
+    try:
+        await thread.serve_in_thread(serving)
     except LuodError as exc:  # luod keeps serving VMMs; the operator sees why REST is off
         log.error("rest-disabled", code=exc.code, message=exc.message, hint=exc.hint)
 
 
-def _import_rest() -> tuple[Any, Any, Any]:
-    return (
-        importlib.import_module("luod.rest.adapter"),
-        importlib.import_module("luod.rest.app"),
-        importlib.import_module("luod.rest.serve"),
-    )
+def _import_rest() -> tuple[Any, ...]:
+    names = ("adapter", "app", "serve", "bridge", "thread")
+    return tuple(importlib.import_module(f"luod.rest.{name}") for name in names)
 
 
 async def _reclaim_grace(driver: UpdateDriver) -> None:

@@ -20,6 +20,7 @@ from luod.core.registry import Registry
 from luod.errors import LuodError
 from luod.kernel import LuoError
 from luod.kernel.sim import SimulatedKexec
+from luod.net import uplink
 from luod.vmm import codec
 from luod.vmm.server import Connection
 
@@ -225,6 +226,8 @@ class UpdateDriver:
             self._task = None
 
     async def _prepare(self, request: UpdateRequest) -> None:
+        assert self.record is not None  # the link guests are reached by, timed after the kexec
+        self.record.request["uplink"] = await asyncio.to_thread(uplink.default_uplink)
         handoff.load_next_kernel(self.registry, request.kernel, request.initrd, request.cmdline)
         self._loaded = True
         delegated = [v.id for v in self.registry.vms.values() if v.mode is Mode.DELEGATION]
@@ -380,6 +383,19 @@ class UpdateDriver:
         self.record.event("sessions_retrieved", now)
         self.machine.go(Phase.RECLAIMING, "luod started after the kexec")
         self._maybe_complete()
+
+    def recorded_uplink(self) -> str | None:
+        """The uplink recorded before the kexec, while this boot's update record is open."""
+        if self.record is None or self.record.outcome != "running":
+            return None
+        link = self.record.request.get("uplink")
+        return str(link) if link else None
+
+    def uplink_up(self, link: str) -> None:
+        now = self.clock.now()
+        if self.record is not None and self.record.outcome == "running":
+            self.record.event("uplink_up", now)
+        log.info("uplink-up", link=link, since_kernel_boot=round(now.boottime, 3))
 
     def vm_step(self, vm_id: str, step: str) -> None:
         if self.record is None or self.machine.phase is not Phase.RECLAIMING:

@@ -14,8 +14,10 @@ from luod.core.clock import SystemClock
 from luod.core.custody import MemoryCustody
 from luod.core.kexec_mode import SystemdFacts
 from luod.core.orchestrator import Phase
+from luod.daemon import uplink_watch
 from luod.daemon.update import KexecSettings, UpdateDriver, UpdateRequest
 from luod.errors import LuodError
+from luod.net import uplink
 from tests.rest.harness import FakeVmm, Luod, until
 
 
@@ -175,5 +177,36 @@ def test_kexec_systemd_needs_the_fd_store_as_custody(tmp_path: Path) -> None:
             handoff.kexec_systemd(luod.registry, lambda: None)
         assert refused.value.code == "kexec-mode"
         assert "luod" not in luod.custody
+    finally:
+        luod.close()
+
+
+def test_the_uplink_is_recorded_at_prepare_and_its_return_timed_after_the_kexec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uplink, "default_uplink", lambda: "eth9")
+    asked: list[tuple[str, float]] = []
+
+    def wait_up(link: str, timeout: float, stop: object) -> bool:
+        asked.append((link, timeout))
+        return True
+
+    monkeypatch.setattr(uplink, "wait_up", wait_up)
+
+    async def scenario() -> None:
+        vmm = await luod.handover_vm("vm1")
+        driver = await _frozen_and_kexec(luod, vmm)
+        await until(lambda: luod.kexeced)
+        assert driver.record is not None and driver.record.request["uplink"] == "eth9"
+        assert driver.recorded_uplink() == "eth9"  # the record is open until the next boot
+        await uplink_watch.watch(driver, delay=0, timeout=7)
+        assert asked == [("eth9", 7)]
+        assert "uplink_up" in driver.record.events
+        driver.record.outcome = "completed"  # a closed record takes no late event
+        assert driver.recorded_uplink() is None
+
+    luod = Luod(tmp_path / "luod")
+    try:
+        asyncio.run(scenario())
     finally:
         luod.close()
