@@ -112,7 +112,18 @@ def blackout(record: dict[str, Any]) -> list[str]:
     if not measured:
         return []
     lines = [f"  {vm:<20}{seconds:.3f} s" for vm, seconds in sorted(measured.items())]
-    return ["blackout per VM:", *lines, f"  {'longest':<20}{max(measured.values()):.3f} s"]
+    longest = f"  {'longest':<20}{max(measured.values()):.3f} s"
+    return ["blackout per VM:", *lines, longest, *uplink(record)]
+
+
+def uplink(record: dict[str, Any]) -> list[str]:
+    """When the host's uplink had carrier again, counted from the new kernel's boot."""
+    events, link = record.get("events", {}), record.get("request", {}).get("uplink")
+    boot, up = events.get("kernel_boot"), events.get("uplink_up")
+    if not (link and boot and up):
+        return []
+    after = up["realtime"] - boot["realtime"]
+    return [f"host uplink {link} up {after:.3f} s after the new kernel booted"]
 
 
 def event(name: str, data: dict[str, Any]) -> list[str]:

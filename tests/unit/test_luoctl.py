@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from luod.cli import render
 from luod.cli.main import main
 from luod.core.clock import SystemClock
 from luod.rest.app import create_app
@@ -278,3 +279,19 @@ async def test_an_injected_client_is_used_instead_of_connecting(host: Host) -> N
     argv = ["--socket", "/nonexistent", "history", "--json"]
     assert await asyncio.to_thread(main, argv, http=client, out=out) == 0
     assert json.loads(out.getvalue()) == {"history": []}
+
+
+def test_the_blackout_summary_says_when_the_uplink_came_back() -> None:
+    stamp = {"monotonic": 0.0, "boottime": 0.0}
+    record = {
+        "blackout": {"vm1": 4.5},
+        "request": {"uplink": "eth0"},
+        "events": {
+            "kernel_boot": {**stamp, "realtime": 100.0},
+            "uplink_up": {**stamp, "realtime": 102.25},
+        },
+    }
+    lines = render.blackout(record)
+    assert lines[-1] == "host uplink eth0 up 2.250 s after the new kernel booted"
+    del record["events"]["uplink_up"]  # not measured: no line rather than a guess
+    assert not any("uplink" in line for line in render.blackout(record))
