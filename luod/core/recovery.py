@@ -29,6 +29,7 @@ class RecoveryReport:
     restored: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     unknown_sessions: list[str] = field(default_factory=list)
+    retrieved: list[str] = field(default_factory=list)  # by RETRIEVE_SESSION, not from custody
 
 
 def recover(registry: Registry) -> RecoveryReport:
@@ -45,7 +46,7 @@ def recover(registry: Registry) -> RecoveryReport:
     adopted = _adopt_custody(registry)
     try:
         with registry.backend.device.open() as device:
-            state = _take_state_session(registry, device, adopted)
+            state = _take_state_session(registry, device, adopted, report)
             if state is not None:
                 _after_kexec(registry, device, state, adopted, report)
             else:
@@ -73,7 +74,7 @@ def _adopt_custody(registry: Registry) -> dict[str, Session]:
 
 
 def _take_state_session(
-    registry: Registry, device: OpenDevice, adopted: dict[str, Session]
+    registry: Registry, device: OpenDevice, adopted: dict[str, Session], report: RecoveryReport
 ) -> tuple[Session, manifest_io.Manifest] | None:
     session = adopted.pop(STATE_SESSION, None)
     if session is None:
@@ -83,6 +84,7 @@ def _take_state_session(
             if exc.errno == errno.ENOENT:
                 return None
             raise
+        report.retrieved.append(STATE_SESSION)
     try:
         with session.retrieve(MANIFEST_TOKEN) as fd:
             manifest = manifest_io.from_fd(fd)
@@ -106,7 +108,7 @@ def _after_kexec(
     state_session, manifest = state
     report.mode = "after-kexec"
     for vm in manifest.vms.values():
-        session = adopted.pop(vm.session, None) or _retrieve(device, vm)
+        session = adopted.pop(vm.session, None) or _retrieve(device, vm, report)
         if session is None:
             report.lost.append(vm.id)
             continue
@@ -124,7 +126,10 @@ def _after_kexec(
     registry.custody.withdraw(STATE_SESSION)
 
 
-def _retrieve(device: OpenDevice, vm: VmRecord) -> Session | None:
+def _retrieve(device: OpenDevice, vm: VmRecord, report: RecoveryReport) -> Session | None:
+    """By name: after a direct kexec. Under systemd (``systemctl kexec``) PID 1 has retrieved
+    the session already and hands it over in ``LISTEN_FDS``; this would get EINVAL."""
+    report.retrieved.append(vm.session)
     try:
         return device.retrieve_session(vm.session)
     except LuoError as exc:

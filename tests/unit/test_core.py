@@ -126,6 +126,7 @@ def test_reclaim_after_kexec_gives_the_bytes_back(world: Registry, tmp_path: Pat
     after = kexec(world, tmp_path)
     report = recover(after)
     assert (report.mode, report.restored) == ("after-kexec", ["vm1"])
+    assert report.retrieved == ["luod", "luod.vm1"]  # nothing in custody: taken by name
     pairs = reclaim.reclaim(after, ROOT, "vm1", None)
     got = {record.name: os.pread(fd.fileno(), 64, 0) for record, fd in pairs}
     assert got == {"ram0": b"guest memory", "state": b"device state"}

@@ -1,0 +1,179 @@
+"""The systemd-262 guest: a Debian sid root file system with systemd as PID 1 on the LUO kernel.
+
+``rootfs()`` builds it with mmdebstrap (``build-rootfs``) once per set of inputs and caches it
+under ``build/systemd-guest/`` (gitignored); with a luod .deb, a copy of it gets the package
+installed (``dpkg -i``). ``run()`` boots it under QEMU/TCG: the rootfs read-only over 9p, a
+writable share with ``init``, ``driver``, the units and one ``stage-N`` script per boot (run by
+``sdg-driver.service``), and the source tree read-only (luod runs from it without a .deb).
+Results come back as ``tests.vm.qemu.GuestResult`` (same share layout as the busybox guest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.vm.qemu import (
+    QEMU,
+    ROOT_FLAGS,
+    GuestResult,
+    collect,
+    env_file_text,
+    make_run_dir,
+    p9_share,
+    run_qemu,
+)
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+CACHE = REPO / "build" / "systemd-guest"
+BUILD_INPUTS = ("build-rootfs", "packages", "boot")
+SHARED_FILES = ("init", "driver", "lib.sh")
+
+
+@dataclass(frozen=True)
+class Rootfs:
+    path: Path
+    build_seconds: float  # 0.0: taken from the cache
+    deb: Path | None
+
+
+def rootfs(deb: Path | None = None) -> Rootfs:
+    """The guest's root directory: cached by the builder's inputs (and the .deb's sha256)."""
+    started = time.monotonic()
+    base = _cached(CACHE / f"rootfs-{_inputs_key()}", _build_base)
+    path = (
+        base if deb is None else _cached(CACHE / f"deb-{_deb_key(base, deb)}", _with_deb(base, deb))
+    )
+    return Rootfs(path, round(time.monotonic() - started, 1), deb)
+
+
+def _inputs_key() -> str:
+    digest = hashlib.sha256()
+    for name in BUILD_INPUTS:
+        digest.update(name.encode() + b"\0" + (HERE / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _deb_key(base: Path, deb: Path) -> str:
+    digest = hashlib.sha256(base.name.encode())
+    digest.update(deb.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cached(path: Path, build: object) -> Path:
+    if (path / "etc" / "os-release").exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        build(partial)  # type: ignore[operator]
+        os.rename(partial, path)  # another run may have won: then keep theirs
+    except OSError:
+        if not (path / "etc" / "os-release").exists():
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return path
+
+
+def _build_base(out: Path) -> None:
+    _run([str(HERE / "build-rootfs"), str(out)], out.with_suffix(".log"))
+
+
+def _with_deb(base: Path, deb: Path) -> object:
+    def build(out: Path) -> None:
+        for old in CACHE.glob("deb-*"):  # one installed copy is enough
+            shutil.rmtree(old, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(base), str(out)], check=True)
+        shutil.copy(deb, out / "tmp" / deb.name)
+        _run(["chroot", str(out), "dpkg", "-i", f"/tmp/{deb.name}"], out.with_suffix(".log"))
+        (out / "tmp" / deb.name).unlink()
+
+    return build
+
+
+def _run(command: list[str], log: Path) -> None:
+    with log.open("w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"{command[0]} failed ({done.returncode}), see {log}:\n{tail}")
+
+
+def luod_deb() -> Path | None:
+    """The project's .deb: ``$LUOD_DEB``, else ``make deb`` when the Makefile has that target
+    (its last output line is the path), else None (the guest runs luod from source)."""
+    if os.environ.get("LUOD_DEB"):
+        return Path(os.environ["LUOD_DEB"])
+    if "\ndeb:" not in (REPO / "Makefile").read_text():
+        return None
+    done = subprocess.run(
+        ["make", "-s", "deb"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines or not Path(lines[-1]).is_file():
+        raise RuntimeError(f"make deb failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return Path(lines[-1])
+
+
+def kernel_cmdline() -> str:
+    return (
+        "console=ttyS0 liveupdate=on panic=-1 "
+        f"root=rootfs rootfstype=9p rootflags={ROOT_FLAGS} ro init=/sbin/sdg-boot"
+    )
+
+
+def qemu_command(kernel: Path, root: Path, share: Path, memory: str) -> list[str]:
+    return [
+        QEMU,
+        *("-accel", "tcg,tb-size=64", "-cpu", "max", "-m", memory, "-smp", "2"),
+        *("-nographic", "-no-reboot", "-nic", "none", "-device", "virtio-rng-pci"),
+        *("-kernel", str(kernel), "-append", kernel_cmdline()),
+        *p9_share(str(root), "rootfs", readonly=True),
+        *p9_share(str(share), "share", readonly=False),
+        *p9_share(str(REPO), "luodsrc", readonly=True),
+    ]
+
+
+def run(
+    stages: Sequence[str],
+    *,
+    kernel: Path,
+    root: Rootfs,
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    files: Mapping[str, str] | None = None,
+    timeout: float = 300,
+    memory: str = "2G",
+) -> GuestResult:
+    """Boot the guest; ``stages[N-1]`` runs (sh -eu) on boot N; ``files`` go onto the share
+    (relative paths: ``etc/...`` is copied into the guest's /etc, ``enable-N`` lists units
+    boot N enables, ``vmm-ID.env`` configures a demo VMM unit)."""
+    run_dir = make_run_dir(workdir)
+    share = run_dir / "share"
+    (share / "units").mkdir(parents=True)
+    for name in SHARED_FILES:
+        shutil.copy(HERE / name, share / name)
+    for unit in (HERE / "units").iterdir():
+        shutil.copy(unit, share / "units" / unit.name)
+    shutil.copy(kernel, share / "bzImage")
+    for number, text in enumerate(stages, start=1):
+        (share / f"stage-{number}").write_text(text)
+    for name, text in (files or {}).items():
+        (share / name).parent.mkdir(parents=True, exist_ok=True)
+        (share / name).write_text(text)
+    (share / "env").write_text(
+        env_file_text({"NEXT_KERNEL": "/run/sdg-share/bzImage", **(env or {})})
+    )
+    command = qemu_command(kernel, root.path, share, memory)
+    (run_dir / "qemu-command").write_text(" ".join(command) + "\n")
+    qemu = run_qemu(command, run_dir / "console.log", timeout)
+    return collect(run_dir, len(stages), qemu)
