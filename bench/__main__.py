@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import sys
 
-from bench import baseline, handover, orchestration, rest_load
+from bench import baseline, handover, orchestration, rest_load, systemd_blackout
 
 
 def main() -> int:
-    for report in (baseline.report, handover.report, orchestration.report, rest_load.report):
+    reports = (baseline, handover, orchestration, rest_load, systemd_blackout)
+    for report in (module.report for module in reports):
         print(report(), end="\n\n", flush=True)
     return 0
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ REPO = HERE.parents[2]
 CACHE = REPO / "build" / "systemd-guest"
 BUILD_INPUTS = ("build-rootfs", "packages", "boot")
 SHARED_FILES = ("init", "driver", "lib.sh")
+COMPLETE = ".sdg-complete"
 
 
 @dataclass(frozen=True)
@@ -67,31 +68,39 @@ def _deb_key(base: Path, deb: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _cached(path: Path, build: object) -> Path:
-    if (path / "etc" / "os-release").exists():
+def _cached(path: Path, build: Callable[[Path], None]) -> Path:
+    """``path``, built by ``build`` into a temporary directory first unless complete."""
+    if (path / COMPLETE).exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        build(partial)  # type: ignore[operator]
+        build(partial)
+        (partial / COMPLETE).touch()
         os.rename(partial, path)  # another run may have won: then keep theirs
     except OSError:
-        if not (path / "etc" / "os-release").exists():
+        if not (path / COMPLETE).exists():
             raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return path
 
 
+def _forget(prefix: str) -> None:
+    for old in CACHE.glob(f"{prefix}*"):
+        if ".partial-" not in old.name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _build_base(out: Path) -> None:
+    _forget("rootfs-")  # 300 MB each: keep the current inputs' one only
     _run([str(HERE / "build-rootfs"), str(out)], out.with_suffix(".log"))
 
 
-def _with_deb(base: Path, deb: Path) -> object:
+def _with_deb(base: Path, deb: Path) -> Callable[[Path], None]:
     def build(out: Path) -> None:
-        for old in CACHE.glob("deb-*"):  # one installed copy is enough
-            shutil.rmtree(old, ignore_errors=True)
+        _forget("deb-")  # one installed copy is enough
         subprocess.run(["cp", "-a", str(base), str(out)], check=True)
         shutil.copy(deb, out / "tmp" / deb.name)
         _run(["chroot", str(out), "dpkg", "-i", f"/tmp/{deb.name}"], out.with_suffix(".log"))
@@ -106,6 +115,34 @@ def _run(command: list[str], log: Path) -> None:
     if done.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"{command[0]} failed ({done.returncode}), see {log}:\n{tail}")
+
+
+def source_tree(root: Rootfs) -> Path:
+    """luod's package and units, byte-compiled by the guest's own python3 (no __pycache__ in
+    the read-only share would mean compiling every module at every start under TCG)."""
+    digest = hashlib.sha256(root.path.name.encode())
+    files = sorted(p for d in ("luod", "systemd") for p in (REPO / d).rglob("*") if _source(p))
+    for path in files:
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return _cached(CACHE / f"src-{digest.hexdigest()[:16]}", _compiled(root.path, files))
+
+
+def _source(path: Path) -> bool:
+    return path.is_file() and "__pycache__" not in path.parts
+
+
+def _compiled(root: Path, files: list[Path]) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        _forget("src-")
+        for path in files:
+            target = out / path.relative_to(REPO)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        compile_all = f"chroot {root} python3 -m compileall -q /mnt/luod"
+        script = f"mount --bind {out} {root}/mnt && exec {compile_all}"
+        _run(["unshare", "--mount", "sh", "-c", script], out.with_suffix(".log"))
+
+    return build
 
 
 def luod_deb() -> Path | None:
@@ -131,7 +168,7 @@ def kernel_cmdline() -> str:
     )
 
 
-def qemu_command(kernel: Path, root: Path, share: Path, memory: str) -> list[str]:
+def qemu_command(kernel: Path, root: Path, share: Path, source: Path, memory: str) -> list[str]:
     return [
         QEMU,
         *("-accel", "tcg,tb-size=64", "-cpu", "max", "-m", memory, "-smp", "2"),
@@ -139,7 +176,7 @@ def qemu_command(kernel: Path, root: Path, share: Path, memory: str) -> list[str
         *("-kernel", str(kernel), "-append", kernel_cmdline()),
         *p9_share(str(root), "rootfs", readonly=True),
         *p9_share(str(share), "share", readonly=False),
-        *p9_share(str(REPO), "luodsrc", readonly=True),
+        *p9_share(str(source), "luodsrc", readonly=True),
     ]
 
 
@@ -173,7 +210,8 @@ def run(
     (share / "env").write_text(
         env_file_text({"NEXT_KERNEL": "/run/sdg-share/bzImage", **(env or {})})
     )
-    command = qemu_command(kernel, root.path, share, memory)
+    source = source_tree(root) if root.deb is None else REPO
+    command = qemu_command(kernel, root.path, share, source, memory)
     (run_dir / "qemu-command").write_text(" ".join(command) + "\n")
     qemu = run_qemu(command, run_dir / "console.log", timeout)
     return collect(run_dir, len(stages), qemu)

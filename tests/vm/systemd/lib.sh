@@ -1,6 +1,9 @@
 # Helpers for the systemd guest's stage scripts (sourced; $SHARE set by the driver).
 VMS=${VMS:-vm-a vm-b vm-c}
 
+# Every luoctl call is bounded: a luod that never answers must fail the stage, not hang it.
+luoctl() { timeout 120 /usr/bin/luoctl "$@"; }
+
 now() { cut -d' ' -f1 /proc/uptime; }
 
 # wait_for FILE PATTERN [TENTHS]

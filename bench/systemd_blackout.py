@@ -1,0 +1,114 @@
+"""The blackout timeline of the systemd path next to the direct path: one run each, in the same
+systemd-262 guest (tests/vm/systemd/) with the same three demo VMMs (running, answering FREEZE).
+
+Boot 1: kexec.mode = direct (luod calls reboot(KEXEC) itself). Boot 2: the VMMs reclaim, hand
+over again, and kexec.mode = systemd (luod hands its fds to the fd store and runs
+``systemctl kexec``). Boot 3: the VMMs reclaim. Both timelines come from ``luoctl --json
+history`` and are printed relative to the start of the freeze.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.stats import table
+from tests.vm.qemu import resolve_kernel
+from tests.vm.systemd import guest
+
+VMS = ("vm-a", "vm-b", "vm-c")
+RAM = {"vm-a": "--ram ram0=64M --ram state=4K", "vm-b": "--ram ram0=16M", "vm-c": "--ram ram0=8M"}
+MODES = ("direct", "systemd")
+GLOBAL = [  # (label, where): phase transitions by their target, or events
+    ("freeze sent", ("phase", "freezing")),
+    ("all frozen", ("phase", "frozen")),
+    ("kexec", ("phase", "rebooting")),
+    ("kernel boot", ("event", "kernel_boot")),
+    ("luod start", ("event", "luod_start")),
+    ("sessions retrieved", ("event", "sessions_retrieved")),
+]
+PER_VM = [("freeze ack", "freeze_ack"), ("reclaimed", "reclaimed"), ("done", "done")]
+
+
+def guest_files() -> dict[str, str]:
+    files = {f"vmm-{vm}.env": f"RAM={ram}\n" for vm, ram in RAM.items()}
+    for boot, mode in enumerate(MODES, start=1):
+        files[f"etc-{boot}/luod/luod.toml"] = f'[kexec]\nmode = "{mode}"\n'
+        files[f"enable-{boot + 1}"] = "".join(f"sdg-reclaim@{vm}.service\n" for vm in VMS)
+    return files
+
+
+def run_bench(workdir: Path) -> list[dict[str, Any]]:
+    """The two update records (direct, systemd), from the history in the last boot."""
+    names = ("stage-bench-update.sh", "stage-bench-update.sh", "stage-bench-last.sh")
+    result = guest.run(
+        [(guest.HERE / name).read_text() for name in names],
+        kernel=resolve_kernel(),
+        root=guest.rootfs(guest.luod_deb()),
+        workdir=workdir,
+        files=guest_files(),
+        timeout=420,
+    ).check()
+    for boot in (2, 3):
+        results = (result.share / f"reclaim-results-{boot}.txt").read_text().split()
+        if results[1::2] != ["success"] * len(VMS):
+            raise AssertionError(f"boot {boot}: reclaim units {results}")
+    history = json.loads((result.share / "history-3.json").read_text())["history"]
+    records = [h for h in history if h["outcome"] == "completed"][-2:]
+    modes = [r["request"].get("kexec_mode") for r in records]
+    if modes != list(MODES):
+        raise AssertionError(f"expected a direct then a systemd update, got {modes}")
+    return records
+
+
+def stamp(record: dict[str, Any], where: tuple[str, str]) -> float | None:
+    kind, name = where
+    if kind == "event":
+        event = record["events"].get(name)
+        return event["realtime"] if event else None
+    for phase in record["phases"]:
+        if phase["to"] == name:
+            return float(phase["at"]["realtime"])
+    return None
+
+
+def seconds(value: float | None, origin: float | None) -> str:
+    return "-" if value is None or origin is None else f"{value - origin:+.3f} s"
+
+
+def timeline(records: list[dict[str, Any]]) -> str:
+    origins = [stamp(r, GLOBAL[0][1]) for r in records]
+    rows = [
+        [label, *(seconds(stamp(r, where), o) for r, o in zip(records, origins, strict=True))]
+        for label, where in GLOBAL
+    ]
+    for vm in VMS:
+        for label, name in PER_VM:
+            values = [r["vms"].get(vm, {}).get(name, {}).get("realtime") for r in records]
+            rows.append(
+                [f"{vm} {label}", *(seconds(v, o) for v, o in zip(values, origins, strict=True))]
+            )
+        rows.append([f"{vm} blackout", *(f"{r['blackout'].get(vm) or 0:.3f} s" for r in records)])
+    header = [
+        "step (t = 0: FREEZE sent)",
+        *(f"{r['request']['kexec_mode']} kexec" for r in records),
+    ]
+    return table(header, rows)
+
+
+def report() -> str:
+    with tempfile.TemporaryDirectory() as workdir:
+        records = run_bench(Path(workdir))
+    title = (
+        "Blackout timeline, direct reboot(KEXEC) vs systemctl kexec "
+        "(systemd 262 guest, QEMU TCG, same 3 VMs)"
+    )
+    return title + "\n" + timeline(records)
+
+
+if __name__ == "__main__":
+    print(report())
+    sys.exit(0)
