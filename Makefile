@@ -48,5 +48,11 @@ bench: $(STAMP)
 kernel:
 	tests/vm/get-kernel
 
+# The .deb (debhelper + pybuild in a Debian sid build root made by mmdebstrap; needs root),
+# reused while the sources are unchanged. The last line of output is the .deb's path.
+.PHONY: deb
+deb:
+	@packaging/build-deb
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
