@@ -1,10 +1,12 @@
 """The systemd-262 guest: a Debian sid root file system with systemd as PID 1 on the LUO kernel.
 
 ``rootfs()`` builds it with mmdebstrap (``build-rootfs``) once per set of inputs and caches it
-under ``build/systemd-guest/`` (gitignored); with a luod .deb, a copy of it gets the package
-installed (``dpkg -i``). ``run()`` boots it under QEMU/TCG: the rootfs read-only over 9p, a
-writable share with ``init``, ``driver``, the units and one ``stage-N`` script per boot (run by
-``sdg-driver.service``), and the source tree read-only (luod runs from it without a .deb).
+under ``build/systemd-guest/`` (gitignored); with the project's .deb (``make deb``) mmdebstrap
+installs it too, its dependencies resolved by apt, its maintainer scripts run.
+
+``run()`` boots it under QEMU/TCG: the rootfs read-only over 9p, a writable share with
+``init``, ``driver``, the units and one ``stage-N`` script per boot (run by
+``sdg-driver.service``), and, without a .deb, luod's source tree (byte-compiled) read-only.
 Results come back as ``tests.vm.qemu.GuestResult`` (same share layout as the busybox guest).
 """
 
@@ -46,25 +48,19 @@ class Rootfs:
 
 
 def rootfs(deb: Path | None = None) -> Rootfs:
-    """The guest's root directory: cached by the builder's inputs (and the .deb's sha256)."""
+    """The guest's root directory, cached by the builder's inputs (and the .deb's bytes)."""
     started = time.monotonic()
-    base = _cached(CACHE / f"rootfs-{_inputs_key()}", _build_base)
-    path = (
-        base if deb is None else _cached(CACHE / f"deb-{_deb_key(base, deb)}", _with_deb(base, deb))
-    )
+    kind = "src" if deb is None else "deb"
+    path = _cached(CACHE / f"rootfs-{kind}-{_inputs_key(deb)}", _build(kind, deb))
     return Rootfs(path, round(time.monotonic() - started, 1), deb)
 
 
-def _inputs_key() -> str:
+def _inputs_key(deb: Path | None) -> str:
     digest = hashlib.sha256()
     for name in BUILD_INPUTS:
         digest.update(name.encode() + b"\0" + (HERE / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _deb_key(base: Path, deb: Path) -> str:
-    digest = hashlib.sha256(base.name.encode())
-    digest.update(deb.read_bytes())
+    if deb is not None:
+        digest.update(deb.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -93,18 +89,11 @@ def _forget(prefix: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _build_base(out: Path) -> None:
-    _forget("rootfs-")  # 300 MB each: keep the current inputs' one only
-    _run([str(HERE / "build-rootfs"), str(out)], out.with_suffix(".log"))
-
-
-def _with_deb(base: Path, deb: Path) -> Callable[[Path], None]:
+def _build(kind: str, deb: Path | None) -> Callable[[Path], None]:
     def build(out: Path) -> None:
-        _forget("deb-")  # one installed copy is enough
-        subprocess.run(["cp", "-a", str(base), str(out)], check=True)
-        shutil.copy(deb, out / "tmp" / deb.name)
-        _run(["chroot", str(out), "dpkg", "-i", f"/tmp/{deb.name}"], out.with_suffix(".log"))
-        (out / "tmp" / deb.name).unlink()
+        _forget(f"rootfs-{kind}-")  # 300 MB each: keep the current inputs' one only
+        args = [str(HERE / "build-rootfs"), str(out)] + ([str(deb.resolve())] if deb else [])
+        _run(args, out.with_suffix(".log"))
 
     return build
 
@@ -146,8 +135,11 @@ def _compiled(root: Path, files: list[Path]) -> Callable[[Path], None]:
 
 
 def luod_deb() -> Path | None:
-    """The project's .deb: ``$LUOD_DEB``, else ``make deb`` when the Makefile has that target
-    (its last output line is the path), else None (the guest runs luod from source)."""
+    """The project's .deb: ``$LUOD_DEB``, else ``make deb`` (its last output line is the path)
+    when the Makefile has that target; None (luod from the source tree) without a deb target
+    or with ``LUOD_SDG_FROM_SOURCE=1`` (quicker while editing luod: no package build)."""
+    if os.environ.get("LUOD_SDG_FROM_SOURCE") == "1":
+        return None
     if os.environ.get("LUOD_DEB"):
         return Path(os.environ["LUOD_DEB"])
     if "\ndeb:" not in (REPO / "Makefile").read_text():
