@@ -1,12 +1,17 @@
 """``DaemonFacade``: the REST facade over the running daemon's handler, update driver and
 registry. Translation only: every decision stays in the driver and the registry.
 
+It belongs to luod's main event loop: call it there (the REST thread goes through
+luod.rest.bridge). Its coroutines never suspend; every model it returns is a copy, which no
+later change of luod's state touches.
+
 Events: the daemon calls ``publish(event)`` from ``LuodHandler.notify``, which fans each update
 event out to the REST subscribers (luod.rest.events) without ever blocking the update.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,14 +52,18 @@ class DaemonFacade:
     def publish(self, event: dict[str, Any]) -> None:
         self.hub.publish(event)
 
-    def subscribe(self) -> Subscription:
-        return self.hub.subscribe()
+    async def watch(self) -> tuple[models.UpdateState, Subscription]:
+        return await self.update(), self.hub.subscribe()
+
+    def subscribe_for(self, loop: asyncio.AbstractEventLoop) -> Subscription:
+        """A subscription read on another thread's ``loop``."""
+        return self.hub.subscribe(loop)
 
     # --- reads ----------------------------------------------------------------------------------
     def version(self) -> str:
         return luod.__version__
 
-    def status(self) -> models.Status:
+    async def status(self) -> models.Status:
         """From the boot's KernelInfo the registry keeps: ``backend.info()`` probes again,
         reading all of /dev/kmsg, which a status poll or a metrics scrape must not cost."""
         info = self.registry.info
@@ -73,29 +82,29 @@ class DaemonFacade:
             version=luod.__version__,
         )
 
-    def vms(self) -> models.VmList:
+    async def vms(self) -> models.VmList:
         return models.VmList(vms=[_vm(vm) for vm in self.registry.vms.values()])
 
-    def vm(self, vm_id: str) -> models.Vm:
+    async def vm(self, vm_id: str) -> models.Vm:
         return _vm(self.registry.get(vm_id))
 
-    def update(self) -> models.UpdateState:
+    async def update(self) -> models.UpdateState:
         record = self.driver.record
         return models.UpdateState(
             phase=str(self.driver.machine.phase),
             update=_record(record) if record else None,
         )
 
-    def history(self) -> models.History:
+    async def history(self) -> models.History:
         entries = timeline.read_history(self.registry.state_dir)
         return models.History(history=[models.HistoryRecord.model_validate(e) for e in entries])
 
     # --- the update -----------------------------------------------------------------------------
-    def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
+    async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
         checks = self.driver.check(_request(request, ROOT))
         return models.PreflightResult(ok=not preflight.failed(checks), checks=_checks(checks))
 
-    def start_update(
+    async def start_update(
         self, request: models.UpdateStartRequest, uid: int | None
     ) -> models.UpdateRecord:
         """``uid`` None: a TCP caller with the bearer token, who acts as root."""

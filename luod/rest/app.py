@@ -1,7 +1,9 @@
 """The REST app: one route per resource, each a direct call to the facade (no logic here).
 
 Every route is ``async def`` on purpose: FastAPI runs plain ``def`` routes in a thread pool,
-and the facade reads and drives daemon state that belongs to the event loop.
+and the facade's calls are coroutines (they may hop to luod's main loop, luod.rest.bridge).
+Read routes answer with JSON encoded once per model (``_Encoded``): the daemon's bridge hands
+out the same snapshot until the next one, and FastAPI would validate and encode it each time.
 
 ``create_app(facade)`` builds it; nothing happens at import. Errors are problem+json
 (luod.rest.problems); auth is a dependency that only bites on the TCP listener (luod.rest.auth).
@@ -10,22 +12,23 @@ and the facade reads and drives daemon state that belongs to the event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import luod
 from luod.rest import models, problems
-from luod.rest.auth import peer_uid, require_bearer
+from luod.rest.auth import TOKEN_KEY, peer_uid, require_bearer
 from luod.rest.events import KEEPALIVE, sse
 from luod.rest.facade import EventStream, RestFacade
-from luod.rest.metrics import FacadeCollector
+from luod.rest.metrics import Scrape
 from luod.vmm.codec import VM_ID
 
 KEEPALIVE_SECONDS: Final = 15.0
@@ -62,6 +65,7 @@ def create_app(facade: RestFacade, *, keepalive: float = KEEPALIVE_SECONDS) -> F
         redoc_url=None,
     )
     problems.install(app)
+    app.add_middleware(SnapshotReads, facade=facade)
     app.include_router(_v1(facade, keepalive), prefix="/v1")
     _metrics(app, facade)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -80,8 +84,8 @@ def _v1(facade: RestFacade, keepalive: float) -> APIRouter:
         description=SSE_DOC,
     )
     async def events() -> StreamingResponse:
-        stream = facade.subscribe()
-        first = {"event": "STATE", **_dump(facade.update())}
+        state, stream = await facade.watch()
+        first = {"event": "STATE", **_dump(state)}
         return StreamingResponse(
             _event_stream(stream, first, keepalive),
             media_type="text/event-stream",
@@ -96,26 +100,72 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
     async def health() -> models.Health:
         return models.Health(version=facade.version())
 
-    @router.get("/status")
-    async def status() -> models.Status:
-        return facade.status()
+    status_json, vms_json, vm_json, history_json = _Encoded(), _Encoded(), _Encoded(), _Encoded()
 
-    @router.get("/vms")
-    async def vms() -> models.VmList:
-        return facade.vms()
+    @router.get("/status", response_model=models.Status)
+    async def status() -> Response:
+        return status_json(await facade.status())
 
-    @router.get("/vms/{vm_id}", responses=problems.responses(404, 422))
-    async def vm(vm_id: Annotated[str, PathParam(pattern=f"^{VM_ID.pattern}$")]) -> models.Vm:
-        return facade.vm(vm_id)
+    @router.get("/vms", response_model=models.VmList)
+    async def vms() -> Response:
+        return vms_json(await facade.vms())
 
-    @router.get("/history")
-    async def history() -> models.History:
-        return facade.history()
+    @router.get("/vms/{vm_id}", response_model=models.Vm, responses=problems.responses(404, 422))
+    async def vm(vm_id: Annotated[str, PathParam(pattern=f"^{VM_ID.pattern}$")]) -> Response:
+        return vm_json(await facade.vm(vm_id))
+
+    @router.get("/history", response_model=models.History)
+    async def history() -> Response:
+        return history_json(await facade.history())
 
     @router.post("/preflight", responses=problems.responses(422))
     async def preflight(body: models.PreflightRequest) -> models.PreflightResult:
         """Run the preflight checks for this next kernel; nothing starts."""
-        return facade.preflight(body)
+        return await facade.preflight(body)
+
+
+class SnapshotReads:
+    """``GET /v1/status`` (and the other plain reads) over the unix socket, answered without
+    FastAPI's routing and dependency solving: more than half of what a poll costs, in GIL time
+    that luod's main loop waits for (bench/rest_load.py). The same facade call and encoding as
+    the route, for what needs nothing the route adds: no parameter, no bearer token (the TCP
+    listener marks its requests with one). Anything else, and any error, goes to FastAPI."""
+
+    def __init__(self, app: ASGIApp, facade: RestFacade) -> None:
+        self.app = app
+        self.reads: dict[str, tuple[Callable[[], Awaitable[models.Response]], _Encoded]] = {
+            "/v1/status": (facade.status, _Encoded()),
+            "/v1/vms": (facade.vms, _Encoded()),
+            "/v1/update": (facade.update, _Encoded()),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        read = None
+        if scope["type"] == "http" and scope["method"] == "GET" and TOKEN_KEY not in scope:
+            read = self.reads.get(scope["path"])
+        if read is None:
+            return await self.app(scope, receive, send)
+        call, encoded = read
+        try:
+            response = encoded(await call())
+        except Exception:  # FastAPI asks again, and answers the problem
+            return await self.app(scope, receive, send)
+        await response(scope, receive, send)
+
+
+class _Encoded:
+    """A route's JSON body, encoded again only when the facade hands out another model (a
+    snapshot is the same object until the next one). The model is already a valid response:
+    FastAPI's validation and encoding of it again is skipped by answering a ``Response``."""
+
+    def __init__(self) -> None:
+        self._model: models.Response | None = None
+        self._body = b""
+
+    def __call__(self, model: models.Response) -> Response:
+        if model is not self._model:
+            self._body, self._model = model.model_dump_json(by_alias=True).encode(), model
+        return Response(self._body, media_type="application/json")
 
 
 def _update_routes(router: APIRouter, facade: RestFacade) -> None:
@@ -133,13 +183,13 @@ def _update_routes(router: APIRouter, facade: RestFacade) -> None:
         """Start an update (preflight first: a refusal is 422 `preflight-failed` with the
         checks); 409 `update-running` while one runs."""
         if body.dry_run:
-            return JSONResponse(_dump(facade.preflight(body)))
-        record = facade.start_update(body, peer_uid(request))
+            return JSONResponse(_dump(await facade.preflight(body)))
+        record = await facade.start_update(body, peer_uid(request))
         return JSONResponse(_dump(record), status_code=202, headers={"Location": "/v1/update"})
 
     @router.get("/update")
     async def current() -> models.UpdateState:
-        return facade.update()
+        return await facade.update()
 
     @router.post("/update/abort", responses=problems.responses(403, 409, 422))
     async def abort(
@@ -155,9 +205,6 @@ def _update_routes(router: APIRouter, facade: RestFacade) -> None:
 
 
 def _metrics(app: FastAPI, facade: RestFacade) -> None:
-    registry = CollectorRegistry()  # no auto_describe: nothing is read before a scrape
-    registry.register(FacadeCollector(facade))
-
     @app.get(
         "/metrics",
         response_class=Response,
@@ -168,7 +215,8 @@ def _metrics(app: FastAPI, facade: RestFacade) -> None:
     )
     async def metrics() -> Response:
         """Prometheus metrics: phase, VMs, sessions, preserved bytes, blackouts, outcomes."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        scrape = Scrape(await facade.status(), await facade.history())
+        return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _event_stream(

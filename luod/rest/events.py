@@ -1,7 +1,9 @@
 """Update events for REST subscribers: a fan-out hub, and their Server-Sent Events encoding.
 
-``publish`` is called from the daemon's ``notify`` on the event loop and never blocks: a
-subscriber that falls ``LIMIT`` events behind is dropped (its stream ends, so the client
+``publish`` is called from the daemon's ``notify`` on luod's main event loop and never blocks.
+Each subscriber reads on its own loop (the REST thread's, luod.rest.thread): the event is handed
+over with ``call_soon_threadsafe``, so the subscriber's queue is only ever touched by its own
+loop. A subscriber that falls ``LIMIT`` events behind is dropped (its stream ends, so the client
 knows to reconnect) rather than slowing the update or growing without bound.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any, Final
 
 LIMIT: Final = 1024
@@ -18,8 +21,9 @@ _END: Final[dict[str, Any]] = {}  # sentinel: the stream is over
 class Subscription:
     """One subscriber's queue; an async iterator of event dicts (implements EventStream)."""
 
-    def __init__(self, hub: EventHub, limit: int) -> None:
+    def __init__(self, hub: EventHub, limit: int, loop: asyncio.AbstractEventLoop) -> None:
         self._hub = hub
+        self.loop = loop  # the reader's: the only loop that touches the queue
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(limit)
         self.closed = False
         self.dropped = False  # fell behind and was cut off
@@ -37,6 +41,9 @@ class Subscription:
         return event
 
     def offer(self, event: dict[str, Any]) -> None:
+        """On the reader's loop."""
+        if self.closed:
+            return
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -60,18 +67,39 @@ class EventHub:
     def __init__(self, limit: int = LIMIT) -> None:
         self.limit = limit
         self._subscribers: set[Subscription] = set()
+        self._lock = threading.Lock()  # subscribers come and go on the REST thread
 
-    def subscribe(self) -> Subscription:
-        subscription = Subscription(self, self.limit)
-        self._subscribers.add(subscription)
+    def subscribe(self, loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
+        """A subscription read on ``loop`` (default: the running one); it receives every event
+        published after this returns."""
+        subscription = Subscription(self, self.limit, loop or asyncio.get_running_loop())
+        with self._lock:
+            self._subscribers.add(subscription)
         return subscription
 
     def publish(self, event: dict[str, Any]) -> None:
-        for subscription in list(self._subscribers):
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscription in subscribers:
+            self._hand_over(subscription, event)
+
+    def _hand_over(self, subscription: Subscription, event: dict[str, Any]) -> None:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is subscription.loop:
             subscription.offer(event)
+            return
+        try:
+            subscription.loop.call_soon_threadsafe(subscription.offer, event)
+        except RuntimeError:  # its loop is closed: the REST thread is gone
+            subscription.closed = True
+            self.discard(subscription)
 
     def discard(self, subscription: Subscription) -> None:
-        self._subscribers.discard(subscription)
+        with self._lock:
+            self._subscribers.discard(subscription)
 
     def __len__(self) -> int:
         return len(self._subscribers)

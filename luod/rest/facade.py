@@ -1,8 +1,11 @@
 """What the REST app needs from luod, and nothing more: the app is a thin HTTP skin over this.
 
-The daemon implements it with ``luod.rest.adapter.DaemonFacade`` (over the handler, the update
-driver and the registry); tests may implement it however they like. Every method either returns
-a response model or raises ``LuodError`` with the same code the VMM socket would send.
+The daemon implements it twice: ``luod.rest.adapter.DaemonFacade`` over the handler, the update
+driver and the registry, on luod's main event loop; and ``luod.rest.bridge.LoopBridge`` over
+that one, for the REST thread (reads from snapshots, mutations marshalled to the main loop).
+Tests may implement it however they like. Every method either returns a response model or
+raises ``LuodError`` with the same code the VMM socket would send; they are coroutines because
+answering may take a hop to the loop that owns luod's state.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from luod.rest import models
 class EventStream(Protocol):
     """One subscriber's events (PHASE, VM_PROGRESS, UPDATE_END dicts, as on the VMM socket).
 
-    Registered when ``subscribe()`` returns, so nothing published after that is missed;
+    Registered when ``watch()`` returns, so nothing published after that is missed;
     ``close()`` unregisters (safe to call twice)."""
 
     def __aiter__(self) -> EventStream: ...
@@ -31,19 +34,19 @@ class EventStream(Protocol):
 class RestFacade(Protocol):
     def version(self) -> str: ...
 
-    def status(self) -> models.Status: ...
+    async def status(self) -> models.Status: ...
 
-    def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
+    async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
         """Run the preflight checks; start nothing."""
         ...
 
-    def vms(self) -> models.VmList: ...
+    async def vms(self) -> models.VmList: ...
 
-    def vm(self, vm_id: str) -> models.Vm:
+    async def vm(self, vm_id: str) -> models.Vm:
         """Raises LuodError ``unknown-vm``."""
         ...
 
-    def start_update(
+    async def start_update(
         self, request: models.UpdateStartRequest, uid: int | None
     ) -> models.UpdateRecord:
         """Start an update in the background. ``uid``: the caller's, from SO_PEERCRED on the
@@ -51,7 +54,7 @@ class RestFacade(Protocol):
         ``PreflightRefused``, LuodError ``update-running`` or ``not-allowed``."""
         ...
 
-    def update(self) -> models.UpdateState:
+    async def update(self) -> models.UpdateState:
         """The current phase, and the running (or last) update."""
         ...
 
@@ -59,9 +62,12 @@ class RestFacade(Protocol):
         """Abort the running update and wait until every VM resumed. Raises ``wrong-state``."""
         ...
 
-    def history(self) -> models.History: ...
+    async def history(self) -> models.History: ...
 
-    def subscribe(self) -> EventStream: ...
+    async def watch(self) -> tuple[models.UpdateState, EventStream]:
+        """Where things stand, and every event after that: taken together, so an event is
+        either already in the state or in the stream, never lost between the two."""
+        ...
 
 
 class PreflightRefused(LuodError):

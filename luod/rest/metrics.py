@@ -1,4 +1,4 @@
-"""Prometheus metrics, computed from the facade at each scrape.
+"""Prometheus metrics, computed from the facade's status and history at each scrape.
 
 A collector rather than gauges updated in place: luod's state lives in the registry and the
 update driver, and reading it at scrape time can never drift from it. Update outcomes are
@@ -14,15 +14,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from luod.core.orchestrator import Phase
-from luod.rest.facade import RestFacade
+from luod.rest import models
 
 
-class FacadeCollector(Collector):
-    def __init__(self, facade: RestFacade) -> None:
-        self.facade = facade
+class Scrape(Collector):
+    """One scrape's metrics (``generate_latest(Scrape(status, history))``)."""
+
+    def __init__(self, status: models.Status, history: models.History) -> None:
+        self.status, self.history = status, history
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        status = self.facade.status()
+        status = self.status
         yield _phase(status.phase)
         for name, value, doc in (
             ("luod_vms", status.vms, "VMs luod knows"),
@@ -32,7 +34,7 @@ class FacadeCollector(Collector):
             ("luod_liveupdate_number", status.liveupdate_number, "Live updates of this host"),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
-        history = self.facade.history().history
+        history = self.history.history
         yield _outcomes(record.outcome for record in history)
         yield _last_blackout(history[-1].blackout if history else {})
 

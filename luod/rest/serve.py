@@ -1,4 +1,5 @@
-"""Serving the REST app inside luod's event loop: uvicorn on a unix socket, and optionally TCP.
+"""Serving the REST app with uvicorn on a unix socket, and optionally TCP (luod runs this in a
+thread of its own, luod.rest.thread).
 
 - The unix socket (default /run/luod/api.sock) is created aside, given mode 0660 and group
   ``luod``, then renamed into place: it never exists with looser permissions, and whoever can
@@ -24,7 +25,7 @@ from typing import Any, Final
 import structlog
 import uvicorn
 from starlette.types import ASGIApp
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from luod.errors import LuodError
 from luod.rest.auth import PEER_UID_KEY, TOKEN_KEY, listener_app, read_token
@@ -47,8 +48,10 @@ class Endpoints:
     sockets: list[socket.socket] = field(default_factory=list, repr=False)
 
 
-class PeerCredProtocol(H11Protocol):
-    """HTTP/1.1 over the unix socket, marking each request with its client's uid."""
+class PeerCredProtocol(HttpToolsProtocol):
+    """HTTP/1.1 over the unix socket, marking each request with its client's uid. httptools,
+    not h11: its C parser halves the CPU a request costs (bench/rest_load.py), and that CPU
+    is taken from luod's main loop, which needs the same GIL."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -149,7 +152,7 @@ def _server(app: ASGIApp, **config: Any) -> _Server:
             server_header=False,
             ws="none",
             timeout_graceful_shutdown=GRACE_SECONDS,
-            **{"http": "h11", **config},
+            **{"http": "httptools", **config},
         )
     )
 
