@@ -11,7 +11,8 @@ the unix socket, open loop at RATE requests/s: request i of a window is due at s
 and its latency runs from then to the last byte of its response, so a slow server cannot hide
 behind a slowed client (the latency from the actual send is reported too). The load runs in
 windows: updates alternate quiet / under load (RUNS of each, the same settling time around
-both), and the freeze barriers (first FREEZE sent to last READY) are compared by their medians.
+both), and the freeze barriers (first FREEZE sent to last READY) are compared by their medians;
+the quiet updates compared among themselves (odd vs even) show how much of that is noise.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from luod.rest.serve import serve_rest
 from luod.rest.thread import serve_in_thread
 from tests.rest.harness import FakeVmm, Luod, until
 
-RATE, VMS, RUNS = 500, 100, 20
+RATE, VMS, RUNS, BATCH = 500, 100, 30, 10  # RUNS updates of each kind, BATCH luods at a time
 BEFORE, WINDOW = 0.3, 0.7  # seconds: settle before each update; each load window's length
 
 
@@ -106,32 +107,42 @@ async def measure(workdir: Path) -> dict[str, Any]:
         serve_in_thread(lambda: serve_rest(app, unix_path=sock, group=None))
     )
     try:
-        luods = [await prepared(workdir, r, bridge) for r in range(2 * RUNS)]
-        switch.target = luods[0].facade
         await until(sock.exists)
         load = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.rest_load", "--load", str(sock),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )  # fmt: skip
         assert load.stdin is not None
-        quiet, loaded = [], []
-        for run, luod in enumerate(luods):
-            under_load = run % 2 == 1
-            if under_load:
-                load.stdin.write(b"start\n")
-            started = time.monotonic()
-            await asyncio.sleep(BEFORE)
-            (loaded if under_load else quiet).append(await one_update(luod, switch, bridge))
-            await asyncio.sleep(max(0.0, started + WINDOW - time.monotonic()))
-            if under_load:
-                load.stdin.write(b"stop\n")
+        freezes: dict[str, list[float]] = {"quiet": [], "loaded": []}
+        for batch in range(0, 2 * RUNS, BATCH):  # prepared with the load off
+            luods = [await prepared(workdir, run, bridge) for run in range(batch, batch + BATCH)]
+            for luod in luods:
+                under_load = len(freezes["quiet"]) > len(freezes["loaded"])
+                freezes["loaded" if under_load else "quiet"].append(
+                    await window(luod, switch, bridge, load.stdin if under_load else None)
+                )
         load.stdin.close()
         out, _ = await load.communicate()
-        return {"quiet": quiet, "loaded": loaded, "load": json.loads(out)}
+        return {**freezes, "load": json.loads(out)}
     finally:
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
+
+
+async def window(
+    luod: Luod, switch: Switch, bridge: LoopBridge, load: asyncio.StreamWriter | None
+) -> float:
+    """One update in a window of WINDOW seconds, under load or not; its freeze barrier."""
+    if load is not None:
+        load.write(b"start\n")
+    started = time.monotonic()
+    await asyncio.sleep(BEFORE)
+    freeze = await one_update(luod, switch, bridge)
+    await asyncio.sleep(max(0.0, started + WINDOW - time.monotonic()))
+    if load is not None:
+        load.write(b"stop\n")
+    return freeze
 
 
 # --- the load, in its own process -------------------------------------------------------------
@@ -214,13 +225,14 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 def report() -> str:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 16 luods of VMS sessions each
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # BATCH luods of VMS sessions each
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(measure(Path(tmp)))
     load, quiet, loaded = result["load"], result["quiet"], result["loaded"]
     served, active = len(load["from_due"]), load["active"]
     slower = median(loaded) / median(quiet) - 1
+    floor = median(quiet[1::2]) / median(quiet[::2]) - 1  # quiet vs quiet: the noise
     rows = [
         ["GET /v1/status, due -> response", f"{served / active:.0f} req/s (asked {RATE})",
          human(percentile(load["from_due"], 0.5)), human(percentile(load["from_due"], 0.99)),
@@ -232,10 +244,12 @@ def report() -> str:
          human(median(quiet)), human(max(quiet)), "", ""],
         [f"freeze, {VMS} VMs, under load", f"{len(loaded)} updates",
          human(median(loaded)), human(max(loaded)), "<= +10 %", f"{slower:+.0%} (medians)"],
+        ["freeze, quiet: odd vs even updates", "", "", "", "",
+         f"{floor:+.0%} (the noise floor)"],
     ]  # fmt: skip
     title = (
         f"REST load on luod's REST thread (simulator, {os.cpu_count()} CPUs, "
-        f"{RUNS} windows of {WINDOW:.1f} s at {RATE} req/s)"
+        f"{RUNS} windows of {WINDOW:.1f} s at {RATE} req/s, {RUNS} quiet ones between)"
     )
     return title + "\n" + table(["what", "count", "p50", "p99 / max", "target", ""], rows)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,25 @@ class DaemonFacade:
     def version(self) -> str:
         return luod.__version__
 
+    def read(self, name: str) -> models.Response:
+        """``status``, ``vms``, ``update`` or ``history``, synchronously (the bridge's
+        snapshots are taken in a plain callback on this loop)."""
+        reader: Callable[[], models.Response] = getattr(self, f"_{name}")
+        return reader()
+
     async def status(self) -> models.Status:
+        return self._status()
+
+    async def vms(self) -> models.VmList:
+        return self._vms()
+
+    async def update(self) -> models.UpdateState:
+        return self._update()
+
+    async def history(self) -> models.History:
+        return self._history()
+
+    def _status(self) -> models.Status:
         """From the boot's KernelInfo the registry keeps: ``backend.info()`` probes again,
         reading all of /dev/kmsg, which a status poll or a metrics scrape must not cost."""
         info = self.registry.info
@@ -82,20 +101,20 @@ class DaemonFacade:
             version=luod.__version__,
         )
 
-    async def vms(self) -> models.VmList:
+    def _vms(self) -> models.VmList:
         return models.VmList(vms=[_vm(vm) for vm in self.registry.vms.values()])
 
     async def vm(self, vm_id: str) -> models.Vm:
         return _vm(self.registry.get(vm_id))
 
-    async def update(self) -> models.UpdateState:
+    def _update(self) -> models.UpdateState:
         record = self.driver.record
         return models.UpdateState(
             phase=str(self.driver.machine.phase),
             update=_record(record) if record else None,
         )
 
-    async def history(self) -> models.History:
+    def _history(self) -> models.History:
         entries = timeline.read_history(self.registry.state_dir)
         return models.History(history=[models.HistoryRecord.model_validate(e) for e in entries])
 

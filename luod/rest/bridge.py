@@ -10,7 +10,8 @@ queues in front of a VMM's READY. The bridge keeps it away from the main loop's 
   first read after a quiet spell) is refreshed before answering: a read shows luod as it was at
   most ``MAX_AGE`` before it arrived. Phase changes (``changed``, called by the daemon's
   ``notify`` before the events reach SSE subscribers) and mutations made over REST make every
-  snapshot stale at once, so they show in the next read.
+  snapshot stale at once, so they show in the next read; on a phase change the main loop also
+  pushes a new status (built right there, some 25 µs), so that pollers need not wait for it.
 - Should the main loop not answer within ``WAIT_LIMIT`` (it is blocked), a read serves the
   snapshot it has, however old, rather than hang.
 - Mutations (preflight, start, abort), a VM the snapshot does not know, and subscribing to the
@@ -24,7 +25,6 @@ queues in front of a VMM's READY. The bridge keeps it away from the main loop's 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import math
 import threading
@@ -51,6 +51,10 @@ T = TypeVar("T")
 
 
 class LoopFacade(RestFacade, Protocol):
+    def read(self, name: str) -> models.Response:
+        """On the facade's loop, synchronously: ``status``, ``vms``, ``update``, ``history``."""
+        ...
+
     def subscribe_for(self, loop: asyncio.AbstractEventLoop) -> EventStream:
         """On the facade's loop: events handed over to a reader on ``loop``."""
         ...
@@ -89,7 +93,10 @@ class LoopBridge:
         if event.get("event") not in EVENTS_THAT_CHANGE_EVERYTHING:
             return
         self.generation += 1
-        if event.get("to") == "freezing" and self._rest is not None:
+        if self._rest is None:
+            return  # no request yet: nothing to push to
+        self._capture("status", self._rest)  # the hot read: pushed, so no poll waits for it
+        if event.get("to") == "freezing":
             self._thawed.clear()
             _call_soon(self._rest, self._stand_aside)
         else:
@@ -150,29 +157,33 @@ class LoopBridge:
             rest = asyncio.get_running_loop()
             pending = self._pending[name] = rest.create_future()
             try:
-                capture = asyncio.run_coroutine_threadsafe(self._capture(name), self.main)
+                self.main.call_soon_threadsafe(self._capture, name, rest)
             except BaseException:
                 del self._pending[name]
                 raise
-            capture.add_done_callback(lambda done: _call_soon(rest, self._store, name, done))
         return pending
 
-    async def _capture(self, name: str) -> Snapshot[Any]:
-        """On the main loop."""
-        generation = self.generation
-        value = await getattr(self.inner, name)()
-        return Snapshot(value, time.monotonic(), generation)
-
-    def _store(self, name: str, done: concurrent.futures.Future[Snapshot[Any]]) -> None:
-        pending = self._pending.pop(name)
-        if done.cancelled():
-            pending.cancel()
-        elif (error := done.exception()) is not None:
-            pending.set_exception(error)
-            pending.exception()  # retrieved: a refresh nobody waited for fails quietly
+    def _capture(self, name: str, rest: asyncio.AbstractEventLoop) -> None:
+        """On the main loop: the snapshot, handed to the REST loop."""
+        try:
+            snapshot = Snapshot(self.inner.read(name), time.monotonic(), self.generation)
+        except Exception as exc:
+            _call_soon(rest, self._store, name, None, exc)
         else:
-            self._snapshots[name] = done.result()
-            pending.set_result(done.result())
+            _call_soon(rest, self._store, name, snapshot, None)
+
+    def _store(self, name: str, snapshot: Snapshot[Any] | None, error: Exception | None) -> None:
+        """On the REST loop: keep it; answer the reads waiting for it."""
+        pending = self._pending.pop(name, None)
+        if snapshot is not None:
+            self._snapshots[name] = snapshot
+        if pending is None or pending.done():
+            return
+        if snapshot is not None:
+            pending.set_result(snapshot)
+        else:
+            pending.set_exception(error or RuntimeError(f"no snapshot of {name}"))
+            pending.exception()  # retrieved: a refresh nobody waited for fails quietly
 
     # --- on the main loop, awaited here ---------------------------------------------------------
     async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
