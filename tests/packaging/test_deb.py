@@ -100,7 +100,8 @@ def test_the_installed_luod_serves_luoctl(root: Path) -> None:
         "luod --simulate /tmp/sim 2>/tmp/luod.log & pid=$!; "
         "for _ in $(seq 100); do [ -S /tmp/sim/run/api.sock ] && break; sleep 0.1; done; "
         "rc=0; luoctl --socket /tmp/sim/run/api.sock status || rc=$?; "
-        "kill $pid 2>/dev/null; wait $pid || true; [ $rc = 0 ] || tail -20 /tmp/luod.log >&2; exit $rc"
+        "kill $pid 2>/dev/null; wait $pid || true; "
+        "[ $rc = 0 ] || tail -20 /tmp/luod.log >&2; exit $rc"
     )
     done = in_root(root, "sh", "-c", script)
     assert done.returncode == 0, done.stdout + done.stderr
