@@ -275,7 +275,17 @@ async def _serve_api(
     traffic never queues in front of a VMM. Cancelling this stops that thread and waits for it."""
     activated = systemd.activated_socket("api")
     await asyncio.sleep(delay)
-    adapter, app, serve, bridge, thread = await asyncio.to_thread(_import_rest)
+    try:
+        adapter, app, serve, bridge, thread = await asyncio.to_thread(_import_rest)
+    except ImportError as exc:  # a broken install costs the API, never the VMMs' sessions
+        log.error(
+            "rest-disabled",
+            code="rest-import",
+            message=f"the REST stack does not import: {exc}",
+            hint="install luod's dependencies (fastapi, uvicorn, httptools, uvloop); "
+            "the VMM socket is unaffected",
+        )
+        return
     facade = adapter.DaemonFacade(handler)
     over = bridge.LoopBridge(facade, asyncio.get_running_loop())
     handler.listeners += [over.changed, facade.publish]  # stale snapshots, then SSE
@@ -295,6 +305,8 @@ async def _serve_api(
         await thread.serve_in_thread(serving)
     except LuodError as exc:  # luod keeps serving VMMs; the operator sees why REST is off
         log.error("rest-disabled", code=exc.code, message=exc.message, hint=exc.hint)
+    except Exception as exc:  # a REST bug must not take the TaskGroup (and luod) down
+        log.exception("rest-disabled", code="rest-failed", message=str(exc))
 
 
 def _import_rest() -> tuple[Any, ...]:

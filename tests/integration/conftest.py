@@ -43,7 +43,11 @@ class Daemon:
 
 
 def start_daemon(
-    state: Path, *extra: str, socket_path: Path | None = None, api: bool = False
+    state: Path,
+    *extra: str,
+    socket_path: Path | None = None,
+    api: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Daemon:
     """luod on the simulator; without its REST API unless asked (whose lazy start would make
     the fd-table comparisons of these tests racy; tests/rest covers it)."""
@@ -60,6 +64,7 @@ def start_daemon(
         [sys.executable, "-m", "luod.daemon.main", "--simulate", str(state), *extra],
         stdout=subprocess.DEVNULL,
         stderr=open(log, "ab"),  # noqa: SIM115
+        env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + 20
     while not socket_path.exists():

@@ -39,3 +39,27 @@ def test_luoctl_reads_a_running_luod(tmp_path: Path) -> None:
     finally:
         daemon.stop()
     assert not api.exists()
+
+
+def test_a_rest_stack_that_does_not_import_costs_the_api_not_luod(tmp_path: Path) -> None:
+    broken = tmp_path / "broken" / "uvloop"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('simulated: uvloop is missing')\n")
+    daemon = start_daemon(tmp_path / "luod", api=True, env={"PYTHONPATH": str(broken.parent)})
+    try:
+        deadline = time.monotonic() + 20
+        while "rest-disabled" not in daemon.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        line = next(
+            json.loads(text)
+            for text in daemon.log.read_text().splitlines()
+            if "rest-disabled" in text
+        )
+        assert line["code"] == "rest-import" and "uvloop is missing" in line["message"]
+        assert daemon.alive()
+        with Client(daemon.socket) as vmm, memfd.create("ram", 4096) as fd:
+            vmm.register("vm1")
+            assert vmm.preserve("vm1", {"ram0": fd})
+        assert not (tmp_path / "luod" / "run" / "api.sock").exists()
+    finally:
+        assert daemon.stop() == 0
