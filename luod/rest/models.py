@@ -194,6 +194,14 @@ class RecordedRequest(Response):
     cmdline: str | None = Field(description="null: the running kernel's.")
     deadlines: dict[str, float]
     uid: int
+    kexec_mode: Literal["direct", "systemd"] | None = Field(
+        None, description="How the kexec ran (null: a record from before luod recorded it)."
+    )
+    uplink: str | None = Field(
+        None,
+        description="The link of the host's default route at prepare; its return after the "
+        "kexec is the event uplink_up.",
+    )
 
 
 class UpdateRecord(Response):
