@@ -45,7 +45,7 @@ def run(luo_kernel: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
         kernel=luo_kernel,
         root=root,
         workdir=tmp_path_factory.mktemp("sdg"),
-        files=guest_files("systemd"),
+        files=guest_files("auto"),
         timeout=280,
     )
     return root, result, time.monotonic() - started
@@ -115,6 +115,12 @@ def test_kill9_restart_from_fd_store_then_systemctl_kexec(run: Any) -> None:
     assert final["outcome"] == "completed", final
     rebooting = next(p for p in final["phases"] if p["to"] == "rebooting")
     assert rebooting["reason"] == "kexec (systemd)", rebooting  # systemctl kexec, not direct
+    assert final["request"]["kexec_mode"] == "systemd"
+    # kexec.mode = auto chose it: the host's facts, as preflight reported them.
+    checks = {c["id"]: c for c in load(share, "preflight-1.json")["checks"]}
+    mode = checks["kexec-mode"]
+    assert mode["status"] == "pass" and mode["message"].startswith("systemd:"), mode
+    assert "systemd 262" in mode["message"] and "luod.service" in mode["message"], mode
     assert set(final["blackout"]) == set(VMS)
     assert all(b is not None and b > 0 for b in final["blackout"].values()), final["blackout"]
     _write_timings(root, result, total, final)

@@ -29,6 +29,8 @@ listen_env "$(main_pid)" >"$SHARE/listen-env-restart.txt"
 luoctl --json vms >"$SHARE/vms-after-restart.json"
 luod_journal luod-journal-1.txt
 
+# kexec.mode = auto here: preflight must find systemd 262 and the unit's fd-store preservation.
+luoctl --json preflight --kernel "$NEXT_KERNEL" --reuse-cmdline >"$SHARE/preflight-1.json" || true
 start_update
 luod_journal luod-journal-1-update.txt
 sleep 600  # the kexec stops this unit
