@@ -19,6 +19,7 @@ import pytest
 from luod.kernel import kernel_backend
 from luod.kernel.sim import sim_backend
 from tests.contract.harness import CARRIED, KernelStageRunner, Luo, SimRunner
+from tests.fds import fd_table
 
 BACKENDS = ("sim", "kernel")
 STAGE = int(os.environ.get("LUOD_CONTRACT_STAGE", "1"))
@@ -64,23 +65,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-def _fd_table() -> dict[str, str]:
-    table = {}
-    for entry in os.listdir("/proc/self/fd"):
-        try:
-            table[entry] = os.readlink(f"/proc/self/fd/{entry}")
-        except OSError:
-            continue
-    return table
-
-
 @pytest.fixture
 def fd_guard() -> Iterator[None]:
     """Fail a test that leaves an fd open (error paths included)."""
-    before = _fd_table()
+    before = fd_table()
     yield
     carried = {str(obj.fileno()) for obj in CARRIED if not getattr(obj, "closed", False)}
-    after = _fd_table()
+    after = fd_table()
     leaked = {fd: target for fd, target in after.items() if fd not in before and fd not in carried}
     assert not leaked, f"fds leaked by the test: {leaked}"
 

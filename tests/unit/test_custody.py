@@ -23,18 +23,9 @@ from luod.core.fdname import check_name, name_problem
 from luod.errors import LuodError
 from luod.fdpass import unpack_rights
 from luod.kernel.fd import OwnedFd
+from tests.fds import fd_table
 
 Settle = Callable[[], None]
-
-
-def fd_table() -> dict[str, str]:
-    table = {}
-    for entry in os.listdir("/proc/self/fd"):
-        try:
-            table[entry] = os.readlink(f"/proc/self/fd/{entry}")
-        except OSError:
-            continue
-    return table
 
 
 @pytest.fixture(autouse=True)
