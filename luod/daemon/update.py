@@ -384,17 +384,21 @@ class UpdateDriver:
         self.machine.go(Phase.RECLAIMING, "luod started after the kexec")
         self._maybe_complete()
 
+    def _open_record(self) -> timeline.UpdateRecord | None:
+        """The update record while it still takes events (not yet in the history)."""
+        record = self.record
+        return record if record is not None and record.outcome == "running" else None
+
     def recorded_uplink(self) -> str | None:
         """The uplink recorded before the kexec, while this boot's update record is open."""
-        if self.record is None or self.record.outcome != "running":
-            return None
-        link = self.record.request.get("uplink")
+        record = self._open_record()
+        link = record.request.get("uplink") if record else None
         return str(link) if link else None
 
     def uplink_up(self, link: str) -> None:
         now = self.clock.now()
-        if self.record is not None and self.record.outcome == "running":
-            self.record.event("uplink_up", now)
+        if record := self._open_record():
+            record.event("uplink_up", now)
         log.info("uplink-up", link=link, since_kernel_boot=round(now.boottime, 3))
 
     def vm_step(self, vm_id: str, step: str) -> None:

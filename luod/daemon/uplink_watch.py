@@ -41,7 +41,7 @@ async def watch(driver: Recorder, delay: float = START_DELAY, timeout: float = T
         raise
     if up:
         driver.uplink_up(link)
-    else:
+    elif up is False:  # None: rtnetlink failed, and wait_up has said why
         log.warning(
             "uplink-not-up",
             link=link,
