@@ -158,25 +158,27 @@ def env_file_text(env: Mapping[str, str]) -> str:
     return "".join(f"{name}={shlex.quote(value)}\n" for name, value in env.items())
 
 
-def kernel_cmdline(extra: str = "") -> str:
+def kernel_cmdline(extra: str = "", *, root: str = "hostroot", init: str = GUEST_INIT) -> str:
+    """A 9p root file system (the share tagged ``root``), read-only, and ``init`` on it."""
     parts = [
         "console=ttyS0 liveupdate=on panic=-1",
-        f"root=hostroot rootfstype=9p rootflags={ROOT_FLAGS} ro",
-        f"init={GUEST_INIT}",
+        f"root={root} rootfstype=9p rootflags={ROOT_FLAGS} ro",
+        f"init={init}",
         extra,
     ]
     return " ".join(part for part in parts if part)
 
 
-def qemu_command(kernel: Path, share: Path, memory: str, extra_cmdline: str = "") -> list[str]:
+def machine_command(kernel: Path, cmdline: str, memory: str) -> list[str]:
+    """QEMU under TCG with no NIC, booting ``kernel``; the callers add their 9p shares."""
     machine = ["-accel", "tcg,tb-size=64", "-cpu", "max", "-m", memory, "-smp", "2"]
     devices = ["-nographic", "-no-reboot", "-nic", "none", "-device", "virtio-rng-pci"]
-    boot = ["-kernel", str(kernel), "-append", kernel_cmdline(extra_cmdline)]
+    return [QEMU, *machine, *devices, "-kernel", str(kernel), "-append", cmdline]
+
+
+def qemu_command(kernel: Path, share: Path, memory: str, extra_cmdline: str = "") -> list[str]:
     return [
-        QEMU,
-        *machine,
-        *devices,
-        *boot,
+        *machine_command(kernel, kernel_cmdline(extra_cmdline), memory),
         *p9_share("/", "hostroot", readonly=True),
         *p9_share(str(share), "share", readonly=False),
     ]

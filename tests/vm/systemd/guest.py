@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.vm.qemu import (
-    QEMU,
-    ROOT_FLAGS,
     GuestResult,
     collect,
     env_file_text,
+    kernel_cmdline,
+    machine_command,
     make_run_dir,
     p9_share,
     run_qemu,
@@ -153,19 +153,9 @@ def luod_deb() -> Path | None:
     return Path(lines[-1])
 
 
-def kernel_cmdline() -> str:
-    return (
-        "console=ttyS0 liveupdate=on panic=-1 "
-        f"root=rootfs rootfstype=9p rootflags={ROOT_FLAGS} ro init=/sbin/sdg-boot"
-    )
-
-
 def qemu_command(kernel: Path, root: Path, share: Path, source: Path, memory: str) -> list[str]:
     return [
-        QEMU,
-        *("-accel", "tcg,tb-size=64", "-cpu", "max", "-m", memory, "-smp", "2"),
-        *("-nographic", "-no-reboot", "-nic", "none", "-device", "virtio-rng-pci"),
-        *("-kernel", str(kernel), "-append", kernel_cmdline()),
+        *machine_command(kernel, kernel_cmdline(root="rootfs", init="/sbin/sdg-boot"), memory),
         *p9_share(str(root), "rootfs", readonly=True),
         *p9_share(str(share), "share", readonly=False),
         *p9_share(str(source), "luodsrc", readonly=True),
