@@ -50,6 +50,10 @@ DEFAULT_DEADLINES: Final[Mapping[Phase, float | None]] = {
     P.ABORTING: 30.0,
 }
 
+DEADLINE_PHASES: Final = ("preparing", "freezing", "frozen", "reclaiming", "aborting")
+"""The phases whose deadline a request may set (the others wait for an operator or a reboot)."""
+MAX_DEADLINE: Final = 7 * 24 * 3600.0
+
 # Phases where a SIGTERM/SIGINT must wait: stopping there would leave a half-done update.
 SIGNAL_DEFERRING: Final = frozenset({P.FREEZING, P.FROZEN, P.REBOOTING})
 

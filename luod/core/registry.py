@@ -16,11 +16,10 @@ import structlog
 from luod.core import manifest as manifest_io
 from luod.core.access import AccessPolicy, Peer, check_owner
 from luod.core.custody import Custody
-from luod.core.model import FileRecord, Mode, VmRecord, VmState
+from luod.core.model import FileRecord, FileSpec, Mode, VmRecord, VmState
 from luod.errors import LuodError
 from luod.kernel import Backend, LuoError, OwnedFd, Session, memfd
 from luod.kernel.charged import retrieve_charged
-from luod.vmm.codec import FileSpec
 
 log = structlog.get_logger("luod.registry")
 JOURNAL_LIMIT = 512

@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -26,11 +24,11 @@ from luod.core.custody import choose_custody
 from luod.core.recovery import recover
 from luod.core.registry import Registry
 from luod.daemon import config, logs, systemd, uplink_watch
+from luod.daemon.api import ApiSettings, serve_api
 from luod.daemon.handler import LuodHandler
 from luod.daemon.update import KexecSettings, UpdateDriver
 from luod.errors import LuodError
-from luod.kernel import Backend, kernel_backend
-from luod.kernel.sim import sim_backend
+from luod.kernel import Backend, open_backend
 from luod.vmm.server import VmmServer
 
 log = structlog.get_logger("luod")
@@ -156,9 +154,8 @@ def paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 
 def backend_for(args: argparse.Namespace) -> Backend:
-    if args.simulate is not None:
-        return sim_backend(args.simulate / "kernel", cmdline=args.sim_cmdline, eager_release=True)
-    return kernel_backend()
+    simulate = args.simulate / "kernel" if args.simulate is not None else None
+    return open_backend(simulate, sim_cmdline=args.sim_cmdline)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -222,7 +219,17 @@ async def run(args: argparse.Namespace) -> int:
             if not args.no_api:
                 api_socket = args.api_socket or runtime_dir / "api.sock"
                 delay = API_DELAY_AFTER_KEXEC if report.mode == "after-kexec" else 0.0
-                api = _serve_api(handler, args, api_socket, delay)
+                api = serve_api(
+                    handler,
+                    ApiSettings(
+                        api_socket,
+                        args.api_tcp,
+                        args.api_token_file,
+                        args.api_tls_cert,
+                        args.api_tls_key,
+                    ),
+                    delay,
+                )
                 background.append(tasks.create_task(api))
             if report.mode == "after-kexec":
                 driver.resume_after_kexec(started)
@@ -262,56 +269,6 @@ def _handle_signals(driver: UpdateDriver, stop: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, requested, signum)
-
-
-async def _serve_api(
-    handler: LuodHandler, args: argparse.Namespace, api_socket: Path, delay: float
-) -> None:
-    """The REST API, started once the VMM socket serves. FastAPI and uvicorn are imported in a
-    worker thread so that the event loop keeps serving VMMs meanwhile; right after a kexec the
-    import also waits ``delay`` seconds, which belong to the VMMs reclaiming their memory.
-    uvicorn then serves from a thread and event loop of its own (luod.rest.thread), reading
-    snapshots of luod's state and marshalling mutations to this loop (luod.rest.bridge): API
-    traffic never queues in front of a VMM. Cancelling this stops that thread and waits for it."""
-    activated = systemd.activated_socket("api")
-    await asyncio.sleep(delay)
-    try:
-        adapter, app, serve, bridge, thread = await asyncio.to_thread(_import_rest)
-    except ImportError as exc:  # a broken install costs the API, never the VMMs' sessions
-        log.error(
-            "rest-disabled",
-            code="rest-import",
-            message=f"the REST stack does not import: {exc}",
-            hint="install luod's dependencies (fastapi, uvicorn, httptools, uvloop); "
-            "the VMM socket is unaffected",
-        )
-        return
-    facade = adapter.DaemonFacade(handler)
-    over = bridge.LoopBridge(facade, asyncio.get_running_loop())
-    handler.listeners += [over.changed, facade.publish]  # stale snapshots, then SSE
-
-    async def serving() -> None:  # in the REST thread, building the app too
-        await serve.serve_rest(
-            app.create_app(over),
-            unix_path=api_socket,
-            tcp=args.api_tcp,
-            token_file=args.api_token_file,
-            tls_cert=args.api_tls_cert,
-            tls_key=args.api_tls_key,
-            unix_sock=activated,
-        )
-
-    try:
-        await thread.serve_in_thread(serving)
-    except LuodError as exc:  # luod keeps serving VMMs; the operator sees why REST is off
-        log.error("rest-disabled", code=exc.code, message=exc.message, hint=exc.hint)
-    except Exception as exc:  # a REST bug must not take the TaskGroup (and luod) down
-        log.exception("rest-disabled", code="rest-failed", message=str(exc))
-
-
-def _import_rest() -> tuple[Any, ...]:
-    names = ("adapter", "app", "serve", "bridge", "thread")
-    return tuple(importlib.import_module(f"luod.rest.{name}") for name in names)
 
 
 async def _reclaim_grace(driver: UpdateDriver) -> None:

@@ -18,8 +18,7 @@ from luod.core.model import Mode, VmState
 from luod.core.orchestrator import Phase, Transition, UpdateMachine
 from luod.core.registry import Registry
 from luod.errors import LuodError
-from luod.kernel import LuoError
-from luod.kernel.sim import SimulatedKexec
+from luod.kernel import KernelGone, LuoError
 from luod.net import uplink
 from luod.vmm import codec
 from luod.vmm.server import Connection
@@ -310,7 +309,7 @@ class UpdateDriver:
                 await self._stopped_by_systemd()
             else:
                 await asyncio.to_thread(handoff.kexec_direct, self.registry)
-        except SimulatedKexec:
+        except KernelGone:  # the caller outlived the kexec (the simulator): luod stops
             self.on_kexec()
             return
         except LuodError as exc:

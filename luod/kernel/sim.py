@@ -53,6 +53,7 @@ from luod.kernel._simmodel import (
 from luod.kernel.backend import Backend
 from luod.kernel.device import DEFAULT_PATH
 from luod.kernel.fd import OwnedFd
+from luod.kernel.platform import KernelGone
 from luod.kernel.probes import Holder, KernelInfo
 
 SESSIONS_PER_BLOCK: Final = 51
@@ -68,7 +69,7 @@ _SESSION_CMDS: Final = {
 }
 
 
-class SimulatedKexec(BaseException):
+class SimulatedKexec(KernelGone):
     """The simulated machine kexec'd: this kernel instance is gone; start a new SimKernel."""
 
 

@@ -15,12 +15,12 @@ from luod.core.clock import SystemClock
 from luod.core.custody import MemoryCustody
 from luod.core.recovery import recover
 from luod.core.registry import Registry
+from luod.daemon.facade import DaemonFacade
 from luod.daemon.handler import LuodHandler
 from luod.daemon.update import UpdateDriver
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.kernel.sim import sim_backend
-from luod.rest.adapter import DaemonFacade
 from luod.vmm import codec
 from luod.vmm.codec import Frame
 

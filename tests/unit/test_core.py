@@ -12,13 +12,12 @@ import pytest
 from luod.core import handoff, manifest, reclaim
 from luod.core.access import AccessPolicy, Peer
 from luod.core.custody import MemoryCustody
-from luod.core.model import Mode, VmState
+from luod.core.model import FileSpec, Mode, VmState
 from luod.core.recovery import recover
 from luod.core.registry import Registry
 from luod.errors import LuodError
 from luod.kernel import memfd
 from luod.kernel.sim import SimulatedKexec, sim_backend
-from luod.vmm.codec import FileSpec
 from tests.contract.harness import FAKE_BZIMAGE
 
 ROOT = Peer(0, 0, os.getpid())

@@ -1,5 +1,6 @@
-"""``DaemonFacade``: the REST facade over the running daemon's handler, update driver and
-registry. Translation only: every decision stays in the driver and the registry.
+"""``DaemonFacade``: the daemon's facade for the REST API (luod.rest.facade.RestFacade), over
+the handler, the update driver and the registry. Translation only: every decision stays in the
+driver and the registry. Imported only with the REST stack (luod.daemon.api).
 
 It belongs to luod's main event loop: call it there (the REST thread goes through
 luod.rest.bridge). Its coroutines never suspend; every model it returns is a copy, which no
