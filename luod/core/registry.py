@@ -10,20 +10,50 @@ import errno
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
 from luod.core import manifest as manifest_io
 from luod.core.access import AccessPolicy, Peer, check_owner
-from luod.core.custody import Custody
 from luod.core.model import FileRecord, FileSpec, Mode, VmRecord, VmState
 from luod.errors import LuodError
-from luod.kernel import Backend, LuoError, OwnedFd, Session, memfd
+from luod.kernel import Backend, LuoError, OwnedFd, Session, SupportsFileno, memfd
 from luod.kernel.charged import retrieve_charged
 
 log = structlog.get_logger("luod.registry")
 JOURNAL_LIMIT = 512
 Retriever = Callable[[Session, Sequence[int], str | None], list[OwnedFd]]
+
+
+class Custody(Protocol):
+    """Who else holds every session fd luod holds, so that a luod that dies loses nothing
+    (implementations: luod.custody)."""
+
+    @property
+    def kind(self) -> str:
+        """One of "systemd", "keeper", "memory"."""
+        ...
+
+    def deposit(self, name: str, fd: SupportsFileno) -> None:
+        """Hold a duplicate of ``fd`` (the caller keeps ``fd``); replaces an entry ``name``.
+
+        ``fd`` is an OwnedFd or anything with ``fileno()`` (a ``Session``); ValueError for a
+        name systemd would refuse (``luod.custody.fdname``).
+        """
+        ...
+
+    def withdraw(self, name: str) -> None:
+        """Forget ``name`` and close custody's copy (the session ended); unknown: no-op."""
+        ...
+
+    def recover(self) -> dict[str, OwnedFd]:
+        """Every fd held, by name, as new duplicates owned by the caller."""
+        ...
+
+    def close(self) -> None:
+        """Release local resources; fds held outside this process stay held."""
+        ...
 
 
 class Registry:

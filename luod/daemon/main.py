@@ -20,9 +20,9 @@ import structlog
 import luod
 from luod.core.access import AccessPolicy
 from luod.core.clock import SystemClock
-from luod.core.custody import choose_custody
 from luod.core.recovery import recover
 from luod.core.registry import Registry
+from luod.custody.choose import choose_custody
 from luod.daemon import config, logs, systemd, uplink_watch
 from luod.daemon.api import ApiSettings, serve_api
 from luod.daemon.handler import LuodHandler

@@ -12,9 +12,9 @@ from typing import Any
 
 from luod.core.access import AccessPolicy, Peer
 from luod.core.clock import SystemClock
-from luod.core.custody import MemoryCustody
 from luod.core.recovery import recover
 from luod.core.registry import Registry
+from luod.custody.memory import MemoryCustody
 from luod.daemon.facade import DaemonFacade
 from luod.daemon.handler import LuodHandler
 from luod.daemon.update import UpdateDriver

@@ -11,10 +11,10 @@ import pytest
 
 from luod.core import handoff, manifest, reclaim
 from luod.core.access import AccessPolicy, Peer
-from luod.core.custody import MemoryCustody
 from luod.core.model import FileSpec, Mode, VmState
 from luod.core.recovery import recover
 from luod.core.registry import Registry
+from luod.custody.memory import MemoryCustody
 from luod.errors import LuodError
 from luod.kernel import memfd
 from luod.kernel.sim import SimulatedKexec, sim_backend

@@ -11,9 +11,9 @@ import pytest
 
 from luod.core import handoff, manifest, timeline
 from luod.core.clock import SystemClock
-from luod.core.custody import MemoryCustody
 from luod.core.kexec_mode import SystemdFacts
 from luod.core.orchestrator import Phase
+from luod.custody.memory import MemoryCustody
 from luod.daemon import uplink_watch
 from luod.daemon.update import KexecSettings, UpdateDriver, UpdateRequest
 from luod.errors import LuodError

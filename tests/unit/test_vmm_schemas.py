@@ -28,9 +28,9 @@ from luod.core import preflight, timeline
 from luod.core import registry as luod_registry
 from luod.core.access import AccessPolicy, Peer
 from luod.core.clock import FakeClock, SystemClock
-from luod.core.custody import MemoryCustody
 from luod.core.orchestrator import Phase, Transition
 from luod.core.recovery import recover
+from luod.custody.memory import MemoryCustody
 from luod.daemon.handler import LuodHandler
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
