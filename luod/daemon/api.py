@@ -12,31 +12,26 @@ luod.rest.facade.RestFacade.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
+from luod.core.registry import Registry
 from luod.daemon import systemd
-from luod.daemon.handler import LuodHandler
+from luod.daemon.events import EventBus
+from luod.daemon.settings import ApiSettings
+from luod.daemon.update import UpdateDriver
 from luod.errors import LuodError
 
 log = structlog.get_logger("luod")
 
 
-@dataclass(frozen=True)
-class ApiSettings:
-    """Where the REST API listens: a unix socket, and TCP only with a bearer token (and TLS
-    when both halves are given)."""
-
-    socket: Path
-    tcp: tuple[str, int] | None = None
-    token_file: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-
-
-async def serve_api(handler: LuodHandler, settings: ApiSettings, delay: float = 0.0) -> None:
+async def serve_api(
+    registry: Registry,
+    driver: UpdateDriver,
+    events: EventBus,
+    settings: ApiSettings,
+    delay: float = 0.0,
+) -> None:
     """Serve until cancelled (which stops the REST thread and waits for it). A REST stack that
     does not import or fails costs the API only: luod keeps serving VMMs, and says why."""
     activated = systemd.activated_socket("api")
@@ -55,9 +50,10 @@ async def serve_api(handler: LuodHandler, settings: ApiSettings, delay: float = 
     from luod.daemon.facade import DaemonFacade  # loaded by _import_rest: no cost here
     from luod.rest import app, bridge, serve, thread
 
-    facade = DaemonFacade(handler)
+    facade = DaemonFacade(registry, driver)
     over = bridge.LoopBridge(facade, asyncio.get_running_loop())
-    handler.listeners += [over.changed, facade.publish]  # stale snapshots, then SSE
+    events.listen(over.changed)  # the REST thread's snapshots are stale
+    events.listen(facade.publish)  # then the event stream (SSE)
 
     async def serving() -> None:  # in the REST thread, building the app too
         await serve.serve_rest(

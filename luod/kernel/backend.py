@@ -1,8 +1,5 @@
-"""Backend: everything luod needs from a LUO kernel, over a real or a simulated platform.
-
-``open_backend`` chooses: the running kernel, or the in-process simulator (luod.kernel.sim),
-which is imported there and only when asked for, so that nothing on a real host loads it.
-"""
+"""Backend: everything luod needs from a LUO kernel, over a real or a simulated platform
+(luod.kernel.selection chooses which)."""
 
 from __future__ import annotations
 
@@ -44,15 +41,3 @@ class Backend:
 
 def kernel_backend(device_path: str = DEFAULT_PATH) -> Backend:
     return Backend(KernelPlatform(), device_path)
-
-
-def open_backend(simulate: Path | None = None, *, sim_cmdline: str | None = None) -> Backend:
-    """The running kernel's LUO; with ``simulate`` (a state directory), the simulator's, whose
-    sessions live in that directory across simulated kexecs (``sim_cmdline``: the simulated
-    boot's command line). The simulator releases what a closed fd held at once, as the kernel
-    does, since luod runs on it for as long as a real host would."""
-    if simulate is None:
-        return kernel_backend()
-    from luod.kernel.sim import sim_backend  # here only: never loaded on a real host
-
-    return sim_backend(simulate, cmdline=sim_cmdline, eager_release=True)

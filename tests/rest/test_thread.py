@@ -39,7 +39,7 @@ class Threaded:
 async def threaded(luod: Luod, tmp_path: Path) -> AsyncIterator[Threaded]:
     """Served as the daemon serves it (luod.daemon.api.serve_api), minus the lazy import."""
     over = LoopBridge(luod.facade, asyncio.get_running_loop())
-    luod.handler.listeners.append(over.changed)
+    luod.daemon.events.listen(over.changed)
     sock = tmp_path / "api.sock"
     app = create_app(over, keepalive=0.05)
     task = asyncio.create_task(serve_in_thread(lambda: serve_rest(app, unix_path=sock, group=None)))
