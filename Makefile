@@ -33,6 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check luod tests bench
 	$(VENV)/bin/ruff format --check luod tests bench
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/vulture
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy luod

@@ -111,10 +111,6 @@ class UpdateMachine:
         deadline = self.deadline()
         return None if deadline is None else max(0.0, deadline - self.clock.now().monotonic)
 
-    def expired(self) -> bool:
-        remaining = self.remaining()
-        return remaining is not None and remaining <= 0.0
-
     @property
     def defers_signals(self) -> bool:
         return self.phase in SIGNAL_DEFERRING

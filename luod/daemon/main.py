@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -83,23 +84,28 @@ def settings_from(args: argparse.Namespace, cfg: config.Config) -> Settings:
     """The command line wins over the configuration file, which wins over the defaults. Under
     ``--simulate`` the file's paths and custody do not apply: everything is under STATE_DIR."""
     if args.simulate is not None:
-        state = args.state_dir or args.simulate
-        runtime = args.runtime_dir or args.simulate / "run"
-        socket, custody = args.socket, args.custody or "memory"
+        given = {
+            "state_dir": args.state_dir,
+            "runtime_dir": args.runtime_dir,
+            "socket": args.socket,
+            "custody": args.custody,
+        }
+        where = Settings.simulated(
+            args.simulate, **{key: value for key, value in given.items() if value is not None}
+        )
     else:
-        state = args.state_dir or Path(cfg["paths.state_dir"])
-        runtime = args.runtime_dir or Path(cfg["paths.runtime_dir"])
-        socket = args.socket or _path(cfg["paths.socket"])
-        custody = args.custody or cfg["custody.mode"]
-    return Settings(
-        state_dir=state,
-        runtime_dir=runtime,
-        socket=socket,
-        simulate=args.simulate / "kernel" if args.simulate is not None else None,
+        where = Settings(
+            state_dir=args.state_dir or Path(cfg["paths.state_dir"]),
+            runtime_dir=args.runtime_dir or Path(cfg["paths.runtime_dir"]),
+            socket=args.socket or _path(cfg["paths.socket"]),
+            custody=args.custody or cfg["custody.mode"],
+        )
+    enabled = not args.no_api and cfg["api.enabled"]
+    return dataclasses.replace(
+        where,
         sim_cmdline=args.sim_cmdline,
-        custody=custody,
         access=AccessPolicy(frozenset(cfg["access.uids"]), cfg.allowed_gids()),
-        api=None if args.no_api or not cfg["api.enabled"] else _api(args, cfg, runtime),
+        api=_api(args, cfg, where.runtime_dir) if enabled else None,
         kexec_mode=cfg["kexec.mode"],
         systemd_timeout=cfg["kexec.systemd_timeout"],
         unload_on_abort=cfg["kexec.unload_on_abort"],

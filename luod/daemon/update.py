@@ -15,7 +15,6 @@ import structlog
 
 from luod.core import handoff, preflight, timeline
 from luod.core.clock import Clock, Stamp
-from luod.core.kexec_mode import KexecPlan
 from luod.core.model import Mode, VmState
 from luod.core.orchestrator import Phase, UpdateMachine
 from luod.core.registry import Registry
@@ -96,9 +95,6 @@ class UpdateDriver:
         """SIGTERM waits while freezing/frozen/rebooting, except for systemd's own stop after
         systemctl kexec (the sessions are in the fd store by then)."""
         return self.machine.defers_signals and not self.kexec.handed_to_systemd
-
-    def kexec_plan(self) -> KexecPlan:
-        return self.kexec.plan()
 
     # --- requests ------------------------------------------------------------------------------
     def check(self, request: UpdateRequest) -> list[preflight.Check]:

@@ -36,10 +36,6 @@ class KernelInfo:
     kexec_count: int
     boot_id: str = ""
 
-    @property
-    def luo_usable(self) -> bool:
-        return self.device_present
-
 
 @dataclass(frozen=True, slots=True)
 class Holder:

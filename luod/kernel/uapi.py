@@ -64,15 +64,6 @@ STRUCT_OF: Final[dict[int, str]] = {
     SESSION_GET_NAME: "struct liveupdate_session_get_name",
 }
 
-COMMAND_NAMES: Final[dict[int, str]] = {
-    CREATE_SESSION: "CREATE_SESSION",
-    RETRIEVE_SESSION: "RETRIEVE_SESSION",
-    SESSION_PRESERVE_FD: "PRESERVE_FD",
-    SESSION_RETRIEVE_FD: "RETRIEVE_FD",
-    SESSION_FINISH: "FINISH",
-    SESSION_GET_NAME: "GET_NAME",
-}
-
 
 def new_arg(cmd: int, **fields: int) -> Any:
     """A zeroed argument struct for ``cmd`` with ``size`` set (always) and ``fields`` filled."""
