@@ -23,7 +23,7 @@ test: lint typecheck host-tools
 host-tools:
 	tests/vm/ensure-host-tools
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml luod/__init__.py  # the version lives in luod/__init__.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

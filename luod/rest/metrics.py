@@ -25,6 +25,7 @@ class Scrape(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         status = self.status
+        yield _build_info(status.version)
         yield _phase(status.phase)
         for name, value, doc in (
             ("luod_vms", status.vms, "VMs luod knows"),
@@ -37,6 +38,12 @@ class Scrape(Collector):
         history = self.history.history
         yield _outcomes(record.outcome for record in history)
         yield _last_blackout(history[-1].blackout if history else {})
+
+
+def _build_info(version: str) -> GaugeMetricFamily:
+    family = GaugeMetricFamily("luod_build_info", "luod's version (always 1)", labels=["version"])
+    family.add_metric([version], 1.0)
+    return family
 
 
 def _phase(current: str) -> GaugeMetricFamily:
