@@ -33,7 +33,10 @@ MACHINE_ROOTS: Final = ("work", "home")  # caught even alone (/root alone is roo
 START: Final = r"(?<![\w.:/~$@{}#*\-\]\)])(?<![\w}]\")"
 MULTI: Final = re.compile(START + r"/([A-Za-z0-9_.-]+)/")
 SINGLE: Final = re.compile(START + r"/(" + "|".join(MACHINE_ROOTS) + r")\b(?!/)")
-SKIP: Final = {".gitignore"}  # its leading '/' anchors a pattern at the repository's root
+SKIP: Final = {
+    REPO / ".gitignore",  # its leading '/' anchors a pattern at the repository's root
+    Path(__file__).resolve(),  # its examples are such paths
+}
 
 
 def tracked_text_files() -> list[Path]:
@@ -41,7 +44,7 @@ def tracked_text_files() -> list[Path]:
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
     ).stdout.split(b"\0")
     files = [REPO / name.decode() for name in names if name]
-    return [f for f in files if f.is_file() and f.name not in SKIP and b"\0" not in f.read_bytes()]
+    return [f for f in files if f.is_file() and f not in SKIP and b"\0" not in f.read_bytes()]
 
 
 def foreign_paths(text: str) -> list[str]:
