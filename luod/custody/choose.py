@@ -1,5 +1,6 @@
-"""Which custodian holds luod's session fds (DESIGN §5): every session fd luod holds is also
-held by something that outlives luod, so a luod restarted after ``kill -9`` recovers them all.
+"""Which custodian holds luod's session fds (docs/architecture.md §6): every session fd luod
+holds is also held by something that outlives luod, so a luod restarted after ``kill -9``
+recovers them all.
 
 - systemd's fd store (luod.custody.fdstore), when luod runs as a service with one;
 - else the keeper process (luod.custody.keeper_client: ``python -m luod.custody.keeper``);
