@@ -70,6 +70,11 @@ class Daemon:
     def startup(self, spawn: Spawn | None = None) -> None:
         """Build every part; on return VMM requests can be answered (``handler``). ``spawn``
         runs the update's task; by default in the task group of ``run()``."""
+        self._recover()
+        self._wire(spawn or self._spawn)
+
+    def _recover(self) -> None:
+        """The critical path after a reboot: backend, custody, the sessions taken back."""
         settings = self.settings
         for directory in (settings.state_dir, settings.runtime_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -86,6 +91,10 @@ class Daemon:
         self._opened.callback(self.custody.close)
         self.registry = Registry(self.backend, self.custody, settings.state_dir, settings.access)
         self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
+
+    def _wire(self, spawn: Spawn) -> None:
+        """The parts that answer requests, each given what it uses, once."""
+        settings = self.settings
         self.connections = VmmConnections()
         self.events = EventBus()
         self.events.listen(systemd.on_event)  # the unit's STATUS= follows the update
@@ -96,7 +105,7 @@ class Daemon:
             self.events,
             self.clock,
             on_kexec=self._kernel_gone,
-            spawn=spawn or self._spawn,
+            spawn=spawn,
             kexec=self._kexec if self._kexec is not None else self._host_kexec(),
             deadlines=settings.deadlines,
             unload_on_abort=settings.unload_on_abort,
