@@ -230,6 +230,10 @@ BAD_REQUESTS = [
     ({"cmd": "RECLAIM", "id": "vm1", "files": "ram0"}, 0, "bad-request"),
     ({"cmd": "HELLO", "version": "1"}, 0, "bad-request"),
     ({"cmd": "HELLO", "version": True}, 0, "bad-request"),
+    ({"cmd": "HELLO", "capabilities": "freeze"}, 0, "bad-request"),
+    ({"cmd": "HELLO", "capabilities": ["Freeze"]}, 0, "bad-request"),
+    ({"cmd": "HELLO", "capabilities": [1]}, 0, "bad-request"),
+    ({"cmd": "HELLO", "capabilities": ["x"] * 65}, 0, "bad-request"),
     ({"cmd": "READY", "error": 5}, 0, "bad-request"),
     ({"cmd": "READY", "error": "nul\0inside"}, 0, "bad-request"),
     ({"cmd": "KEXEC"}, 0, "bad-request"),
@@ -273,8 +277,8 @@ def _mutations() -> st.SearchStrategy[tuple[Sample, str, Any]]:
         scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner)
     )
     keys = st.sampled_from(
-        ["id", "files", "version", "force", "error", "kernel", "initrd", "cmdline"]
-    ) | st.sampled_from(["deadlines", "dry_run", "wait", "reason"])
+        ["id", "files", "version", "capabilities", "force", "error", "kernel", "initrd"]
+    ) | st.sampled_from(["cmdline", "deadlines", "dry_run", "wait", "reason"])
     return st.tuples(requests(), keys, values | JSON.filter(lambda v: not isinstance(v, float)))
 
 
