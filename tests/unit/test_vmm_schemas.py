@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from luod.core import preflight, timeline
+from luod.core import dialect, preflight, timeline
 from luod.core import registry as luod_registry
 from luod.core.access import AccessPolicy, Peer
 from luod.core.clock import FakeClock, SystemClock
@@ -334,7 +334,8 @@ CHECKS = [
         codec.ok_reply("HISTORY", 7, {"history": []}),
         codec.ok_reply("DROP", None),
         codec.ok_reply("HELLO", 1, {"protocol": codec.PROTOCOL, "version": codec.VERSION,
-                                    "server": "luod 0.1.0"}),
+                                    "server": "luod 0.1.0", "capabilities": ["freeze"],
+                                    "supported": sorted(dialect.ALL)}),
         codec.error_reply("PRESERVE", 2, LuodError("luo-ebusy", "busy", "already preserved", 16)),
     ],
 )  # fmt: skip
@@ -378,6 +379,7 @@ class FakeConnection:
     def __init__(self, uid: int = 0) -> None:
         self.peer = Peer(uid, uid, os.getpid())
         self.subscribed: set[str] = set()
+        self.capabilities: frozenset[str] = frozenset()  # granted by HELLO
         self.closed = False
         self.frames: list[tuple[dict[str, Any], int]] = []
 
@@ -441,12 +443,17 @@ async def _until(condition: Callable[[], object]) -> None:
             await asyncio.sleep(0.002)
 
 
+HELLO = {"cmd": "HELLO", "seq": 0, "version": 1, "capabilities": sorted(dialect.ALL)}
+
+
 async def _whole_updates(state: Path) -> list[tuple[dict[str, Any], int]]:
     """Dry run, refusal, VMM refusal, deadline, ABORT, then KEXEC, reboot, reclaim, HISTORY."""
     image = state / "bzImage"
     image.write_bytes(FAKE_BZIMAGE)
     luod = Luod(state)
     hand, dele, op = FakeConnection(), FakeConnection(), FakeConnection()
+    for conn in (hand, dele, op):
+        assert (await luod.ask(conn, HELLO))["capabilities"] == sorted(dialect.ALL)
     ram = OwnedFd(os.memfd_create("ram0"))
     os.ftruncate(ram.fileno(), 4096)
     await luod.ask(hand, {"cmd": "REGISTER", "id": "vm1"})
@@ -495,6 +502,8 @@ async def _whole_updates(state: Path) -> list[tuple[dict[str, Any], int]]:
     assert luod.after_kexec
     luod.handler.driver.resume_after_kexec(SystemClock().now())
     vmm, op = FakeConnection(), FakeConnection()
+    for conn in (vmm, op):
+        await luod.ask(conn, HELLO)
     assert (await luod.ask(op, {"cmd": "WATCH"}))["phase"] == "reclaiming"
     assert (await luod.ask(vmm, {"cmd": "DROP", "id": "vm1"}))["error"]["code"] == "wrong-state"
     await luod.ask(vmm, {"cmd": "RECLAIM", "id": "vm1"})
