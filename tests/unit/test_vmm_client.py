@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import inspect
+import json
 import os
 import socket
 import threading
@@ -527,3 +529,96 @@ def test_async_client_before_connect_is_not_connected() -> None:
     with pytest.raises(ConnectionBroken, match="not connected"):
         run(client.status())
     client.close()
+
+
+def test_the_context_managers_close_the_client(kind: str, no_fd_leak: None) -> None:
+    fake = FakeLuod(lambda r: [reply(r, vms=[])])
+    client = make_client(kind, sock=fake.client_sock)
+
+    async def in_async_with() -> Any:
+        assert isinstance(client, AsyncClient)
+        async with client as entered:
+            assert entered is client
+            return await client.list()
+
+    if isinstance(client, Client):
+        with client as entered:
+            assert entered is client.connect() is client
+            assert client.list() == []
+    else:
+        assert run(in_async_with()) == []
+    with pytest.raises(ConnectionBroken, match="closed"):
+        Shell(kind, client).call("status") if kind == "sync" else run(client.status())
+    fake.join()
+
+
+def test_a_socket_path_nobody_listens_on_raises_at_connect(kind: str, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        Shell(kind, make_client(kind, path=tmp_path / "absent.sock"))
+
+
+def test_a_send_into_a_closed_connection_breaks_it(kind: str, no_fd_leak: None) -> None:
+    mine, theirs = socket.socketpair()
+    theirs.close()
+    shell = Shell(kind, make_client(kind, sock=mine))
+    try:
+        with pytest.raises(ConnectionBroken, match="sending to luod"):
+            shell.call("status")
+        with pytest.raises(ConnectionBroken, match="sending to luod"):
+            shell.call("status")
+    finally:
+        shell.close()
+
+
+class SlowLuod:
+    """A peer that reads nothing until told to, then answers every request by its seq."""
+
+    def __init__(self) -> None:
+        self.client_sock, self.sock = socket.socketpair()
+        for sock, option in ((self.client_sock, socket.SO_SNDBUF), (self.sock, socket.SO_RCVBUF)):
+            sock.setsockopt(socket.SOL_SOCKET, option, 4096)
+        self.go = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.go.wait(10)
+        reader = codec.FrameReader()
+        with self.sock, contextlib.suppress(OSError):  # the client may be gone by then
+            while data := self.sock.recv(65536):
+                for frame in reader.feed(data, []):
+                    seq = json.loads(frame.line)["seq"]
+                    self.sock.sendall(codec.encode(codec.ok_reply("KEXEC", seq, {})).line)
+
+
+def test_async_writes_wait_for_room_in_the_socket(no_fd_leak: None) -> None:
+    peer = SlowLuod()
+
+    async def scenario() -> list[Any]:
+        async with AsyncClient(sock=peer.client_sock) as client:
+            calls = [client.kexec("/k", cmdline="x" * 30_000) for _ in range(6)]
+            asyncio.get_running_loop().call_later(0.2, peer.go.set)
+            return list(await asyncio.gather(*calls))
+
+    assert run(scenario()) == [{}] * 6
+    peer.thread.join(10)
+
+
+def test_a_request_cancelled_half_way_through_its_frame_breaks_the_connection(
+    no_fd_leak: None,
+) -> None:
+    peer = SlowLuod()
+
+    async def scenario() -> None:
+        async with AsyncClient(sock=peer.client_sock) as client:
+            sending = asyncio.create_task(client.kexec("/k", cmdline="x" * 60_000))
+            await asyncio.sleep(0.2)  # blocked: the peer reads nothing
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            with pytest.raises(ConnectionBroken, match="cut off half-way"):
+                await client.status()
+
+    run(scenario())
+    peer.go.set()
+    peer.thread.join(10)

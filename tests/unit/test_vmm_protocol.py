@@ -242,3 +242,21 @@ def test_preserve_takes_fds_or_numbers_and_a_kind() -> None:
         call = verbs.preserve("vm1", {"ram0": ram, "ram1": 9, "dev": (10, "vfio")})
         assert call.fds == (ram.fileno(), 9, 10)
     assert [f["kind"] for f in call.fields["files"]] == ["memfd", "memfd", "vfio"]
+
+
+def test_a_reply_already_in_when_its_request_is_abandoned_is_closed(
+    protocol: ClientProtocol,
+) -> None:
+    seq = protocol.send("CLAIM", {"id": "vm2"})
+    arrived = fds(1)
+    protocol.receive_data(line({"reply": "CLAIM", "ok": True, "seq": seq}), arrived)
+    protocol.abandon(seq)
+    assert arrived[0].closed and protocol.next_reply(seq) is None
+
+
+def test_a_reclaim_reply_with_unusable_names_is_refused_and_closed() -> None:
+    sent = fds(2)
+    reply = Reply({"reply": "RECLAIM", "ok": True, "files": [{"name": 1}, "ram1"]}, tuple(sent))
+    with pytest.raises(LuodError) as caught:
+        verbs.reclaim("vm1", None).parse(reply)
+    assert caught.value.code == "internal" and all(fd.closed for fd in sent)
