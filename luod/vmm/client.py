@@ -18,9 +18,10 @@ after the kexec::
         luod.done("vm1")                            # luod FINISHes the session
 
 Both are thin shells over one sans-I/O protocol object (``luod.vmm.protocol``) and one table of
-verbs (``luod.vmm.verbs``): they only move bytes and fds. Before its first request a client asks
-luod for every capability of luod's dialect (FREEZE, RESUME, progress events, DONE after CLAIM);
-``capabilities=None`` speaks luo-agent's dialect instead (§2a of the spec).
+verbs (``luod.vmm.verbs``): they only move bytes and fds (``luod.vmm.transport``). Before its
+first request a client asks luod for every capability of luod's dialect (FREEZE, RESUME,
+progress events, DONE after CLAIM); ``capabilities=None`` speaks luo-agent's dialect instead
+(§2a of the spec).
 
 Errors luod answers raise ``LuodError`` (``.code``, ``.hint``, ``.errno``). A connection that can
 no longer be trusted (EOF, truncated fds, garbage) raises ``ConnectionBroken``. Every fd the
@@ -33,28 +34,19 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import os
 import socket
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from luod.fdpass import pack_rights, room, unpack_rights
 from luod.kernel import OwnedFd
-from luod.vmm import codec, verbs
-from luod.vmm.protocol import (
-    DEFAULT_CAPABILITIES,
-    ClientProtocol,
-    ConnectionBroken,
-    Event,
-    OutFrame,
-)
-from luod.vmm.verbs import Call, Files, Path
+from luod.vmm import transport, verbs
+from luod.vmm.protocol import DEFAULT_CAPABILITIES, ClientProtocol, ConnectionBroken, Event
+from luod.vmm.verbs import Call, Files, StrPath
 
 __all__ = ["DEFAULT_SOCKET", "AsyncClient", "Client", "ConnectionBroken", "Event"]
 DEFAULT_SOCKET: Final = "/run/luod/liveupdate.sock"
-_ANCILLARY: Final = room(codec.MAX_FDS)
 Records = list[dict[str, Any]]  # module level: the ``list`` method would shadow it in a class
 T = TypeVar("T")
 
@@ -66,7 +58,7 @@ class Client:
 
     def __init__(
         self,
-        path: Path = DEFAULT_SOCKET,
+        path: StrPath = DEFAULT_SOCKET,
         *,
         timeout: float | None = None,
         sock: socket.socket | None = None,
@@ -74,7 +66,7 @@ class Client:
     ) -> None:
         self._timeout = timeout
         self._protocol = ClientProtocol(capabilities)
-        self._sock = sock if sock is not None else _connect(path)
+        self._sock = sock if sock is not None else transport.connect(path)
         self._sock.setblocking(True)
 
     def connect(self) -> Client:
@@ -119,11 +111,11 @@ class Client:
         return self._call(verbs.status())
 
     def kexec(
-        self, kernel: Path, initrd: Path | None = None, cmdline: str | None = None
+        self, kernel: StrPath, initrd: StrPath | None = None, cmdline: str | None = None
     ) -> dict[str, Any]:
         return self._call(verbs.kexec(kernel, initrd, cmdline))
 
-    def update(self, kernel: Path, **options: Any) -> dict[str, Any]:
+    def update(self, kernel: StrPath, **options: Any) -> dict[str, Any]:
         """UPDATE (root): options initrd, cmdline, deadlines {phase: s}, dry_run, wait."""
         return self._call(verbs.update(kernel, options))
 
@@ -162,7 +154,7 @@ class Client:
         try:
             self._sock.settimeout(self._timeout)
             while (frame := self._protocol.next_frame()) is not None:
-                _send(self._sock, frame, self._protocol)
+                transport.send(self._sock, frame, self._protocol)
             reply = self._until(lambda: self._protocol.next_reply(seq), self._timeout)
         except BaseException:
             self._protocol.abandon(seq)
@@ -179,7 +171,7 @@ class Client:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             self._sock.settimeout(left)  # 0.0 still reads what is there: a poll
             try:
-                chunk = _receive(self._sock)
+                chunk = transport.receive(self._sock)
             except (TimeoutError, BlockingIOError):
                 return None
             except OSError as exc:
@@ -195,7 +187,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        path: Path = DEFAULT_SOCKET,
+        path: StrPath = DEFAULT_SOCKET,
         *,
         timeout: float | None = None,
         sock: socket.socket | None = None,
@@ -210,14 +202,7 @@ class AsyncClient:
 
     async def connect(self) -> AsyncClient:
         if self._sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                await asyncio.get_running_loop().sock_connect(sock, os.fspath(self._path))
-            except BaseException:
-                sock.close()
-                raise
-            self._sock = sock
+            self._sock = await transport.connect_async(self._path)
         self._sock.setblocking(False)
         return self
 
@@ -260,11 +245,11 @@ class AsyncClient:
         return await self._call(verbs.status())
 
     async def kexec(
-        self, kernel: Path, initrd: Path | None = None, cmdline: str | None = None
+        self, kernel: StrPath, initrd: StrPath | None = None, cmdline: str | None = None
     ) -> dict[str, Any]:
         return await self._call(verbs.kexec(kernel, initrd, cmdline))
 
-    async def update(self, kernel: Path, **options: Any) -> dict[str, Any]:
+    async def update(self, kernel: StrPath, **options: Any) -> dict[str, Any]:
         """UPDATE (root): options initrd, cmdline, deadlines {phase: s}, dry_run, wait."""
         return await self._call(verbs.update(kernel, options))
 
@@ -312,7 +297,7 @@ class AsyncClient:
         try:
             async with self._send_lock:  # frames leave in the order they were queued
                 while (frame := self._protocol.next_frame()) is not None:
-                    await _send_async(sock, frame, self._protocol)
+                    await transport.send_async(sock, frame, self._protocol)
             reply = await self._until(lambda: self._protocol.next_reply(seq), self._timeout)
         except BaseException:
             self._protocol.abandon(seq)
@@ -340,74 +325,10 @@ class AsyncClient:
         self._protocol.check()
         while True:
             try:
-                chunk = _receive(sock)
+                chunk = transport.receive(sock)
                 break
             except (BlockingIOError, InterruptedError):
-                await _io_ready(sock, writing=False)
+                await transport.io_ready(sock, writing=False)
             except OSError as exc:
                 self._protocol.fail(ConnectionBroken(f"receiving from luod: {exc}"), exc)
         self._protocol.receive_data(*chunk)
-
-
-# --- sockets and fds -----------------------------------------------------------------------
-def _connect(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(os.fspath(path))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
-    """One recvmsg with room for MAX_FDS fds, each wrapped at once; (data, fds, truncated)."""
-    data, ancillary, flags, _ = sock.recvmsg(codec.MAX_LINE, _ANCILLARY, socket.MSG_CMSG_CLOEXEC)
-    fds = [OwnedFd(n) for n in unpack_rights(ancillary)]
-    return data, fds, bool(flags & socket.MSG_CTRUNC)
-
-
-def _send(sock: socket.socket, frame: OutFrame, protocol: ClientProtocol) -> None:
-    """One sendmsg carries the frame and its fds; the rest of a short write follows without."""
-    try:
-        sent = sock.sendmsg([frame.line], pack_rights(frame.fds))
-        if sent < len(frame.line):
-            sock.sendall(frame.line[sent:])
-    except OSError as exc:
-        protocol.fail(ConnectionBroken(f"sending to luod: {exc}"), exc)
-
-
-async def _send_async(sock: socket.socket, frame: OutFrame, protocol: ClientProtocol) -> None:
-    view, rights = memoryview(frame.line), pack_rights(frame.fds)
-    try:
-        while view:
-            try:
-                sent = sock.sendmsg([view], rights)
-            except (BlockingIOError, InterruptedError):
-                await _io_ready(sock, writing=True)
-                continue
-            view, rights = view[sent:], []
-    except OSError as exc:
-        protocol.fail(ConnectionBroken(f"sending to luod: {exc}"), exc)
-    except BaseException:  # cancelled half-way: the stream is cut mid-frame
-        if len(view) < len(frame.line):
-            protocol.mark_broken(ConnectionBroken("a request was cut off half-way (cancelled)"))
-        raise
-
-
-async def _io_ready(sock: socket.socket, *, writing: bool) -> None:
-    loop = asyncio.get_running_loop()
-    woken: asyncio.Future[None] = loop.create_future()
-    if writing:
-        loop.add_writer(sock.fileno(), _wake, woken)
-    else:
-        loop.add_reader(sock.fileno(), _wake, woken)
-    try:
-        await woken
-    finally:
-        (loop.remove_writer if writing else loop.remove_reader)(sock.fileno())
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

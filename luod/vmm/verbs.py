@@ -21,7 +21,7 @@ from luod.vmm.protocol import Reply, close_all
 T = TypeVar("T")
 FileLike = SupportsFileno | int
 Files = Mapping[str, FileLike | tuple[FileLike, str]]
-Path = str | os.PathLike[str]
+StrPath = str | os.PathLike[str]
 _ENVELOPE: Final = frozenset({"reply", "ok", "seq"})
 
 
@@ -80,12 +80,12 @@ def status() -> Call[dict[str, Any]]:
     return Call("STATUS", body)
 
 
-def kexec(kernel: Path, initrd: Path | None, cmdline: str | None) -> Call[dict[str, Any]]:
+def kexec(kernel: StrPath, initrd: StrPath | None, cmdline: str | None) -> Call[dict[str, Any]]:
     paths = {"kernel": os.fspath(kernel), "initrd": None if initrd is None else os.fspath(initrd)}
     return Call("KEXEC", body, {**paths, "cmdline": cmdline})
 
 
-def update(kernel: Path, options: dict[str, Any]) -> Call[dict[str, Any]]:
+def update(kernel: StrPath, options: dict[str, Any]) -> Call[dict[str, Any]]:
     initrd = options.get("initrd")
     paths = {"kernel": os.fspath(kernel), "initrd": None if initrd is None else os.fspath(initrd)}
     return Call("UPDATE", body, {**options, **paths})
