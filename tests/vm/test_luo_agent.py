@@ -26,7 +26,7 @@ def test_luo_agent_clients_across_a_real_kexec(
     luo_kernel: Path, vm_python: Path, tmp_path: Path
 ) -> None:
     stages = [stage(f"luo-agent-{n}.sh", vm_python, luo_kernel) for n in (1, 2)]
-    result = run_guest(stages, kernel=luo_kernel, timeout=420, workdir=tmp_path)
+    result = run_guest(stages, kernel=luo_kernel, timeout=540, workdir=tmp_path)
     share = result.run_dir / "share"
     result.check()
     assert result.boots == 2
