@@ -1,0 +1,100 @@
+"""The steps that recreate a device, as data: luod.core.nic_plan chooses them, luod.net runs
+them (one netlink request each, or two for VLANs: read, then change)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from luod.core.nic import BridgeRecord, MacvtapLink, PortSettings, TapFlags, Vlan
+
+
+@dataclass(frozen=True)
+class CreateTap:
+    name: str
+    mode: str  # "tap" or "tun"
+    flags: TapFlags
+
+    def __str__(self) -> str:
+        flags = [n for n in ("pi", "vnet_hdr", "multi_queue") if getattr(self.flags, n)]
+        owner = f"owner {self.flags.owner}:{self.flags.group}"
+        return f"create {self.mode} {self.name} ({', '.join([*flags, owner])}, persistent)"
+
+
+@dataclass(frozen=True)
+class CreateMacvtap:
+    name: str
+    link: MacvtapLink
+
+    def __str__(self) -> str:
+        return f"create macvtap {self.name} on {self.link.lower} (mode {self.link.mode})"
+
+
+@dataclass(frozen=True)
+class CreateBridge:
+    bridge: BridgeRecord
+
+    @property
+    def name(self) -> str:
+        return self.bridge.name
+
+    def __str__(self) -> str:
+        settings = self.bridge.settings
+        return (
+            f"create bridge {self.name} (mac {self.bridge.mac}, mtu {self.bridge.mtu}, "
+            f"stp {int(settings.stp)}, vlan_filtering {int(settings.vlan_filtering)})"
+        )
+
+
+@dataclass(frozen=True)
+class SetLink:
+    name: str
+    mac: str | None
+    mtu: int
+    txqlen: int
+
+    def __str__(self) -> str:
+        return f"set {self.name} mac {self.mac} mtu {self.mtu} txqlen {self.txqlen}"
+
+
+@dataclass(frozen=True)
+class Attach:
+    name: str
+    master: str
+
+    def __str__(self) -> str:
+        return f"attach {self.name} to bridge {self.master}"
+
+
+@dataclass(frozen=True)
+class SetPort:
+    name: str
+    port: PortSettings
+
+    def __str__(self) -> str:
+        return f"set bridge port {self.name} settings"
+
+
+@dataclass(frozen=True)
+class SetVlans:
+    name: str
+    vlans: tuple[Vlan, ...]
+    own: bool  # the bridge's own VLANs (``self``), not a port's
+
+    def __str__(self) -> str:
+        vids = ",".join(
+            f"{v.vid}{' pvid' if v.pvid else ''}{' untagged' if v.untagged else ''}"
+            for v in self.vlans
+        )
+        return f"set VLANs of {self.name} to [{vids}]"
+
+
+@dataclass(frozen=True)
+class Up:
+    name: str
+
+    def __str__(self) -> str:
+        return f"set {self.name} up"
+
+
+Action = CreateTap | CreateMacvtap | CreateBridge | SetLink | Attach | SetPort | SetVlans | Up
+CREATES = (CreateTap, CreateMacvtap, CreateBridge)

@@ -1,0 +1,163 @@
+"""What to do about one recorded device, given what exists now: pure, no netlink.
+
+The rule (issue 15): luod recreates what is missing exactly as recorded, and leaves alone
+whatever exists, whether the host's network configuration recreated it or it survived a luod
+restart; every difference from the record is reported. A name taken by another kind of device
+is a conflict, never replaced. A missing device of a kind luod cannot create (veth, hardware
+NIC, SR-IOV VF) is reported as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from luod.core.nic import HARDWARE, BridgeRecord, NetRecord, NicRecord, Vlan
+from luod.core.nic_actions import (
+    Action,
+    Attach,
+    CreateBridge,
+    CreateMacvtap,
+    CreateTap,
+    SetLink,
+    SetPort,
+    SetVlans,
+    Up,
+)
+
+IGNORED: Final = frozenset({"tap.queues"})
+"""Not the device's: the queues its VMM had attached when luod recorded it."""
+
+
+class Verdict(StrEnum):
+    REBUILD = "rebuild"  # missing: the actions recreate it
+    KEEP = "keep"  # exists and matches the record
+    DIFFERS = "differs"  # exists but differs: left alone, the differences reported
+    CONFLICT = "conflict"  # the name is taken by another kind of device: left alone
+    UNSUPPORTED = "unsupported"  # missing, and of a kind luod cannot create
+    ABSENT = "absent"  # declared, but already missing when luod recorded
+
+
+@dataclass(frozen=True)
+class Difference:
+    field: str  # dotted: "mtu", "tap.multi_queue", "vlans"
+    recorded: Any
+    current: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "recorded": self.recorded, "current": self.current}
+
+    def __str__(self) -> str:
+        return f"{self.field}: recorded {self.recorded!r}, now {self.current!r}"
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    name: str
+    role: str  # "nic" or "bridge"
+    verdict: Verdict
+    actions: tuple[Action, ...] = ()
+    differences: tuple[Difference, ...] = ()
+    reason: str = ""
+
+
+Current = NicRecord | BridgeRecord | None
+
+
+def plan(record: NetRecord, current: Mapping[str, Current]) -> list[DevicePlan]:
+    """Bridges first (the NICs attach to them), then the NICs, then what was absent."""
+    plans = [plan_bridge(bridge, current.get(bridge.name)) for bridge in record.bridges]
+    plans += [plan_nic(nic, current.get(nic.name)) for nic in record.nics]
+    reason = "declared but missing when luod recorded: nothing to rebuild from"
+    plans += [DevicePlan(name, "nic", Verdict.ABSENT, reason=reason) for name in record.absent]
+    return plans
+
+
+def plan_nic(recorded: NicRecord, current: Current) -> DevicePlan:
+    if current is not None:
+        return _existing(recorded, current, "nic")
+    if not recorded.rebuildable:
+        return DevicePlan(recorded.name, "nic", Verdict.UNSUPPORTED, reason=unsupported(recorded))
+    return DevicePlan(recorded.name, "nic", Verdict.REBUILD, nic_actions(recorded))
+
+
+def plan_bridge(recorded: BridgeRecord, current: Current) -> DevicePlan:
+    if current is not None:
+        return _existing(recorded, current, "bridge")
+    actions: list[Action] = [CreateBridge(recorded)]
+    actions += [SetVlans(recorded.name, recorded.vlans, own=True)]
+    actions += [Up(recorded.name)] if recorded.up else []
+    return DevicePlan(recorded.name, "bridge", Verdict.REBUILD, tuple(actions))
+
+
+def nic_actions(nic: NicRecord) -> tuple[Action, ...]:
+    """Create, set MAC/MTU/queue length before joining the bridge (so the bridge's automatic
+    MTU sees the final one), join, port settings and VLANs, then up."""
+    actions: list[Action] = []
+    if nic.tap is not None:
+        actions.append(CreateTap(nic.name, nic.kind, nic.tap))
+    elif nic.macvtap is not None:
+        actions.append(CreateMacvtap(nic.name, nic.macvtap))
+    actions.append(SetLink(nic.name, nic.mac, nic.mtu, nic.txqlen))
+    if nic.master is not None:
+        actions.append(Attach(nic.name, nic.master))
+        actions += [SetPort(nic.name, nic.port)] if nic.port is not None else []
+        actions.append(SetVlans(nic.name, nic.vlans, own=False))
+    actions += [Up(nic.name)] if nic.up else []
+    return tuple(actions)
+
+
+def _existing(
+    recorded: NicRecord | BridgeRecord, current: NicRecord | BridgeRecord, role: str
+) -> DevicePlan:
+    if _kind(recorded) != _kind(current):
+        reason = f"exists as a {_kind(current)}, recorded as a {_kind(recorded)}: left alone"
+        return DevicePlan(recorded.name, role, Verdict.CONFLICT, reason=reason)
+    found = differences(recorded, current)
+    verdict = Verdict.DIFFERS if found else Verdict.KEEP
+    reason = "exists but differs from the record: left alone" if found else ""
+    return DevicePlan(recorded.name, role, verdict, differences=found, reason=reason)
+
+
+def _kind(link: NicRecord | BridgeRecord) -> str:
+    return "bridge" if isinstance(link, BridgeRecord) else link.kind
+
+
+def differences(
+    recorded: NicRecord | BridgeRecord, current: NicRecord | BridgeRecord
+) -> tuple[Difference, ...]:
+    """Every recorded attribute whose current value differs (IGNORED aside)."""
+    before, after = _flat(recorded.to_dict()), _flat(current.to_dict())
+    keys = [key for key in before if key not in IGNORED] + [k for k in after if k not in before]
+    return tuple(
+        Difference(key, before.get(key), after.get(key))
+        for key in keys
+        if before.get(key) != after.get(key) and key not in IGNORED
+    )
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def vlan_changes(want: tuple[Vlan, ...], have: tuple[Vlan, ...]) -> tuple[list[Vlan], list[Vlan]]:
+    """(to add, to remove) to turn a port's VLANs ``have`` into exactly ``want``. Adding an
+    existing vid with other flags replaces its flags, so only vids not wanted are removed."""
+    wanted = {vlan.vid for vlan in want}
+    add = [vlan for vlan in want if vlan not in have]
+    remove = [vlan for vlan in have if vlan.vid not in wanted]
+    return add, remove
+
+
+def unsupported(nic: NicRecord) -> str:
+    if nic.kind == HARDWARE:
+        return "a hardware NIC (such as an SR-IOV VF): luod cannot create it"
+    return f"a {nic.kind}: luod rebuilds taps, tuns and macvtaps only"
