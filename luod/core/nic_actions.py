@@ -16,8 +16,9 @@ class CreateTap:
 
     def __str__(self) -> str:
         flags = [n for n in ("pi", "vnet_hdr", "multi_queue") if getattr(self.flags, n)]
-        owner = f"owner {self.flags.owner}:{self.flags.group}"
-        return f"create {self.mode} {self.name} ({', '.join([*flags, owner])}, persistent)"
+        flags += [f"owner {self.flags.owner}"] if self.flags.owner is not None else []
+        flags += [f"group {self.flags.group}"] if self.flags.group is not None else []
+        return f"create {self.mode} {self.name} ({', '.join([*flags, 'persistent'])})"
 
 
 @dataclass(frozen=True)

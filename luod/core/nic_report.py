@@ -58,7 +58,15 @@ class DeviceOutcome:
         }
 
 
-def outcome(
+def untouched(planned: DevicePlan) -> DeviceOutcome:
+    """The outcome of a device whose plan was not to rebuild it."""
+    status = _UNTOUCHED[planned.verdict]
+    return DeviceOutcome(
+        planned.name, planned.role, status, differences=planned.differences, reason=planned.reason
+    )
+
+
+def rebuilt(
     planned: DevicePlan,
     done: Sequence[str],
     errors: Sequence[str],
@@ -66,27 +74,15 @@ def outcome(
     recorded: NicRecord | BridgeRecord,
     seconds: float,
 ) -> DeviceOutcome:
-    """The status of a device once its plan ran: ``after`` is the device as it now is."""
-    if planned.verdict is not Verdict.REBUILD:
-        status = _UNTOUCHED[planned.verdict]
-        return DeviceOutcome(
-            planned.name, planned.role, status, (), (), planned.differences, planned.reason
-        )
+    """The outcome of a device luod recreated: ``after`` is the device as it now is."""
+    found: tuple[Difference, ...] = ()
     if after is None:
         reason = errors[0] if errors else "it does not exist after the rebuild"
-        return DeviceOutcome(
-            planned.name,
-            planned.role,
-            Status.FAILED,
-            tuple(done),
-            tuple(errors),
-            (),
-            reason,
-            seconds,
-        )
-    found = differences(recorded, after)
-    status = Status.PARTIAL if errors or found else Status.REBUILT
-    reason = "rebuilt, but not exactly as recorded" if status is Status.PARTIAL else ""
+        status = Status.FAILED
+    else:
+        found = differences(recorded, after)
+        status = Status.PARTIAL if errors or found else Status.REBUILT
+        reason = "rebuilt, but not exactly as recorded" if status is Status.PARTIAL else ""
     return DeviceOutcome(
         planned.name, planned.role, status, tuple(done), tuple(errors), found, reason, seconds
     )

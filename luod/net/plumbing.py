@@ -1,0 +1,217 @@
+"""VM network plumbing across a kexec: record each VM's devices before it, rebuild what is
+missing after it, and warn beforehand about what cannot be rebuilt (issue 15).
+
+    with Plumbing(managed_bridges={"br0"}) as net:
+        record = net.record([NicDecl("tap0", "br0")])   # at prepare, per VM -> the manifest
+        ...                                              # kexec
+        report = net.rebuild(record)                     # before that VM's RECLAIM
+
+rebuild never raises: a device that cannot be rebuilt is reported with its reason, and the
+others are rebuilt. It leaves alone whatever exists (see luod.core.nic_plan). rtnetlink through
+pyroute2, imported when a Plumbing is made: never by shelling out to ip(8). Blocking (one
+netlink round trip per step, a few ms per tap): an asyncio caller runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from luod.core.nic import BridgeRecord, NetRecord, NicDecl, NicRecord
+from luod.core.nic_actions import CREATES, Attach, SetPort, SetVlans
+from luod.core.nic_plan import DevicePlan, Verdict, plan
+from luod.core.nic_report import (
+    DeviceOutcome,
+    NicWarning,
+    RebuildReport,
+    Status,
+    rebuilt,
+    untouched,
+)
+from luod.core.nic_report import warnings as nic_warnings
+from luod.errors import LuodError
+from luod.net.rebuild import Executor, explain
+from luod.net.rtnl import Device, Reader
+
+log = structlog.get_logger("luod.net")
+PORT_STEPS = (SetPort, SetVlans)  # pointless once joining the bridge failed
+
+
+@dataclass
+class Run:
+    """What happened to one device's steps."""
+
+    done: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    detached: bool = False  # joining its bridge failed: no port settings, no VLANs
+    seconds: float = 0.0
+
+
+class Plumbing:
+    """Record, rebuild and check VM network devices over one rtnetlink socket."""
+
+    def __init__(
+        self,
+        managed_bridges: Collection[str] = (),
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        from pyroute2 import IPRoute  # lazy: luod imports it only when VMs have NICs
+
+        self.managed = frozenset(managed_bridges)
+        self.clock = clock
+        self.ipr: Any = IPRoute()
+
+    def __enter__(self) -> Plumbing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def record(self, decls: Sequence[NicDecl]) -> NetRecord:
+        """One VM's declared devices as they are now, and the managed bridges they sit on."""
+        reader = Reader(self.ipr)
+        nics, absent = [], []
+        for decl in decls:
+            device = _read(reader, decl.name)
+            if device is None:
+                absent.append(decl.name)
+            else:
+                nics.append(device if isinstance(device, NicRecord) else _as_nic(device))
+        masters = dict.fromkeys(n.master for n in nics if n.master in self.managed)
+        bridges = [_read(reader, name) for name in masters if name is not None]
+        return NetRecord(
+            tuple(nics), tuple(b for b in bridges if isinstance(b, BridgeRecord)), tuple(absent)
+        )
+
+    def rebuild(self, record: NetRecord) -> RebuildReport:
+        """Recreate what is missing exactly as recorded; report every device."""
+        started = self.clock()
+        reader = Reader(self.ipr)
+        executor = Executor(reader)
+        recorded = _devices(record)
+        current, unreadable = _current(reader, recorded)
+        plans = [p for p in plan(record, current) if p.name not in unreadable]
+        runs = {p.name: self._run(executor, p) for p in plans if p.verdict is Verdict.REBUILD}
+        reader.forget_vlans()
+        outcomes = [_unreadable(name, recorded[name], why) for name, why in unreadable.items()]
+        outcomes += [
+            self._outcome(reader, p, recorded[p.name], runs[p.name])
+            if p.name in runs
+            else untouched(p)
+            for p in plans
+        ]
+        report = RebuildReport(tuple(outcomes), self.clock() - started)
+        log.info("nics-rebuilt", ready=report.ready, exact=report.exact, problems=report.problems)
+        return report
+
+    def preflight(self, nics: Mapping[str, Sequence[NicDecl]]) -> list[NicWarning]:
+        """For each VM: every declared device exists and is of a kind luod can rebuild."""
+        found: list[NicWarning] = []
+        for vm, decls in nics.items():
+            try:
+                found += nic_warnings(vm, decls, self.record(decls), self.managed)
+            except Exception as exc:  # a warning, never a failed preflight
+                found.append(
+                    NicWarning(vm, "*", "nic-unreadable", f"VM {vm}: {explain(exc)}", "retry")
+                )
+        return found
+
+    def _run(self, executor: Executor, planned: DevicePlan) -> Run:
+        started = self.clock()
+        run = Run()
+        for action in planned.actions:
+            if isinstance(action, PORT_STEPS) and run.detached:
+                continue
+            try:
+                executor.run(action)
+            except Exception as exc:  # reported per step; the other devices go on
+                run.errors.append(f"{action}: {explain(exc)}")
+                log.warning("nic-step-failed", device=planned.name, error=run.errors[-1])
+                run.detached |= isinstance(action, Attach)
+                if isinstance(action, CREATES):
+                    break
+            else:
+                run.done.append(str(action))
+        run.seconds = self.clock() - started
+        return run
+
+    def _outcome(
+        self, reader: Reader, planned: DevicePlan, recorded: NicRecord | BridgeRecord, run: Run
+    ) -> DeviceOutcome:
+        try:
+            after = reader.device(planned.name)
+        except Exception as exc:
+            run.errors.append(f"read back: {explain(exc)}")
+            after = None
+        return rebuilt(planned, run.done, run.errors, after, recorded, run.seconds)
+
+
+def record(decls: Sequence[NicDecl], managed_bridges: Collection[str] = ()) -> NetRecord:
+    with Plumbing(managed_bridges) as net:
+        return net.record(decls)
+
+
+def rebuild(net_record: NetRecord) -> RebuildReport:
+    """``Plumbing.rebuild`` on a socket of its own; without rtnetlink at all, every device is
+    reported failed (and nothing raises)."""
+    try:
+        net = Plumbing()
+    except Exception as exc:
+        reason = f"rtnetlink unavailable: {explain(exc)}"
+        devices = _devices(net_record)
+        return RebuildReport(tuple(_unreadable(n, d, reason) for n, d in devices.items()), 0.0)
+    with net:
+        return net.rebuild(net_record)
+
+
+def preflight(
+    nics: Mapping[str, Sequence[NicDecl]], managed_bridges: Collection[str] = ()
+) -> list[NicWarning]:
+    with Plumbing(managed_bridges) as net:
+        return net.preflight(nics)
+
+
+def _devices(record: NetRecord) -> dict[str, NicRecord | BridgeRecord]:
+    devices: dict[str, NicRecord | BridgeRecord] = {b.name: b for b in record.bridges}
+    return devices | {nic.name: nic for nic in record.nics}
+
+
+def _read(reader: Reader, name: str) -> Device | None:
+    try:
+        return reader.device(name)
+    except LuodError:
+        raise
+    except Exception as exc:
+        raise LuodError(
+            "net-unreadable", f"cannot read network device {name}: {explain(exc)}", "retry"
+        ) from exc
+
+
+def _current(
+    reader: Reader, recorded: Mapping[str, NicRecord | BridgeRecord]
+) -> tuple[dict[str, Device | None], dict[str, str]]:
+    current: dict[str, Device | None] = {}
+    unreadable: dict[str, str] = {}
+    for name in recorded:
+        try:
+            current[name] = reader.device(name)
+        except Exception as exc:
+            unreadable[name] = f"cannot read it: {explain(exc)}"
+    return current, unreadable
+
+
+def _unreadable(name: str, device: NicRecord | BridgeRecord, reason: str) -> DeviceOutcome:
+    role = "bridge" if isinstance(device, BridgeRecord) else "nic"
+    return DeviceOutcome(name, role, Status.FAILED, reason=reason)
+
+
+def _as_nic(bridge: BridgeRecord) -> NicRecord:
+    """A declared device that is itself a bridge: recorded, but not a NIC luod rebuilds."""
+    return NicRecord(bridge.name, "bridge", bridge.mac, bridge.mtu, bridge.up)
