@@ -51,10 +51,13 @@ class SetLink:
     name: str
     mac: str | None
     mtu: int
-    txqlen: int
+    txqlen: int | None = None  # None: left as it is
 
     def __str__(self) -> str:
-        return f"set {self.name} mac {self.mac} mtu {self.mtu} txqlen {self.txqlen}"
+        values = {"mac": self.mac, "mtu": self.mtu, "txqlen": self.txqlen}
+        return f"set {self.name} " + " ".join(
+            f"{k} {v}" for k, v in values.items() if v is not None
+        )
 
 
 @dataclass(frozen=True)

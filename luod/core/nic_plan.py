@@ -86,7 +86,9 @@ def plan_nic(recorded: NicRecord, current: Current) -> DevicePlan:
 def plan_bridge(recorded: BridgeRecord, current: Current) -> DevicePlan:
     if current is not None:
         return _existing(recorded, current, "bridge")
-    actions: list[Action] = [CreateBridge(recorded)]
+    # its MTU set again once created, as by a user: then the ports that join later (some
+    # belong to other VMs, rebuilt after this one) do not lower it (br_mtu_auto_adjust)
+    actions: list[Action] = [CreateBridge(recorded), SetLink(recorded.name, None, recorded.mtu)]
     actions += [SetVlans(recorded.name, recorded.vlans, own=True)]
     actions += [Up(recorded.name)] if recorded.up else []
     return DevicePlan(recorded.name, "bridge", Verdict.REBUILD, tuple(actions))
@@ -128,24 +130,24 @@ def _kind(link: NicRecord | BridgeRecord) -> str:
 def differences(
     recorded: NicRecord | BridgeRecord, current: NicRecord | BridgeRecord
 ) -> tuple[Difference, ...]:
-    """Every recorded attribute whose current value differs (IGNORED aside)."""
-    before, after = _flat(recorded.to_dict()), _flat(current.to_dict())
-    keys = [key for key in before if key not in IGNORED] + [k for k in after if k not in before]
-    return tuple(
-        Difference(key, before.get(key), after.get(key))
-        for key in keys
-        if before.get(key) != after.get(key) and key not in IGNORED
-    )
+    """Every recorded attribute whose current value differs (IGNORED aside); a group that one
+    side lacks (``port`` of a device that is no bridge port) is one difference."""
+    return tuple(_differences(recorded.to_dict(), current.to_dict(), ""))
 
 
-def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
+def _differences(
+    before: Mapping[str, Any], after: Mapping[str, Any], prefix: str
+) -> list[Difference]:
+    found = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        path, old, new = prefix + key, before.get(key), after.get(key)
+        if path in IGNORED:
+            continue
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            found += _differences(old, new, path + ".")
+        elif old != new:
+            found.append(Difference(path, old, new))
+    return found
 
 
 def vlan_changes(want: tuple[Vlan, ...], have: tuple[Vlan, ...]) -> tuple[list[Vlan], list[Vlan]]:
