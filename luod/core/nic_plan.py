@@ -161,5 +161,5 @@ def vlan_changes(want: tuple[Vlan, ...], have: tuple[Vlan, ...]) -> tuple[list[V
 
 def unsupported(nic: NicRecord) -> str:
     if nic.kind == HARDWARE:
-        return "a hardware NIC (such as an SR-IOV VF): luod cannot create it"
-    return f"a {nic.kind}: luod rebuilds taps, tuns and macvtaps only"
+        return "a hardware NIC (such as an SR-IOV VF), which luod cannot create"
+    return f"a {nic.kind}, which luod cannot create (it rebuilds taps, tuns and macvtaps)"

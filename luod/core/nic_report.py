@@ -178,7 +178,7 @@ def _nic_warnings(
         found.append(
             warn(
                 "nic-unsupported",
-                f"{unsupported(nic)} after the kexec",
+                f"{unsupported(nic)}; after the kexec it must come back by other means",
                 "the host must bring it back itself before the VM resumes",
             )
         )

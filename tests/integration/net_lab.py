@@ -6,10 +6,14 @@ interfaces. Bridge VLANs are used when the kernel has CONFIG_BRIDGE_VLAN_FILTERI
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
+import os
+import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -18,6 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from luod.core.nic import NetRecord, NicDecl
 from luod.net.plumbing import Plumbing
 
+TUNSETIFF, IFF_TAP, IFF_NO_PI = 0x400454CA, 0x0002, 0x1000  # <linux/if_tun.h>, x86_64
 DECLS = [NicDecl("vm1-net0", "br-lab"), NicDecl("vm1-net1", "br-lab")]
 MACS = {"br-lab": "52:54:00:00:00:01", "vm1-net0": "52:54:00:00:01:00"}
 MACS["vm1-net1"] = "52:54:00:00:01:01"
@@ -131,11 +136,42 @@ def unrebuildable(ipr: Any, net: Plumbing) -> dict[str, Any]:
     return {"record": record.to_dict(), "report": report.to_dict()}
 
 
+def preflight(ipr: Any, net: Plumbing) -> dict[str, Any]:
+    """One VM with a bit of everything luod warns about, one VM with nothing to say."""
+    build_lab(ipr, vlans=False)
+    ipr.link("add", ifname="br-host", kind="bridge")
+    ipr.link("add", ifname="veth-a", kind="veth", peer="veth-b")
+    ipr.link("add", ifname="mvtap0", kind="macvtap", link=index(ipr, "veth-a"))
+    ipr.link("add", ifname="tap-host", kind="tun", tun_type=2)
+    ipr.link("set", index=index(ipr, "tap-host"), master=index(ipr, "br-host"))
+    with open_tap("tap-transient"):  # as QEMU's own tap: gone with its fd
+        decls = {
+            "vm1": DECLS,
+            "vm2": [NicDecl(name) for name in ("veth-b", "mvtap0", "tap-transient", "nope0")]
+            + [NicDecl("tap-host", "br-host"), NicDecl("vm1-net0", "br-elsewhere")],
+        }
+        found = net.preflight(decls)
+    return {"warnings": [warning.to_dict() for warning in found]}
+
+
+@contextlib.contextmanager
+def open_tap(name: str) -> Iterator[None]:
+    """A tap that is not persistent: TUNSETIFF on an fd kept open, no TUNSETPERSIST."""
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    try:
+        request = struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI)
+        fcntl.ioctl(fd, TUNSETIFF, request)
+        yield
+    finally:
+        os.close(fd)
+
+
 SCENARIOS: dict[str, Callable[[Any, Plumbing], dict[str, Any]]] = {
     "round_trip": round_trip,
     "partial": partial,
     "restart": restart,
     "unrebuildable": unrebuildable,
+    "preflight": preflight,
 }
 
 
