@@ -62,6 +62,7 @@ class Reader:
     def __init__(self, ipr: Any) -> None:
         self.ipr = ipr
         self._vlans: dict[int, tuple[Vlan, ...]] | None = None
+        self._names: dict[int, str] = {}  # every index met: a master is usually among them
 
     def link(self, name: str | None = None, index: int | None = None) -> Any | None:
         """The RTM_NEWLINK message of a device, or None if there is none."""
@@ -69,11 +70,13 @@ class Reader:
 
         query = {"ifname": name} if name is not None else {"index": index}
         try:
-            return self.ipr.link("get", **query)[0]
+            msg = self.ipr.link("get", **query)[0]
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return None
             raise
+        self._names[msg["index"]] = msg.get_attr("IFLA_IFNAME")
+        return msg
 
     def device(self, name: str) -> Device | None:
         msg = self.link(name)
@@ -102,6 +105,8 @@ class Reader:
         )
 
     def name(self, index: int) -> str:
+        if index in self._names:
+            return self._names[index]
         msg = self.link(index=index)
         if msg is None:
             raise LuodError("net-changed", f"device {index} vanished while luod read it", "retry")
