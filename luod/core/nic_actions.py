@@ -1,5 +1,5 @@
 """The steps that recreate a device, as data: luod.core.nic_plan chooses them, luod.net runs
-them (one netlink request each, or two for VLANs: read, then change)."""
+them (one netlink request or ioctl sequence each; a VLAN change is one request per VLAN)."""
 
 from __future__ import annotations
 
@@ -47,26 +47,20 @@ class CreateBridge:
 
 
 @dataclass(frozen=True)
-class SetLink:
+class Configure:
+    """One RTM_NEWLINK: MAC, MTU, queue length, the bridge to join, up. None: left as is."""
+
     name: str
-    mac: str | None
-    mtu: int
-    txqlen: int | None = None  # None: left as it is
+    mac: str | None = None
+    mtu: int | None = None
+    txqlen: int | None = None
+    master: str | None = None
+    up: bool = False
 
     def __str__(self) -> str:
-        values = {"mac": self.mac, "mtu": self.mtu, "txqlen": self.txqlen}
-        return f"set {self.name} " + " ".join(
-            f"{k} {v}" for k, v in values.items() if v is not None
-        )
-
-
-@dataclass(frozen=True)
-class Attach:
-    name: str
-    master: str
-
-    def __str__(self) -> str:
-        return f"attach {self.name} to bridge {self.master}"
+        values = {"mac": self.mac, "mtu": self.mtu, "txqlen": self.txqlen, "master": self.master}
+        words = [f"{k} {v}" for k, v in values.items() if v is not None]
+        return f"set {self.name} " + " ".join(words + (["up"] if self.up else []))
 
 
 @dataclass(frozen=True)
@@ -80,25 +74,23 @@ class SetPort:
 
 @dataclass(frozen=True)
 class SetVlans:
+    """Changes that turn the VLANs of a port (or of a bridge itself: ``own``) into the
+    recorded ones (luod.core.nic_plan.vlan_changes)."""
+
     name: str
-    vlans: tuple[Vlan, ...]
-    own: bool  # the bridge's own VLANs (``self``), not a port's
+    add: tuple[Vlan, ...]
+    remove: tuple[Vlan, ...]
+    own: bool = False
 
     def __str__(self) -> str:
-        vids = ",".join(
-            f"{v.vid}{' pvid' if v.pvid else ''}{' untagged' if v.untagged else ''}"
-            for v in self.vlans
-        )
-        return f"set VLANs of {self.name} to [{vids}]"
+        def vids(vlans: tuple[Vlan, ...]) -> str:
+            return ",".join(
+                f"{v.vid}{' pvid' if v.pvid else ''}{' untagged' if v.untagged else ''}"
+                for v in vlans
+            )
+
+        return f"VLANs of {self.name}: add [{vids(self.add)}], remove [{vids(self.remove)}]"
 
 
-@dataclass(frozen=True)
-class Up:
-    name: str
-
-    def __str__(self) -> str:
-        return f"set {self.name} up"
-
-
-Action = CreateTap | CreateMacvtap | CreateBridge | SetLink | Attach | SetPort | SetVlans | Up
+Action = CreateTap | CreateMacvtap | CreateBridge | Configure | SetPort | SetVlans
 CREATES = (CreateTap, CreateMacvtap, CreateBridge)

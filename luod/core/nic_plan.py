@@ -17,14 +17,12 @@ from typing import Any, Final
 from luod.core.nic import HARDWARE, BridgeRecord, NetRecord, NicRecord, Vlan
 from luod.core.nic_actions import (
     Action,
-    Attach,
+    Configure,
     CreateBridge,
     CreateMacvtap,
     CreateTap,
-    SetLink,
     SetPort,
     SetVlans,
-    Up,
 )
 
 IGNORED: Final = frozenset({"tap.queues"})
@@ -88,27 +86,40 @@ def plan_bridge(recorded: BridgeRecord, current: Current) -> DevicePlan:
         return _existing(recorded, current, "bridge")
     # its MTU set again once created, as by a user: then the ports that join later (some
     # belong to other VMs, rebuilt after this one) do not lower it (br_mtu_auto_adjust)
-    actions: list[Action] = [CreateBridge(recorded), SetLink(recorded.name, None, recorded.mtu)]
-    actions += [SetVlans(recorded.name, recorded.vlans, own=True)]
-    actions += [Up(recorded.name)] if recorded.up else []
-    return DevicePlan(recorded.name, "bridge", Verdict.REBUILD, tuple(actions))
+    configure = Configure(recorded.name, mtu=recorded.mtu, up=recorded.up)
+    return DevicePlan(recorded.name, "bridge", Verdict.REBUILD, (CreateBridge(recorded), configure))
 
 
 def nic_actions(nic: NicRecord) -> tuple[Action, ...]:
-    """Create, set MAC/MTU/queue length before joining the bridge (so the bridge's automatic
-    MTU sees the final one), join, port settings and VLANs, then up."""
-    actions: list[Action] = []
+    """Create, then one request: MAC, MTU and queue length (applied before the bridge is
+    joined, so its automatic MTU sees the final one), the bridge, up. A tap without its VMM
+    has no carrier: its port forwards nothing until ``fixups`` has run."""
+    create: Action
     if nic.tap is not None:
-        actions.append(CreateTap(nic.name, nic.kind, nic.tap))
+        create = CreateTap(nic.name, nic.kind, nic.tap)
     elif nic.macvtap is not None:
-        actions.append(CreateMacvtap(nic.name, nic.macvtap))
-    actions.append(SetLink(nic.name, nic.mac, nic.mtu, nic.txqlen))
-    if nic.master is not None:
-        actions.append(Attach(nic.name, nic.master))
-        actions += [SetPort(nic.name, nic.port)] if nic.port is not None else []
-        actions.append(SetVlans(nic.name, nic.vlans, own=False))
-    actions += [Up(nic.name)] if nic.up else []
-    return tuple(actions)
+        create = CreateMacvtap(nic.name, nic.macvtap)
+    else:
+        raise ValueError(f"{nic.kind} is not a kind luod creates")
+    return (create, Configure(nic.name, nic.mac, nic.mtu, nic.txqlen, nic.master, nic.up))
+
+
+def fixups(recorded: NicRecord | BridgeRecord, after: NicRecord | BridgeRecord) -> list[Action]:
+    """What the creation steps leave to the kernel's defaults, put back as recorded once the
+    rebuilt device has been read: its bridge port settings, and its VLANs (joining a bridge
+    gives a port the bridge's default PVID). Nothing when the defaults were what was recorded
+    (the usual case: no request), nor on a port that did not join its bridge."""
+    actions: list[Action] = []
+    if isinstance(recorded, NicRecord) and isinstance(after, NicRecord):
+        if recorded.master is None or after.master != recorded.master:
+            return []
+        if recorded.port is not None and after.port != recorded.port:
+            actions.append(SetPort(recorded.name, recorded.port))
+    own = isinstance(recorded, BridgeRecord)
+    add, remove = vlan_changes(recorded.vlans, after.vlans)
+    if add or remove:
+        actions.append(SetVlans(recorded.name, tuple(add), tuple(remove), own))
+    return actions
 
 
 def _existing(

@@ -22,8 +22,8 @@ from typing import Any
 import structlog
 
 from luod.core.nic import BridgeRecord, NetRecord, NicDecl, NicRecord
-from luod.core.nic_actions import CREATES, Attach, SetPort, SetVlans
-from luod.core.nic_plan import DevicePlan, Verdict, plan
+from luod.core.nic_actions import CREATES, Action
+from luod.core.nic_plan import Verdict, fixups, plan
 from luod.core.nic_report import (
     DeviceOutcome,
     NicWarning,
@@ -38,7 +38,6 @@ from luod.net.rebuild import Executor, explain
 from luod.net.rtnl import Device, Reader
 
 log = structlog.get_logger("luod.net")
-PORT_STEPS = (SetPort, SetVlans)  # pointless once joining the bridge failed
 
 
 @dataclass
@@ -47,11 +46,12 @@ class Run:
 
     done: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    detached: bool = False  # joining its bridge failed: no port settings, no VLANs
     seconds: float = 0.0
 
 
 class Plumbing:
+    """Record, rebuild and check VM network devices over one rtnetlink socket."""
+
     """Record, rebuild and check VM network devices over one rtnetlink socket."""
 
     def __init__(
@@ -91,22 +91,32 @@ class Plumbing:
         )
 
     def rebuild(self, record: NetRecord) -> RebuildReport:
-        """Recreate what is missing exactly as recorded; report every device."""
+        """Recreate what is missing exactly as recorded; report every device.
+
+        Creation steps first (create, then MAC, MTU, bridge, up in one request), then one read
+        back of what was rebuilt; what the kernel's defaults made differ (port settings,
+        VLANs) is put back and read again."""
         started = self.clock()
         reader = Reader(self.ipr)
         executor = Executor(reader)
         recorded = _devices(record)
         current, unreadable = _current(reader, recorded)
         plans = [p for p in plan(record, current) if p.name not in unreadable]
-        runs = {p.name: self._run(executor, p) for p in plans if p.verdict is Verdict.REBUILD}
-        reader.forget_vlans()
-        outcomes = [_unreadable(name, recorded[name], why) for name, why in unreadable.items()]
-        outcomes += [
-            self._outcome(reader, p, recorded[p.name], runs[p.name])
-            if p.name in runs
-            else untouched(p)
+        runs = {
+            p.name: self._run(executor, p.actions, Run())
             for p in plans
-        ]
+            if p.verdict is Verdict.REBUILD
+        }
+        after = self._fix(reader, executor, {name: recorded[name] for name in runs}, runs)
+        outcomes = [_unreadable(name, recorded[name], why) for name, why in unreadable.items()]
+        for p in plans:
+            if p.name not in runs:
+                outcomes.append(untouched(p))
+                continue
+            run = runs[p.name]
+            outcomes.append(
+                rebuilt(p, run.done, run.errors, after[p.name], recorded[p.name], run.seconds)
+            )
         report = RebuildReport(tuple(outcomes), self.clock() - started)
         log.info("nics-rebuilt", ready=report.ready, exact=report.exact, problems=report.problems)
         return report
@@ -123,34 +133,37 @@ class Plumbing:
                 )
         return found
 
-    def _run(self, executor: Executor, planned: DevicePlan) -> Run:
+    def _run(self, executor: Executor, actions: Sequence[Action], run: Run) -> Run:
         started = self.clock()
-        run = Run()
-        for action in planned.actions:
-            if isinstance(action, PORT_STEPS) and run.detached:
-                continue
+        for action in actions:
             try:
                 executor.run(action)
             except Exception as exc:  # reported per step; the other devices go on
                 run.errors.append(f"{action}: {explain(exc)}")
-                log.warning("nic-step-failed", device=planned.name, error=run.errors[-1])
-                run.detached |= isinstance(action, Attach)
+                log.warning("nic-step-failed", error=run.errors[-1])
                 if isinstance(action, CREATES):
                     break
             else:
                 run.done.append(str(action))
-        run.seconds = self.clock() - started
+        run.seconds += self.clock() - started
         return run
 
-    def _outcome(
-        self, reader: Reader, planned: DevicePlan, recorded: NicRecord | BridgeRecord, run: Run
-    ) -> DeviceOutcome:
-        try:
-            after = reader.device(planned.name)
-        except Exception as exc:
-            run.errors.append(f"read back: {explain(exc)}")
-            after = None
-        return rebuilt(planned, run.done, run.errors, after, recorded, run.seconds)
+    def _fix(
+        self,
+        reader: Reader,
+        executor: Executor,
+        recorded: Mapping[str, NicRecord | BridgeRecord],
+        runs: Mapping[str, Run],
+    ) -> dict[str, Device | None]:
+        """Read the rebuilt devices back, put back what the kernel's defaults changed
+        (luod.core.nic_plan.fixups), and read those once more."""
+        after = _read_back(reader, recorded, runs)
+        fixed = False
+        for name, device in after.items():
+            if device is not None and (actions := fixups(recorded[name], device)):
+                self._run(executor, actions, runs[name])
+                fixed = True
+        return _read_back(reader, recorded, runs) if fixed else after
 
 
 def record(decls: Sequence[NicDecl], managed_bridges: Collection[str] = ()) -> NetRecord:
@@ -215,3 +228,17 @@ def _unreadable(name: str, device: NicRecord | BridgeRecord, reason: str) -> Dev
 def _as_nic(bridge: BridgeRecord) -> NicRecord:
     """A declared device that is itself a bridge: recorded, but not a NIC luod rebuilds."""
     return NicRecord(bridge.name, "bridge", bridge.mac, bridge.mtu, bridge.up)
+
+
+def _read_back(
+    reader: Reader, names: Collection[str], runs: Mapping[str, Run]
+) -> dict[str, Device | None]:
+    reader.forget_vlans()
+    after: dict[str, Device | None] = {}
+    for name in names:
+        try:
+            after[name] = reader.device(name)
+        except Exception as exc:
+            runs[name].errors.append(f"read back: {explain(exc)}")
+            after[name] = None
+    return after

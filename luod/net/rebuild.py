@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Final
+from typing import Final
 
 from luod.core.nic import Vlan
 from luod.core.nic_actions import (
     Action,
-    Attach,
+    Configure,
     CreateBridge,
     CreateMacvtap,
     CreateTap,
-    SetLink,
     SetPort,
     SetVlans,
-    Up,
 )
-from luod.core.nic_plan import vlan_changes
 from luod.net.rtnl import (
     BRIDGE_VLAN_INFO_PVID,
     BRIDGE_VLAN_INFO_UNTAGGED,
@@ -56,12 +53,11 @@ def explain(exc: BaseException) -> str:
 
 
 class Executor:
-    """Runs actions; remembers the interface index of each name it met (one rebuild long)."""
+    """Runs actions, addressing devices by name (the kernel resolves IFLA_IFNAME)."""
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.ipr = reader.ipr
-        self.indexes: dict[str, int] = {}
 
     def run(self, action: Action) -> None:
         match action:
@@ -71,28 +67,23 @@ class Executor:
                 self._create_macvtap(action)
             case CreateBridge():
                 self._create_bridge(action)
-            case SetLink():
-                self._set(action.name, mtu=action.mtu, txqlen=action.txqlen, address=action.mac)
-            case Attach():
-                self._set(action.name, master=self._master(action.master))
+            case Configure():
+                self._configure(action)
             case SetPort():
                 self._set_port(action)
             case SetVlans():
                 self._set_vlans(action)
-            case Up():
-                self._set(action.name, state="up")
 
-    def index(self, name: str) -> int:
-        if name not in self.indexes:
-            msg = self.reader.link(name)
-            if msg is None:
-                raise StepFailed(f"{name} does not exist")
-            self.indexes[name] = int(msg["index"])
-        return self.indexes[name]
-
-    def _set(self, name: str, **attrs: Any) -> None:
-        attrs = {key: value for key, value in attrs.items() if value is not None}
-        self.ipr.link("set", index=self.index(name), **attrs)
+    def _configure(self, action: Configure) -> None:
+        """All in one request; a missing bridge fails the step, after the rest was set."""
+        master = None if action.master is None else self.reader.index(action.master)
+        attrs = {"address": action.mac, "mtu": action.mtu, "txqlen": action.txqlen}
+        attrs |= {"master": master, "state": "up" if action.up else None}
+        present = {key: value for key, value in attrs.items() if value is not None}
+        if present:
+            self.ipr.link("set", ifname=action.name, **present)
+        if action.master is not None and master is None:
+            raise StepFailed(f"bridge {action.master} does not exist (the rest was set)")
 
     def _create_tap(self, action: CreateTap) -> None:
         flags = action.flags
@@ -148,17 +139,11 @@ class Executor:
             **vlan_attrs,
         )
 
-    def _master(self, name: str) -> int:
-        try:
-            return self.index(name)
-        except StepFailed:
-            raise StepFailed(f"bridge {name} does not exist") from None
-
     def _set_port(self, action: SetPort) -> None:
         port = action.port
         self.ipr.brport(
             "set",
-            index=self.index(action.name),
+            index=self._index(action.name),
             cost=port.cost,
             priority=port.priority,
             learning=int(port.learning),
@@ -172,17 +157,20 @@ class Executor:
         )
 
     def _set_vlans(self, action: SetVlans) -> None:
-        index = self.index(action.name)
-        self.reader.forget_vlans()  # joining a bridge added its default PVID
-        add, remove = vlan_changes(action.vlans, self.reader.vlans(index))
+        index = self._index(action.name)
         own = {"vlan_flags": "self"} if action.own else {}
-        for vlan in remove:
+        for vlan in action.remove:
             self.ipr.vlan_filter("del", index=index, vlan_info={"vid": vlan.vid}, **own)
-        for vlan in add:
+        for vlan in action.add:
             info = {"vid": vlan.vid, "flags": _vlan_flags(vlan)}
             self.ipr.vlan_filter("add", index=index, vlan_info=info, **own)
-        if add or remove:
-            self.reader.forget_vlans()
+        self.reader.forget_vlans()
+
+    def _index(self, name: str) -> int:
+        index = self.reader.index(name)
+        if index is None:
+            raise StepFailed(f"{name} does not exist")
+        return index
 
 
 def _vlan_flags(vlan: Vlan) -> int:

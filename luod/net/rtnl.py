@@ -1,7 +1,8 @@
 """Read network devices over rtnetlink (pyroute2) into luod.core.nic records.
 
 One RTM_GETLINK per device (by name), plus one AF_BRIDGE dump for the VLANs of bridge ports
-(the kernel answers that one only as a dump), made once per reading and only when needed.
+(the kernel answers that one only as a dump), made once per Reader and only for a bridge that
+has VLANs at all (a kernel without CONFIG_BRIDGE_VLAN_FILTERING has none: no dump).
 Attributes read: IFLA_INFO_KIND; for tun/tap the IFLA_TUN_* attributes (kernel >= 4.15: owner,
 group, type, pi, vnet_hdr, persist, multi_queue, num_queues); for macvtap its IFLA_LINK and
 mode, and the lower device's IFLA_PERM_ADDRESS; the master and, for a bridge port, its
@@ -62,7 +63,9 @@ class Reader:
     def __init__(self, ipr: Any) -> None:
         self.ipr = ipr
         self._vlans: dict[int, tuple[Vlan, ...]] | None = None
-        self._names: dict[int, str] = {}  # every index met: a master is usually among them
+        self._names: dict[int, str] = {}  # every device met, by index and by name
+        self._indexes: dict[str, int] = {}
+        self._vlan_capable: dict[int, bool] = {}  # bridge index -> it has VLAN entries
 
     def link(self, name: str | None = None, index: int | None = None) -> Any | None:
         """The RTM_NEWLINK message of a device, or None if there is none."""
@@ -75,8 +78,25 @@ class Reader:
             if exc.code == errno.ENODEV:
                 return None
             raise
-        self._names[msg["index"]] = msg.get_attr("IFLA_IFNAME")
+        self._remember(msg)
         return msg
+
+    def _remember(self, msg: Any) -> None:
+        index, name = msg["index"], msg.get_attr("IFLA_IFNAME")
+        self._names[index], self._indexes[name] = name, index
+        info = msg.get_attr("IFLA_LINKINFO")
+        if info is not None and info.get_attr("IFLA_INFO_KIND") == "bridge":
+            data = info.get_attr("IFLA_INFO_DATA")
+            # a kernel without CONFIG_BRIDGE_VLAN_FILTERING has no VLANs, and no default PVID
+            self._vlan_capable[index] = data.get_attr("IFLA_BR_VLAN_DEFAULT_PVID") is not None
+
+    def index(self, name: str) -> int | None:
+        """The index of a device by name (remembered, or one request); None if none."""
+        if name not in self._indexes:
+            msg = self.link(name)
+            if msg is None:
+                return None
+        return self._indexes[name]
 
     def device(self, name: str) -> Device | None:
         msg = self.link(name)
@@ -101,7 +121,7 @@ class Reader:
             macvtap=self._macvtap(msg, data) if kind == "macvtap" else None,
             master=master,
             port=_port(info.get_attr("IFLA_INFO_SLAVE_DATA")) if master else None,
-            vlans=self.vlans(msg["index"]) if master else (),
+            vlans=self._port_vlans(msg) if master else (),
         )
 
     def name(self, index: int) -> str:
@@ -112,7 +132,14 @@ class Reader:
             raise LuodError("net-changed", f"device {index} vanished while luod read it", "retry")
         return str(msg.get_attr("IFLA_IFNAME"))
 
+    def _port_vlans(self, msg: Any) -> tuple[Vlan, ...]:
+        master = msg.get_attr("IFLA_MASTER")
+        if master not in self._vlan_capable:
+            self.link(index=master)
+        return self.vlans(msg["index"]) if self._vlan_capable.get(master) else ()
+
     def vlans(self, index: int) -> tuple[Vlan, ...]:
+        """The VLANs of a port or bridge: one AF_BRIDGE dump per Reader (forget_vlans: again)."""
         if self._vlans is None:
             self._vlans = {msg["index"]: _vlan_list(msg) for msg in self.ipr.get_vlans()}
         return self._vlans.get(index, ())
@@ -149,7 +176,7 @@ class Reader:
             mtu=msg.get_attr("IFLA_MTU"),
             up=bool(msg["flags"] & IFF_UP),
             settings=settings,
-            vlans=self.vlans(msg["index"]),
+            vlans=self.vlans(msg["index"]) if self._vlan_capable.get(msg["index"]) else (),
         )
 
 

@@ -19,16 +19,22 @@ from luod.core.nic import (
     Vlan,
 )
 from luod.core.nic_actions import (
-    Attach,
+    Configure,
     CreateBridge,
     CreateMacvtap,
     CreateTap,
-    SetLink,
     SetPort,
     SetVlans,
-    Up,
 )
-from luod.core.nic_plan import Difference, Verdict, differences, plan, plan_nic, vlan_changes
+from luod.core.nic_plan import (
+    Difference,
+    Verdict,
+    differences,
+    fixups,
+    plan,
+    plan_nic,
+    vlan_changes,
+)
 from luod.core.nic_report import RebuildReport, Status, rebuilt, untouched, warnings
 
 FLAGS = TapFlags(owner=1000, group=1000, vnet_hdr=True, multi_queue=True)
@@ -48,23 +54,52 @@ VETH = NicRecord("veth0", "veth", "52:54:00:00:03:00", 1500, True)
 VF = NicRecord("enp1s0v3", "device", "52:54:00:00:04:00", 1500, True)
 
 
-def test_a_missing_tap_is_created_configured_attached_and_brought_up_in_that_order() -> None:
+def test_a_missing_tap_is_created_then_configured_and_attached_in_one_request() -> None:
     (planned,) = plan(NetRecord((TAP,)), {})
     assert planned.verdict is Verdict.REBUILD
     assert planned.actions == (
         CreateTap("vm1-net0", "tap", FLAGS),
-        SetLink("vm1-net0", "52:54:00:00:01:00", 9000, 1000),
-        Attach("vm1-net0", "br0"),
-        SetPort("vm1-net0", PortSettings(isolated=True)),
-        SetVlans("vm1-net0", (Vlan(10, pvid=True, untagged=True),), own=False),
-        Up("vm1-net0"),
+        Configure("vm1-net0", "52:54:00:00:01:00", 9000, 1000, "br0", up=True),
+    )
+    assert str(planned.actions[1]) == (
+        "set vm1-net0 mac 52:54:00:00:01:00 mtu 9000 txqlen 1000 master br0 up"
     )
 
 
 def test_a_tap_on_no_bridge_that_was_down_is_neither_attached_nor_brought_up() -> None:
     down = NicRecord("t0", "tun", None, 1500, False, tap=TapFlags(pi=True))
     actions = plan_nic(down, None).actions
-    assert actions == (CreateTap("t0", "tun", TapFlags(pi=True)), SetLink("t0", None, 1500, 1000))
+    assert actions == (
+        CreateTap("t0", "tun", TapFlags(pi=True)),
+        Configure("t0", None, 1500, 1000, None, up=False),
+    )
+
+
+def test_fixups_put_back_port_settings_and_vlans_the_kernel_defaulted() -> None:
+    joined = dataclasses.replace(TAP, port=PortSettings(), vlans=(Vlan(1, True, True),))
+    assert fixups(TAP, joined) == [
+        SetPort("vm1-net0", PortSettings(isolated=True)),
+        SetVlans(
+            "vm1-net0",
+            add=(Vlan(10, pvid=True, untagged=True),),
+            remove=(Vlan(1, True, True),),
+        ),
+    ]
+
+
+def test_no_fixups_when_the_defaults_were_what_was_recorded() -> None:
+    assert fixups(TAP, TAP) == []
+
+
+def test_no_fixups_on_a_port_that_did_not_join_its_bridge() -> None:
+    alone = dataclasses.replace(TAP, master=None, port=None, vlans=())
+    assert fixups(TAP, alone) == []
+
+
+def test_fixups_of_a_bridge_are_its_own_vlans() -> None:
+    bridge = dataclasses.replace(BRIDGE, vlans=(Vlan(1, True, True), Vlan(100)))
+    created = dataclasses.replace(BRIDGE, vlans=(Vlan(1, True, True),))
+    assert fixups(bridge, created) == [SetVlans("br0", (Vlan(100),), (), own=True)]
 
 
 def test_a_missing_macvtap_is_created_on_its_lower_device() -> None:
@@ -76,12 +111,7 @@ def test_a_missing_macvtap_is_created_on_its_lower_device() -> None:
 def test_a_managed_bridge_is_planned_before_its_ports() -> None:
     plans = plan(NetRecord((TAP,), (BRIDGE,)), {})
     assert [p.name for p in plans] == ["br0", "vm1-net0"]
-    assert plans[0].actions == (
-        CreateBridge(BRIDGE),
-        SetLink("br0", None, 9000),
-        SetVlans("br0", (), own=True),
-        Up("br0"),
-    )
+    assert plans[0].actions == (CreateBridge(BRIDGE), Configure("br0", mtu=9000, up=True))
 
 
 def test_what_exists_and_matches_is_kept_without_actions() -> None:
