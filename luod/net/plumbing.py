@@ -14,6 +14,7 @@ netlink round trip per step, a few ms per tap): an asyncio caller runs it in a t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Plumbing:
     ) -> None:
         from pyroute2 import IPRoute  # lazy: luod imports it only when VMs have NICs
 
+        _refuse_event_loop()
         self.managed = frozenset(managed_bridges)
         self.clock = clock
         self.ipr: Any = IPRoute()
@@ -189,6 +191,19 @@ def preflight(
 ) -> list[NicWarning]:
     with Plumbing(managed_bridges) as net:
         return net.preflight(nics)
+
+
+def _refuse_event_loop() -> None:
+    """pyroute2's synchronous API runs an event loop of its own, which cannot run inside one."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise LuodError(
+        "internal",
+        "luod.net.Plumbing made in a thread that runs an asyncio event loop",
+        "make and use it in a worker thread (asyncio.to_thread)",
+    )
 
 
 def _devices(record: NetRecord) -> dict[str, NicRecord | BridgeRecord]:

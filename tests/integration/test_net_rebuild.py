@@ -5,6 +5,7 @@ what cannot be rebuilt reported while the rest is."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from luod.core.nic import NetRecord
+from luod.core.nic import NetRecord, NicDecl
+from luod.errors import LuodError
+from luod.net.plumbing import Plumbing
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists("/dev/net/tun"),
@@ -161,3 +164,18 @@ def test_preflight_names_the_vm_and_the_device_it_cannot_rebuild() -> None:
         ("vm2", "vm1-net0"): "nic-bridge-mismatch",
     }
     assert all(w["message"].startswith("VM vm2") and w["hint"] for w in warnings)
+
+
+def test_an_asyncio_caller_uses_a_worker_thread_and_is_told_so_otherwise() -> None:
+    def loopback() -> NetRecord:  # read-only: the host's own namespace is not changed
+        with Plumbing() as net:
+            return net.record([NicDecl("lo")])
+
+    async def caller() -> NetRecord:
+        with pytest.raises(LuodError) as info:
+            loopback()
+        assert "asyncio.to_thread" in info.value.hint
+        return await asyncio.to_thread(loopback)
+
+    (lo,) = asyncio.run(caller()).nics
+    assert (lo.name, lo.kind, lo.mtu) == ("lo", "device", 65536)

@@ -97,7 +97,8 @@ def test_a_fifteen_byte_name_is_the_longest() -> None:
         (("nics", 0, "mac"), "01:00:5e:00:00:01", "bad-nic-mac", "net.nics[0].mac"),
         (("nics", 0, "mac"), "52:54:00:00:01", "bad-nic-mac", "net.nics[0].mac"),
         (("nics", 0, "mac"), "00:00:00:00:00:00", "bad-nic-mac", "net.nics[0].mac"),
-        (("nics", 0, "mtu"), 67, "bad-nic-record", "net.nics[0].mtu"),
+        (("nics", 0, "mtu"), -1, "bad-nic-record", "net.nics[0].mtu"),
+        (("nics", 0, "mtu"), 2**32, "bad-nic-record", "net.nics[0].mtu"),
         (("nics", 0, "mtu"), "1500", "bad-nic-record", "net.nics[0].mtu"),
         (("nics", 0, "up"), 1, "bad-nic-record", "net.nics[0].up"),
         (("nics", 0, "tap", "owner"), -1, "bad-nic-record", "net.nics[0].tap.owner"),
@@ -205,7 +206,7 @@ macs = st.lists(st.integers(0, 255), min_size=6, max_size=6).map(
 @given(
     name=names,
     mac=macs,
-    mtu=st.integers(68, 65535),
+    mtu=st.integers(68, 65536),
     vids=st.sets(st.integers(1, 4094), max_size=8),
     owner=st.none() | st.integers(0, 2**32 - 2),
     flags=st.tuples(st.booleans(), st.booleans(), st.booleans()),
