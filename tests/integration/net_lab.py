@@ -150,7 +150,8 @@ def unrebuildable(ipr: Any, net: Plumbing) -> dict[str, Any]:
     ipr.link("add", ifname="tap-taken", kind="veth", peer="veth-e")
     ipr.link("add", ifname="veth-a", kind="veth", peer="veth-f")  # the macvtap's lower is back
     report = net.rebuild(NetRecord.from_dict(data))
-    return {"record": record.to_dict(), "report": report.to_dict(), "macvtap": macvtap}
+    return {"record": record.to_dict(), "report": report.to_dict(), "macvtap": macvtap,
+            "vlans": vlans_supported(ipr)}  # fmt: skip
 
 
 def preflight(ipr: Any, net: Plumbing) -> dict[str, Any]:
