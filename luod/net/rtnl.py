@@ -166,16 +166,16 @@ class Reader:
 
     def _bridge(self, msg: Any, data: Any) -> BridgeRecord:
         values = {key: data.get_attr(attr) for key, attr in BRIDGE_ATTRS.items()}
-        settings = BridgeSettings(
-            **{k: bool(v) if k in ("stp", "vlan_filtering") else v for k, v in values.items()}
-            | ({} if values["default_pvid"] is not None else {"default_pvid": 1})
-        )
+        if values["default_pvid"] is None:  # a kernel without VLAN filtering: its default
+            values["default_pvid"] = 1
+        values["stp"] = bool(values["stp"])  # kernel (1) or user-space (2) STP: on
+        values["vlan_filtering"] = bool(values["vlan_filtering"])
         return BridgeRecord(
             name=msg.get_attr("IFLA_IFNAME"),
             mac=_mac(msg.get_attr("IFLA_ADDRESS")),
             mtu=msg.get_attr("IFLA_MTU"),
             up=bool(msg["flags"] & IFF_UP),
-            settings=settings,
+            settings=BridgeSettings(**values),
             vlans=self.vlans(msg["index"]) if self._vlan_capable.get(msg["index"]) else (),
         )
 
