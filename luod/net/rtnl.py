@@ -57,6 +57,20 @@ BRIDGE_ATTRS: Final = {
 Device = NicRecord | BridgeRecord
 
 
+class Attrs:
+    """A netlink message's attributes by name, first one wins (pyroute2's get_attr scans the
+    whole list on each call: a link message has about 60)."""
+
+    def __init__(self, nla: Any) -> None:
+        self.slots: dict[str, Any] = {}
+        for slot in nla["attrs"] if nla is not None else ():
+            self.slots.setdefault(slot[0], slot)
+
+    def __call__(self, name: str) -> Any:
+        slot = self.slots.get(name)
+        return None if slot is None else slot[1]
+
+
 class Reader:
     """Reads devices through one IPRoute; bridge VLANs are dumped at most once per Reader."""
 
@@ -82,13 +96,14 @@ class Reader:
         return msg
 
     def _remember(self, msg: Any) -> None:
-        index, name = msg["index"], msg.get_attr("IFLA_IFNAME")
+        attr = Attrs(msg)
+        index, name = msg["index"], attr("IFLA_IFNAME")
         self._names[index], self._indexes[name] = name, index
-        info = msg.get_attr("IFLA_LINKINFO")
-        if info is not None and info.get_attr("IFLA_INFO_KIND") == "bridge":
-            data = info.get_attr("IFLA_INFO_DATA")
+        info = Attrs(attr("IFLA_LINKINFO"))
+        if info("IFLA_INFO_KIND") == "bridge":
             # a kernel without CONFIG_BRIDGE_VLAN_FILTERING has no VLANs, and no default PVID
-            self._vlan_capable[index] = data.get_attr("IFLA_BR_VLAN_DEFAULT_PVID") is not None
+            data = Attrs(info("IFLA_INFO_DATA"))
+            self._vlan_capable[index] = data("IFLA_BR_VLAN_DEFAULT_PVID") is not None
 
     def index(self, name: str) -> int | None:
         """The index of a device by name (remembered, or one request); None if none."""
@@ -103,25 +118,24 @@ class Reader:
         return None if msg is None else self.parse(msg)
 
     def parse(self, msg: Any) -> Device:
-        info = msg.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+        attr = Attrs(msg)
+        info = Attrs(attr("IFLA_LINKINFO"))
+        kind, data = info("IFLA_INFO_KIND"), Attrs(info("IFLA_INFO_DATA"))
         if kind == "bridge":
-            return self._bridge(msg, data)
-        master = self._master(msg, info)
-        tap = _tap(data) if kind == "tun" else None
+            return self._bridge(msg, attr, data)
+        master = self._master(attr, info)
         return NicRecord(
-            name=msg.get_attr("IFLA_IFNAME"),
+            name=attr("IFLA_IFNAME"),
             kind=_kind(kind, data),
-            mac=_mac(msg.get_attr("IFLA_ADDRESS")),
-            mtu=msg.get_attr("IFLA_MTU"),
+            mac=_mac(attr("IFLA_ADDRESS")),
+            mtu=attr("IFLA_MTU"),
             up=bool(msg["flags"] & IFF_UP),
-            txqlen=msg.get_attr("IFLA_TXQLEN") or 0,
-            tap=tap,
-            macvtap=self._macvtap(msg, data) if kind == "macvtap" else None,
+            txqlen=attr("IFLA_TXQLEN") or 0,
+            tap=_tap(data) if kind == "tun" else None,
+            macvtap=self._macvtap(attr, data) if kind == "macvtap" else None,
             master=master,
-            port=_port(info.get_attr("IFLA_INFO_SLAVE_DATA")) if master else None,
-            vlans=self._port_vlans(msg) if master else (),
+            port=_port(Attrs(info("IFLA_INFO_SLAVE_DATA"))) if master else None,
+            vlans=self._port_vlans(msg["index"], attr("IFLA_MASTER")) if master else (),
         )
 
     def name(self, index: int) -> str:
@@ -130,13 +144,12 @@ class Reader:
         msg = self.link(index=index)
         if msg is None:
             raise LuodError("net-changed", f"device {index} vanished while luod read it", "retry")
-        return str(msg.get_attr("IFLA_IFNAME"))
+        return self._names[index]
 
-    def _port_vlans(self, msg: Any) -> tuple[Vlan, ...]:
-        master = msg.get_attr("IFLA_MASTER")
+    def _port_vlans(self, index: int, master: int) -> tuple[Vlan, ...]:
         if master not in self._vlan_capable:
             self.link(index=master)
-        return self.vlans(msg["index"]) if self._vlan_capable.get(master) else ()
+        return self.vlans(index) if self._vlan_capable.get(master) else ()
 
     def vlans(self, index: int) -> tuple[Vlan, ...]:
         """The VLANs of a port or bridge: one AF_BRIDGE dump per Reader (forget_vlans: again)."""
@@ -147,70 +160,68 @@ class Reader:
     def forget_vlans(self) -> None:
         self._vlans = None
 
-    def _master(self, msg: Any, info: Any) -> str | None:
-        index = msg.get_attr("IFLA_MASTER")
-        if not index or info is None or info.get_attr("IFLA_INFO_SLAVE_KIND") != "bridge":
+    def _master(self, attr: Attrs, info: Attrs) -> str | None:
+        index = attr("IFLA_MASTER")
+        if not index or info("IFLA_INFO_SLAVE_KIND") != "bridge":
             return None  # luod rebuilds bridge ports only (an OVS port is OVS's to restore)
         return self.name(index)
 
-    def _macvtap(self, msg: Any, data: Any) -> MacvtapLink:
-        lower = self.link(index=msg.get_attr("IFLA_LINK"))
-        if lower is None:
+    def _macvtap(self, attr: Attrs, data: Attrs) -> MacvtapLink:
+        msg = self.link(index=attr("IFLA_LINK"))
+        if msg is None:
             raise LuodError("net-changed", "a macvtap's lower device vanished", "retry")
-        mode = data.get_attr("IFLA_MACVTAP_MODE") if data is not None else None
+        lower = Attrs(msg)
         return MacvtapLink(
-            lower.get_attr("IFLA_IFNAME"),
-            _mac(lower.get_attr("IFLA_PERM_ADDRESS")),
-            str(mode or "vepa"),
+            lower("IFLA_IFNAME"),
+            _mac(lower("IFLA_PERM_ADDRESS")),
+            str(data("IFLA_MACVTAP_MODE") or "vepa"),
         )
 
-    def _bridge(self, msg: Any, data: Any) -> BridgeRecord:
-        values = {key: data.get_attr(attr) for key, attr in BRIDGE_ATTRS.items()}
+    def _bridge(self, msg: Any, attr: Attrs, data: Attrs) -> BridgeRecord:
+        values = {key: data(name) for key, name in BRIDGE_ATTRS.items()}
         if values["default_pvid"] is None:  # a kernel without VLAN filtering: its default
             values["default_pvid"] = 1
         values["stp"] = bool(values["stp"])  # kernel (1) or user-space (2) STP: on
         values["vlan_filtering"] = bool(values["vlan_filtering"])
         return BridgeRecord(
-            name=msg.get_attr("IFLA_IFNAME"),
-            mac=_mac(msg.get_attr("IFLA_ADDRESS")),
-            mtu=msg.get_attr("IFLA_MTU"),
+            name=attr("IFLA_IFNAME"),
+            mac=_mac(attr("IFLA_ADDRESS")),
+            mtu=attr("IFLA_MTU"),
             up=bool(msg["flags"] & IFF_UP),
             settings=BridgeSettings(**values),
             vlans=self.vlans(msg["index"]) if self._vlan_capable.get(msg["index"]) else (),
         )
 
 
-def _kind(kind: str | None, data: Any) -> str:
+def _kind(kind: str | None, data: Attrs) -> str:
     if kind is None:
         return HARDWARE
     if kind == "tun":
-        return TUN_TYPES.get(data.get_attr("IFLA_TUN_TYPE") if data else 0, "tun")
+        return TUN_TYPES.get(data("IFLA_TUN_TYPE") or 0, "tun")
     return kind
 
 
-def _tap(data: Any) -> TapFlags:
+def _tap(data: Attrs) -> TapFlags:
     """Without IFLA_INFO_DATA (a kernel older than 4.15) the flags are unknown: say so."""
-    if data is None:
+    if data("IFLA_TUN_TYPE") is None:
         raise LuodError(
             "net-unsupported",
             "the kernel does not report tun/tap flags over netlink",
             "luod needs Linux >= 4.15 to record taps",
         )
     return TapFlags(
-        owner=data.get_attr("IFLA_TUN_OWNER"),
-        group=data.get_attr("IFLA_TUN_GROUP"),
-        pi=bool(data.get_attr("IFLA_TUN_PI")),
-        vnet_hdr=bool(data.get_attr("IFLA_TUN_VNET_HDR")),
-        multi_queue=bool(data.get_attr("IFLA_TUN_MULTI_QUEUE")),
-        persist=bool(data.get_attr("IFLA_TUN_PERSIST")),
-        queues=data.get_attr("IFLA_TUN_NUM_QUEUES") or 0,
+        owner=data("IFLA_TUN_OWNER"),
+        group=data("IFLA_TUN_GROUP"),
+        pi=bool(data("IFLA_TUN_PI")),
+        vnet_hdr=bool(data("IFLA_TUN_VNET_HDR")),
+        multi_queue=bool(data("IFLA_TUN_MULTI_QUEUE")),
+        persist=bool(data("IFLA_TUN_PERSIST")),
+        queues=data("IFLA_TUN_NUM_QUEUES") or 0,
     )
 
 
-def _port(data: Any) -> PortSettings | None:
-    if data is None:
-        return None
-    values = {key: data.get_attr(attr) for key, attr in PORT_ATTRS.items()}
+def _port(data: Attrs) -> PortSettings | None:
+    values = {key: data(name) for key, name in PORT_ATTRS.items()}
     if any(value is None for value in values.values()):
         return None  # a kernel too old to report them all: nothing exact to rebuild
     return PortSettings(
