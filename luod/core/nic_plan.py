@@ -143,6 +143,8 @@ def differences(
 ) -> tuple[Difference, ...]:
     """Every recorded attribute whose current value differs (IGNORED aside); a group that one
     side lacks (``port`` of a device that is no bridge port) is one difference."""
+    if recorded == current:  # the usual case, without building two dicts
+        return ()
     return tuple(_differences(recorded.to_dict(), current.to_dict(), ""))
 
 
