@@ -1,4 +1,5 @@
-"""Run the steps of luod.core.nic_plan over rtnetlink (pyroute2): one request per step.
+"""Run the steps of luod.core.nic_plan over rtnetlink (pyroute2): one request per step (one
+per VLAN added or removed), devices addressed by name.
 
 tun/tap devices are created by pyroute2 with the TUNSETIFF / TUNSETOWNER / TUNSETGROUP /
 TUNSETPERSIST ioctls on /dev/net/tun (the kernel has no netlink request that creates one), from
