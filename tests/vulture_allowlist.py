@@ -27,7 +27,6 @@ serve._Server.capture_signals  # uvicorn: an overridden hook, and its exit flag
 serve._Server.should_exit
 
 # Public API that luod itself does not call: VMMs, and the tests' stand-ins.
-client.Client.hello  # a VMM's first request (tests/vm/scripts/common.sh waits with it)
 probes.KernelInfo.liveupdate_param  # part of what the probe reports (contract tests read it)
 uapi.IOC_WRITE  # the _IOC encoding's directions (unit tests encode with them)
 uapi.IOC_READ

@@ -1,12 +1,15 @@
 """The READY barrier: an event (START_PRESERVATION, FREEZE) to every VM's VMM, and a READY from
-each before the phase's deadline. The first refusal, or the deadline, ends the wait."""
+each before the phase's deadline. The first refusal, or the deadline, ends the wait. Which VMs
+are sent the event, counted without it, or cannot answer it: luod.core.dialect decides."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
+from luod.core import dialect
 from luod.core.orchestrator import Phase, UpdateMachine
+from luod.core.registry import Registry
 from luod.daemon.connections import VmmConnections
 from luod.daemon.update_log import UpdateLog
 from luod.errors import LuodError
@@ -17,7 +20,14 @@ FdsFor = Callable[[str], tuple[OwnedFd, ...]]
 
 
 class ReadyBarrier:
-    def __init__(self, connections: VmmConnections, machine: UpdateMachine, log: UpdateLog) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        connections: VmmConnections,
+        machine: UpdateMachine,
+        log: UpdateLog,
+    ) -> None:
+        self.registry = registry
         self.connections = connections
         self.machine = machine
         self.log = log
@@ -27,14 +37,24 @@ class ReadyBarrier:
     async def cross(
         self, vms: list[str], event: str, phase: Phase, fds_for: FdsFor = lambda _: ()
     ) -> None:
-        """Push ``event`` (with ``fds_for(vm)``) to each VM's connection; every one must answer
-        READY before the deadline. A VM without a connected VMM has nothing to pause."""
+        """Push ``event`` (with ``fds_for(vm)``) to each VM's connection that is to be sent it;
+        every one must answer READY before the deadline."""
         loop = asyncio.get_running_loop()
-        for vm_id in vms:
-            conn = self.connections.of(vm_id)
+        steps = {vm_id: self._step(vm_id, event) for vm_id in vms}
+        for vm_id, step in steps.items():
+            if step.action is dialect.Action.REFUSE:
+                raise LuodError(
+                    "vm-refused",
+                    f"VM {vm_id} cannot answer {event}: {step.note}",
+                    "see the pause check of the preflight",
+                )
+        for vm_id, step in steps.items():
+            conn = self.connections.of(vm_id) if step.action is dialect.Action.SEND else None
             self.log.sent(vm_id, event)
-            if conn is None or conn.closed:
-                self.log.acked(vm_id, event, note="no VMM connected: nothing to pause")
+            if step.record:
+                self.log.stamp(vm_id, step.record)
+            if conn is None:
+                self.log.acked(vm_id, event, note=step.note)
                 continue
             self._waiting[vm_id] = loop.create_future()
             self._asked.add(vm_id)
@@ -46,6 +66,12 @@ class ReadyBarrier:
             await self._collect(event, phase)
         finally:
             self._waiting.clear()
+
+    def _step(self, vm_id: str, event: str) -> dialect.Step:
+        conn = self.connections.of(vm_id)
+        granted = None if conn is None or conn.closed else conn.capabilities
+        acked = self.log.stamped(vm_id, "preserve_ack")
+        return dialect.barrier_step(event, self.registry.get(vm_id).mode, granted, acked)
 
     def ready(self, vm_id: str, error: str | None) -> str | None:
         """Deliver a READY: "ok" when awaited, "late" when its barrier already ended (an abort

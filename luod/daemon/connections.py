@@ -15,6 +15,7 @@ class VmmConnection(Protocol):
 
     peer: Peer
     subscribed: set[str]
+    capabilities: frozenset[str]  # granted in HELLO (luod.core.dialect)
     closed: bool
 
     def push(self, message: codec.Outgoing) -> None: ...
@@ -44,6 +45,10 @@ class VmmConnections:
     def connected(self) -> list[str]:
         """VMs whose connection is open."""
         return [vm for vm, conn in self._by_vm.items() if not conn.closed]
+
+    def granted(self) -> dict[str, frozenset[str]]:
+        """Each connected VM's capabilities, as its VMM's HELLO was granted them."""
+        return {vm: conn.capabilities for vm, conn in self._by_vm.items() if not conn.closed}
 
     def __iter__(self) -> Iterator[tuple[str, VmmConnection]]:
         return iter(list(self._by_vm.items()))

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import structlog
 
 import luod
-from luod.core import reclaim, timeline
+from luod.core import dialect, reclaim, timeline
 from luod.core.model import Mode, VmRecord
 from luod.core.registry import Registry
 from luod.daemon.connections import VmmConnection, VmmConnections
@@ -108,10 +108,13 @@ class LuodHandler:
 
     # --- verbs ------------------------------------------------------------------------------
     async def _hello(self, conn: VmmConnection, req: codec.Hello) -> Reply:
+        conn.capabilities = dialect.grant(req.capabilities)
         info = {
             "protocol": codec.PROTOCOL,
             "version": codec.VERSION,
             "server": f"luod {luod.__version__}",
+            "capabilities": sorted(conn.capabilities),
+            "supported": sorted(dialect.ALL),
         }
         return info, ()
 
@@ -172,6 +175,14 @@ class LuodHandler:
     async def _claim(self, conn: VmmConnection, req: codec.Claim) -> Reply:
         fd = await self._run(reclaim.claim, self.registry, conn.peer, req.id)
         self.driver.vm_step(req.id, "reclaimed")
+        if dialect.claim_ends_custody(conn.capabilities):  # luo-agent: no DONE will come
+            try:
+                await self._run(reclaim.done, self.registry, conn.peer, req.id, False)
+            except BaseException:
+                fd.close()
+                raise
+            self.connections.forget(req.id)
+            self.driver.vm_step(req.id, "done")
         return {}, (fd,)
 
     async def _status(self, conn: VmmConnection, req: codec.Status) -> Reply:
@@ -216,6 +227,12 @@ class LuodHandler:
         return {"update": record.to_dict() if record else None}, ()
 
     async def _watch(self, conn: VmmConnection, req: codec.Watch) -> Reply:
+        if dialect.Capability.PROGRESS not in conn.capabilities:
+            raise LuodError(
+                "capability-missing",
+                "WATCH needs the capability 'progress'",
+                'send HELLO with "capabilities": ["progress"] first',
+            )
         self.events.watch(conn)
         record = self.driver.record
         return {

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from luod.core import handoff, preflight, timeline
+from luod.core import dialect, handoff, preflight, timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.model import Mode, VmState
 from luod.core.orchestrator import Phase, UpdateMachine
@@ -79,7 +79,7 @@ class UpdateDriver:
             **{Phase(k): float(v) for k, v in (deadlines or {}).items()},
         }
         self.machine.deadlines = dict(self._base_deadlines)
-        self.barrier = ReadyBarrier(connections, self.machine, self.log)
+        self.barrier = ReadyBarrier(registry, connections, self.machine, self.log)
         self.kexec = KexecStep(registry, backend, kexec or KexecSettings())
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
@@ -109,6 +109,7 @@ class UpdateDriver:
             preflight.mem_total(),
             preflight.fd_limit(),
             self.kexec.plan(),
+            self.connections.granted(),
         )
         return preflight.run(ctx)
 
@@ -231,7 +232,8 @@ class UpdateDriver:
     def _abort(self, reason: str, outcome: str = "aborted") -> None:
         self.machine.go(Phase.ABORTING, reason)
         for vm_id, conn in self.connections:
-            conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
+            if dialect.may_send("RESUME", conn.capabilities):
+                conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
         if self._loaded and self.unload_on_abort:
             try:
                 self.backend.unload_kernel()

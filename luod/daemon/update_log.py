@@ -50,8 +50,15 @@ class UpdateLog:
         log.info("phase", **{k: v for k, v in transition.to_dict().items() if k != "at"})
 
     def sent(self, vm_id: str, event: str) -> None:
+        self.stamp(vm_id, f"{event.lower()}_sent")
+
+    def stamp(self, vm_id: str, name: str) -> None:
         assert self.record is not None
-        self.record.vm_event(vm_id, f"{event.lower()}_sent", self.clock.now())
+        self.record.vm_event(vm_id, name, self.clock.now())
+
+    def stamped(self, vm_id: str, name: str) -> bool:
+        """Whether this update's record has step ``name`` for the VM."""
+        return self.record is not None and name in self.record.vms.get(vm_id, {})
 
     def acked(self, vm_id: str, event: str, note: str = "") -> None:
         assert self.record is not None

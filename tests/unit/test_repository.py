@@ -25,6 +25,7 @@ NOT_PATHS: Final = {
     "update": "a REST route relative to /v1 (luod/rest/app.py)",
     "build": "the build directory inside the sid build root (packaging/build-deb)",
     "path": "the placeholder /path/to/...",
+    "nonexistent": "a path that exists nowhere on purpose (Debian's home for nobody)",
 }
 MACHINE_ROOTS: Final = ("work", "home")  # caught even alone (/root alone is root's HOME)
 # An absolute path starts after whitespace, a quote, '=', '(' ... never after a word character,
