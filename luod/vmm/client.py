@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, NoReturn, TypeVar
 
-from luod.errors import LuodError
+from luod.errors import LuodError as LuodError  # raised to callers: part of this API
 from luod.fdpass import pack_rights, room, unpack_rights
 from luod.kernel import OwnedFd, SupportsFileno
 from luod.vmm import codec
