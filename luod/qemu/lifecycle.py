@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from luod.qemu.errors import QemuAdapterError
@@ -28,9 +29,12 @@ if TYPE_CHECKING:
     from luod.qemu.supervisor import Options
 
 STATE_NAME = re.compile(r"state-([0-9]+)")
+Running = Callable[[Memfd, Qemu], None]  # called as soon as the guest runs
 
 
-def boot(client: Client, spec: VmSpec, timeout: float, log: Log) -> tuple[Memfd, Qemu]:
+def boot(
+    client: Client, spec: VmSpec, timeout: float, log: Log, running: Running
+) -> tuple[Memfd, Qemu]:
     ram = Memfd.create(f"luod-qemu-{spec.vm}-ram0", spec.ram)
     try:
         qemu = Qemu.start(spec, ram, incoming=False, timeout=timeout)
@@ -38,6 +42,7 @@ def boot(client: Client, spec: VmSpec, timeout: float, log: Log) -> tuple[Memfd,
         ram.close()
         raise
     log.say("started", qemu_pid=qemu.pid, ram_bytes=spec.ram, qemu_version=qemu.qmp.version)
+    running(ram, qemu)
     try:
         preserve_running(client, spec, ram, log)
     except BaseException:
@@ -55,7 +60,7 @@ def preserve_running(client: Client, spec: VmSpec, ram: Memfd, log: Log) -> None
     log.say("preserved", ram_bytes=spec.ram, seconds=clock.mark("preserved"))
 
 
-def restore(client: Client, options: Options, log: Log) -> tuple[Memfd, Qemu]:
+def restore(client: Client, options: Options, log: Log, running: Running) -> tuple[Memfd, Qemu]:
     clock = Clock(origin=process_start())
     clock.mark("registered")
     files = {name: Memfd.adopt(fd) for name, fd in client.reclaim(options.vm).items()}
@@ -75,6 +80,7 @@ def restore(client: Client, options: Options, log: Log) -> tuple[Memfd, Qemu]:
     ram = files.pop("ram0")
     for memfd in files.values():
         memfd.close()
+    running(ram, qemu)
     _finish(client, spec, ram, log, clock, record)
     return ram, qemu
 

@@ -72,6 +72,7 @@ class Supervisor:
     def run(self) -> int:
         self.options.runtime_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(), Client(self.options.socket) as client:
+            (self.options.runtime_dir / f"{self.vm}.json").unlink(missing_ok=True)
             self._install_signals()
             try:
                 client.hello()
@@ -99,11 +100,14 @@ class Supervisor:
             self._boot(client, self.options.spec)
 
     def _boot(self, client: Client, spec: VmSpec) -> None:
-        self.ram, self.qemu = lifecycle.boot(client, spec, self.options.qmp_timeout, self.log)
-        self._write_status("running")
+        timeout = self.options.qmp_timeout
+        self.ram, self.qemu = lifecycle.boot(client, spec, timeout, self.log, self._running)
 
     def _restore(self, client: Client) -> None:
-        self.ram, self.qemu = lifecycle.restore(client, self.options, self.log)
+        self.ram, self.qemu = lifecycle.restore(client, self.options, self.log, self._running)
+
+    def _running(self, ram: Memfd, qemu: Qemu) -> None:
+        self.ram, self.qemu = ram, qemu
         self._write_status("running")
 
     # --- the loop ----------------------------------------------------------------------------
