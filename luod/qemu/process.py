@@ -114,8 +114,14 @@ class Qemu:
     def pid(self) -> int:
         return self.process.pid
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
+    def alive(self, grace: float = 0.0) -> bool:
+        """Whether QEMU still runs, waiting up to ``grace`` s for one that is exiting (its
+        monitor's EOF comes before the kernel has finished its exit)."""
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
 
     def status(self) -> str:
         return str(self.qmp.execute("query-status")["status"])

@@ -188,8 +188,9 @@ class Supervisor:
 
     def _refuse(self, client: Client, exc: QemuAdapterError | LuodError) -> int | None:
         """Tell luod first (it aborts the update for every VM), then let the guest go on."""
-        alive = self.qemu is not None and self.qemu.alive()
-        code = getattr(exc, "code", "error")
+        code = exc.code
+        grace = 2.0 if code == "qmp-closed" else 0.0
+        alive = self.qemu is not None and self.qemu.alive(grace)
         self.log.say("freeze-failed", attempt=self.attempt, code=code, error=str(exc),
                      hint=exc.hint, qemu_alive=alive)  # fmt: skip
         with contextlib.suppress(LuodError):
