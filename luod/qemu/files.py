@@ -87,7 +87,7 @@ class Memfd:
 def parse_size(text: str) -> int:
     """``64M``, ``1G``, ``4096``: bytes; a whole number of pages."""
     number, unit = text.strip().rstrip("iBb"), ""
-    if number[-1:].upper() in _UNITS:
+    if number[-1:].upper() in ("K", "M", "G", "T"):
         number, unit = number[:-1], number[-1].upper()
     if not number.isdigit() or int(number) == 0:
         raise QemuAdapterError("bad-argument", f"not a size: {text!r}", "e.g. 64M, 1G, 4096")

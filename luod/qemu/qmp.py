@@ -92,7 +92,8 @@ class Qmp:
                 self._sock.sendall(data)
             else:
                 sent = socket.send_fds(self._sock, [data], [fd])
-                self._sock.sendall(data[sent:])
+                if sent < len(data):  # the rest without the fd again
+                    self._sock.sendall(data[sent:])
         except TimeoutError as exc:
             raise _timeout(what, self.timeout) from exc
         except OSError as exc:
