@@ -37,8 +37,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--ram", required=True, help="guest RAM size (64M, 1G)")
     for each in (run, restore):
         each.add_argument("--id", required=True, help="the VM's id in luod")
-        each.add_argument("--qemu", help=f"QEMU binary (default {DEFAULT_QEMU}; restore: the "
-                          "one the VM was started with)")  # fmt: skip
+        each.add_argument("--qemu", help=f"QEMU binary (default {DEFAULT_QEMU}; when restoring: "
+                          "the one the VM was started with)")  # fmt: skip
         each.add_argument("--socket", default=DEFAULT_SOCKET, help="luod's VMM socket")
         each.add_argument("--runtime-dir", type=Path, default=Path(DEFAULT_RUNTIME),
                           help="lock and status files (VM.json)")  # fmt: skip
@@ -60,7 +60,7 @@ def options(args: argparse.Namespace) -> Options:
         runtime_dir=args.runtime_dir,
         qmp_timeout=args.qmp_timeout,
         spec=spec,
-        qemu=args.qemu if args.command == "restore" else None,
+        qemu=args.qemu,
         report=args.report,
     )
 

@@ -51,7 +51,7 @@ class Options:
     runtime_dir: Path
     qmp_timeout: float
     spec: VmSpec | None  # from the command line (``run``); None: ``restore`` only
-    qemu: str | None  # a QEMU binary that overrides the preserved spec's (restore)
+    qemu: str | None  # a QEMU binary given on the command line: overrides the preserved one
     report: Path | None
 
 

@@ -11,12 +11,19 @@ Probes read the guest RAM where it lives: the memfd luod-qemu made, through
     python -m tests.vm.l2guest floppy PATH
     python -m tests.vm.l2guest args PATH           # QEMU arguments, one per line
     python -m tests.vm.l2guest probe STATUS [--write-pattern]   # JSON: counter, stamp, ...
+    python -m tests.vm.l2guest launch OUT QEMU-ARGS...
+
+``launch`` stands in for the QEMU binary (``luod-qemu --qemu``): it probes the RAM QEMU is given
+(``mem-path=/proc/self/fd/N``) into OUT before QEMU runs, then execs the real QEMU. After the
+kexec that is the RAM exactly as LUO carried it: the counter as it was at QMP ``stop``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +32,7 @@ from typing import Any
 COUNTER, STAMP, MAGIC = 0x8000, 0x8008, 0x8010
 PATTERN_OFFSET, PATTERN_SIZE = 16 << 20, 4 << 20
 FLOPPY_SIZE = 1_474_560
+QEMU = "qemu-system-x86_64"
 BOOT_CODE = bytes.fromhex(
     "fa31c08ed8"  # cli; xor ax, ax; mov ds, ax
     "0f31"  # rdtsc
@@ -62,9 +70,9 @@ def pattern() -> bytes:
 class GuestRam:
     """The RAM of a VM luod-qemu runs, read (and written) through its QEMU's fd."""
 
-    def __init__(self, status: Path) -> None:
-        info = json.loads(status.read_text())
-        self.path = Path(f"/proc/{info['qemu_pid']}/fd/{info['ram_fd']}")
+    def __init__(self, status: Path | None, path: Path | None = None) -> None:
+        info = json.loads(status.read_text()) if status else {"phase": "launch"}
+        self.path = path or Path(f"/proc/{info['qemu_pid']}/fd/{info['ram_fd']}")
         self.phase = str(info["phase"])
 
     def read(self, offset: int, size: int) -> bytes:
@@ -97,6 +105,11 @@ def main(argv: list[str]) -> int:
         write_floppy(path)
     elif command == "args":
         print("\n".join(qemu_args(path)))
+    elif command == "launch":
+        found = re.search(r"mem-path=(/proc/self/fd/[0-9]+)", " ".join(argv[2:]))
+        assert found, "no mem-path=/proc/self/fd/N among QEMU's arguments"
+        path.write_text(json.dumps(GuestRam(None, Path(found[1])).probe()))
+        os.execvp(QEMU, [QEMU, *argv[2:]])
     elif command == "probe":
         ram = GuestRam(path)
         if "--write-pattern" in argv:
