@@ -43,7 +43,10 @@ def parser() -> argparse.ArgumentParser:
         each.add_argument("--runtime-dir", type=Path, default=Path(DEFAULT_RUNTIME),
                           help="lock and status files (VM.json)")  # fmt: skip
         each.add_argument("--report", type=Path, help="append the per-VM results (JSON lines)")
-        each.add_argument("--qmp-timeout", type=float, default=5.0, metavar="SECONDS")
+        each.add_argument("--qmp-timeout", type=float, default=5.0, metavar="SECONDS",
+                          help="limit of each QMP command (default 5)")  # fmt: skip
+        each.add_argument("--start-timeout", type=float, default=60.0, metavar="SECONDS",
+                          help="limit of QEMU's start, to its monitor's greeting")  # fmt: skip
     run.add_argument("qemu_args", nargs=argparse.REMAINDER, help="-- then QEMU's arguments")
     return top
 
@@ -59,6 +62,7 @@ def options(args: argparse.Namespace) -> Options:
         socket=args.socket,
         runtime_dir=args.runtime_dir,
         qmp_timeout=args.qmp_timeout,
+        start_timeout=args.start_timeout,
         spec=spec,
         qemu=args.qemu,
         report=args.report,

@@ -33,11 +33,17 @@ Running = Callable[[Memfd, Qemu], None]  # called as soon as the guest runs
 
 
 def boot(
-    client: Client, spec: VmSpec, timeout: float, log: Log, running: Running
+    client: Client, options: Options, spec: VmSpec, log: Log, running: Running
 ) -> tuple[Memfd, Qemu]:
     ram = Memfd.create(f"luod-qemu-{spec.vm}-ram0", spec.ram)
     try:
-        qemu = Qemu.start(spec, ram, incoming=False, timeout=timeout)
+        qemu = Qemu.start(
+            spec,
+            ram,
+            incoming=False,
+            timeout=options.qmp_timeout,
+            start_timeout=options.start_timeout,
+        )
     except BaseException:
         ram.close()
         raise
@@ -68,7 +74,7 @@ def restore(client: Client, options: Options, log: Log, running: Running) -> tup
     log.say("reclaimed", files=sorted(files))
     try:
         spec, attempt, record = _what_to_restore(files, options)
-        qemu = _start_and_load(spec, files, attempt, options.qmp_timeout, clock)
+        qemu = _start_and_load(spec, files, attempt, options, clock)
     except BaseException as exc:
         for memfd in files.values():
             memfd.close()
@@ -110,9 +116,12 @@ def _what_to_restore(
 
 
 def _start_and_load(
-    spec: VmSpec, files: dict[str, Memfd], attempt: int, timeout: float, clock: Clock
+    spec: VmSpec, files: dict[str, Memfd], attempt: int, options: Options, clock: Clock
 ) -> Qemu:
-    qemu = Qemu.start(spec, files["ram0"], incoming=True, timeout=timeout)
+    timeout = options.qmp_timeout
+    qemu = Qemu.start(
+        spec, files["ram0"], incoming=True, timeout=timeout, start_timeout=options.start_timeout
+    )
     clock.mark("qemu_started")
     try:
         qemu.load_state(files[f"state-{attempt}"], timeout)

@@ -73,8 +73,11 @@ class Qemu:
         *,
         incoming: bool,
         timeout: float,
+        start_timeout: float = 60.0,
         output: IO[bytes] | None = None,
     ) -> Qemu:
+        """Start QEMU and wait up to ``start_timeout`` s for its monitor; QMP commands then
+        time out after ``timeout`` s."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         argv = command(spec, ram.fileno(), theirs.fileno(), incoming=incoming)
         try:
@@ -93,7 +96,8 @@ class Qemu:
         finally:
             theirs.close()
         try:
-            qmp = Qmp.handshake(ours, timeout)
+            qmp = Qmp.handshake(ours, start_timeout)
+            qmp.timeout = timeout
         except QemuAdapterError as exc:
             _kill(process)
             raise QemuAdapterError(

@@ -50,6 +50,7 @@ class Options:
     socket: str
     runtime_dir: Path
     qmp_timeout: float
+    start_timeout: float  # QEMU's start, up to its monitor's greeting
     spec: VmSpec | None  # from the command line (``run``); None: ``restore`` only
     qemu: str | None  # a QEMU binary given on the command line: overrides the preserved one
     report: Path | None
@@ -100,8 +101,7 @@ class Supervisor:
             self._boot(client, self.options.spec)
 
     def _boot(self, client: Client, spec: VmSpec) -> None:
-        timeout = self.options.qmp_timeout
-        self.ram, self.qemu = lifecycle.boot(client, spec, timeout, self.log, self._running)
+        self.ram, self.qemu = lifecycle.boot(client, self.options, spec, self.log, self._running)
 
     def _restore(self, client: Client) -> None:
         self.ram, self.qemu = lifecycle.restore(client, self.options, self.log, self._running)

@@ -11,6 +11,7 @@ Probes read the guest RAM where it lives: the memfd luod-qemu made, through
     python -m tests.vm.l2guest floppy PATH
     python -m tests.vm.l2guest args PATH           # QEMU arguments, one per line
     python -m tests.vm.l2guest probe STATUS [--write-pattern]   # JSON: counter, stamp, ...
+    python -m tests.vm.l2guest twice STATUS OUT1 OUT2 [--write-pattern]  # probes 1 s apart
     python -m tests.vm.l2guest launch OUT QEMU-ARGS...
 
 ``launch`` stands in for the QEMU binary (``luod-qemu --qemu``): it probes the RAM QEMU is given
@@ -99,6 +100,15 @@ class GuestRam:
         }
 
 
+def wait_for_boot(ram: GuestRam, timeout: float = 120) -> None:
+    """Until the boot code ran (the magic is in RAM): SeaBIOS first, under nested TCG."""
+    deadline = time.monotonic() + timeout
+    while ram.read(MAGIC, 4) != b"LUOD":
+        if time.monotonic() > deadline:
+            raise TimeoutError("the L2 guest never ran its boot sector")
+        time.sleep(0.1)
+
+
 def main(argv: list[str]) -> int:
     command, path = argv[0], Path(argv[1])
     if command == "floppy":
@@ -110,6 +120,14 @@ def main(argv: list[str]) -> int:
         assert found, "no mem-path=/proc/self/fd/N among QEMU's arguments"
         path.write_text(json.dumps(GuestRam(None, Path(found[1])).probe()))
         os.execvp(QEMU, [QEMU, *argv[2:]])
+    elif command == "twice":  # one process (a python start is seconds in a nested guest)
+        ram = GuestRam(path)
+        wait_for_boot(ram)
+        if "--write-pattern" in argv:
+            ram.write_pattern()
+        Path(argv[2]).write_text(json.dumps(ram.probe()))
+        time.sleep(1)
+        Path(argv[3]).write_text(json.dumps(ram.probe()))
     elif command == "probe":
         ram = GuestRam(path)
         if "--write-pattern" in argv:

@@ -29,7 +29,7 @@ def events(share: Path, name: str) -> dict[str, dict[str, Any]]:
 def run(luo_kernel: Path, vm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     stages = [stage(f"qemu-{n}.sh", vm_python, luo_kernel) for n in (1, 2)]
     workdir = tmp_path_factory.mktemp("qemu-guest")
-    return run_guest(stages, kernel=luo_kernel, timeout=420, workdir=workdir)
+    return run_guest(stages, kernel=luo_kernel, timeout=600, workdir=workdir)
 
 
 def test_qemu_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:

@@ -9,13 +9,7 @@ $L2 floppy "$SHARE/floppy.img"
 luod-qemu run --id l2 --ram 64M --report "$SHARE/l2-report.jsonl" -- \
     $($L2 args "$SHARE/floppy.img") >"$SHARE/l2-run-1.log" 2>&1 &
 wait_for "$SHARE/l2-run-1.log" '"preserved"'
-for _ in $(seq 1 300); do  # the guest's boot code ran once the magic is in its RAM
-    $L2 probe /run/luod-qemu/l2.json | grep -q '"magic": "LUOD"' && break
-    sleep 0.1
-done
-$L2 probe /run/luod-qemu/l2.json --write-pattern >"$SHARE/l2-before.json"
-sleep 1
-$L2 probe /run/luod-qemu/l2.json >"$SHARE/l2-running.json"
+$L2 twice /run/luod-qemu/l2.json "$SHARE/l2-before.json" "$SHARE/l2-running.json" --write-pattern
 luod_list >"$SHARE/list-before.json"
 sync
 python -c "from luod.vmm.client import Client; Client('$SOCK').kexec('$NEXT_KERNEL')" >"$SHARE/kexec.log" 2>&1

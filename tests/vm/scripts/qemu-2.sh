@@ -13,9 +13,7 @@ luod-qemu restore --id l2 --qemu /tmp/probe-qemu --report "$SHARE/l2-report.json
     >"$SHARE/l2-run-2.log" 2>&1 &
 QPID=$!
 wait_for "$SHARE/l2-run-2.log" '"restored"'
-$L2 probe /run/luod-qemu/l2.json >"$SHARE/l2-after-1.json"
-sleep 1
-$L2 probe /run/luod-qemu/l2.json >"$SHARE/l2-after-2.json"
+$L2 twice /run/luod-qemu/l2.json "$SHARE/l2-after-1.json" "$SHARE/l2-after-2.json"
 wait_for "$SHARE/l2-run-2.log" '"preserved"'   # protected again, for the next update
 luod_list >"$SHARE/list-after.json"
 kill -TERM $QPID && wait $QPID                  # the operator stops the VM: dropped
