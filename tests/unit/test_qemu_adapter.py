@@ -7,7 +7,10 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -220,3 +223,30 @@ def test_luod_qemu_imports_only_the_public_client_library() -> None:
                 imported.update(alias.name for alias in node.names)
     luod = {name for name in imported if name == "luod" or name.startswith("luod.")}
     assert {name for name in luod if not name.startswith("luod.qemu")} == {"luod.vmm.client"}
+
+
+def test_the_vm_unit_verifies(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` on an instance of luod-qemu@.service (this venv's binary)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze missing: apt-get install systemd (tests/vm/ensure-host-tools)")
+    units = Path(__file__).resolve().parents[2] / "systemd"
+    for unit in ("luod-qemu@.service", "luod-ready.target", "luod.service", "luod.socket",
+                 "luod-api.socket"):  # fmt: skip
+        text = (units / unit).read_text()
+        text = text.replace("/usr/bin/luod", str(Path(sys.executable).parent / "luod"))
+        (tmp_path / unit).write_text(text)
+    instance = tmp_path / "luod-qemu@vm1.service"
+    instance.symlink_to(tmp_path / "luod-qemu@.service")
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(instance)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    complaints = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if line.strip() and "FileDescriptorStorePreserve" not in line
+    ]
+    assert done.returncode == 0 and not complaints, "\n".join(complaints)
+    text = (units / "luod-qemu@.service").read_text()
+    assert "After=luod-ready.target" in text and "EnvironmentFile=/etc/luod/qemu/%i.conf" in text
