@@ -8,7 +8,7 @@ back at zero. Above it, a pattern the guest never touches is written into its RA
 Probes read the guest RAM where it lives: the memfd luod-qemu made, through
 ``/proc/QEMU_PID/fd/RAM_FD`` as its status file (``RUNTIME_DIR/VM.json``) names them.
 
-    python -m tests.vm.l2guest floppy PATH
+    python -m tests.vm.l2guest floppy PATH         # and prints QEMU's arguments, one per line
     python -m tests.vm.l2guest args PATH           # QEMU arguments, one per line
     python -m tests.vm.l2guest probe STATUS [--write-pattern]   # JSON: counter, stamp, ...
     python -m tests.vm.l2guest twice STATUS OUT1 OUT2 [--write-pattern]  # probes 1 s apart
@@ -113,6 +113,7 @@ def main(argv: list[str]) -> int:
     command, path = argv[0], Path(argv[1])
     if command == "floppy":
         write_floppy(path)
+        print("\n".join(qemu_args(path)))
     elif command == "args":
         print("\n".join(qemu_args(path)))
     elif command == "launch":
@@ -125,9 +126,13 @@ def main(argv: list[str]) -> int:
         wait_for_boot(ram)
         if "--write-pattern" in argv:
             ram.write_pattern()
-        Path(argv[2]).write_text(json.dumps(ram.probe()))
+        first = ram.probe()
+        Path(argv[2]).write_text(json.dumps(first))
         time.sleep(1)
-        Path(argv[3]).write_text(json.dumps(ram.probe()))
+        second = ram.probe()
+        Path(argv[3]).write_text(json.dumps(second))
+        print(f"counter {first['counter']:#x}, one second later {second['counter']:#x}; "
+              f"boot stamp {second['stamp']:#x}; pattern sha256 {second['pattern_sha256'][:16]}…")  # fmt: skip
     elif command == "probe":
         ram = GuestRam(path)
         if "--write-pattern" in argv:

@@ -5,9 +5,9 @@ set -x
 mkdir -p "$STATE"
 start_luod 1
 L2="python -m tests.vm.l2guest"
-$L2 floppy "$SHARE/floppy.img"
-luod-qemu run --id l2 --ram 64M --report "$SHARE/l2-report.jsonl" -- \
-    $($L2 args "$SHARE/floppy.img") >"$SHARE/l2-run-1.log" 2>&1 &
+ARGS=$($L2 floppy "$SHARE/floppy.img")
+luod-qemu run --id l2 --ram 64M --report "$SHARE/l2-report.jsonl" -- $ARGS \
+    >"$SHARE/l2-run-1.log" 2>&1 &
 wait_for "$SHARE/l2-run-1.log" '"preserved"'
 $L2 twice /run/luod-qemu/l2.json "$SHARE/l2-before.json" "$SHARE/l2-running.json" --write-pattern
 luod_list >"$SHARE/list-before.json"
