@@ -131,8 +131,9 @@ def main(argv: list[str]) -> int:
         time.sleep(1)
         second = ram.probe()
         Path(argv[3]).write_text(json.dumps(second))
+        sha = second["pattern_sha256"][:16]
         print(f"counter {first['counter']:#x}, one second later {second['counter']:#x}; "
-              f"boot stamp {second['stamp']:#x}; pattern sha256 {second['pattern_sha256'][:16]}…")  # fmt: skip
+              f"boot stamp {second['stamp']:#x}; pattern sha256 {sha}…")  # fmt: skip
     elif command == "probe":
         ram = GuestRam(path)
         if "--write-pattern" in argv:
