@@ -66,7 +66,9 @@ def preserve_running(client: Client, spec: VmSpec, ram: Memfd, log: Log) -> None
     log.say("preserved", ram_bytes=spec.ram, seconds=clock.mark("preserved"))
 
 
-def restore(client: Client, options: Options, log: Log, running: Running) -> tuple[Memfd, Qemu]:
+def restore(
+    client: Client, options: Options, log: Log, running: Running
+) -> tuple[Memfd, Qemu, VmSpec]:
     clock = Clock(origin=process_start())
     clock.mark("registered")
     files = {name: Memfd.adopt(fd) for name, fd in client.reclaim(options.vm).items()}
@@ -88,7 +90,7 @@ def restore(client: Client, options: Options, log: Log, running: Running) -> tup
         memfd.close()
     running(ram, qemu)
     _finish(client, spec, ram, log, clock, record)
-    return ram, qemu
+    return ram, qemu, spec
 
 
 def _what_to_restore(

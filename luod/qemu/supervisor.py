@@ -63,6 +63,7 @@ class Supervisor:
         self.vm = options.vm
         self.qemu: Qemu | None = None
         self.ram: Memfd | None = None
+        self.spec = options.spec
         self.attempt = 0
         self.paused = False  # we sent stop (it may not have taken effect: a QMP timeout)
         self.frozen = False  # READY was sent: the guest waits for the kexec
@@ -104,7 +105,9 @@ class Supervisor:
         self.ram, self.qemu = lifecycle.boot(client, self.options, spec, self.log, self._running)
 
     def _restore(self, client: Client) -> None:
-        self.ram, self.qemu = lifecycle.restore(client, self.options, self.log, self._running)
+        self.ram, self.qemu, self.spec = lifecycle.restore(
+            client, self.options, self.log, self._running
+        )
 
     def _running(self, ram: Memfd, qemu: Qemu) -> None:
         self.ram, self.qemu = ram, qemu
@@ -262,14 +265,25 @@ class Supervisor:
                         "luod-unavailable", f"luod did not come back: {exc}", "start luod"
                     ) from exc
                 time.sleep(RECONNECT_PAUSE)  # luod is restarting: nothing to wait on but time
-        self.log.say("luod-back", state=record.get("state"))
-        if record.get("state") in ("incoming", "reclaimed"):  # it kexec'd under us (sim)
+        state = record.get("state")
+        self.log.say("luod-back", state=state)
+        if state in ("incoming", "reclaimed"):  # it kexec'd under us (sim)
             self._shutdown_qemu()
             self.frozen = self.paused = False
             self._restore(client)
+        elif state in ("lost", "registered"):  # luod had no custody of it: hand it over again
+            self._preserve_again(client, lost=state == "lost")
         else:
             self._resume("luod restarted")
         return client
+
+    def _preserve_again(self, client: Client, lost: bool) -> None:
+        assert self.ram is not None and self.spec is not None
+        if lost:
+            client.drop(self.vm)
+            client.register(self.vm)
+        self._resume("luod restarted")
+        lifecycle.preserve_running(client, self.spec, self.ram, self.log)
 
     # --- plumbing ----------------------------------------------------------------------------
     def _install_signals(self) -> None:

@@ -80,3 +80,42 @@ def test_guest_goes_on_across_the_kexec_and_a_failed_restart_loses_nothing(
     finally:
         vm.kill()
         daemon.stop()
+
+
+def test_supervisor_rides_out_luod_restarts_and_restores_in_place(tmp_path: Path) -> None:
+    """luod killed under a running VM: luod-qemu reconnects, finds the VM lost (the simulator's
+    luod keeps custody in memory only) and hands its RAM over again. After the simulated
+    kexec (which, unlike a real one, leaves luod-qemu alive) the restarted luod holds the VM
+    incoming: the same luod-qemu replaces its paused QEMU by a restored one."""
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    daemon = start_daemon(tmp_path / "luod")
+    vm = LuodQemu(tmp_path, daemon.socket).start()
+    try:
+        vm.wait_event("preserved")
+        first_qemu = vm.status()["qemu_pid"]
+        daemon.process.kill()
+        daemon.process.wait()
+        daemon = start_daemon(tmp_path / "luod")
+        assert vm.wait_event("luod-back")["state"] == "lost"
+        deadline = time.monotonic() + 30
+        while len([e for e in vm.events() if e["event"] == "preserved"]) < 2:
+            assert time.monotonic() < deadline, vm.log.read_text()
+            time.sleep(0.05)
+        assert vm_state(daemon, "vm1") == "preserved"  # handed over again
+        ram = vm.ram()
+        counting(ram, above=ram.probe()["counter"])
+        before = ram.probe()
+        update(daemon, image)
+        vm.wait_event("frozen")
+        daemon = start_daemon(tmp_path / "luod")
+        restored = vm.wait_event("restored")
+        status = vm.status()
+        assert status["qemu_pid"] != first_qemu and status["phase"] == "running"
+        after = vm.ram().probe()
+        assert after["stamp"] == before["stamp"] and after["counter"] >= before["counter"]
+        counting(vm.ram(), above=after["counter"])
+        assert restored["state_bytes"] > 0
+    finally:
+        vm.kill()
+        daemon.stop()
