@@ -84,7 +84,8 @@ def qemu_summary(share: Path) -> bool:
     before, after, later = (
         load(share / f"vm-q-{n}.json") for n in ("running", "after-1", "after-2")
     )
-    reports = (share / "vm-q-report.jsonl").read_text().splitlines() if before else []
+    report = share / "vm-q-report.jsonl"
+    reports = report.read_text().splitlines() if report.exists() else []
     restored = next((json.loads(r) for r in reports if '"restored"' in r), {})
     if not (before and after and later and restored):
         print(f"  no result (see {share / 'vm-q-run-2.log'})")
