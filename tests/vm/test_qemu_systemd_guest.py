@@ -50,6 +50,7 @@ def load(share: Path, name: str) -> Any:
     return json.loads((share / name).read_text())
 
 
+@pytest.mark.timeout(1800)  # the first run builds the .deb and the sid root (cached after)
 def test_qemu_unit_guest_goes_on_across_systemctl_kexec(run: Any) -> None:
     share = run.share
     run.check()
