@@ -1,9 +1,11 @@
 """The smallest guest that proves a VM went on across a live update, and probes of its RAM.
 
-A 1.44 MB floppy whose boot sector (39 bytes of real-mode code, built here from bytes) stores
+A 1.44 MB floppy whose boot sector (41 bytes of real-mode code, built here from bytes) stores
 the TSC at boot in ``STAMP``, the magic ``LUOD`` in ``MAGIC``, zeroes ``COUNTER`` and then
-increments it for ever. A reset would run the boot sector again: a new stamp and the counter
-back at zero. Above it, a pattern the guest never touches is written into its RAM from outside.
+increments it at every interrupt (the BIOS timer: 18.2 times a second), halted in between, so
+that a nested guest costs its host next to no CPU. A reset would run the boot sector again: a
+new stamp and the counter back at zero. Above it, a pattern the guest never touches is written
+into its RAM from outside.
 
 Probes read the guest RAM where it lives: the memfd luod-qemu made, through
 ``/proc/QEMU_PID/fd/RAM_FD`` as its status file (``RUNTIME_DIR/VM.json``) names them.
@@ -41,8 +43,9 @@ BOOT_CODE = bytes.fromhex(
     "6689160c80"  # mov [STAMP + 4], edx
     "66c70610804c554f44"  # mov dword [MAGIC], "LUOD"
     "6631c066a30080"  # xor eax, eax; mov [COUNTER], eax
-    "66ff060080"  # again: inc dword [COUNTER]
-    "ebf9"  # jmp again
+    "fbf4"  # again: sti; hlt (until the next interrupt: SeaBIOS's 18.2 Hz timer tick)
+    "66ff060080"  # inc dword [COUNTER]
+    "ebf7"  # jmp again
 )
 
 

@@ -39,7 +39,7 @@ def test_qemu_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
     before, running = load(share, "l2-before.json"), load(share, "l2-running.json")
     at_restore = load(share, "l2-at-restore.json")  # the RAM as LUO carried it, before QEMU
     after_1, after_2 = load(share, "l2-after-1.json"), load(share, "l2-after-2.json")
-    assert before["magic"] == "LUOD" and running["counter"] > before["counter"] > 0
+    assert before["magic"] == "LUOD" and running["counter"] > before["counter"]
 
     # Never reset: the boot code ran once (same stamp), the counter went on from its value at
     # stop (which is what the RAM held when QEMU got it back) and keeps going.

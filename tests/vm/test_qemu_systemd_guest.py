@@ -57,7 +57,7 @@ def test_qemu_unit_guest_goes_on_across_systemctl_kexec(run: Any) -> None:
     assert run.boots == 2, run.report()
     before, running = load(share, "l2-before.json"), load(share, "l2-running.json")
     after_1, after_2 = load(share, "l2-after-1.json"), load(share, "l2-after-2.json")
-    assert before["magic"] == "LUOD" and running["counter"] > before["counter"] > 0
+    assert before["magic"] == "LUOD" and running["counter"] > before["counter"]
     assert after_2["stamp"] == before["stamp"], "the guest was reset (its boot code ran again)"
     assert after_2["counter"] > after_1["counter"] >= running["counter"]
     assert after_2["pattern_sha256"] == before["pattern_sha256"]
