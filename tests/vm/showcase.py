@@ -23,7 +23,7 @@ from tests.vm.qemu import qemu_command, resolve_kernel, write_share
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 VMS = ("vm-a", "vm-c")  # demo VMMs; vm-q is the QEMU guest
-TIMEOUT = 300
+TIMEOUT = 600  # a loaded machine (TCG is CPU-bound); about 2-3 minutes when idle
 
 
 def stage(script: str, kernel: Path) -> str:
