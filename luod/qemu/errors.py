@@ -1,9 +1,9 @@
 """The one exception luod-qemu raises: a code an operator can look up, what happened, what to do.
 
-The codes: ``qmp-timeout``, ``qmp-closed``, ``qmp-error`` (QEMU's monitor), ``qemu-exited``,
+The codes: ``qmp-timeout``, ``qmp-closed``, ``qmp-error`` (QEMU's monitor),
 ``qemu-start-failed``, ``migration-failed`` (the device state), ``no-state`` (nothing to restore
 from), ``bad-spec`` (the preserved VM description), ``bad-argument``, ``vm-busy`` (another
-luod-qemu supervises the VM).
+luod-qemu supervises the VM), ``luod-unavailable`` (luod did not come back after a restart).
 """
 
 from __future__ import annotations
