@@ -4,8 +4,8 @@ QEMU gets the guest RAM as an inherited memfd (``memory-backend-file`` on
 ``/proc/self/fd/N``, ``share=on``, the machine's ``memory-backend``) and its monitor as one end
 of a socketpair (``-chardev socket,fd=N``): no path to race for, no polling until QEMU listens.
 Migration runs with ``x-ignore-shared``, so the RAM stays in its memfd and only the device state
-travels (``fd:`` URIs, the fd passed with ``getfd``), and with ``events``, so luod-qemu waits for
-QEMU's MIGRATION event instead of polling ``query-migrate``.
+travels (``fd:`` URIs on a pipe passed with ``getfd``, see ``pump``), and with ``events``, so
+luod-qemu waits for QEMU's MIGRATION event instead of polling ``query-migrate``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from luod.qemu.errors import QemuAdapterError
 from luod.qemu.files import Memfd, VmSpec
+from luod.qemu.pump import Pump
 from luod.qemu.qmp import Qmp
 
 RAM_ID = "luod-ram0"
@@ -138,26 +139,38 @@ class Qemu:
 
     def save_state(self, into: Memfd, timeout: float) -> int:
         """Migrate the device state (not the RAM) into ``into``; its size in bytes."""
-        self.qmp.execute("getfd", {"fdname": STATE_FD_NAME}, fd=into.fileno())
-        self.qmp.execute("migrate", {"uri": f"fd:{STATE_FD_NAME}"})
-        self._migration_end(timeout, "saving")
+        self._migrate("migrate", Pump(into, from_qemu=True), timeout, "saving")
         return into.size
 
     def load_state(self, state: Memfd, timeout: float) -> None:
         """Load the device state saved by :meth:`save_state` (QEMU started ``incoming``)."""
-        state.rewind()
-        self.qmp.execute("getfd", {"fdname": STATE_FD_NAME}, fd=state.fileno())
-        self.qmp.execute("migrate-incoming", {"uri": f"fd:{STATE_FD_NAME}"})
-        self._migration_end(timeout, "loading")
+        self._migrate("migrate-incoming", Pump(state, from_qemu=False), timeout, "loading")
 
-    def _migration_end(self, timeout: float, doing: str) -> None:
+    def _migrate(self, command: str, pump: Pump, timeout: float, doing: str) -> None:
+        try:
+            self.qmp.execute("getfd", {"fdname": STATE_FD_NAME}, fd=pump.qemu_end)
+            pump.handed_over()
+            try:
+                self.qmp.execute(command, {"uri": f"fd:{STATE_FD_NAME}"})
+            except QemuAdapterError:
+                with contextlib.suppress(QemuAdapterError):  # QEMU lets go of its end: EOF
+                    self.qmp.execute("closefd", {"fdname": STATE_FD_NAME})
+                raise
+            self._migration_end(timeout, doing, pump)
+            pump.finish(timeout)
+        finally:
+            pump.close()
+
+    def _migration_end(self, timeout: float, doing: str, pump: Pump) -> None:
         event = self.qmp.wait_event("MIGRATION", timeout, status=MIGRATION_ENDS)
         status = event["data"]["status"]
         if status != "completed":
             info: dict[str, Any] = self.qmp.execute("query-migrate") or {}
+            reasons = [str(info.get("error-desc", "")), pump.error]
+            reason = "; ".join(r for r in reasons if r) or "no reason given"
             raise QemuAdapterError(
                 "migration-failed",
-                f"{doing} the device state {status}: {info.get('error-desc', 'no reason given')}",
+                f"{doing} the device state {status}: {reason}",
                 "the guest RAM is untouched; see QEMU's messages",
             )
 

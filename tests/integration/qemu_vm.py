@@ -103,18 +103,3 @@ def counting(ram: GuestRam, above: int = 0, timeout: float = WAIT) -> int:
             return int(value)
         time.sleep(0.05)
     raise AssertionError(f"the guest's counter stayed at or below {above}")
-
-
-def limited_qemu(workdir: Path, fsize: int) -> Path:
-    """A launcher for the real QEMU whose files may not grow past ``fsize`` bytes: the device
-    state QEMU writes at FREEZE hits the limit, its write fails with EFBIG, the migration fails
-    (QEMU's migration thread blocks SIGXFSZ, so it would not kill QEMU anyway)."""
-    launcher = workdir / "qemu-efbig"
-    launcher.write_text(
-        f"#!{sys.executable}\nimport os, resource, signal, sys\n"
-        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({fsize}, {fsize}))\n"
-        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-        f"os.execvp({QEMU!r}, [{QEMU!r}, *sys.argv[1:]])\n"
-    )
-    launcher.chmod(0o755)
-    return launcher

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import resource
 import signal
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from luod.vmm.client import Client
 from tests.contract.harness import FAKE_BZIMAGE
 from tests.integration.conftest import Daemon
-from tests.integration.qemu_vm import LuodQemu, counting, have_qemu, limited_qemu
+from tests.integration.qemu_vm import LuodQemu, counting, have_qemu
 
 pytestmark = pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-x86_64")
 STATE_LIMIT = 64 << 10  # far below the ~318 KB of device state a PC guest has
@@ -84,9 +85,11 @@ def test_qemu_dying_during_the_freeze_refuses_and_keeps_the_ram(
 def test_failed_migration_refuses_freeze_and_the_guest_goes_on(
     vm: LuodQemu, daemon: Daemon, tmp_path: Path
 ) -> None:
-    launcher = limited_qemu(tmp_path, STATE_LIMIT)
-    vm.start("run", "--qemu", str(launcher))
+    vm.start("run")
     vm.wait_event("preserved")
+    assert vm.process is not None  # no room for the device state from now on: luod-qemu's
+    limit = (STATE_LIMIT, STATE_LIMIT)  # copy fails (EFBIG), QEMU's stream breaks (EPIPE)
+    resource.prlimit(vm.process.pid, resource.RLIMIT_FSIZE, limit)
     update = aborted_update(daemon, tmp_path)
     assert "migration-failed" in update["reason"], update["reason"]
     failed = vm.wait_event("freeze-failed")
