@@ -14,12 +14,13 @@ wait_for "$SHARE/vm-a-run.log" handed-over
 wait_for "$SHARE/vm-c-run.log" subscribed
 wait_for "$SHARE/vm-q-run.log" '"preserved"'
 say "vm-q: $(qemu-system-x86_64 --version | head -1), its guest counting in its RAM"
-python -m tests.vm.l2guest twice /run/luod-qemu/vm-q.json "$SHARE/vm-q-before.json" "$SHARE/vm-q-running.json" --write-pattern
 for _ in $(seq 1 300); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
 say "luoctl status"; luoctl status
 say "luoctl vms"; luoctl vms
 say "luoctl preflight --kernel $NEXT_KERNEL --reuse-cmdline"
 luoctl preflight --kernel "$NEXT_KERNEL" --reuse-cmdline || exit 1
+say "vm-q just before the update (a pattern written into its RAM, which the guest never touches)"
+python -m tests.vm.l2guest twice /run/luod-qemu/vm-q.json "$SHARE/vm-q-before.json" "$SHARE/vm-q-running.json" --write-pattern
 say "luoctl update watch, then luoctl update start --reuse-cmdline (the VMMs write until FREEZE)"
 luoctl update watch | tee /tmp/watch.txt &
 for _ in $(seq 1 300); do [ -s /tmp/watch.txt ] && break; sleep 0.1; done
