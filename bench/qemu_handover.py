@@ -133,7 +133,10 @@ def report() -> str:
                                    for vm in VMS)])  # fmt: skip
     own = {vm: measured[vm]["restored"]["own"] for vm in VMS}
     rows.append(["luod-qemu's own steps (pause - kexec/boot)", *(seconds(own[vm]) for vm in VMS)])
+    steps_only = {vm: own[vm] - measured[vm]["restored"]["after_kexec"]["registered"] for vm in VMS}
+    rows.append(["  of which not its Python start", *(seconds(steps_only[vm]) for vm in VMS)])
     verdict = "PASS" if own["q1g"] <= TARGET else "MISS"
+    verdict_steps = "PASS" if steps_only["q1g"] <= TARGET else "MISS"
     for vm in VMS:
         counters = [c["counter"] for c in measured[vm]["counters"]]
         if not counters[3] > counters[2] >= counters[1] > counters[0]:
@@ -142,8 +145,9 @@ def report() -> str:
              "(LUO kernel in QEMU TCG, the guest nested TCG)")  # fmt: skip
     text = title + "\n" + table(["step", "64 MiB", "1 GiB"], rows)
     return text + (
-        f"\n\nluod-qemu's own steps at 1 GiB: {seconds(own['q1g'])} -- {verdict} "
-        f"(target <= {TARGET * 1000:.0f} ms per VM)"
+        f"\n\nluod-qemu's own steps at 1 GiB: {seconds(own['q1g'])} -- {verdict}; without its "
+        f"Python start (exec -> connected to luod): {seconds(steps_only['q1g'])} -- "
+        f"{verdict_steps} (target <= {TARGET * 1000:.0f} ms per VM)"
     )
 
 
