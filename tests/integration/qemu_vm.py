@@ -14,20 +14,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.vm.l2guest import GuestRam, qemu_args, write_floppy
 
 QEMU = "qemu-system-x86_64"
 WAIT = 30.0
 
 
-def have_qemu() -> bool:
-    return shutil.which(QEMU) is not None
+def require_qemu() -> None:
+    """The host's QEMU runs these guests; a missing one fails the test (never skips it)."""
+    if shutil.which(QEMU) is None:
+        pytest.fail(f"{QEMU} missing: tests/vm/ensure-host-tools installs it", pytrace=False)
 
 
 class LuodQemu:
     """``luod-qemu`` in its own process group (QEMU with it), its JSON lines in a log file."""
 
     def __init__(self, workdir: Path, socket: Path, vm: str = "vm1") -> None:
+        require_qemu()
         self.workdir = workdir
         self.socket = socket
         self.vm = vm

@@ -16,9 +16,8 @@ import pytest
 from luod.vmm.client import Client
 from tests.contract.harness import FAKE_BZIMAGE
 from tests.integration.conftest import Daemon
-from tests.integration.qemu_vm import LuodQemu, counting, have_qemu
+from tests.integration.qemu_vm import LuodQemu, counting
 
-pytestmark = pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-x86_64")
 STATE_LIMIT = 64 << 10  # far below the ~318 KB of device state a PC guest has
 
 

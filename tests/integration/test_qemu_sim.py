@@ -8,15 +8,11 @@ import contextlib
 import time
 from pathlib import Path
 
-import pytest
-
 from luod.errors import LuodError
 from luod.vmm.client import Client
 from tests.contract.harness import FAKE_BZIMAGE
 from tests.integration.conftest import Daemon, start_daemon
-from tests.integration.qemu_vm import LuodQemu, counting, have_qemu
-
-pytestmark = pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-x86_64")
+from tests.integration.qemu_vm import LuodQemu, counting
 
 
 def update(daemon: Daemon, image: Path) -> None:
