@@ -97,6 +97,10 @@ def qemu_summary(share: Path) -> bool:
           f"1 s later {later['counter']:#010x}")  # fmt: skip
     print(f"  boot stamp and pattern     {'unchanged' if same else 'CHANGED'}: "
           f"{'never reset' if same and went_on else 'RESET OR LOST'}")  # fmt: skip
+    before_kexec = restored["before_kexec"]
+    print(f"  freeze                     QMP stop {before_kexec['stopped'] * 1000:.0f} ms, "
+          f"state saved {before_kexec['state_saved'] * 1000:.0f} ms, preserved "
+          f"{before_kexec['preserved'] * 1000:.0f} ms (from stop)")  # fmt: skip
     steps = restored["after_kexec"]
     print(f"  guest-visible pause        {restored['pause']:.2f} s (QMP stop -> cont), of which "
           f"kexec + boot {restored['reboot']:.2f} s")  # fmt: skip
