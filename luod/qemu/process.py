@@ -156,8 +156,13 @@ class Qemu:
                 with contextlib.suppress(QemuAdapterError):  # QEMU lets go of its end: EOF
                     self.qmp.execute("closefd", {"fdname": STATE_FD_NAME})
                 raise
-            self._migration_end(timeout, doing, pump)
-            pump.finish(timeout)
+            try:
+                self._migration_end(timeout, doing, pump)
+                pump.finish(timeout)
+            except QemuAdapterError:
+                with contextlib.suppress(QemuAdapterError):  # a hung one: the guest may go on
+                    self.qmp.execute("migrate_cancel", timeout=1.0)
+                raise
         finally:
             pump.close()
 
