@@ -33,7 +33,10 @@ def _prologue(kernel: Path, boot: int) -> str:
         f"VENV={shlex.quote(str(venv))}; SCRIPTS={shlex.quote(str(SCRIPTS))}\n"
         f"NEXT_KERNEL={shlex.quote(str(kernel))}; SHARE=$LUOD_VM_SHARE\n"
         f'cd {shlex.quote(str(REPO))}\n. "$SCRIPTS/common.sh"\nset -x\n'
-        f'mkdir -p "$STATE"\nstart_luod {boot}\nL2="python -m tests.vm.l2guest"\n'
+        f'mkdir -p "$STATE"\nL2="python -m tests.vm.l2guest"\n'
+        # custody in luod's memory (direct kexec keeps it): no keeper to start on a busy machine
+        f'luod --state-dir "$STATE" --custody memory >>"$SHARE/luod-{boot}.log" 2>&1 &\n'
+        'for _ in $(seq 1 1200); do [ -S "$SOCK" ] && break; sleep 0.1; done\n'
     )
 
 
