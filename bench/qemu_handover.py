@@ -133,15 +133,16 @@ def steps(measured: dict[str, Any]) -> list[tuple[str, float | None]]:
     """(label, seconds) for each step of one VM's pause, in order."""
     frozen, restored, record = measured["frozen"], measured["restored"], measured["record"]
     before, after = frozen["steps"], restored["after_kexec"]
-    ready = frozen["stop"] + before["ready"]
+    vm = frozen["vm"]
+    ready = record["vms"][vm]["freeze_ack"]["realtime"]  # luod got READY (its clock: the same)
     rebooting = next(p["at"]["realtime"] for p in record["phases"] if p["to"] == "rebooting")
     luod_start = record["events"]["luod_start"]["realtime"]
     return [
         ("QMP stop", before["stopped"]),
         ("device state saved (x-ignore-shared)", before["state_saved"] - before["stopped"]),
         ("state preserved through luod", before["preserved"] - before["state_saved"]),
-        ("READY answered", before["ready"] - before["preserved"]),
-        ("luod: READY -> reboot(KEXEC)", rebooting - ready),
+        ("READY answered (luod's freeze_ack)", ready - frozen["stop"] - before["preserved"]),
+        ("luod: freeze_ack -> reboot(KEXEC)", rebooting - ready),
         ("kernel: kexec -> luod started", luod_start - rebooting),
         ("luod started -> luod-qemu exec", restored["process_start"] - luod_start),
         ("luod-qemu exec -> connected", after["registered"]),

@@ -27,8 +27,10 @@ class Log:
         print(text, flush=True)
         if self.report is not None and event in REPORTED:
             self.report.parent.mkdir(parents=True, exist_ok=True)
-            with self.report.open("a") as out:
+            with self.report.open("a") as out:  # on disk before a kexec may follow
                 out.write(text + "\n")
+                out.flush()
+                os.fsync(out.fileno())
         return line
 
 

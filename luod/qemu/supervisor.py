@@ -163,12 +163,12 @@ class Supervisor:
             record = self._save_and_preserve(client, clock)
         except (QemuAdapterError, LuodError) as exc:
             return self._refuse(client, exc)
-        client.ready(self.vm)
-        clock.mark("ready")
-        self.frozen = True
-        self._write_status("frozen")
+        self._write_status("frozen")  # said before READY: luod may kexec at once after it
         self.log.say("frozen", attempt=self.attempt, state_bytes=record.state_bytes,
                      stop=clock.realtime, steps=clock.steps)  # fmt: skip
+        client.ready(self.vm)
+        self.frozen = True
+        self.log.say("ready", seconds=clock.mark("ready"))
         return None
 
     def _save_and_preserve(self, client: Client, clock: Clock) -> FreezeRecord:
