@@ -5,11 +5,27 @@ from __future__ import annotations
 
 import sys
 
-from bench import baseline, handover, orchestration, qemu_handover, rest_load, systemd_blackout
+from bench import (
+    baseline,
+    handover,
+    net_rebuild,
+    orchestration,
+    qemu_handover,
+    rest_load,
+    systemd_blackout,
+)
 
 
 def main() -> int:
-    reports = (baseline, handover, qemu_handover, orchestration, rest_load, systemd_blackout)
+    reports = (
+        baseline,
+        handover,
+        qemu_handover,
+        orchestration,
+        rest_load,
+        systemd_blackout,
+        net_rebuild,
+    )
     for report in (module.report for module in reports):
         print(report(), end="\n\n", flush=True)
     return 0

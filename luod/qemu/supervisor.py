@@ -77,7 +77,7 @@ class Supervisor:
             (self.options.runtime_dir / f"{self.vm}.json").unlink(missing_ok=True)
             self._install_signals()
             try:
-                client.hello()  # luod's extensions (FREEZE, RESUME) are negotiated here
+                # the client's first request negotiates luod's extensions (FREEZE, RESUME)
                 self._start(client, client.register(self.vm))
                 return self._serve(client)
             finally:
@@ -257,8 +257,7 @@ class Supervisor:
         while True:
             try:
                 client = Client(self.options.socket)
-                client.hello()  # luod's extensions (FREEZE, RESUME) are negotiated here
-                record = client.register(self.vm)
+                record = client.register(self.vm)  # with HELLO: FREEZE and RESUME asked for
                 break
             except (OSError, LuodError) as exc:
                 if time.monotonic() > deadline:
