@@ -32,6 +32,7 @@ def run(luo_kernel: Path, vm_python: Path, tmp_path_factory: pytest.TempPathFact
     return run_guest(stages, kernel=luo_kernel, timeout=600, workdir=workdir)
 
 
+@pytest.mark.timeout(900)  # the guest's own limit is 600 s; a busy shared machine is slow
 def test_qemu_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
     share = run.share
     run.check()
