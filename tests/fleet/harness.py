@@ -261,7 +261,9 @@ class Fleet:
     def inventory(self, path: Path, sockets: dict[str, Path] | None = None, **group: Any) -> Path:
         """An Ansible inventory: every host local, its own luod socket as a host variable."""
         hosts = {
-            host.name: {"luod_socket": str((sockets or {}).get(host.name, host.api_socket))}
+            host.name: {
+                "rolling_update_socket": str((sockets or {}).get(host.name, host.api_socket))
+            }
             for host in self.hosts
         }
         group_vars = {

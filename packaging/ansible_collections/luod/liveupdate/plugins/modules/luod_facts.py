@@ -17,7 +17,7 @@ description:
     update phase, every VM luod holds and its state, the running update and the last one
     that ended, with its outcome and the blackout of each VM.
 author:
-  - luod contributors
+  - luod contributors (!UNKNOWN)
 extends_documentation_fragment:
   - luod.liveupdate.connection
 options:
@@ -138,7 +138,7 @@ ansible_facts:
         on_target:
           description:
             - The host runs C(target_release), no update runs and every VM is back (none lost,
-              none waiting for its VMM): an update would change nothing.
+              none waiting for its VMM), so an update would change nothing.
           type: bool
 """
 

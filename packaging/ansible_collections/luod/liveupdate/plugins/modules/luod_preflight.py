@@ -17,7 +17,7 @@ description:
   - Fails when a check refuses; the message names every refusing check, its finding and its
     hint. Every check is returned either way.
 author:
-  - luod contributors
+  - luod contributors (!UNKNOWN)
 extends_documentation_fragment:
   - luod.liveupdate.connection
 options:

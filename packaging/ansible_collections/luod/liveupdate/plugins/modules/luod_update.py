@@ -22,9 +22,9 @@ description:
     C(changed=false). A play that died with the host's kexec (a C(local) connection) and is
     run again picks the update up where it stands.
   - On failure it returns luod's reason and the state of every VM. The host is left as luod's
-    abort leaves it: every VM resumed, its memory still preserved, the loaded image unloaded.
+    abort leaves it (every VM resumed, its memory still preserved, the loaded image unloaded).
 author:
-  - luod contributors
+  - luod contributors (!UNKNOWN)
 extends_documentation_fragment:
   - luod.liveupdate.connection
 options:

@@ -18,7 +18,7 @@ description:
     across an update. A luod without that endpoint answers 404 or 405, and the module fails
     saying this luod does not support it.
 author:
-  - luod contributors
+  - luod contributors (!UNKNOWN)
 extends_documentation_fragment:
   - luod.liveupdate.connection
 options:
