@@ -224,9 +224,11 @@ class Transition(Response):
 
 class RecordedRequest(Response):
     kernel: str = Field(description="The next kernel's path.")
-    initrd: str | None = Field(description="Its initrd's path (null: none).")
-    cmdline: str | None = Field(description="Its command line (null: the running kernel's).")
-    deadline_seconds: dict[str, float] = Field(description="Deadlines asked for, per phase.")
+    initrd: str | None = Field(None, description="Its initrd's path (null: none).")
+    cmdline: str | None = Field(None, description="Its command line (null: the running kernel's).")
+    deadline_seconds: dict[str, float] = Field(
+        default_factory=dict, description="Deadlines asked for, per phase."
+    )
     uid: int = Field(description="Who asked (0 over TCP, where the token stands for root).")
     kexec_mode: Literal["direct", "systemd"] | None = Field(
         None, description="How the kexec ran (null: a record from before luod recorded it)."

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.fleet.harness import Fleet, bzimage
+from tests.vm.conftest import luo_kernel, vm_python  # the real-kernel tier's fixtures
+
+__all__ = ["luo_kernel", "vm_python"]
 
 FLEET_DIR = Path(__file__).resolve().parent
 SIZE = 20
