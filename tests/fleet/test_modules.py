@@ -67,13 +67,28 @@ def test_preflight_fails_naming_every_refusing_check(host: SimHost, tmp_path: Pa
     assert len(refused["checks"]) >= 9
 
 
+def test_an_update_the_preflight_refuses_fails_with_the_checks_and_the_vms(
+    host: SimHost, tmp_path: Path
+) -> None:
+    not_a_kernel = tmp_path / "notes.txt"
+    not_a_kernel.write_text("not a bzImage")
+    nameless = module(host, "luod_update", kernel=str(not_a_kernel))
+    assert nameless["_status"] == "FAILED!" and "give target_release" in nameless["msg"]
+    refused = module(host, "luod_update", kernel=str(not_a_kernel), target_release="7.9.9")
+    assert refused["_status"] == "FAILED!" and refused["msg"].startswith("preflight refuses: ")
+    assert (refused["outcome"], refused["reason_code"]) == ("refused", "preflight-failed")
+    assert [c["id"] for c in refused["checks"] if c["status"] == "fail"] == ["kernel-image"]
+    assert refused["vm_states"] == {vm: "preserved" for vm in host.vms}
+
+
 def test_check_mode_predicts_then_an_update_then_nothing_to_do(
     host: SimHost, tmp_path: Path
 ) -> None:
     image = bzimage(tmp_path / "vmlinuz", "7.4.0-next")
+    before = len(host.history())
     predicted = module(host, "luod_update", check=True, kernel=str(image))
     assert (predicted["_status"], predicted["changed"]) == ("CHANGED", True)
-    assert predicted["outcome"] == "would-update" and host.history() == []
+    assert predicted["outcome"] == "would-update" and len(host.history()) == before
     updated = module(host, "luod_update", kernel=str(image))
     assert (updated["_status"], updated["outcome"], updated["kernel"]) == (
         "CHANGED", "completed", "7.4.0-next",
@@ -82,7 +97,7 @@ def test_check_mode_predicts_then_an_update_then_nothing_to_do(
     assert all(v["event"] == "verified" for v in host.verdicts)
     again = module(host, "luod_update", kernel=str(image))
     assert (again["_status"], again["changed"], again["outcome"]) == ("SUCCESS", False, "completed")
-    assert len(host.history()) == 1
+    assert len(host.history()) == before + 1
     checked = module(host, "luod_update", check=True, kernel=str(image))
     assert (checked["_status"], checked["changed"]) == ("SUCCESS", False)
 
