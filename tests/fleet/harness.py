@@ -326,6 +326,7 @@ def ansible_env(workdir: Path) -> dict[str, str]:
         "ANSIBLE_HOST_KEY_CHECKING": "0",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_FORKS": "10",
+        "ANSIBLE_PIPELINING": "1",  # no module file written, chmod-ed and removed per task
     }
 
 

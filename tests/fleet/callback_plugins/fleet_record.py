@@ -29,7 +29,7 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
                 "status": status,
                 "changed": bool(data.get("changed")),
                 "msg": str(data.get("msg", "")),
-                "result": {k: data.get(k) for k in ("outcome", "reason_code", "rebooted")},
+                "result": {k: v for k, v in data.items() if not k.startswith("_")},
             }
         )
 

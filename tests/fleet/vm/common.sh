@@ -3,12 +3,13 @@ STATE=$SHARE/luod-state  # persistent across the kexec, like /var/lib/luod
 export LC_ALL=C.UTF-8 HOME=/tmp/ansible-home
 export ANSIBLE_COLLECTIONS_PATH=$REPO/packaging ANSIBLE_LOCAL_TEMP=/tmp/ansible-local
 export ANSIBLE_REMOTE_TEMP=/tmp/ansible-remote ANSIBLE_NOCOLOR=1 ANSIBLE_HOST_KEY_CHECKING=0
-export ANSIBLE_PYTHON_INTERPRETER=$VENV/bin/python
+export ANSIBLE_PYTHON_INTERPRETER=$VENV/bin/python ANSIBLE_PIPELINING=1
+export ANSIBLE_CALLBACK_PLUGINS=$REPO/tests/fleet/callback_plugins ANSIBLE_CALLBACKS_ENABLED=fleet_record
 mkdir -p "$HOME" "$STATE"
 
 play() {  # play BOOT: the play of this tier, through a local connection
-    ansible-playbook -i localhost, -c local "$FLEET/play.yml" \
-        -e "next_kernel=$NEXT_KERNEL share=$SHARE boot=$1" >"$SHARE/play-$1.log" 2>&1
+    FLEET_RECORD=$SHARE/record-$1.jsonl ansible-playbook -i localhost, -c local \
+        "$FLEET/play.yml" -e "next_kernel=$NEXT_KERNEL" >"$SHARE/play-$1.log" 2>&1
 }
 
 api_up() {
