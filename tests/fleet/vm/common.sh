@@ -16,3 +16,13 @@ api_up() {
     for _ in $(seq 1 600); do [ -S /run/luod/api.sock ] && return 0; sleep 0.1; done
     echo "luod's REST API did not come up"; exit 1
 }
+
+luod_up() {  # luod_up BOOT: start_luod, again if it died starting: on a loaded TCG host its
+    # keeper can take longer than luod waits for it (custody-unavailable), and luod takes
+    # nothing (no session retrieved) before custody exists, so a second start is safe.
+    for attempt in 1 2 3; do
+        (start_luod "$1-$attempt") && return 0
+        echo "luod did not come up (attempt $attempt)"
+    done
+    exit 1
+}

@@ -3,7 +3,7 @@
 . "$SCRIPTS/common.sh"
 . "$FLEET/common.sh"
 set -x
-start_luod 1
+luod_up 1
 for vm in vm-a vm-b; do
     luod-demo-vmm run --id $vm --ram ram0=16M --ram state=4K --record "$SHARE/$vm.json" \
         >"$SHARE/$vm-run.log" 2>&1 &

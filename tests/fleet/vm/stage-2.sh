@@ -4,7 +4,7 @@
 . "$SCRIPTS/common.sh"
 . "$FLEET/common.sh"
 set -x
-start_luod 2
+luod_up 2
 uname -r >"$SHARE/release-2"
 for vm in vm-a vm-b vm-c; do
     luod-demo-vmm reclaim --id $vm --record "$SHARE/$vm.json" >"$SHARE/$vm-reclaim.log" 2>&1 &
