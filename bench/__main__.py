@@ -7,6 +7,7 @@ import sys
 
 from bench import (
     baseline,
+    fleet,
     handover,
     net_rebuild,
     orchestration,
@@ -25,6 +26,7 @@ def main() -> int:
         rest_load,
         systemd_blackout,
         net_rebuild,
+        fleet,
     )
     for report in (module.report for module in reports):
         print(report(), end="\n\n", flush=True)
