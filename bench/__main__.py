@@ -11,13 +11,23 @@ from bench import (
     handover,
     net_rebuild,
     orchestration,
+    qemu_handover,
     rest_load,
     systemd_blackout,
 )
 
 
 def main() -> int:
-    reports = (baseline, handover, orchestration, rest_load, systemd_blackout, net_rebuild, fleet)
+    reports = (
+        baseline,
+        handover,
+        qemu_handover,
+        orchestration,
+        rest_load,
+        systemd_blackout,
+        net_rebuild,
+        fleet,
+    )
     for report in (module.report for module in reports):
         print(report(), end="\n\n", flush=True)
     return 0
