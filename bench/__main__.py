@@ -5,11 +5,29 @@ from __future__ import annotations
 
 import sys
 
-from bench import baseline, handover, net_rebuild, orchestration, rest_load, systemd_blackout
+from bench import (
+    baseline,
+    fleet,
+    handover,
+    net_rebuild,
+    orchestration,
+    qemu_handover,
+    rest_load,
+    systemd_blackout,
+)
 
 
 def main() -> int:
-    reports = (baseline, handover, orchestration, rest_load, systemd_blackout, net_rebuild)
+    reports = (
+        baseline,
+        handover,
+        qemu_handover,
+        orchestration,
+        rest_load,
+        systemd_blackout,
+        net_rebuild,
+        fleet,
+    )
     for report in (module.report for module in reports):
         print(report(), end="\n\n", flush=True)
     return 0

@@ -22,6 +22,12 @@ models.Vm.owner_uid
 models.Transition.from_
 models.Transition.to
 models.Problem.errno_name
+models.UpdateRecord.started_at
+models.UpdateRecord.ended_at
+models.History.next_cursor
+models.Outcome.REFUSED  # enum members: values of a JSON field, compared as strings
+models.Outcome.ABORTED
+models.Outcome.COMPLETED_WITH_UNRECLAIMED
 problems.ProblemResponse.media_type  # starlette: the response's content type
 serve._Server.capture_signals  # uvicorn: an overridden hook, and its exit flag
 serve._Server.should_exit

@@ -64,6 +64,7 @@ async def serve_api(
             tls_cert=settings.tls_cert,
             tls_key=settings.tls_key,
             unix_sock=activated,
+            public_metrics=settings.public_metrics,
         )
 
     try:

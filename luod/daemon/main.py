@@ -124,6 +124,7 @@ def _api(args: argparse.Namespace, cfg: config.Config, runtime: Path) -> ApiSett
         token_file=args.api_token_file or _path(cfg["api.token_file"]),
         tls_cert=args.api_tls_cert or _path(cfg["api.tls_cert"]),
         tls_key=args.api_tls_key or _path(cfg["api.tls_key"]),
+        public_metrics=cfg["api.public_metrics"],
     )
 
 

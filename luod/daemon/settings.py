@@ -21,6 +21,7 @@ class ApiSettings:
     token_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    public_metrics: bool = False  # on TCP, /metrics and /v1/health without the token
 
 
 @dataclass(frozen=True)

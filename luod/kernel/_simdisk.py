@@ -44,6 +44,7 @@ class Handover:
     luo: bool = True
     poisoned: bool = False
     sessions: list[SessionRecord] = field(default_factory=list)
+    release: str | None = None  # the next boot's uname -r, from the image's header
 
 
 def write_file(directory: Path, name: str, fd: int, size: int) -> None:
@@ -96,6 +97,7 @@ def _parse(data: dict[str, Any]) -> Handover:
         luo=bool(data["luo"]),
         poisoned=bool(data["poisoned"]),
         sessions=sessions,
+        release=data.get("release"),
     )
 
 

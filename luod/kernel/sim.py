@@ -60,6 +60,8 @@ SESSIONS_PER_BLOCK: Final = 51
 MAX_BLOCKS: Final = 10000
 DEFAULT_CMDLINE: Final = "console=ttyS0 kho=on liveupdate=on"
 SIM_RELEASE: Final = "7.2.13-luodsim"
+"""The release of a simulated boot, unless it kexec'd into an image whose header names one."""
+BZIMAGE_VERSION_POINTER: Final = 0x20E  # boot protocol: kernel_version, relative to 0x200
 _DEVICE_NRS: Final = (uapi.CREATE_SESSION, uapi.RETRIEVE_SESSION)
 _SESSION_CMDS: Final = {
     0x40: uapi.SESSION_PRESERVE_FD,
@@ -98,7 +100,7 @@ class SimKernel:
         self._device: tuple[OwnedFd, tuple[int, int]] | None = None
         self._deserialized: int | None = None  # None: not yet; 0: ok; errno: sticky failure
         self._poisoned = False
-        self._image: tuple[str, str] | None = None
+        self._image: tuple[str, str, str] | None = None  # path, cmdline, release
         self._gone = False
         self._retrieve_faults: dict[tuple[str, int], int] = {}
         self._reboot_fault = 0
@@ -112,6 +114,7 @@ class SimKernel:
         taken = _simdisk.consume(self.state_dir)
         self.liveupdate_number, self.previous_release, self.kexec_count = 0, None, 0
         self.cmdline = cmdline or DEFAULT_CMDLINE
+        self.release = SIM_RELEASE
         self._handover_files: list[tuple[str, list[IncomingFile]]] = []
         if taken is None:
             return
@@ -120,6 +123,7 @@ class SimKernel:
             raise SimulatedPanic("luo: Block contains invalid entry count: 0")
         self.cmdline = cmdline or handover.cmdline
         self.previous_release, self.kexec_count = handover.previous_release, handover.kexec_count
+        self.release = handover.release or SIM_RELEASE
         if handover.luo:
             self.liveupdate_number = handover.liveupdate_num
             for record in handover.sessions:
@@ -166,7 +170,8 @@ class SimKernel:
             header = os.pread(kernel.fileno(), 4, 0x202)
             if header != b"HdrS":
                 raise fail(errno.ENOEXEC)
-            self._image = (os.readlink(f"/proc/self/fd/{kernel.fileno()}"), cmdline.decode())
+            path = os.readlink(f"/proc/self/fd/{kernel.fileno()}")
+            self._image = (path, cmdline.decode(), _image_release(kernel.fileno()))
 
     def kexec_unload(self) -> None:
         with self._lock:
@@ -184,7 +189,7 @@ class SimKernel:
                 code, self._reboot_fault = self._reboot_fault, 0
                 raise fail(code)  # a LUO freeze failure: rolled back, nothing serialized
             self._reap()
-            self._serialize(self._image[1])
+            self._serialize(self._image[1], self._image[2])
             image = self._image[0]
             self.close()
         raise SimulatedKexec(f"kexec into {image}")
@@ -218,7 +223,7 @@ class SimKernel:
 
     def info(self) -> KernelInfo:
         return KernelInfo(
-            release=SIM_RELEASE,
+            release=self.release,
             device_present=self.liveupdate_enabled,
             cmdline=self.cmdline,
             liveupdate_param=bool(probes.cmdline_flag(self.cmdline, "liveupdate")),
@@ -413,15 +418,16 @@ class SimKernel:
             file.data = None  # unretrieved files are destroyed
         session.incoming_files.clear()
 
-    def _serialize(self, next_cmdline: str) -> None:
+    def _serialize(self, next_cmdline: str, next_release: str) -> None:
         staging = Path(tempfile.mkdtemp(prefix=".handover-", dir=self.state_dir))
         handover = _simdisk.Handover(
             liveupdate_num=self.liveupdate_number + 1,
             cmdline=next_cmdline,
-            previous_release=SIM_RELEASE,
+            previous_release=self.release,
             kexec_count=self.kexec_count + 1,
             luo=self.liveupdate_enabled,
             poisoned=self._poisoned,
+            release=next_release,
         )
         for index, session in enumerate(self._outgoing.values()):
             record = _simdisk.SessionRecord(session.name)
@@ -433,6 +439,17 @@ class SimKernel:
                 record.files.append(saved)
             handover.sessions.append(record)
         _simdisk.save(self.state_dir, handover, staging)
+
+
+def _image_release(fd: int) -> str:
+    """The release an x86 bzImage boots (its header's version string up to the first space,
+    as ``file`` shows it), or SIM_RELEASE for an image without one (the tests' stubs)."""
+    pointer = int.from_bytes(os.pread(fd, 2, BZIMAGE_VERSION_POINTER), "little")
+    if not pointer:
+        return SIM_RELEASE
+    text = os.pread(fd, 256, pointer + 0x200).split(b"\0")[0].split(b" ")[0]
+    release = text.decode("ascii", "replace")
+    return release if release.isprintable() and release else SIM_RELEASE
 
 
 def _read_size(view: memoryview) -> int:
