@@ -10,7 +10,9 @@ unretrieved files; sticky retrieve failures; reboot refused (EINVAL) without a l
 Each instance is one boot. ``reboot_kexec`` persists every open outgoing session (contents and
 position read at that moment) into STATE_DIR and raises :class:`SimulatedKexec`; a new instance
 on STATE_DIR sees them as incoming with the liveupdate number incremented. The 51-session EEXIST
-poison (CONTRACT §3.4) makes the next instance raise :class:`SimulatedPanic`.
+poison (CONTRACT §3.4) makes the next instance raise :class:`SimulatedPanic`, and so does a
+next kernel whose image declares another LUO ABI; which kernel a boot is, what its debugfs
+shows and what it does with a handover it cannot take: luod.kernel._simabi.
 
 What the simulator cannot reproduce — their contract tests run on the real kernel only
 (``kernel_only`` marker):
@@ -40,7 +42,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Final
 
-from luod.kernel import _simdisk, memfd, probes, uapi
+from luod.kernel import _simabi, _simdisk, memfd, probes, uapi
 from luod.kernel._simmodel import (
     IncomingFile,
     OutgoingFile,
@@ -53,12 +55,13 @@ from luod.kernel._simmodel import (
 from luod.kernel.backend import Backend
 from luod.kernel.device import DEFAULT_PATH
 from luod.kernel.fd import OwnedFd
+from luod.kernel.images import HandoverBlobs
 from luod.kernel.probes import Holder, KernelInfo
 
 SESSIONS_PER_BLOCK: Final = 51
 MAX_BLOCKS: Final = 10000
 DEFAULT_CMDLINE: Final = "console=ttyS0 kho=on liveupdate=on"
-SIM_RELEASE: Final = "7.2.13-luodsim"
+SIM_RELEASE: Final = _simabi.SIM_RELEASE
 _DEVICE_NRS: Final = (uapi.CREATE_SESSION, uapi.RETRIEVE_SESSION)
 _SESSION_CMDS: Final = {
     0x40: uapi.SESSION_PRESERVE_FD,
@@ -82,7 +85,12 @@ class SimKernel:
     name = "sim"
 
     def __init__(
-        self, state_dir: Path, *, cmdline: str | None = None, eager_release: bool = False
+        self,
+        state_dir: Path,
+        *,
+        cmdline: str | None = None,
+        eager_release: bool = False,
+        read_abi: _simabi.ReadAbi | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -102,24 +110,34 @@ class SimKernel:
         self._retrieve_faults: dict[tuple[str, int], int] = {}
         self._reboot_fault = 0
         self.boot_id = str(uuid.uuid4())
-        self._boot(cmdline)
+        self._boot(cmdline, read_abi)
         if eager_release:
             threading.Thread(target=self._release_loop, name="sim-release", daemon=True).start()
 
     # --- boot ----------------------------------------------------------------------------
-    def _boot(self, cmdline: str | None) -> None:
+    def _boot(self, cmdline: str | None, read_abi: _simabi.ReadAbi | None) -> None:
         taken = _simdisk.consume(self.state_dir)
         self.liveupdate_number, self.previous_release, self.kexec_count = 0, None, 0
         self.cmdline = cmdline or DEFAULT_CMDLINE
         self._handover_files: list[tuple[str, list[IncomingFile]]] = []
+        self.kernel = _simabi.booted_kernel(taken[0] if taken else None, read_abi)
+        self.image = Path(taken[0].image) if taken and taken[0].image else None
+        self.cold_boot = taken is None
         if taken is None:
+            self.image = _simabi.installed_native_image(self.state_dir)
             return
         handover, directory = taken
         if handover.poisoned:
             raise SimulatedPanic("luo: Block contains invalid entry count: 0")
         self.cmdline = cmdline or handover.cmdline
         self.previous_release, self.kexec_count = handover.previous_release, handover.kexec_count
-        if handover.luo:
+        refused = _simabi.refusal(handover, self.kernel)
+        if refused is not None and refused[1]:
+            raise SimulatedPanic(
+                f"{refused[0]}; Kernel panic - not syncing: The incoming tree failed to "
+                "initialize properly [-22], disabling live update"
+            )
+        if handover.luo and refused is None:
             self.liveupdate_number = handover.liveupdate_num
             for record in handover.sessions:
                 files = [IncomingFile(f, directory / f.data) for f in record.files]
@@ -183,7 +201,7 @@ class SimKernel:
                 code, self._reboot_fault = self._reboot_fault, 0
                 raise fail(code)  # a LUO freeze failure: rolled back, nothing serialized
             self._reap()
-            self._serialize(self._image[1])
+            self._serialize(self._image[1], self._image[0])
             image = self._image[0]
             self.close()
         raise SimulatedKexec(f"kexec into {image}")
@@ -215,9 +233,21 @@ class SimKernel:
             return []
         return probes.device_holders(f"pipe:[{self._device[1][1]}]")
 
+    def handover_blobs(self) -> HandoverBlobs:
+        return _simabi.outgoing_blobs(
+            self.kernel,
+            self.cold_boot,
+            self.liveupdate_enabled,
+            self.liveupdate_number + 1,
+            self.kexec_count,
+        )
+
+    def running_image(self) -> Path | None:
+        return self.image
+
     def info(self) -> KernelInfo:
         return KernelInfo(
-            release=SIM_RELEASE,
+            release=self.kernel.release,
             device_present=self.liveupdate_enabled,
             cmdline=self.cmdline,
             liveupdate_param=bool(probes.cmdline_flag(self.cmdline, "liveupdate")),
@@ -226,6 +256,7 @@ class SimKernel:
             previous_release=self.previous_release,
             kexec_count=self.kexec_count,
             boot_id=self.boot_id,
+            version=self.kernel.version,
         )
 
     # --- test hooks ----------------------------------------------------------------------------
@@ -253,7 +284,8 @@ class SimKernel:
         if self._deserialized is None:
             self._deserialized = 0
             for name, files in self._handover_files:
-                if any(f.record.compatible != _simdisk.MEMFD_COMPATIBLE for f in files):
+                handler = self.kernel.handlers.get("memfd")
+                if any(f.record.compatible != handler for f in files):
                     self._deserialized = errno.EIO
                     break
                 self._incoming[name] = files
@@ -412,15 +444,18 @@ class SimKernel:
             file.data = None  # unretrieved files are destroyed
         session.incoming_files.clear()
 
-    def _serialize(self, next_cmdline: str) -> None:
+    def _serialize(self, next_cmdline: str, image: str) -> None:
         staging = Path(tempfile.mkdtemp(prefix=".handover-", dir=self.state_dir))
         handover = _simdisk.Handover(
             liveupdate_num=self.liveupdate_number + 1,
             cmdline=next_cmdline,
-            previous_release=SIM_RELEASE,
+            previous_release=self.kernel.release,
             kexec_count=self.kexec_count + 1,
-            luo=self.liveupdate_enabled,
+            luo=self.liveupdate_enabled and self.kernel.luo is not None,
             poisoned=self._poisoned,
+            kho_compatible=self.kernel.kho or "",
+            luo_compatible=self.kernel.luo or "",
+            image=image,
         )
         for index, session in enumerate(self._outgoing.values()):
             record = _simdisk.SessionRecord(session.name)
@@ -428,7 +463,10 @@ class SimKernel:
                 data = f"s{index}-t{file.token}.bin"
                 _simdisk.write_file(staging, data, file.ref.fileno(), file.size)
                 pos = os.lseek(file.ref.fileno(), 0, os.SEEK_CUR)
-                saved = _simdisk.FileRecord(file.token, file.size, pos, file.seals, data)
+                compatible = self.kernel.handlers.get("memfd", _simdisk.MEMFD_COMPATIBLE)
+                saved = _simdisk.FileRecord(
+                    file.token, file.size, pos, file.seals, data, compatible
+                )
                 record.files.append(saved)
             handover.sessions.append(record)
         _simdisk.save(self.state_dir, handover, staging)
@@ -469,5 +507,7 @@ def sim_backend(
     cmdline: str | None = None,
     device_path: str = DEFAULT_PATH,
     eager_release: bool = False,
+    read_abi: _simabi.ReadAbi | None = None,
 ) -> Backend:
-    return Backend(SimKernel(state_dir, cmdline=cmdline, eager_release=eager_release), device_path)
+    kernel = SimKernel(state_dir, cmdline=cmdline, eager_release=eager_release, read_abi=read_abi)
+    return Backend(kernel, device_path)
