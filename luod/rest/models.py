@@ -83,6 +83,12 @@ class PreflightRequest(Request):
         validate_default=True,
         description="The next kernel's command line (keep liveupdate=on).",
     )
+    allow_unknown_abi: StrictBool = Field(
+        default=False,
+        description="Go ahead when luod cannot read the running or the next kernel's handover "
+        "ABI: the check handover-abi warns instead of failing, and the update records the "
+        "override. A known mismatch is refused regardless.",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -140,7 +146,9 @@ class Status(Response):
 
 
 class Check(Response):
-    id: str = Field(examples=["device", "kho", "kernel-image", "next-cmdline", "handover"])
+    id: str = Field(
+        examples=["device", "kho", "kernel-image", "next-cmdline", "handover", "handover-abi"]
+    )
     status: Literal["pass", "warn", "fail"]
     message: str
     hint: str
@@ -188,6 +196,31 @@ class Transition(Response):
     at: Stamp
 
 
+class KernelAbi(Response):
+    """One kernel's handover ABI as luod read it; null strings are absent or unknown."""
+
+    release: str
+    version: str = Field(description="`uname -v` of the kernel.")
+    kho: str | None = Field(examples=["kho-v4"])
+    luo: str | None = Field(examples=["luo-v5"])
+    handlers: dict[str, str] | None = Field(
+        examples=[{"memfd": "memfd-v2"}], description="Per fd kind (null: unknown)."
+    )
+    page_size: int | None
+    unknown: dict[str, str] = Field(description="What could not be read, and why.")
+    sources: dict[str, str] = Field(description="Where each item was read.")
+
+
+class HandoverAbi(Response):
+    status: Literal["pass", "warn", "fail"]
+    message: str
+    override: bool = Field(description="Went ahead unverified on the operator's override.")
+    kinds: list[str] = Field(description="The fd kinds the next kernel must restore.")
+    running: KernelAbi
+    next: KernelAbi
+    qualification: Literal["pass", "warn", "fail"]
+
+
 class RecordedRequest(Response):
     kernel: str
     initrd: str | None
@@ -201,6 +234,10 @@ class RecordedRequest(Response):
         None,
         description="The link of the host's default route at prepare; its return after the "
         "kexec is the event uplink_up.",
+    )
+    allow_unknown_abi: bool = Field(False, description="The operator's override was given.")
+    handover_abi: HandoverAbi | None = Field(
+        None, description="The handover-abi check as the update saw it (null: older record)."
     )
 
 

@@ -236,7 +236,8 @@ class Client:
         return _body(self._call("KEXEC", kernel=os.fspath(kernel), initrd=initrd, cmdline=cmdline))
 
     def update(self, kernel: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
-        """UPDATE (root): options initrd, cmdline, deadlines {phase: s}, dry_run, wait."""
+        """UPDATE (root): options initrd, cmdline, deadlines {phase: s}, dry_run, wait,
+        allow_unknown_abi."""
         return _body(self._call("UPDATE", kernel=os.fspath(kernel), **options))
 
     def abort(self, reason: str | None = None) -> dict[str, Any]:
