@@ -182,7 +182,7 @@ def next_side(facts: ImageFacts | None, problem: str = "") -> Side:
     d = facts.declared
     source = f"its image ({facts.compression})"
     return Side(
-        f"next {d.release}",
+        _label("next", d.release, d.version),
         d.release,
         d.version,
         d.kho,
@@ -227,7 +227,7 @@ def running_side(
     else:
         sources["handlers"] = "the running kernel's image"
     return Side(
-        f"running {release}",
+        _label("running", release, version),
         release,
         version,
         values["kho"],
@@ -237,6 +237,12 @@ def running_side(
         unknown,
         sources,
     )
+
+
+def _label(role: str, release: str, version: str) -> str:
+    """ "running 7.2.13 #1": the build number tells two builds of one release apart."""
+    build = version.split(" ", 1)[0]
+    return f"{role} {release} {build}" if build.startswith("#") else f"{role} {release}"
 
 
 def _debugfs_item(

@@ -44,7 +44,7 @@ def test_abi_v6_is_refused_naming_both_strings(daemon: Daemon, tmp_path: Path) -
     v6 = image(tmp_path, "abi-v6", bzimage(B_ABI_V6))
     found = checks(daemon, v6, allow_unknown_abi=True)["handover-abi"]
     assert found["status"] == "fail"
-    assert "'luo-v5' (running 7.2.13-luodsim) vs 'luo-v6' (next 7.3.4)" in found["message"]
+    assert "'luo-v5' (running 7.2.13-luodsim #1) vs 'luo-v6' (next 7.3.4 #2)" in found["message"]
     with Client(daemon.socket) as client, pytest.raises(LuodError) as refused:
         client.update(v6, wait=True)
     assert refused.value.code == "preflight-failed" and "handover-abi" in refused.value.message

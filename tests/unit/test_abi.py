@@ -42,7 +42,7 @@ def test_same_abi_passes_and_names_the_strings() -> None:
 def test_another_luo_abi_fails_naming_both_strings_and_the_panic() -> None:
     verdict = judge(running(), abi.next_side(facts(B_ABI_V6)), allow=True)
     assert verdict.status == "fail"  # a known mismatch is never overridden
-    assert "'luo-v5' (running 7.2.13) vs 'luo-v6' (next 7.3.4)" in verdict.message
+    assert "'luo-v5' (running 7.2.13 #1) vs 'luo-v6' (next 7.3.4 #2)" in verdict.message
     assert "panic" in verdict.message
 
 
@@ -50,15 +50,15 @@ def test_another_file_handler_fails_with_the_eio_consequence() -> None:
     b = Declared("7.3.4", "#1", "kho-v4", "luo-v5", {"memfd": "memfd-v3"})
     verdict = judge(running(), abi.next_side(facts(b)))
     assert verdict.status == "fail"
-    assert "memfd file handler 'memfd-v2' (running 7.2.13) vs 'memfd-v3'" in verdict.message
+    assert "memfd file handler 'memfd-v2' (running 7.2.13 #1) vs 'memfd-v3'" in verdict.message
     assert "EIO" in verdict.message
 
 
 def test_a_next_kernel_without_luo_or_memfd_fails() -> None:
     bare = Declared("7.3.4", "#1", "kho-v4", None, {})
     message = judge(running(), abi.next_side(facts(bare))).message
-    assert "LUO ABI 'luo-v5' (running 7.2.13) vs none" in message
-    assert "memfd file handler 'memfd-v2' (running 7.2.13) vs none" in message
+    assert "LUO ABI 'luo-v5' (running 7.2.13 #1) vs none" in message
+    assert "memfd file handler 'memfd-v2' (running 7.2.13 #1) vs none" in message
 
 
 def test_another_kho_abi_fails() -> None:
@@ -79,7 +79,7 @@ def test_unreadable_next_image_refuses_unless_overridden() -> None:
 def test_no_image_of_the_running_kernel_names_what_is_missing() -> None:
     verdict = judge(running(image=None), abi.next_side(facts(B_7_3)))
     assert verdict.status == "fail"
-    assert "running 7.2.13's file handlers (cannot read /boot/vmlinuz-7.2.13" in verdict.message
+    assert "running 7.2.13 #1's file handlers (cannot read /boot/vmlinuz-7.2.13" in verdict.message
 
 
 def test_after_a_live_update_kho_comes_from_the_image() -> None:

@@ -40,7 +40,7 @@ async def test_preflight_names_both_luo_strings_and_refuses(host: Host) -> None:
     ran = await host.luoctl("preflight", *kernel(host, "v6", bzimage(B_ABI_V6)))
     assert ran.code == 3
     assert "FAIL  handover-abi incompatible handover: LUO ABI 'luo-v5'" in ran.out
-    assert "'luo-v6' (next 7.3.4)" in ran.out and "preflight REFUSES" in ran.out
+    assert "'luo-v6' (next 7.3.4 #2)" in ran.out and "preflight REFUSES" in ran.out
     forced = await host.luoctl(
         "preflight", *kernel(host, "v6", bzimage(B_ABI_V6)), "--allow-unknown-abi"
     )
