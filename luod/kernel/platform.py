@@ -85,4 +85,5 @@ class KernelPlatform:
     def running_image(self) -> Path | None:
         """Where Debian installs the running kernel's image (luod's kexec.running_image
         overrides it)."""
-        return images.installed_image(self.info().release)
+        release = (self.roots.proc / "sys/kernel/osrelease").read_text().strip()
+        return images.installed_image(release)

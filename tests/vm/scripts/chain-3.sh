@@ -7,10 +7,5 @@ uname -rv >"$SHARE/uname-3"
 start_luod 3
 luod-demo-vmm reclaim --id vm-b --record "$SHARE/vm-b.json" >"$SHARE/vm-b-reclaim.log" 2>&1 ||
     { cat "$SHARE/vm-b-reclaim.log"; exit 1; }
-for _ in $(seq 1 300); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
-for _ in $(seq 1 300); do
-    luoctl --json history >"$SHARE/history.json"
-    [ "$(grep -c '"outcome": "completed"' "$SHARE/history.json")" -ge 2 ] && exit 0
-    sleep 0.1
-done
-echo "the second update never completed"; cat "$SHARE/history.json"; exit 1
+for _ in $(seq 1 600); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
+luoctl --json history >"$SHARE/history.json"
