@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from luod.core import abi, bzimage
+from luod.core import abi, bzimage, qualified
 from luod.kernel import Backend
 from luod.kernel.images import Declared, ImageKey, image_key, read_image
 
@@ -100,13 +100,13 @@ def assess(
     else:
         next_ = abi.next_side(*cache.facts(kernel))
     kinds = abi.needed_kinds(file_kinds, delegated, running)
-    record = abi.find_qualification(history, running, next_)
+    record = qualified.find_qualification(history, running, next_)
     return Assessment(
         running,
         next_,
         frozenset(kinds),
         abi.verdict(running, next_, kinds, allow_unknown),
-        abi.qualification_verdict(record, running, next_),
+        qualified.qualification_verdict(record, running, next_),
         allow_unknown,
     )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from luod.core import abi, compat
+from luod.core import abi, compat, qualified
 from luod.kernel import _simabi, _simimage
 from luod.kernel.images import Declared, HandoverBlobs
 from luod.kernel.sim import sim_backend
@@ -121,21 +121,21 @@ def test_qualification_lookup_on_hand_made_records() -> None:
         {"kind": "update", "outcome": "completed"},
         {"kind": "qualification", "outcome": "failed", "chain": chain, "id": "q1"},
     ]
-    assert abi.find_qualification(records, a, b) is None
-    assert abi.qualification_verdict(None, a, b).status == "warn"
+    assert qualified.find_qualification(records, a, b) is None
+    assert qualified.qualification_verdict(None, a, b).status == "warn"
     records.append({"kind": "qualification", "outcome": "passed", "chain": chain, "id": "q2"})
-    found = abi.find_qualification(records, a, b)
+    found = qualified.find_qualification(records, a, b)
     assert found is not None and found["id"] == "q2"
-    assert abi.qualification_verdict(found, a, b).status == "pass"
+    assert qualified.qualification_verdict(found, a, b).status == "pass"
     # kernels match by release, and by `uname -v` where the record has it: the chain above
     # names no version for 7.3.4, so any build of it matches; one that names "#1" does not
     # qualify abi-v6's "#2" build of the same release
-    assert abi.find_qualification(records, a, abi.next_side(facts(B_ABI_V6))) is not None
+    assert qualified.find_qualification(records, a, abi.next_side(facts(B_ABI_V6))) is not None
     strict = [{"release": "7.2.13"}, {"release": "7.3.4", "version": B_7_3.version}]
     records[-1] = {"kind": "qualification", "outcome": "passed", "chain": strict}
-    assert abi.find_qualification(records, a, b) is not None
-    assert abi.find_qualification(records, a, abi.next_side(facts(B_ABI_V6))) is None
-    assert abi.find_qualification(records, b, a) is None  # a step has a direction
+    assert qualified.find_qualification(records, a, b) is not None
+    assert qualified.find_qualification(records, a, abi.next_side(facts(B_ABI_V6))) is None
+    assert qualified.find_qualification(records, b, a) is None  # a step has a direction
 
 
 def test_cache_reads_an_image_once_until_it_changes(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import pytest
 from tests.vm.qemu import GET_KERNEL, GuestResult, run_guest, tail
 from tests.vm.test_datapath import REPO, SCRIPTS
 
+pytestmark = pytest.mark.timeout(1500)  # the three-boot guest: minutes under TCG, shared CPUs
 K72, K73, V6 = "bzImage-7.2.13-luo", "bzImage-7.3.4-luo", "bzImage-7.3.4-luo-abi-v6"
 PASSING = "kho-v4, luo-v5, memfd-v2 on both sides ({}); 4 KiB pages"
 
