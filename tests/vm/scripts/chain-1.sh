@@ -2,6 +2,7 @@
 # kexecs: the VMM keeps running); then a live update into 7.3.4.
 # Set by the test: RUNNING_KERNEL (7.2.13), NEXT_KERNEL (7.3.4), ABI_V6_KERNEL.
 STATE=$SHARE/luod-state  # persistent: the history spans the boots
+CUSTODY=memory  # luod alone holds the sessions: one process fewer to start per boot
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"

@@ -2,6 +2,7 @@
 # new VM hands its memory over, and a live update back into 7.2.13.
 # Set by the test: RUNNING_KERNEL (7.3.4), NEXT_KERNEL (7.2.13).
 STATE=$SHARE/luod-state
+CUSTODY=memory  # luod alone holds the sessions: one process fewer to start per boot
 . "$SCRIPTS/common.sh"
 set -x
 uname -rv >"$SHARE/uname-2"

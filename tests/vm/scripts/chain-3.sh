@@ -1,6 +1,7 @@
 # Boot 3 (7.2.13 again, after a live update from 7.3.4): vm-b's memory comes back; the history.
 # Set by the test: RUNNING_KERNEL (7.2.13).
 STATE=$SHARE/luod-state
+CUSTODY=memory  # luod alone holds the sessions: one process fewer to start per boot
 . "$SCRIPTS/common.sh"
 set -x
 uname -rv >"$SHARE/uname-3"
