@@ -29,7 +29,7 @@ DAEMON_ARGS: tuple[str, ...] = ()
 
 def filled(size: int) -> memfd.OwnedFd:
     """A memfd whose every page is written, like guest RAM in use (a sparse one would make the
-    kernel allocate and zero the holes inside PRESERVE_FD, CONTRACT §5.2)."""
+    kernel allocate and zero the holes inside PRESERVE_FD, docs/kernel.md §6.2)."""
     fd = memfd.create("bench", size)
     chunk = b"\xa5" * min(size, MIB)
     for offset in range(0, size, len(chunk)):

@@ -1,5 +1,5 @@
-"""The handover ABI: can kernel B take what kernel A hands over? (CONTRACT §1.3, §2, §7.3, §9,
-Appendix A.) Pure: bytes and facts in, a verdict out; the reading is luod.kernel.images'.
+"""The handover ABI: can kernel B take what kernel A hands over? (docs/kernel.md §2.3, §3.2,
+§7.3, §8.) Pure: bytes and facts in, a verdict out; the reading is luod.kernel.images'.
 
 Versioned compatible strings travel with a live update, and B must declare the same ones:
 
@@ -34,9 +34,9 @@ ITEMS: Final = {
 }
 CONSEQUENCE: Final = {
     "kho": "the next kernel would ignore the handover: every session lost",
-    "luo": "the next kernel would panic at boot (CONTRACT §1.3)",
+    "luo": "the next kernel would panic at boot (docs/kernel.md §8.3)",
     "handler": "the next kernel could not restore those files: /dev/liveupdate fails with EIO "
-    "and the memory is lost (CONTRACT §2)",
+    "and the memory is lost (docs/kernel.md §3.2)",
     "page": "the next kernel could not read LUO's blocks",
 }
 
@@ -161,7 +161,7 @@ def fdt_compatible(blob: bytes) -> str:
 
 
 def luo_compatible(blob: bytes) -> str:
-    """``struct luo_ser``'s compatible (char[8] at offset 0; CONTRACT Appendix A)."""
+    """``struct luo_ser``'s compatible (char[8] at offset 0; docs/kernel.md §8.1)."""
     if len(blob) >= 4 and struct.unpack_from(">I", blob, 0)[0] == FDT_MAGIC:
         return fdt_compatible(blob)  # a future LUO that hands over a tree
     if len(blob) < 32:
@@ -253,7 +253,7 @@ def _debugfs_item(
     if blob is None:
         why = missing.get(name, "not read")
         if item == "kho":
-            why += " (a kernel booted by a live update has none: CONTRACT §1.4)"
+            why += " (a kernel booted by a live update has none: docs/kernel.md §8.2)"
         return f"debugfs {where}: {why}"
     try:
         return str(parse(blob)), f"debugfs {where}"

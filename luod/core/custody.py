@@ -2,7 +2,8 @@
 
 Closing the last reference to an outgoing session unpreserves it (guest RAM lost); closing a
 retrieved one destroys its unretrieved files. So luod deposits a duplicate of each session fd
-with a custodian, and a luod restarted after ``kill -9`` recovers them all (DESIGN §5):
+with a custodian, and a luod restarted after ``kill -9`` recovers them all
+(docs/architecture.md §6):
 
 - ``SystemdFdStore``: systemd's fd store (``FDSTORE=1``), handed back through ``LISTEN_FDS``;
   the only custodian that also carries sessions through ``systemctl kexec``.

@@ -8,7 +8,7 @@ Pure: the facts about the host are gathered elsewhere (luod.daemon.systemd) and 
 - **systemd**: luod has loaded the image (kexec_file_load), every session fd sits in its unit's
   fd store; ``systemctl kexec`` stops the host in order and systemd (≥ 261, with
   ``FileDescriptorStorePreserve=yes``) carries the fd store across the kexec, handing the
-  sessions back through ``LISTEN_FDS`` after it (SYSTEMD-GUEST.md: measured with 262).
+  sessions back through ``LISTEN_FDS`` after it (docs/kernel.md §7.4: measured with 262).
 
 ``auto`` takes systemd only when every fact says it will work, and says why otherwise.
 """

@@ -2,7 +2,7 @@
 
 Written atomically to the state directory on every change, and — just before a kexec — into a
 sealed memfd preserved at token 0 of session ``luod``, because the kernel cannot list incoming
-sessions or tokens (CONTRACT §1.4). Readers accept older versions and refuse newer ones.
+sessions or tokens (docs/kernel.md §2.4). Readers accept older versions and refuse newer ones.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ JOURNAL: Final = "journal.jsonl"
 """Changes since the last snapshot, one JSON line each, appended with one write(2): a luod
 killed at any instant leaves whole lines (a torn last line is ignored)."""
 SEALS: Final = memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_WRITE | memfd.F_SEAL_SEAL
-"""Sealed read-only — but never F_SEAL_EXEC, which comes back write-sealed (CONTRACT §5.4)."""
+"""Sealed read-only — but never F_SEAL_EXEC, which comes back write-sealed (docs/kernel.md §6.4)."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ MANIFEST_TOKEN: Final = 0
 
 def session_name(vm_id: str) -> str:
     """LUO session of a VM. Not ``luod:<id>``: systemd refuses ':' in FDNAME, and the fd-store
-    name is the session name (DESIGN §2 amended)."""
+    name is the session name (docs/architecture.md §3)."""
     return SESSION_PREFIX + vm_id
 
 

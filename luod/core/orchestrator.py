@@ -41,7 +41,7 @@ TRANSITIONS: Final[Mapping[Phase, frozenset[Phase]]] = {
 
 DEFAULT_DEADLINES: Final[Mapping[Phase, float | None]] = {
     P.IDLE: None,
-    P.PREPARING: 600.0,  # preserving is linear in size (CONTRACT §5.2)
+    P.PREPARING: 600.0,  # preserving is linear in size (docs/kernel.md §6.2)
     P.PREPARED: None,  # waits for the operator's freeze
     P.FREEZING: 10.0,  # every VMM pauses and answers READY
     P.FROZEN: 30.0,

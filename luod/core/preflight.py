@@ -1,4 +1,4 @@
-"""Preflight: every check that must pass before anything irreversible (DESIGN §4).
+"""Preflight: every check that must pass before anything irreversible (docs/architecture.md §5).
 
 Each check has an id, a status (pass/warn/fail), a message and a hint. Checks only read; the
 kexec_file_load itself happens in prepare, where a refusal also stops the update.
@@ -163,7 +163,7 @@ def files_acceptable(vms: list[VmRecord]) -> Check:
             "files",
             Status.WARN,
             "F_SEAL_EXEC memfds: " + ", ".join(sealed),
-            "they come back permanently write-sealed (CONTRACT §5.4): create memfds "
+            "they come back permanently write-sealed (docs/kernel.md §6.4): create memfds "
             "with MFD_EXEC, not MFD_NOEXEC_SEAL",
         )
     return Check("files", Status.PASS, "every preserved file is an acceptable memfd")
@@ -207,7 +207,7 @@ def names(vms: list[VmRecord]) -> Check:
             "names",
             Status.FAIL,
             f"session name collision: {sorted(clashes)}",
-            "luod never relies on EEXIST (CONTRACT §3.4)",
+            "luod never relies on EEXIST (docs/kernel.md §4.4)",
         )
     return Check("names", Status.PASS, "session names are unique")
 

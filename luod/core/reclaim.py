@@ -1,4 +1,5 @@
-"""After the kexec: hand every preserved fd back to its owner, then FINISH (CONTRACT §4.5, §4.6).
+"""After the kexec: hand every preserved fd back to its owner, then FINISH (docs/kernel.md §5.5,
+§5.6).
 
 luod never FINISHes or closes a retrieved session before every file in it was handed out —
 that would destroy them — unless the owner says so explicitly (DONE with force).

@@ -177,7 +177,7 @@ class Registry:
         try:
             session = self.backend.device.create_session(vm.session)
         except LuoError as exc:
-            if exc.errno == errno.EEXIST:  # restore a valid block chain (CONTRACT §3.4)
+            if exc.errno == errno.EEXIST:  # restore a valid block chain (docs/kernel.md §4.4)
                 self.backend.device.create_session(f"luod-eexist-guard-{os.getpid()}").close()
                 raise LuodError(
                     "session-exists",
@@ -216,7 +216,7 @@ class Registry:
                     "PRESERVE_FD",
                     session=vm.session,
                     token=token,
-                    hint="a hugetlb memfd has no LUO handler (CONTRACT §5.1): back "
+                    hint="a hugetlb memfd has no LUO handler (docs/kernel.md §6.1): back "
                     "guest RAM with plain memfds",
                 )
             self.session(vm).preserve(fd, token)

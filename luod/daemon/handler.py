@@ -23,7 +23,7 @@ from luod.vmm.server import Connection
 log = structlog.get_logger("luod.handler")
 INLINE_BYTES = 128 << 20
 """Below this a preserve costs at most tens of ms of kernel time: done on the loop, since the
-thread hop costs more than it saves. Above it (GiBs of guest RAM take seconds, CONTRACT §5.2)
+thread hop costs more than it saves. Above it (GiBs of guest RAM take seconds, docs/kernel.md §6.2)
 it runs in a worker thread so other clients keep being served."""
 
 
@@ -53,7 +53,7 @@ class LuodHandler:
 
     async def _run(self, call: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
         """Run a core call under the registry lock; off the loop unless it is known small
-        (preserve and retrieve are linear in size, CONTRACT §5.2)."""
+        (preserve and retrieve are linear in size, docs/kernel.md §6.2)."""
         async with self.lock:
             if inline:
                 return call(*args)

@@ -7,7 +7,7 @@ simulated kexec is the kernel of the image that was loaded, as far as the ``read
 given can read that image (luod passes luod.core's reader: the same code as its preflight, so
 the same images give the same answers); an image it cannot read boots as the cold kernel.
 
-What the next boot does with the handover follows the kernel (CONTRACT §1.3, §2, §7.3):
+What the next boot does with the handover follows the kernel (docs/kernel.md §8.3):
 another LUO string panics it; another KHO string, or no LUO at all, drops the handover (the
 sessions are lost); another file handler string makes the first open of /dev/liveupdate fail
 with EIO for the rest of that boot (luod.kernel.sim's deserialization).
@@ -68,7 +68,7 @@ def refusal(handover: Handover, kernel: Declared) -> tuple[str, bool] | None:
 def outgoing_blobs(
     kernel: Declared, cold_boot: bool, luo_enabled: bool, next_number: int, kexec_count: int
 ) -> HandoverBlobs:
-    """What debugfs kho/out shows (CONTRACT §1.4): the tree only on a cold boot."""
+    """What debugfs kho/out shows (docs/kernel.md §8.2): the tree only on a cold boot."""
     missing = {}
     fdt = _simimage.fdt(kernel.kho) if cold_boot and kernel.kho else None
     if fdt is None:

@@ -70,7 +70,7 @@ def fdt(compatible: str) -> bytes:
 
 
 def luo_ser(compatible: str, liveupdate_num: int) -> bytes:
-    """``struct luo_ser`` as kho/out/sub_fdts/LUO shows it (32 bytes, CONTRACT Appendix A)."""
+    """``struct luo_ser`` as kho/out/sub_fdts/LUO shows it (32 bytes, docs/kernel.md §8.1)."""
     return struct.pack("<8sQQQ", compatible.encode(), liveupdate_num, 0, 0)
 
 

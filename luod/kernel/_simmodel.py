@@ -1,6 +1,6 @@
 """The simulator's objects: sessions, preserved files, and the global identity table.
 
-Mirrors CONTRACT §11.2. Session fds are the write ends of pipes: the simulator keeps the read
+Mirrors docs/kernel.md §10.1. Session fds are the write ends of pipes: the simulator keeps the read
 end and learns that the *last* reference anywhere (dup, fork, SCM_RIGHTS) was closed when the
 read end reports EPOLLHUP — which is exactly when the kernel would release the session.
 """
@@ -60,7 +60,7 @@ class SimSession:
 
 
 def restore_memfd(record: FileRecord, data: Path | None) -> OwnedFd:
-    """What memfd_luo's retrieve builds (CONTRACT §5.4): a fresh memfd, mode 0777, empty name,
+    """What memfd_luo's retrieve builds (docs/kernel.md §6.4): a fresh memfd, mode 0777, empty name,
     the saved size, position and seals — F_SEAL_EXEC on a 0777 inode adds the write seals."""
     fd = memfd.create("", flags=memfd.MFD_ALLOW_SEALING)
     try:
@@ -90,7 +90,7 @@ def _fill(fd: int, record: FileRecord, data: Path | None) -> None:
 
 
 def check_preservable(fd: int) -> Identity:
-    """EBADF if not open, ENOENT unless unlinked non-hugetlb shmem (CONTRACT §3.6, §5.1)."""
+    """EBADF if not open, ENOENT unless unlinked non-hugetlb shmem (docs/kernel.md §4.6, §6.1)."""
     try:
         st = os.fstat(fd)
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""RETRIEVE_FD with the memory charged to the right cgroup (CONTRACT §5.4).
+"""RETRIEVE_FD with the memory charged to the right cgroup (docs/kernel.md §6.4).
 
 The kernel charges a retrieved memfd's pages to the memcg of the task that retrieves. luod
 retrieves in a short-lived forked helper that first moves itself into the owner's cgroup, then

@@ -1,4 +1,4 @@
-"""LuoDevice: /dev/liveupdate, opened per operation (DESIGN §1, CONTRACT §2).
+"""LuoDevice: /dev/liveupdate, opened per operation (docs/architecture.md §1, docs/kernel.md §3).
 
 Sessions do not depend on the device fd, so luod opens it only for the few calls that need it
 and closes it again: systemd 261+ opens it briefly at boot and in systemd-shutdown. On EBUSY

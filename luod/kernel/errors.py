@@ -1,7 +1,7 @@
 """LuoError: every failure of the kernel layer, with errno, operation, subject and a hint.
 
 The hints are for the operator reading a log line or a REST problem document. They follow the
-per-ioctl errno lists measured on Linux 7.2.13 (CONTRACT §3). The same ``code`` travels on the
+per-ioctl errno lists measured on Linux 7.2.13 (docs/kernel.md §4). The same ``code`` travels on the
 VMM socket and over REST.
 """
 
@@ -24,7 +24,7 @@ _HINTS: Final[dict[tuple[str, int], str]] = {
     ("*", E.ENOTTY): "kernel without LUO, or a 32-bit process on a 64-bit kernel",
     ("CREATE_SESSION", E.EINVAL): "session names are 1..63 bytes without NUL",
     ("CREATE_SESSION", E.EEXIST): "an outgoing session with this name exists; luod must "
-    "never trigger EEXIST (kernel bug, CONTRACT §3.4): create and close a dummy session "
+    "never trigger EEXIST (kernel bug, docs/kernel.md §4.4): create and close a dummy session "
     "before any reboot",
     ("CREATE_SESSION", E.ENOSPC): "outgoing session block chain is full (10000 blocks)",
     ("RETRIEVE_SESSION", E.ENOENT): "no incoming session with this name: cold boot, it was "

@@ -6,7 +6,8 @@ number behind), and gives the number away only through an explicit ``detach()``.
 
 There is deliberately no ``__del__``: an fd that owns a LUO session must never be closed by the
 garbage collector, because closing the last reference to an outgoing session unpreserves it
-(CONTRACT §4.1). A forgotten fd is a leak that tests catch; an unexpected close loses guest RAM.
+(docs/kernel.md §5.1). A forgotten fd is a leak that tests catch; an unexpected close loses guest
+RAM.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Where a kernel's handover ABI can be read: its image file and, for the running kernel, KHO's
-debugfs (CONTRACT §1.4). Only reading here; what the bytes mean is luod.core.abi's business.
+debugfs (docs/kernel.md §8.2). Only reading here; what the bytes mean is luod.core.abi's business.
 
 The running kernel exposes two of its compatible strings, and only as root with
 ``CONFIG_KEXEC_HANDOVER_DEBUGFS``: ``kho/out/fdt`` (the KHO tree, ``kho-v4``; present only on a

@@ -1,7 +1,8 @@
-"""Loading the next kernel and jumping into it (CONTRACT §4.2, §7).
+"""Loading the next kernel and jumping into it (docs/kernel.md §5.2, §7).
 
 Only ``kexec_file_load`` exists here: plain ``kexec_load`` is accepted by the kernel but carries
-no KHO data, so every session would be silently dropped (CONTRACT §7.1). There is no path to it.
+no KHO data, so every session would be silently dropped (docs/kernel.md §7.1). There is no path to
+it.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def unload(platform: Platform) -> None:
 def reboot(platform: Platform) -> None:
     """reboot(LINUX_REBOOT_CMD_KEXEC). Returns only by raising.
 
-    No LUO ioctl may run concurrently: after serialization they block for ever (CONTRACT §4.3).
-    Any errno other than EINVAL/EPERM/EBUSY is a LUO freeze failure the kernel rolled back.
+    No LUO ioctl may run concurrently: after serialization they block for ever
+    (docs/kernel.md §5.3). Any errno other than EINVAL/EPERM/EBUSY is a LUO freeze failure the
+    kernel rolled back.
     """
     try:
         platform.reboot_kexec()

@@ -1,8 +1,8 @@
 """memfd creation and inspection, for preflight and for tests.
 
-CONTRACT §5: only unlinked shmem can be preserved (hugetlb memfds cannot); a memfd carrying
+docs/kernel.md §6: only unlinked shmem can be preserved (hugetlb memfds cannot); a memfd carrying
 ``F_SEAL_EXEC`` (what ``MFD_NOEXEC_SEAL`` or ``vm.memfd_noexec>=1`` give) comes back
-*permanently write-sealed* after retrieve (§5.4), so preflight flags it.
+*permanently write-sealed* after retrieve (docs/kernel.md §6.4), so preflight flags it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ F_SEAL_FUTURE_WRITE: Final = 0x0010
 F_SEAL_EXEC: Final = 0x0020
 ALL_SEALS: Final = 0x3F
 EXEC_SEAL_IMPLIES: Final = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE
-"""Seals the kernel adds when F_SEAL_EXEC is applied to an inode with exec bits (§5.4)."""
+"""Seals the kernel adds when F_SEAL_EXEC is applied to an inode with exec bits
+(docs/kernel.md §6.4)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,12 @@ class MemfdInfo:
 
     @property
     def preservable(self) -> bool:
-        """Whether the 7.2/7.3 memfd handler accepts it (CONTRACT §5.1)."""
+        """Whether the 7.2/7.3 memfd handler accepts it (docs/kernel.md §6.1)."""
         return self.shmem and self.unlinked
 
     @property
     def exec_sealed(self) -> bool:
-        """F_SEAL_EXEC: the retrieved copy will be write-sealed for good (CONTRACT §5.4)."""
+        """F_SEAL_EXEC: the retrieved copy will be write-sealed for good (docs/kernel.md §6.4)."""
         return bool(self.seals & F_SEAL_EXEC)
 
 
@@ -86,7 +87,7 @@ def create(name: str, size: int = 0, *, flags: int = MFD_ALLOW_SEALING) -> Owned
     """A close-on-exec memfd of ``size`` bytes.
 
     Without ``MFD_NOEXEC_SEAL`` in ``flags``, ``MFD_EXEC`` is requested so that a host with
-    ``vm.memfd_noexec=1`` does not silently add F_SEAL_EXEC (CONTRACT §5.4).
+    ``vm.memfd_noexec=1`` does not silently add F_SEAL_EXEC (docs/kernel.md §6.4).
     """
     flags |= MFD_CLOEXEC
     if not flags & (MFD_NOEXEC_SEAL | MFD_HUGETLB):

@@ -1,7 +1,7 @@
 """Platform: the narrow waist between luod's kernel objects and what executes them.
 
 ``KernelPlatform`` issues real syscalls; ``luod.kernel.sim.SimPlatform`` executes the same
-calls against an in-process model of CONTRACT §11.2. Device, session and kexec code above this
+calls against an in-process model of docs/kernel.md §10.1. Device, session and kexec code above this
 line is shared, so the contract tests exercise the same code on both.
 """
 

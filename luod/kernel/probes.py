@@ -1,4 +1,4 @@
-"""What the running kernel offers and how this boot began (CONTRACT §1.4).
+"""What the running kernel offers and how this boot began (docs/kernel.md §2.4).
 
 Everything is read from files under configurable roots, so tests can point the probes at a
 fake /proc, /sys and /dev. Nothing here opens /dev/liveupdate (that would trigger the one-time

@@ -1,4 +1,4 @@
-"""Session: the owner of one LUO session fd (CONTRACT §3.6–§3.9, §4)."""
+"""Session: the owner of one LUO session fd (docs/kernel.md §4.6–§4.9, §5)."""
 
 from __future__ import annotations
 

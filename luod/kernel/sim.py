@@ -1,4 +1,4 @@
-"""An in-process model of the LUO kernel (CONTRACT §11.2), behind the same Platform interface.
+"""An in-process model of the LUO kernel (docs/kernel.md §10.1), behind the same Platform interface.
 
 ``sim_backend(STATE_DIR)`` gives a :class:`~luod.kernel.Backend` whose device, sessions and
 kexec behave like Linux 7.2.13 down to the errno and the order of the checks: single open
@@ -10,7 +10,7 @@ unretrieved files; sticky retrieve failures; reboot refused (EINVAL) without a l
 Each instance is one boot. ``reboot_kexec`` persists every open outgoing session (contents and
 position read at that moment) into STATE_DIR and raises :class:`SimulatedKexec`; a new instance
 on STATE_DIR sees them as incoming with the liveupdate number incremented. The 51-session EEXIST
-poison (CONTRACT §3.4) makes the next instance raise :class:`SimulatedPanic`, and so does a
+poison (docs/kernel.md §4.4) makes the next instance raise :class:`SimulatedPanic`, and so does a
 next kernel whose image declares another LUO ABI; which kernel a boot is, what its debugfs
 shows and what it does with a handover it cannot take: luod.kernel._simabi.
 
@@ -76,7 +76,7 @@ class SimulatedKexec(BaseException):
 
 
 class SimulatedPanic(RuntimeError):
-    """The simulated next kernel panicked early in boot (CONTRACT §1.3)."""
+    """The simulated next kernel panicked early in boot (docs/kernel.md §2.3)."""
 
 
 class SimKernel:
@@ -265,13 +265,13 @@ class SimKernel:
         self._retrieve_faults[(session, token)] = code
 
     def fail_next_reboot(self, code: int = errno.EIO) -> None:
-        """Make the next reboot(KEXEC) fail like a LUO freeze failure (CONTRACT §4.3 step 5):
+        """Make the next reboot(KEXEC) fail like a LUO freeze failure (docs/kernel.md §5.3 step 5):
         state rolled back, every session still preserved, a retry may succeed."""
         self._reboot_fault = code
 
     @property
     def poisoned(self) -> bool:
-        """Whether a reboot now would hand over an empty trailing block (CONTRACT §3.4)."""
+        """Whether a reboot now would hand over an empty trailing block (docs/kernel.md §4.4)."""
         return self._poisoned
 
     # --- internals -------------------------------------------------------------------------
@@ -342,7 +342,7 @@ class SimKernel:
         (self._retrieved if incoming else self._outgoing)[name] = session
         return writer
 
-    # --- argument handling (CONTRACT §3.2) -----------------------------------------------------
+    # --- argument handling (docs/kernel.md §4.2) --------------------------------------------------
     def _device_ioctl(self, cmd: int, view: memoryview) -> None:
         nr = uapi.ioc_nr(cmd)
         if nr >= len(_DEVICE_NRS):
@@ -388,7 +388,7 @@ class SimKernel:
             raise fail(errno.ENOSPC)
         if name in self._outgoing:
             if count and count % SESSIONS_PER_BLOCK == 0:
-                self._poisoned = True  # the grown, empty block stays linked (CONTRACT §3.4)
+                self._poisoned = True  # the grown, empty block stays linked (docs/kernel.md §4.4)
             raise fail(errno.EEXIST)
         writer = self._new_session(name, incoming=False)
         self._poisoned = False

@@ -1,6 +1,6 @@
 """The LUO uAPI of <linux/liveupdate.h> (Linux 7.2/7.3), declared with cffi.
 
-CONTRACT §3.1: six commands, all ``_IO(0xBA, nr)``, and five argument structs. The layout is
+docs/kernel.md §4.1: six commands, all ``_IO(0xBA, nr)``, and five argument structs. The layout is
 computed by cffi from the declarations in ``_cffi_build.py``; ``tests/unit/test_uapi.py``
 checks every size and field offset against the values measured on the real kernel.
 """

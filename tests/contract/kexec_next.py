@@ -17,7 +17,7 @@ def kexec_into_next_boot() -> None:
     try:
         backend.load_kernel(kernel, cmdline=cmdline)
         # A test may have hit EEXIST at a 51-session boundary on purpose; a create+close
-        # restores a valid block chain (CONTRACT §3.4) so the next boot does not panic.
+        # restores a valid block chain (docs/kernel.md §4.4) so the next boot does not panic.
         backend.device.create_session("luod-test-eexist-guard").close()
         os.sync()
         print("contract: kexec into the next boot", flush=True)

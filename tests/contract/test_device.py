@@ -1,4 +1,4 @@
-"""/dev/liveupdate itself (CONTRACT §2; selftests basic_open_close, exclusive_open)."""
+"""/dev/liveupdate itself (docs/kernel.md §3; selftests basic_open_close, exclusive_open)."""
 
 from __future__ import annotations
 

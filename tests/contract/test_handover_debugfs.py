@@ -1,5 +1,5 @@
-"""What the running kernel shows of its handover ABI in KHO's debugfs (CONTRACT §1.4,
-Appendix A): the KHO tree (``kho-v4``) only on a cold boot, ``struct luo_ser`` (``luo-v5``,
+"""What the running kernel shows of its handover ABI in KHO's debugfs (docs/kernel.md §8.2,
+§2.4): the KHO tree (``kho-v4``) only on a cold boot, ``struct luo_ser`` (``luo-v5``,
 the liveupdate number it hands on) and the kexec metadata (its release) on every boot."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Incoming sessions after a kexec: retrieve, finish, release (CONTRACT §3.5, §3.7, §3.8, §4.6)."""
+"""Incoming sessions after a kexec: retrieve, finish, release (docs/kernel.md §4.5, §4.7, §4.8,
+§5.6)."""
 
 from __future__ import annotations
 

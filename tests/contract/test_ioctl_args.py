@@ -1,4 +1,4 @@
-"""Argument handling in the order of the kernel's checks (CONTRACT §3.2), with raw buffers."""
+"""Argument handling in the order of the kernel's checks (docs/kernel.md §4.2), with raw buffers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Across a kexec (CONTRACT §4.4–§4.8, §5.3, §5.4; the selftests' two-stage tests)."""
+"""Across a kexec (docs/kernel.md §5.4–§5.8, §6.3, §6.4; the selftests' two-stage tests)."""
 
 from __future__ import annotations
 

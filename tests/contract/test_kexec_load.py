@@ -1,4 +1,4 @@
-"""kexec_file_load and reboot(KEXEC) refusals (CONTRACT §4.2, §7.1)."""
+"""kexec_file_load and reboot(KEXEC) refusals (docs/kernel.md §5.2, §7.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What PRESERVE_FD does to the caller's own memfd (CONTRACT §5.2). The size freeze and the
+"""What PRESERVE_FD does to the caller's own memfd (docs/kernel.md §6.2). The size freeze and the
 pinning live in shmem, which the simulator does not own: these run on the real kernel only."""
 
 from __future__ import annotations

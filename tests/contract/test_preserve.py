@@ -1,4 +1,4 @@
-"""PRESERVE_FD before any kexec (CONTRACT §3.6, §5.1; selftests preserve_*)."""
+"""PRESERVE_FD before any kexec (docs/kernel.md §4.6, §6.1; selftests preserve_*)."""
 
 from __future__ import annotations
 

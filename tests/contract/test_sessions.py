@@ -1,4 +1,4 @@
-"""CREATE_SESSION, GET_NAME and session lifetime (CONTRACT §3.3, §3.9, §4.1)."""
+"""CREATE_SESSION, GET_NAME and session lifetime (docs/kernel.md §4.3, §4.9, §5.1)."""
 
 from __future__ import annotations
 

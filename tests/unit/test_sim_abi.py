@@ -1,5 +1,5 @@
 """The simulator boots as the kernel of the image it kexec'd into, and does with a handover it
-cannot take what that kernel would (luod.kernel._simabi; CONTRACT §1.3, §1.4, §2)."""
+cannot take what that kernel would (luod.kernel._simabi; docs/kernel.md §8.2, §8.3)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_kexec_into_a_compatible_kernel_becomes_that_kernel(tmp_path: Path) -> N
     assert (info.release, info.version, info.liveupdate_number) == ("7.3.4", B_7_3.version, 1)
     assert after.running_image() == image
     blobs = after.handover_blobs()
-    assert blobs.fdt is None and "fdt" in blobs.missing  # only on a cold boot (CONTRACT §1.4)
+    assert blobs.fdt is None and "fdt" in blobs.missing  # only on a cold boot (docs/kernel.md §8.2)
     session = after.device.retrieve_session("vm")
     with session.retrieve(1) as ram:
         assert os.pread(ram.fileno(), 5, 0) == b"guest"
@@ -77,7 +77,7 @@ def test_another_file_handler_makes_the_device_fail_with_eio(tmp_path: Path) -> 
     kexec_with_a_memfd(tmp_path / "sim", tmp_path / "b", other)
     after = boot(tmp_path / "sim")
     assert after.info().liveupdate_number == 1  # it booted: LUO itself was fine
-    for _ in range(2):  # sticky for the whole boot (CONTRACT §2)
+    for _ in range(2):  # sticky for the whole boot (docs/kernel.md §3.2)
         with pytest.raises(LuoError) as failed:
             after.device.retrieve_session("vm")
         assert failed.value.errno == errno.EIO

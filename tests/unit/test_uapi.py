@@ -1,4 +1,4 @@
-"""The cffi declarations match the kernel's uAPI (CONTRACT §3.1, measured sizes/offsets)."""
+"""The cffi declarations match the kernel's uAPI (docs/kernel.md §4.1, measured sizes/offsets)."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def test_handover_kill9_kexec_kill9_reclaim(
         assert verdict["event"] == "verified", verdict
         assert all(verdict["files"].values()) and verdict["files"]
     assert json.loads((share / "list-after-reclaim.json").read_text()) == []
-    # vm-a's 64 MiB were charged to its VMM's cgroup (CONTRACT §5.4: the retrieving task's
+    # vm-a's 64 MiB were charged to its VMM's cgroup (docs/kernel.md §6.4: the retrieving task's
     # memcg). Its VMM itself only reads them, which charges nothing: without luod's helper
     # retrieving from inside that cgroup, the pages would sit in luod's cgroup instead.
     vm_a_peak = int((share / "memory-peak-vm-a").read_text())

@@ -1,5 +1,5 @@
 """Issue 6, custody through systemd, for real: a Debian sid guest with systemd 262 as PID 1 on
-the LUO kernel (tests/vm/systemd/, SYSTEMD-GUEST.md). luod runs as luod.service; three demo VMM
+the LUO kernel (tests/vm/systemd/, docs/kernel.md §7.4). luod runs as luod.service; three demo VMM
 units hand their RAM over; luod is kill -9'd and systemd restarts it with every session from the
 fd store; then `luoctl update start` with kexec.mode = systemd: luod writes its manifest session
 into the fd store and runs `systemctl kexec`, systemd carries the fds, and after the reboot luod

@@ -3,7 +3,7 @@
 set -x
 mkdir -p "$STATE"
 memtotal >"$SHARE/memtotal-boot2"   # preserved memory still reserved here
-# Memory accounting: luod and vm-a's VMM each in their own cgroup (CONTRACT §5.4).
+# Memory accounting: luod and vm-a's VMM each in their own cgroup (docs/kernel.md §6.4).
 echo +memory >/sys/fs/cgroup/cgroup.subtree_control
 mkdir -p /sys/fs/cgroup/luod /sys/fs/cgroup/vm-a
 echo $$ >/sys/fs/cgroup/luod/cgroup.procs   # luod (and its keeper) start from here
