@@ -137,27 +137,50 @@ def elf_page_size(vmlinux: bytes) -> int | None:
 
 
 def fdt_compatible(blob: bytes) -> str:
-    """The root node's ``compatible`` of a flattened device tree (KHO's root)."""
+    """The root node's ``compatible`` of a flattened device tree (KHO's root).
+
+    debugfs ``kho/out/fdt`` shows the tree at the size it had when the file was created, and
+    the tree grows after that: on 7.2.13 the file held 233 of the tree's 285 bytes, its strings
+    block cut before the name "compatible" [measured]. So a root property whose name lies past
+    the end counts when its value is a versioned string (``kho-v4``)."""
     if len(blob) < 40 or struct.unpack_from(">I", blob, 0)[0] != FDT_MAGIC:
         raise ValueError("not a flattened device tree")
     struct_at, strings_at = struct.unpack_from(">II", blob, 8)
-    offset, depth = struct_at, 0
+    unnamed: list[str] = []
+    for name, value in _root_properties(blob, struct_at):
+        text = value.split(b"\0", 1)[0].decode("ascii", errors="replace")
+        if strings_at + name < len(blob):
+            if blob[strings_at + name :].split(b"\0", 1)[0] == b"compatible":
+                return text
+        elif _VERSIONED.fullmatch(text):
+            unnamed.append(text)
+    if len(unnamed) == 1:
+        return unnamed[0]
+    raise ValueError("the tree's root has no compatible property")
+
+
+def _root_properties(blob: bytes, offset: int) -> list[tuple[int, bytes]]:
+    """(name offset, value) of each property of the root node (they precede its children)."""
+    found: list[tuple[int, bytes]] = []
+    depth = 0
     while offset + 4 <= len(blob):
         (token,) = struct.unpack_from(">I", blob, offset)
         offset += 4
         if token == 1:  # FDT_BEGIN_NODE: name, NUL, padding
             depth += 1
+            if depth > 1:
+                break
             offset = _align4(blob.index(b"\0", offset) + 1)
         elif token == 3:  # FDT_PROP: len, nameoff, value
-            length, name_at = struct.unpack_from(">II", blob, offset)
-            value = blob[offset + 8 : offset + 8 + length]
+            length, name = struct.unpack_from(">II", blob, offset)
+            found.append((name, blob[offset + 8 : offset + 8 + length]))
             offset = _align4(offset + 8 + length)
-            name = blob[strings_at + name_at :].split(b"\0", 1)[0]
-            if depth == 1 and name == b"compatible":
-                return value.split(b"\0", 1)[0].decode("ascii", errors="replace")
         elif token in (2, 9):  # FDT_END_NODE, FDT_END
             break
-    raise ValueError("the tree's root has no compatible property")
+    return found
+
+
+_VERSIONED: Final = re.compile(r"[a-z][a-z0-9_]*-v\d+")
 
 
 def luo_compatible(blob: bytes) -> str:
@@ -217,7 +240,7 @@ def running_side(
             values[item], sources[item] = debugfs
         elif image is not None:
             values[item] = getattr(image.declared, item)
-            sources[item] = "the running kernel's image"
+            sources[item] = f"the running kernel's image ({debugfs})"
         else:
             values[item] = None
             unknown[item] = f"{debugfs}; {image_problem}"

@@ -70,7 +70,7 @@ def outgoing_blobs(
 ) -> HandoverBlobs:
     """What debugfs kho/out shows (docs/kernel.md §8.2): the tree only on a cold boot."""
     missing = {}
-    fdt = _simimage.fdt(kernel.kho) if cold_boot and kernel.kho else None
+    fdt = _simimage.fdt(kernel.kho, cut_strings=True) if cold_boot and kernel.kho else None
     if fdt is None:
         missing["fdt"] = "No such file or directory"
     luo = None

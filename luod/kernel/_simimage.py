@@ -51,13 +51,14 @@ def bzimage(declared: Declared, compress: Callable[[bytes], bytes] = gzip_payloa
     return bytes(setup) + bytes(PAYLOAD_OFFSET) + payload + bytes(64)
 
 
-def fdt(compatible: str) -> bytes:
-    """A flattened device tree whose root has only ``compatible`` (KHO's root, kho/out/fdt)."""
-    strings = b"compatible\0"
+def fdt(compatible: str, cut_strings: bool = False) -> bytes:
+    """A flattened device tree whose root has only ``compatible`` (KHO's root). ``cut_strings``:
+    as debugfs kho/out/fdt shows it, cut at the tree's early size (luod.core.abi.fdt_compatible)."""
+    strings = b"preserved-memory-map\0compatible\0"  # KHO's, in its order
     value = compatible.encode() + b"\0"
     value += bytes(-len(value) % 4)
     body = struct.pack(">II", 1, 0)  # FDT_BEGIN_NODE, "" padded
-    body += struct.pack(">III", 3, len(compatible) + 1, 0) + value  # FDT_PROP
+    body += struct.pack(">III", 3, len(compatible) + 1, strings.index(b"compatible")) + value
     body += struct.pack(">II", 2, 9)  # FDT_END_NODE, FDT_END
     rsvmap = bytes(16)
     struct_at = 40 + len(rsvmap)
@@ -66,7 +67,7 @@ def fdt(compatible: str) -> bytes:
     header = struct.pack(
         ">10I", 0xD00DFEED, total, struct_at, strings_at, 40, 17, 16, 0, len(strings), len(body)
     )
-    return header + rsvmap + body + strings
+    return header + rsvmap + body + (strings[:5] if cut_strings else strings)
 
 
 def luo_ser(compatible: str, liveupdate_num: int) -> bytes:
