@@ -5,11 +5,27 @@ from __future__ import annotations
 
 import sys
 
-from bench import abi_preflight, baseline, handover, orchestration, rest_load, systemd_blackout
+from bench import (
+    abi_preflight,
+    baseline,
+    handover,
+    net_rebuild,
+    orchestration,
+    rest_load,
+    systemd_blackout,
+)
 
 
 def main() -> int:
-    reports = (baseline, handover, orchestration, rest_load, systemd_blackout, abi_preflight)
+    reports = (
+        baseline,
+        handover,
+        orchestration,
+        rest_load,
+        systemd_blackout,
+        net_rebuild,
+        abi_preflight,
+    )
     for report in (module.report for module in reports):
         print(report(), end="\n\n", flush=True)
     return 0

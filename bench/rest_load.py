@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import human, median, table
+from luod.core import dialect
 from luod.rest.app import create_app
 from luod.rest.bridge import LoopBridge
 from luod.rest.serve import serve_rest
@@ -48,6 +49,7 @@ class AckingVmm(FakeVmm):
     def __init__(self, luod: Luod, answers: set[asyncio.Task[Any]]) -> None:
         super().__init__()
         self.luod, self.answers = luod, answers
+        self.capabilities = dialect.ALL  # as if it had sent HELLO: it is sent FREEZE
 
     def push(self, out: Any) -> None:
         super().push(out)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
+from luod.core import dialect
 from luod.core.compat import Assessment
 from luod.core.kexec_mode import KexecPlan
 from luod.core.model import STATE_SESSION, Mode, VmRecord, VmState
@@ -51,6 +52,7 @@ class PreflightInput:
     mem_total: int = 0
     fd_limit: int = 0
     kexec: KexecPlan | None = None
+    vmms: Mapping[str, frozenset[str]] = field(default_factory=dict)  # VM -> its VMM's HELLO
     abi: Assessment | None = None  # luod.core.compat.assess: the handover ABI of A and B
 
 
@@ -66,6 +68,7 @@ def run(ctx: PreflightInput) -> list[Check]:
         limits(vms, ctx.fd_limit),
         names(vms),
         handed_over(vms, ctx.subscribed),
+        pausable(vms, ctx.vmms),
         kexec_mode(ctx.kexec),
         *handover_abi(ctx.abi),
     ]
@@ -229,6 +232,36 @@ def handed_over(vms: list[VmRecord], subscribed: frozenset[str]) -> Check:
             "each VM must PRESERVE its RAM or stay SUBSCRIBEd; DROP the others",
         )
     return Check("handover", Status.PASS, "every VM has handed over or subscribed")
+
+
+def pausable(vms: list[VmRecord], vmms: Mapping[str, frozenset[str]]) -> Check:
+    """How the freeze will treat each VM, by the dialect its VMM speaks (luod.core.dialect)."""
+    steps = {
+        vm.id: dialect.barrier_step("FREEZE", vm.mode, vmms.get(vm.id), preserve_acked=True)
+        for vm in vms
+        if vm.state is not VmState.LOST
+    }
+    refused = [f"{vm} ({s.note})" for vm, s in steps.items() if s.action is dialect.Action.REFUSE]
+    if refused:
+        return Check(
+            "pause",
+            Status.FAIL,
+            "VMs luod cannot pause: " + "; ".join(refused),
+            "use a VMM client that sends HELLO with capabilities [freeze, resume] (luod's "
+            "client library does), or stop that VMM (a VM without one counts as paused)",
+        )
+    trusted = sorted(  # connected, yet nothing to wait for: luo-agent's dialect
+        vm for vm, s in steps.items() if s.action is dialect.Action.COUNT and vm in vmms
+    )
+    if trusted:
+        return Check(
+            "pause",
+            Status.WARN,
+            "luo-agent dialect, never sent FREEZE: " + ", ".join(trusted),
+            "their one READY to START_PRESERVATION counts as paused: their VMMs must not "
+            "write guest memory after it",
+        )
+    return Check("pause", Status.PASS, "every VM will be paused, or has no VMM running it")
 
 
 def kexec_mode(plan: KexecPlan | None) -> Check:

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 import luod
-from luod.core import reclaim, timeline
+from luod.core import dialect, reclaim, timeline
 from luod.core.model import Mode, VmRecord
 from luod.core.registry import Registry
 from luod.daemon.update import UpdateDriver, UpdateRequest
@@ -61,10 +61,13 @@ class LuodHandler:
 
     # --- verbs ------------------------------------------------------------------------------
     async def _hello(self, conn: Connection, req: codec.Hello) -> Any:
+        conn.capabilities = dialect.grant(req.capabilities)
         info = {
             "protocol": codec.PROTOCOL,
             "version": codec.VERSION,
             "server": f"luod {luod.__version__}",
+            "capabilities": sorted(conn.capabilities),
+            "supported": sorted(dialect.ALL),
         }
         return info, ()
 
@@ -125,6 +128,14 @@ class LuodHandler:
     async def _claim(self, conn: Connection, req: codec.Claim) -> Any:
         fd = await self._run(reclaim.claim, self.registry, conn.peer, req.id)
         self.driver.vm_step(req.id, "reclaimed")
+        if dialect.claim_ends_custody(conn.capabilities):  # luo-agent: no DONE will come
+            try:
+                await self._run(reclaim.done, self.registry, conn.peer, req.id, False)
+            except BaseException:
+                fd.close()
+                raise
+            self.clients.pop(req.id, None)
+            self.driver.vm_step(req.id, "done")
         return {}, (fd,)
 
     async def _status(self, conn: Connection, req: codec.Status) -> Any:
@@ -167,6 +178,12 @@ class LuodHandler:
         return {"update": record.to_dict() if record else None}, ()
 
     async def _watch(self, conn: Connection, req: codec.Watch) -> Any:
+        if dialect.Capability.PROGRESS not in conn.capabilities:
+            raise LuodError(
+                "capability-missing",
+                "WATCH needs the capability 'progress'",
+                'send HELLO with "capabilities": ["progress"] first',
+            )
         self.watchers.add(conn)
         record = self.driver.record
         return {

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from luod.core import compat, handoff, kexec_mode, preflight, timeline
+from luod.core import compat, dialect, handoff, kexec_mode, preflight, timeline
 from luod.core.clock import Clock
 from luod.core.kexec_mode import KexecPlan, SystemdFacts
 from luod.core.model import Mode, VmState
@@ -133,6 +133,7 @@ class UpdateDriver:
             preflight.mem_total(),
             preflight.fd_limit(),
             self.kexec_plan(),
+            {vm: self.clients[vm].capabilities for vm in self._connected()},
             assessment,
         )
         return preflight.run(ctx), assessment
@@ -266,14 +267,25 @@ class UpdateDriver:
         await self._barrier(list(self.registry.vms), "FREEZE", Phase.FREEZING)
 
     async def _barrier(self, vms: list[str], event: str, phase: Phase) -> None:
-        """Push ``event`` to each VM's client; every one must answer READY before the deadline."""
+        """Push ``event`` to each VM's client; every one must answer READY before the deadline.
+        Which VMs are sent it, counted without it, or cannot answer: core.dialect decides."""
         loop = asyncio.get_running_loop()
         assert self.record is not None
-        for vm_id in vms:
-            conn = self.clients.get(vm_id)
+        steps = {vm_id: self._barrier_step(vm_id, event) for vm_id in vms}
+        for vm_id, step in steps.items():
+            if step.action is dialect.Action.REFUSE:
+                raise LuodError(
+                    "vm-refused",
+                    f"VM {vm_id} cannot answer {event}: {step.note}",
+                    "see the pause check of the preflight",
+                )
+        for vm_id, step in steps.items():
+            conn = self.clients[vm_id] if step.action is dialect.Action.SEND else None
             self.record.vm_event(vm_id, f"{event.lower()}_sent", self.clock.now())
-            if conn is None or conn.closed:
-                self._acked(vm_id, event, note="no VMM connected: nothing to pause")
+            if step.record:
+                self.record.vm_event(vm_id, step.record, self.clock.now())
+            if conn is None:
+                self._acked(vm_id, event, note=step.note)
                 continue
             self.waiting[vm_id] = loop.create_future()
             self._asked.add(vm_id)
@@ -289,6 +301,13 @@ class UpdateDriver:
             await self._collect(event, phase)
         finally:
             self.waiting.clear()
+
+    def _barrier_step(self, vm_id: str, event: str) -> dialect.Step:
+        assert self.record is not None
+        conn = self.clients.get(vm_id)
+        granted = None if conn is None or conn.closed else conn.capabilities
+        acked = "preserve_ack" in self.record.vms.get(vm_id, {})
+        return dialect.barrier_step(event, self.registry.get(vm_id).mode, granted, acked)
 
     async def _collect(self, event: str, phase: Phase) -> None:
         """Wait for every READY; the first refusal or the deadline ends the wait."""
@@ -379,7 +398,8 @@ class UpdateDriver:
 
     def _resume_all(self, reason: str) -> None:
         for vm_id, conn in list(self.clients.items()):
-            conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
+            if dialect.may_send("RESUME", conn.capabilities):
+                conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
 
     def _finish(self, outcome: str, reason: str) -> None:
         if self.record is None:

@@ -111,6 +111,7 @@ class Request:
 @dataclass(frozen=True)
 class Hello(Request):
     version: int
+    capabilities: tuple[str, ...] = ()  # what the client asks for; luod grants those it knows
 
 
 @dataclass(frozen=True)
@@ -393,11 +394,26 @@ def _update(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Up
     )
 
 
+CAPABILITY: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+MAX_CAPABILITIES: Final = 64
+
+
 def _hello(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Hello:
     version = data.get("version", VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
         raise _bad("version", "an integer", repr(version))
-    return Hello(seq, version)
+    asked = data.get("capabilities", [])
+    if (
+        not isinstance(asked, list)
+        or len(asked) > MAX_CAPABILITIES
+        or not all(isinstance(c, str) and CAPABILITY.fullmatch(c) for c in asked)
+    ):
+        raise _bad(
+            "capabilities",
+            f'a list of at most {MAX_CAPABILITIES} names like "freeze"',
+            repr(asked)[:80],
+        )
+    return Hello(seq, version, tuple(asked))
 
 
 Parser = Callable[[dict[str, Any], int | None, tuple[OwnedFd, ...]], Request]

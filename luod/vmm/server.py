@@ -43,6 +43,7 @@ class Connection:
         self.reader = codec.FrameReader()
         self.inbox: asyncio.Queue[codec.Frame | None] = asyncio.Queue()
         self.subscribed: set[str] = set()
+        self.capabilities: frozenset[str] = frozenset()  # granted in HELLO (core.dialect)
         self._loop = loop
         self._out: deque[tuple[memoryview, tuple[OwnedFd, ...]]] = deque()
         self._queued = 0

@@ -34,6 +34,7 @@ class FakeVmm:
     def __init__(self, uid: int = 0) -> None:
         self.peer = Peer(uid, uid, os.getpid())
         self.subscribed: set[str] = set()
+        self.capabilities: frozenset[str] = frozenset()  # what luod granted in HELLO
         self.closed = False
         self.frames: list[dict[str, Any]] = []
 
@@ -96,6 +97,8 @@ class Luod:
         vmm = FakeVmm()
         ram = OwnedFd(os.memfd_create("ram0"))
         os.ftruncate(ram.fileno(), size)
+        hello = {"cmd": "HELLO", "capabilities": ["freeze", "resume", "progress", "done"]}
+        assert (await self.ask(vmm, hello))["ok"]
         assert (await self.ask(vmm, {"cmd": "REGISTER", "id": vm_id}))["ok"]
         preserve = {"cmd": "PRESERVE", "id": vm_id, "files": ["ram0"]}
         assert (await self.ask(vmm, preserve, (ram,)))["ok"]

@@ -106,8 +106,20 @@ def _simple(cls: Any, **strategies: st.SearchStrategy[Any]) -> st.SearchStrategy
 
 
 FIELDS: dict[str, st.SearchStrategy[tuple[dict[str, Any], int, Make]]] = {
-    "HELLO": _optional("version", st.integers(-5, 2**40)).map(
-        lambda d: (d, 0, lambda s, _: codec.Hello(s, d.get("version", codec.VERSION)))
+    "HELLO": st.fixed_dictionaries(
+        {},
+        optional={
+            "version": st.integers(-5, 2**40),
+            "capabilities": st.lists(st.from_regex(codec.CAPABILITY, fullmatch=True), max_size=6),
+        },
+    ).map(
+        lambda d: (
+            d,
+            0,
+            lambda s, _: codec.Hello(
+                s, d.get("version", codec.VERSION), tuple(d.get("capabilities", ()))
+            ),
+        )
     ),
     "REGISTER": VM_IDS.map(lambda i: ({"id": i}, 0, lambda s, _: codec.Register(s, i))),
     "PRESERVE": _preserve(),

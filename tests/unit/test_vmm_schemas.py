@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from luod.core import preflight, timeline
+from luod.core import dialect, preflight, timeline
 from luod.core import registry as luod_registry
 from luod.core.access import AccessPolicy, Peer
 from luod.core.clock import FakeClock, SystemClock
@@ -231,6 +231,10 @@ BAD_REQUESTS = [
     ({"cmd": "RECLAIM", "id": "vm1", "files": "ram0"}, 0, "bad-request"),
     ({"cmd": "HELLO", "version": "1"}, 0, "bad-request"),
     ({"cmd": "HELLO", "version": True}, 0, "bad-request"),
+    ({"cmd": "HELLO", "capabilities": "freeze"}, 0, "bad-request"),
+    ({"cmd": "HELLO", "capabilities": ["Freeze"]}, 0, "bad-request"),
+    ({"cmd": "HELLO", "capabilities": [1]}, 0, "bad-request"),
+    ({"cmd": "HELLO", "capabilities": ["x"] * 65}, 0, "bad-request"),
     ({"cmd": "READY", "error": 5}, 0, "bad-request"),
     ({"cmd": "READY", "error": "nul\0inside"}, 0, "bad-request"),
     ({"cmd": "KEXEC"}, 0, "bad-request"),
@@ -274,8 +278,8 @@ def _mutations() -> st.SearchStrategy[tuple[Sample, str, Any]]:
         scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner)
     )
     keys = st.sampled_from(
-        ["id", "files", "version", "force", "error", "kernel", "initrd", "cmdline"]
-    ) | st.sampled_from(["deadlines", "dry_run", "wait", "reason"])
+        ["id", "files", "version", "capabilities", "force", "error", "kernel", "initrd"]
+    ) | st.sampled_from(["cmdline", "deadlines", "dry_run", "wait", "reason"])
     return st.tuples(requests(), keys, values | JSON.filter(lambda v: not isinstance(v, float)))
 
 
@@ -331,7 +335,8 @@ CHECKS = [
         codec.ok_reply("HISTORY", 7, {"history": []}),
         codec.ok_reply("DROP", None),
         codec.ok_reply("HELLO", 1, {"protocol": codec.PROTOCOL, "version": codec.VERSION,
-                                    "server": "luod 0.1.0"}),
+                                    "server": "luod 0.1.0", "capabilities": ["freeze"],
+                                    "supported": sorted(dialect.ALL)}),
         codec.error_reply("PRESERVE", 2, LuodError("luo-ebusy", "busy", "already preserved", 16)),
     ],
 )  # fmt: skip
@@ -375,6 +380,7 @@ class FakeConnection:
     def __init__(self, uid: int = 0) -> None:
         self.peer = Peer(uid, uid, os.getpid())
         self.subscribed: set[str] = set()
+        self.capabilities: frozenset[str] = frozenset()  # granted by HELLO
         self.closed = False
         self.frames: list[tuple[dict[str, Any], int]] = []
 
@@ -438,12 +444,17 @@ async def _until(condition: Callable[[], object]) -> None:
             await asyncio.sleep(0.002)
 
 
+HELLO = {"cmd": "HELLO", "seq": 0, "version": 1, "capabilities": sorted(dialect.ALL)}
+
+
 async def _whole_updates(state: Path) -> list[tuple[dict[str, Any], int]]:
     """Dry run, refusal, VMM refusal, deadline, ABORT, then KEXEC, reboot, reclaim, HISTORY."""
     image = state / "bzImage"
     image.write_bytes(FAKE_BZIMAGE)
     luod = Luod(state)
     hand, dele, op = FakeConnection(), FakeConnection(), FakeConnection()
+    for conn in (hand, dele, op):
+        assert (await luod.ask(conn, HELLO))["capabilities"] == sorted(dialect.ALL)
     ram = OwnedFd(os.memfd_create("ram0"))
     os.ftruncate(ram.fileno(), 4096)
     await luod.ask(hand, {"cmd": "REGISTER", "id": "vm1"})
@@ -492,6 +503,8 @@ async def _whole_updates(state: Path) -> list[tuple[dict[str, Any], int]]:
     assert luod.after_kexec
     luod.handler.driver.resume_after_kexec(SystemClock().now())
     vmm, op = FakeConnection(), FakeConnection()
+    for conn in (vmm, op):
+        await luod.ask(conn, HELLO)
     assert (await luod.ask(op, {"cmd": "WATCH"}))["phase"] == "reclaiming"
     assert (await luod.ask(vmm, {"cmd": "DROP", "id": "vm1"}))["error"]["code"] == "wrong-state"
     await luod.ask(vmm, {"cmd": "RECLAIM", "id": "vm1"})

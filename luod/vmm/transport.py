@@ -1,0 +1,92 @@
+"""Moving frames and fds over the VMM socket, blocking and asyncio: the only I/O of the client
+shells (``luod.vmm.client``). SCM_RIGHTS hygiene: one sendmsg per frame with its fds, room for
+MAX_FDS fds per read, every received fd wrapped at once, MSG_CTRUNC reported to the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Final
+
+from luod.fdpass import pack_rights, room, unpack_rights
+from luod.kernel import OwnedFd
+from luod.vmm import codec
+from luod.vmm.protocol import ClientProtocol, ConnectionBroken, OutFrame
+
+ANCILLARY: Final = room(codec.MAX_FDS)
+
+
+def connect(path: str | os.PathLike[str]) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(os.fspath(path))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect_async(path: str | os.PathLike[str]) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, os.fspath(path))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
+    """One recvmsg with room for MAX_FDS fds, each wrapped at once; (data, fds, truncated)."""
+    data, ancillary, flags, _ = sock.recvmsg(codec.MAX_LINE, ANCILLARY, socket.MSG_CMSG_CLOEXEC)
+    fds = [OwnedFd(n) for n in unpack_rights(ancillary)]
+    return data, fds, bool(flags & socket.MSG_CTRUNC)
+
+
+def send(sock: socket.socket, frame: OutFrame, protocol: ClientProtocol) -> None:
+    """One sendmsg carries the frame and its fds; the rest of a short write follows without."""
+    try:
+        sent = sock.sendmsg([frame.line], pack_rights(frame.fds))
+        if sent < len(frame.line):
+            sock.sendall(frame.line[sent:])
+    except OSError as exc:
+        protocol.fail(ConnectionBroken(f"sending to luod: {exc}"), exc)
+
+
+async def send_async(sock: socket.socket, frame: OutFrame, protocol: ClientProtocol) -> None:
+    view, rights = memoryview(frame.line), pack_rights(frame.fds)
+    try:
+        while view:
+            try:
+                sent = sock.sendmsg([view], rights)
+            except (BlockingIOError, InterruptedError):
+                await io_ready(sock, writing=True)
+                continue
+            view, rights = view[sent:], []
+    except OSError as exc:
+        protocol.fail(ConnectionBroken(f"sending to luod: {exc}"), exc)
+    except BaseException:  # cancelled half-way: the stream is cut mid-frame
+        if len(view) < len(frame.line):
+            protocol.mark_broken(ConnectionBroken("a request was cut off half-way (cancelled)"))
+        raise
+
+
+async def io_ready(sock: socket.socket, *, writing: bool) -> None:
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+    if writing:
+        loop.add_writer(sock.fileno(), _wake, woken)
+    else:
+        loop.add_reader(sock.fileno(), _wake, woken)
+    try:
+        await woken
+    finally:
+        (loop.remove_writer if writing else loop.remove_reader)(sock.fileno())
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,181 @@
+"""Every verb of luod's VMM protocol as data: the request to send and how to read its reply.
+
+Pure (no I/O): a ``Call`` names the command, its fields and the caller's fds to attach, and
+``parse`` turns luod's ``Reply`` into what the client method returns, or raises the request's
+``LuodError``. Both client shells (``luod.vmm.client``) run the same calls, so they return the
+same things and fail the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar
+
+from luod.errors import LuodError
+from luod.kernel import OwnedFd, SupportsFileno
+from luod.vmm import codec
+from luod.vmm.protocol import Reply, close_all
+
+T = TypeVar("T")
+FileLike = SupportsFileno | int
+Files = Mapping[str, FileLike | tuple[FileLike, str]]
+StrPath = str | os.PathLike[str]
+_ENVELOPE: Final = frozenset({"reply", "ok", "seq"})
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    cmd: str
+    parse: Callable[[Reply], T]
+    fields: dict[str, Any] = field(default_factory=dict)
+    fds: tuple[int, ...] = ()
+
+
+def hello(capabilities: Iterable[str] | None) -> Call[dict[str, Any]]:
+    wanted = None if capabilities is None else list(capabilities)
+    return Call("HELLO", body, {"version": codec.VERSION, "capabilities": wanted})
+
+
+def register(vm: str) -> Call[dict[str, Any]]:
+    return Call("REGISTER", lambda r: field_of(r, "vm", dict), {"id": vm})
+
+
+def preserve(vm: str, files: Files) -> Call[list[dict[str, Any]]]:
+    specs, fds = file_specs(files)
+    return Call("PRESERVE", lambda r: field_of(r, "files", list), {"id": vm, "files": specs}, fds)
+
+
+def list_vms(vm: str | None) -> Call[list[dict[str, Any]]]:
+    return Call("LIST", lambda r: field_of(r, "vms", list), {"id": vm})
+
+
+def drop(vm: str) -> Call[None]:
+    return Call("DROP", nothing, {"id": vm})
+
+
+def reclaim(vm: str, names: Iterable[str] | None) -> Call[dict[str, OwnedFd]]:
+    wanted = None if names is None else [*names]
+    return Call("RECLAIM", named_fds, {"id": vm, "files": wanted})
+
+
+def done(vm: str, force: bool) -> Call[None]:
+    return Call("DONE", nothing, {"id": vm, "force": force or None})
+
+
+def subscribe(vm: str) -> Call[dict[str, Any]]:
+    return Call("SUBSCRIBE", body, {"id": vm})
+
+
+def ready(vm: str | None, error: str | None) -> Call[None]:
+    return Call("READY", nothing, {"id": vm, "error": error})
+
+
+def claim(vm: str) -> Call[OwnedFd]:
+    return Call("CLAIM", one_fd, {"id": vm})
+
+
+def status() -> Call[dict[str, Any]]:
+    return Call("STATUS", body)
+
+
+def kexec(kernel: StrPath, initrd: StrPath | None, cmdline: str | None) -> Call[dict[str, Any]]:
+    paths = {"kernel": os.fspath(kernel), "initrd": None if initrd is None else os.fspath(initrd)}
+    return Call("KEXEC", body, {**paths, "cmdline": cmdline})
+
+
+def update(kernel: StrPath, options: dict[str, Any]) -> Call[dict[str, Any]]:
+    initrd = options.get("initrd")
+    paths = {"kernel": os.fspath(kernel), "initrd": None if initrd is None else os.fspath(initrd)}
+    return Call("UPDATE", body, {**options, **paths})
+
+
+def abort(reason: str | None) -> Call[dict[str, Any]]:
+    return Call("ABORT", body, {"reason": reason})
+
+
+def watch() -> Call[dict[str, Any]]:
+    return Call("WATCH", body)
+
+
+def history() -> Call[list[dict[str, Any]]]:
+    return Call("HISTORY", lambda r: field_of(r, "history", list))
+
+
+# --- requests and replies ------------------------------------------------------------------
+def file_specs(files: Files) -> tuple[list[dict[str, str]], tuple[int, ...]]:
+    if len(files) > codec.MAX_FDS:
+        raise LuodError(
+            "too-many-fds",
+            f"{len(files)} files in one PRESERVE, at most {codec.MAX_FDS}",
+            "send the files in several PRESERVE requests",
+        )
+    specs, numbers = [], []
+    for name, value in files.items():
+        fd, kind = value if isinstance(value, tuple) else (value, "memfd")
+        specs.append({"name": name, "kind": kind})
+        numbers.append(fd if isinstance(fd, int) else fd.fileno())
+    return specs, tuple(numbers)
+
+
+def body(reply: Reply, fds: int = 0) -> dict[str, Any]:
+    """The reply's fields without the envelope; raises the LuodError of a failed request.
+
+    Stray fds on a reply that takes none are closed; the request still succeeded.
+    """
+    if reply.data.get("ok") is not True or (fds == 0 and reply.fds):
+        close_all(reply.fds)
+    if reply.data.get("ok") is not True:
+        raise error_of(reply.data)
+    if fds and len(reply.fds) != fds:
+        close_all(reply.fds)
+        raise LuodError(
+            "fd-count-mismatch",
+            f"{reply.data.get('reply')} reply came with {len(reply.fds)} fds, expected {fds}",
+            "client and luod disagree on the protocol: report it",
+        )
+    return {key: value for key, value in reply.data.items() if key not in _ENVELOPE}
+
+
+def nothing(reply: Reply) -> None:
+    body(reply)
+
+
+def field_of(reply: Reply, key: str, kind: type[T]) -> T:
+    value = body(reply).get(key)
+    if not isinstance(value, kind):
+        raise LuodError("internal", f"{reply.data.get('reply')} reply without {key!r}", "")
+    return value
+
+
+def one_fd(reply: Reply) -> OwnedFd:
+    body(reply, fds=1)
+    return reply.fds[0]
+
+
+def named_fds(reply: Reply) -> dict[str, OwnedFd]:
+    files = reply.data.get("files") if reply.data.get("ok") is True else []
+    names = [f.get("name") if isinstance(f, dict) else None for f in files or ()]
+    body(reply, fds=len(names))
+    named = {name: fd for name, fd in zip(names, reply.fds, strict=True) if isinstance(name, str)}
+    if len(named) != len(names):
+        close_all(reply.fds)
+        raise LuodError("internal", "RECLAIM reply with unusable file names", repr(names)[:80])
+    return named
+
+
+def error_of(message: dict[str, Any]) -> LuodError:
+    error = message.get("error")
+    error = error if isinstance(error, dict) else {}
+    errno = error.get("errno")
+    exc = LuodError(
+        str(error.get("code", "internal")),
+        str(error.get("message", "luod refused the request")),
+        str(error.get("hint", "")),
+        errno if isinstance(errno, int) and not isinstance(errno, bool) else None,
+    )
+    seq = message.get("seq")
+    exc.seq = seq if isinstance(seq, int) else None
+    exc.cmd = message.get("reply") if isinstance(message.get("reply"), str) else None
+    return exc
