@@ -8,6 +8,7 @@ import sys
 from bench import (
     abi_preflight,
     baseline,
+    fleet,
     handover,
     net_rebuild,
     orchestration,
@@ -24,6 +25,7 @@ def main() -> int:
         rest_load,
         systemd_blackout,
         net_rebuild,
+        fleet,
         abi_preflight,
     )
     for report in (module.report for module in reports):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import table
+from luod.cli.render import epoch
 from tests.vm.qemu import resolve_kernel
 from tests.vm.systemd import guest
 
@@ -76,11 +77,15 @@ def stamp(record: dict[str, Any], where: tuple[str, str]) -> float | None:
     kind, name = where
     if kind == "event":
         event = record["events"].get(name)
-        return event["realtime"] if event else None
+        return epoch(event) if event else None
     for phase in record["phases"]:
         if phase["to"] == name:
-            return float(phase["at"]["realtime"])
+            return epoch(phase["at"])
     return None
+
+
+def _epoch(moment: str | None) -> float | None:
+    return epoch(moment) if moment else None
 
 
 def seconds(value: float | None, origin: float | None) -> str:
@@ -95,11 +100,12 @@ def timeline(records: list[dict[str, Any]]) -> str:
     ]
     for vm in VMS:
         for label, name in PER_VM:
-            values = [r["vms"].get(vm, {}).get(name, {}).get("realtime") for r in records]
+            values = [_epoch(r["vms"].get(vm, {}).get(name)) for r in records]
             rows.append(
                 [f"{vm} {label}", *(seconds(v, o) for v, o in zip(values, origins, strict=True))]
             )
-        rows.append([f"{vm} blackout", *(f"{r['blackout'].get(vm) or 0:.3f} s" for r in records)])
+        blackouts = [r["blackout_seconds"].get(vm) or 0 for r in records]
+        rows.append([f"{vm} blackout", *(f"{b:.3f} s" for b in blackouts)])
     header = [
         "step (t = 0: FREEZE sent)",
         *(f"{mode_of(r)} kexec" for r in records),

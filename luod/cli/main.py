@@ -19,6 +19,7 @@ from luod.cli import render
 from luod.cli.client import DEFAULT_SOCKET, Api, ApiError, LocalError, Target, Unreachable
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_ABORTED, EXIT_UNREACHABLE = range(6)
+HISTORY_PAGE: Final = 500
 EXIT_OF_OUTCOME: Final = {
     "completed": EXIT_OK,
     "completed-with-unreclaimed": EXIT_ERROR,
@@ -89,15 +90,25 @@ def vm(api: Api, args: argparse.Namespace, out: Output) -> int:
 
 
 def history(api: Api, args: argparse.Namespace, out: Output) -> int:
-    doc = api.get("/v1/history")
-    if args.last is not None:
-        doc["history"] = doc["history"][-args.last :] if args.last else []
-    out.show(doc, render.history)
+    """The last N updates (all without --last), oldest first: luod pages them newest first,
+    ``next_cursor`` leads to older ones."""
+    wanted = args.last if args.last is not None else None
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while wanted is None or len(found) < wanted:
+        limit = HISTORY_PAGE if wanted is None else min(HISTORY_PAGE, wanted - len(found))
+        query = f"limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        page = api.get(f"/v1/history?{query}")
+        found += page["history"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    out.show({"history": found[::-1]}, render.history)
     return EXIT_OK
 
 
 def update_start(api: Api, args: argparse.Namespace, out: Output) -> int:
-    body = {**next_kernel(args), "deadlines": dict(args.deadline), "dry_run": args.dry_run}
+    body = {**next_kernel(args), "deadline_seconds": dict(args.deadline), "dry_run": args.dry_run}
     result = api.post("/v1/update", body)
     if args.dry_run:
         out.show(result, render.checks)

@@ -7,6 +7,7 @@ shown as they come: luod may add some, and an old luoctl must still say somethin
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 SYMBOL = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL"}
@@ -29,10 +30,21 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
     ]
 
 
-def clock(stamp: dict[str, Any] | None) -> str:
-    """Local wall time of a luod stamp; now for events that carry none (they are live)."""
-    realtime = float(stamp["realtime"]) if stamp else time.time()
+def epoch(moment: str) -> float:
+    """Seconds since the epoch of an API time (RFC 3339, UTC)."""
+    return datetime.fromisoformat(moment).timestamp()
+
+
+def clock(moment: str | None) -> str:
+    """Local wall time of an API time; now for events that carry none (they are live)."""
+    realtime = epoch(moment) if moment else time.time()
     return time.strftime("%H:%M:%S", time.localtime(realtime)) + f".{int(realtime % 1 * 1000):03d}"
+
+
+def local_time(moment: str | None) -> str:
+    if not moment:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch(moment)))
 
 
 def status(doc: dict[str, Any]) -> list[str]:
@@ -117,7 +129,7 @@ def abi(record: dict[str, Any]) -> list[str]:
 
 def blackout(record: dict[str, Any]) -> list[str]:
     """Per VM, freeze ack to done after the reboot: what the guests lived through."""
-    measured = {vm: s for vm, s in record.get("blackout", {}).items() if s is not None}
+    measured = {vm: s for vm, s in record.get("blackout_seconds", {}).items() if s is not None}
     if not measured:
         return []
     lines = [f"  {vm:<20}{seconds:.3f} s" for vm, seconds in sorted(measured.items())]
@@ -131,7 +143,7 @@ def uplink(record: dict[str, Any]) -> list[str]:
     boot, up = events.get("kernel_boot"), events.get("uplink_up")
     if not (link and boot and up):
         return []
-    after = up["realtime"] - boot["realtime"]
+    after = epoch(up) - epoch(boot)
     return [f"host uplink {link} up {after:.3f} s after the new kernel booted"]
 
 
@@ -154,12 +166,13 @@ def event(name: str, data: dict[str, Any]) -> list[str]:
 
 
 def history(doc: dict[str, Any]) -> list[str]:
+    """The updates in ``doc`` (as luoctl assembles them: oldest first, a log)."""
     rows = []
     for record in doc["history"]:
-        measured = [s for s in record.get("blackout", {}).values() if s is not None]
+        measured = [s for s in record.get("blackout_seconds", {}).values() if s is not None]
         rows.append(
             [
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["finished"])),
+                local_time(record.get("ended_at")),
                 record["id"],
                 record["outcome"],
                 record["request"]["kernel"],

@@ -90,6 +90,12 @@ SETTINGS: Final = (
     Setting("api.tls_cert", None, _optional_path, "TLS certificate for TCP"),
     Setting("api.tls_key", None, _optional_path, "TLS key for TCP"),
     Setting(
+        "api.public_metrics",
+        False,
+        _bool,
+        "on TCP, serve /metrics and /v1/health without the token (scrapers, load balancers)",
+    ),
+    Setting(
         "custody.mode",
         "auto",
         _choice("auto", "systemd", "keeper", "memory"),

@@ -117,6 +117,7 @@ def apply_config(args: argparse.Namespace, cfg: config.Config) -> None:
     for key in ("token_file", "tls_cert", "tls_key"):
         if getattr(args, f"api_{key}") is None and cfg[f"api.{key}"]:
             setattr(args, f"api_{key}", Path(cfg[f"api.{key}"]))
+    args.api_public_metrics = cfg["api.public_metrics"]
     args.config_values = cfg
 
 
@@ -310,6 +311,7 @@ async def _serve_api(
             tls_cert=args.api_tls_cert,
             tls_key=args.api_tls_key,
             unix_sock=activated,
+            public_metrics=args.api_public_metrics,
         )
 
     try:

@@ -49,6 +49,7 @@ class Handover:
     kho_compatible: str = KHO_COMPATIBLE  # what the handing-over kernel wrote
     luo_compatible: str = LUO_COMPATIBLE
     image: str = ""  # the image it kexec'd into
+    release: str | None = None  # the next boot's uname -r, from the image's header
 
 
 def write_file(directory: Path, name: str, fd: int, size: int) -> None:
@@ -104,6 +105,7 @@ def _parse(data: dict[str, Any]) -> Handover:
         kho_compatible=str(data.get("kho_compatible", KHO_COMPATIBLE)),
         luo_compatible=str(data.get("luo_compatible", LUO_COMPATIBLE)),
         image=str(data.get("image", "")),
+        release=data.get("release"),
     )
 
 

@@ -32,6 +32,7 @@ What the simulator cannot reproduce — their contract tests run on the real ker
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import select
@@ -62,6 +63,7 @@ SESSIONS_PER_BLOCK: Final = 51
 MAX_BLOCKS: Final = 10000
 DEFAULT_CMDLINE: Final = "console=ttyS0 kho=on liveupdate=on"
 SIM_RELEASE: Final = _simabi.SIM_RELEASE
+BZIMAGE_VERSION_POINTER: Final = 0x20E  # boot protocol: kernel_version, relative to 0x200
 _DEVICE_NRS: Final = (uapi.CREATE_SESSION, uapi.RETRIEVE_SESSION)
 _SESSION_CMDS: Final = {
     0x40: uapi.SESSION_PRESERVE_FD,
@@ -105,7 +107,7 @@ class SimKernel:
         self._device: tuple[OwnedFd, tuple[int, int]] | None = None
         self._deserialized: int | None = None  # None: not yet; 0: ok; errno: sticky failure
         self._poisoned = False
-        self._image: tuple[str, str] | None = None
+        self._image: tuple[str, str, str] | None = None  # path, cmdline, release
         self._gone = False
         self._retrieve_faults: dict[tuple[str, int], int] = {}
         self._reboot_fault = 0
@@ -121,6 +123,8 @@ class SimKernel:
         self.cmdline = cmdline or DEFAULT_CMDLINE
         self._handover_files: list[tuple[str, list[IncomingFile]]] = []
         self.kernel = _simabi.booted_kernel(taken[0] if taken else None, read_abi)
+        if taken and taken[0].release and self.kernel is _simabi.NATIVE:  # unread image
+            self.kernel = dataclasses.replace(self.kernel, release=taken[0].release)
         self.image = Path(taken[0].image) if taken and taken[0].image else None
         self.cold_boot = taken is None
         if taken is None:
@@ -183,7 +187,8 @@ class SimKernel:
             header = os.pread(kernel.fileno(), 4, 0x202)
             if header != b"HdrS":
                 raise fail(errno.ENOEXEC)
-            self._image = (os.readlink(f"/proc/self/fd/{kernel.fileno()}"), cmdline.decode())
+            path = os.readlink(f"/proc/self/fd/{kernel.fileno()}")
+            self._image = (path, cmdline.decode(), _image_release(kernel.fileno()))
 
     def kexec_unload(self) -> None:
         with self._lock:
@@ -201,7 +206,7 @@ class SimKernel:
                 code, self._reboot_fault = self._reboot_fault, 0
                 raise fail(code)  # a LUO freeze failure: rolled back, nothing serialized
             self._reap()
-            self._serialize(self._image[1], self._image[0])
+            self._serialize(self._image[1], self._image[0], self._image[2])
             image = self._image[0]
             self.close()
         raise SimulatedKexec(f"kexec into {image}")
@@ -444,7 +449,7 @@ class SimKernel:
             file.data = None  # unretrieved files are destroyed
         session.incoming_files.clear()
 
-    def _serialize(self, next_cmdline: str, image: str) -> None:
+    def _serialize(self, next_cmdline: str, image: str, next_release: str) -> None:
         staging = Path(tempfile.mkdtemp(prefix=".handover-", dir=self.state_dir))
         handover = _simdisk.Handover(
             liveupdate_num=self.liveupdate_number + 1,
@@ -456,6 +461,7 @@ class SimKernel:
             kho_compatible=self.kernel.kho or "",
             luo_compatible=self.kernel.luo or "",
             image=image,
+            release=next_release,
         )
         for index, session in enumerate(self._outgoing.values()):
             record = _simdisk.SessionRecord(session.name)
@@ -470,6 +476,17 @@ class SimKernel:
                 record.files.append(saved)
             handover.sessions.append(record)
         _simdisk.save(self.state_dir, handover, staging)
+
+
+def _image_release(fd: int) -> str:
+    """The release an x86 bzImage boots (its header's version string up to the first space,
+    as ``file`` shows it), or SIM_RELEASE for an image without one (the tests' stubs)."""
+    pointer = int.from_bytes(os.pread(fd, 2, BZIMAGE_VERSION_POINTER), "little")
+    if not pointer:
+        return SIM_RELEASE
+    text = os.pread(fd, 256, pointer + 0x200).split(b"\0")[0].split(b" ")[0]
+    release = text.decode("ascii", "replace")
+    return release if release.isprintable() and release else SIM_RELEASE
 
 
 def _read_size(view: memoryview) -> int:

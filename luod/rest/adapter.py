@@ -22,7 +22,7 @@ from luod.core import preflight, timeline
 from luod.core.model import VmRecord
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
-from luod.rest import models
+from luod.rest import models, records
 from luod.rest.events import EventHub, Subscription
 from luod.rest.facade import PreflightRefused
 
@@ -92,7 +92,7 @@ class DaemonFacade:
             kernel=info.release,
             luo_supported=info.device_present,
             liveupdate_number=info.liveupdate_number,
-            phase=str(self.driver.machine.phase),
+            phase=self.driver.machine.phase,
             vms=len(self.registry.vms),
             sessions=sum(not s.closed for s in self.registry.sessions.values()),
             files=len(files),
@@ -110,13 +110,12 @@ class DaemonFacade:
     def _update(self) -> models.UpdateState:
         record = self.driver.record
         return models.UpdateState(
-            phase=str(self.driver.machine.phase),
+            phase=self.driver.machine.phase,
             update=_record(record) if record else None,
         )
 
     def _history(self) -> models.History:
-        entries = timeline.read_history(self.registry.state_dir)
-        return models.History(history=[models.HistoryRecord.model_validate(e) for e in entries])
+        return records.history(timeline.read_history(self.registry.state_dir))
 
     # --- the update -----------------------------------------------------------------------------
     async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
@@ -153,7 +152,7 @@ def _root_only(uid: int, what: str) -> None:
 
 
 def _request(request: models.PreflightRequest, uid: int) -> UpdateRequest:
-    deadlines = getattr(request, "deadlines", {})
+    deadlines = getattr(request, "deadline_seconds", {})
     return UpdateRequest(
         Path(request.kernel),
         Path(request.initrd) if request.initrd else None,
@@ -170,7 +169,7 @@ def _checks(checks: list[preflight.Check]) -> list[models.Check]:
 
 
 def _record(record: timeline.UpdateRecord) -> models.UpdateRecord:
-    return models.UpdateRecord.model_validate(record.to_dict())
+    return records.update_record(record.to_dict())
 
 
 def _vm(vm: VmRecord) -> models.Vm:
@@ -178,7 +177,7 @@ def _vm(vm: VmRecord) -> models.Vm:
         id=vm.id,
         owner_uid=vm.owner.uid,
         mode=vm.mode.value,
-        state=str(vm.state),
+        state=vm.state,
         session=vm.session,
         files=[models.VmFile.model_validate(f.to_dict()) for f in vm.files.values()],
         note=vm.note,

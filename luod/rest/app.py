@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -24,8 +24,8 @@ from pydantic import TypeAdapter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import luod
-from luod.rest import models, problems
-from luod.rest.auth import TOKEN_KEY, peer_uid, require_bearer
+from luod.rest import models, problems, records
+from luod.rest.auth import PUBLIC_SECURITY, TOKEN_KEY, peer_uid, require_bearer
 from luod.rest.events import KEEPALIVE, sse
 from luod.rest.facade import EventStream, RestFacade
 from luod.rest.metrics import Scrape
@@ -33,15 +33,39 @@ from luod.vmm.codec import VM_ID
 
 KEEPALIVE_SECONDS: Final = 15.0
 ALWAYS: Final = (401, 500)
+TAGS: Final = [
+    {"name": "host", "description": "luod and the host: health, status, the VMs luod holds."},
+    {"name": "update", "description": "Preflight, start, follow and abort a live update."},
+    {"name": "history", "description": "Updates that ended, newest first, paged by cursor."},
+    {"name": "metrics", "description": "Prometheus metrics of luod and its updates."},
+]
+DESCRIPTION: Final = """luod's REST API: the contract for fleet tooling (and luoctl).
+
+- Over the unix socket (default /run/luod/api.sock) it needs no token: the socket's mode and
+  group guard it, and mutations need root (SO_PEERCRED). Over TCP every request needs the
+  bearer token, except `/v1/health` and `/metrics` when luod.toml says
+  `api.public_metrics = true`.
+- Times are RFC 3339 strings in UTC; durations are seconds, in fields named `*_seconds`.
+- Errors are RFC 9457 `application/problem+json` documents: `type` is `urn:luod:problem:CODE`,
+  one per kind of error, `code` is luod's error code (as on the VMM socket), `hint` says what
+  to do.
+- Enumerations (phase, VM state, outcome, reason code) may grow: treat an unknown value as
+  "something else", never as an error."""
 REF: Final = "#/components/schemas/{model}"
 SSE_REF: Final = "#/components/schemas/ServerSentEvent"
+TIME: Final = TypeAdapter(models.Time | None)
 SSE_SCHEMA: Final = {
     "description": "One event of the stream: its name, and its data as one JSON object.",
     "type": "object",
     "required": ["event", "data"],
     "properties": {
-        "event": {"type": "string", "examples": ["STATE", "PHASE", "VM_PROGRESS", "UPDATE_END"]},
+        "event": {
+            "description": "The event's name (its `event:` line).",
+            "type": "string",
+            "examples": ["STATE", "PHASE", "VM_PROGRESS", "UPDATE_END"],
+        },
         "data": {
+            "description": "The event as one JSON object (its `data:` line).",
             "type": "string",
             "contentMediaType": "application/json",
             "contentSchema": {"$ref": "#/components/schemas/Event"},
@@ -60,6 +84,8 @@ def create_app(facade: RestFacade, *, keepalive: float = KEEPALIVE_SECONDS) -> F
         title="luod",
         version=luod.__version__,
         summary="Live updates of a hypervisor host's kernel (Linux Live Update Orchestrator).",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
         dependencies=[Depends(require_bearer)],
         docs_url=None,  # the HTML docs load scripts from a CDN: not from a hypervisor host
         redoc_url=None,
@@ -79,8 +105,16 @@ def _v1(facade: RestFacade, keepalive: float) -> APIRouter:
 
     @router.get(
         "/events",
+        operation_id="watchEvents",
+        tags=["update"],
+        summary="Follow the updates live",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": {"$ref": SSE_REF}}}}},
+        responses={
+            200: {
+                "description": "The event stream, until the client goes or falls behind.",
+                "content": {"text/event-stream": {"schema": {"$ref": SSE_REF}}},
+            }
+        },
         description=SSE_DOC,
     )
     async def events() -> StreamingResponse:
@@ -96,31 +130,72 @@ def _v1(facade: RestFacade, keepalive: float) -> APIRouter:
 
 
 def _read_routes(router: APIRouter, facade: RestFacade) -> None:
-    @router.get("/health")
+    @router.get(
+        "/health",
+        operation_id="getHealth",
+        tags=["host"],
+        summary="Is luod answering",
+        openapi_extra=PUBLIC_SECURITY,
+    )
     async def health() -> models.Health:
+        """luod answers, and its version (for load balancers and probes: over TCP it needs no
+        token when `api.public_metrics` is on)."""
         return models.Health(version=facade.version())
 
-    status_json, vms_json, vm_json, history_json = _Encoded(), _Encoded(), _Encoded(), _Encoded()
+    status_json, vms_json, vm_json = _Encoded(), _Encoded(), _Encoded()
 
-    @router.get("/status", response_model=models.Status)
+    @router.get(
+        "/status", response_model=models.Status, operation_id="getStatus", tags=["host"],
+        summary="luod, the running kernel, the update phase",
+    )  # fmt: skip
     async def status() -> Response:
+        """The host as luod sees it: its kernel and LUO support, the update phase, how many
+        VMs, sessions, files and bytes luod holds."""
         return status_json(await facade.status())
 
-    @router.get("/vms", response_model=models.VmList)
+    @router.get(
+        "/vms", response_model=models.VmList, operation_id="listVms", tags=["host"],
+        summary="The VMs luod holds",
+    )  # fmt: skip
     async def vms() -> Response:
+        """Every VM luod knows, with its state and its preserved files."""
         return vms_json(await facade.vms())
 
-    @router.get("/vms/{vm_id}", response_model=models.Vm, responses=problems.responses(404, 422))
-    async def vm(vm_id: Annotated[str, PathParam(pattern=f"^{VM_ID.pattern}$")]) -> Response:
+    @router.get(
+        "/vms/{vm_id}", response_model=models.Vm, operation_id="getVm", tags=["host"],
+        summary="One VM", responses=problems.responses(404, 422),
+    )  # fmt: skip
+    async def vm(
+        vm_id: Annotated[str, PathParam(pattern=f"^{VM_ID.pattern}$", description="The VM's id.")],
+    ) -> Response:
+        """One VM, its state and its files; 404 `unknown-vm` if luod does not know it."""
         return vm_json(await facade.vm(vm_id))
 
-    @router.get("/history", response_model=models.History)
-    async def history() -> Response:
-        return history_json(await facade.history())
+    @router.get(
+        "/history", response_model=models.History, operation_id="getHistory",
+        tags=["history"], summary="Updates that ended", responses=problems.responses(422),
+    )  # fmt: skip
+    async def history(
+        cursor: Annotated[
+            str | None,
+            Query(max_length=64, description="next_cursor of the previous page."),
+        ] = None,
+        limit: Annotated[
+            int, Query(ge=1, le=records.MAX_PAGE, description="Records per page at most.")
+        ] = records.DEFAULT_PAGE,
+    ) -> models.History:
+        """Updates that ended (completed, aborted, refused, failed), newest first, `limit` at
+        a time; follow `next_cursor` for older ones. 422 `bad-cursor` for a cursor luod did
+        not hand out."""
+        return records.page(await facade.history(), cursor, limit)
 
-    @router.post("/preflight", responses=problems.responses(422))
+    @router.post(
+        "/preflight", operation_id="runPreflight", tags=["update"],
+        summary="Check a next kernel", responses=problems.responses(422),
+    )  # fmt: skip
     async def preflight(body: models.PreflightRequest) -> models.PreflightResult:
-        """Run the preflight checks for this next kernel; nothing starts."""
+        """Run every preflight check for this next kernel; nothing starts, nothing changes.
+        `ok` is false when a check fails (the update would be refused)."""
         return await facade.preflight(body)
 
 
@@ -173,6 +248,9 @@ def _update_routes(router: APIRouter, facade: RestFacade) -> None:
         "/update",
         status_code=202,
         response_model=models.UpdateRecord,
+        operation_id="startUpdate",
+        tags=["update"],
+        summary="Start an update",
         responses={
             200: {"model": models.PreflightResult, "description": "dry_run: the checks"},
             202: {"description": "Started: the update record, in phase preparing"},
@@ -180,25 +258,38 @@ def _update_routes(router: APIRouter, facade: RestFacade) -> None:
         },
     )
     async def start(body: models.UpdateStartRequest, request: Request) -> Response:
-        """Start an update (preflight first: a refusal is 422 `preflight-failed` with the
-        checks); 409 `update-running` while one runs."""
+        """Start an update (root): preflight first (a refusal is 422 `preflight-failed` with
+        the checks), then prepare, freeze and kexec in the background; follow it with
+        `GET /v1/update` or `GET /v1/events`. 409 `update-running` while one runs."""
         if body.dry_run:
             return JSONResponse(_dump(await facade.preflight(body)))
         record = await facade.start_update(body, peer_uid(request))
         return JSONResponse(_dump(record), status_code=202, headers={"Location": "/v1/update"})
 
-    @router.get("/update")
+    @router.get(
+        "/update", operation_id="getUpdate", tags=["update"],
+        summary="The running or last update",
+    )  # fmt: skip
     async def current() -> models.UpdateState:
+        """The phase luod is in, and the running update (or the last one, once it ended;
+        after a kexec, the update being reclaimed)."""
         return await facade.update()
 
-    @router.post("/update/abort", responses=problems.responses(403, 409, 422))
+    @router.post(
+        "/update/abort", operation_id="abortUpdate", tags=["update"],
+        summary="Abort the running update", responses=problems.responses(403, 409, 422),
+    )  # fmt: skip
     async def abort(
         request: Request, body: models.AbortRequest | None = None
     ) -> models.AbortResult:
-        """Abort the running update; answers once every VM got RESUME."""
+        """Abort the running update (root, before the kexec); answers once every VM got
+        RESUME. 409 `wrong-state` when there is nothing to abort."""
         return await facade.abort(body.reason if body else None, peer_uid(request))
 
-    @router.delete("/update", responses=problems.responses(403, 409))
+    @router.delete(
+        "/update", operation_id="cancelUpdate", tags=["update"],
+        summary="Abort the running update", responses=problems.responses(403, 409),
+    )  # fmt: skip
     async def delete(request: Request) -> models.AbortResult:
         """The same as `POST /v1/update/abort` without a reason."""
         return await facade.abort(None, peer_uid(request))
@@ -207,16 +298,28 @@ def _update_routes(router: APIRouter, facade: RestFacade) -> None:
 def _metrics(app: FastAPI, facade: RestFacade) -> None:
     @app.get(
         "/metrics",
+        operation_id="getMetrics",
+        tags=["metrics"],
+        summary="Prometheus metrics",
         response_class=Response,
+        openapi_extra=PUBLIC_SECURITY,
         responses={
-            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+            200: {
+                "description": "The metrics, in Prometheus' text format.",
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            },
             **problems.responses(*ALWAYS),
         },
     )
     async def metrics() -> Response:
-        """Prometheus metrics: phase, VMs, sessions, preserved bytes, blackouts, outcomes."""
-        scrape = Scrape(await facade.status(), await facade.history())
-        return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics: build info (version, kernel), phase, VMs by state, sessions,
+        preserved bytes, updates by outcome and by reason, histograms of the blackout per VM
+        and of each phase's duration, the last update's blackout per VM, process metrics.
+        Over TCP it needs no token when `api.public_metrics` is on."""
+        status, vms, history = await facade.status(), await facade.vms(), await facade.history()
+        return Response(
+            generate_latest(Scrape(status, vms, history)), media_type=CONTENT_TYPE_LATEST
+        )
 
 
 async def _event_stream(
@@ -232,9 +335,16 @@ async def _event_stream(
                 continue
             except StopAsyncIteration:
                 return
-            yield sse(event)
+            yield sse(_rest_event(event))
     finally:
         stream.close()
+
+
+def _rest_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A driver event as the API describes it: a PHASE's clock stamp as an RFC 3339 time."""
+    if event.get("event") == "PHASE" and isinstance(event.get("at"), dict):
+        return {**event, "at": TIME.dump_python(records.time_of(event["at"]), mode="json")}
+    return event
 
 
 def _dump(model: models.Response) -> dict[str, Any]:
@@ -246,7 +356,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     error responses, and the events of the SSE stream."""
     if app.openapi_schema is None:
         spec = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            tags=app.openapi_tags,
+            routes=app.routes,
         )
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         extra: dict[str, Any] = {"Problem": models.Problem, "Event": models.Event}

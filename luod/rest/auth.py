@@ -2,7 +2,8 @@
 it), and, over TCP, whoever presents the bearer token from luod's token file.
 
 The TCP listener marks each request's ASGI scope with the token it requires
-(``listener_app``); the ``require_bearer`` dependency checks it. Requests over the unix socket
+(``listener_app``), and with PUBLIC_KEY when ``/metrics`` and ``/v1/health`` are public there;
+the ``require_bearer`` dependency checks it. Requests over the unix socket
 carry no mark, so they need no token. The scope also carries the caller's uid when the
 server learned it from SO_PEERCRED (see luod.rest.serve).
 """
@@ -22,6 +23,12 @@ from luod.errors import LuodError
 
 TOKEN_KEY: Final = "luod.bearer"
 PEER_UID_KEY: Final = "luod.peer_uid"
+PUBLIC_KEY: Final = "luod.public"
+PUBLIC_PATHS: Final = frozenset({"/metrics", "/v1/health"})
+"""Served without the token on a listener marked PUBLIC_KEY (``api.public_metrics``): scrapers
+and load balancers carry no secrets, and these two reveal nothing an update depends on."""
+PUBLIC_SECURITY: Final[dict[str, Any]] = {"security": [{}, {"HTTPBearer": []}]}
+"""Their OpenAPI security: none (when public) or the bearer token."""
 MIN_TOKEN_CHARS: Final = 16
 
 bearer_scheme = HTTPBearer(
@@ -45,6 +52,8 @@ async def require_bearer(
 ) -> None:
     expected = request.scope.get(TOKEN_KEY)
     if expected is None:
+        return
+    if request.scope.get(PUBLIC_KEY) and request.url.path in PUBLIC_PATHS:
         return
     given = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(given.encode(), str(expected).encode()):

@@ -1,31 +1,59 @@
-"""Prometheus metrics, computed from the facade's status and history at each scrape.
+"""Prometheus metrics, computed from the facade's status, VMs and history at each scrape.
 
-A collector rather than gauges updated in place: luod's state lives in the registry and the
-update driver, and reading it at scrape time can never drift from it. Update outcomes are
-counted from the history file, so the counter survives luod restarts and kexecs.
+A collector rather than metrics updated in place: luod's state lives in the registry and the
+update driver, and reading it at scrape time can never drift from it. Everything about updates
+comes from the history file (``luod_updates_total``, the histograms of blackouts and phase
+durations, the last blackout), so it survives luod restarts and kexecs: a host's counters only
+ever grow, as Prometheus expects of a counter, and the last blackout stays visible after the
+update ended (until the next update measures one). Process metrics are prometheus_client's.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from luod.core.model import VmState
 from luod.core.orchestrator import Phase
 from luod.rest import models
 
+BLACKOUT_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+PHASE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+ENDED: Final = tuple(str(o) for o in models.Outcome if o is not models.Outcome.RUNNING)
+PROCESS: Final = ProcessCollector(registry=None)
+
 
 class Scrape(Collector):
-    """One scrape's metrics (``generate_latest(Scrape(status, history))``)."""
+    """One scrape's metrics (``generate_latest(Scrape(status, vms, history))``); ``history``
+    is the whole history, newest first (``RestFacade.history``)."""
 
-    def __init__(self, status: models.Status, history: models.History) -> None:
-        self.status, self.history = status, history
+    def __init__(self, status: models.Status, vms: models.VmList, history: models.History):
+        self.status, self.vms, self.history = status, vms, history.history
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         status = self.status
+        build = GaugeMetricFamily(
+            "luod_build_info", "luod's version and the running kernel", labels=["version", "kernel"]
+        )
+        build.add_metric([status.version, status.kernel], 1.0)
+        yield build
         yield _phase(status.phase)
+        yield GaugeMetricFamily(
+            "luod_update_running",
+            "1 while an update runs (any phase but idle)",
+            value=float(status.phase is not Phase.IDLE),
+        )
         for name, value, doc in (
             ("luod_vms", status.vms, "VMs luod knows"),
             ("luod_sessions", status.sessions, "LUO sessions luod holds"),
@@ -34,17 +62,44 @@ class Scrape(Collector):
             ("luod_liveupdate_number", status.liveupdate_number, "Live updates of this host"),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
-        history = self.history.history
+        yield _vm_states(vm.state for vm in self.vms.vms)
+        yield from self._updates()
+        yield from PROCESS.collect()
+
+    def _updates(self) -> Iterator[Metric]:
+        history = self.history
         yield _outcomes(record.outcome for record in history)
-        yield _last_blackout(history[-1].blackout if history else {})
+        yield _failures(history)
+        yield _histogram(
+            "luod_update_blackout_seconds",
+            "Per VM and update, freeze ack to done across the kexec",
+            BLACKOUT_BUCKETS,
+            {(): [s for r in history for s in r.blackout_seconds.values() if s is not None]},
+        )
+        yield _histogram(
+            "luod_update_phase_duration_seconds",
+            "Time spent in each phase of an update (phases left)",
+            PHASE_BUCKETS,
+            _phase_durations(history),
+            label="phase",
+        )
+        yield _last_blackout(history)
 
 
-def _phase(current: str) -> GaugeMetricFamily:
+def _phase(current: Phase) -> GaugeMetricFamily:
     family = GaugeMetricFamily(
         "luod_update_phase", "1 for the update phase luod is in", labels=["phase"]
     )
-    for phase in {*map(str, Phase), current}:
-        family.add_metric([phase], 1.0 if phase == current else 0.0)
+    for phase in Phase:
+        family.add_metric([str(phase)], 1.0 if phase == current else 0.0)
+    return family
+
+
+def _vm_states(states: Iterable[VmState]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily("luod_vms_by_state", "VMs luod knows, by state", labels=["state"])
+    counts = Counter(states)
+    for state in VmState:
+        family.add_metric([str(state)], counts[state])
     return family
 
 
@@ -52,21 +107,70 @@ def _outcomes(outcomes: Iterable[str]) -> CounterMetricFamily:
     family = CounterMetricFamily(
         "luod_updates", "Updates that ended, by outcome (from the history)", labels=["outcome"]
     )
-    counts = Counter(outcomes)
-    for outcome in ("completed", "completed-with-unreclaimed", "aborted", "failed", "refused"):
-        counts.setdefault(outcome, 0)
-    for outcome, count in sorted(counts.items()):
-        family.add_metric([outcome], count)
+    counts = Counter(str(o) for o in outcomes)
+    for outcome in ENDED:
+        family.add_metric([outcome], counts[outcome])
     return family
 
 
-def _last_blackout(blackout: dict[str, float | None]) -> GaugeMetricFamily:
+def _failures(history: Sequence[models.UpdateRecord]) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "luod_update_failures",
+        "Updates that did not complete cleanly, by outcome and reason code",
+        labels=["outcome", "reason"],
+    )
+    counts = Counter(
+        (str(r.outcome), str(r.reason_code))
+        for r in history
+        if r.outcome not in (models.Outcome.COMPLETED, models.Outcome.RUNNING)
+    )
+    for (outcome, reason), count in sorted(counts.items()):
+        family.add_metric([outcome, reason], count)
+    return family
+
+
+def _phase_durations(history: Sequence[models.UpdateRecord]) -> dict[tuple[str, ...], list[float]]:
+    """Per phase, how long each update stayed in it: from entering it to the next transition
+    (a phase the update is still in is not counted yet)."""
+    found: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    for record in history:
+        for entered, left in zip(record.phases, record.phases[1:], strict=False):
+            seconds = (left.at - entered.at).total_seconds()
+            found[(str(entered.to),)].append(max(seconds, 0.0))
+    return found
+
+
+def _histogram(
+    name: str,
+    doc: str,
+    buckets: Sequence[float],
+    samples: dict[tuple[str, ...], list[float]],
+    label: str | None = None,
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=[label] if label else None)
+    for labels, values in sorted(samples.items()):
+        counts = [0] * (len(buckets) + 1)
+        for value in values:
+            counts[bisect_left(buckets, value)] += 1
+        cumulative, running = [], 0
+        for bound, count in zip([*map(str, buckets), "+Inf"], counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        family.add_metric(list(labels), cumulative, sum_value=sum(values))
+    return family
+
+
+def _last_blackout(history: Sequence[models.UpdateRecord]) -> GaugeMetricFamily:
+    """The newest update that measured a blackout: it stays visible until the next does."""
     family = GaugeMetricFamily(
         "luod_last_update_blackout_seconds",
-        "Per VM, freeze ack to done in the last update that ended",
+        "Per VM, freeze ack to done in the last update that measured one",
         labels=["vm"],
     )
-    for vm, seconds in sorted(blackout.items()):
-        if seconds is not None:
-            family.add_metric([vm], seconds)
+    for record in history:
+        measured = {vm: s for vm, s in record.blackout_seconds.items() if s is not None}
+        if measured:
+            for vm, seconds in sorted(measured.items()):
+                family.add_metric([vm], seconds)
+            break
     return family

@@ -1,16 +1,23 @@
 """Every request and response body of the REST API, as pydantic models (the OpenAPI is made
-from them, so they say exactly what travels).
+from them, so they say exactly what travels, every field described).
 
-Requests are strict (unknown fields and wrong types are refused, naming the field) and mirror
-the VMM socket's limits (api/vmm-protocol.md §10). Responses keep open-ended words (phase,
-state, outcome) as plain strings with examples: clients must accept values they do not know.
+The contract for fleet tooling (api/openapi.json, drift-tested):
+- times are RFC 3339 strings in UTC (``2031-05-01T12:00:00.250000Z``), durations are seconds
+  in fields whose name ends in ``_seconds``;
+- phases, VM states and outcomes are enums (``Phase``, ``VmState``, ``Outcome``, ``ReasonCode``);
+- requests are strict (unknown fields and wrong types are refused, naming the field) and mirror
+  the VMM socket's limits (api/vmm-protocol.md §10).
+luod.rest.records turns luod's internal records into these models.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,11 +27,14 @@ from pydantic import (
     field_validator,
 )
 
+from luod.core.model import VmState
 from luod.core.orchestrator import Phase
 from luod.vmm.codec import DEADLINE_PHASES, MAX_DEADLINE
 
 NO_NUL = r"^[^\x00]*$"
 Path = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_NUL)]
+Time = Annotated[datetime, AwareDatetime]
+"""An RFC 3339 time in UTC (luod's realtime clock, microseconds)."""
 
 
 def _string(max_length: int, min_length: int = 0) -> dict[str, object]:
@@ -42,22 +52,41 @@ OptionalText = Annotated[
     str | None, Field(max_length=4096, pattern=NO_NUL), WithJsonSchema(_string(4096))
 ]
 Reason = Annotated[str | None, Field(max_length=512, pattern=NO_NUL), WithJsonSchema(_string(512))]
+
+
 DeadlinePhase = Literal[DEADLINE_PHASES]  # type: ignore[valid-type]
 Seconds = Annotated[float, Field(gt=0, le=MAX_DEADLINE, allow_inf_nan=False, strict=True)]
-PhaseName = Annotated[str, Field(examples=[str(p) for p in Phase])]
-Outcome = Annotated[
-    str,
-    Field(
-        examples=[
-            "running",
-            "refused",
-            "aborted",
-            "failed",
-            "completed",
-            "completed-with-unreclaimed",
-        ]
-    ),
-]
+
+
+class Outcome(StrEnum):
+    """How an update ended (``running`` while it has not)."""
+
+    RUNNING = "running"
+    REFUSED = "refused"
+    ABORTED = "aborted"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    COMPLETED_WITH_UNRECLAIMED = "completed-with-unreclaimed"
+
+
+class ReasonCode(StrEnum):
+    """Why an update did not simply complete, as a stable word (``reason`` has the details):
+    ``preflight-failed`` (refused, nothing changed), ``deadline`` (a VMM did not answer in
+    time), ``vm-refused`` (a VMM answered with an error), ``operator`` (an explicit abort),
+    ``luod-stopping``, ``reboot-failed`` (the kernel rolled the freeze back),
+    ``kexec-timeout`` (systemd never stopped luod), ``unreclaimed`` (VMs not reclaimed in the
+    grace period), ``other`` (any other luod error code); ``none`` when it completed."""
+
+    NONE = "none"
+    PREFLIGHT_FAILED = "preflight-failed"
+    DEADLINE = "deadline"
+    VM_REFUSED = "vm-refused"
+    OPERATOR = "operator"
+    LUOD_STOPPING = "luod-stopping"
+    REBOOT_FAILED = "reboot-failed"
+    KEXEC_TIMEOUT = "kexec-timeout"
+    UNRECLAIMED = "unreclaimed"
+    OTHER = "other"
 
 
 class Request(BaseModel):
@@ -73,8 +102,8 @@ class PreflightRequest(Request):
     """The next kernel, and its command line: given, or the running kernel's (``reuse_cmdline``).
     Exactly one of the two, so an update never boots a command line nobody chose."""
 
-    kernel: Path = Field(description="Path of the next kernel image (a bzImage).")
-    initrd: OptionalPath = None
+    kernel: Path = Field(description="Path of the next kernel image (a bzImage) on the host.")
+    initrd: OptionalPath = Field(default=None, description="Path of its initrd, if any.")
     reuse_cmdline: StrictBool = Field(
         default=False, description="Boot the next kernel with the running kernel's command line."
     )
@@ -114,86 +143,89 @@ class PreflightRequest(Request):
 
 
 class UpdateStartRequest(PreflightRequest):
-    deadlines: dict[DeadlinePhase, Seconds] = Field(
+    deadline_seconds: dict[DeadlinePhase, Seconds] = Field(
         default_factory=dict,
-        description="Seconds per phase, replacing the defaults for this update.",
+        description="Seconds per phase (preparing, freezing, frozen, reclaiming, aborting), "
+        "replacing luod's configured deadlines for this update.",
     )
     dry_run: StrictBool = Field(default=False, description="Only run the preflight checks.")
 
 
 class AbortRequest(Request):
-    reason: Reason = None
+    reason: Reason = Field(
+        default=None, description="Recorded in the update, and sent to the VMMs with RESUME."
+    )
 
 
 # --- responses ----------------------------------------------------------------------------------
 class Health(Response):
-    status: Literal["ok"] = "ok"
-    version: str
+    status: Literal["ok"] = Field(default="ok", description="Always ok: luod answers.")
+    version: str = Field(description="luod's version.")
 
 
 class Status(Response):
-    host: str
-    kernel: str = Field(description="Release of the running kernel.")
+    host: str = Field(description="The host's name.")
+    kernel: str = Field(description="Release of the running kernel (uname -r).")
     luo_supported: bool = Field(description="/dev/liveupdate is present.")
     liveupdate_number: int = Field(description="Live updates this machine went through.")
-    phase: PhaseName
-    vms: int
+    phase: Phase = Field(description="The update phase luod is in (idle: none running).")
+    vms: int = Field(description="VMs luod knows.")
     sessions: int = Field(description="LUO sessions luod holds.")
     files: int = Field(description="Files (fds) preserved in those sessions.")
-    preserved_bytes: int
-    backend: str = Field(examples=["kernel", "sim"])
-    version: str
+    preserved_bytes: int = Field(description="Bytes of those files.")
+    backend: str = Field(
+        examples=["kernel", "sim"], description="kernel: /dev/liveupdate; sim: the simulator."
+    )
+    version: str = Field(description="luod's version.")
 
 
 class Check(Response):
     id: str = Field(
-        examples=["device", "kho", "kernel-image", "next-cmdline", "handover", "handover-abi"]
+        examples=["device", "kho", "kernel-image", "next-cmdline", "handover", "handover-abi"],
+        description="The check's stable name.",
     )
-    status: Literal["pass", "warn", "fail"]
-    message: str
-    hint: str
+    status: Literal["pass", "warn", "fail"] = Field(description="fail refuses the update.")
+    message: str = Field(description="What the check found.")
+    hint: str = Field(description="What to do about it (empty when it passed).")
 
 
 class PreflightResult(Response):
     ok: bool = Field(description="No check failed: an update would start.")
-    checks: list[Check]
+    checks: list[Check] = Field(description="Every check, in the order luod runs them.")
 
 
 class VmFile(Response):
-    name: str
-    kind: str = Field(examples=["memfd"])
-    size: int
-    token: int
-    reclaimed: bool
-    exec_sealed: bool
+    name: str = Field(description="The file's name, given by its VMM (ram0, state, ...).")
+    kind: str = Field(examples=["memfd"], description="What kind of file luod found.")
+    size: int = Field(description="Its size in bytes when preserved.")
+    token: int = Field(description="Its LUO token in the VM's session.")
+    reclaimed: bool = Field(description="Handed back to its VMM after the kexec.")
+    exec_sealed: bool = Field(description="F_SEAL_EXEC: it comes back write-sealed.")
 
 
 class Vm(Response):
-    id: str
-    owner_uid: int
-    mode: Literal["handover", "delegation"]
-    state: str = Field(examples=["registered", "preserved", "incoming", "reclaimed", "lost"])
-    session: str
-    files: list[VmFile]
-    note: str
+    id: str = Field(description="The VM's id, given by its VMM.")
+    owner_uid: int = Field(description="The uid of the VMM that registered it.")
+    mode: Literal["handover", "delegation"] = Field(
+        description="handover: luod preserves its fds; delegation: its VMM does, in the "
+        "session luod delegates."
+    )
+    state: VmState = Field(description="Where the VM stands.")
+    session: str = Field(description="Its LUO session's name.")
+    files: list[VmFile] = Field(description="The files preserved for it.")
+    note: str = Field(description="luod's last remark about it (empty if none).")
     rejected: dict[str, str] = Field(description="Files luod refused to preserve, and why.")
 
 
 class VmList(Response):
-    vms: list[Vm]
-
-
-class Stamp(Response):
-    realtime: float
-    monotonic: float
-    boottime: float
+    vms: list[Vm] = Field(description="Every VM luod knows, in registration order.")
 
 
 class Transition(Response):
-    from_: PhaseName = Field(alias="from")
-    to: PhaseName
-    reason: str
-    at: Stamp
+    from_: Phase = Field(alias="from", description="The phase left.")
+    to: Phase = Field(description="The phase entered.")
+    reason: str = Field(description="Why.")
+    at: Time = Field(description="When.")
 
 
 class KernelAbi(Response):
@@ -222,11 +254,13 @@ class HandoverAbi(Response):
 
 
 class RecordedRequest(Response):
-    kernel: str
-    initrd: str | None
-    cmdline: str | None = Field(description="null: the running kernel's.")
-    deadlines: dict[str, float]
-    uid: int
+    kernel: str = Field(description="The next kernel's path.")
+    initrd: str | None = Field(None, description="Its initrd's path (null: none).")
+    cmdline: str | None = Field(None, description="Its command line (null: the running kernel's).")
+    deadline_seconds: dict[str, float] = Field(
+        default_factory=dict, description="Deadlines asked for, per phase."
+    )
+    uid: int = Field(description="Who asked (0 over TCP, where the token stands for root).")
     kexec_mode: Literal["direct", "systemd"] | None = Field(
         None, description="How the kexec ran (null: a record from before luod recorded it)."
     )
@@ -242,52 +276,68 @@ class RecordedRequest(Response):
 
 
 class UpdateRecord(Response):
-    id: str
-    request: RecordedRequest
-    phases: list[Transition]
-    vms: dict[str, dict[str, Stamp]] = Field(description="Per VM, when each step happened.")
-    events: dict[str, Stamp]
-    outcome: Outcome
-    reason: str
-    blackout: dict[str, float | None] = Field(
-        description="Per VM, seconds from its freeze ack to its done (null until both)."
+    id: str = Field(description="The update's id.")
+    request: RecordedRequest = Field(description="What was asked.")
+    phases: list[Transition] = Field(description="Every phase transition, in order.")
+    vms: dict[str, dict[str, Time]] = Field(
+        description="Per VM, when each step happened (freeze_sent, freeze_ack, reclaimed, "
+        "done, ...; clients must accept steps they do not know)."
+    )
+    events: dict[str, Time] = Field(
+        description="Host events: kernel_boot, luod_start, sessions_retrieved, uplink_up."
+    )
+    outcome: Outcome = Field(description="How it ended (running until it does).")
+    reason: str = Field(description="Why it ended so, in words (empty when it completed).")
+    reason_code: ReasonCode = Field(description="The same, as a stable word.")
+    started_at: Time | None = Field(description="When it started (its first transition).")
+    ended_at: Time | None = Field(description="When it ended (null while running).")
+    blackout_seconds: dict[str, float | None] = Field(
+        description="Per VM, seconds from its freeze ack to its done after the kexec (null "
+        "until both happened)."
     )
 
 
-class HistoryRecord(UpdateRecord):
-    finished: float = Field(description="When the update ended (epoch seconds).")
-
-
 class UpdateState(Response):
-    phase: PhaseName
+    phase: Phase = Field(description="The phase luod is in.")
     update: UpdateRecord | None = Field(description="The running update, or the last one.")
 
 
 class AbortResult(Response):
-    update: UpdateRecord | None
+    update: UpdateRecord | None = Field(description="The aborted update, as it ended.")
 
 
 class History(Response):
-    history: list[HistoryRecord] = Field(description="Oldest first.")
+    history: list[UpdateRecord] = Field(description="Ended updates, newest first.")
+    next_cursor: str | None = Field(
+        description="Pass it as ?cursor= for the next (older) page; null on the last page."
+    )
 
 
 class FieldError(Response):
-    field: str = Field(examples=["body.kernel"])
-    message: str
+    field: str = Field(
+        examples=["body.kernel"], description="Where: body, query or path, then the field."
+    )
+    message: str = Field(description="What is wrong with it.")
 
 
 class Problem(Response):
     """RFC 9457 problem details, with luod's error ``code`` (the VMM socket's codes)."""
 
-    type: str = Field(examples=["urn:luod:problem:unknown-vm"])
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    code: str = Field(examples=["unknown-vm", "update-running", "preflight-failed"])
-    hint: str | None = None
-    errno: int | None = None
-    errno_name: str | None = None
+    type: str = Field(
+        examples=["urn:luod:problem:unknown-vm"],
+        description="urn:luod:problem:CODE, one stable URI per kind of error.",
+    )
+    title: str = Field(description="The kind of error, in words (the same for every instance).")
+    status: int = Field(description="The HTTP status.")
+    detail: str = Field(description="This occurrence, in words.")
+    instance: str | None = Field(default=None, description="The request path.")
+    code: str = Field(
+        examples=["unknown-vm", "update-running", "preflight-failed"],
+        description="luod's error code, as on the VMM socket.",
+    )
+    hint: str | None = Field(default=None, description="What to do about it.")
+    errno: int | None = Field(default=None, description="The errno, for kernel errors.")
+    errno_name: str | None = Field(default=None, description="Its name (EBUSY, ...).")
     checks: list[Check] | None = Field(default=None, description="With preflight-failed.")
     errors: list[FieldError] | None = Field(default=None, description="With bad-request.")
 
@@ -296,28 +346,34 @@ class Problem(Response):
 class StateEvent(UpdateState):
     """First on every stream: where things stand when the client subscribed."""
 
-    event: Literal["STATE"]
+    event: Literal["STATE"] = Field(description="The event's name.")
 
 
 class PhaseEvent(Transition):
-    event: Literal["PHASE"]
+    """A phase transition of the running update."""
+
+    event: Literal["PHASE"] = Field(description="The event's name.")
 
 
 class VmProgressEvent(Response):
-    event: Literal["VM_PROGRESS"]
-    id: str
+    """One VM's step in the running update."""
+
+    event: Literal["VM_PROGRESS"] = Field(description="The event's name.")
+    id: str = Field(description="The VM.")
     step: str = Field(
         examples=["preserve_ack", "freeze_ack", "reclaimed", "done"],
-        description="Clients must accept steps they do not know.",
+        description="Its step. Clients must accept steps they do not know.",
     )
-    note: str | None = None
+    note: str | None = Field(default=None, description="luod's remark, if any.")
 
 
 class UpdateEndEvent(Response):
-    event: Literal["UPDATE_END"]
-    id: str
-    outcome: Outcome
-    reason: str
+    """The running update ended."""
+
+    event: Literal["UPDATE_END"] = Field(description="The event's name.")
+    id: str = Field(description="The update.")
+    outcome: Outcome = Field(description="How it ended.")
+    reason: str = Field(description="Why, in words.")
 
 
 Event = Annotated[

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from luod.errors import LuodError
-from luod.rest.auth import PEER_UID_KEY, TOKEN_KEY, listener_app, read_token
+from luod.rest.auth import PEER_UID_KEY, PUBLIC_KEY, TOKEN_KEY, listener_app, read_token
 from luod.vmm.server import peer_of
 
 log = structlog.get_logger("luod.rest")
@@ -77,11 +77,13 @@ async def serve_rest(
     group: str | None = SOCKET_GROUP,
     ready: Callable[[Endpoints], None] | None = None,
     unix_sock: socket.socket | None = None,
+    public_metrics: bool = False,
 ) -> None:
     """Serve ``app`` until cancelled. Raises LuodError for a configuration it refuses.
 
     ``unix_sock``: a listening socket from systemd (luod-api.socket) instead of binding
     ``unix_path``; its path then belongs to systemd and is left in place.
+    ``public_metrics``: on TCP, ``/metrics`` and ``/v1/health`` need no token.
     """
     token = _tcp_token(tcp, token_file)
     tls = _tls(tls_cert, tls_key)
@@ -98,7 +100,8 @@ async def serve_rest(
         if tcp is not None:
             sock = socket.create_server(tcp, family=_family(tcp[0]), backlog=128)
             endpoints.tcp, endpoints.sockets = sock.getsockname()[:2], [*endpoints.sockets, sock]
-            servers.append((_server(listener_app(app, **{TOKEN_KEY: token}), **tls or {}), sock))
+            marks = {TOKEN_KEY: token, PUBLIC_KEY: public_metrics}
+            servers.append((_server(listener_app(app, **marks), **tls or {}), sock))
         if ready is not None:
             ready(endpoints)
         log.info("rest-serving", unix=str(endpoints.unix), tcp=endpoints.tcp, tls=endpoints.tls)

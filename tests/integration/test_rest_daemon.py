@@ -4,11 +4,14 @@ luoctl talks to it."""
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import httpx
 
 from luod.kernel import memfd
 from luod.vmm.client import Client
@@ -63,3 +66,35 @@ def test_a_rest_stack_that_does_not_import_costs_the_api_not_luod(tmp_path: Path
         assert not (tmp_path / "luod" / "run" / "api.sock").exists()
     finally:
         assert daemon.stop() == 0
+
+
+def test_public_metrics_from_luod_toml_open_metrics_and_health_on_tcp(tmp_path: Path) -> None:
+    """``api.public_metrics = true``: a scraper without the token gets /metrics, a load
+    balancer /v1/health; everything else on TCP still needs the token."""
+    token = tmp_path / "token"
+    token.write_text("fleet-scrape-token-0123456789\n")
+    token.chmod(0o600)
+    with socket.socket() as probe:  # a free port, for a moment
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = tmp_path / "luod.toml"
+    conf.write_text(
+        f'[api]\ntcp = "127.0.0.1:{port}"\ntoken_file = "{token}"\npublic_metrics = true\n'
+    )
+    daemon = start_daemon(tmp_path / "luod", "--config", str(conf), api=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"{url}/v1/health", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        metrics = httpx.get(f"{url}/metrics", timeout=5)
+        status = httpx.get(f"{url}/v1/status", timeout=5)
+    finally:
+        daemon.stop()
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert metrics.status_code == 200 and "luod_build_info{" in metrics.text
+    assert status.status_code == 401 and status.json()["code"] == "unauthorized"

@@ -8,11 +8,14 @@ import httpx
 import pytest
 
 import luod
+from luod.core import timeline
+from luod.core.clock import Stamp
 from luod.rest.app import create_app
 from luod.rest.auth import PEER_UID_KEY, listener_app
 from tests.rest.harness import Luod, until
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
+luod_version = luod.__version__
 
 
 def update_body(luod: Luod, **extra: Any) -> dict[str, Any]:
@@ -67,7 +70,7 @@ async def test_preflight_runs_the_checks_and_starts_nothing(
     failed = {c["id"] for c in refused["checks"] if c["status"] == "fail"}
     assert refused["ok"] is False and failed == {"kernel-image", "next-cmdline", "handover-abi"}
     assert (await client.get("/v1/update")).json() == {"phase": "idle", "update": None}
-    assert (await client.get("/v1/history")).json() == {"history": []}
+    assert (await client.get("/v1/history")).json() == {"history": [], "next_cursor": None}
 
 
 async def test_dry_run_update_answers_200_with_the_checks(
@@ -83,11 +86,12 @@ async def test_update_starts_202_then_409_while_running_then_aborts(
     luod: Luod, client: httpx.AsyncClient
 ) -> None:
     vmm = await luod.handover_vm()
-    started = await client.post("/v1/update", json=update_body(luod, deadlines={"freezing": 60}))
+    body = update_body(luod, deadline_seconds={"freezing": 60})
+    started = await client.post("/v1/update", json=body)
     assert started.status_code == 202 and started.headers["location"] == "/v1/update"
     record = started.json()
     assert record["outcome"] == "running" and record["request"]["cmdline"] is None
-    assert record["request"]["deadlines"] == {"freezing": 60.0}
+    assert record["request"]["deadline_seconds"] == {"freezing": 60.0}
     await until(lambda: vmm.events("FREEZE"))
     assert (await client.get("/v1/update")).json()["phase"] == "freezing"
 
@@ -102,7 +106,8 @@ async def test_update_starts_202_then_409_while_running_then_aborts(
     )
     assert vmm.events("RESUME")
     history = (await client.get("/v1/history")).json()["history"]
-    assert [h["outcome"] for h in history] == ["aborted"] and history[0]["finished"] > 0
+    assert [h["outcome"] for h in history] == ["aborted"]
+    assert (history[0]["reason_code"], history[0]["ended_at"][-1]) == ("operator", "Z")
 
 
 async def test_delete_update_aborts_and_nothing_to_abort_is_409(
@@ -159,3 +164,49 @@ async def test_metrics_expose_phase_sizes_and_outcomes(
     assert {"luod_vms 1.0", "luod_sessions 1.0", "luod_preserved_bytes 8192.0"} <= lines
     assert 'luod_updates_total{outcome="refused"} 1.0' in lines
     assert 'luod_updates_total{outcome="completed"} 0.0' in lines
+    assert 'luod_update_failures_total{outcome="refused",reason="preflight-failed"} 1.0' in lines
+    kernel = luod.registry.info.release
+    assert f'luod_build_info{{kernel="{kernel}",version="{luod_version}"}} 1.0' in lines
+    assert {'luod_vms_by_state{state="preserved"} 1.0', "luod_update_running 0.0"} <= lines
+    assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
+
+
+async def test_metrics_histograms_and_the_last_blackout_outlive_the_update(
+    luod: Luod, client: httpx.AsyncClient
+) -> None:
+    """Two ended updates in the history: one completed (blackouts 0.3 s and 7 s), then one
+    aborted (none): the histograms count both, the last blackout is the completed one's."""
+    t0 = 1_800_000_000.0
+    asked = {"kernel": "/boot/next", "initrd": None, "cmdline": None, "deadlines": {}, "uid": 0}
+    done = timeline.UpdateRecord(request=asked, outcome="completed")
+    for offset, (source, target) in enumerate(
+        [("idle", "preparing"), ("preparing", "prepared"), ("prepared", "freezing")]
+    ):
+        done.phase({"from": source, "to": target, "reason": "", "at": stamp(t0 + offset * 2)})
+    done.vm_event("vm1", "freeze_ack", Stamp(t0, t0, t0))
+    done.vm_event("vm1", "done", Stamp(t0 + 0.3, 0, 0))
+    done.vm_event("vm2", "freeze_ack", Stamp(t0, t0, t0))
+    done.vm_event("vm2", "done", Stamp(t0 + 7, 0, 0))
+    timeline.append_history(luod.state, done)
+    aborted = timeline.UpdateRecord(
+        request=asked, outcome="aborted", reason="deadline: no READY from vm2"
+    )
+    timeline.append_history(luod.state, aborted)
+    lines = set((await client.get("/metrics")).text.splitlines())
+    assert {
+        'luod_update_blackout_seconds_bucket{le="0.25"} 0.0',
+        'luod_update_blackout_seconds_bucket{le="0.5"} 1.0',
+        'luod_update_blackout_seconds_bucket{le="10.0"} 2.0',
+        'luod_update_blackout_seconds_bucket{le="+Inf"} 2.0',
+        "luod_update_blackout_seconds_count 2.0",
+        "luod_update_blackout_seconds_sum 7.3",
+        'luod_update_phase_duration_seconds_bucket{le="2.0",phase="preparing"} 1.0',
+        'luod_update_phase_duration_seconds_count{phase="prepared"} 1.0',
+        'luod_last_update_blackout_seconds{vm="vm1"} 0.3',
+        'luod_last_update_blackout_seconds{vm="vm2"} 7.0',
+        'luod_update_failures_total{outcome="aborted",reason="deadline"} 1.0',
+    } <= lines
+
+
+def stamp(realtime: float) -> dict[str, float]:
+    return Stamp(realtime, realtime, realtime).to_dict()

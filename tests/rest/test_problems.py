@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -31,7 +33,7 @@ def assert_problem(reply: httpx.Response, status: int, code: str) -> dict[str, A
 
 async def test_unknown_vm_is_404_with_the_socket_code_and_hint(client: httpx.AsyncClient) -> None:
     body = assert_problem(await client.get("/v1/vms/vm9"), 404, "unknown-vm")
-    assert body["title"] == "Not Found" and body["instance"] == "/v1/vms/vm9"
+    assert body["title"] == "No such VM" and body["instance"] == "/v1/vms/vm9"
     assert body["detail"] == "no VM 'vm9'" and body["hint"]
 
 
@@ -50,9 +52,18 @@ async def test_a_vm_id_luod_never_accepts_is_422_naming_the_parameter(
         ({"kernel": "/k"}, "body.cmdline"),
         ({"kernel": "/k", "cmdline": "ro", "reuse_cmdline": True}, "body.cmdline"),
         ({"kernel": "/k", "reuse_cmdline": "yes"}, "body.reuse_cmdline"),
-        ({"kernel": "/k", "reuse_cmdline": True, "deadlines": {"rebooting": 5}}, "body.deadlines"),
-        ({"kernel": "/k", "reuse_cmdline": True, "deadlines": {"freezing": 0}}, "body.deadlines"),
-        ({"kernel": "/k", "reuse_cmdline": True, "deadlines": {"frozen": "5"}}, "body.deadlines"),
+        (
+            {"kernel": "/k", "reuse_cmdline": True, "deadline_seconds": {"rebooting": 5}},
+            "body.deadline_seconds",
+        ),
+        (
+            {"kernel": "/k", "reuse_cmdline": True, "deadline_seconds": {"freezing": 0}},
+            "body.deadline_seconds",
+        ),
+        (
+            {"kernel": "/k", "reuse_cmdline": True, "deadline_seconds": {"frozen": "5"}},
+            "body.deadline_seconds",
+        ),
         ({"kernel": "/k", "reuse_cmdline": True, "dry_run": 1}, "body.dry_run"),
         ({"kernel": "/k", "reuse_cmdline": True, "wait": True}, "body.wait"),
         ({"kernel": "/k\0", "reuse_cmdline": True}, "body.kernel"),
@@ -66,6 +77,17 @@ async def test_an_invalid_update_body_is_422_naming_the_field(
     fields = [e["field"] for e in problem["errors"]]
     assert any(f == field or f.startswith(field + ".") for f in fields), fields
     assert field in problem["detail"]
+    assert_in_luods_words(problem)
+
+
+PYDANTIC_WORDS = ("Input should", "Value error", "pydantic", "[key]", "function-after", "type=")
+
+
+def assert_in_luods_words(problem: dict[str, Any]) -> None:
+    """No validator internals: no pydantic phrasing, links, error types or union tags."""
+    text = json.dumps(problem)
+    assert not [w for w in PYDANTIC_WORDS if w in text], text
+    assert problem["title"] not in {s.phrase for s in HTTPStatus}, problem["title"]
 
 
 async def test_body_that_is_not_json_is_422(client: httpx.AsyncClient) -> None:
@@ -83,8 +105,49 @@ async def test_an_abort_reason_over_512_characters_is_refused(client: httpx.Asyn
 
 
 async def test_unknown_route_and_wrong_method_are_problems(client: httpx.AsyncClient) -> None:
-    assert_problem(await client.get("/v1/nothing"), 404, "not-found")
-    assert_problem(await client.put("/v1/status"), 405, "method-not-allowed")
+    missing = assert_problem(await client.get("/v1/nothing"), 404, "not-found")
+    assert missing["detail"] == "no resource at /v1/nothing"
+    wrong = assert_problem(await client.put("/v1/status"), 405, "method-not-allowed")
+    assert (wrong["detail"], wrong["hint"]) == ("PUT /v1/status: /v1/status does not take PUT",
+                                                "it takes GET")  # fmt: skip
+    for body in (missing, wrong):
+        assert_in_luods_words(body)
+
+
+async def test_every_kind_of_error_has_its_own_type_and_title() -> None:
+    types = {problems.problem(code, "x").type for code in problems.KINDS}
+    titles = [problems.problem(code, "x").title for code in problems.KINDS]
+    assert len(types) == len(problems.KINDS) and all(
+        t.startswith("urn:luod:problem:") for t in types
+    )
+    assert not set(titles) & {s.phrase for s in HTTPStatus}
+    kernel = problems.problem("luo-ebusy", "busy")
+    assert (kernel.type, kernel.title) == (
+        "urn:luod:problem:luo-ebusy",
+        problems.KERNEL_ERROR.title,
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "query.limit"),
+        ("limit=x", "query.limit"),
+        ("cursor=" + "a" * 65, "query.cursor"),
+    ],
+)
+async def test_bad_paging_parameters_are_422_naming_them(
+    client: httpx.AsyncClient, query: str, field: str
+) -> None:
+    problem = assert_problem(await client.get(f"/v1/history?{query}"), 422, "bad-request")
+    assert [e["field"] for e in problem["errors"]] == [field]
+    assert_in_luods_words(problem)
+
+
+async def test_a_cursor_luod_never_handed_out_is_bad_cursor(client: httpx.AsyncClient) -> None:
+    for cursor in ("nope", "aDk5", "%00"):
+        body = assert_problem(await client.get(f"/v1/history?cursor={cursor}"), 422, "bad-cursor")
+        assert body["hint"] and "next_cursor" in body["hint"]
 
 
 async def test_kernel_errors_keep_errno_and_its_name() -> None:

@@ -106,6 +106,24 @@ async def test_tcp_without_the_right_bearer_token_is_401(
     assert reply.json()["code"] == "unauthorized"
 
 
+@pytest.mark.parametrize("public", [False, True])
+async def test_public_metrics_serve_metrics_and_health_without_the_token_and_nothing_else(
+    luod: Luod, tmp_path: Path, public: bool
+) -> None:
+    tcp = {"tcp": ("127.0.0.1", 0), "token_file": token_file(tmp_path)}
+    app = create_app(luod.facade)
+    async with serving(app, unix_path=None, public_metrics=public, **tcp) as where:
+        assert where.tcp is not None
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{where.tcp[1]}") as client:
+            codes = {p: (await client.get(p)).status_code for p in ("/metrics", "/v1/health")}
+            guarded = {p: (await client.get(p)).status_code for p in ("/v1/status", "/v1/vms")}
+            wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope-0123456"})
+    open_code = 200 if public else 401
+    assert codes == {"/metrics": open_code, "/v1/health": open_code}
+    assert guarded == {"/v1/status": 401, "/v1/vms": 401}
+    assert wrong.status_code == open_code  # public: the token is not even looked at
+
+
 async def test_tcp_with_the_token_serves_beside_the_unix_socket(luod: Luod, tmp_path: Path) -> None:
     sock = tmp_path / "api.sock"
     tcp = {"tcp": ("127.0.0.1", 0), "token_file": token_file(tmp_path)}

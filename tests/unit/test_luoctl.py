@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from luod.cli import main as main_module
 from luod.cli import render
 from luod.cli.main import main
 from luod.core.clock import SystemClock
@@ -155,6 +157,24 @@ async def test_start_conflict_and_abort(host: Host) -> None:
     assert "aborted" in past.out and "window closed" in past.out
 
 
+async def test_history_follows_the_cursor_oldest_first_and_last_n(host: Host) -> None:
+    """luod pages newest first; luoctl shows a log (oldest first), across pages."""
+    for n in range(5):
+        refused = await host.luoctl("update", "start", "--kernel", f"/none-{n}", "--reuse-cmdline")
+        assert refused.code == 3
+    main_module.HISTORY_PAGE = 2  # three pages for five records
+    try:
+        every = (await host.luoctl("history", "--json")).json()["history"]
+        last = (await host.luoctl("history", "--json", "--last", "3")).json()["history"]
+        table = (await host.luoctl("history")).out.splitlines()
+    finally:
+        main_module.HISTORY_PAGE = 500
+    assert [r["request"]["kernel"] for r in every] == [f"/none-{n}" for n in range(5)]
+    assert last == every[-3:]
+    assert table[0].split()[:2] == ["FINISHED", "ID"] and len(table) == 6
+    assert "/none-0" in table[1] and "/none-4" in table[5] and "refused" in table[5]
+
+
 async def test_watch_follows_an_update_a_vmm_refuses_and_exits_4(host: Host) -> None:
     vmm = next(iter(host.luod.handler.clients.values()))
     watching = asyncio.create_task(host.luoctl("update", "watch"))
@@ -281,14 +301,21 @@ async def test_an_injected_client_is_used_instead_of_connecting(host: Host) -> N
     assert json.loads(out.getvalue()) == {"history": []}
 
 
+def test_times_are_shown_in_local_time_from_rfc3339() -> None:
+    moment = "2031-05-01T12:00:00.250000Z"
+    local = time.localtime(1935403200.25)
+    assert render.clock(moment) == time.strftime("%H:%M:%S", local) + ".250"
+    assert render.local_time(moment) == time.strftime("%Y-%m-%d %H:%M:%S", local)
+    assert render.local_time(None) == "-"
+
+
 def test_the_blackout_summary_says_when_the_uplink_came_back() -> None:
-    stamp = {"monotonic": 0.0, "boottime": 0.0}
     record = {
-        "blackout": {"vm1": 4.5},
+        "blackout_seconds": {"vm1": 4.5},
         "request": {"uplink": "eth0"},
         "events": {
-            "kernel_boot": {**stamp, "realtime": 100.0},
-            "uplink_up": {**stamp, "realtime": 102.25},
+            "kernel_boot": "2031-05-01T12:00:00Z",
+            "uplink_up": "2031-05-01T12:00:02.250000Z",
         },
     }
     lines = render.blackout(record)

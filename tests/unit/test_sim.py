@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from luod.kernel import LuoError, memfd
-from luod.kernel.sim import SimKernel, SimulatedKexec, SimulatedPanic, sim_backend
+from luod.kernel.sim import SIM_RELEASE, SimKernel, SimulatedKexec, SimulatedPanic, sim_backend
 from tests.contract.harness import FAKE_BZIMAGE
 
 
@@ -113,3 +113,29 @@ def test_calls_after_the_simulated_kexec_refuse(tmp_path: Path) -> None:
     with pytest.raises(SimulatedKexec):
         session.name  # noqa: B018
     session.close()
+
+
+def bzimage_of(release: str) -> bytes:
+    """A stub bzImage whose header names its version, as a real one does (boot protocol:
+    kernel_version at 0x20E points to the string, relative to 0x200)."""
+    image = bytearray(FAKE_BZIMAGE)
+    image[0x20E:0x210] = (0x400).to_bytes(2, "little")
+    text = f"{release} (builder@host) #1 SMP PREEMPT".encode() + b"\0"
+    image[0x600 : 0x600 + len(text)] = text
+    return bytes(image)
+
+
+def test_the_next_boot_runs_the_release_its_image_names(tmp_path: Path) -> None:
+    """As `uname -r` after a real kexec: a fleet rollout checks it to know a host is done."""
+    state = tmp_path / "sim"
+    before = sim_backend(state)
+    assert before.info().release == SIM_RELEASE
+    image = tmp_path / "bzImage-7.3.4"
+    image.write_bytes(bzimage_of("7.3.4-fleet"))
+    before.load_kernel(image, cmdline="liveupdate=on")
+    with pytest.raises(SimulatedKexec):
+        before.reboot_kexec()
+    after = sim_backend(state).info()
+    assert (after.release, after.previous_release) == ("7.3.4-fleet", SIM_RELEASE)
+    kexec(sim_backend(state), tmp_path)  # a stub image without a version: the default
+    assert sim_backend(state).info().release == SIM_RELEASE

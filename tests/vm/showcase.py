@@ -66,7 +66,7 @@ def summary(share: Path) -> int:
     )
     if history:
         print("\n== blackout per VM (freeze ack -> done, across the kexec)")
-        for vm, seconds in sorted(history[-1]["blackout"].items()):
+        for vm, seconds in sorted(history[-1]["blackout_seconds"].items()):
             print(f"  {vm:6} {seconds:.2f} s")
     return 0 if ok and history else 1
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from luod.cli.render import epoch
 from tests.vm.systemd import guest
 
 VMS = ("vm-a", "vm-b", "vm-c")
@@ -126,8 +127,9 @@ def test_kill9_restart_from_fd_store_then_systemctl_kexec(run: Any) -> None:
     assert "systemd 262" in mode["message"] and "luod.service" in mode["message"], mode
     abi = checks["handover-abi"]  # read by luod.service from debugfs and the LZ4 images
     assert abi["status"] == "pass" and abi["message"].startswith("kho-v4, luo-v5, memfd-v2"), abi
-    assert set(final["blackout"]) == set(VMS)
-    assert all(b is not None and b > 0 for b in final["blackout"].values()), final["blackout"]
+    blackout = final["blackout_seconds"]
+    assert set(blackout) == set(VMS)
+    assert all(b is not None and b > 0 for b in blackout.values()), blackout
     _write_timings(root, result, total, final)
 
 
@@ -143,14 +145,12 @@ def _write_timings(root: guest.Rootfs, result: Any, total: float, final: dict[st
         "deb": str(root.deb) if root.deb else None,
         "boot1_to_luod_up_uptime": first["luod-up"],
         "kill_to_restarted": round(first["restarted"] - first["kill"], 2),
-        "kexec_to_luod_start": round(
-            events["luod_start"]["realtime"] - rebooting["at"]["realtime"], 2
-        ),
+        "kexec_to_luod_start": round(epoch(events["luod_start"]) - epoch(rebooting["at"]), 2),
         "kexec_to_sessions_retrieved": round(
-            events["sessions_retrieved"]["realtime"] - rebooting["at"]["realtime"], 2
+            epoch(events["sessions_retrieved"]) - epoch(rebooting["at"]), 2
         ),
         "boot2_stage_uptime": second["stage-start"],
-        "blackout": final["blackout"],
+        "blackout": final["blackout_seconds"],
         "systemd_analyze_boot2": analyze,
         "listen_fdnames_after_kexec": listen_env(share, "listen-env-kexec.txt")["LISTEN_FDNAMES"],
         "qemu_seconds": round(result.elapsed, 1),

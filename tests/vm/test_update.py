@@ -44,5 +44,5 @@ def test_aborts_then_update_across_kexec(luo_kernel: Path, vm_python: Path, tmp_
     final = history[-1]
     assert [p["to"] for p in final["phases"]] == FULL_PATH
     assert set(final["events"]) >= {"kernel_boot", "luod_start", "sessions_retrieved"}
-    blackout = final["blackout"]
+    blackout = final["blackout_seconds"]
     assert set(blackout) == set(VMS) and all(b is not None and b > 0 for b in blackout.values())

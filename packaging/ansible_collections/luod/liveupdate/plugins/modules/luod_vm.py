@@ -1,0 +1,141 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: luod contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: luod_vm
+short_description: Show a VM luod holds, or drop it
+version_added: "0.1.0"
+description:
+  - With O(state=present), returns the VM luod holds under O(id), its state and its files, and
+    fails when luod has no such VM (VMs are registered by their VMM, never by this module).
+  - With O(state=absent), drops the VM (C(DELETE /v1/vms/{id})) so it is no longer preserved
+    across an update. A luod without that endpoint answers 404 or 405, and the module fails
+    saying this luod does not support it.
+author:
+  - luod contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - luod.liveupdate.connection
+options:
+  id:
+    description:
+      - The VM's id, as its VMM registered it.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) shows the VM; V(absent) drops it.
+    type: str
+    choices: [present, absent]
+    default: present
+attributes:
+  check_mode:
+    support: full
+    description: With O(state=absent), reports whether the VM would be dropped.
+  diff_mode:
+    support: none
+    description: No diff.
+"""
+
+EXAMPLES = r"""
+- name: Show vm-17
+  luod.liveupdate.luod_vm:
+    id: vm-17
+  register: vm
+
+- name: Drop a VM whose VMM is gone for good
+  luod.liveupdate.luod_vm:
+    id: vm-17
+    state: absent
+"""
+
+RETURN = r"""
+vm:
+  description: The VM as luod holds it (null once dropped or when it does not exist).
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: The VM's id.
+      type: str
+    state:
+      description: registered, preserved, incoming, reclaimed or lost.
+      type: str
+    mode:
+      description: handover or delegation.
+      type: str
+    files:
+      description: The files preserved for it.
+      type: list
+      elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.luod.liveupdate.plugins.module_utils.luod_api import (
+    CONNECTION_ARGS,
+    LuodApiError,
+    LuodUnreachable,
+    client_from_params,
+    problem_result,
+)
+
+ARGS = dict(
+    id=dict(type="str", required=True),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+)
+
+
+def current(client, vm_id):
+    """The VM, or None when luod does not know it."""
+    try:
+        return client.vm(vm_id)
+    except LuodApiError as exc:
+        if exc.code == "unknown-vm":
+            return None
+        raise
+
+
+def drop(module, client, vm_id):
+    try:
+        client.drop_vm(vm_id)
+    except LuodApiError as exc:
+        if exc.code == "unknown-vm":
+            return False  # gone meanwhile
+        if exc.status == 405 or exc.code in ("not-found", "method-not-allowed"):
+            module.fail_json(
+                msg="dropping a VM is not supported by this luod (DELETE /v1/vms/{id} "
+                "answered %s %s): update luod, or drop it from its VMM (DROP)"
+                % (exc.status, exc.code),
+                **problem_result(exc)
+            )
+        raise
+    return True
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(CONNECTION_ARGS, **ARGS), supports_check_mode=True)
+    client = client_from_params(module.params)
+    vm_id = module.params["id"]
+    try:
+        vm = current(client, vm_id)
+        if module.params["state"] == "present":
+            if vm is None:
+                module.fail_json(msg="luod holds no VM %r" % vm_id, vm=None)
+            module.exit_json(changed=False, vm=vm)
+        changed = vm is not None
+        if changed and not module.check_mode:
+            changed = drop(module, client, vm_id)
+    except LuodUnreachable as exc:
+        module.fail_json(msg=str(exc))
+    except LuodApiError as exc:
+        module.fail_json(msg="luod refused: %s" % exc, **problem_result(exc))
+    module.exit_json(changed=changed, vm=None)
+
+
+if __name__ == "__main__":
+    main()
