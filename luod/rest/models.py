@@ -231,26 +231,29 @@ class Transition(Response):
 class KernelAbi(Response):
     """One kernel's handover ABI as luod read it; null strings are absent or unknown."""
 
-    release: str
+    release: str = Field(description='`uname -r` of the kernel ("?" when unread).')
     version: str = Field(description="`uname -v` of the kernel.")
-    kho: str | None = Field(examples=["kho-v4"])
-    luo: str | None = Field(examples=["luo-v5"])
+    kho: str | None = Field(examples=["kho-v4"], description="KHO's compatible string.")
+    luo: str | None = Field(examples=["luo-v5"], description="LUO's compatible string.")
     handlers: dict[str, str] | None = Field(
-        examples=[{"memfd": "memfd-v2"}], description="Per fd kind (null: unknown)."
+        examples=[{"memfd": "memfd-v2"}],
+        description="File handler compatible string per fd kind (null: unknown).",
     )
-    page_size: int | None
+    page_size: int | None = Field(description="Bytes per page (null: unknown).")
     unknown: dict[str, str] = Field(description="What could not be read, and why.")
     sources: dict[str, str] = Field(description="Where each item was read.")
 
 
 class HandoverAbi(Response):
-    status: Literal["pass", "warn", "fail"]
-    message: str
+    status: Literal["pass", "warn", "fail"] = Field(description="The check's status.")
+    message: str = Field(description="The check's message: both strings on a mismatch.")
     override: bool = Field(description="Went ahead unverified on the operator's override.")
     kinds: list[str] = Field(description="The fd kinds the next kernel must restore.")
-    running: KernelAbi
-    next: KernelAbi
-    qualification: Literal["pass", "warn", "fail"]
+    running: KernelAbi = Field(description="The running kernel (A).")
+    next: KernelAbi = Field(description="The next kernel (B).")
+    qualification: Literal["pass", "warn", "fail"] = Field(
+        description="Whether the pair has a passing qualification on record (check qualified)."
+    )
 
 
 class RecordedRequest(Response):
