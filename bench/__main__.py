@@ -12,6 +12,7 @@ from bench import (
     handover,
     net_rebuild,
     orchestration,
+    qemu_handover,
     rest_load,
     systemd_blackout,
 )
@@ -21,6 +22,7 @@ def main() -> int:
     reports = (
         baseline,
         handover,
+        qemu_handover,
         orchestration,
         rest_load,
         systemd_blackout,

@@ -40,12 +40,13 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import transport, verbs
 from luod.vmm.protocol import DEFAULT_CAPABILITIES, ClientProtocol, ConnectionBroken, Event
 from luod.vmm.verbs import Call, Files, StrPath
 
-__all__ = ["DEFAULT_SOCKET", "AsyncClient", "Client", "ConnectionBroken", "Event"]
+__all__ = ["DEFAULT_SOCKET", "AsyncClient", "Client", "ConnectionBroken", "Event", "LuodError"]
 DEFAULT_SOCKET: Final = "/run/luod/liveupdate.sock"
 Records = list[dict[str, Any]]  # module level: the ``list`` method would shadow it in a class
 T = TypeVar("T")

@@ -113,7 +113,12 @@ def test_dpkg_lists_commands_and_package_and_they_exist(root: Path) -> None:
     done = in_root(root, "dpkg", "-L", "luod")
     assert done.returncode == 0, done.stderr
     listed = set(done.stdout.split())
-    for path in ("/usr/bin/luod", "/usr/bin/luoctl", "/usr/bin/luod-demo-vmm"):
+    for path in (
+        "/usr/bin/luod",
+        "/usr/bin/luoctl",
+        "/usr/bin/luod-demo-vmm",
+        "/usr/bin/luod-qemu",
+    ):
         assert path in listed
     assert "/usr/lib/python3/dist-packages/luod/kernel/_uapi_cffi.py" in listed
     missing = [p for p in listed if not os.path.lexists(root / p.lstrip("/"))]
@@ -134,6 +139,11 @@ def test_units_are_installed_verified_and_only_the_sockets_enabled(root: Path) -
         "luod-api.socket": "enabled",
         "luod-ready.target": "static",
     }
+
+
+def test_the_qemu_vm_template_unit_is_installed(root: Path) -> None:
+    unit = "luod-qemu@.service"
+    assert (root / UNIT_DIR / unit).read_text() == (REPO / "systemd" / unit).read_text()
 
 
 def test_sysusers_made_the_luod_group(root: Path) -> None:
@@ -164,6 +174,7 @@ def test_the_default_config_is_a_conffile_that_validates(root: Path) -> None:
 def test_man_pages_come_from_help(root: Path) -> None:
     pages = {"man8/luod.8.gz": "--check-config", "man1/luoctl.1.gz": "completion"}
     pages["man1/luod-demo-vmm.1.gz"] = "reclaim"
+    pages["man1/luod-qemu.1.gz"] = "restore"
     for page, option in pages.items():
         text = gzip.decompress((root / "usr/share/man" / page).read_bytes()).decode()
         name = Path(page).name.split(".")[0]

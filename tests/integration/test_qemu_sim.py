@@ -1,0 +1,117 @@
+"""luod-qemu with a real QEMU (the host's, TCG) against luod on the simulator: a running guest
+goes on across the simulated kexec, never reset, its untouched RAM byte-identical; a QEMU that
+cannot start after the reboot loses nothing and the same command succeeds afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from luod.errors import LuodError
+from luod.vmm.client import Client
+from tests.contract.harness import FAKE_BZIMAGE
+from tests.integration.conftest import Daemon, start_daemon
+from tests.integration.qemu_vm import LuodQemu, counting
+
+
+def update(daemon: Daemon, image: Path) -> None:
+    """An update that kexecs (the simulated luod exits after its "reboot")."""
+    with Client(daemon.socket) as client, contextlib.suppress(LuodError, ConnectionError):
+        client.update(image, wait=True, deadlines={"freezing": 20})
+    assert daemon.process.wait(timeout=20) == 0, daemon.log.read_text()
+
+
+def vm_state(daemon: Daemon, vm: str) -> str:
+    with Client(daemon.socket) as client:
+        return str(client.list(vm)[0]["state"])
+
+
+def test_guest_goes_on_across_the_kexec_and_a_failed_restart_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    daemon = start_daemon(tmp_path / "luod")
+    vm = LuodQemu(tmp_path, daemon.socket).start()
+    try:
+        preserved = vm.wait_event("preserved")
+        assert preserved["ram_bytes"] == 64 << 20
+        assert vm_state(daemon, "vm1") == "preserved"
+        ram = vm.ram()
+        counting(ram, above=3)  # the timer ticks: it runs
+        ram.write_pattern()
+        before = ram.probe()
+        update(daemon, image)
+        frozen = vm.wait_event("frozen")
+        at_stop = vm.ram().probe()  # QEMU is paused (the simulator's kexec leaves it alive)
+        time.sleep(0.3)
+        assert vm.ram().probe()["counter"] == at_stop["counter"], "the guest ran after READY"
+        assert at_stop["counter"] >= before["counter"] and at_stop["stamp"] == before["stamp"]
+        assert 100_000 < frozen["state_bytes"] < 4 << 20  # the device state, not the 64 MiB
+        vm.kill()  # the kexec ends every process
+
+        daemon = start_daemon(tmp_path / "luod")
+        vm.start("restore", "--qemu", "/bin/false")
+        assert vm.wait_exit() == 1
+        failed = vm.wait_event("restore-failed")
+        assert failed["code"] == "qemu-start-failed", failed
+        assert vm_state(daemon, "vm1") in ("incoming", "reclaimed")  # no DONE: still there
+
+        vm.start("run")  # the same command as the first start: it restores
+        restored = vm.wait_event("restored")
+        after = vm.ram().probe()
+        assert after["stamp"] == at_stop["stamp"], "the guest was reset (its boot code ran)"
+        assert after["magic"] == "LUOD"
+        assert after["pattern_sha256"] == before["pattern_sha256"]
+        assert after["counter"] >= at_stop["counter"]
+        counting(vm.ram(), above=after["counter"])  # it keeps running
+        assert restored["state_bytes"] == frozen["state_bytes"]
+        steps = restored["after_kexec"]
+        assert steps["reclaimed"] <= steps["qemu_started"] <= steps["state_loaded"]
+        assert steps["state_loaded"] <= steps["cont"] <= steps["done"]
+        assert restored["pause"] > restored["reboot"] > 0
+        vm.wait_event("preserved")  # protected again for the next update
+        assert vm_state(daemon, "vm1") == "preserved"
+    finally:
+        vm.kill()
+        daemon.stop()
+
+
+def test_supervisor_rides_out_luod_restarts_and_restores_in_place(tmp_path: Path) -> None:
+    """luod killed under a running VM: luod-qemu reconnects, finds the VM lost (the simulator's
+    luod keeps custody in memory only) and hands its RAM over again. After the simulated
+    kexec (which, unlike a real one, leaves luod-qemu alive) the restarted luod holds the VM
+    incoming: the same luod-qemu replaces its paused QEMU by a restored one."""
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    daemon = start_daemon(tmp_path / "luod")
+    vm = LuodQemu(tmp_path, daemon.socket).start()
+    try:
+        vm.wait_event("preserved")
+        first_qemu = vm.status()["qemu_pid"]
+        daemon.process.kill()
+        daemon.process.wait()
+        daemon = start_daemon(tmp_path / "luod")
+        assert vm.wait_event("luod-back")["state"] == "lost"
+        deadline = time.monotonic() + 30
+        while len([e for e in vm.events() if e["event"] == "preserved"]) < 2:
+            assert time.monotonic() < deadline, vm.log.read_text()
+            time.sleep(0.05)
+        assert vm_state(daemon, "vm1") == "preserved"  # handed over again
+        ram = vm.ram()
+        counting(ram, above=ram.probe()["counter"])
+        before = ram.probe()
+        update(daemon, image)
+        vm.wait_event("frozen")
+        daemon = start_daemon(tmp_path / "luod")
+        restored = vm.wait_event("restored")
+        status = vm.status()
+        assert status["qemu_pid"] != first_qemu and status["phase"] == "running"
+        after = vm.ram().probe()
+        assert after["stamp"] == before["stamp"] and after["counter"] >= before["counter"]
+        counting(vm.ram(), above=after["counter"])
+        assert restored["state_bytes"] > 0
+    finally:
+        vm.kill()
+        daemon.stop()

@@ -1,0 +1,61 @@
+"""Issue 12 on the real kernel: a real QEMU guest (L2, nested TCG inside the LUO test VM) runs
+under luod-qemu while the host takes a live update (a real kexec with luod), and goes on: never
+reset (its boot stamp unchanged, its counter on from the value it had at QMP ``stop``), the RAM
+pattern it never touches byte-identical, and still counting afterwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.vm.qemu import GuestResult, run_guest
+from tests.vm.test_datapath import stage
+
+
+def load(share: Path, name: str) -> Any:
+    return json.loads((share / name).read_text())
+
+
+def events(share: Path, name: str) -> dict[str, dict[str, Any]]:
+    lines = (share / name).read_text(errors="replace").splitlines()
+    found = [json.loads(line) for line in lines if line.startswith("{")]
+    return {event["event"]: event for event in found}
+
+
+@pytest.fixture(scope="module")
+def run(luo_kernel: Path, vm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    stages = [stage(f"qemu-{n}.sh", vm_python, luo_kernel) for n in (1, 2)]
+    workdir = tmp_path_factory.mktemp("qemu-guest")
+    return run_guest(stages, kernel=luo_kernel, timeout=600, workdir=workdir)
+
+
+@pytest.mark.timeout(900)  # the guest's own limit is 600 s; a busy shared machine is slow
+def test_qemu_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
+    share = run.share
+    run.check()
+    assert run.boots == 2
+    before, running = load(share, "l2-before.json"), load(share, "l2-running.json")
+    at_restore = load(share, "l2-at-restore.json")  # the RAM as LUO carried it, before QEMU
+    after_1, after_2 = load(share, "l2-after-1.json"), load(share, "l2-after-2.json")
+    assert before["magic"] == "LUOD" and running["counter"] > before["counter"]
+
+    # Never reset: the boot code ran once (same stamp), the counter went on from its value at
+    # stop (which is what the RAM held when QEMU got it back) and keeps going.
+    assert at_restore["stamp"] == before["stamp"] == after_2["stamp"]
+    assert at_restore["counter"] >= running["counter"]
+    assert after_2["counter"] > after_1["counter"] >= at_restore["counter"]
+    assert before["pattern_sha256"] == at_restore["pattern_sha256"] == after_2["pattern_sha256"]
+
+    [vm] = load(share, "list-before.json")
+    assert vm["state"] == "preserved" and {f["name"] for f in vm["files"]} == {"ram0", "spec"}
+    frozen = events(share, "l2-run-1.log")["frozen"]
+    restored = events(share, "l2-run-2.log")["restored"]
+    assert restored["state_bytes"] == frozen["state_bytes"] > 0
+    assert restored["pause"] > restored["reboot"] > 0
+    [again] = load(share, "list-after.json")  # preserved again for the next update
+    assert again["state"] == "preserved" and {f["name"] for f in again["files"]} == {"ram0", "spec"}
+    assert load(share, "list-stopped.json") == []  # stopping the VM released it
+    print(json.dumps({"frozen": frozen, "restored": restored}, indent=1))

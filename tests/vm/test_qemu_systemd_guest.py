@@ -1,0 +1,81 @@
+"""Issue 12 in the systemd-262 guest (tests/vm/systemd/): sid's QEMU runs the L2 boot-sector
+guest as ``luod-qemu@l2.service`` (its QEMU arguments in /etc/luod/qemu/l2.conf); luod updates
+the host with ``systemctl kexec``, which stops the frozen VM unit; after the reboot the same
+unit, ordered after luod-ready.target, restores the guest, which goes on: same boot stamp,
+counter on from where it was, pattern byte-identical, still counting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.vm import l2guest
+from tests.vm.systemd import guest
+
+SHARE_FLOPPY = Path("/run/sdg-share/floppy.img")
+
+
+def guest_files() -> dict[str, str]:
+    args = " ".join(l2guest.qemu_args(SHARE_FLOPPY))
+    return {
+        "l2guest.py": Path(l2guest.__file__).read_text(),
+        "etc/luod/qemu/l2.conf": f"RAM=64M\nQEMU_ARGS={args}\n",
+        # luod-qemu's report (/var/lib/luod-qemu) outlives the boot on the share
+        "etc/systemd/system/luod-qemu@.service.d/sdg.conf": (
+            "[Service]\nBindPaths=/run/sdg-share/luod-qemu:/var/lib/luod-qemu\n"
+        ),
+        "luod-qemu/.keep": "",
+        # running_image: no /boot/vmlinuz-RELEASE in the guest (the handover-abi preflight)
+        "etc-1/luod/luod.toml": '[kexec]\nmode = "auto"\nrunning_image = "/run/sdg-share/bzImage"\n',
+        "enable-2": "luod-qemu@l2.service\n",
+    }
+
+
+@pytest.fixture(scope="module")
+def run(luo_kernel: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    stages = [(guest.HERE / f"stage-qemu-{n}.sh").read_text() for n in (1, 2)]
+    return guest.run(
+        stages,
+        kernel=luo_kernel,
+        root=guest.rootfs(guest.luod_deb()),
+        workdir=tmp_path_factory.mktemp("sdg-qemu"),
+        files=guest_files(),
+        timeout=600,
+    )
+
+
+def load(share: Path, name: str) -> Any:
+    return json.loads((share / name).read_text())
+
+
+@pytest.mark.timeout(1800)  # the first run builds the .deb and the sid root (cached after)
+def test_qemu_unit_guest_goes_on_across_systemctl_kexec(run: Any) -> None:
+    share = run.share
+    run.check()
+    assert run.boots == 2, run.report()
+    before, running = load(share, "l2-before.json"), load(share, "l2-running.json")
+    after_1, after_2 = load(share, "l2-after-1.json"), load(share, "l2-after-2.json")
+    assert before["magic"] == "LUOD" and running["counter"] > before["counter"]
+    assert after_2["stamp"] == before["stamp"], "the guest was reset (its boot code ran again)"
+    assert after_2["counter"] > after_1["counter"] >= running["counter"]
+    assert after_2["pattern_sha256"] == before["pattern_sha256"]
+
+    reports = [json.loads(line) for line in (share / "luod-qemu/l2.jsonl").read_text().splitlines()]
+    frozen = next(r for r in reports if r["event"] == "frozen")
+    restored = next(r for r in reports if r["event"] == "restored")
+    assert restored["state_bytes"] == frozen["state_bytes"] > 0
+    assert restored["pause"] > restored["reboot"] > 0
+    assert (share / "l2-active.txt").read_text().strip() == "active"
+    [vm] = load(share, "vms-before.json")["vms"]
+    assert vm["id"] == "l2" and vm["state"] == "preserved"
+    [again] = load(share, "vms-after.json")["vms"]
+    assert again["state"] == "preserved"  # preserved again by the restored unit
+    assert load(share, "vms-stopped.json")["vms"] == []
+    final = load(share, "history.json")["history"][-1]
+    assert final["outcome"] == "completed", final
+    rebooting = next(p for p in final["phases"] if p["to"] == "rebooting")
+    assert rebooting["reason"] == "kexec (systemd)", rebooting
+    print(json.dumps({"frozen": frozen, "restored": restored}, indent=1))
