@@ -29,7 +29,9 @@ def guest_files() -> dict[str, str]:
         ),
         "luod-qemu/.keep": "",
         # running_image: no /boot/vmlinuz-RELEASE in the guest (the handover-abi preflight)
-        "etc-1/luod/luod.toml": '[kexec]\nmode = "auto"\nrunning_image = "/run/sdg-share/bzImage"\n',
+        "etc-1/luod/luod.toml": (
+            '[kexec]\nmode = "auto"\nrunning_image = "/run/sdg-share/bzImage"\n'
+        ),
         "enable-2": "luod-qemu@l2.service\n",
     }
 
