@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 import luod
+from luod.core import compat
 from luod.core.access import AccessPolicy
 from luod.core.clock import SystemClock
 from luod.core.custody import choose_custody
@@ -158,8 +159,17 @@ def paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 def backend_for(args: argparse.Namespace) -> Backend:
     if args.simulate is not None:
-        return sim_backend(args.simulate / "kernel", cmdline=args.sim_cmdline, eager_release=True)
+        return sim_backend(
+            args.simulate / "kernel",
+            cmdline=args.sim_cmdline,
+            eager_release=True,
+            read_abi=compat.CACHE.declared,  # a kexec'd simulator is the image's kernel
+        )
     return kernel_backend()
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -213,6 +223,7 @@ async def run(args: argparse.Namespace) -> int:
                     if k.startswith("deadlines.")
                 },
                 unload_on_abort=cfg["kexec.unload_on_abort"],
+                running_image=_optional_path(cfg["kexec.running_image"]),
             )
             _handle_signals(driver, stop)
             background = [tasks.create_task(server.serve())]

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from luod.core import dialect, handoff, kexec_mode, preflight, timeline
+from luod.core import compat, dialect, handoff, kexec_mode, preflight, timeline
 from luod.core.clock import Clock
 from luod.core.kexec_mode import KexecPlan, SystemdFacts
 from luod.core.model import Mode, VmState
@@ -36,6 +36,7 @@ class UpdateRequest:
     deadlines: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
     requested_by: int = 0
+    allow_unknown_abi: bool = False  # go ahead when luod cannot read an ABI (recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +45,7 @@ class UpdateRequest:
             "cmdline": self.cmdline,
             "deadlines": self.deadlines,
             "uid": self.requested_by,
+            "allow_unknown_abi": self.allow_unknown_abi,
         }
 
 
@@ -91,6 +93,7 @@ class UpdateDriver:
         self.kexec = kexec or KexecSettings()
         self._facts: SystemdFacts | None = None
         self._handed_to_systemd = False  # systemctl kexec accepted: systemd stops luod now
+        self.running_image: Path | None = None  # None: the platform's guess (/boot/vmlinuz-*)
 
     def kexec_plan(self) -> KexecPlan:
         """The kexec mode that applies now; the host's facts are asked once per luod."""
@@ -106,11 +109,24 @@ class UpdateDriver:
 
     # --- requests ------------------------------------------------------------------------------
     def check(self, request: UpdateRequest) -> list[preflight.Check]:
+        return self._preflight(request)[0]
+
+    def _preflight(self, request: UpdateRequest) -> tuple[list[preflight.Check], compat.Assessment]:
         info = self.registry.backend.info()
         cmdline = request.cmdline if request.cmdline is not None else info.cmdline
+        vms = list(self.registry.vms.values())
+        assessment = compat.assess(
+            self.registry.backend,
+            request.kernel,
+            self.running_image,
+            {f.kind for vm in vms for f in vm.files.values()},
+            any(vm.mode is Mode.DELEGATION for vm in vms),
+            request.allow_unknown_abi,
+            timeline.read_history(self.registry.state_dir),
+        )
         ctx = preflight.PreflightInput(
             info,
-            list(self.registry.vms.values()),
+            vms,
             request.kernel,
             cmdline,
             frozenset(self._connected()),
@@ -118,8 +134,9 @@ class UpdateDriver:
             preflight.fd_limit(),
             self.kexec_plan(),
             {vm: self.clients[vm].capabilities for vm in self._connected()},
+            assessment,
         )
-        return preflight.run(ctx)
+        return preflight.run(ctx), assessment
 
     def start(self, request: UpdateRequest) -> timeline.UpdateRecord:
         """Preflight now (a refusal is raised to the caller), then run the update in a task."""
@@ -137,7 +154,11 @@ class UpdateDriver:
             **{Phase(k): v for k, v in request.deadlines.items()},
         }
         self.machine.go(Phase.PREPARING, f"requested by uid {request.requested_by}")
-        failed = preflight.failed(self.check(request))
+        checks, assessment = self._preflight(request)
+        self.record.request["handover_abi"] = assessment.to_record()
+        if assessment.to_record()["override"]:
+            log.warning("abi-unverified", override=True, reason=assessment.verdict.message)
+        failed = preflight.failed(checks)
         if failed:
             error = LuodError(
                 "preflight-failed",
@@ -169,8 +190,15 @@ class UpdateDriver:
         self._abort_reason = reason
         self._task.cancel(reason)
 
-    def configure(self, deadlines: dict[str, float], unload_on_abort: bool) -> None:
-        """Default deadlines per phase (the configuration file), and the abort policy."""
+    def configure(
+        self,
+        deadlines: dict[str, float],
+        unload_on_abort: bool,
+        running_image: Path | None = None,
+    ) -> None:
+        """Default deadlines per phase (the configuration file), the abort policy, and where
+        the running kernel's image is (kexec.running_image)."""
+        self.running_image = running_image
         self._base_deadlines = {
             **self._base_deadlines,
             **{Phase(k): float(v) for k, v in deadlines.items()},
