@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from bench import (
+    abi_preflight,
     baseline,
     fleet,
     handover,
@@ -27,6 +28,7 @@ def main() -> int:
         systemd_blackout,
         net_rebuild,
         fleet,
+        abi_preflight,
     )
     for report in (module.report for module in reports):
         print(report(), end="\n\n", flush=True)

@@ -18,6 +18,7 @@ from bench.stats import human, median, table, timed
 from luod.kernel import Backend, kernel_backend, memfd
 from luod.kernel.sim import sim_backend
 from luod.vmm.client import Client
+from tests.contract.harness import FAKE_BZIMAGE
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -129,7 +130,7 @@ def prepared_state(workdir: Path) -> Path:
     """A state dir whose simulated kernel just kexec'd with one VM preserved."""
     template = workdir / "template"
     image = workdir / "bzImage"
-    image.write_bytes(b"\0" * 0x202 + b"HdrS" + b"\0" * 4096)
+    image.write_bytes(FAKE_BZIMAGE)
     with daemon(template) as socket:
         with Client(socket) as vmm, filled(4 * MIB) as fd:  # a VMM that hands over and exits
             vmm.register("vm1")

@@ -37,7 +37,9 @@ PER_VM = [("freeze ack", "freeze_ack"), ("reclaimed", "reclaimed"), ("done", "do
 def guest_files() -> dict[str, str]:
     files = {f"vmm-{vm}.env": f"RAM={ram}\n" for vm, ram in RAM.items()}
     for boot, mode in enumerate(MODES, start=1):
-        files[f"etc-{boot}/luod/luod.toml"] = f'[kexec]\nmode = "{mode}"\n'
+        files[f"etc-{boot}/luod/luod.toml"] = (
+            f'[kexec]\nmode = "{mode}"\nrunning_image = "/run/sdg-share/bzImage"\n'
+        )
         files[f"enable-{boot + 1}"] = "".join(f"sdg-reclaim@{vm}.service\n" for vm in VMS)
     return files
 

@@ -3,10 +3,10 @@ who does. vulture matches by name, so each line only has to mention one. Anythin
 nobody, here or in luod, is dead code and goes.
 """
 
-from luod.core import clock
+from luod.core import bzimage, clock
 from luod.custody import sdnotify
 from luod.daemon import daemon, facade, handler
-from luod.kernel import probes, sim, uapi
+from luod.kernel import images, probes, sim, uapi
 from luod.rest import app, metrics, models, problems, serve
 from luod.vmm import client, codec
 
@@ -33,6 +33,8 @@ serve._Server.capture_signals  # uvicorn: an overridden hook, and its exit flag
 serve._Server.should_exit
 
 # Public API that luod itself does not call: VMMs, and the tests' stand-ins.
+images.ImageKey.mtime_ns  # part of the cache key: a frozen dataclass compared whole
+bzimage.COMPRESSIONS  # the compressions luod reads (tests/unit/test_bzimage.py checks them)
 probes.KernelInfo.liveupdate_param  # part of what the probe reports (contract tests read it)
 uapi.IOC_WRITE  # the _IOC encoding's directions (unit tests encode with them)
 uapi.IOC_READ

@@ -167,6 +167,8 @@ def next_kernel(args: argparse.Namespace) -> dict[str, Any]:
         body["reuse_cmdline"] = True
     else:
         body["cmdline"] = args.cmdline
+    if args.allow_unknown_abi:
+        body["allow_unknown_abi"] = True
     return body
 
 
@@ -271,6 +273,11 @@ def _kernel_options(parser: argparse.ArgumentParser) -> None:
     cmdline.add_argument("--cmdline", help="its command line (keep liveupdate=on)")
     cmdline.add_argument(
         "--reuse-cmdline", action="store_true", help="boot it with the running command line"
+    )
+    parser.add_argument(
+        "--allow-unknown-abi",
+        action="store_true",
+        help="go ahead when luod cannot read a kernel's handover ABI (recorded in the update)",
     )
     for action in parser._actions:
         if action.dest in ("kernel", "initrd"):

@@ -115,7 +115,16 @@ def ended(record: dict[str, Any] | None) -> list[str]:
     if record is None:
         return ["no update"]
     reason = f": {record['reason']}" if record.get("reason") else ""
-    return [f"update {record['id']} {record['outcome']}{reason}", *blackout(record)]
+    return [f"update {record['id']} {record['outcome']}{reason}", *abi(record), *blackout(record)]
+
+
+def abi(record: dict[str, Any]) -> list[str]:
+    """The handover-abi check as the update saw it, and the operator's override."""
+    seen = record.get("request", {}).get("handover_abi")
+    if not seen:
+        return []
+    override = " (OVERRIDDEN by the operator)" if seen.get("override") else ""
+    return [f"handover ABI {seen['status']}{override}: {seen['message']}"]
 
 
 def blackout(record: dict[str, Any]) -> list[str]:
@@ -168,12 +177,18 @@ def history(doc: dict[str, Any]) -> list[str]:
                 record["outcome"],
                 record["request"]["kernel"],
                 f"{max(measured):.3f} s" if measured else "-",
+                _abi_cell(record),
                 record.get("reason", "")[:60],
             ]
         )
     if not rows:
         return ["no updates yet"]
-    return table(rows, ["FINISHED", "ID", "OUTCOME", "KERNEL", "BLACKOUT", "REASON"])
+    return table(rows, ["FINISHED", "ID", "OUTCOME", "KERNEL", "BLACKOUT", "ABI", "REASON"])
+
+
+def _abi_cell(record: dict[str, Any]) -> str:
+    seen = record.get("request", {}).get("handover_abi") or {}
+    return "override" if seen.get("override") else str(seen.get("status", "-"))
 
 
 def problem(doc: dict[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from luod.core import dialect
+from luod.core.compat import Assessment
 from luod.core.kexec_mode import KexecPlan
 from luod.core.model import STATE_SESSION, Mode, VmRecord, VmState
 from luod.errors import LuodError
@@ -53,6 +54,7 @@ class PreflightInput:
     fd_limit: int = 0
     kexec: KexecPlan | None = None
     vmms: Mapping[str, frozenset[str]] = field(default_factory=dict)  # VM -> its VMM's HELLO
+    abi: Assessment | None = None  # luod.core.compat.assess: the handover ABI of A and B
 
 
 def run(ctx: PreflightInput) -> list[Check]:
@@ -69,6 +71,7 @@ def run(ctx: PreflightInput) -> list[Check]:
         handed_over(vms, ctx.subscribed),
         pausable(vms, ctx.vmms),
         kexec_mode(ctx.kexec),
+        *handover_abi(ctx.abi),
     ]
 
 
@@ -283,6 +286,17 @@ def kexec_mode(plan: KexecPlan | None) -> Check:
     if plan.problem is not None:
         return Check("kexec-mode", Status.FAIL, f"{plan.mode}: {plan.problem}", plan.hint)
     return Check("kexec-mode", Status.PASS, f"{plan.mode}: {plan.reason}")
+
+
+def handover_abi(assessment: Assessment | None) -> list[Check]:
+    """Can the next kernel take the handover (luod.core.abi), and was the pair qualified?"""
+    if assessment is None:
+        return []
+    verdict, qualified = assessment.verdict, assessment.qualification
+    return [
+        Check("handover-abi", Status(verdict.status), verdict.message, verdict.hint),
+        Check("qualified", Status(qualified.status), qualified.message, qualified.hint),
+    ]
 
 
 def mem_total() -> int:

@@ -115,6 +115,13 @@ SETTINGS: Final = (
         "after systemctl kexec, how long luod waits to be stopped before it gives up",
     ),
     Setting("kexec.unload_on_abort", True, _bool, "unload the image luod loaded on abort"),
+    Setting(
+        "kexec.running_image",
+        None,
+        _optional_path,
+        "the running kernel's image, read for its file handlers' ABI strings by the "
+        "handover-abi preflight (default /boot/vmlinuz-RELEASE)",
+    ),
 )
 
 

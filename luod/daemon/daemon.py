@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 import luod
+from luod.core import compat
 from luod.core.clock import Clock, SystemClock
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
@@ -79,7 +80,11 @@ class Daemon:
         for directory in (settings.state_dir, settings.runtime_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.backend: Backend = (
-            open_backend(settings.simulate, sim_cmdline=settings.sim_cmdline)
+            open_backend(
+                settings.simulate,
+                sim_cmdline=settings.sim_cmdline,
+                sim_read_abi=compat.CACHE.declared,  # a kexec'd simulator is the image's kernel
+            )
             if self._backend is None
             else self._backend
         )
@@ -109,6 +114,7 @@ class Daemon:
             kexec=self._kexec if self._kexec is not None else self._host_kexec(),
             deadlines=settings.deadlines,
             unload_on_abort=settings.unload_on_abort,
+            running_image=settings.running_image,
         )
         self.handler = LuodHandler(self.registry, self.driver, self.connections, self.events)
 

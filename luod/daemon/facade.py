@@ -148,6 +148,7 @@ def _request(request: models.PreflightRequest, uid: int) -> UpdateRequest:
         {str(phase): float(seconds) for phase, seconds in deadlines.items()},
         False,
         uid,
+        request.allow_unknown_abi,
     )
 
 

@@ -211,6 +211,7 @@ class LuodHandler:
             dict(req.deadlines),
             req.dry_run,
             conn.peer.uid,
+            req.allow_unknown_abi,
         )
         if req.dry_run:
             checks = self.driver.check(request)

@@ -109,6 +109,7 @@ def settings_from(args: argparse.Namespace, cfg: config.Config) -> Settings:
         kexec_mode=cfg["kexec.mode"],
         systemd_timeout=cfg["kexec.systemd_timeout"],
         unload_on_abort=cfg["kexec.unload_on_abort"],
+        running_image=_path(cfg["kexec.running_image"]),
         deadlines={
             key.split(".", 1)[1]: value
             for key, value in cfg.values.items()

@@ -37,6 +37,7 @@ class Settings:
     kexec_mode: str = "auto"  # auto | direct | systemd (luod.core.kexec_mode)
     systemd_timeout: float = 120.0  # after systemctl kexec, how long until luod gives up
     unload_on_abort: bool = True
+    running_image: Path | None = None  # the running kernel's image (the handover-abi preflight)
     deadlines: Mapping[str, float] = field(default_factory=dict)  # per phase, seconds
 
     @property

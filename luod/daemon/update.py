@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from luod.core import dialect, handoff, preflight, timeline
+from luod.core import compat, dialect, handoff, preflight, timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.model import Mode, VmState
 from luod.core.orchestrator import Phase, UpdateMachine
@@ -40,6 +40,7 @@ class UpdateRequest:
     deadlines: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
     requested_by: int = 0
+    allow_unknown_abi: bool = False  # go ahead when luod cannot read an ABI (recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class UpdateRequest:
             "cmdline": self.cmdline,
             "deadlines": self.deadlines,
             "uid": self.requested_by,
+            "allow_unknown_abi": self.allow_unknown_abi,
         }
 
 
@@ -65,6 +67,7 @@ class UpdateDriver:
         kexec: KexecSettings | None = None,
         deadlines: Mapping[str, float] | None = None,
         unload_on_abort: bool = True,
+        running_image: Path | None = None,
     ) -> None:
         self.registry = registry
         self.backend = backend
@@ -72,6 +75,7 @@ class UpdateDriver:
         self.on_kexec = on_kexec
         self.spawn = spawn
         self.unload_on_abort = unload_on_abort
+        self.running_image = running_image  # None: the platform's guess (/boot/vmlinuz-*)
         self.log = UpdateLog(clock, events, registry.state_dir)
         self.machine = UpdateMachine(clock, emit=self.log.phase)
         self._base_deadlines = {
@@ -98,11 +102,24 @@ class UpdateDriver:
 
     # --- requests ------------------------------------------------------------------------------
     def check(self, request: UpdateRequest) -> list[preflight.Check]:
+        return self._preflight(request)[0]
+
+    def _preflight(self, request: UpdateRequest) -> tuple[list[preflight.Check], compat.Assessment]:
         info = self.backend.info()
         cmdline = request.cmdline if request.cmdline is not None else info.cmdline
+        vms = list(self.registry.vms.values())
+        assessment = compat.assess(
+            self.backend,
+            request.kernel,
+            self.running_image,
+            {f.kind for vm in vms for f in vm.files.values()},
+            any(vm.mode is Mode.DELEGATION for vm in vms),
+            request.allow_unknown_abi,
+            timeline.read_history(self.registry.state_dir),
+        )
         ctx = preflight.PreflightInput(
             info,
-            list(self.registry.vms.values()),
+            vms,
             request.kernel,
             cmdline,
             frozenset(self.connections.connected()),
@@ -110,8 +127,9 @@ class UpdateDriver:
             preflight.fd_limit(),
             self.kexec.plan(),
             self.connections.granted(),
+            assessment,
         )
-        return preflight.run(ctx)
+        return preflight.run(ctx), assessment
 
     def start(self, request: UpdateRequest) -> timeline.UpdateRecord:
         """Preflight now (a refusal raises ``preflight.Refused`` with every check), then run
@@ -128,7 +146,10 @@ class UpdateDriver:
             **{Phase(k): v for k, v in request.deadlines.items()},
         }
         self.machine.go(Phase.PREPARING, f"requested by uid {request.requested_by}")
-        checks = self.check(request)
+        checks, assessment = self._preflight(request)
+        record.request["handover_abi"] = assessment.to_record()
+        if assessment.to_record()["override"]:
+            log.warning("abi-unverified", override=True, reason=assessment.verdict.message)
         if preflight.failed(checks):
             refusal = preflight.Refused(checks)
             self.machine.go(Phase.ABORTING, refusal.message)

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 FORMAT_VERSION: Final = 1
 MEMFD_COMPATIBLE: Final = "memfd-v2"
+KHO_COMPATIBLE: Final = "kho-v4"
+LUO_COMPATIBLE: Final = "luo-v5"
 _CHUNK: Final = 1 << 20
 
 
@@ -44,6 +46,9 @@ class Handover:
     luo: bool = True
     poisoned: bool = False
     sessions: list[SessionRecord] = field(default_factory=list)
+    kho_compatible: str = KHO_COMPATIBLE  # what the handing-over kernel wrote
+    luo_compatible: str = LUO_COMPATIBLE
+    image: str = ""  # the image it kexec'd into
     release: str | None = None  # the next boot's uname -r, from the image's header
 
 
@@ -97,6 +102,9 @@ def _parse(data: dict[str, Any]) -> Handover:
         luo=bool(data["luo"]),
         poisoned=bool(data["poisoned"]),
         sessions=sessions,
+        kho_compatible=str(data.get("kho_compatible", KHO_COMPATIBLE)),
+        luo_compatible=str(data.get("luo_compatible", LUO_COMPATIBLE)),
+        image=str(data.get("image", "")),
         release=data.get("release"),
     )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from luod.kernel import kexec
 from luod.kernel.device import DEFAULT_PATH, LuoDevice
+from luod.kernel.images import HandoverBlobs
 from luod.kernel.platform import KernelPlatform, Platform
 from luod.kernel.probes import KernelInfo
 
@@ -37,6 +38,13 @@ class Backend:
 
     def info(self) -> KernelInfo:
         return self.platform.info()
+
+    def handover_blobs(self) -> HandoverBlobs:
+        """The running kernel's outgoing KHO debugfs blobs (luod.kernel.images)."""
+        return self.platform.handover_blobs()
+
+    def running_image(self) -> Path | None:
+        return self.platform.running_image()
 
 
 def kernel_backend(device_path: str = DEFAULT_PATH) -> Backend:

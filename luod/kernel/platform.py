@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from luod.kernel import libc, probes
+from luod.kernel import images, libc, probes
 from luod.kernel.fd import OwnedFd
+from luod.kernel.images import HandoverBlobs
 from luod.kernel.probes import Holder, KernelInfo
 
 
@@ -46,6 +47,10 @@ class Platform(Protocol):
     def device_holders(self, path: str) -> list[Holder]: ...
 
     def info(self) -> KernelInfo: ...
+
+    def handover_blobs(self) -> HandoverBlobs: ...
+
+    def running_image(self) -> Path | None: ...
 
 
 class KernelPlatform:
@@ -85,3 +90,12 @@ class KernelPlatform:
 
     def info(self) -> KernelInfo:
         return probes.probe(self.roots)
+
+    def handover_blobs(self) -> HandoverBlobs:
+        return images.read_handover_blobs(self.roots.sys)
+
+    def running_image(self) -> Path | None:
+        """Where Debian installs the running kernel's image (luod's kexec.running_image
+        overrides it)."""
+        release = (self.roots.proc / "sys/kernel/osrelease").read_text().strip()
+        return images.installed_image(release)

@@ -35,6 +35,7 @@ class KernelInfo:
     previous_release: str | None
     kexec_count: int
     boot_id: str = ""
+    version: str = ""  # `uname -v`: tells two builds of one release apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ def probe(roots: Roots = DEFAULT_ROOTS) -> KernelInfo:
         previous_release=previous,
         kexec_count=count,
         boot_id=_read_text(roots.proc / "sys/kernel/random/boot_id"),
+        version=_read_text(roots.proc / "sys/kernel/version") or os.uname().version,
     )
 
 

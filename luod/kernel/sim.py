@@ -10,7 +10,9 @@ unretrieved files; sticky retrieve failures; reboot refused (EINVAL) without a l
 Each instance is one boot. ``reboot_kexec`` persists every open outgoing session (contents and
 position read at that moment) into STATE_DIR and raises :class:`SimulatedKexec`; a new instance
 on STATE_DIR sees them as incoming with the liveupdate number incremented. The 51-session EEXIST
-poison (docs/kernel.md §4.4) makes the next instance raise :class:`SimulatedPanic`.
+poison (docs/kernel.md §4.4) makes the next instance raise :class:`SimulatedPanic`, and so does a
+next kernel whose image declares another LUO ABI; which kernel a boot is, what its debugfs
+shows and what it does with a handover it cannot take: luod.kernel._simabi.
 
 What the simulator cannot reproduce — their contract tests run on the real kernel only
 (``kernel_only`` marker):
@@ -30,6 +32,7 @@ What the simulator cannot reproduce — their contract tests run on the real ker
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import select
@@ -40,7 +43,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Final
 
-from luod.kernel import _simdisk, memfd, probes, uapi
+from luod.kernel import _simabi, _simdisk, memfd, probes, uapi
 from luod.kernel._simmodel import (
     IncomingFile,
     OutgoingFile,
@@ -53,14 +56,14 @@ from luod.kernel._simmodel import (
 from luod.kernel.backend import Backend
 from luod.kernel.device import DEFAULT_PATH
 from luod.kernel.fd import OwnedFd
+from luod.kernel.images import HandoverBlobs
 from luod.kernel.platform import KernelGone
 from luod.kernel.probes import Holder, KernelInfo
 
 SESSIONS_PER_BLOCK: Final = 51
 MAX_BLOCKS: Final = 10000
 DEFAULT_CMDLINE: Final = "console=ttyS0 kho=on liveupdate=on"
-SIM_RELEASE: Final = "7.2.13-luodsim"
-"""The release of a simulated boot, unless it kexec'd into an image whose header names one."""
+SIM_RELEASE: Final = _simabi.SIM_RELEASE
 BZIMAGE_VERSION_POINTER: Final = 0x20E  # boot protocol: kernel_version, relative to 0x200
 _DEVICE_NRS: Final = (uapi.CREATE_SESSION, uapi.RETRIEVE_SESSION)
 _SESSION_CMDS: Final = {
@@ -85,7 +88,12 @@ class SimKernel:
     name = "sim"
 
     def __init__(
-        self, state_dir: Path, *, cmdline: str | None = None, eager_release: bool = False
+        self,
+        state_dir: Path,
+        *,
+        cmdline: str | None = None,
+        eager_release: bool = False,
+        read_abi: _simabi.ReadAbi | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -105,26 +113,36 @@ class SimKernel:
         self._retrieve_faults: dict[tuple[str, int], int] = {}
         self._reboot_fault = 0
         self.boot_id = str(uuid.uuid4())
-        self._boot(cmdline)
+        self._boot(cmdline, read_abi)
         if eager_release:
             threading.Thread(target=self._release_loop, name="sim-release", daemon=True).start()
 
     # --- boot ----------------------------------------------------------------------------
-    def _boot(self, cmdline: str | None) -> None:
+    def _boot(self, cmdline: str | None, read_abi: _simabi.ReadAbi | None) -> None:
         taken = _simdisk.consume(self.state_dir)
         self.liveupdate_number, self.previous_release, self.kexec_count = 0, None, 0
         self.cmdline = cmdline or DEFAULT_CMDLINE
-        self.release = SIM_RELEASE
         self._handover_files: list[tuple[str, list[IncomingFile]]] = []
+        self.kernel = _simabi.booted_kernel(taken[0] if taken else None, read_abi)
+        if taken and taken[0].release and self.kernel is _simabi.NATIVE:  # unread image
+            self.kernel = dataclasses.replace(self.kernel, release=taken[0].release)
+        self.image = Path(taken[0].image) if taken and taken[0].image else None
+        self.cold_boot = taken is None
         if taken is None:
+            self.image = _simabi.installed_native_image(self.state_dir)
             return
         handover, directory = taken
         if handover.poisoned:
             raise SimulatedPanic("luo: Block contains invalid entry count: 0")
         self.cmdline = cmdline or handover.cmdline
         self.previous_release, self.kexec_count = handover.previous_release, handover.kexec_count
-        self.release = handover.release or SIM_RELEASE
-        if handover.luo:
+        refused = _simabi.refusal(handover, self.kernel)
+        if refused is not None and refused[1]:
+            raise SimulatedPanic(
+                f"{refused[0]}; Kernel panic - not syncing: The incoming tree failed to "
+                "initialize properly [-22], disabling live update"
+            )
+        if handover.luo and refused is None:
             self.liveupdate_number = handover.liveupdate_num
             for record in handover.sessions:
                 files = [IncomingFile(f, directory / f.data) for f in record.files]
@@ -189,7 +207,7 @@ class SimKernel:
                 code, self._reboot_fault = self._reboot_fault, 0
                 raise fail(code)  # a LUO freeze failure: rolled back, nothing serialized
             self._reap()
-            self._serialize(self._image[1], self._image[2])
+            self._serialize(self._image[1], self._image[0], self._image[2])
             image = self._image[0]
             self.close()
         raise SimulatedKexec(f"kexec into {image}")
@@ -221,9 +239,21 @@ class SimKernel:
             return []
         return probes.device_holders(f"pipe:[{self._device[1][1]}]")
 
+    def handover_blobs(self) -> HandoverBlobs:
+        return _simabi.outgoing_blobs(
+            self.kernel,
+            self.cold_boot,
+            self.liveupdate_enabled,
+            self.liveupdate_number + 1,
+            self.kexec_count,
+        )
+
+    def running_image(self) -> Path | None:
+        return self.image
+
     def info(self) -> KernelInfo:
         return KernelInfo(
-            release=self.release,
+            release=self.kernel.release,
             device_present=self.liveupdate_enabled,
             cmdline=self.cmdline,
             liveupdate_param=bool(probes.cmdline_flag(self.cmdline, "liveupdate")),
@@ -232,6 +262,7 @@ class SimKernel:
             previous_release=self.previous_release,
             kexec_count=self.kexec_count,
             boot_id=self.boot_id,
+            version=self.kernel.version,
         )
 
     # --- test hooks ----------------------------------------------------------------------------
@@ -259,7 +290,8 @@ class SimKernel:
         if self._deserialized is None:
             self._deserialized = 0
             for name, files in self._handover_files:
-                if any(f.record.compatible != _simdisk.MEMFD_COMPATIBLE for f in files):
+                handler = self.kernel.handlers.get("memfd")
+                if any(f.record.compatible != handler for f in files):
                     self._deserialized = errno.EIO
                     break
                 self._incoming[name] = files
@@ -418,15 +450,18 @@ class SimKernel:
             file.data = None  # unretrieved files are destroyed
         session.incoming_files.clear()
 
-    def _serialize(self, next_cmdline: str, next_release: str) -> None:
+    def _serialize(self, next_cmdline: str, image: str, next_release: str) -> None:
         staging = Path(tempfile.mkdtemp(prefix=".handover-", dir=self.state_dir))
         handover = _simdisk.Handover(
             liveupdate_num=self.liveupdate_number + 1,
             cmdline=next_cmdline,
-            previous_release=self.release,
+            previous_release=self.kernel.release,
             kexec_count=self.kexec_count + 1,
-            luo=self.liveupdate_enabled,
+            luo=self.liveupdate_enabled and self.kernel.luo is not None,
             poisoned=self._poisoned,
+            kho_compatible=self.kernel.kho or "",
+            luo_compatible=self.kernel.luo or "",
+            image=image,
             release=next_release,
         )
         for index, session in enumerate(self._outgoing.values()):
@@ -435,7 +470,10 @@ class SimKernel:
                 data = f"s{index}-t{file.token}.bin"
                 _simdisk.write_file(staging, data, file.ref.fileno(), file.size)
                 pos = os.lseek(file.ref.fileno(), 0, os.SEEK_CUR)
-                saved = _simdisk.FileRecord(file.token, file.size, pos, file.seals, data)
+                compatible = self.kernel.handlers.get("memfd", _simdisk.MEMFD_COMPATIBLE)
+                saved = _simdisk.FileRecord(
+                    file.token, file.size, pos, file.seals, data, compatible
+                )
                 record.files.append(saved)
             handover.sessions.append(record)
         _simdisk.save(self.state_dir, handover, staging)
@@ -487,5 +525,7 @@ def sim_backend(
     cmdline: str | None = None,
     device_path: str = DEFAULT_PATH,
     eager_release: bool = False,
+    read_abi: _simabi.ReadAbi | None = None,
 ) -> Backend:
-    return Backend(SimKernel(state_dir, cmdline=cmdline, eager_release=eager_release), device_path)
+    kernel = SimKernel(state_dir, cmdline=cmdline, eager_release=eager_release, read_abi=read_abi)
+    return Backend(kernel, device_path)

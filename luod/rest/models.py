@@ -111,6 +111,12 @@ class PreflightRequest(Request):
         validate_default=True,
         description="The next kernel's command line (keep liveupdate=on).",
     )
+    allow_unknown_abi: StrictBool = Field(
+        default=False,
+        description="Go ahead when luod cannot read the running or the next kernel's handover "
+        "ABI: the check handover-abi warns instead of failing, and the update records the "
+        "override. A known mismatch is refused regardless.",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -174,7 +180,7 @@ class Status(Response):
 
 class Check(Response):
     id: str = Field(
-        examples=["device", "kho", "kernel-image", "next-cmdline", "handover"],
+        examples=["device", "kho", "kernel-image", "next-cmdline", "handover", "handover-abi"],
         description="The check's stable name.",
     )
     status: Literal["pass", "warn", "fail"] = Field(description="fail refuses the update.")
@@ -221,6 +227,34 @@ class Transition(Response):
     at: Time = Field(description="When.")
 
 
+class KernelAbi(Response):
+    """One kernel's handover ABI as luod read it; null strings are absent or unknown."""
+
+    release: str = Field(description='`uname -r` of the kernel ("?" when unread).')
+    version: str = Field(description="`uname -v` of the kernel.")
+    kho: str | None = Field(examples=["kho-v4"], description="KHO's compatible string.")
+    luo: str | None = Field(examples=["luo-v5"], description="LUO's compatible string.")
+    handlers: dict[str, str] | None = Field(
+        examples=[{"memfd": "memfd-v2"}],
+        description="File handler compatible string per fd kind (null: unknown).",
+    )
+    page_size: int | None = Field(description="Bytes per page (null: unknown).")
+    unknown: dict[str, str] = Field(description="What could not be read, and why.")
+    sources: dict[str, str] = Field(description="Where each item was read.")
+
+
+class HandoverAbi(Response):
+    status: Literal["pass", "warn", "fail"] = Field(description="The check's status.")
+    message: str = Field(description="The check's message: both strings on a mismatch.")
+    override: bool = Field(description="Went ahead unverified on the operator's override.")
+    kinds: list[str] = Field(description="The fd kinds the next kernel must restore.")
+    running: KernelAbi = Field(description="The running kernel (A).")
+    next: KernelAbi = Field(description="The next kernel (B).")
+    qualification: Literal["pass", "warn", "fail"] = Field(
+        description="Whether the pair has a passing qualification on record (check qualified)."
+    )
+
+
 class RecordedRequest(Response):
     kernel: str = Field(description="The next kernel's path.")
     initrd: str | None = Field(None, description="Its initrd's path (null: none).")
@@ -236,6 +270,10 @@ class RecordedRequest(Response):
         None,
         description="The link of the host's default route at prepare; its return after the "
         "kexec is the event uplink_up.",
+    )
+    allow_unknown_abi: bool = Field(False, description="The operator's override was given.")
+    handover_abi: HandoverAbi | None = Field(
+        None, description="The handover-abi check as the update saw it (null: older record)."
     )
 
 

@@ -117,7 +117,8 @@ class Client:
         return self._call(verbs.kexec(kernel, initrd, cmdline))
 
     def update(self, kernel: StrPath, **options: Any) -> dict[str, Any]:
-        """UPDATE (root): options initrd, cmdline, deadlines {phase: s}, dry_run, wait."""
+        """UPDATE (root): options initrd, cmdline, deadlines {phase: s}, dry_run, wait,
+        allow_unknown_abi."""
         return self._call(verbs.update(kernel, options))
 
     def abort(self, reason: str | None = None) -> dict[str, Any]:
@@ -251,7 +252,8 @@ class AsyncClient:
         return await self._call(verbs.kexec(kernel, initrd, cmdline))
 
     async def update(self, kernel: StrPath, **options: Any) -> dict[str, Any]:
-        """UPDATE (root): options initrd, cmdline, deadlines {phase: s}, dry_run, wait."""
+        """UPDATE (root): options initrd, cmdline, deadlines {phase: s}, dry_run, wait,
+        allow_unknown_abi."""
         return await self._call(verbs.update(kernel, options))
 
     async def abort(self, reason: str | None = None) -> dict[str, Any]:

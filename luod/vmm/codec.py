@@ -188,6 +188,7 @@ class Update(Request):
     deadlines: tuple[tuple[str, float], ...] = ()
     dry_run: bool = False
     wait: bool = False
+    allow_unknown_abi: bool = False
 
 
 @dataclass(frozen=True)
@@ -379,6 +380,7 @@ def _update(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Up
         tuple((k, float(v)) for k, v in deadlines.items()),
         data.get("dry_run") is True,
         data.get("wait") is True,
+        data.get("allow_unknown_abi") is True,
     )
 
 

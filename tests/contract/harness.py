@@ -16,6 +16,7 @@ from typing import Any
 
 from luod.kernel import Backend, OpenDevice, OwnedFd, Session, memfd
 from luod.kernel.sim import SimulatedKexec, sim_backend
+from tests.bzimages import B_7_3, bzimage
 
 Stage = Callable[["Luo", dict[str, Any]], dict[str, Any] | None]
 
@@ -23,7 +24,8 @@ CARRIED: list[Any] = []
 """Objects kept open across the kexec in a real-kernel stage run; never closed (the machine
 kexecs with them)."""
 
-FAKE_BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 0x1000
+FAKE_BZIMAGE = bzimage(B_7_3)
+"""A synthetic bzImage of a kernel that takes the simulator's handover (tests/bzimages.py)."""
 
 
 class Luo:

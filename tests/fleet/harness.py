@@ -24,12 +24,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from luod.vmm.client import Client
-from tests.contract.harness import FAKE_BZIMAGE
+from tests import bzimages
 
 PYTHON = sys.executable
 START_LIMIT = 60.0
@@ -45,14 +45,11 @@ time.sleep(1e6)
 
 
 def bzimage(path: Path, release: str) -> Path:
-    """A stub bzImage whose header names ``release`` (kernel_version at 0x20E, relative to
+    """A synthetic bzImage whose header names ``release`` (kernel_version at 0x20E, relative to
     0x200), as a real one does: the simulator boots that release after the kexec."""
-    image = bytearray(FAKE_BZIMAGE)
-    image[0x20E:0x210] = (0x400).to_bytes(2, "little")
-    text = f"{release} (fleet@build) #1 SMP PREEMPT_DYNAMIC".encode() + b"\0"
-    image[0x600 : 0x600 + len(text)] = text
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(image))
+    # with the ABI of the simulator's kernel, so luod's handover-abi preflight passes
+    path.write_bytes(bzimages.bzimage(replace(bzimages.B_7_3, release=release)))
     return path
 
 

@@ -50,11 +50,12 @@ def _checksum_ok(image: Path, sums: Path) -> bool:
     return wanted.get(image.name) == hashlib.sha256(image.read_bytes()).hexdigest()
 
 
-def stage(script: str, vm_python: Path, kernel: Path) -> str:
+def stage(script: str, vm_python: Path, kernel: Path, running: Path) -> str:
+    """``running``: the image this boot runs (luod's kexec.running_image: handover-abi)."""
     venv = vm_python.parent.parent
     quoted = {k: shlex.quote(str(v)) for k, v in
               {"VENV": venv, "SCRIPTS": VM_SCRIPTS, "FLEET": FLEET_VM, "REPO": REPO,
-               "NEXT_KERNEL": kernel}.items()}  # fmt: skip
+               "NEXT_KERNEL": kernel, "RUNNING_KERNEL": running}.items()}  # fmt: skip
     assignments = "; ".join(f"{k}={v}" for k, v in quoted.items())
     return (
         f"{assignments}; SHARE=$LUOD_VM_SHARE\n"
@@ -79,7 +80,10 @@ def test_luod_update_across_a_real_kexec_resumes_after_the_reboot(
     luo_kernel: Path, vm_python: Path, tmp_path: Path
 ) -> None:
     target = next_kernel(luo_kernel)
-    stages = [stage(f"stage-{n}.sh", vm_python, target) for n in (1, 2)]
+    stages = [
+        stage("stage-1.sh", vm_python, target, luo_kernel),
+        stage("stage-2.sh", vm_python, target, target),
+    ]
     result = run_guest(stages, kernel=luo_kernel, timeout=1500, workdir=tmp_path)
     share = result.share
     result.check()

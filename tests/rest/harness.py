@@ -20,8 +20,9 @@ from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import codec
 from luod.vmm.codec import Frame
+from tests.contract.harness import FAKE_BZIMAGE as FAKE
 
-FAKE_BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 0x1000
+FAKE_BZIMAGE = FAKE  # a synthetic bzImage the simulator's kernel can update into
 
 
 class FakeVmm:

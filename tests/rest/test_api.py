@@ -68,7 +68,7 @@ async def test_preflight_runs_the_checks_and_starts_nothing(
     bad = {"kernel": str(luod.state / "missing"), "cmdline": "root=/dev/vda"}
     refused = (await client.post("/v1/preflight", json=bad)).json()
     failed = {c["id"] for c in refused["checks"] if c["status"] == "fail"}
-    assert refused["ok"] is False and failed == {"kernel-image", "next-cmdline"}
+    assert refused["ok"] is False and failed == {"kernel-image", "next-cmdline", "handover-abi"}
     assert (await client.get("/v1/update")).json() == {"phase": "idle", "update": None}
     assert (await client.get("/v1/history")).json() == {"history": [], "next_cursor": None}
 
@@ -132,7 +132,8 @@ async def test_preflight_refusal_is_422_with_the_checks_and_recorded(
     assert reply.headers["content-type"] == "application/problem+json"
     problem = reply.json()
     assert problem["code"] == "preflight-failed" and "kernel-image" in problem["detail"]
-    assert [c["id"] for c in problem["checks"] if c["status"] == "fail"] == ["kernel-image"]
+    failed = [c["id"] for c in problem["checks"] if c["status"] == "fail"]
+    assert failed == ["kernel-image", "handover-abi"]  # no image: no ABI either
     history = (await client.get("/v1/history")).json()["history"]
     assert [h["outcome"] for h in history] == ["refused"]
 

@@ -35,6 +35,7 @@ from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import codec
 from luod.vmm.codec import Frame
+from tests.contract.harness import FAKE_BZIMAGE as FAKE
 from tests.unit.test_vmm_codec import JSON, Sample, fd_pool, requests
 
 pytestmark = pytest.mark.unit
@@ -367,7 +368,7 @@ def test_incomplete_server_messages_are_invalid(message: dict[str, Any]) -> None
 
 
 # --- what the daemon sends during whole updates (handler + driver over the simulator) -------
-FAKE_BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 0x1000
+FAKE_BZIMAGE = FAKE  # a synthetic bzImage the simulator's kernel can update into
 
 
 class FakeConnection:

@@ -28,7 +28,10 @@ def guest_files() -> dict[str, str]:
             "[Service]\nBindPaths=/run/sdg-share/luod-qemu:/var/lib/luod-qemu\n"
         ),
         "luod-qemu/.keep": "",
-        "etc-1/luod/luod.toml": '[kexec]\nmode = "auto"\n',
+        # running_image: no /boot/vmlinuz-RELEASE in the guest (the handover-abi preflight)
+        "etc-1/luod/luod.toml": (
+            '[kexec]\nmode = "auto"\nrunning_image = "/run/sdg-share/bzImage"\n'
+        ),
         "enable-2": "luod-qemu@l2.service\n",
     }
 

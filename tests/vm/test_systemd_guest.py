@@ -26,7 +26,10 @@ TIMINGS = Path("/tmp/luod-systemd-guest-timings.json")
 
 def guest_files(mode: str) -> dict[str, str]:
     files = {f"vmm-{vm}.env": f"RAM={ram}\n" for vm, ram in RAM.items()}
-    files["etc-1/luod/luod.toml"] = f'[kexec]\nmode = "{mode}"\n'
+    # running_image: the guest has no /boot/vmlinuz-RELEASE (the handover-abi preflight)
+    files["etc-1/luod/luod.toml"] = (
+        f'[kexec]\nmode = "{mode}"\nrunning_image = "/run/sdg-share/bzImage"\n'
+    )
     files["enable-2"] = "".join(f"sdg-reclaim@{vm}.service\n" for vm in VMS)
     return files
 
@@ -122,6 +125,8 @@ def test_kill9_restart_from_fd_store_then_systemctl_kexec(run: Any) -> None:
     mode = checks["kexec-mode"]
     assert mode["status"] == "pass" and mode["message"].startswith("systemd:"), mode
     assert "systemd 262" in mode["message"] and "luod.service" in mode["message"], mode
+    abi = checks["handover-abi"]  # read by luod.service from debugfs and the LZ4 images
+    assert abi["status"] == "pass" and abi["message"].startswith("kho-v4, luo-v5, memfd-v2"), abi
     blackout = final["blackout_seconds"]
     assert set(blackout) == set(VMS)
     assert all(b is not None and b > 0 for b in blackout.values()), blackout

@@ -4,7 +4,10 @@ STATE=${STATE:-/tmp/luod-state}  # tmpfs: lost across the kexec unless a stage s
 export PATH="$VENV/bin:$PATH" PYTHONDONTWRITEBYTECODE=1
 
 start_luod() {  # start_luod TAG: luod in the background, wait until its socket answers
-    luod --state-dir "$STATE" --custody keeper >>"$SHARE/luod-$1.log" 2>&1 &
+    # No /boot/vmlinuz-RELEASE in the guest: tell luod the image this boot runs (handover-abi).
+    printf '[kexec]\nrunning_image = "%s"\n' "${RUNNING_KERNEL:-$NEXT_KERNEL}" >/run/luod-vm.toml
+    luod --config /run/luod-vm.toml --state-dir "$STATE" --custody "${CUSTODY:-keeper}" \
+        >>"$SHARE/luod-$1.log" 2>&1 &
     LUOD_PID=$!
     for _ in $(seq 1 300); do
         [ -S "$SOCK" ] && python -c "from luod.vmm.client import Client; Client('$SOCK').hello()" 2>/dev/null && return 0
