@@ -23,7 +23,7 @@ test: lint typecheck host-tools
 host-tools:
 	tests/vm/ensure-host-tools
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml luod/__init__.py  # the version lives in luod/__init__.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -32,6 +32,8 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check luod tests bench
 	$(VENV)/bin/ruff format --check luod tests bench
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/vulture
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy luod

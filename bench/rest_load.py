@@ -74,11 +74,11 @@ class Switch:
 async def prepared(workdir: Path, run: int, bridge: LoopBridge) -> Luod:
     """A luod with VMS handed-over VMs whose VMMs ack at once (built before it is measured)."""
     luod = Luod(workdir / f"run{run}")
-    luod.handler.listeners.append(bridge.changed)  # as the daemon wires it
+    luod.daemon.events.listen(bridge.changed)  # as the daemon wires it
     answers: set[asyncio.Task[Any]] = set()
     for i in range(VMS):
         await luod.handover_vm(f"vm{i}")
-        luod.handler.clients[f"vm{i}"] = AckingVmm(luod, answers)  # type: ignore[assignment]
+        luod.connections.track(f"vm{i}", AckingVmm(luod, answers))
     return luod
 
 
@@ -89,8 +89,8 @@ async def one_update(luod: Luod, switch: Switch, bridge: LoopBridge) -> float:
     try:
         await luod.ask(FakeVmm(), {"cmd": "UPDATE", "kernel": str(luod.kernel)})
         await until(lambda: luod.kexeced, timeout=60)
-        assert luod.handler.driver.record is not None
-        return freeze_seconds(luod.handler.driver.record.vms)
+        assert luod.driver.record is not None
+        return freeze_seconds(luod.driver.record.vms)
     finally:
         luod.close()
 

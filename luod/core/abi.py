@@ -47,7 +47,6 @@ class ImageFacts:
 
     declared: Declared
     compression: str
-    vmlinux_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +98,7 @@ def image_facts(image: bytes) -> ImageFacts:
         handlers=handlers,
         page_size=elf_page_size(vmlinux.data),
     )
-    return ImageFacts(declared, vmlinux.compression, len(vmlinux.data))
+    return ImageFacts(declared, vmlinux.compression)
 
 
 def compatible_strings(vmlinux: bytes, prefixes: Iterable[str]) -> dict[str, str | None]:

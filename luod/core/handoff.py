@@ -1,9 +1,10 @@
 """The last step before the kexec: put the manifest where the next kernel's luod will find it.
 
-A sealed memfd at token 0 of session ``luod`` (the kernel cannot list sessions or tokens) plus
-the disk copy; then sync and reboot. Direct mode: luod, alive and holding every session, calls
-reboot(KEXEC). Systemd mode: every session is in luod's fd store and ``systemctl kexec`` reboots
-(luod.core.kexec_mode). No other LUO call runs meanwhile: luod's event loop awaits this step.
+``Registry.begin_kexec`` writes it as a sealed memfd at token 0 of session ``luod`` (the
+kernel cannot list sessions or tokens) plus the disk copy; then sync and reboot. Direct mode:
+luod, alive and holding every session, calls reboot(KEXEC). Systemd mode: every session is in
+luod's fd store and ``systemctl kexec`` reboots (luod.core.kexec_mode). No other LUO call runs
+meanwhile: luod's event loop awaits this step.
 """
 
 from __future__ import annotations
@@ -15,84 +16,61 @@ from pathlib import Path
 
 import structlog
 
-from luod.core import manifest as manifest_io
-from luod.core.model import MANIFEST_TOKEN, STATE_SESSION
 from luod.core.registry import Registry
 from luod.errors import LuodError
-from luod.kernel import LuoError
+from luod.kernel import Backend, LuoError
 
 log = structlog.get_logger("luod.handoff")
 
 
 def load_next_kernel(
-    registry: Registry, kernel: Path, initrd: Path | None, cmdline: str | None
+    backend: Backend, kernel: Path, initrd: Path | None, cmdline: str | None
 ) -> str:
     """kexec_file_load the next kernel; ``cmdline`` None reuses the running one."""
-    text = cmdline if cmdline is not None else registry.backend.info().cmdline
+    text = cmdline if cmdline is not None else backend.info().cmdline
     try:
-        registry.backend.load_kernel(kernel, initrd, text)
+        backend.load_kernel(kernel, initrd, text)
     except LuoError as exc:
         raise LuodError.from_luo(exc) from exc
     return text
 
 
-def write_state_session(registry: Registry) -> None:
-    """Session ``luod`` with the manifest at token 0. A previous attempt's one (a reboot that
-    failed) is closed first, custody's copy included, so the create never meets EEXIST."""
-    old, registry.state_session = registry.state_session, None
-    if old is not None:
-        old.close()
-        registry.custody.withdraw(STATE_SESSION)
-    manifest = registry.manifest()
-    with manifest_io.to_memfd(manifest) as fd:
-        session = registry.backend.device.create_session(STATE_SESSION)
-        try:
-            session.preserve(fd, MANIFEST_TOKEN)
-        except BaseException:
-            session.close()
-            raise
-    registry.state_session = session
-    registry.custody.deposit(STATE_SESSION, session)
+def kexec_direct(registry: Registry, backend: Backend) -> None:
+    """Hand over and reboot. Returns only if reboot(2) failed (state then rolled back); raises
+    KernelGone where the caller outlives the kexec (the simulator)."""
+    _hand_over(registry, backend, backend.reboot_kexec)
 
 
-def kexec_direct(registry: Registry) -> None:
-    """Hand over and reboot. Returns only if reboot(2) failed (state then rolled back)."""
-    _hand_over(registry, registry.backend.reboot_kexec)
-
-
-def kexec_systemd(registry: Registry, start_kexec: Callable[[], None]) -> None:
+def kexec_systemd(registry: Registry, backend: Backend, start_kexec: Callable[[], None]) -> None:
     """Hand over into systemd's fd store, then ``start_kexec`` (``systemctl kexec``). Returns
     once systemd accepted the job: luod is stopped by it soon and must not touch the sessions
     again. Raises (state rolled back) when the custody is not the fd store or systemd refused."""
-    if registry.custody.kind != "systemd":
+    if registry.custody_kind != "systemd":
         raise LuodError(
             "kexec-mode",
             f"kexec through systemd needs systemd's fd store, luod's custody is "
-            f"{registry.custody.kind}",
+            f"{registry.custody_kind}",
             "run luod as luod.service, or set kexec.mode = direct",
             errno.EINVAL,
         )
-    _hand_over(registry, start_kexec)
+    _hand_over(registry, backend, start_kexec)
 
 
-def _hand_over(registry: Registry, reboot: Callable[[], None]) -> None:
-    if not registry.backend.kernel_loaded():
+def _hand_over(registry: Registry, backend: Backend, reboot: Callable[[], None]) -> None:
+    if not backend.kernel_loaded():
         raise LuodError(
             "no-kernel-loaded",
             "no next kernel is loaded",
             "load one with kexec_file_load first (KEXEC kernel=...)",
             errno.EINVAL,
         )
-    registry.kexec_pending = True
     try:
-        registry.persist(durable=True)
-        write_state_session(registry)
+        registry.begin_kexec()
         os.sync()
-        log.info("kexec", vms=len(registry.vms), custody=registry.custody.kind)
+        log.info("kexec", vms=len(registry.vms), custody=registry.custody_kind)
         reboot()
     except (LuoError, LuodError) as exc:
-        registry.kexec_pending = False
-        registry.persist()
+        registry.end_kexec()
         log.error("kexec-failed", error=str(exc))
         raise LuodError.from_luo(exc) if isinstance(exc, LuoError) else exc from exc
 
@@ -100,6 +78,5 @@ def _hand_over(registry: Registry, reboot: Callable[[], None]) -> None:
 def kexec_abandoned(registry: Registry) -> None:
     """systemd accepted ``systemctl kexec`` but never stopped luod: the kexec is not coming.
     Sessions stay preserved (the state session is replaced on the next attempt)."""
-    registry.kexec_pending = False
-    registry.persist()
+    registry.end_kexec()
     log.error("kexec-abandoned", hint="see the journal for why the kexec job did not run")

@@ -5,6 +5,7 @@ Plain data, JSON-serialisable, shared by the registry, the manifest and the prot
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -13,6 +14,11 @@ from typing import Any, Final
 SESSION_PREFIX: Final = "luod."
 STATE_SESSION: Final = "luod"
 MANIFEST_TOKEN: Final = 0
+VM_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,57}")
+FILE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+FILE_KINDS: Final = ("memfd", "vfio", "iommufd", "guest_memfd")
+"""What a VMM may name a file's kind; only memfds have a LUO handler today (the kernel says
+which, with ENOENT, at preserve time)."""
 
 
 def session_name(vm_id: str) -> str:
@@ -32,6 +38,14 @@ class VmState(StrEnum):
     INCOMING = "incoming"  # after the kexec: session retrieved, waiting for the owner
     RECLAIMED = "reclaimed"  # every file (or the session fd) handed back
     LOST = "lost"  # its session did not survive (reported, never silent)
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A file a VMM asks luod to preserve: its name within the VM, and its kind."""
+
+    name: str
+    kind: str = "memfd"
 
 
 @dataclass

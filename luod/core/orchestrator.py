@@ -50,6 +50,10 @@ DEFAULT_DEADLINES: Final[Mapping[Phase, float | None]] = {
     P.ABORTING: 30.0,
 }
 
+DEADLINE_PHASES: Final = ("preparing", "freezing", "frozen", "reclaiming", "aborting")
+"""The phases whose deadline a request may set (the others wait for an operator or a reboot)."""
+MAX_DEADLINE: Final = 7 * 24 * 3600.0
+
 # Phases where a SIGTERM/SIGINT must wait: stopping there would leave a half-done update.
 SIGNAL_DEFERRING: Final = frozenset({P.FREEZING, P.FROZEN, P.REBOOTING})
 
@@ -106,10 +110,6 @@ class UpdateMachine:
     def remaining(self) -> float | None:
         deadline = self.deadline()
         return None if deadline is None else max(0.0, deadline - self.clock.now().monotonic)
-
-    def expired(self) -> bool:
-        remaining = self.remaining()
-        return remaining is not None and remaining <= 0.0
 
     @property
     def defers_signals(self) -> bool:

@@ -18,6 +18,7 @@ from luod.core import dialect
 from luod.core.compat import Assessment
 from luod.core.kexec_mode import KexecPlan
 from luod.core.model import STATE_SESSION, Mode, VmRecord, VmState
+from luod.errors import LuodError
 from luod.kernel.probes import KernelInfo, cmdline_flag
 
 BZIMAGE_MAGIC_OFFSET: Final = 0x202
@@ -76,6 +77,20 @@ def run(ctx: PreflightInput) -> list[Check]:
 
 def failed(checks: Iterable[Check]) -> list[Check]:
     return [c for c in checks if c.status is Status.FAIL]
+
+
+class Refused(LuodError):
+    """``preflight-failed``: an update refused before anything changed, with every check that
+    ran (so that nobody runs them again to show them)."""
+
+    def __init__(self, checks: list[Check]) -> None:
+        refusing = failed(checks)
+        super().__init__(
+            "preflight-failed",
+            "preflight refused: " + ", ".join(c.id for c in refusing),
+            "; ".join(f"{c.id}: {c.message} ({c.hint})" for c in refusing),
+        )
+        self.checks = checks
 
 
 def device(info: KernelInfo) -> Check:

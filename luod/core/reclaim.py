@@ -24,7 +24,7 @@ def reclaim(
     vm = _incoming(registry, peer, vm_id, Mode.HANDOVER)
     wanted = list(vm.files.values()) if names is None else [_file(vm, n) for n in names]
     try:
-        fds = registry.retriever(registry.session(vm), [f.token for f in wanted], peer.cgroup)
+        fds = registry.retrieve(vm, [f.token for f in wanted], peer.cgroup)
     except LuoError as exc:
         raise LuodError.from_luo(exc) from exc
     for record in wanted:
@@ -57,7 +57,7 @@ def done(registry: Registry, peer: Peer, vm_id: str, force: bool) -> None:
             f"files not reclaimed yet: {', '.join(left)}",
             "FINISH would destroy them: RECLAIM them, or send DONE with force",
         )
-    finish = vm.mode is Mode.HANDOVER and vm.id in registry.sessions
+    finish = vm.mode is Mode.HANDOVER and registry.has_session(vm.id)
     try:
         registry.forget(vm, finish=finish)
     except LuoError as exc:

@@ -16,9 +16,9 @@ import structlog
 
 from luod.core import manifest as manifest_io
 from luod.core.model import MANIFEST_TOKEN, STATE_SESSION, VmRecord, VmState
-from luod.core.registry import Registry
+from luod.core.registry import Custody, Registry
 from luod.errors import LuodError
-from luod.kernel import LuoError, OpenDevice, Session
+from luod.kernel import Backend, LuoDevice, LuoError, OpenDevice, Session
 
 log = structlog.get_logger("luod.recovery")
 
@@ -32,7 +32,8 @@ class RecoveryReport:
     retrieved: list[str] = field(default_factory=list)  # by RETRIEVE_SESSION, not from custody
 
 
-def recover(registry: Registry) -> RecoveryReport:
+def recover(registry: Registry, backend: Backend, custody: Custody) -> RecoveryReport:
+    """Fill the empty ``registry`` from ``custody``, the manifest and ``backend``'s device."""
     report = RecoveryReport()
     if not registry.info.device_present:
         report.mode = "no-device"  # luod still serves: preflight and errors say why
@@ -43,12 +44,12 @@ def recover(registry: Registry) -> RecoveryReport:
         )
         _resume(registry, {}, report)
         return report
-    adopted = _adopt_custody(registry)
+    adopted = _adopt_custody(backend.device, custody)
     try:
-        with registry.backend.device.open() as device:
-            state = _take_state_session(registry, device, adopted, report)
+        with backend.device.open() as device:
+            state = _take_state_session(device, custody, adopted, report)
             if state is not None:
-                _after_kexec(registry, device, state, adopted, report)
+                _after_kexec(registry, device, custody, state, adopted, report)
             else:
                 _resume(registry, adopted, report)
     except LuoError as exc:
@@ -60,11 +61,11 @@ def recover(registry: Registry) -> RecoveryReport:
     return report
 
 
-def _adopt_custody(registry: Registry) -> dict[str, Session]:
+def _adopt_custody(device: LuoDevice, custody: Custody) -> dict[str, Session]:
     adopted = {}
-    for name, fd in registry.custody.recover().items():
+    for name, fd in custody.recover().items():
         try:
-            session = registry.backend.device.adopt_session(fd)
+            session = device.adopt_session(fd)
         except LuoError as exc:
             log.warning("custody-not-a-session", name=name, error=str(exc))
             fd.close()
@@ -74,7 +75,7 @@ def _adopt_custody(registry: Registry) -> dict[str, Session]:
 
 
 def _take_state_session(
-    registry: Registry, device: OpenDevice, adopted: dict[str, Session], report: RecoveryReport
+    device: OpenDevice, custody: Custody, adopted: dict[str, Session], report: RecoveryReport
 ) -> tuple[Session, manifest_io.Manifest] | None:
     session = adopted.pop(STATE_SESSION, None)
     if session is None:
@@ -92,38 +93,38 @@ def _take_state_session(
         if exc.errno != errno.EINVAL:  # EINVAL: an outgoing leftover of a kexec that failed
             raise
         session.close()
-        registry.custody.withdraw(STATE_SESSION)
+        custody.withdraw(STATE_SESSION)
         return None
-    registry.custody.deposit(STATE_SESSION, session)  # until every VM session is safe
+    custody.deposit(STATE_SESSION, session)  # until every VM session is safe
     return session, manifest
 
 
 def _after_kexec(
     registry: Registry,
     device: OpenDevice,
+    custody: Custody,
     state: tuple[Session, manifest_io.Manifest],
     adopted: dict[str, Session],
     report: RecoveryReport,
 ) -> None:
     state_session, manifest = state
     report.mode = "after-kexec"
+    sessions = {}
     for vm in manifest.vms.values():
         session = adopted.pop(vm.session, None) or _retrieve(device, vm, report)
         if session is None:
             report.lost.append(vm.id)
             continue
-        registry.sessions[vm.id] = session
-        registry.custody.deposit(vm.session, session)
+        sessions[vm.id] = session
+        custody.deposit(vm.session, session)
         for record in vm.files.values():
             record.reclaimed = False
         vm.touch(VmState.INCOMING, note=f"preserved by {manifest.release}")
         report.restored.append(vm.id)
-    registry.vms = dict(manifest.vms)
-    registry.previous = manifest
-    registry.persist()
+    registry.restore(manifest.vms, sessions, previous=manifest)
     state_session.finish()  # every file of it (the manifest) was retrieved
     state_session.close()
-    registry.custody.withdraw(STATE_SESSION)
+    custody.withdraw(STATE_SESSION)
 
 
 def _retrieve(device: OpenDevice, vm: VmRecord, report: RecoveryReport) -> Session | None:
@@ -142,22 +143,23 @@ def _resume(registry: Registry, adopted: dict[str, Session], report: RecoveryRep
     disk = manifest_io.read_disk(registry.state_dir)
     if disk is None:
         return
-    registry.vms = dict(disk.vms)
+    vms = dict(disk.vms)
     if disk.boot_id != registry.info.boot_id:
         report.mode = "lost-boot"
-        for vm in registry.vms.values():
+        for vm in vms.values():
             if vm.state is not VmState.LOST:
                 vm.touch(VmState.LOST, note="this boot did not come through a live update")
                 report.lost.append(vm.id)
-        registry.persist()
+        registry.restore(vms, {})
         return
     report.mode = "restart"
-    for vm in registry.vms.values():
+    sessions = {}
+    for vm in vms.values():
         session = adopted.pop(vm.session, None)
         if session is None and vm.state is not VmState.LOST:
             vm.touch(VmState.LOST, note="its session was not in custody after a restart")
             report.lost.append(vm.id)
         elif session is not None:
-            registry.sessions[vm.id] = session
+            sessions[vm.id] = session
             report.restored.append(vm.id)
-    registry.persist()
+    registry.restore(vms, sessions)

@@ -8,26 +8,70 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol
 
 import structlog
 
 from luod.core import manifest as manifest_io
 from luod.core.access import AccessPolicy, Peer, check_owner
-from luod.core.custody import Custody
-from luod.core.model import FileRecord, Mode, VmRecord, VmState
+from luod.core.model import (
+    MANIFEST_TOKEN,
+    STATE_SESSION,
+    FileRecord,
+    FileSpec,
+    Mode,
+    VmRecord,
+    VmState,
+)
 from luod.errors import LuodError
-from luod.kernel import Backend, LuoError, OwnedFd, Session, memfd
+from luod.kernel import Backend, LuoError, OwnedFd, Session, SupportsFileno, memfd
 from luod.kernel.charged import retrieve_charged
-from luod.vmm.codec import FileSpec
 
 log = structlog.get_logger("luod.registry")
 JOURNAL_LIMIT = 512
 Retriever = Callable[[Session, Sequence[int], str | None], list[OwnedFd]]
 
 
+class Custody(Protocol):
+    """Who else holds every session fd luod holds, so that a luod that dies loses nothing
+    (implementations: luod.custody)."""
+
+    @property
+    def kind(self) -> str:
+        """One of "systemd", "keeper", "memory"."""
+        ...
+
+    def deposit(self, name: str, fd: SupportsFileno) -> None:
+        """Hold a duplicate of ``fd`` (the caller keeps ``fd``); replaces an entry ``name``.
+
+        ``fd`` is an OwnedFd or anything with ``fileno()`` (a ``Session``); ValueError for a
+        name systemd would refuse (``luod.custody.fdname``).
+        """
+        ...
+
+    def withdraw(self, name: str) -> None:
+        """Forget ``name`` and close custody's copy (the session ended); unknown: no-op."""
+        ...
+
+    def recover(self) -> dict[str, OwnedFd]:
+        """Every fd held, by name, as new duplicates owned by the caller."""
+        ...
+
+    def close(self) -> None:
+        """Release local resources; fds held outside this process stay held."""
+        ...
+
+
 class Registry:
+    """The VMs luod knows and the LUO session it holds for each; the only writer of that state.
+
+    Built empty; ``restore`` fills it once at start-up (luod.core.recovery), and from then on
+    every change goes through a method that also writes it down (journal or manifest).
+    """
+
     def __init__(
         self,
         backend: Backend,
@@ -36,20 +80,53 @@ class Registry:
         policy: AccessPolicy,
         retriever: Retriever | None = None,
     ) -> None:
-        self.backend = backend
-        self.custody = custody
-        self.state_dir = state_dir
-        self.policy = policy
-        self.retriever: Retriever = retriever or _default_retriever(backend)
+        self._backend = backend
+        self._custody = custody
+        self._state_dir = state_dir
+        self._policy = policy
+        self._retriever: Retriever = retriever or _default_retriever(backend)
         self.info = backend.info()
-        self.vms: dict[str, VmRecord] = {}
-        self.sessions: dict[str, Session] = {}  # vm id -> its session
-        self.state_session: Session | None = None  # session "luod", just before a kexec
-        self.kexec_pending = False
-        self.extra: dict[str, object] = {}  # carried in the manifest (the update timeline)
+        self._vms: dict[str, VmRecord] = {}
+        self._sessions: dict[str, Session] = {}  # vm id -> its session
+        self._state_session: Session | None = None  # session "luod", just before a kexec
+        self._kexec_pending = False
+        self._carried: dict[str, object] = {}  # carried in the manifest (the update timeline)
         self._journaled = 0
         self._snapshot_written = False  # journal lines need a snapshot of this boot before them
-        self.previous: manifest_io.Manifest | None = None  # the manifest the last kernel left
+        self._previous: manifest_io.Manifest | None = None  # the manifest the last kernel left
+
+    # --- what others may read -----------------------------------------------------------
+    @property
+    def vms(self) -> Mapping[str, VmRecord]:
+        return MappingProxyType(self._vms)
+
+    @property
+    def previous(self) -> manifest_io.Manifest | None:
+        """The manifest the previous kernel's luod left (after a live update), else None."""
+        return self._previous
+
+    @property
+    def state_dir(self) -> Path:
+        return self._state_dir
+
+    @property
+    def kexec_pending(self) -> bool:
+        return self._kexec_pending
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    @property
+    def custody_kind(self) -> str:
+        return self._custody.kind
+
+    def open_sessions(self) -> int:
+        return sum(not s.closed for s in self._sessions.values())
+
+    def admit(self, peer: Peer) -> None:
+        """Raise ``not-allowed`` unless the access policy lets ``peer`` talk to luod."""
+        self._policy.check(peer)
 
     # --- persistence --------------------------------------------------------------------
     def manifest(self) -> manifest_io.Manifest:
@@ -57,14 +134,14 @@ class Registry:
             boot_id=self.info.boot_id,
             release=self.info.release,
             liveupdate_number=self.info.liveupdate_number,
-            vms=dict(self.vms),
-            kexec_pending=self.kexec_pending,
-            extra=dict(self.extra),
+            vms=dict(self._vms),
+            kexec_pending=self._kexec_pending,
+            extra=dict(self._carried),
         )
 
     def persist(self, durable: bool = False) -> None:
         """A full snapshot of the manifest on disk."""
-        manifest_io.write_atomic(self.state_dir, self.manifest(), durable)
+        manifest_io.write_atomic(self._state_dir, self.manifest(), durable)
         self._journaled = 0
         self._snapshot_written = True
 
@@ -82,16 +159,21 @@ class Registry:
         }
         self._journal({"vm_files": entry})
 
+    def carry(self, key: str, value: object) -> None:
+        """Keep ``value`` in the manifest under ``key``, so the next kernel's luod reads it
+        (``previous.extra``): the running update's record, written just before the kexec."""
+        self._carried[key] = value
+
     def _journal(self, entry: dict[str, object]) -> None:
         self._journaled += 1
         if self._journaled > JOURNAL_LIMIT or not self._snapshot_written:
             self.persist()
         else:
-            manifest_io.append_journal(self.state_dir, entry)
+            manifest_io.append_journal(self._state_dir, entry)
 
     # --- lookups ------------------------------------------------------------------------
     def get(self, vm_id: str, peer: Peer | None = None) -> VmRecord:
-        vm = self.vms.get(vm_id)
+        vm = self._vms.get(vm_id)
         if vm is None:
             raise LuodError("unknown-vm", f"no VM {vm_id!r}", "REGISTER or SUBSCRIBE it first")
         if peer is not None:
@@ -99,7 +181,7 @@ class Registry:
         return vm
 
     def session(self, vm: VmRecord) -> Session:
-        session = self.sessions.get(vm.id)
+        session = self._sessions.get(vm.id)
         if session is None or session.closed:
             raise LuodError("wrong-state", f"VM {vm.id!r} has no LUO session", vm.note)
         return session
@@ -107,12 +189,15 @@ class Registry:
     def listing(self, peer: Peer, vm_id: str | None) -> list[VmRecord]:
         if vm_id is not None:
             return [self.get(vm_id, peer)]
-        return [vm for vm in self.vms.values() if peer.uid in (0, vm.owner.uid)]
+        return [vm for vm in self._vms.values() if peer.uid in (0, vm.owner.uid)]
+
+    def has_session(self, vm_id: str) -> bool:
+        return vm_id in self._sessions
 
     # --- before the kexec ---------------------------------------------------------------
     def register(self, peer: Peer, vm_id: str, mode: Mode) -> VmRecord:
-        self.policy.check(peer)
-        existing = self.vms.get(vm_id)
+        self._policy.check(peer)
+        existing = self._vms.get(vm_id)
         if existing is not None:
             check_owner(existing, peer)
             if existing.mode != mode:
@@ -125,7 +210,7 @@ class Registry:
         self._refuse_during_kexec()
         vm = VmRecord(vm_id, peer.as_owner(), mode)
         self._open_session(vm)
-        self.vms[vm_id] = vm
+        self._vms[vm_id] = vm
         self.record(vm)
         log.info("vm-registered", vm=vm_id, mode=str(mode), uid=peer.uid, pid=peer.pid)
         return vm
@@ -172,21 +257,74 @@ class Registry:
         """A duplicate of the VM's session fd for its owner (luod keeps its own)."""
         return OwnedFd(os.dup(self.session(vm).fileno()))
 
+    def retrieve(self, vm: VmRecord, tokens: Sequence[int], cgroup: str | None) -> list[OwnedFd]:
+        """After the kexec: the VM's preserved files by token, charged to ``cgroup``."""
+        return self._retriever(self.session(vm), tokens, cgroup)
+
+    # --- start-up and the kexec -----------------------------------------------------------
+    def restore(
+        self,
+        vms: Mapping[str, VmRecord],
+        sessions: Mapping[str, Session],
+        previous: manifest_io.Manifest | None = None,
+    ) -> None:
+        """Start-up: the VMs on record and the sessions recovered for them (luod.core.recovery),
+        and the manifest the previous kernel left, if this boot came through a live update."""
+        self._vms, self._sessions = dict(vms), dict(sessions)
+        self._previous = previous
+        self.persist()
+
+    def begin_kexec(self) -> None:
+        """From now on nothing may change: the manifest on disk and in session ``luod`` (token
+        0) is what the next kernel's luod starts from. Undone by ``end_kexec``."""
+        self._kexec_pending = True
+        self.persist(durable=True)
+        self._write_state_session()
+
+    def end_kexec(self) -> None:
+        """The kexec did not happen (reboot failed, or systemd never ran it): changes are
+        allowed again. The state session stays until the next attempt replaces it."""
+        self._kexec_pending = False
+        self.persist()
+
+    def close(self) -> None:
+        """Close luod's session fds (custody keeps its copies): tests and tools only."""
+        for session in self._sessions.values():
+            session.close()
+
+    def _write_state_session(self) -> None:
+        """Session ``luod`` with the manifest at token 0. A previous attempt's one (a reboot
+        that failed) is closed first, custody's copy included, so the create never meets
+        EEXIST."""
+        old, self._state_session = self._state_session, None
+        if old is not None:
+            old.close()
+            self._custody.withdraw(STATE_SESSION)
+        with manifest_io.to_memfd(self.manifest()) as fd:
+            session = self._backend.device.create_session(STATE_SESSION)
+            try:
+                session.preserve(fd, MANIFEST_TOKEN)
+            except BaseException:
+                session.close()
+                raise
+        self._state_session = session
+        self._custody.deposit(STATE_SESSION, session)
+
     # --- internals ----------------------------------------------------------------------
     def _open_session(self, vm: VmRecord) -> None:
         try:
-            session = self.backend.device.create_session(vm.session)
+            session = self._backend.device.create_session(vm.session)
         except LuoError as exc:
             if exc.errno == errno.EEXIST:  # restore a valid block chain (docs/kernel.md §4.4)
-                self.backend.device.create_session(f"luod-eexist-guard-{os.getpid()}").close()
+                self._backend.device.create_session(f"luod-eexist-guard-{os.getpid()}").close()
                 raise LuodError(
                     "session-exists",
                     f"a LUO session {vm.session!r} already exists",
                     "another process created it; luod will not share it",
                 ) from exc
             raise LuodError.from_luo(exc) from exc
-        self.sessions[vm.id] = session
-        self.custody.deposit(vm.session, session)
+        self._sessions[vm.id] = session
+        self._custody.deposit(vm.session, session)
 
     def _check_preservable(self, vm: VmRecord, specs: Sequence[FileSpec]) -> None:
         self._refuse_during_kexec()
@@ -236,17 +374,17 @@ class Registry:
 
     def forget(self, vm: VmRecord, *, finish: bool) -> None:
         """Drop the VM and its session (FINISHed first when ``finish``), custody included."""
-        session = self.sessions.pop(vm.id, None)
+        session = self._sessions.pop(vm.id, None)
         if session is not None:
             if finish:
                 session.finish()
             session.close()
-        self.custody.withdraw(vm.session)
-        del self.vms[vm.id]
+        self._custody.withdraw(vm.session)
+        del self._vms[vm.id]
         self._journal({"forget": vm.id})
 
     def _refuse_during_kexec(self) -> None:
-        if self.kexec_pending:
+        if self._kexec_pending:
             raise LuodError("wrong-state", "a kexec is in progress", "retry after the update")
 
 

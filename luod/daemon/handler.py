@@ -1,13 +1,14 @@
-"""Maps each VMM socket request onto the core (registry, reclaim, handoff). No logic of its own
-beyond who-may-do-what at the transport level; kernel work runs off the event loop."""
+"""Maps each VMM socket request onto the core (registry, reclaim) and the update driver, by a
+table from request type to the coroutine that answers it. No logic of its own beyond who may
+do what at the transport level; kernel work runs off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -15,10 +16,12 @@ import luod
 from luod.core import dialect, reclaim, timeline
 from luod.core.model import Mode, VmRecord
 from luod.core.registry import Registry
+from luod.daemon.connections import VmmConnection, VmmConnections
+from luod.daemon.events import EventBus
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
+from luod.kernel import OwnedFd
 from luod.vmm import codec
-from luod.vmm.server import Connection
 
 log = structlog.get_logger("luod.handler")
 INLINE_BYTES = 128 << 20
@@ -26,28 +29,72 @@ INLINE_BYTES = 128 << 20
 thread hop costs more than it saves. Above it (GiBs of guest RAM take seconds, docs/kernel.md §6.2)
 it runs in a worker thread so other clients keep being served."""
 
+Reply = tuple[dict[str, Any], tuple[OwnedFd, ...]]
+R = TypeVar("R", bound=codec.Request)
+Verb = Callable[[VmmConnection, R], Awaitable[Reply]]
+
+
+class Verbs:
+    """The table from request type to the coroutine that answers it: each entry is checked
+    (mypy) to take the request type it is filed under."""
+
+    def __init__(self) -> None:
+        self._table: dict[type[codec.Request], Verb[Any]] = {}
+
+    def add(self, kind: type[R], verb: Verb[R]) -> None:
+        self._table[kind] = verb
+
+    def of(self, request: codec.Request) -> Verb[Any]:
+        return self._table[type(request)]
+
+    def kinds(self) -> frozenset[type[codec.Request]]:
+        return frozenset(self._table)
+
 
 class LuodHandler:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        driver: UpdateDriver,
+        connections: VmmConnections,
+        events: EventBus,
+    ) -> None:
         self.registry = registry
+        self.driver = driver
+        self.connections = connections
+        self.events = events
         self.lock = asyncio.Lock()  # one registry operation at a time
-        self.clients: dict[str, Connection] = {}  # vm id -> its VMM's live connection
-        self.watchers: set[Connection] = set()
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # e.g. the REST event stream
-        self.driver: UpdateDriver  # set by the daemon once the task group exists
+        self.verbs = self._verbs()
 
-    async def handle(self, conn: Connection, request: codec.Request) -> codec.Outgoing:
+    def _verbs(self) -> Verbs:
+        verbs = Verbs()
+        verbs.add(codec.Hello, self._hello)
+        verbs.add(codec.Register, self._register)
+        verbs.add(codec.Preserve, self._preserve)
+        verbs.add(codec.ListVms, self._list)
+        verbs.add(codec.Drop, self._drop)
+        verbs.add(codec.Reclaim, self._reclaim)
+        verbs.add(codec.Done, self._done)
+        verbs.add(codec.Subscribe, self._subscribe)
+        verbs.add(codec.Ready, self._ready)
+        verbs.add(codec.Claim, self._claim)
+        verbs.add(codec.Status, self._status)
+        verbs.add(codec.Update, self._update)
+        verbs.add(codec.Kexec, self._kexec)
+        verbs.add(codec.Abort, self._abort)
+        verbs.add(codec.Watch, self._watch)
+        verbs.add(codec.History, self._history)
+        return verbs
+
+    async def handle(self, conn: VmmConnection, request: codec.Request) -> codec.Outgoing:
         if not isinstance(request, codec.Hello):
-            self.registry.policy.check(conn.peer)
-        method = getattr(self, "_" + request.cmd.lower())
-        result: tuple[dict[str, Any], tuple[Any, ...]] = await method(conn, request)
-        body, fds = result
+            self.registry.admit(conn.peer)
+        body, fds = await self.verbs.of(request)(conn, request)
         return codec.encode(codec.ok_reply(request.cmd, request.seq, body), fds)
 
-    def disconnected(self, conn: Connection) -> None:
-        self.watchers.discard(conn)
-        for vm_id in [v for v, c in self.clients.items() if c is conn]:
-            del self.clients[vm_id]
+    def disconnected(self, conn: VmmConnection) -> None:
+        self.events.unwatch(conn)
+        for vm_id in self.connections.gone(conn):
             log.info("vmm-gone", vm=vm_id, note="luod keeps the session")
             self.driver.vmm_gone(vm_id)
 
@@ -60,7 +107,7 @@ class LuodHandler:
             return await asyncio.to_thread(call, *args)
 
     # --- verbs ------------------------------------------------------------------------------
-    async def _hello(self, conn: Connection, req: codec.Hello) -> Any:
+    async def _hello(self, conn: VmmConnection, req: codec.Hello) -> Reply:
         conn.capabilities = dialect.grant(req.capabilities)
         info = {
             "protocol": codec.PROTOCOL,
@@ -71,48 +118,48 @@ class LuodHandler:
         }
         return info, ()
 
-    async def _register(self, conn: Connection, req: codec.Register) -> Any:
+    async def _register(self, conn: VmmConnection, req: codec.Register) -> Reply:
         if req.id not in self.registry.vms:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER, inline=True)
-        self._track(conn, req.id)
+        self.connections.track(req.id, conn)
         return {"vm": _vm(vm)}, ()
 
-    async def _preserve(self, conn: Connection, req: codec.Preserve) -> Any:
+    async def _preserve(self, conn: VmmConnection, req: codec.Preserve) -> Reply:
         small = sum(os.fstat(fd.fileno()).st_size for fd in req.fds) < INLINE_BYTES
         files = await self._run(
             self.registry.preserve, conn.peer, req.id, req.files, req.fds, inline=small
         )
-        self._track(conn, req.id)
+        self.connections.track(req.id, conn)
         return {"files": [_file(f) for f in files]}, ()
 
-    async def _list(self, conn: Connection, req: codec.ListVms) -> Any:
+    async def _list(self, conn: VmmConnection, req: codec.ListVms) -> Reply:
         return {"vms": [_vm(v) for v in self.registry.listing(conn.peer, req.id)]}, ()
 
-    async def _drop(self, conn: Connection, req: codec.Drop) -> Any:
+    async def _drop(self, conn: VmmConnection, req: codec.Drop) -> Reply:
         await self._run(self.registry.drop, conn.peer, req.id)
         return {}, ()
 
-    async def _reclaim(self, conn: Connection, req: codec.Reclaim) -> Any:
+    async def _reclaim(self, conn: VmmConnection, req: codec.Reclaim) -> Reply:
         pairs = await self._run(reclaim.reclaim, self.registry, conn.peer, req.id, req.names)
-        self._track(conn, req.id)
+        self.connections.track(req.id, conn)
         self.driver.vm_step(req.id, "reclaimed")
         return {"files": [_file(f) for f, _ in pairs]}, tuple(fd for _, fd in pairs)
 
-    async def _done(self, conn: Connection, req: codec.Done) -> Any:
+    async def _done(self, conn: VmmConnection, req: codec.Done) -> Reply:
         await self._run(reclaim.done, self.registry, conn.peer, req.id, req.force)
-        self.clients.pop(req.id, None)
+        self.connections.forget(req.id)
         self.driver.vm_step(req.id, "done")
         return {}, ()
 
-    async def _subscribe(self, conn: Connection, req: codec.Subscribe) -> Any:
+    async def _subscribe(self, conn: VmmConnection, req: codec.Subscribe) -> Reply:
         if req.id not in self.registry.vms:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.DELEGATION)
-        self._track(conn, req.id)
+        self.connections.track(req.id, conn)
         return {"vm": _vm(vm)}, ()
 
-    async def _ready(self, conn: Connection, req: codec.Ready) -> Any:
+    async def _ready(self, conn: VmmConnection, req: codec.Ready) -> Reply:
         vm_id = req.id or _only(conn.subscribed)
         vm = self.registry.get(vm_id, conn.peer)
         if not self.driver.ready(vm_id, req.error):
@@ -125,7 +172,7 @@ class LuodHandler:
             await self._run(self.registry.mark_ready, conn.peer, vm_id, inline=True)
         return {}, ()
 
-    async def _claim(self, conn: Connection, req: codec.Claim) -> Any:
+    async def _claim(self, conn: VmmConnection, req: codec.Claim) -> Reply:
         fd = await self._run(reclaim.claim, self.registry, conn.peer, req.id)
         self.driver.vm_step(req.id, "reclaimed")
         if dialect.claim_ends_custody(conn.capabilities):  # luo-agent: no DONE will come
@@ -134,21 +181,28 @@ class LuodHandler:
             except BaseException:
                 fd.close()
                 raise
-            self.clients.pop(req.id, None)
+            self.connections.forget(req.id)
             self.driver.vm_step(req.id, "done")
         return {}, (fd,)
 
-    async def _status(self, conn: Connection, req: codec.Status) -> Any:
+    async def _status(self, conn: VmmConnection, req: codec.Status) -> Reply:
         info = self.registry.info
         return {
             "phase": str(self.driver.machine.phase),
             "vms": len(self.registry.vms),
             "kernel": info.release,
             "liveupdate_number": info.liveupdate_number,
-            "backend": self.registry.backend.name,
+            "backend": self.registry.backend_name,
         }, ()
 
-    async def _update(self, conn: Connection, req: codec.Update, verb: str = "UPDATE") -> Any:
+    async def _update(self, conn: VmmConnection, req: codec.Update) -> Reply:
+        return await self._start_update(conn, req, "UPDATE")
+
+    async def _kexec(self, conn: VmmConnection, req: codec.Kexec) -> Reply:
+        update = codec.Update(req.seq, req.kernel, req.initrd, req.cmdline, wait=True)
+        return await self._start_update(conn, update, "KEXEC")
+
+    async def _start_update(self, conn: VmmConnection, req: codec.Update, verb: str) -> Reply:
         _root_only(conn, verb)
         request = UpdateRequest(
             Path(req.kernel),
@@ -167,48 +221,31 @@ class LuodHandler:
             record = await self.driver.wait() or record
         return {"update": record.to_dict()}, ()
 
-    async def _kexec(self, conn: Connection, req: codec.Kexec) -> Any:
-        update = codec.Update(req.seq, req.kernel, req.initrd, req.cmdline, wait=True)
-        return await self._update(conn, update, "KEXEC")
-
-    async def _abort(self, conn: Connection, req: codec.Abort) -> Any:
+    async def _abort(self, conn: VmmConnection, req: codec.Abort) -> Reply:
         _root_only(conn, "ABORT")
         self.driver.abort(req.reason or f"abort requested by uid {conn.peer.uid}")
         record = await self.driver.wait()
         return {"update": record.to_dict() if record else None}, ()
 
-    async def _watch(self, conn: Connection, req: codec.Watch) -> Any:
+    async def _watch(self, conn: VmmConnection, req: codec.Watch) -> Reply:
         if dialect.Capability.PROGRESS not in conn.capabilities:
             raise LuodError(
                 "capability-missing",
                 "WATCH needs the capability 'progress'",
                 'send HELLO with "capabilities": ["progress"] first',
             )
-        self.watchers.add(conn)
+        self.events.watch(conn)
         record = self.driver.record
         return {
             "phase": str(self.driver.machine.phase),
             "update": record.to_dict() if record else None,
         }, ()
 
-    async def _history(self, conn: Connection, req: codec.History) -> Any:
+    async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
         return {"history": timeline.read_history(self.registry.state_dir)}, ()
 
-    def notify(self, message: dict[str, Any]) -> None:
-        for listener in self.listeners:
-            listener(message)
-        for conn in list(self.watchers):
-            if conn.closed:
-                self.watchers.discard(conn)
-            else:
-                conn.push(codec.encode(message))
 
-    def _track(self, conn: Connection, vm_id: str) -> None:
-        self.clients[vm_id] = conn
-        conn.subscribed.add(vm_id)
-
-
-def _root_only(conn: Connection, verb: str) -> None:
+def _root_only(conn: VmmConnection, verb: str) -> None:
     if conn.peer.uid != 0:
         raise LuodError("not-allowed", f"{verb} needs root", "ask the host operator")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from luod.core import sdnotify
 from luod.core.kexec_mode import SystemdFacts
+from luod.custody import sdnotify
 from luod.errors import LuodError
 
 log = structlog.get_logger("luod.systemd")

@@ -1,4 +1,5 @@
-"""Backend: everything luod needs from a LUO kernel, over a real or a simulated platform."""
+"""Backend: everything luod needs from a LUO kernel, over a real or a simulated platform
+(luod.kernel.selection chooses which)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class Backend:
         return self.platform.kexec_loaded()
 
     def reboot_kexec(self) -> None:
+        """Into the loaded kernel. Never returns when it happens (raises KernelGone where the
+        caller outlives it: the simulator); raises LuoError when the kernel refused or rolled
+        the freeze back."""
         kexec.reboot(self.platform)
 
     def info(self) -> KernelInfo:

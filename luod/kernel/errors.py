@@ -11,8 +11,6 @@ import errno as E
 import os
 from typing import Final
 
-UNKNOWN_SUBJECT: Final = None
-
 # (operation, errno) -> hint. "*" matches any operation.
 _HINTS: Final[dict[tuple[str, int], str]] = {
     ("open", E.EBUSY): "another process holds /dev/liveupdate open",

@@ -13,7 +13,6 @@ RAM.
 from __future__ import annotations
 
 import os
-from types import TracebackType
 from typing import Protocol
 
 
@@ -56,12 +55,7 @@ class OwnedFd:
     def __enter__(self) -> OwnedFd:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

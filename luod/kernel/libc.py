@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from luod.kernel._libc_cffi import ffi as _ffi
+from _cffi_backend import FFI
 
-_lib: Final[Any] = _ffi.dlopen(None)
+from luod.kernel._libc_cffi import ffi as _generated
+
+_ffi: Final[FFI] = _generated  # typed here (types-cffi); the libc functions are not declared
+_lib: Final[Any] = _ffi.dlopen(None)  # to cffi's types: each is wrapped below, typed
 
 SYS_KEXEC_FILE_LOAD: Final = 320  # x86_64
 KEXEC_FILE_UNLOAD: Final = 0x1

@@ -31,7 +31,6 @@ F_SEAL_GROW: Final = 0x0004
 F_SEAL_WRITE: Final = 0x0008
 F_SEAL_FUTURE_WRITE: Final = 0x0010
 F_SEAL_EXEC: Final = 0x0020
-ALL_SEALS: Final = 0x3F
 EXEC_SEAL_IMPLIES: Final = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE
 """Seals the kernel adds when F_SEAL_EXEC is applied to an inode with exec bits
 (docs/kernel.md §6.4)."""

@@ -17,6 +17,16 @@ from luod.kernel.images import HandoverBlobs
 from luod.kernel.probes import Holder, KernelInfo
 
 
+class KernelGone(BaseException):
+    """This kernel has kexec'd: it is gone, and so is everything it held.
+
+    On a real kernel ``reboot_kexec`` never returns when the kexec happens. A platform whose
+    caller outlives the kexec (the simulator) raises this instead, from ``reboot_kexec`` and
+    from every LUO call after it: the caller must stop as if the machine had rebooted.
+    A BaseException, so that no ``except Exception`` on the way can mistake it for a failure.
+    """
+
+
 class Platform(Protocol):
     name: str
 
@@ -30,7 +40,9 @@ class Platform(Protocol):
 
     def kexec_loaded(self) -> bool: ...
 
-    def reboot_kexec(self) -> None: ...
+    def reboot_kexec(self) -> None:
+        """reboot(LINUX_REBOOT_CMD_KEXEC): never returns on success, or raises KernelGone."""
+        ...
 
     def device_holders(self, path: str) -> list[Holder]: ...
 

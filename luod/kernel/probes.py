@@ -37,10 +37,6 @@ class KernelInfo:
     boot_id: str = ""
     version: str = ""  # `uname -v`: tells two builds of one release apart
 
-    @property
-    def luo_usable(self) -> bool:
-        return self.device_present
-
 
 @dataclass(frozen=True, slots=True)
 class Holder:

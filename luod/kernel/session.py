@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from luod.kernel import uapi, validate
@@ -102,12 +101,7 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -57,6 +57,7 @@ from luod.kernel.backend import Backend
 from luod.kernel.device import DEFAULT_PATH
 from luod.kernel.fd import OwnedFd
 from luod.kernel.images import HandoverBlobs
+from luod.kernel.platform import KernelGone
 from luod.kernel.probes import Holder, KernelInfo
 
 SESSIONS_PER_BLOCK: Final = 51
@@ -73,7 +74,7 @@ _SESSION_CMDS: Final = {
 }
 
 
-class SimulatedKexec(BaseException):
+class SimulatedKexec(KernelGone):
     """The simulated machine kexec'd: this kernel instance is gone; start a new SimKernel."""
 
 
@@ -495,7 +496,7 @@ def _read_size(view: memoryview) -> int:
     return int(struct.unpack_from("<I", view, 0)[0])
 
 
-def _copy_in(cmd: int, expected: int, view: memoryview) -> Any:
+def _copy_in(cmd: int, expected: int, view: memoryview) -> uapi.Struct:
     """get_user(size), the command check, then copy_struct_from_user()."""
     size = _read_size(view)
     if cmd != expected:
@@ -508,12 +509,12 @@ def _copy_in(cmd: int, expected: int, view: memoryview) -> Any:
         raise fail(errno.EFAULT)
     if any(view[sizeof:size]):
         raise fail(errno.E2BIG)
-    arg = uapi.ffi.new(ctype + " *")
+    arg: uapi.Struct = uapi.ffi.new(ctype + " *")
     uapi.ffi.memmove(arg, bytes(view[:sizeof]), sizeof)
     return arg
 
 
-def _copy_out(arg: Any, view: memoryview) -> None:
+def _copy_out(arg: uapi.Struct, view: memoryview) -> None:
     size = min(int(arg.size), len(uapi.ffi.buffer(arg)))
     view[:size] = bytes(uapi.ffi.buffer(arg))[:size]
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from luod.qemu.errors import QemuAdapterError
 from luod.qemu.files import VmSpec, parse_size
+from luod.qemu.options import Options
 from luod.qemu.process import check_args
 from luod.qemu.report import Log, err
-from luod.qemu.supervisor import Options, Supervisor
+from luod.qemu.supervisor import Supervisor
 from luod.vmm.client import ConnectionBroken, LuodError
 
 DEFAULT_SOCKET = "/run/luod/liveupdate.sock"

@@ -68,9 +68,6 @@ class Memfd:
     def write_at(self, data: bytes, offset: int = 0) -> None:
         os.pwrite(self.fileno(), data, offset)
 
-    def rewind(self) -> None:
-        os.lseek(self.fileno(), 0, os.SEEK_SET)
-
     def close(self) -> None:
         fd, self._fd = self._fd, -1
         if fd >= 0:

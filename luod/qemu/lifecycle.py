@@ -17,16 +17,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from luod.qemu.errors import QemuAdapterError
 from luod.qemu.files import FreezeRecord, Memfd, VmSpec
+from luod.qemu.options import Options
 from luod.qemu.process import Qemu
 from luod.qemu.report import Clock, Log, process_start
 from luod.vmm.client import Client, LuodError
-
-if TYPE_CHECKING:
-    from luod.qemu.supervisor import Options
 
 STATE_NAME = re.compile(r"state-([0-9]+)")
 Running = Callable[[Memfd, Qemu], None]  # called as soon as the guest runs

@@ -29,31 +29,18 @@ import selectors
 import signal
 import socket
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from luod.qemu import lifecycle
 from luod.qemu.errors import QemuAdapterError
 from luod.qemu.files import FreezeRecord, Memfd, VmSpec
+from luod.qemu.options import Options
 from luod.qemu.process import Qemu
 from luod.qemu.report import Clock, Log
 from luod.vmm.client import Client, ConnectionBroken, Event, LuodError
 
 RECONNECT_SECONDS = 60.0
 RECONNECT_PAUSE = 0.2
-
-
-@dataclass(frozen=True)
-class Options:
-    vm: str
-    socket: str
-    runtime_dir: Path
-    qmp_timeout: float
-    start_timeout: float  # QEMU's start, up to its monitor's greeting
-    spec: VmSpec | None  # from the command line (``run``); None: ``restore`` only
-    qemu: str | None  # a QEMU binary given on the command line: overrides the preserved one
-    report: Path | None
 
 
 class Supervisor:

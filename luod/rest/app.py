@@ -24,12 +24,12 @@ from pydantic import TypeAdapter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import luod
+from luod.core.model import VM_ID
 from luod.rest import models, problems, records
 from luod.rest.auth import PUBLIC_SECURITY, TOKEN_KEY, peer_uid, require_bearer
 from luod.rest.events import KEEPALIVE, sse
 from luod.rest.facade import EventStream, RestFacade
 from luod.rest.metrics import Scrape
-from luod.vmm.codec import VM_ID
 
 KEEPALIVE_SECONDS: Final = 15.0
 ALWAYS: Final = (401, 500)

@@ -1,8 +1,9 @@
 """What the REST app needs from luod, and nothing more: the app is a thin HTTP skin over this.
 
-The daemon implements it twice: ``luod.rest.adapter.DaemonFacade`` over the handler, the update
-driver and the registry, on luod's main event loop; and ``luod.rest.bridge.LoopBridge`` over
-that one, for the REST thread (reads from snapshots, mutations marshalled to the main loop).
+It is implemented twice: by the daemon's ``luod.daemon.facade.DaemonFacade`` over the handler,
+the update driver and the registry, on luod's main event loop; and by
+``luod.rest.bridge.LoopBridge`` over that one, for the REST thread (reads from snapshots,
+mutations marshalled to the main loop).
 Tests may implement it however they like. Every method either returns a response model or
 raises ``LuodError`` with the same code the VMM socket would send; they are coroutines because
 answering may take a hop to the loop that owns luod's state.

@@ -28,8 +28,7 @@ from pydantic import (
 )
 
 from luod.core.model import VmState
-from luod.core.orchestrator import Phase
-from luod.vmm.codec import DEADLINE_PHASES, MAX_DEADLINE
+from luod.core.orchestrator import DEADLINE_PHASES, MAX_DEADLINE, Phase
 
 NO_NUL = r"^[^\x00]*$"
 Path = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_NUL)]

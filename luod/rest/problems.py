@@ -62,10 +62,6 @@ def kind_of(code: str) -> Kind:
     return KINDS.get(code) or (KERNEL_ERROR if code.startswith("luo-") else OTHER_ERROR)
 
 
-def status_of(code: str) -> int:
-    return kind_of(code).status
-
-
 def problem(
     code: str, detail: str, *, hint: str = "", instance: str | None = None, status: int = 0
 ) -> models.Problem:

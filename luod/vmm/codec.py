@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from luod.core.model import FILE_KINDS as KINDS
+from luod.core.model import FILE_NAME, VM_ID, FileSpec
+from luod.core.orchestrator import DEADLINE_PHASES, MAX_DEADLINE
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 
@@ -21,9 +24,6 @@ PROTOCOL: Final = "luod-vmm"
 VERSION: Final = 1
 MAX_LINE: Final = 64 * 1024
 MAX_FDS: Final = 64
-VM_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,57}")
-FILE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-KINDS: Final = ("memfd", "vfio", "iommufd", "guest_memfd")
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,6 @@ class Hello(Request):
 @dataclass(frozen=True)
 class Register(Request):
     id: str
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    name: str
-    kind: str = "memfd"
 
 
 @dataclass(frozen=True)
@@ -361,10 +355,6 @@ def _kexec(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Kex
     if not kernel:
         raise _bad("kernel", "the path of the next kernel image", "missing")
     return Kexec(seq, kernel, _optional_str(data, "initrd"), _optional_str(data, "cmdline"))
-
-
-DEADLINE_PHASES: Final = ("preparing", "freezing", "frozen", "reclaiming", "aborting")
-MAX_DEADLINE: Final = 7 * 24 * 3600.0
 
 
 def _update(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Update:

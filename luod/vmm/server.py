@@ -119,10 +119,6 @@ class VmmServer:
                 for conn in list(self.connections):
                     conn.close()
 
-    def broadcast(self, message: dict[str, Any], only: set[Connection] | None = None) -> None:
-        for conn in list(only if only is not None else self.connections):
-            conn.push(codec.encode(message))
-
     def _accept(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             sock, _ = self.listener.accept()

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from luod.core.custody import Custody, KeeperCustody, choose_custody
-from luod.core.keeper import EXIT_BUSY
+from luod.core.registry import Custody
+from luod.custody.choose import choose_custody
+from luod.custody.keeper import EXIT_BUSY
+from luod.custody.keeper_client import KeeperCustody
 from luod.errors import LuodError
 from luod.fdpass import pack_rights
 from tests.unit.test_custody import (
@@ -80,7 +82,7 @@ def keeper_pid(path: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (FileNotFoundError, ValueError):
         return None
-    return pid if alive(pid) and b"luod.core.keeper" in cmdline else None
+    return pid if alive(pid) and b"luod.custody.keeper" in cmdline else None
 
 
 @pytest.fixture
@@ -121,7 +123,7 @@ class TestKeeperContract(CustodyContract):
 CLIENT = """
 import os, sys, time
 from pathlib import Path
-from luod.core.custody import KeeperCustody
+from luod.custody.keeper_client import KeeperCustody
 from luod.kernel.fd import OwnedFd
 custody = KeeperCustody(Path(sys.argv[1]))
 fd = OwnedFd(os.memfd_create("guest-ram"))
@@ -286,7 +288,7 @@ def test_the_keeper_exits_when_emptied_and_disconnected(path: Path) -> None:
 
 
 def test_an_unused_keeper_leaves_after_its_idle_time(path: Path) -> None:
-    command = [sys.executable, "-m", "luod.core.keeper", "--socket", str(path)]
+    command = [sys.executable, "-m", "luod.custody.keeper", "--socket", str(path)]
     done = subprocess.run([*command, "--idle-exit", "0.2"], cwd=REPO, timeout=30, check=False)
     assert done.returncode == 0
     pid = int(Path(f"{path}.lock").read_text())
@@ -297,7 +299,7 @@ def test_an_unused_keeper_leaves_after_its_idle_time(path: Path) -> None:
 def test_a_second_keeper_for_the_same_socket_steps_aside(
     custody: KeeperCustody, path: Path
 ) -> None:
-    command = [sys.executable, "-m", "luod.core.keeper", "--socket", str(path)]
+    command = [sys.executable, "-m", "luod.custody.keeper", "--socket", str(path)]
     done = subprocess.run(command, cwd=REPO, timeout=30, check=False)
     assert done.returncode == EXIT_BUSY
     assert KeeperCustody(path).keeper_pid == custody.keeper_pid

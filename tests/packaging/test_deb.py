@@ -11,11 +11,12 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+import luod
 
 pytestmark = [
     pytest.mark.packaging,
@@ -23,7 +24,7 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+VERSION = luod.__version__
 SUITE = "sid"
 MIRROR = "http://deb.debian.org/debian"
 # sid's InRelease can be past Valid-Until relative to this machine's clock.

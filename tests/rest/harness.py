@@ -1,5 +1,5 @@
-"""A real luod without its sockets: registry, handler and update driver on the simulator, the
-REST facade over them (events wired as the daemon wires them), and fake VMM connections."""
+"""A real luod without its sockets (a ``Daemon`` on the simulator, started but not serving), the
+REST facade over it (events wired as the daemon wires them), and fake VMM connections."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from luod.core.access import AccessPolicy, Peer
-from luod.core.clock import SystemClock
-from luod.core.custody import MemoryCustody
-from luod.core.recovery import recover
-from luod.core.registry import Registry
-from luod.daemon.handler import LuodHandler
-from luod.daemon.update import UpdateDriver
+from luod.core.registry import Custody
+from luod.daemon.daemon import Daemon
+from luod.daemon.facade import DaemonFacade
+from luod.daemon.kexec_step import KexecSettings
+from luod.daemon.settings import Settings
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
-from luod.kernel.sim import sim_backend
-from luod.rest.adapter import DaemonFacade
 from luod.vmm import codec
 from luod.vmm.codec import Frame
 from tests.contract.harness import FAKE_BZIMAGE as FAKE
@@ -48,36 +45,31 @@ class FakeVmm:
 
 
 class Luod:
-    """One luod on the simulator in ``state``; ``facade`` is what the REST app talks to."""
+    """One luod on the simulator in ``state``, built through the daemon's own door
+    (``Daemon.startup``) without its sockets; ``facade`` is what the REST app talks to, listening
+    on the daemon's events as luod.daemon.api makes it listen."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(
+        self, state: Path, *, custody: Custody | None = None, kexec: KexecSettings | None = None
+    ) -> None:
         self.state = state
         state.mkdir(parents=True, exist_ok=True)
         self.kernel = state / "bzImage"
         self.kernel.write_bytes(FAKE_BZIMAGE)
-        self.custody = MemoryCustody()
-        self.registry = Registry(
-            sim_backend(state / "kernel"), self.custody, state, AccessPolicy.default()
-        )
-        recover(self.registry)
-        self.handler = LuodHandler(self.registry)
-        self.facade = DaemonFacade(self.handler)
-        self.kexeced = False
-        self.handler.driver = UpdateDriver(
-            self.registry,
-            self.handler.clients,
-            SystemClock(),
-            self._notify,
-            self._kexec,
-            asyncio.create_task,
-        )
+        settings = Settings.simulated(state, access=AccessPolicy.default())
+        self.daemon = Daemon(settings, custody=custody, kexec=kexec)
+        self.daemon.startup(asyncio.create_task)
+        self.registry = self.daemon.registry
+        self.custody = self.daemon.custody
+        self.handler = self.daemon.handler
+        self.driver = self.daemon.driver
+        self.connections = self.daemon.connections
+        self.facade = DaemonFacade(self.registry, self.driver)
+        self.daemon.events.listen(self.facade.publish)
 
-    def _notify(self, message: dict[str, Any]) -> None:
-        self.handler.notify(message)
-        self.facade.publish(message)  # what the daemon does in LuodHandler.notify
-
-    def _kexec(self) -> None:
-        self.kexeced = True
+    @property
+    def kexeced(self) -> bool:
+        return self.daemon.kernel_gone
 
     async def ask(
         self, vmm: FakeVmm, message: dict[str, Any], fds: tuple[OwnedFd, ...] = ()
@@ -105,9 +97,8 @@ class Luod:
         return vmm
 
     def close(self) -> None:
-        for session in self.registry.sessions.values():
-            session.close()
-        self.custody.close()
+        self.registry.close()
+        self.daemon.shutdown()
 
 
 async def until(condition: Callable[[], object], timeout: float = 10) -> None:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 import luod
-from luod.core import timeline
+from luod.core import preflight, timeline
 from luod.core.clock import Stamp
 from luod.rest.app import create_app
 from luod.rest.auth import PEER_UID_KEY, listener_app
@@ -136,6 +136,17 @@ async def test_preflight_refusal_is_422_with_the_checks_and_recorded(
     assert failed == ["kernel-image", "handover-abi"]  # no image: no ABI either
     history = (await client.get("/v1/history")).json()["history"]
     assert [h["outcome"] for h in history] == ["refused"]
+
+
+async def test_a_refused_update_runs_the_preflight_checks_once(
+    luod: Luod, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[preflight.PreflightInput] = []
+    checks = preflight.run
+    monkeypatch.setattr(preflight, "run", lambda ctx: runs.append(ctx) or checks(ctx))
+    reply = await client.post("/v1/update", json=update_body(luod, kernel="/nonexistent"))
+    assert reply.status_code == 422 and reply.json()["checks"]
+    assert len(runs) == 1  # the problem shows the checks of the refusal, not a second run
 
 
 async def test_update_and_abort_need_root_on_the_unix_socket(luod: Luod) -> None:

@@ -21,3 +21,16 @@ def test_importing_the_daemon_and_luod_rest_loads_no_web_stack() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_a_luod_on_a_real_host_never_loads_the_simulator() -> None:
+    """luod.kernel.sim is plugged in by luod.kernel.open_backend only when asked for."""
+    code = (
+        "import sys, luod.daemon.main\n"
+        "from luod.kernel import open_backend\n"
+        "open_backend()\n"
+        "print('luod.kernel.sim' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

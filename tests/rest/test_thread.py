@@ -37,9 +37,9 @@ class Threaded:
 
 @contextlib.asynccontextmanager
 async def threaded(luod: Luod, tmp_path: Path) -> AsyncIterator[Threaded]:
-    """Served as the daemon serves it (luod.daemon.main._serve_api), minus the lazy import."""
+    """Served as the daemon serves it (luod.daemon.api.serve_api), minus the lazy import."""
     over = LoopBridge(luod.facade, asyncio.get_running_loop())
-    luod.handler.listeners.append(over.changed)
+    luod.daemon.events.listen(over.changed)
     sock = tmp_path / "api.sock"
     app = create_app(over, keepalive=0.05)
     task = asyncio.create_task(serve_in_thread(lambda: serve_rest(app, unix_path=sock, group=None)))

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from luod.core import sdnotify
-from luod.core.custody import Custody, MemoryCustody, SystemdFdStore, choose_custody
-from luod.core.fdname import check_name, name_problem
+from luod.core.registry import Custody
+from luod.custody import sdnotify
+from luod.custody.choose import choose_custody
+from luod.custody.fdname import check_name, name_problem
+from luod.custody.fdstore import SystemdFdStore
+from luod.custody.memory import MemoryCustody
 from luod.errors import LuodError
 from luod.fdpass import unpack_rights
 from luod.kernel.fd import OwnedFd

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from luod.core.keeper import peer_allowed
-from luod.core.keeper_wire import (
+from luod.custody.keeper import peer_allowed
+from luod.custody.keeper_wire import (
     MAX_FDS_PER_MESSAGE,
     MAX_LIST_BYTES,
     Reply,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from luod.core import sdnotify
-from luod.core.custody import SystemdFdStore, available
+from luod.custody import sdnotify
+from luod.custody.fdstore import SystemdFdStore, available
 from luod.errors import LuodError
 from tests.unit.test_custody import FakeFdStore, fake_store, fd_guard, identity, memfd
 
@@ -220,8 +220,8 @@ os.execv(sys.executable, [sys.executable, "-c", sys.argv[2]])
 
 CHILD = """
 import fcntl, json, os
-from luod.core import sdnotify
-from luod.core.custody import SystemdFdStore
+from luod.custody import sdnotify
+from luod.custody.fdstore import SystemdFdStore
 cloexec = [bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC) for fd in (3, 4, 5)]
 first, again = sdnotify.listen_fds(), sdnotify.listen_fds()
 store = SystemdFdStore()

@@ -145,7 +145,7 @@ async def test_update_start_refused_by_preflight_is_exit_3_with_the_checks(host:
 async def test_start_conflict_and_abort(host: Host) -> None:
     started = await host.luoctl("update", "start", *host.kernel_args("--deadline", "freezing=60"))
     assert started.code == 0 and "luoctl update watch" in started.out
-    vmm = next(iter(host.luod.handler.clients.values()))
+    vmm = next(conn for _, conn in host.luod.connections)
     await until(lambda: vmm.events("FREEZE"))  # type: ignore[attr-defined]
     again = await host.luoctl("update", "start", *host.kernel_args())
     assert again.code == 1 and "[update-running]" in again.err
@@ -176,7 +176,7 @@ async def test_history_follows_the_cursor_oldest_first_and_last_n(host: Host) ->
 
 
 async def test_watch_follows_an_update_a_vmm_refuses_and_exits_4(host: Host) -> None:
-    vmm = next(iter(host.luod.handler.clients.values()))
+    vmm = next(conn for _, conn in host.luod.connections)
     watching = asyncio.create_task(host.luoctl("update", "watch"))
     await until(lambda: len(host.luod.facade.hub) == 1)
     assert (await host.luoctl("update", "start", *host.kernel_args())).code == 0
@@ -198,7 +198,7 @@ async def test_watch_follows_an_update_a_vmm_refuses_and_exits_4(host: Host) -> 
 
 
 async def test_watch_across_the_kexec_ends_with_the_blackout(host: Host) -> None:
-    vmm = next(iter(host.luod.handler.clients.values()))
+    vmm = next(conn for _, conn in host.luod.connections)
     watching = asyncio.create_task(host.luoctl("update", "watch", "--json"))
     await until(lambda: len(host.luod.facade.hub) == 1)
     await host.luoctl("update", "start", *host.kernel_args())
@@ -212,11 +212,11 @@ async def test_watch_across_the_kexec_ends_with_the_blackout(host: Host) -> None
     host.luod.close()
 
     host.luod = Luod(host.state)  # the new kernel's luod
-    host.luod.handler.driver.resume_after_kexec(SystemClock().now())
+    host.luod.driver.resume_after_kexec(SystemClock().now())
     await host.serve()
     watching = asyncio.create_task(host.luoctl("update", "watch"))
     await until(lambda: len(host.luod.facade.hub) == 1)
-    vmm2 = host.luod.handler.clients.get("vm1") or type(vmm)()
+    vmm2 = host.luod.connections.of("vm1") or type(vmm)()
     assert (await host.luod.ask(vmm2, {"cmd": "RECLAIM", "id": "vm1"}))["ok"]  # type: ignore[arg-type]
     assert (await host.luod.ask(vmm2, {"cmd": "DONE", "id": "vm1"}))["ok"]  # type: ignore[arg-type]
     after = await watching

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from luod.core import handoff, manifest, timeline
-from luod.core.clock import SystemClock
-from luod.core.custody import MemoryCustody
 from luod.core.kexec_mode import SystemdFacts
 from luod.core.orchestrator import Phase
+from luod.custody.memory import MemoryCustody
 from luod.daemon import uplink_watch
-from luod.daemon.update import KexecSettings, UpdateDriver, UpdateRequest
+from luod.daemon.kexec_step import KexecSettings
+from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.net import uplink
 from tests.rest.harness import FakeVmm, Luod, until
@@ -26,7 +26,7 @@ def test_an_abort_before_the_update_task_ran_still_aborts(tmp_path: Path) -> Non
         luod = Luod(tmp_path / "luod")
         try:
             await luod.handover_vm("vm1")
-            driver = luod.handler.driver
+            driver = luod.driver
             driver.start(UpdateRequest(luod.kernel))
             driver.abort("changed my mind at once")  # the task has not run a step yet
             record = await driver.wait()
@@ -51,24 +51,13 @@ class FdStoreStandIn(MemoryCustody):
 
 
 def _systemd_luod(tmp_path: Path, start: Callable[[], None], timeout: float = 30) -> Luod:
-    luod = Luod(tmp_path / "luod")
-    luod.custody.close()
-    luod.custody = luod.registry.custody = FdStoreStandIn()
     facts = SystemdFacts("systemd", 262, True, "luod.service")
-    luod.handler.driver = UpdateDriver(
-        luod.registry,
-        luod.handler.clients,
-        SystemClock(),
-        luod.handler.notify,
-        luod._kexec,
-        asyncio.create_task,
-        kexec=KexecSettings("auto", lambda: facts, start, timeout),
-    )
-    return luod
+    kexec = KexecSettings("auto", lambda: facts, start, timeout)
+    return Luod(tmp_path / "luod", custody=FdStoreStandIn(), kexec=kexec)
 
 
 async def _frozen_and_kexec(luod: Luod, vmm: FakeVmm) -> UpdateDriver:
-    driver = luod.handler.driver
+    driver = luod.driver
     driver.start(UpdateRequest(luod.kernel))
     await until(lambda: vmm.events("FREEZE"))
     await luod.ask(vmm, {"cmd": "READY", "id": "vm1"})
@@ -81,7 +70,7 @@ def test_systemd_mode_hands_everything_to_the_fd_store_then_lets_systemd_stop_lu
     seen: dict[str, object] = {}
 
     def systemctl_kexec() -> None:  # what systemd needs is in place when it is asked
-        driver = luod.handler.driver
+        driver = luod.driver
         seen.update(
             phase=driver.machine.phase,
             deferring=driver.defers_signals,
@@ -156,14 +145,13 @@ def test_configured_systemd_on_a_host_that_cannot_is_refused_by_preflight(
 ) -> None:
     async def scenario() -> None:
         await luod.handover_vm("vm1")
-        driver = luod.handler.driver
-        driver.kexec = KexecSettings("systemd", lambda: SystemdFacts("memory"))
+        driver = luod.driver
         with pytest.raises(LuodError) as refused:
             driver.start(UpdateRequest(luod.kernel))
         assert refused.value.code == "preflight-failed" and "kexec-mode" in refused.value.message
         assert driver.machine.phase is Phase.IDLE
 
-    luod = Luod(tmp_path / "luod")
+    luod = Luod(tmp_path / "luod", kexec=KexecSettings("systemd", lambda: SystemdFacts("memory")))
     try:
         asyncio.run(scenario())
     finally:
@@ -174,7 +162,7 @@ def test_kexec_systemd_needs_the_fd_store_as_custody(tmp_path: Path) -> None:
     luod = Luod(tmp_path / "luod")
     try:
         with pytest.raises(LuodError) as refused:
-            handoff.kexec_systemd(luod.registry, lambda: None)
+            handoff.kexec_systemd(luod.registry, luod.daemon.backend, lambda: None)
         assert refused.value.code == "kexec-mode"
         assert "luod" not in luod.custody
     finally:
@@ -198,12 +186,12 @@ def test_the_uplink_is_recorded_at_prepare_and_its_return_timed_after_the_kexec(
         driver = await _frozen_and_kexec(luod, vmm)
         await until(lambda: luod.kexeced)
         assert driver.record is not None and driver.record.request["uplink"] == "eth9"
-        assert driver.recorded_uplink() == "eth9"  # the record is open until the next boot
-        await uplink_watch.watch(driver, delay=0, timeout=7)
+        assert driver.log.recorded_uplink() == "eth9"  # the record is open until the next boot
+        await uplink_watch.watch(driver.log, delay=0, timeout=7)
         assert asked == [("eth9", 7)]
         assert "uplink_up" in driver.record.events
         driver.record.outcome = "completed"  # a closed record takes no late event
-        assert driver.recorded_uplink() is None
+        assert driver.log.recorded_uplink() is None
 
     luod = Luod(tmp_path / "luod")
     try:

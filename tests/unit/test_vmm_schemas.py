@@ -25,17 +25,14 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from luod.core import dialect, preflight, timeline
-from luod.core import registry as luod_registry
 from luod.core.access import AccessPolicy, Peer
 from luod.core.clock import FakeClock, SystemClock
-from luod.core.custody import MemoryCustody
 from luod.core.orchestrator import Phase, Transition
-from luod.core.recovery import recover
-from luod.daemon.handler import LuodHandler
-from luod.daemon.update import UpdateDriver, UpdateRequest
+from luod.daemon.daemon import Daemon
+from luod.daemon.settings import Settings
+from luod.daemon.update import UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
-from luod.kernel.sim import sim_backend
 from luod.vmm import codec
 from luod.vmm.codec import Frame
 from tests.contract.harness import FAKE_BZIMAGE as FAKE
@@ -394,28 +391,21 @@ class FakeConnection:
 
 
 class Luod:
-    """One boot's luod: registry, handler and update driver, on the simulator in ``state``."""
+    """One boot's luod on the simulator in ``state``, built as the daemon builds itself
+    (``Daemon.startup``), without its sockets."""
 
     def __init__(self, state: Path) -> None:
-        self.custody = MemoryCustody()
-        self.registry = luod_registry.Registry(
-            sim_backend(state / "kernel"), self.custody, state, AccessPolicy.default()
-        )
-        self.after_kexec = recover(self.registry).mode == "after-kexec"
-        self.handler = LuodHandler(self.registry)
-        self.kexeced = False
-        self.handler.driver = UpdateDriver(
-            self.registry,
-            self.handler.clients,
-            SystemClock(),
-            self.handler.notify,
-            self._kexec,
-            asyncio.create_task,
-        )
+        settings = Settings.simulated(state, access=AccessPolicy.default())
+        self.daemon = Daemon(settings)
+        self.daemon.startup(asyncio.create_task)
+        self.handler = self.daemon.handler
+        self.registry = self.daemon.registry
+        self.after_kexec = self.daemon.report.mode == "after-kexec"
         self.sent: list[tuple[dict[str, Any], int]] = []  # every reply of this luod
 
-    def _kexec(self) -> None:
-        self.kexeced = True
+    @property
+    def kexeced(self) -> bool:
+        return self.daemon.kernel_gone
 
     async def ask(
         self, conn: FakeConnection, message: dict[str, Any], fds: tuple[OwnedFd, ...] = ()
@@ -433,9 +423,8 @@ class Luod:
         return reply
 
     def close(self) -> None:
-        for session in self.registry.sessions.values():
-            session.close()
-        self.custody.close()
+        self.daemon.registry.close()
+        self.daemon.shutdown()
 
 
 async def _until(condition: Callable[[], object]) -> None:
@@ -501,7 +490,7 @@ async def _whole_updates(state: Path) -> list[tuple[dict[str, Any], int]]:
 
     luod = Luod(state)  # the next kernel's luod
     assert luod.after_kexec
-    luod.handler.driver.resume_after_kexec(SystemClock().now())
+    luod.daemon.driver.resume_after_kexec(SystemClock().now())
     vmm, op = FakeConnection(), FakeConnection()
     for conn in (vmm, op):
         await luod.ask(conn, HELLO)
@@ -518,6 +507,14 @@ async def _whole_updates(state: Path) -> list[tuple[dict[str, Any], int]]:
     assert all(seconds is not None for seconds in history[-1]["blackout"].values())
     luod.close()
     return [*sent, *luod.sent, *vmm.frames, *op.frames]
+
+
+def test_every_request_type_has_its_verb_in_the_handler_table(tmp_path: Path) -> None:
+    luod = Luod(tmp_path)
+    try:
+        assert luod.handler.verbs.kinds() == frozenset(codec.COMMAND_OF)
+    finally:
+        luod.close()
 
 
 def test_every_message_of_whole_updates_is_valid(tmp_path: Path) -> None:

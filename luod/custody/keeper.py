@@ -1,6 +1,6 @@
 """luod's fd keeper: a tiny process that holds session fds so that they outlive luod.
 
-Run as ``python -m luod.core.keeper --socket PATH`` (``KeeperCustody`` does that when no keeper
+Run as ``python -m luod.custody.keeper --socket PATH`` (``KeeperCustody`` does that when no keeper
 answers). The started process forks a daemon in its own session (so a signal to luod's process
 group never reaches it), reports on a pipe whether the socket is listening, and exits: the
 caller knows the keeper is ready without polling. The daemon serves the protocol of
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from luod.core.keeper_wire import (
+from luod.custody.keeper_wire import (
     MAX_REQUEST_BYTES,
     REQUEST_FDS_ROOM,
     WireError,
@@ -266,7 +266,7 @@ def _await_ready(reader: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m luod.core.keeper")
+    parser = argparse.ArgumentParser(prog="python -m luod.custody.keeper")
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT)
     parser.add_argument("--foreground", action="store_true", help="no fork (debugging)")

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from luod.core.fdname import name_problem
+from luod.custody.fdname import name_problem
 
 MAX_FDS_PER_MESSAGE: Final = 200
 """Below the kernel's SCM_MAX_FD (253): more fds in one message would fail with EINVAL."""

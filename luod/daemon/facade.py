@@ -1,12 +1,13 @@
-"""``DaemonFacade``: the REST facade over the running daemon's handler, update driver and
-registry. Translation only: every decision stays in the driver and the registry.
+"""``DaemonFacade``: the daemon's facade for the REST API (luod.rest.facade.RestFacade), over
+the update driver and the registry. Translation only: every decision stays in the
+driver and the registry. Imported only with the REST stack (luod.daemon.api).
 
 It belongs to luod's main event loop: call it there (the REST thread goes through
 luod.rest.bridge). Its coroutines never suspend; every model it returns is a copy, which no
 later change of luod's state touches.
 
-Events: the daemon calls ``publish(event)`` from ``LuodHandler.notify``, which fans each update
-event out to the REST subscribers (luod.rest.events) without ever blocking the update.
+Events: ``publish(event)`` listens on the daemon's event bus (luod.daemon.events) and fans each
+update event out to the REST subscribers (luod.rest.events) without ever blocking the update.
 """
 
 from __future__ import annotations
@@ -20,15 +21,12 @@ from typing import TYPE_CHECKING, Any
 import luod
 from luod.core import preflight, timeline
 from luod.core.model import VmRecord
+from luod.core.registry import Registry
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.rest import models, records
 from luod.rest.events import EventHub, Subscription
 from luod.rest.facade import PreflightRefused
-
-if TYPE_CHECKING:
-    from luod.core.registry import Registry
-    from luod.daemon.handler import LuodHandler
 
 ROOT = 0
 
@@ -36,18 +34,10 @@ ROOT = 0
 class DaemonFacade:
     """Implements luod.rest.facade.RestFacade."""
 
-    def __init__(self, handler: LuodHandler) -> None:
-        self.handler = handler
+    def __init__(self, registry: Registry, driver: UpdateDriver) -> None:
+        self.registry = registry
+        self.driver = driver
         self.hub = EventHub()
-
-    @property
-    def registry(self) -> Registry:
-        return self.handler.registry
-
-    @property
-    def driver(self) -> UpdateDriver:
-        """Read at each call: the daemon sets ``handler.driver`` once its task group exists."""
-        return self.handler.driver
 
     # --- events ---------------------------------------------------------------------------------
     def publish(self, event: dict[str, Any]) -> None:
@@ -94,10 +84,10 @@ class DaemonFacade:
             liveupdate_number=info.liveupdate_number,
             phase=self.driver.machine.phase,
             vms=len(self.registry.vms),
-            sessions=sum(not s.closed for s in self.registry.sessions.values()),
+            sessions=self.registry.open_sessions(),
             files=len(files),
             preserved_bytes=sum(f.size for f in files),
-            backend=self.registry.backend.name,
+            backend=self.registry.backend_name,
             version=luod.__version__,
         )
 
@@ -131,10 +121,8 @@ class DaemonFacade:
         wanted = _request(request, caller)
         try:
             record = self.driver.start(wanted)
-        except LuodError as exc:
-            if exc.code != "preflight-failed":
-                raise
-            raise PreflightRefused(exc, _checks(self.driver.check(wanted))) from exc
+        except preflight.Refused as refusal:
+            raise PreflightRefused(refusal, _checks(refusal.checks)) from refusal
         return _record(record)
 
     async def abort(self, reason: str | None, uid: int | None) -> models.AbortResult:
@@ -188,5 +176,5 @@ def _vm(vm: VmRecord) -> models.Vm:
 if TYPE_CHECKING:
     from luod.rest.facade import RestFacade
 
-    def _implements(handler: LuodHandler) -> RestFacade:
-        return DaemonFacade(handler)  # mypy checks the Protocol here
+    def _implements(registry: Registry, driver: UpdateDriver) -> RestFacade:
+        return DaemonFacade(registry, driver)  # mypy checks the Protocol here

@@ -1,4 +1,4 @@
-"""KeeperCustody: session fds held by the fd keeper process (``luod.core.keeper``).
+"""KeeperCustody: session fds held by the fd keeper process (``luod.custody.keeper``).
 
 Used when luod does not run under systemd with an fd store. The keeper is started on first use
 and outlives luod; a restarted luod connects to the same keeper and recovers every fd.
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Final
 
 import luod
-from luod.core.fdname import check_name
-from luod.core.keeper import EXIT_BUSY, EXIT_READY
-from luod.core.keeper_wire import (
+from luod.custody.fdname import check_name
+from luod.custody.keeper import EXIT_BUSY, EXIT_READY
+from luod.custody.keeper_wire import (
     MAX_FDS_PER_MESSAGE,
     Reply,
     WireError,
@@ -166,7 +166,7 @@ def _connect(path: Path, start: bool, timeout: float) -> tuple[socket.socket, in
         "custody-unavailable",
         f"no fd keeper answers at {path}: {problem}",
         hint=f"check that {path.parent} exists and is writable; try "
-        f"'{sys.executable} -m luod.core.keeper --socket {path} --foreground'",
+        f"'{sys.executable} -m luod.custody.keeper --socket {path} --foreground'",
     )
 
 
@@ -198,7 +198,7 @@ def _start_keeper(path: Path, timeout: float) -> None:
     env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
     source_root = str(Path(luod.__file__).resolve().parent.parent)  # works from a checkout too
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "luod.core.keeper", "--socket", str(path)]
+    command = [sys.executable, "-m", "luod.custody.keeper", "--socket", str(path)]
     try:
         done = subprocess.run(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -1,0 +1,68 @@
+"""MemoryCustody: in-process custody, for tests and ``--simulate``."""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from luod.custody.fdname import check_name
+from luod.errors import LuodError
+from luod.kernel.fd import OwnedFd, SupportsFileno
+
+
+class MemoryCustody:
+    """Duplicates in this process: they die with it (tests, ``--simulate``)."""
+
+    kind: Final = "memory"
+
+    def __init__(self) -> None:
+        self._held: dict[str, OwnedFd] | None = {}
+
+    def deposit(self, name: str, fd: SupportsFileno) -> None:
+        self._table()  # closed: say so before making a duplicate nobody would own
+        self.adopt(check_name(name), dup_fd(fd))
+
+    def adopt(self, name: str, fd: OwnedFd) -> None:
+        """Take ``fd`` itself (no duplicate); an older entry of that name is closed."""
+        held = self._table()
+        old = held.pop(name, None)
+        held[name] = fd
+        if old is not None:
+            old.close()
+
+    def withdraw(self, name: str) -> None:
+        fd = self._table().pop(name, None)
+        if fd is not None:
+            fd.close()
+
+    def recover(self) -> dict[str, OwnedFd]:
+        recovered: dict[str, OwnedFd] = {}
+        try:
+            for name, fd in self._table().items():
+                recovered[name] = fd.dup()
+        except BaseException:
+            for dup in recovered.values():
+                dup.close()
+            raise
+        return recovered
+
+    def close(self) -> None:
+        """Close every copy: in-process custody has nothing that outlives it."""
+        held, self._held = self._held, None
+        for fd in (held or {}).values():
+            fd.close()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table()
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def _table(self) -> dict[str, OwnedFd]:
+        if self._held is None:
+            raise LuodError("custody-closed", f"{self.kind} custody is closed")
+        return self._held
+
+
+def dup_fd(fd: SupportsFileno) -> OwnedFd:
+    return OwnedFd(os.dup(fd.fileno()))  # close-on-exec, like every fd luod opens

@@ -1,0 +1,84 @@
+"""The REST API of a running luod: imported and started once the VMM socket serves.
+
+FastAPI and uvicorn are imported in a worker thread, so that the event loop keeps serving VMMs
+meanwhile; right after a kexec the import also waits ``delay`` seconds, which belong to the VMMs
+reclaiming their memory. uvicorn then serves from a thread and event loop of its own
+(luod.rest.thread), reading snapshots of luod's state and marshalling mutations to luod's loop
+(luod.rest.bridge): API traffic never queues in front of a VMM. The REST package never imports
+the daemon: the daemon hands it ``DaemonFacade`` (luod.daemon.facade), which implements
+luod.rest.facade.RestFacade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from luod.core.registry import Registry
+from luod.daemon import systemd
+from luod.daemon.events import EventBus
+from luod.daemon.settings import ApiSettings
+from luod.daemon.update import UpdateDriver
+from luod.errors import LuodError
+
+log = structlog.get_logger("luod")
+
+
+async def serve_api(
+    registry: Registry,
+    driver: UpdateDriver,
+    events: EventBus,
+    settings: ApiSettings,
+    delay: float = 0.0,
+) -> None:
+    """Serve until cancelled (which stops the REST thread and waits for it). A REST stack that
+    does not import or fails costs the API only: luod keeps serving VMMs, and says why."""
+    activated = systemd.activated_socket("api")
+    await asyncio.sleep(delay)
+    try:
+        await asyncio.to_thread(_import_rest)
+    except ImportError as exc:  # a broken install costs the API, never the VMMs' sessions
+        log.error(
+            "rest-disabled",
+            code="rest-import",
+            message=f"the REST stack does not import: {exc}",
+            hint="install luod's dependencies (fastapi, uvicorn, httptools, uvloop); "
+            "the VMM socket is unaffected",
+        )
+        return
+    from luod.daemon.facade import DaemonFacade  # loaded by _import_rest: no cost here
+    from luod.rest import app, bridge, serve, thread
+
+    facade = DaemonFacade(registry, driver)
+    over = bridge.LoopBridge(facade, asyncio.get_running_loop())
+    events.listen(over.changed)  # the REST thread's snapshots are stale
+    events.listen(facade.publish)  # then the event stream (SSE)
+
+    async def serving() -> None:  # in the REST thread, building the app too
+        await serve.serve_rest(
+            app.create_app(over),
+            unix_path=settings.socket,
+            tcp=settings.tcp,
+            token_file=settings.token_file,
+            tls_cert=settings.tls_cert,
+            tls_key=settings.tls_key,
+            unix_sock=activated,
+            public_metrics=settings.public_metrics,
+        )
+
+    try:
+        await thread.serve_in_thread(serving)
+    except LuodError as exc:  # luod keeps serving VMMs; the operator sees why REST is off
+        log.error("rest-disabled", code=exc.code, message=exc.message, hint=exc.hint)
+    except Exception as exc:  # a REST bug must not take the TaskGroup (and luod) down
+        log.exception("rest-disabled", code="rest-failed", message=str(exc))
+
+
+def _import_rest() -> None:
+    """Load the REST stack (about 0.3 s of CPU) in a worker thread; serve_api then finds it in
+    ``sys.modules``."""
+    from luod.daemon import facade
+    from luod.rest import app, bridge, serve, thread
+
+    del facade, app, bridge, serve, thread

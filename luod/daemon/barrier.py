@@ -1,0 +1,106 @@
+"""The READY barrier: an event (START_PRESERVATION, FREEZE) to every VM's VMM, and a READY from
+each before the phase's deadline. The first refusal, or the deadline, ends the wait. Which VMs
+are sent the event, counted without it, or cannot answer it: luod.core.dialect decides."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from luod.core import dialect
+from luod.core.orchestrator import Phase, UpdateMachine
+from luod.core.registry import Registry
+from luod.daemon.connections import VmmConnections
+from luod.daemon.update_log import UpdateLog
+from luod.errors import LuodError
+from luod.kernel import OwnedFd
+from luod.vmm import codec
+
+FdsFor = Callable[[str], tuple[OwnedFd, ...]]
+
+
+class ReadyBarrier:
+    def __init__(
+        self,
+        registry: Registry,
+        connections: VmmConnections,
+        machine: UpdateMachine,
+        log: UpdateLog,
+    ) -> None:
+        self.registry = registry
+        self.connections = connections
+        self.machine = machine
+        self.log = log
+        self._waiting: dict[str, asyncio.Future[str | None]] = {}
+        self._asked: set[str] = set()  # VMs that were ever sent a barrier event
+
+    async def cross(
+        self, vms: list[str], event: str, phase: Phase, fds_for: FdsFor = lambda _: ()
+    ) -> None:
+        """Push ``event`` (with ``fds_for(vm)``) to each VM's connection that is to be sent it;
+        every one must answer READY before the deadline."""
+        loop = asyncio.get_running_loop()
+        steps = {vm_id: self._step(vm_id, event) for vm_id in vms}
+        for vm_id, step in steps.items():
+            if step.action is dialect.Action.REFUSE:
+                raise LuodError(
+                    "vm-refused",
+                    f"VM {vm_id} cannot answer {event}: {step.note}",
+                    "see the pause check of the preflight",
+                )
+        for vm_id, step in steps.items():
+            conn = self.connections.of(vm_id) if step.action is dialect.Action.SEND else None
+            self.log.sent(vm_id, event)
+            if step.record:
+                self.log.stamp(vm_id, step.record)
+            if conn is None:
+                self.log.acked(vm_id, event, note=step.note)
+                continue
+            self._waiting[vm_id] = loop.create_future()
+            self._asked.add(vm_id)
+            remaining = self.machine.remaining()
+            deadline_ms = None if remaining is None else int(remaining * 1000)
+            message = codec.event(event, id=vm_id, deadline_ms=deadline_ms)
+            conn.push(codec.encode(message, fds_for(vm_id)))
+        try:
+            await self._collect(event, phase)
+        finally:
+            self._waiting.clear()
+
+    def _step(self, vm_id: str, event: str) -> dialect.Step:
+        conn = self.connections.of(vm_id)
+        granted = None if conn is None or conn.closed else conn.capabilities
+        acked = self.log.stamped(vm_id, "preserve_ack")
+        return dialect.barrier_step(event, self.registry.get(vm_id).mode, granted, acked)
+
+    def ready(self, vm_id: str, error: str | None) -> str | None:
+        """Deliver a READY: "ok" when awaited, "late" when its barrier already ended (an abort
+        raced it: RESUME follows), None when nothing ever asked this VM."""
+        waiter = self._waiting.get(vm_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(error)
+            return "ok"
+        return "late" if vm_id in self._asked else None
+
+    async def _collect(self, event: str, phase: Phase) -> None:
+        pending = {f: vm for vm, f in self._waiting.items()}
+        while pending:
+            done, _ = await asyncio.wait(
+                pending, timeout=self.machine.remaining(), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                late = ", ".join(sorted(pending.values()))
+                raise LuodError(
+                    "deadline",
+                    f"no READY to {event} from {late} in time",
+                    f"{phase} deadline passed: those VMMs are stuck or gone",
+                )
+            for future in done:
+                vm_id = pending.pop(future)
+                if error := future.result():
+                    raise LuodError(
+                        "vm-refused",
+                        f"VM {vm_id} answered {event} with: {error}",
+                        "the VMM could not pause or preserve; fix it and retry",
+                    )
+                self.log.acked(vm_id, event)

@@ -1,0 +1,245 @@
+"""``Daemon``: luod's composition root. Every part of the process is built here, once, and
+in the order a reboot needs: kernel backend → custody → recovery (sessions retrieved) → the
+VMM socket serving → the REST API (luod.daemon.api).
+
+As uvicorn's ``Server``: ``run()`` is ``startup()`` (every part, wired), ``main_loop()`` (the
+VMM socket bound and served until ``stop()``) and ``shutdown()`` (release what was opened).
+Tests that want luod without sockets call ``startup()`` alone and talk to its ``handler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import luod
+from luod.core import compat
+from luod.core.clock import Clock, SystemClock
+from luod.core.recovery import RecoveryReport, recover
+from luod.core.registry import Custody, Registry
+from luod.custody.choose import choose_custody
+from luod.daemon import systemd, uplink_watch
+from luod.daemon.api import serve_api
+from luod.daemon.connections import VmmConnections
+from luod.daemon.events import EventBus
+from luod.daemon.handler import LuodHandler
+from luod.daemon.kexec_step import KexecSettings
+from luod.daemon.settings import Settings
+from luod.daemon.update import Spawn, UpdateDriver
+from luod.kernel import Backend, open_backend
+from luod.vmm.server import VmmServer
+
+log = structlog.get_logger("luod")
+API_DELAY_AFTER_KEXEC = 1.0
+"""Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
+reclaiming their memory."""
+
+
+class Daemon:
+    """One luod. ``backend``, ``custody``, ``clock`` and ``kexec`` replace what the settings
+    would choose (tests: stand-ins for the fd store or systemctl)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backend: Backend | None = None,
+        custody: Custody | None = None,
+        clock: Clock | None = None,
+        kexec: KexecSettings | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.started = self.clock.now()
+        self._backend = backend
+        self._custody = custody
+        self._kexec = kexec
+        self._stop = asyncio.Event()
+        self.kernel_gone = False  # the kexec happened and luod outlived it (the simulator)
+        self._opened = contextlib.ExitStack()  # what shutdown() releases, last opened first
+        self._tasks: asyncio.TaskGroup | None = None  # run()'s: the update task runs in it
+
+    # --- startup -------------------------------------------------------------------------------
+    def startup(self, spawn: Spawn | None = None) -> None:
+        """Build every part; on return VMM requests can be answered (``handler``). ``spawn``
+        runs the update's task; by default in the task group of ``run()``."""
+        self._recover()
+        self._wire(spawn or self._spawn)
+
+    def _recover(self) -> None:
+        """The critical path after a reboot: backend, custody, the sessions taken back."""
+        settings = self.settings
+        for directory in (settings.state_dir, settings.runtime_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.backend: Backend = (
+            open_backend(
+                settings.simulate,
+                sim_cmdline=settings.sim_cmdline,
+                sim_read_abi=compat.CACHE.declared,  # a kexec'd simulator is the image's kernel
+            )
+            if self._backend is None
+            else self._backend
+        )
+        self.custody: Custody = (  # not `or`: an empty custody is falsy
+            choose_custody(settings.runtime_dir, settings.custody)
+            if self._custody is None
+            else self._custody
+        )
+        self._opened.callback(self.custody.close)
+        self.registry = Registry(self.backend, self.custody, settings.state_dir, settings.access)
+        self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
+
+    def _wire(self, spawn: Spawn) -> None:
+        """The parts that answer requests, each given what it uses, once."""
+        settings = self.settings
+        self.connections = VmmConnections()
+        self.events = EventBus()
+        self.events.listen(systemd.on_event)  # the unit's STATUS= follows the update
+        self.driver = UpdateDriver(
+            self.registry,
+            self.backend,
+            self.connections,
+            self.events,
+            self.clock,
+            on_kexec=self._kernel_gone,
+            spawn=spawn,
+            kexec=self._kexec if self._kexec is not None else self._host_kexec(),
+            deadlines=settings.deadlines,
+            unload_on_abort=settings.unload_on_abort,
+            running_image=settings.running_image,
+        )
+        self.handler = LuodHandler(self.registry, self.driver, self.connections, self.events)
+
+    def _host_kexec(self) -> KexecSettings:
+        custody = self.custody
+        return KexecSettings(
+            self.settings.kexec_mode,
+            lambda: systemd.kexec_facts(custody.kind),
+            systemd.start_kexec,
+            self.settings.systemd_timeout,
+        )
+
+    def _spawn(self, update: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        assert self._tasks is not None, "an update starts only while run() serves"
+        return self._tasks.create_task(update)
+
+    def _bind(self) -> socket.socket:
+        """The VMM socket: systemd's (socket activation), else bound here."""
+        listener = systemd.activated_socket("liveupdate")
+        if listener is None:
+            listener = bind(self.settings.socket_path)
+            self._opened.callback(_unlink, self.settings.socket_path)
+        self._opened.callback(listener.close)
+        return listener
+
+    # --- main loop -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """startup, main loop, shutdown. A failure to start (no custody, a kernel that lost
+        the sessions, a bad activated socket) is raised as itself: luod.daemon.main reports
+        it and exits."""
+        try:
+            self.startup()
+            server = VmmServer(self._bind(), self.handler)
+            async with asyncio.TaskGroup() as self._tasks:
+                await self.main_loop(server)
+        finally:
+            self.shutdown()
+
+    async def main_loop(self, server: VmmServer) -> None:
+        """Serve VMMs (and the REST API) until ``stop()``; then abort an update that can be."""
+        assert self._tasks is not None
+        tasks = self._tasks
+        log.info(
+            "serving",
+            socket=str(self.settings.socket_path),
+            backend=self.backend.name,
+            custody=self.custody.kind,
+            recovery=self.report.mode,
+            vms=len(self.registry.vms),
+            version=luod.__version__,
+        )
+        self._handle_signals()
+        background = [tasks.create_task(server.serve())]
+        systemd.ready(f"serving {len(self.registry.vms)} VMs ({self.report.mode})")
+        if (interval := systemd.watchdog_interval()) is not None:
+            background.append(tasks.create_task(systemd.watchdog(interval)))
+        after_kexec = self.report.mode == "after-kexec"
+        if self.settings.api is not None:
+            delay = API_DELAY_AFTER_KEXEC if after_kexec else 0.0
+            api = serve_api(self.registry, self.driver, self.events, self.settings.api, delay)
+            background.append(tasks.create_task(api))
+        if after_kexec:
+            self.driver.resume_after_kexec(self.started)
+            background.append(tasks.create_task(self._reclaim_grace()))
+            background.append(tasks.create_task(uplink_watch.watch(self.driver.log)))
+        await self._stop.wait()
+        systemd.stopping()
+        self.driver.shutdown()  # an update before the freeze is aborted: VMMs resume
+        for task in background:
+            task.cancel()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _kernel_gone(self) -> None:
+        self.kernel_gone = True
+        self.stop()
+
+    async def _reclaim_grace(self) -> None:
+        grace = self.driver.machine.remaining()
+        if grace is not None:
+            await asyncio.sleep(grace)
+            self.driver.reclaim_deadline_passed()
+
+    def _handle_signals(self) -> None:
+        """SIGTERM/SIGINT stop luod, except while freezing/frozen/rebooting: then the stop waits
+        until the update has left those phases (never a half-done update). After systemctl
+        kexec the stop is systemd's shutdown and goes ahead (UpdateDriver.defers_signals)."""
+        loop = asyncio.get_running_loop()
+
+        def requested(signum: int) -> None:
+            if self.driver.defers_signals:
+                log.warning(
+                    "signal-deferred",
+                    signal=signal.Signals(signum).name,
+                    phase=str(self.driver.machine.phase),
+                )
+                loop.call_later(0.1, requested, signum)
+                return
+            self.stop()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, requested, signum)
+
+    # --- shutdown ------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Release what this process opened: the VMM socket (its path too, unless systemd
+        owns it) and custody's local resources (what custody holds outside luod stays held)."""
+        self._opened.close()
+        log.info("stopped")
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def bind(path: Path) -> socket.socket:
+    """Listen on ``path``; it appears only once it accepts (bound aside, then renamed)."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        staging.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(staging))
+    os.chmod(staging, 0o660)
+    listener.listen(128)
+    os.replace(staging, path)
+    return listener

@@ -1,0 +1,36 @@
+"""Update events (PHASE, VM_PROGRESS, UPDATE_END) to whoever follows them: listeners in this
+process (systemd's STATUS=, the REST API's stream) and VMM connections that sent WATCH."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from luod.daemon.connections import VmmConnection
+from luod.vmm import codec
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._watchers: set[VmmConnection] = set()
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def watch(self, conn: VmmConnection) -> None:
+        self._watchers.add(conn)
+
+    def unwatch(self, conn: VmmConnection) -> None:
+        self._watchers.discard(conn)
+
+    def publish(self, message: dict[str, Any]) -> None:
+        for listener in self._listeners:
+            listener(message)
+        for conn in list(self._watchers):
+            if conn.closed:
+                self._watchers.discard(conn)
+            else:
+                conn.push(codec.encode(message))

@@ -1,0 +1,77 @@
+"""The kexec step of an update: direct (luod calls reboot(KEXEC)) or through systemd
+(``systemctl kexec`` with every session in the fd store), as luod.core.kexec_mode decides."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from luod.core import handoff, kexec_mode
+from luod.core.kexec_mode import KexecPlan, SystemdFacts
+from luod.core.registry import Registry
+from luod.errors import LuodError
+from luod.kernel import Backend
+
+log = structlog.get_logger("luod.update")
+
+
+def _no_systemctl() -> None:
+    raise LuodError("kexec-mode", "no systemctl here", "set kexec.mode = direct")
+
+
+@dataclass
+class KexecSettings:
+    """How the kexec step runs (luod.core.kexec_mode); the callables are the host adapters."""
+
+    mode: str = "direct"  # configured: auto | direct | systemd
+    facts: Callable[[], SystemdFacts] = lambda: SystemdFacts("memory")
+    start: Callable[[], None] = _no_systemctl  # systemctl kexec
+    stop_timeout: float = 120.0  # systemd accepted the kexec but never stopped luod: give up
+
+
+class KexecStep:
+    def __init__(self, registry: Registry, backend: Backend, settings: KexecSettings) -> None:
+        self.registry = registry
+        self.backend = backend
+        self.settings = settings
+        self._facts: SystemdFacts | None = None
+        self.handed_to_systemd = False  # systemctl kexec accepted: systemd stops luod now
+
+    def plan(self) -> KexecPlan:
+        """The kexec mode that applies now; the host's facts are asked once per luod."""
+        if self._facts is None:
+            self._facts = self.settings.facts()
+        return kexec_mode.choose(self.settings.mode, self._facts)
+
+    async def run(self, plan: KexecPlan) -> None:
+        """Returns only if the kexec did not happen, by raising LuodError (state rolled back);
+        luod.kernel.KernelGone where luod outlives it (the simulator)."""
+        if plan.mode == "systemd":
+            await asyncio.to_thread(
+                handoff.kexec_systemd, self.registry, self.backend, self.settings.start
+            )
+            await self._stopped_by_systemd()
+        else:
+            await asyncio.to_thread(handoff.kexec_direct, self.registry, self.backend)
+
+    async def _stopped_by_systemd(self) -> None:
+        """systemd accepted the kexec and will stop luod: wait for that (the cancel from
+        the driver's shutdown ends this quietly). If it never comes, the kexec is abandoned."""
+        self.handed_to_systemd = True
+        timeout = self.settings.stop_timeout
+        log.info("kexec-handed-to-systemd", timeout=timeout)
+        try:
+            await asyncio.sleep(timeout)
+        except asyncio.CancelledError:
+            log.info("stopped-for-kexec", note="sessions are in systemd's fd store")
+            return
+        self.handed_to_systemd = False
+        handoff.kexec_abandoned(self.registry)
+        raise LuodError(
+            "kexec-timeout",
+            f"systemd did not stop luod within {timeout:g} s of systemctl kexec",
+            "see `journalctl -b` for the kexec job; kexec.mode = direct avoids systemd",
+        )

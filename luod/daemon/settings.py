@@ -1,0 +1,57 @@
+"""The effective settings of one luod: what the command line and /etc/luod/luod.toml resolve to
+(luod.daemon.main), and all that ``Daemon`` needs to build the process."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from luod.core.access import AccessPolicy
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Where the REST API listens: a unix socket, and TCP only with a bearer token (and TLS
+    when both halves are given)."""
+
+    socket: Path
+    tcp: tuple[str, int] | None = None
+    token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    public_metrics: bool = False  # on TCP, /metrics and /v1/health without the token
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path = Path("/var/lib/luod")  # manifest, journal, history
+    runtime_dir: Path = Path("/run/luod")  # sockets, keeper
+    socket: Path | None = None  # the VMM socket; None: RUNTIME_DIR/liveupdate.sock
+    simulate: Path | None = None  # the simulator's kernel state; None: the running kernel
+    sim_cmdline: str | None = None  # the simulated boot's command line (tests)
+    custody: str = "auto"  # auto | systemd | keeper | memory (luod.custody.choose)
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    api: ApiSettings | None = None  # None: no REST API
+    kexec_mode: str = "auto"  # auto | direct | systemd (luod.core.kexec_mode)
+    systemd_timeout: float = 120.0  # after systemctl kexec, how long until luod gives up
+    unload_on_abort: bool = True
+    running_image: Path | None = None  # the running kernel's image (the handover-abi preflight)
+    deadlines: Mapping[str, float] = field(default_factory=dict)  # per phase, seconds
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket or self.runtime_dir / "liveupdate.sock"
+
+    @classmethod
+    def simulated(cls, state: Path, **changes: Any) -> Settings:
+        """``luod --simulate STATE``: all state under STATE, the simulated kernel's in
+        STATE/kernel, in-process custody (it dies with luod, as the simulated kernel does)."""
+        defaults: dict[str, Any] = {
+            "state_dir": state,
+            "runtime_dir": state / "run",
+            "simulate": state / "kernel",
+            "custody": "memory",
+        }
+        return cls(**{**defaults, **changes})

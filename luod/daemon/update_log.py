@@ -1,0 +1,101 @@
+"""The running update's record: its blackout timeline, what it tells the event bus, and the
+history line it becomes when it ends (luod.core.timeline holds the data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from luod.core import timeline
+from luod.core.clock import Clock, Stamp
+from luod.core.orchestrator import Transition
+from luod.daemon.events import EventBus
+
+log = structlog.get_logger("luod.update")
+
+
+class UpdateLog:
+    def __init__(self, clock: Clock, events: EventBus, state_dir: Path) -> None:
+        self.clock = clock
+        self.events = events
+        self.state_dir = state_dir
+        self.record: timeline.UpdateRecord | None = None
+
+    def open(self, request: dict[str, Any]) -> timeline.UpdateRecord:
+        self.record = timeline.UpdateRecord(request=request)
+        return self.record
+
+    def reopen(self, data: dict[str, Any], started: Stamp) -> timeline.UpdateRecord:
+        """After the kexec: the record the previous kernel's luod carried over, with this
+        boot's first stamps (kernel boot, luod's start, sessions retrieved)."""
+        self.record = timeline.UpdateRecord.from_dict(data)
+        now = self.clock.now()
+        self.record.event("kernel_boot", timeline.kernel_boot_stamp(now))
+        self.record.event("luod_start", started)
+        self.record.event("sessions_retrieved", now)
+        return self.record
+
+    def running(self) -> timeline.UpdateRecord | None:
+        """The update record while it still takes events (not yet in the history)."""
+        record = self.record
+        return record if record is not None and record.outcome == "running" else None
+
+    # --- what happens -------------------------------------------------------------------------
+    def phase(self, transition: Transition) -> None:
+        if self.record is not None:
+            self.record.phase(transition.to_dict())
+        self.events.publish({"event": "PHASE", **transition.to_dict()})
+        log.info("phase", **{k: v for k, v in transition.to_dict().items() if k != "at"})
+
+    def sent(self, vm_id: str, event: str) -> None:
+        self.stamp(vm_id, f"{event.lower()}_sent")
+
+    def stamp(self, vm_id: str, name: str) -> None:
+        assert self.record is not None
+        self.record.vm_event(vm_id, name, self.clock.now())
+
+    def stamped(self, vm_id: str, name: str) -> bool:
+        """Whether this update's record has step ``name`` for the VM."""
+        return self.record is not None and name in self.record.vms.get(vm_id, {})
+
+    def acked(self, vm_id: str, event: str, note: str = "") -> None:
+        assert self.record is not None
+        name = "freeze_ack" if event == "FREEZE" else "preserve_ack"
+        self.record.vm_event(vm_id, name, self.clock.now())
+        self.events.publish({"event": "VM_PROGRESS", "id": vm_id, "step": name, "note": note})
+
+    def reclaim_step(self, vm_id: str, step: str) -> None:
+        """After the kexec: a VM ``reclaimed`` (or claimed) its files, or is ``done``."""
+        assert self.record is not None
+        self.record.vm_event(vm_id, step, self.clock.now())
+        self.events.publish({"event": "VM_PROGRESS", "id": vm_id, "step": step})
+
+    def uplink(self, link: str | None) -> None:
+        """Before the kexec: the link guests are reached by, timed after the kexec."""
+        assert self.record is not None
+        self.record.request["uplink"] = link
+
+    def recorded_uplink(self) -> str | None:
+        """The uplink recorded before the kexec, while this boot's update record is open."""
+        record = self.running()
+        link = record.request.get("uplink") if record else None
+        return str(link) if link else None
+
+    def uplink_up(self, link: str) -> None:
+        now = self.clock.now()
+        if record := self.running():
+            record.event("uplink_up", now)
+        log.info("uplink-up", link=link, since_kernel_boot=round(now.boottime, 3))
+
+    def finish(self, outcome: str, reason: str) -> None:
+        if self.record is None:
+            return
+        self.record.outcome, self.record.reason = outcome, reason
+        if outcome != "running":
+            timeline.append_history(self.state_dir, self.record)
+        self.events.publish(
+            {"event": "UPDATE_END", "id": self.record.id, "outcome": outcome, "reason": reason}
+        )
+        log.info("update-end", id=self.record.id, outcome=outcome, reason=reason)
