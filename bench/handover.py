@@ -53,7 +53,7 @@ def daemon(state: Path, *extra: str, real_kernel: bool = False) -> Iterator[Path
     else:
         where = ["--simulate", str(state)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "luod.daemon.main", *where, *extra],
+        [sys.executable, "-m", "luod.main", *where, *extra],
         stderr=subprocess.DEVNULL,
     )
     try:
@@ -69,7 +69,7 @@ def daemon(state: Path, *extra: str, real_kernel: bool = False) -> Iterator[Path
 def spawn_simulated(state: Path) -> subprocess.Popen[bytes]:
     """``luod --simulate STATE``, quiet (timed from here by the callers)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "luod.daemon.main", "--simulate", str(state)],
+        [sys.executable, "-m", "luod.main", "--simulate", str(state)],
         stderr=subprocess.DEVNULL,
     )
 

@@ -1,6 +1,7 @@
 """``Daemon``: luod's composition root. Every part of the process is built here, once, and
 in the order a reboot needs: kernel backend → custody → recovery (sessions retrieved) → the
-VMM socket serving → the REST API (luod.daemon.api).
+VMM socket serving → the REST API, when one is plugged in (``api``: luod.main plugs in
+luod.rest.serving.serve_api; the daemon never imports the REST layer above it).
 
 As uvicorn's ``Server``: ``run()`` is ``startup()`` (every part, wired), ``main_loop()`` (the
 VMM socket bound and served until ``stop()``) and ``shutdown()`` (release what was opened).
@@ -14,7 +15,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,20 @@ from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
 from luod.custody.choose import choose_custody
 from luod.daemon import systemd, uplink_watch
-from luod.daemon.api import serve_api
 from luod.daemon.connections import VmmConnections
 from luod.daemon.events import EventBus
 from luod.daemon.handler import LuodHandler
 from luod.daemon.kexec_step import KexecSettings
-from luod.daemon.settings import Settings
+from luod.daemon.settings import ApiSettings, Settings
 from luod.daemon.update import Spawn, UpdateDriver
 from luod.kernel import Backend, open_backend
 from luod.vmm.server import VmmServer
 
 log = structlog.get_logger("luod")
+ApiServer = Callable[
+    [Registry, UpdateDriver, EventBus, ApiSettings, float], Coroutine[Any, Any, None]
+]
+"""Serves the REST API until cancelled: (registry, driver, events, settings, delay)."""
 API_DELAY_AFTER_KEXEC = 1.0
 """Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
 reclaiming their memory."""
@@ -45,7 +49,8 @@ reclaiming their memory."""
 
 class Daemon:
     """One luod. ``backend``, ``custody``, ``clock`` and ``kexec`` replace what the settings
-    would choose (tests: stand-ins for the fd store or systemctl)."""
+    would choose (tests: stand-ins for the fd store or systemctl); ``api`` serves the REST API
+    that ``settings.api`` describes (without it, luod serves VMMs only)."""
 
     def __init__(
         self,
@@ -55,8 +60,10 @@ class Daemon:
         custody: Custody | None = None,
         clock: Clock | None = None,
         kexec: KexecSettings | None = None,
+        api: ApiServer | None = None,
     ) -> None:
         self.settings = settings
+        self._api = api
         self.clock = clock or SystemClock()
         self.started = self.clock.now()
         self._backend = backend
@@ -143,7 +150,7 @@ class Daemon:
     # --- main loop -----------------------------------------------------------------------------
     async def run(self) -> None:
         """startup, main loop, shutdown. A failure to start (no custody, a kernel that lost
-        the sessions, a bad activated socket) is raised as itself: luod.daemon.main reports
+        the sessions, a bad activated socket) is raised as itself: luod.main reports
         it and exits."""
         try:
             self.startup()
@@ -172,9 +179,9 @@ class Daemon:
         if (interval := systemd.watchdog_interval()) is not None:
             background.append(tasks.create_task(systemd.watchdog(interval)))
         after_kexec = self.report.mode == "after-kexec"
-        if self.settings.api is not None:
+        if self.settings.api is not None and self._api is not None:
             delay = API_DELAY_AFTER_KEXEC if after_kexec else 0.0
-            api = serve_api(self.registry, self.driver, self.events, self.settings.api, delay)
+            api = self._api(self.registry, self.driver, self.events, self.settings.api, delay)
             background.append(tasks.create_task(api))
         if after_kexec:
             self.driver.resume_after_kexec(self.started)

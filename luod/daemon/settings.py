@@ -1,5 +1,5 @@
 """The effective settings of one luod: what the command line and /etc/luod/luod.toml resolve to
-(luod.daemon.main), and all that ``Daemon`` needs to build the process."""
+(luod.main), and all that ``Daemon`` needs to build the process."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What the REST app needs from luod, and nothing more: the app is a thin HTTP skin over this.
 
-It is implemented twice: by the daemon's ``luod.daemon.facade.DaemonFacade`` over the handler,
-the update driver and the registry, on luod's main event loop; and by
+It is implemented twice: by ``luod.rest.adapter.DaemonFacade`` over the daemon's update driver
+and registry, on luod's main event loop; and by
 ``luod.rest.bridge.LoopBridge`` over that one, for the REST thread (reads from snapshots,
 mutations marshalled to the main loop).
 Tests may implement it however they like. Every method either returns a response model or

@@ -13,11 +13,11 @@ from typing import Any
 from luod.core.access import AccessPolicy, Peer
 from luod.core.registry import Custody
 from luod.daemon.daemon import Daemon
-from luod.daemon.facade import DaemonFacade
 from luod.daemon.kexec_step import KexecSettings
 from luod.daemon.settings import Settings
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
+from luod.rest.adapter import DaemonFacade
 from luod.vmm import codec
 from luod.vmm.codec import Frame
 from tests.contract.harness import FAKE_BZIMAGE as FAKE
@@ -47,7 +47,7 @@ class FakeVmm:
 class Luod:
     """One luod on the simulator in ``state``, built through the daemon's own door
     (``Daemon.startup``) without its sockets; ``facade`` is what the REST app talks to, listening
-    on the daemon's events as luod.daemon.api makes it listen."""
+    on the daemon's events as luod.rest.serving makes it listen."""
 
     def __init__(
         self, state: Path, *, custody: Custody | None = None, kexec: KexecSettings | None = None

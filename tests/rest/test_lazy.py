@@ -14,7 +14,7 @@ HEAVY = ("fastapi", "starlette", "uvicorn", "prometheus_client", "httpx")
 
 def test_importing_the_daemon_and_luod_rest_loads_no_web_stack() -> None:
     code = (
-        "import sys, luod.rest, luod.daemon.main\n"
+        "import sys, luod.rest, luod.main\n"
         f"loaded = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "print(','.join(loaded))\n"
     )
@@ -26,7 +26,7 @@ def test_importing_the_daemon_and_luod_rest_loads_no_web_stack() -> None:
 def test_a_luod_on_a_real_host_never_loads_the_simulator() -> None:
     """luod.kernel.sim is plugged in by luod.kernel.open_backend only when asked for."""
     code = (
-        "import sys, luod.daemon.main\n"
+        "import sys, luod.main\n"
         "from luod.kernel import open_backend\n"
         "open_backend()\n"
         "print('luod.kernel.sim' in sys.modules)\n"

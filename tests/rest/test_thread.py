@@ -37,7 +37,7 @@ class Threaded:
 
 @contextlib.asynccontextmanager
 async def threaded(luod: Luod, tmp_path: Path) -> AsyncIterator[Threaded]:
-    """Served as the daemon serves it (luod.daemon.api.serve_api), minus the lazy import."""
+    """Served as the daemon serves it (luod.rest.serving.serve_api), minus the lazy import."""
     over = LoopBridge(luod.facade, asyncio.get_running_loop())
     luod.daemon.events.listen(over.changed)
     sock = tmp_path / "api.sock"

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import generate_latest
 
 import luod
+from luod import main as luod_main
 from luod.cli import main as luoctl
 from luod.core.orchestrator import Phase
-from luod.daemon import main as luod_main
 from luod.rest import models
 from luod.rest.metrics import Scrape
 

@@ -1,6 +1,6 @@
 """``DaemonFacade``: the daemon's facade for the REST API (luod.rest.facade.RestFacade), over
 the update driver and the registry. Translation only: every decision stays in the
-driver and the registry. Imported only with the REST stack (luod.daemon.api).
+driver and the registry. Imported only with the REST stack (luod.rest.serving).
 
 It belongs to luod's main event loop: call it there (the REST thread goes through
 luod.rest.bridge). Its coroutines never suspend; every model it returns is a copy, which no

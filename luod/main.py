@@ -1,8 +1,9 @@
 """``luod``: the daemon entry point. The only place that turns errors into exit codes.
 
 Resolves the command line and /etc/luod/luod.toml into ``Settings`` and runs a ``Daemon``
-(luod.daemon.daemon, the composition root). Nothing here imports the REST stack: the daemon
-does, once the VMM socket serves.
+(luod.daemon.daemon, the composition root) with the REST API plugged in
+(luod.rest.serving.serve_api). This module sits above every layer; importing it costs no part
+of the REST stack (FastAPI, uvicorn): serve_api imports those once the VMM socket serves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from luod.daemon import config, logs
 from luod.daemon.daemon import Daemon
 from luod.daemon.settings import ApiSettings, Settings
 from luod.errors import LuodError
+from luod.rest.serving import serve_api
 
 log = structlog.get_logger("luod")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     logs.configure(args.log_level)
     try:
-        asyncio.run(Daemon(settings).run())
+        asyncio.run(Daemon(settings, api=serve_api).run())
     except LuodError as exc:
         log.error("fatal", code=exc.code, message=exc.message, hint=exc.hint)
         print(f"luod: {exc}", file=sys.stderr)

@@ -4,9 +4,9 @@ FastAPI and uvicorn are imported in a worker thread, so that the event loop keep
 meanwhile; right after a kexec the import also waits ``delay`` seconds, which belong to the VMMs
 reclaiming their memory. uvicorn then serves from a thread and event loop of its own
 (luod.rest.thread), reading snapshots of luod's state and marshalling mutations to luod's loop
-(luod.rest.bridge): API traffic never queues in front of a VMM. The REST package never imports
-the daemon: the daemon hands it ``DaemonFacade`` (luod.daemon.facade), which implements
-luod.rest.facade.RestFacade.
+(luod.rest.bridge): API traffic never queues in front of a VMM. The REST layer sits above the
+daemon and reaches it only through ``DaemonFacade`` (luod.rest.adapter), which implements
+luod.rest.facade.RestFacade; the daemon gets ``serve_api`` plugged in by luod.main.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ async def serve_api(
             "the VMM socket is unaffected",
         )
         return
-    from luod.daemon.facade import DaemonFacade  # loaded by _import_rest: no cost here
     from luod.rest import app, bridge, serve, thread
+    from luod.rest.adapter import DaemonFacade  # loaded by _import_rest: no cost here
 
     facade = DaemonFacade(registry, driver)
     over = bridge.LoopBridge(facade, asyncio.get_running_loop())
@@ -78,7 +78,6 @@ async def serve_api(
 def _import_rest() -> None:
     """Load the REST stack (about 0.3 s of CPU) in a worker thread; serve_api then finds it in
     ``sys.modules``."""
-    from luod.daemon import facade
-    from luod.rest import app, bridge, serve, thread
+    from luod.rest import adapter, app, bridge, serve, thread
 
-    del facade, app, bridge, serve, thread
+    del adapter, app, bridge, serve, thread
