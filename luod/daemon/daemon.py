@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 import luod
-from luod.core import compat
+from luod.core import compat, holds
 from luod.core.clock import Clock, SystemClock
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
@@ -102,6 +102,7 @@ class Daemon:
         )
         self._opened.callback(self.custody.close)
         self.registry = Registry(self.backend, self.custody, settings.state_dir, settings.access)
+        holds.hold_blocking("recovery")
         self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
 
     def _wire(self, spawn: Spawn) -> None:
@@ -183,8 +184,10 @@ class Daemon:
             delay = API_DELAY_AFTER_KEXEC if after_kexec else 0.0
             api = self._api(self.registry, self.driver, self.events, self.settings.api, delay)
             background.append(tasks.create_task(api))
+        reclaiming = self.driver.resume_interrupted(after_kexec, self.started)  # a killed luod's
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
+        if after_kexec or reclaiming:
             background.append(tasks.create_task(self._reclaim_grace()))
             background.append(tasks.create_task(uplink_watch.watch(self.driver.log)))
         await self._stop.wait()

@@ -123,6 +123,7 @@ class LuodHandler:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER, inline=True)
         self.connections.track(req.id, conn)
+        self.driver.vmm_back(req.id)
         return {"vm": _vm(vm)}, ()
 
     async def _preserve(self, conn: VmmConnection, req: codec.Preserve) -> Reply:
@@ -157,6 +158,7 @@ class LuodHandler:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.DELEGATION)
         self.connections.track(req.id, conn)
+        self.driver.vmm_back(req.id)
         return {"vm": _vm(vm)}, ()
 
     async def _ready(self, conn: VmmConnection, req: codec.Ready) -> Reply:
