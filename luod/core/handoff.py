@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from luod.core import holds
 from luod.core.registry import Registry
 from luod.errors import LuodError
 from luod.kernel import Backend, LuoError
@@ -81,6 +82,7 @@ def _hand_over(
         registry.begin_kexec()
         os.sync()
         in_time()
+        holds.hold_blocking("reboot")
         log.info("kexec", vms=len(registry.vms), custody=registry.custody_kind)
         reboot()
     except (LuoError, LuodError) as exc:

@@ -1,5 +1,6 @@
 """Test holds: ``LUOD_TEST_HOLD=point[=seconds],...`` makes luod wait at a named point (phases
-``preparing``, ``prepared``, ``frozen``; ``recovery``, before the sessions are taken back) so a
+``preparing``, ``prepared``, ``frozen``; ``reboot``, the handover written, just before the reboot
+syscall; ``recovery``, before the sessions are taken back) so a
 test can kill it exactly there (the chaos matrix, tests/vm/test_chaos.py). Unset in production;
 luod logs ``test-hold`` whenever one applies."""
 
@@ -13,7 +14,7 @@ from typing import Final
 import structlog
 
 ENV: Final = "LUOD_TEST_HOLD"
-POINTS: Final = frozenset({"preparing", "prepared", "frozen", "recovery"})
+POINTS: Final = frozenset({"preparing", "prepared", "frozen", "reboot", "recovery"})
 DEFAULT_SECONDS: Final = 600.0
 log = structlog.get_logger("luod.holds")
 

@@ -87,6 +87,7 @@ class Runner:
         (api/vmm-protocol.md §12); the guest stays as it was (paused stays paused)."""
         _say("luod-gone", vm=self.args.id, paused=not self.running)
         while not self.stop.wait(0.2):
+            client = None
             try:
                 client = Client(self.args.socket)
                 if self.args.mode == "handover":
@@ -94,6 +95,8 @@ class Runner:
                 else:
                     client.subscribe(self.args.id)
             except (OSError, ConnectionBroken, LuodError):
+                if client is not None:
+                    client.close()
                 continue
             _say("reconnected", vm=self.args.id)
             return client
@@ -109,17 +112,20 @@ class Runner:
                 self.writes += 1
             try:
                 event = client.wait_event(timeout=self.args.interval)
+                if event is not None:
+                    with event:
+                        self._answer(client, event)
             except (OSError, ConnectionBroken):
                 client.close()
                 return self._reconnect()
-            if event is not None:
-                with event:
-                    try:
-                        self._on_event(client, event)
-                    except LuodError as exc:  # e.g. an update aborted meanwhile
-                        _say("event-failed", vm=self.args.id, name=event.name, error=str(exc))
         client.close()
         return None
+
+    def _answer(self, client: Client, event: Any) -> None:
+        try:
+            self._on_event(client, event)
+        except LuodError as exc:  # e.g. an update aborted meanwhile
+            _say("event-failed", vm=self.args.id, name=event.name, error=str(exc))
 
     def _on_event(self, client: Client, event: Any) -> None:
         if event.name == "START_PRESERVATION":
