@@ -6,6 +6,7 @@ pure state machine (luod.core.orchestrator) for every move. Its parts: the READY
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,10 +225,10 @@ class UpdateDriver:
             await holds.hold("frozen")
             await self._kexec()
         except asyncio.CancelledError:
-            self._abort(self._abort_reason)
+            await self._abort_in_time(self._abort_reason)
         except LuodError as exc:
             if self.machine.abortable:
-                self._abort(f"{exc.code}: {exc.message}")
+                await self._abort_in_time(f"{exc.code}: {exc.message}")
             else:
                 self.log.finish("failed", f"{exc.code}: {exc.message}")
         finally:
@@ -246,9 +247,9 @@ class UpdateDriver:
         except LuodError as exc:
             self.machine.go(Phase.PREPARED, f"reboot failed: {exc.message}")
             if exc.code == "deadline":
-                self._abort(f"deadline: {exc.message}")
+                await self._abort_in_time(f"deadline: {exc.message}")
             else:
-                self._abort(
+                await self._abort_in_time(
                     f"reboot failed ({exc.code}): the kernel rolled the freeze back",
                     outcome="failed",
                 )
@@ -271,15 +272,42 @@ class UpdateDriver:
             self._task = None
 
     def _abort(self, reason: str, outcome: str = "aborted") -> None:
+        """The abort where nothing can wait (a task cancelled before its first step)."""
+        self._enter_abort(reason)
+        if self._loaded and self.unload_on_abort:
+            self._unload()
+        self._end_abort(reason, outcome)
+
+    async def _abort_in_time(self, reason: str, outcome: str = "aborted") -> None:
+        """The abort, its kernel unload bounded by the `aborting` deadline: past it luod goes
+        back to idle anyway (the VMMs got RESUME first) and the outcome says so."""
+        self._enter_abort(reason)
+        if self._loaded and self.unload_on_abort:
+            limit = self.machine.remaining()
+            unload = asyncio.ensure_future(asyncio.to_thread(self._unload))
+            with contextlib.suppress(asyncio.CancelledError):  # a second abort: end this one
+                done, _ = await asyncio.wait([unload], timeout=limit)
+                if not done:
+                    log.error("unload-overdue", seconds=limit, hint="see /sys/kernel/kexec_loaded")
+                    reason += (
+                        f" (the kernel unload did not end within the aborting deadline, "
+                        f"{limit:g} s: the next kernel may still be loaded)"
+                    )
+        self._end_abort(reason, outcome)
+
+    def _enter_abort(self, reason: str) -> None:
         self.machine.go(Phase.ABORTING, reason)
         for vm_id, conn in self.connections:
             if dialect.may_send("RESUME", conn.capabilities):
                 conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
-        if self._loaded and self.unload_on_abort:
-            try:
-                self.backend.unload_kernel()
-            except LuoError as exc:
-                log.warning("unload-failed", error=str(exc))
+
+    def _unload(self) -> None:
+        try:
+            self.backend.unload_kernel()
+        except LuoError as exc:
+            log.warning("unload-failed", error=str(exc))
+
+    def _end_abort(self, reason: str, outcome: str) -> None:
         self._loaded = False
         self.machine.go(Phase.IDLE, "aborted: every VM resumed, sessions still preserved")
         self.log.finish(outcome, reason)
@@ -299,14 +327,16 @@ class UpdateDriver:
             self._reclaim_from(data, started)
 
     def _reclaim_from(self, data: dict[str, Any], started: Stamp) -> None:
-        record = self.log.reopen(data, started)
+        self._reclaiming(self.log.reopen(data, started), "luod started after the kexec")
+        self._maybe_complete()
+
+    def _reclaiming(self, record: timeline.UpdateRecord, reason: str) -> None:
         asked = record.request.get("deadlines", {})
         self.machine.deadlines = {
             **self._base_deadlines,
             **{Phase(k): v for k, v in asked.items() if k == "reclaiming"},
         }
-        self.machine.go(Phase.RECLAIMING, "luod started after the kexec")
-        self._maybe_complete()
+        self.machine.go(Phase.RECLAIMING, reason)
 
     def vm_step(self, vm_id: str, step: str) -> None:
         if self.log.record is None or self.machine.phase is not Phase.RECLAIMING:
@@ -339,41 +369,24 @@ class UpdateDriver:
         if found is None or after_kexec:  # after the kexec the manifest carries the record
             running.clear(self.registry.state_dir)
             return False
-        if found.phase is Phase.RECLAIMING and found.same_boot:
-            self.log.adopt(found.record)
-            self._continue_reclaiming(found)
-            return True
         if found.phase is Phase.REBOOTING and not found.same_boot and self._unfinished():
             self._reclaim_from(found.record.to_dict(), started)  # killed before it got here
             return self.machine.phase is Phase.RECLAIMING
         self.log.adopt(found.record)
-        if found.phase is Phase.IDLE:  # killed while it wrote the end
-            if found.record.id not in {
-                h.get("id") for h in timeline.read_history(self.registry.state_dir)
-            }:
-                self.log.finish(
-                    found.record.outcome if found.record.outcome != "running" else "aborted",
-                    found.record.reason,
-                )
-            running.clear(self.registry.state_dir)
+        if found.phase is Phase.RECLAIMING and found.same_boot:
+            self._reclaiming(found.record, "luod restarted during reclaiming")
+            self.machine.entered = found.entered() or self.machine.entered  # the grace goes on
+        elif found.phase is Phase.IDLE:  # killed while it wrote the end
+            last = found.record.phases[-1]
+            done = "completed" if last["from"] == Phase.RECLAIMING else "aborted"
+            self.log.finish(done, str(last.get("reason", "")))
         elif found.same_boot:
             self._abort_interrupted(found.phase)
         else:
-            self.log.finish(
-                "failed",
-                f"the machine booted without the live update while luod was {found.phase}",
-            )
-        return False
-
-    def _continue_reclaiming(self, found: running.Interrupted) -> None:
-        asked = found.record.request.get("deadlines", {})
-        self.machine.deadlines = {
-            **self._base_deadlines,
-            **{Phase(k): v for k, v in asked.items() if k == "reclaiming"},
-        }
-        self.machine.go(Phase.RECLAIMING, "luod restarted during reclaiming")
-        self.machine.entered = found.entered() or self.machine.entered  # the grace goes on
+            reason = f"the machine booted without the live update while luod was {found.phase}"
+            self.log.finish("failed", reason)
         self._maybe_complete()
+        return self.machine.phase is Phase.RECLAIMING
 
     def _abort_interrupted(self, phase: Phase) -> None:
         """Before the reboot: the update ends aborted; every VMM that registers again gets
@@ -385,10 +398,7 @@ class UpdateDriver:
         self.log.phase(Transition(Phase.ABORTING, Phase.IDLE, reason, now))
         self._owed_resume = dict.fromkeys(self.registry.vms, reason)
         if self.unload_on_abort and self.backend.kernel_loaded():
-            try:
-                self.backend.unload_kernel()
-            except LuoError as exc:
-                log.warning("unload-failed", error=str(exc))
+            self._unload()
         self.log.finish("aborted", reason)
 
     def vmm_back(self, vm_id: str) -> None:

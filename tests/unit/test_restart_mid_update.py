@@ -7,6 +7,7 @@ that died before its custody had it does not lose the VMs."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from luod.core import holds, running, timeline
@@ -42,7 +43,12 @@ class Restarted(Luod):
 def kill_during_update(luod: Luod) -> None:
     """What kill -9 leaves: the update task stops where it is, nothing more is written."""
     driver = luod.driver
+
+    async def nothing(*_: object, **__: object) -> None:
+        return None
+
     driver._abort = lambda *_, **__: None  # type: ignore[method-assign]
+    driver._abort_in_time = nothing  # type: ignore[method-assign]
     driver.log.finish = lambda *_: None  # type: ignore[method-assign]
     assert driver._task is not None
     driver._task.cancel()
@@ -114,7 +120,6 @@ def test_killed_during_reclaiming_the_update_goes_on_and_reaches_the_history(
         first = await register_again(after, "vm1")
         assert (await after.ask(first, {"cmd": "RECLAIM", "id": "vm1"}))["ok"]
         assert (await after.ask(first, {"cmd": "DONE", "id": "vm1"}))["ok"]
-        after.driver.machine.deadlines = {**after.driver.machine.deadlines}
         again = Restarted(after)  # killed with vm2 not yet reclaimed
         assert again.continued and again.driver.machine.phase is Phase.RECLAIMING
         assert timeline.read_history(again.state) == []
@@ -126,7 +131,7 @@ def test_killed_during_reclaiming_the_update_goes_on_and_reaches_the_history(
         assert set(record["vms"]["vm1"]) >= {"freeze_ack", "done"}
         assert set(record["vms"]["vm2"]) >= {"freeze_ack", "reclaimed", "done"}
         assert all(b is not None for b in record["blackout"].values())
-        assert again.driver.machine.phase is Phase.IDLE
+        assert str(again.driver.machine.phase) == "idle"
 
     asyncio.run(scenario())
 
@@ -183,3 +188,28 @@ def test_holds_apply_only_to_the_named_points(monkeypatch: object) -> None:
     monkeypatch.setenv(holds.ENV, "frozen=0.5, recovery")
     assert holds.seconds("frozen") == 0.5 and holds.seconds("recovery") == holds.DEFAULT_SECONDS
     assert holds.seconds("prepared") == 0.0 and holds.seconds("nonsense") == 0.0
+
+
+def test_a_kernel_unload_that_hangs_does_not_hold_the_abort_past_its_deadline(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        luod = Luod(tmp_path / "luod")
+        vmm = await luod.handover_vm("vm1")
+        backend = luod.daemon.backend
+        unload = backend.unload_kernel
+        backend.unload_kernel = lambda: (time.sleep(1.5), unload())[1]  # type: ignore[method-assign]
+        request = UpdateRequest(luod.kernel, deadlines={"freezing": 60, "aborting": 0.2})
+        luod.driver.start(request)
+        await until(lambda: vmm.events("FREEZE"))
+        began = time.monotonic()
+        luod.driver.abort("operator")
+        record = await luod.driver.wait()
+        assert time.monotonic() - began < 1.2  # the abort did not wait for the unload
+        assert record is not None and record.outcome == "aborted"
+        assert record.reason.startswith("operator (the kernel unload did not end within")
+        assert vmm.events("RESUME") and luod.driver.machine.phase is Phase.IDLE
+        await asyncio.sleep(1.6)  # the unload ends in its thread after all
+        luod.close()
+
+    asyncio.run(scenario())
