@@ -198,7 +198,12 @@ def test_a_kernel_unload_that_hangs_does_not_hold_the_abort_past_its_deadline(
         vmm = await luod.handover_vm("vm1")
         backend = luod.daemon.backend
         unload = backend.unload_kernel
-        backend.unload_kernel = lambda: (time.sleep(1.5), unload())[1]  # type: ignore[method-assign]
+
+        def hanging_unload() -> None:
+            time.sleep(1.5)
+            unload()
+
+        backend.unload_kernel = hanging_unload  # type: ignore[method-assign]
         request = UpdateRequest(luod.kernel, deadlines={"freezing": 60, "aborting": 0.2})
         luod.driver.start(request)
         await until(lambda: vmm.events("FREEZE"))
