@@ -35,7 +35,9 @@ POINTS = [
     "before-retrieve",
     "reclaiming",
     pytest.param("keeper", marks=pytest.mark.xfail(reason=KEEPER_FIX, strict=False)),
+    "freezing-systemd",
 ]
+SYSTEMD_VMS = ("vm-a", "vm-s")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,54 @@ def chaos(luo_kernel: Path, vm_python: Path, tmp_path_factory: pytest.TempPathFa
     share = result.run_dir / "share"
     (share / "boots").write_text(str(result.boots))
     return share
+
+
+@pytest.fixture(scope="module")
+def chaos_systemd(luo_kernel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The systemd guest (tests/vm/systemd): luod.service, fd store, demo VMM units."""
+    from tests.vm.systemd import guest
+
+    files = {
+        "vmm-vm-a.env": "RAM=--ram ram0=16M\n",
+        "vmm-vm-s.env": "RAM=--ram ram0=8M --on-freeze ignore\n",
+        "etc-1/luod/luod.toml": '[kexec]\nrunning_image = "/run/sdg-share/bzImage"\n',
+        "enable-2": "".join(f"sdg-reclaim@{vm}.service\n" for vm in SYSTEMD_VMS),
+    }
+    stages = [(guest.HERE / n).read_text() for n in ("stage-chaos-freeze.sh", "stage-reclaim.sh")]
+    result = guest.run(
+        stages,
+        kernel=luo_kernel,
+        root=guest.rootfs(guest.luod_deb()),
+        workdir=tmp_path_factory.mktemp("chaos-sdg"),
+        files=files,
+        env={"VMS": " ".join(SYSTEMD_VMS)},
+        timeout=400,
+    )
+    return result.share
+
+
+def check_freezing_systemd(share: Path) -> None:
+    """Under systemd: restarted by Restart=on-failure, sessions from the fd store."""
+    names = set(fd_names(share / "listen-env-chaos.txt"))
+    assert names == {f"luod.{vm}" for vm in SYSTEMD_VMS}, names  # no state session, no other
+    ended = load(share / "history-chaos.json")["history"][-1]
+    assert ended["outcome"] == "aborted", ended
+    assert ended["reason"].startswith("luod restarted during freezing"), ended
+    for vm in SYSTEMD_VMS:
+        assert any("during freezing" in r for r in resumes(share, vm)), resumes(share, vm)
+    states = {v["id"]: v["state"] for v in load(share / "vms-chaos.json")["vms"]}
+    assert states == dict.fromkeys(SYSTEMD_VMS, "preserved")
+    for vm in SYSTEMD_VMS:
+        verified(share, vm)
+    assert load(share / "vms-after-reclaim.json")["vms"] == []
+    assert load(share / "history.json")["history"][-1]["outcome"] == "completed"
+
+
+def fd_names(path: Path) -> list[str]:
+    for line in path.read_text().splitlines():
+        if line.startswith("LISTEN_FDNAMES="):
+            return line.split("=", 1)[1].split(":")
+    return []
 
 
 def load(path: Path) -> Any:
@@ -144,7 +194,11 @@ def check_keeper(share: Path) -> None:
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_kill_9_luod_at(point: str, chaos: Path) -> None:
+def test_kill_9_luod_at(point: str, request: pytest.FixtureRequest) -> None:
+    if point == "freezing-systemd":
+        check_freezing_systemd(request.getfixturevalue("chaos_systemd"))
+        return
+    chaos: Path = request.getfixturevalue("chaos")
     if point in BEFORE_REBOOT:
         check_before_reboot(chaos, point)
     elif point == "before-retrieve":
