@@ -13,6 +13,7 @@ a later update. Boot 3 checks those, then kills the keeper (and luod); boot 4 re
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,30 @@ BEFORE_REBOOT = {  # point -> the phase luod was killed in
     "reboot": "rebooting",
 }
 KEEPER_FIX = "luod reconnects to a new keeper: the hostsec branch (issue 13 finding 5)"
+ALL = [*BEFORE_REBOOT, "before-retrieve", "reclaiming", "keeper", "freezing-systemd"]
+QUICK = ("freezing", "reboot", "before-retrieve", "reclaiming")
+"""`make test` runs these (one guest, three boots); LUOD_CHAOS=full (`make chaos`) all."""
+SELECTED = ALL if os.environ.get("LUOD_CHAOS") == "full" else list(QUICK)
 POINTS = [
-    *BEFORE_REBOOT,
-    "before-retrieve",
-    "reclaiming",
-    pytest.param("keeper", marks=pytest.mark.xfail(reason=KEEPER_FIX, strict=False)),
-    "freezing-systemd",
+    pytest.param(
+        point,
+        marks=[
+            *([pytest.mark.xfail(reason=KEEPER_FIX, strict=False)] if point == "keeper" else []),
+            *([] if point in SELECTED else [pytest.mark.skip(reason="LUOD_CHAOS=full only")]),
+        ],
+    )
+    for point in ALL
 ]
 SYSTEMD_VMS = ("vm-a", "vm-s")
 
 
 @pytest.fixture(scope="module")
 def chaos(luo_kernel: Path, vm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    stages = [f"BOOT={n}\n" + stage("chaos.sh", vm_python, luo_kernel) for n in (1, 2, 3, 4)]
+    points = ",".join(SELECTED)
+    boots = (1, 2, 3, 4) if "keeper" in SELECTED else (1, 2, 3)
+    stages = [
+        f"BOOT={n}; POINTS={points}\n" + stage("chaos.sh", vm_python, luo_kernel) for n in boots
+    ]
     workdir = tmp_path_factory.mktemp("chaos")
     result: GuestResult = run_guest(stages, kernel=luo_kernel, timeout=1200, workdir=workdir)
     share = result.run_dir / "share"
@@ -145,6 +157,7 @@ def check_before_reboot(share: Path, point: str) -> None:
     assert ended["reason"].startswith(f"luod restarted during {phase}"), ended["reason"]
     assert [p["to"] for p in ended["phases"]][-2:] == ["aborting", "idle"]
     present = BOOT1_VMS if point in ("preparing", "prepared", "freezing") else BOOT1_VMS[:3]
+    # (vm-s, which never answers FREEZE, is stopped before the frozen and reboot points)
     for vm in present:  # every VMM, paused or not, was resumed by the restarted luod
         assert any(f"during {phase}" in r for r in resumes(share, vm)), (vm, resumes(share, vm))
     assert load(share / "points" / f"{point}-kexec-loaded.json") == "0"  # the kernel unloaded
@@ -172,7 +185,7 @@ def check_reclaiming(share: Path) -> None:
     half = sessions(share, "reclaiming-half")
     assert set(half) == {"luod.vm-b", "luod.vm-s"}  # vm-a and vm-c DONE: FINISHed, closed
     no_leak(share, "reclaiming-restart", {"vm-b", "vm-s"})
-    aborted = ["aborted"] * len(BEFORE_REBOOT)  # boot 1's; the update in reclaim still runs
+    aborted = ["aborted"] * len(set(BEFORE_REBOOT) & set(SELECTED))  # boot 1's; not this one
     assert [r["outcome"] for r in history(share, "reclaiming-restart")] == aborted
     for vm in BOOT1_VMS:
         verified(share, vm)

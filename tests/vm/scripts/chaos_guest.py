@@ -34,27 +34,29 @@ VMMS = {  # id -> mode, answer to FREEZE, RAM
     "vm-e": ("delegation", "ready", ["--ram", "ram0=8M"]),
     "vm-k": ("handover", "ready", ["--ram", "ram0=8M"]),
 }
-BEFORE_REBOOT = [  # point, the luod log its hold shows in, the hold of the luod started after
-    ("preparing", "1", "prepared"),
-    ("prepared", "preparing", ""),
-    ("freezing", "prepared", "frozen"),
-    ("frozen", "freezing", "reboot"),
-    ("reboot", "frozen", ""),
-]
+HOLDS = {  # the points before the reboot, in order, and the test hold that stops luod there
+    "preparing": "preparing",
+    "prepared": "prepared",
+    "freezing": "",  # none: vm-s never answers FREEZE
+    "frozen": "frozen",
+    "reboot": "reboot",
+}
 
 
 class Guest:
-    def __init__(self, share: Path, state: Path, kernel: str) -> None:
-        self.share, self.state, self.kernel = share, state, kernel
+    def __init__(self, share: Path, state: Path, kernel: str, points: list[str]) -> None:
+        self.share, self.state, self.kernel, self.selected = share, state, kernel, points
         self.points = share / "points"
         self.points.mkdir(exist_ok=True)
         self.luod: subprocess.Popen[bytes] | None = None
         self.vmms: dict[str, subprocess.Popen[bytes]] = {}
+        self.tag = ""
 
     # --- luod ------------------------------------------------------------------------------
     def launch_luod(self, tag: str, hold: str = "") -> None:
         """luod as deployed here (keeper custody, persistent state dir), without waiting."""
         env = {**os.environ, "LUOD_TEST_HOLD": hold}
+        self.tag = tag
         config = ["--config", "/run/luod-vm.toml", "--state-dir", str(self.state)]
         with open(self.share / f"luod-{tag}.log", "ab") as log:
             self.luod = subprocess.Popen(
@@ -128,24 +130,28 @@ class Guest:
 
     # --- the boots -------------------------------------------------------------------------
     def boot1(self) -> None:
-        self.start_luod("1", "preparing")
+        points = [p for p in HOLDS if p in self.selected]
+        holds = [HOLDS[p] for p in points[1:]] + [""]  # the next point's, set at each restart
+        self.start_luod("1", HOLDS[points[0]] if points else "")
         self.start_vmms("vm-a", "vm-b", "vm-c", "vm-s")
-        for n, (point, held_in, next_hold) in enumerate(BEFORE_REBOOT, start=1):
+        for n, (point, next_hold) in enumerate(zip(points, holds, strict=True), start=1):
+            if point in ("frozen", "reboot") and "vm-s" in self.vmms:
+                self.stop_vmm("vm-s")  # from now on every VMM answers FREEZE
             self.update()
-            if point == "freezing":  # no hold: vm-a, vm-b, vm-c paused, vm-s still running
+            if point == "freezing":  # vm-a, vm-b, vm-c paused, vm-s still running
                 for vm in ("vm-a", "vm-b", "vm-c"):
                     self.wait_for(f"{vm}-run.log", '"frozen"')
                 self.wait_for("vm-s-run.log", "ignoring-freeze")
             else:
-                self.wait_for(f"luod-{held_in}.log", "test-hold")
+                self.wait_for(f"luod-{self.tag}.log", "test-hold")
             self.kill_luod()
             self.start_luod(point, next_hold)
             for vm in self.vmms:
                 self.wait_for(f"{vm}-run.log", "reconnected", n)
                 self.wait_for(f"{vm}-run.log", '"resumed"', n)
             snapshot(self.points, point)
-            if point == "freezing":
-                self.stop_vmm("vm-s")  # from now on every VMM answers FREEZE
+        if "vm-s" in self.vmms:
+            self.stop_vmm("vm-s")
         self.update(wait=True)
 
     def boot2(self) -> None:
@@ -169,6 +175,8 @@ class Guest:
         self.start_luod("3")
         self.reclaim("vm-d", "vm-e")
         snapshot(self.points, "later")
+        if "keeper" not in self.selected:
+            return
         self.start_vmms("vm-k")
         os.kill(int(KEEPER_LOCK.read_text().split()[0]), signal.SIGKILL)
         time.sleep(3)  # luod notices that its keeper is gone
@@ -186,6 +194,6 @@ class Guest:
 
 
 if __name__ == "__main__":
-    boot, share, state, kernel = sys.argv[1:5]
-    guest = Guest(Path(share), Path(state), kernel)
+    boot, share, state, kernel, points = sys.argv[1:6]
+    guest = Guest(Path(share), Path(state), kernel, points.split(","))
     getattr(guest, f"boot{boot}")()
