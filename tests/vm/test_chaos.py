@@ -22,7 +22,7 @@ import pytest
 from tests.vm.qemu import GuestResult, run_guest
 from tests.vm.test_datapath import stage
 
-pytestmark = pytest.mark.timeout(1800)  # four boots under TCG on shared CPUs (+ the sid guest)
+pytestmark = pytest.mark.timeout(2400)  # four boots under TCG on shared CPUs (+ the sid guest)
 BOOT1_VMS = ("vm-a", "vm-b", "vm-c", "vm-s")
 BEFORE_REBOOT = {  # point -> the phase luod was killed in
     "preparing": "preparing",
@@ -57,7 +57,7 @@ def chaos(luo_kernel: Path, vm_python: Path, tmp_path_factory: pytest.TempPathFa
         f"BOOT={n}; POINTS={points}\n" + stage("chaos.sh", vm_python, luo_kernel) for n in boots
     ]
     workdir = tmp_path_factory.mktemp("chaos")
-    result: GuestResult = run_guest(stages, kernel=luo_kernel, timeout=1200, workdir=workdir)
+    result: GuestResult = run_guest(stages, kernel=luo_kernel, timeout=1800, workdir=workdir)
     share = result.run_dir / "share"
     (share / "boots").write_text(str(result.boots))
     return share
