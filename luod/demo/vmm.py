@@ -79,7 +79,7 @@ class Runner:
             else:
                 client.subscribe(self.args.id)
                 if self.args.nic:
-                    client.declare_nics(self.args.id, [_nic(spec) for spec in self.args.nic])
+                    client.nics(self.args.id, [_nic(spec) for spec in self.args.nic])
                 _say("subscribed", vm=self.args.id)
             self._guest_runs(client)
         self._record()

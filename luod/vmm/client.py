@@ -85,9 +85,9 @@ class Client:
         """``nics``: the VM's taps (names, or (name, bridge)), rebuilt after the kexec."""
         return self._call(verbs.register(vm, nics))
 
-    def declare_nics(self, vm: str, nics: Nics) -> dict[str, Any]:
+    def nics(self, vm: str, nics: Nics) -> dict[str, Any]:
         """Replace the VM's declared network devices (NICS); [] withdraws them."""
-        return self._call(verbs.declare_nics(vm, nics))
+        return self._call(verbs.nics(vm, nics))
 
     def preserve(self, vm: str, files: Files) -> Records:
         return self._call(verbs.preserve(vm, files))
@@ -226,9 +226,9 @@ class AsyncClient:
         """``nics``: the VM's taps (names, or (name, bridge)), rebuilt after the kexec."""
         return await self._call(verbs.register(vm, nics))
 
-    async def declare_nics(self, vm: str, nics: Nics) -> dict[str, Any]:
+    async def nics(self, vm: str, nics: Nics) -> dict[str, Any]:
         """Replace the VM's declared network devices (NICS); [] withdraws them."""
-        return await self._call(verbs.declare_nics(vm, nics))
+        return await self._call(verbs.nics(vm, nics))
 
     async def preserve(self, vm: str, files: Files) -> Records:
         return await self._call(verbs.preserve(vm, files))

@@ -40,12 +40,12 @@ def hello(capabilities: Iterable[str] | None) -> Call[dict[str, Any]]:
     return Call("HELLO", body, {"version": codec.VERSION, "capabilities": wanted})
 
 
-def register(vm: str, nics: Nics | None) -> Call[dict[str, Any]]:
+def register(vm: str, nics: Nics | None = None) -> Call[dict[str, Any]]:
     fields = {"id": vm, "nics": None if nics is None else nic_specs(nics)}
     return Call("REGISTER", lambda r: field_of(r, "vm", dict), fields)
 
 
-def declare_nics(vm: str, nics: Nics) -> Call[dict[str, Any]]:
+def nics(vm: str, nics: Nics) -> Call[dict[str, Any]]:
     return Call("NICS", lambda r: field_of(r, "vm", dict), {"id": vm, "nics": nic_specs(nics)})
 
 
