@@ -44,6 +44,21 @@ def check_args(args: tuple[str, ...]) -> None:
             )
 
 
+def taps(args: tuple[str, ...]) -> list[str]:
+    """The host taps the user's QEMU arguments attach (``-netdev tap,ifname=X`` or ``-nic
+    tap,ifname=X``): luod records them at prepare and rebuilds them after the kexec, so the
+    restored QEMU opens the same taps, on the same bridge, with the same MAC and queues."""
+    found = []
+    for option, value in zip(args, args[1:], strict=False):
+        if option.lstrip("-") not in ("netdev", "nic"):
+            continue
+        parts = value.split(",")
+        fields = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
+        if parts[0] == "tap" and fields.get("ifname"):
+            found.append(fields["ifname"])
+    return found
+
+
 def command(spec: VmSpec, ram_fd: int, monitor_fd: int, *, incoming: bool) -> list[str]:
     memory = f"memory-backend-file,id={RAM_ID},size={spec.ram},mem-path=/proc/self/fd/{ram_fd}"
     return [
