@@ -18,7 +18,7 @@ from luod.core.model import Mode, VmRecord
 from luod.core.registry import Registry
 from luod.daemon.connections import VmmConnection, VmmConnections
 from luod.daemon.events import EventBus
-from luod.daemon.nics import Rebuilds
+from luod.daemon.nics import Rebuilds, warm_up
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
@@ -126,15 +126,15 @@ class LuodHandler:
         if req.id not in self.registry.vms:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER, inline=True)
-        if req.nics is not None:
-            vm = await self._run(
-                self.registry.declare_nics, conn.peer, req.id, req.nics, inline=True
-            )
         self.connections.track(req.id, conn)
+        if req.nics is not None:
+            return await self._declare_nics(conn, codec.Nics(req.seq, req.id, req.nics))
         return {"vm": _vm(vm)}, ()
 
     async def _declare_nics(self, conn: VmmConnection, req: codec.Nics) -> Reply:
         vm = await self._run(self.registry.declare_nics, conn.peer, req.id, req.nics, inline=True)
+        if req.nics:
+            warm_up()
         return {"vm": _vm(vm)}, ()
 
     async def _preserve(self, conn: VmmConnection, req: codec.Preserve) -> Reply:

@@ -11,6 +11,7 @@ the registry is changed on the loop only.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
@@ -27,6 +28,26 @@ WAIT: Final = 60.0
 """How long a RECLAIM waits for its VM's NICs before it answers without them ("pending"): the
 memory is never held back longer because of the network."""
 Step = Callable[[str, str], None]
+
+
+_warm: list[threading.Thread] = []
+
+
+def warm_up() -> None:
+    """Once a VM declares NICs, import pyroute2 (luod.net.plumbing) in a background thread:
+    it takes seconds in a TCG guest, which neither an update's preflight nor its prepare
+    should wait for. Only the first call does anything."""
+    if not _warm:
+        thread = threading.Thread(target=_import_net, name="luod-net-import", daemon=True)
+        _warm.append(thread)
+        thread.start()
+
+
+def _import_net() -> None:
+    try:
+        import luod.net.plumbing  # noqa: F401
+    except Exception as exc:  # reported again, with its cause, when luod uses it
+        log.warning("net-import-failed", error=str(exc))
 
 
 def declared(registry: Registry) -> dict[str, tuple[NicDecl, ...]]:

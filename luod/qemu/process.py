@@ -11,6 +11,7 @@ luod-qemu waits for QEMU's MIGRATION event instead of polling ``query-migrate``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -49,7 +50,7 @@ def taps(args: tuple[str, ...]) -> list[str]:
     tap,ifname=X``): luod records them at prepare and rebuilds them after the kexec, so the
     restored QEMU opens the same taps, on the same bridge, with the same MAC and queues."""
     found = []
-    for option, value in zip(args, args[1:], strict=False):
+    for option, value in itertools.pairwise(args):
         if option.lstrip("-") not in ("netdev", "nic"):
             continue
         parts = value.split(",")
