@@ -187,6 +187,7 @@ class LuodHandler:
         return {}, ()
 
     async def _claim(self, conn: VmmConnection, req: codec.Claim) -> Reply:
+        nics = await self.nics.ready(req.id)  # as RECLAIM: its NICs rebuilt first
         fd = await self._run(reclaim.claim, self.registry, conn.peer, req.id)
         self.driver.vm_step(req.id, "reclaimed")
         if dialect.claim_ends_custody(conn.capabilities):  # luo-agent: no DONE will come
@@ -197,7 +198,7 @@ class LuodHandler:
                 raise
             self.connections.forget(req.id)
             self.driver.vm_step(req.id, "done")
-        return {}, (fd,)
+        return ({} if nics is None else {"nics": nics}), (fd,)
 
     async def _status(self, conn: VmmConnection, req: codec.Status) -> Reply:
         info = self.registry.info
