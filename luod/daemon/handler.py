@@ -242,7 +242,8 @@ class LuodHandler:
         }, ()
 
     async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
-        return {"history": timeline.read_history(self.registry.state_dir)}, ()
+        entries = timeline.read_history(self.registry.state_dir)  # qualifications: over REST
+        return {"history": [e for e in entries if e.get("kind", "update") == "update"]}, ()
 
 
 def _root_only(conn: VmmConnection, verb: str) -> None:

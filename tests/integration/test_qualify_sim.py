@@ -1,0 +1,121 @@
+"""``luoctl qualify`` through a running luod on the simulator (issue 14 §1): the chain
+A,B,A with canaries checked after each simulated kexec, the report in the history and over
+REST, the JUnit export, and the refusals (VMs preserved, a chain not starting with A)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from luod.cli.main import main as luoctl
+from luod.kernel import _simabi, memfd
+from luod.vmm.client import Client
+from tests.bzimages import B_7_3, bzimage
+from tests.integration.conftest import Daemon, start_daemon
+
+SMALL = ["--large-mib", "4", "--many-files", "70", "--sessions", "3"]  # the sim copies bytes
+
+
+def ctl(daemon: Daemon, *argv: str) -> tuple[int, Any]:
+    out, err = io.StringIO(), io.StringIO()
+    api = daemon.state / "run" / "api.sock"
+    code = luoctl(["--socket", str(api), "--json", *argv], out=out, err=err)
+    text = out.getvalue().strip()
+    return code, json.loads(text) if text else err.getvalue()
+
+
+def api_daemon(state: Path) -> Daemon:
+    daemon = start_daemon(state, api=True)
+    deadline = time.monotonic() + 20
+    while not (state / "run" / "api.sock").exists():
+        assert time.monotonic() < deadline and daemon.alive(), daemon.log.read_text()
+        time.sleep(0.05)
+    return daemon
+
+
+def kexeced(daemon: Daemon) -> None:
+    """luod on the simulator outlives nothing: the kexec ends it (exit 0)."""
+    assert daemon.process.wait(timeout=120) == 0, daemon.log.read_text()
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> tuple[Path, Path]:
+    b = tmp_path / "bzImage-7.3.4"
+    b.write_bytes(bzimage(B_7_3))
+    return _simabi.installed_native_image(tmp_path / "luod" / "kernel"), b
+
+
+def test_chain_a_b_a_checks_every_canary_and_records_the_report(
+    tmp_path: Path, images: tuple[Path, Path]
+) -> None:
+    state = tmp_path / "luod"
+    a, b = images
+    daemon = api_daemon(state)
+    code, started = ctl(daemon, "qualify", "start", "--chain", f"{a},{b},{a}", *SMALL)
+    assert code == 0, started
+    assert started["outcome"] == "running"
+    assert [k["release"] for k in started["chain"]] == ["7.2.13-luodsim", "7.3.4", "7.2.13-luodsim"]
+    kexeced(daemon)  # A → B
+    kexeced(start_daemon(state))  # B verifies, then B → A
+    last = api_daemon(state)
+    try:
+        deadline = time.monotonic() + 60
+        while (record := ctl(last, "qualify", "show")[1])["outcome"] == "running":
+            assert time.monotonic() < deadline, record
+            time.sleep(0.2)
+        junit = tmp_path / "q.xml"
+        code, shown = ctl(last, "qualify", "show", record["id"], "--junit", str(junit))
+        _, history = ctl(last, "history")
+        with Client(last.socket) as client:
+            updates = [h for h in client.history() if h.get("kind") != "qualification"]
+    finally:
+        last.stop()
+    assert code == 0 and shown["outcome"] == "passed", shown
+    first, second = shown["steps"]
+    assert (first["from_release"], first["to_release"]) == ("7.2.13-luodsim", "7.3.4")
+    assert (second["from_release"], second["to_release"]) == ("7.3.4", "7.2.13-luodsim")
+    assert (first["liveupdate_number"], second["liveupdate_number"]) == (1, 2)
+    for step in (first, second):
+        names = {c["name"]: c for c in step["checks"]}
+        assert all(c["result"] == "pass" for c in step["checks"]), step
+        noexec = next(c for n, c in names.items() if n.endswith("/noexec: seals"))
+        assert noexec["expected"] == noexec["actual"] == "0x3e"  # F_SEAL_EXEC expanded
+        assert any(n.endswith("/sparse: holes read as zeros") for n in names)
+        assert any(n.endswith("/large: sha256") for n in names)
+        assert any(".empty: finished" in n for n in names)
+        assert sum(n.endswith(": sha256") and "/f" in n for n in names) == 70
+        assert {"kernel: release", "kernel: version", "kernel: liveupdate number"} <= set(names)
+        assert set(step["timings"]) == {"canaries_seconds", "kexec_seconds", "verify_seconds"}
+    assert first["update"] == updates[0]["id"] and second["update"] == updates[1]["id"]
+    assert history["history"] and all(h["kind"] == "update" for h in history["history"])
+    suites = ET.parse(junit).getroot()
+    assert [s.get("name") for s in suites] == ["7.2.13-luodsim -> 7.3.4", "7.3.4 -> 7.2.13-luodsim"]
+    assert all(s.get("failures") == "0" and int(s.get("tests", 0)) > 90 for s in suites)
+
+
+def test_refused_while_vms_are_preserved_unless_with_vms(
+    tmp_path: Path, images: tuple[Path, Path]
+) -> None:
+    a, b = images
+    daemon = api_daemon(tmp_path / "luod")
+    try:
+        with Client(daemon.socket) as client, memfd.create("ram", 4096) as fd:
+            client.register("vm1")
+            client.preserve("vm1", {"ram0": fd})
+        code, problem = ctl(daemon, "qualify", "start", "--chain", f"{a},{b}", *SMALL)
+        assert code == 1 and problem["code"] == "vms-preserved" and "vm1" in problem["detail"]
+        assert "--with-vms" in problem["hint"]
+        code, problem = ctl(daemon, "qualify", "start", "--chain", f"{b},{a}", "--with-vms")
+        assert code == 1 and problem["code"] == "bad-chain" and "7.2.13-luodsim" in problem["detail"]
+        code, listed = ctl(daemon, "qualify", "list")
+        assert code == 0 and listed == {"qualifications": []}
+        with Client(daemon.socket) as client:
+            assert [v["id"] for v in client.list()] == ["vm1"]  # canaries never show as VMs
+    finally:
+        daemon.stop()
