@@ -112,7 +112,9 @@ def test_refused_while_vms_are_preserved_unless_with_vms(
         assert code == 1 and problem["code"] == "vms-preserved" and "vm1" in problem["detail"]
         assert "--with-vms" in problem["hint"]
         code, problem = ctl(daemon, "qualify", "start", "--chain", f"{b},{a}", "--with-vms")
-        assert code == 1 and problem["code"] == "bad-chain" and "7.2.13-luodsim" in problem["detail"]
+        assert (
+            code == 1 and problem["code"] == "bad-chain" and "7.2.13-luodsim" in problem["detail"]
+        )
         code, listed = ctl(daemon, "qualify", "list")
         assert code == 0 and listed == {"qualifications": []}
         with Client(daemon.socket) as client:
