@@ -5,6 +5,7 @@ REST, the JUnit export, and the refusals (VMs preserved, a chain not starting wi
 from __future__ import annotations
 
 import io
+import os
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -121,3 +122,40 @@ def test_refused_while_vms_are_preserved_unless_with_vms(
             assert [v["id"] for v in client.list()] == ["vm1"]  # canaries never show as VMs
     finally:
         daemon.stop()
+
+
+def test_a_damaged_canary_fails_the_qualification_naming_the_check(
+    tmp_path: Path, images: tuple[Path, Path]
+) -> None:
+    """One byte of the biggest canary (8 MiB "mid" at these sizes) flipped in the simulated handover: the sha256 check of
+    that file fails (expected and actual shown), the chain stops there, the report says so."""
+    state = tmp_path / "luod"
+    a, b = images
+    daemon = api_daemon(state)
+    code, started = ctl(daemon, "qualify", "start", "--chain", f"{a},{b},{a}", *SMALL)
+    assert code == 0, started
+    kexeced(daemon)
+    handed = max((p for p in (state / "kernel").rglob("*") if p.is_file()), key=os.path.getsize)
+    with open(handed, "r+b") as data:
+        data.seek(12345)
+        byte = data.read(1)
+        data.seek(12345)
+        data.write(bytes([byte[0] ^ 0xFF]))
+    after = api_daemon(state)
+    try:
+        deadline = time.monotonic() + 60
+        while (record := ctl(after, "qualify", "show")[1])["outcome"] == "running":
+            assert time.monotonic() < deadline, record
+            time.sleep(0.2)
+        code, shown = ctl(after, "qualify", "show", "--junit", str(tmp_path / "q.xml"))
+        assert after.alive()  # nothing kexeced: the chain stopped at the failure
+    finally:
+        after.stop()
+    assert code == 1 and shown["outcome"] == "failed"
+    [step] = shown["steps"]
+    failed = [c for c in step["checks"] if c["result"] == "fail"]
+    assert [c["name"].rsplit("/", 1)[1] for c in failed] == ["mid: sha256"]
+    assert failed[0]["expected"] != failed[0]["actual"]
+    assert "mid: sha256" in shown["reason"]
+    junit = ET.parse(tmp_path / "q.xml").getroot()
+    assert [s.get("failures") for s in junit] == ["1"]
