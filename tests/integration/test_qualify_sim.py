@@ -5,8 +5,8 @@ REST, the JUnit export, and the refusals (VMs preserved, a chain not starting wi
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -127,8 +127,9 @@ def test_refused_while_vms_are_preserved_unless_with_vms(
 def test_a_damaged_canary_fails_the_qualification_naming_the_check(
     tmp_path: Path, images: tuple[Path, Path]
 ) -> None:
-    """One byte of the biggest canary (8 MiB "mid" at these sizes) flipped in the simulated handover: the sha256 check of
-    that file fails (expected and actual shown), the chain stops there, the report says so."""
+    """One byte of the biggest canary ("mid", 8 MiB at these sizes) flipped in the simulated
+    handover: that file's sha256 check fails (expected and actual shown), the chain stops
+    there, the report says so."""
     state = tmp_path / "luod"
     a, b = images
     daemon = api_daemon(state)
