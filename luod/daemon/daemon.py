@@ -198,7 +198,8 @@ class Daemon:
             background.append(tasks.create_task(api))
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
-            self.qualifications.resume_after_kexec()
+        self.qualifications.resume(after_kexec)  # after the update's: its record is reopened
+        if after_kexec:
             background.append(tasks.create_task(self._reclaim_grace()))
             background.append(tasks.create_task(uplink_watch.watch(self.driver.log)))
         await self._stop.wait()

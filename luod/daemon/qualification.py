@@ -11,6 +11,8 @@ it came through is done with its VMs) or writes the report to the history (kind
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -32,6 +34,9 @@ from luod.kernel import Backend
 
 log = structlog.get_logger("luod.qualify")
 CARRIED = "qualification"
+RUNNING_FILE = "qualification.json"
+"""The running qualification and its canaries' names, in the state directory: a luod that
+restarts (or a boot that did not come through the step's kexec) fails it and drops them."""
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 
@@ -154,6 +159,7 @@ class QualificationDriver:
         options = qualify.Options.from_dict(request["options"])
         limit = preflight.fd_limit() - 64 - self.registry.open_sessions()
         self._plan = qualify.plan(f"{self.record['id']}{index}", options, limit)
+        self._write_running()
         began = time.time()
         try:
             await asyncio.to_thread(self.canaries.preserve, self._plan)
@@ -195,21 +201,44 @@ class QualificationDriver:
         if self.running and event.get("outcome") != "completed":
             self._finish("failed", f"update {event.get('outcome')}: {event.get('reason')}")
 
+    def _write_running(self) -> None:
+        names = [s.name for s in self._plan]
+        data = json.dumps({"record": self.record, "canaries": names})
+        staging = self.registry.state_dir / f".{RUNNING_FILE}"
+        staging.write_text(data)
+        staging.replace(self.registry.state_dir / RUNNING_FILE)
+
     def _finish(self, outcome: str, reason: str) -> None:
         assert self.record is not None
         self.canaries.drop()
         self.registry.carry(CARRIED, None)
+        with contextlib.suppress(FileNotFoundError):
+            (self.registry.state_dir / RUNNING_FILE).unlink()
         self.record.update(outcome=outcome, reason=reason, finished=time.time())
         timeline.append_entry(self.registry.state_dir, self.record)
         log.info("qualification-end", id=self.record["id"], outcome=outcome, reason=reason)
 
-    # --- after the kexec -----------------------------------------------------------------------
-    def resume_after_kexec(self) -> None:
-        """This boot came through a qualification's kexec: verify it (in the background)."""
+    # --- at start-up ---------------------------------------------------------------------------
+    def resume(self, after_kexec: bool) -> None:
+        """After a qualification's kexec: verify it (in the background). A qualification that
+        was running otherwise (luod restarted, the host rebooted) failed: its canaries go."""
         previous = self.registry.previous
-        carried = previous.extra.get(CARRIED) if previous else None
-        if not carried:
+        carried = previous.extra.get(CARRIED) if previous and after_kexec else None
+        if carried:
+            self._resume_after_kexec(carried)
             return
+        try:
+            left = json.loads((self.registry.state_dir / RUNNING_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        for name in left.get("canaries", []):
+            self.canaries.custody.withdraw(name)  # recovery closed luod's copy
+        self.record = dict(left["record"])
+        self._finish(
+            "failed", "luod restarted (or the host rebooted) during the step; canaries dropped"
+        )
+
+    def _resume_after_kexec(self, carried: dict[str, Any]) -> None:
         self.record = dict(carried["record"])
         plan = [qualify.CanarySession.from_dict(s) for s in carried["plan"]]
         self.spawn(self._guarded(self._verify(dict(carried["step"]), plan)))

@@ -160,3 +160,36 @@ def test_a_damaged_canary_fails_the_qualification_naming_the_check(
     assert "mid: sha256" in shown["reason"]
     junit = ET.parse(tmp_path / "q.xml").getroot()
     assert [s.get("failures") for s in junit] == ["1"]
+
+
+def test_a_qualification_cut_short_by_a_restart_fails_and_drops_its_canaries(
+    tmp_path: Path,
+) -> None:
+    """luod died during a step (before its kexec) and came back in the same boot: the
+    qualification on file fails, saying why, and custody lets go of its canaries."""
+    state = tmp_path / "luod"
+    state.mkdir()
+    kernel = {"image": "/boot/x", "release": "7.2.13-luodsim", "version": "#1", "kho": "kho-v4"}
+    kernel |= {"luo": "luo-v5", "handlers": {"memfd": "memfd-v2"}}
+    record = {
+        "kind": "qualification",
+        "id": "0cut0",
+        "outcome": "running",
+        "reason": "",
+        "request": {"chain": [], "options": {"large_mib": 1, "many_files": 1, "sessions": 0}},
+        "chain": [kernel, kernel],
+        "steps": [],
+        "started": time.time(),
+    }
+    record["request"] |= {"with_vms": False, "uid": 0}
+    left = {"record": record, "canaries": ["luodq.0cut0.mixed"]}
+    (state / "qualification.json").write_text(json.dumps(left))  # as if it died before kexec
+    daemon = api_daemon(state)
+    try:
+        code, listed = ctl(daemon, "qualify", "list")
+    finally:
+        daemon.stop()
+    assert code == 0, listed
+    [cut] = listed["qualifications"]
+    assert cut["outcome"] == "failed" and "luod restarted" in cut["reason"]
+    assert not (state / "qualification.json").exists()
