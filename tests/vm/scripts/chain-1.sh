@@ -29,7 +29,7 @@ print(json.dumps({'vms': c.list(), 'history': c.history()}))" >"$SHARE/after-v6.
 luoctl --json qualify start --chain "$RUNNING_KERNEL,$NEXT_KERNEL" >"$SHARE/qualify-novms.json"
 echo $? >"$SHARE/qualify-novms.rc"
 luoctl --json qualify start --chain "$RUNNING_KERNEL,$NEXT_KERNEL,$RUNNING_KERNEL" --with-vms \
-    --large-mib "${QUALIFY_LARGE_MIB:-64}" --many-files 70 --sessions 4 \
+    --large-mib "${QUALIFY_LARGE_MIB:-16}" --many-files 70 --sessions 4 \
     >"$SHARE/update-1.txt" 2>&1 || { cat "$SHARE/update-1.txt"; exit 1; }
 wait
 echo "the update returned instead of kexecing"; exit 1
