@@ -101,10 +101,6 @@ def session_name(qid: str, label: str, pad_to: int = 0) -> str:
     return name + "x" * max(0, pad_to - len(name))
 
 
-def is_canary(session: str) -> bool:
-    return session.startswith(PREFIX)
-
-
 def plan(qid: str, options: Options, limit: int) -> list[CanarySession]:
     """The canary sessions of one chain step. ``limit``: how many more sessions luod may hold
     (its fd limit less what it holds, as preflight check ``limits`` counts)."""
@@ -232,7 +228,3 @@ def verify_file(session: str, canary: CanaryFile, seen: Observed) -> list[Check]
 def zero_holes(canary: CanaryFile) -> frozenset[int]:
     """Hole blocks that must still read as zeros (not rewritten after preserve)."""
     return frozenset(canary.holes) - frozenset(canary.late)
-
-
-def passed(checks: list[Check]) -> bool:
-    return all(c.result == "pass" for c in checks)

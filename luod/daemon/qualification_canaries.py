@@ -8,7 +8,6 @@ loses none), under their own names (``luodq.*``), never in the registry: no VMM 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 
@@ -137,14 +136,3 @@ def _pread(fd: OwnedFd, offset: int) -> bytes:
     while True:
         with contextlib.suppress(InterruptedError):
             return os.pread(fd.fileno(), qualify.BLOCK, offset)
-
-
-def noexec_supported() -> bool:
-    """MFD_NOEXEC_SEAL exists from Linux 6.3 on."""
-    try:
-        memfd.create("luodq-probe", flags=memfd.MFD_NOEXEC_SEAL).close()
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:
-            return False
-        raise
-    return True
