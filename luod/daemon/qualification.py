@@ -184,7 +184,8 @@ class QualificationDriver:
             self._update_id = self.updates.start(update).id
         except LuodError as exc:  # preflight.Refused included: its message names the checks
             self.record["steps"].append({**step, "update": None, "checks": []})
-            self._finish("failed", f"{exc.code}: {exc.message}")
+            hint = f" ({exc.hint})" if exc.hint else ""
+            self._finish("failed", f"{exc.code}: {exc.message}{hint}")
             return
         log.info("qualification-step", id=self.record["id"], step=index, update=self._update_id)
 

@@ -8,6 +8,7 @@ loses none), under their own names (``luodq.*``), never in the registry: no VMM 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 
@@ -40,7 +41,12 @@ class Canaries:
             raise
 
     def _preserve_session(self, canary: qualify.CanarySession) -> None:
-        session = self.backend.device.create_session(canary.name)
+        try:
+            session = self.backend.device.create_session(canary.name)
+        except LuoError as exc:
+            if exc.errno == errno.EEXIST:  # repair the block chain (docs/kernel.md §4.4)
+                self.backend.device.create_session(f"luodq-eexist-guard-{os.getpid()}").close()
+            raise
         self._held[canary.name] = session
         self.custody.deposit(canary.name, session)
         for file in canary.files:

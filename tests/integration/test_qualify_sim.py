@@ -17,7 +17,7 @@ import pytest
 from luod.cli.main import main as luoctl
 from luod.kernel import _simabi, memfd
 from luod.vmm.client import Client
-from tests.bzimages import B_7_3, bzimage
+from tests.bzimages import B_7_3, B_ABI_V6, bzimage
 from tests.integration.conftest import Daemon, start_daemon
 
 SMALL = ["--large-mib", "4", "--many-files", "70", "--sessions", "3"]  # the sim copies bytes
@@ -193,3 +193,31 @@ def test_a_qualification_cut_short_by_a_restart_fails_and_drops_its_canaries(
     [cut] = listed["qualifications"]
     assert cut["outcome"] == "failed" and "luod restarted" in cut["reason"]
     assert not (state / "qualification.json").exists()
+
+
+def test_an_incompatible_kernel_b_fails_the_qualification_without_a_kexec(
+    tmp_path: Path, images: tuple[Path, Path]
+) -> None:
+    """B = the abi-v6 kernel: the step's update is refused by the preflight, naming both LUO
+    strings; nothing kexecs, the canaries are dropped, the report says why."""
+    a, _ = images
+    v6 = tmp_path / "bzImage-abi-v6"
+    v6.write_bytes(bzimage(B_ABI_V6))
+    daemon = api_daemon(tmp_path / "luod")
+    try:
+        code, started = ctl(daemon, "qualify", "start", "--chain", f"{a},{v6}", *SMALL)
+        assert code == 0, started
+        deadline = time.monotonic() + 60
+        while (record := ctl(daemon, "qualify", "show")[1])["outcome"] == "running":
+            assert time.monotonic() < deadline, record
+            time.sleep(0.2)
+        assert daemon.alive()
+        with Client(daemon.socket) as client:
+            [update] = client.history()
+        assert not list((tmp_path / "luod").glob("qualification.json"))
+    finally:
+        daemon.stop()
+    assert record["outcome"] == "failed" and record["steps"][0]["checks"] == []
+    assert record["reason"].startswith("preflight-failed: preflight refused: handover-abi")
+    assert "luo-v6" in record["reason"]
+    assert update["outcome"] == "refused"
