@@ -118,6 +118,9 @@ def test_refused_while_vms_are_preserved_unless_with_vms(
         )
         code, listed = ctl(daemon, "qualify", "list")
         assert code == 0 and listed == {"qualifications": []}
+        code, problem = ctl(daemon, "qualify", "show", "abc123")
+        assert code == 1 and problem["code"] == "unknown-qualification"
+        assert problem["status"] == 404
         with Client(daemon.socket) as client:
             assert [v["id"] for v in client.list()] == ["vm1"]  # canaries never show as VMs
     finally:
