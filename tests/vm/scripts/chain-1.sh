@@ -25,7 +25,8 @@ print(json.dumps({'vms': c.list(), 'history': c.history()}))" >"$SHARE/after-v6.
 
 # 7.3.4 and back, qualified (issue 14 §1): canaries beside vm-a (--with-vms), then an update
 # whose preflight passes (recorded in the update), then the kexec; luod takes the step back
-# into 7.2.13 itself, in boot 2. Without --with-vms it is refused: vm-a is preserved.
+# into 7.2.13 itself, in boot 2. Without --with-vms it is refused: vm-a is preserved. The large
+# canary is 16 MiB here (TCG hashes ~2 MiB/s: about 15 s per verify); make bench runs 256 MiB.
 luoctl --json qualify start --chain "$RUNNING_KERNEL,$NEXT_KERNEL" >"$SHARE/qualify-novms.json"
 echo $? >"$SHARE/qualify-novms.rc"
 luoctl --json qualify start --chain "$RUNNING_KERNEL,$NEXT_KERNEL,$RUNNING_KERNEL" --with-vms \
