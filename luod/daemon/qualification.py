@@ -263,15 +263,36 @@ class QualificationDriver:
         step["update"] = self.updates.record.id if self.updates.record else None
         step["liveupdate_number"] = self.registry.info.liveupdate_number
         self.record["steps"].append(step)
-        failed = [c.name for c in checks if c.result != "pass"]
+        if self._failed(step):
+            return
+        await self._when_idle()  # the VMs that came along (--with-vms) are done, or not
+        step["checks"] += [c.to_dict() for c in self._update_checks()]
+        if self._failed(step):
+            return
         next_index = step["index"] + 1
-        if failed:
-            self._finish("failed", f"{len(failed)} checks failed: {', '.join(failed[:5])}")
-        elif next_index + 1 >= len(self.record["chain"]):
+        if next_index + 1 >= len(self.record["chain"]):
             self._finish("passed", "")
         else:
-            await self._when_idle()
             await self._step(next_index)
+
+    def _failed(self, step: dict[str, Any]) -> bool:
+        """Fails the qualification if a check of ``step`` failed."""
+        failed = [c["name"] for c in step["checks"] if c["result"] != "pass"]
+        if failed:
+            self._finish("failed", f"{len(failed)} checks failed: {', '.join(failed[:5])}")
+        return bool(failed)
+
+    def _update_checks(self) -> list[qualify.Check]:
+        """The update that carried the step: it completed, every VM it carried is done."""
+        record = self.updates.record
+        if record is None:
+            return [qualify.check("update: outcome", "completed", "no update record")]
+        checks = [qualify.check("update: outcome", "completed", record.outcome)]
+        for vm, steps in sorted(record.vms.items()):
+            if "freeze_ack" in steps:
+                done = "done" if "done" in steps else "not done"
+                checks.append(qualify.check(f"vm {vm}: reclaimed and done", "done", done))
+        return checks
 
     def _kernel_checks(self, step: dict[str, Any]) -> list[qualify.Check]:
         assert self.record is not None

@@ -5,7 +5,8 @@ preflight that refuses the one that would panic.
   strings read from both images and debugfs, and each VM's memory comes back byte for byte.
   The chain is a qualification (``luoctl qualify start --chain A,B,A --with-vms``, issue 14
   §1): luod's canaries cross both kexecs beside the VMs, every byte and property checked in
-  each next kernel; luod takes the step back itself. Without ``--with-vms`` it is refused.
+  each next kernel, and each VM's reclaim checked too; luod takes the step back itself.
+  Without ``--with-vms`` it is refused.
 - 7.2.13 → the abi-v6 kernel (LUO ABI ``luo-v6``): refused by the preflight and by
   ``update start``, naming ``luo-v5`` and ``luo-v6``; no kexec happens and the VMM keeps
   running (same guest run as the chain: its boot 2 is 7.3.4).
@@ -183,6 +184,14 @@ def test_the_chain_is_qualified_every_canary_checked_on_the_real_kernels(
         assert any(n.endswith("/sparse: holes read as zeros") for n in checks)
         assert any(n.endswith("/large: sha256") for n in checks)
         assert step["timings"]["kexec_seconds"] > 0 and step["timings"]["verify_seconds"] > 0
+        assert checks["update: outcome"]["actual"] == "completed"
+    # the VMs that came along (--with-vms): each reclaimed and done in the next kernel
+    assert {n for n in (c["name"] for c in first["checks"]) if n.startswith("vm ")} == {
+        "vm vm-a: reclaimed and done"
+    }
+    assert {n for n in (c["name"] for c in second["checks"]) if n.startswith("vm ")} == {
+        "vm vm-b: reclaimed and done"
+    }
     junit = (share / "qualification.xml").read_text()
     assert 'name="7.2.13 -&gt; 7.3.4"' in junit and 'failures="0"' in junit
     assert "<failure" not in junit
