@@ -27,7 +27,7 @@ from luod.core.clock import Clock, SystemClock
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
 from luod.custody.choose import choose_custody
-from luod.daemon import systemd, uplink_watch
+from luod.daemon import nics, systemd, uplink_watch
 from luod.daemon.connections import VmmConnections
 from luod.daemon.events import EventBus
 from luod.daemon.handler import LuodHandler
@@ -125,8 +125,12 @@ class Daemon:
             deadlines=settings.deadlines,
             unload_on_abort=settings.unload_on_abort,
             running_image=settings.running_image,
+            managed_bridges=settings.managed_bridges,
         )
-        self.handler = LuodHandler(self.registry, self.driver, self.connections, self.events)
+        self.nics = nics.Rebuilds(self.registry, settings.managed_bridges, settings.nic_wait)
+        self.handler = LuodHandler(
+            self.registry, self.driver, self.connections, self.events, self.nics
+        )
         self.qualifications = QualificationDriver(
             self.registry, self.backend, self.custody, self.driver, self.events, spawn
         )
@@ -198,6 +202,7 @@ class Daemon:
             background.append(tasks.create_task(api))
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
+        self.nics.start(self.driver.vm_step)  # VMs back from a kexec with NICs: none, no import
         self.qualifications.resume(after_kexec)  # after the update's: its record is reopened
         if after_kexec:
             background.append(tasks.create_task(self._reclaim_grace()))
@@ -207,6 +212,7 @@ class Daemon:
         self.driver.shutdown()  # an update before the freeze is aborted: VMMs resume
         for task in background:
             task.cancel()
+        self.nics.close()
 
     def stop(self) -> None:
         self._stop.set()
