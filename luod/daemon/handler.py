@@ -90,7 +90,12 @@ class LuodHandler:
         if not isinstance(request, codec.Hello):
             self.registry.admit(conn.peer)
         body, fds = await self.verbs.of(request)(conn, request)
-        return codec.encode(codec.ok_reply(request.cmd, request.seq, body), fds)
+        try:
+            return codec.encode(codec.ok_reply(request.cmd, request.seq, body), fds)
+        except BaseException:  # reply-too-large: the fds it would have carried are ours
+            for fd in fds:
+                fd.close()
+            raise
 
     def disconnected(self, conn: VmmConnection) -> None:
         self.events.unwatch(conn)

@@ -24,6 +24,12 @@ PROTOCOL: Final = "luod-vmm"
 VERSION: Final = 1
 MAX_LINE: Final = 64 * 1024
 MAX_FDS: Final = 64
+SHOWN_CHARS: Final = 64
+"""An echoed value (a bad id, name, command) is cut to this many characters: the reply that
+names it must stay far below MAX_LINE, whatever the client sent (issue 13, finding 1)."""
+MAX_ERROR_TEXT: Final = 1024
+"""An error's message and hint are cut to this many characters each, the last line of defence
+for an error reply that must always fit in one frame."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +244,7 @@ def decode_request(frame: Frame) -> Request:
         if parser is None:
             raise LuodError(
                 "unknown-command",
-                f"unknown command {cmd!r}",
+                f"unknown command {shown(cmd)}",
                 f"known commands: {', '.join(sorted(_PARSERS))}",
             )
         if len(frame.fds) > MAX_FDS:
@@ -279,6 +285,12 @@ def _seq(data: dict[str, Any]) -> int | None:
     return None
 
 
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to SHOWN_CHARS characters: what an error may echo of the input."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+
+
 def _bad(key: str, wanted: str, got: str) -> LuodError:
     return LuodError("bad-request", f"field {key!r}: {got}", f"{key} must be {wanted}")
 
@@ -289,7 +301,9 @@ def _vm_id(data: dict[str, Any], key: str = "id", optional: bool = False) -> Any
         return None
     if not isinstance(value, str) or not VM_ID.fullmatch(value):
         raise LuodError(
-            "bad-id", f"invalid VM id {value!r}", "VM ids match [A-Za-z0-9][A-Za-z0-9._-]{0,57}"
+            "bad-id",
+            f"invalid VM id {shown(value)}",
+            "VM ids match [A-Za-z0-9][A-Za-z0-9._-]{0,57}",
         )
     return value
 
@@ -298,7 +312,7 @@ def _name(value: Any) -> str:
     if not isinstance(value, str) or not FILE_NAME.fullmatch(value):
         raise LuodError(
             "bad-name",
-            f"invalid file name {value!r}",
+            f"invalid file name {shown(value)}",
             "file names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
         )
     return value
@@ -309,7 +323,7 @@ def _optional_str(data: dict[str, Any], key: str, limit: int = 4096) -> str | No
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > limit or "\0" in value:
-        raise _bad(key, f"a string of at most {limit} characters without NUL", repr(value)[:80])
+        raise _bad(key, f"a string of at most {limit} characters without NUL", shown(value))
     return value
 
 
@@ -320,7 +334,7 @@ def _file_spec(item: Any) -> FileSpec:
         raise _bad("files[]", "a name or {name, kind}", type(item).__name__)
     kind = item.get("kind", "memfd")
     if kind not in KINDS:
-        raise _bad("files[].kind", f"one of {', '.join(KINDS)}", repr(kind))
+        raise _bad("files[].kind", f"one of {', '.join(KINDS)}", shown(kind))
     return FileSpec(_name(item.get("name")), kind)
 
 
@@ -328,7 +342,7 @@ def _preserve(data: dict[str, Any], seq: int | None, fds: tuple[OwnedFd, ...]) -
     vm = _vm_id(data)
     files = data.get("files")
     if not isinstance(files, list) or not files or len(files) > MAX_FDS:
-        raise _bad("files", f"a list of 1..{MAX_FDS} files", repr(files)[:80])
+        raise _bad("files", f"a list of 1..{MAX_FDS} files", shown(files))
     specs = tuple(_file_spec(item) for item in files)
     if len({s.name for s in specs}) != len(specs):
         raise _bad("files", "distinct names", "a name appears twice")
@@ -345,7 +359,7 @@ def _reclaim(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> R
     names = data.get("files")
     if names is not None:
         if not isinstance(names, list) or len(names) > MAX_FDS:
-            raise _bad("files", f"a list of at most {MAX_FDS} names", repr(names)[:80])
+            raise _bad("files", f"a list of at most {MAX_FDS} names", shown(names))
         names = tuple(_name(n) for n in names)
     return Reclaim(seq, _vm_id(data), names)
 
@@ -370,7 +384,7 @@ def _update(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Up
         raise _bad(
             "deadlines",
             f"seconds > 0 per phase of {', '.join(DEADLINE_PHASES)}",
-            repr(deadlines)[:80],
+            shown(deadlines),
         )
     return Update(
         seq,
@@ -391,7 +405,7 @@ MAX_CAPABILITIES: Final = 64
 def _hello(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Hello:
     version = data.get("version", VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
-        raise _bad("version", "an integer", repr(version))
+        raise _bad("version", "an integer", shown(version))
     asked = data.get("capabilities", [])
     if (
         not isinstance(asked, list)
@@ -401,7 +415,7 @@ def _hello(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Hel
         raise _bad(
             "capabilities",
             f'a list of at most {MAX_CAPABILITIES} names like "freeze"',
-            repr(asked)[:80],
+            shown(asked),
         )
     return Hello(seq, version, tuple(asked))
 
@@ -436,10 +450,22 @@ class Outgoing:
     fds: tuple[OwnedFd, ...] = ()
 
 
+class ReplyTooLarge(LuodError):
+    """``reply-too-large``: an answer that does not fit in one frame (the caller pages)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            "reply-too-large",
+            f"the reply would be {size} bytes, a frame holds at most {MAX_LINE}",
+            "ask for less at a time: LIST and HISTORY take 'limit' and a cursor",
+        )
+
+
 def encode(message: dict[str, Any], fds: tuple[OwnedFd, ...] = ()) -> Outgoing:
+    """One frame; ReplyTooLarge (a LuodError) when it would exceed MAX_LINE."""
     line = json.dumps(message, separators=(",", ":"), sort_keys=True).encode() + b"\n"
     if len(line) > MAX_LINE:
-        raise ValueError(f"outgoing message of {len(line)} bytes exceeds {MAX_LINE}")
+        raise ReplyTooLarge(len(line))
     return Outgoing(line, fds)
 
 
@@ -451,7 +477,13 @@ def ok_reply(cmd: str, seq: int | None, result: dict[str, Any] | None = None) ->
 
 
 def error_reply(cmd: str | None, seq: int | None, error: LuodError) -> dict[str, Any]:
-    message: dict[str, Any] = {"reply": cmd or "?", "ok": False, "error": error.to_dict()}
+    """A failure reply; its texts are cut to MAX_ERROR_TEXT so that it always fits a frame."""
+    details = error.to_dict()
+    for key in ("message", "hint"):
+        if isinstance(details.get(key), str) and len(details[key]) > MAX_ERROR_TEXT:
+            details[key] = details[key][: MAX_ERROR_TEXT - 1] + "…"
+    name = cmd if cmd is None or len(cmd) <= SHOWN_CHARS else cmd[:SHOWN_CHARS]
+    message: dict[str, Any] = {"reply": name or "?", "ok": False, "error": details}
     if seq is not None:
         message["seq"] = seq
     return message

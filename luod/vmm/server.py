@@ -173,9 +173,13 @@ class VmmServer:
         conn.close()
 
     async def _serve_connection(self, conn: Connection) -> None:
+        """Answer the connection's frames in order. Nothing raised here may reach the task
+        group: one client's failure would stop luod (issue 13, finding 1)."""
         try:
             while (frame := await conn.inbox.get()) is not None:
                 conn.push(await self._answer(conn, frame))
+        except Exception:
+            log.exception("connection-failed", pid=conn.peer.pid, uid=conn.peer.uid)
         finally:
             while not conn.inbox.empty():
                 leftover = conn.inbox.get_nowait()
@@ -183,7 +187,10 @@ class VmmServer:
                     _close_all(leftover.fds)
             conn.close()
             self.connections.discard(conn)
-            self.handler.disconnected(conn)
+            try:
+                self.handler.disconnected(conn)
+            except Exception:
+                log.exception("disconnect-failed", pid=conn.peer.pid)
 
     async def _answer(self, conn: Connection, frame: codec.Frame) -> codec.Outgoing:
         try:
@@ -191,16 +198,23 @@ class VmmServer:
         except LuodError as exc:
             _close_all(frame.fds)
             return codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))
+        except Exception:  # a codec bug: the frame is answered, luod goes on
+            _close_all(frame.fds)
+            log.exception("decode-crashed")
+            return codec.encode(codec.error_reply(None, None, _internal()))
         try:
             return await self.handler.handle(conn, request)
         except LuodError as exc:
             return codec.encode(codec.error_reply(request.cmd, request.seq, exc))
-        except Exception as exc:  # a bug must not take the daemon (and its sessions) down
+        except Exception:  # a bug must not take the daemon (and its sessions) down
             log.exception("handler-crashed", cmd=request.cmd)
-            error = LuodError("internal", f"internal error: {exc!r}", "see luod's log")
-            return codec.encode(codec.error_reply(request.cmd, request.seq, error))
+            return codec.encode(codec.error_reply(request.cmd, request.seq, _internal()))
         finally:
             _close_all(request.fds)  # the handler dup'd or consumed what it kept
+
+
+def _internal() -> LuodError:
+    return LuodError("internal", "internal error in luod", "see luod's log (handler-crashed)")
 
 
 def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:

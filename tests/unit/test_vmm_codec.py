@@ -452,5 +452,21 @@ def test_server_messages_round_trip(message: dict[str, Any]) -> None:
 
 
 def test_an_outgoing_frame_over_max_line_is_refused() -> None:
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(codec.ReplyTooLarge) as refused:
         codec.encode({"event": "X", "pad": "x" * codec.MAX_LINE})
+    assert refused.value.code == "reply-too-large"
+
+
+def test_an_error_reply_always_fits_one_frame() -> None:
+    """Finding 1: however long the texts of an error, its reply fits (cut, not refused)."""
+    huge = LuodError("bad-id", "é" * codec.MAX_LINE, "\u2028" * codec.MAX_LINE)
+    out = codec.encode(codec.error_reply("X" * codec.MAX_LINE, 1, huge))
+    message = json.loads(out.line)
+    assert len(out.line) < 16 * 1024
+    assert len(message["error"]["message"]) == codec.MAX_ERROR_TEXT
+    assert message["reply"] == "X" * codec.SHOWN_CHARS
+
+
+@pytest.mark.parametrize("value", ["é" * 30000, ["x" * 100] * 300, {"k": "v" * 70000}])
+def test_an_echoed_value_is_cut(value: Any) -> None:
+    assert len(codec.shown(value)) == codec.SHOWN_CHARS

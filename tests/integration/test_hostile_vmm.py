@@ -1,0 +1,86 @@
+"""A hostile local client on the VMM socket (issue 13 §1): one message must never stop luod.
+
+Each test names the finding it reproduces. The daemon is a subprocess luod on the simulator;
+after every attack it still serves a healthy client, keeps its VM, and leaks no fd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from luod.kernel import memfd
+from luod.vmm import codec
+from luod.vmm.client import Client
+from tests.integration.conftest import Daemon
+from tests.integration.test_vmm_bad_input import Raw, error_of, settle, still_serving
+
+LONG = "é" * 30000
+"""Two UTF-8 bytes on the wire, six once JSON escapes it: an echo of it outgrows MAX_LINE."""
+
+
+def send_raw_utf8(raw: Raw, message: dict[str, Any]) -> dict[str, Any]:
+    raw.send(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+    return raw.reply()
+
+
+@pytest.fixture
+def healthy(daemon: Daemon) -> Iterator[Client]:
+    """Another client with a preserved VM, checked after every attack."""
+    with Client(daemon.socket) as client:
+        client.register("healthy")
+        with memfd.create("ram", 4096) as fd:
+            os.pwrite(fd.fileno(), b"healthy guest", 0)
+            client.preserve("healthy", {"ram0": fd})
+        yield client
+
+
+@pytest.fixture
+def raw(daemon: Daemon, healthy: Client):  # type: ignore[no-untyped-def]
+    before = daemon.fds()
+    client = Raw(daemon.socket)
+    yield client
+    client.close()
+    settle(daemon, before)
+    still_serving(daemon, healthy)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"cmd": "REGISTER", "id": LONG},
+        {"cmd": LONG},
+        {"cmd": "PRESERVE", "id": "vm1", "files": [LONG]},
+        {"cmd": "RECLAIM", "id": "vm1", "files": [LONG]},
+        {"cmd": "PRESERVE", "id": "vm1", "files": [{"name": "a", "kind": LONG}]},
+        {"cmd": "HELLO", "version": LONG},
+    ],
+    ids=["register-id", "unknown-cmd", "preserve-name", "reclaim-name", "kind", "version"],
+)
+def test_finding1_an_echoed_long_value_is_truncated_and_luod_lives(
+    raw: Raw, message: dict[str, Any]
+) -> None:
+    """Finding 1: the error message echoed the whole bad value; the reply outgrew 64 KiB and
+    the ValueError of ``codec.encode`` took the daemon down."""
+    reply = send_raw_utf8(raw, message)
+    error = error_of(reply)
+    assert error["code"] in ("bad-id", "unknown-command", "bad-name", "bad-request")
+    assert len(json.dumps(reply)) < 2048
+    assert raw.call({"cmd": "HELLO"})["ok"]  # the same connection still works
+
+
+def test_finding1_the_largest_line_luod_accepts_gets_a_short_answer(raw: Raw) -> None:
+    """Finding 1, at the line limit: a frame of exactly MAX_LINE bytes (newline excluded)
+    full of non-ASCII text is answered, not fatal."""
+    head = '{"cmd":"REGISTER","id":"'
+    filler = "é" * ((codec.MAX_LINE - len(head) - 2) // 2)
+    line = (head + filler + '"}').encode()
+    line += b" " * (codec.MAX_LINE - len(line))
+    assert len(line) == codec.MAX_LINE
+    raw.send(line + b"\n")
+    assert error_of(raw.reply())["code"] == "bad-id"
+    assert raw.call({"cmd": "HELLO"})["ok"]
