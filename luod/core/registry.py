@@ -218,17 +218,39 @@ class Registry:
     def preserve(
         self, peer: Peer, vm_id: str, specs: Sequence[FileSpec], fds: Sequence[OwnedFd]
     ) -> list[FileRecord]:
-        """Preserve each fd under a new token. Takes ownership of ``fds`` (closes them)."""
+        """Preserve each fd under a new token. Takes ownership of ``fds`` (closes them).
+
+        Every fd is vetted before any is preserved (issue 13, finding 8). LUO cannot unpreserve
+        one file (docs/kernel.md §4.6), so when the kernel refuses a file midway the ones before
+        it stay preserved: they are recorded, and the error names them.
+        """
+        added: list[FileRecord] = []
         try:
             vm = self.get(vm_id, peer)
             self._check_preservable(vm, specs)
-            added = [self._preserve_one(vm, spec, fd) for spec, fd in zip(specs, fds, strict=True)]
+            shapes = [self._vet(vm, spec, fd) for spec, fd in zip(specs, fds, strict=True)]
+            for spec, fd, shape in zip(specs, fds, shapes, strict=True):
+                added.append(self._preserve_one(vm, spec, fd, shape))
+        except LuodError as exc:
+            if added:
+                self._record_partial(vm, added, exc)
+            raise
         finally:
             for fd in fds:
                 fd.close()
         vm.touch(VmState.PRESERVED)
         self.record(vm, added)
         return added
+
+    def _record_partial(self, vm: VmRecord, added: list[FileRecord], error: LuodError) -> None:
+        vm.touch(VmState.PRESERVED)
+        self.record(vm, added)
+        names = ", ".join(f.name for f in added)
+        error.message += f"; already preserved before it, and kept: {names}"
+        error.hint += (
+            "; LUO cannot unpreserve one file: PRESERVE the remaining files again, "
+            "or DROP the VM to start over"
+        )
 
     def drop(self, peer: Peer, vm_id: str) -> None:
         vm = self.get(vm_id, peer)
@@ -344,19 +366,37 @@ class Registry:
                     "a preserved file cannot be replaced: DROP the VM to start over",
                 )
 
-    def _preserve_one(self, vm: VmRecord, spec: FileSpec, fd: OwnedFd) -> FileRecord:
-        token = vm.next_token()
+    def _vet(self, vm: VmRecord, spec: FileSpec, fd: OwnedFd) -> memfd.MemfdInfo:
+        """Refuse, before anything is preserved, an fd the kernel would refuse for sure."""
         shape = memfd.inspect(fd)
+        if shape.path_only:
+            raise LuodError(
+                "bad-fd",
+                f"file {spec.name!r} is an O_PATH fd",
+                "pass the file itself (memfd_create, or open it for reading and writing)",
+                errno.EBADF,
+            )
+        if shape.hugetlb:
+            hint = (
+                "a hugetlb memfd has no LUO handler (docs/kernel.md §6.1): back guest RAM "
+                "with plain memfds"
+            )
+        elif spec.kind == "memfd" and not shape.preservable:
+            hint = (
+                f"{spec.name!r} is not a memfd (unlinked shmem), and only memfds have a LUO "
+                "handler (docs/kernel.md §6.1)"
+            )
+        else:
+            return shape
+        vm.rejected[spec.name] = hint
+        self.record(vm)
+        raise LuodError("luo-enoent", f"file {spec.name!r} cannot be preserved", hint, errno.ENOENT)
+
+    def _preserve_one(
+        self, vm: VmRecord, spec: FileSpec, fd: OwnedFd, shape: memfd.MemfdInfo
+    ) -> FileRecord:
+        token = vm.next_token()
         try:
-            if shape.hugetlb:
-                raise LuoError(
-                    errno.ENOENT,
-                    "PRESERVE_FD",
-                    session=vm.session,
-                    token=token,
-                    hint="a hugetlb memfd has no LUO handler (docs/kernel.md §6.1): back "
-                    "guest RAM with plain memfds",
-                )
             self.session(vm).preserve(fd, token)
         except LuoError as exc:
             error = LuodError.from_luo(exc)

@@ -84,3 +84,37 @@ def test_finding1_the_largest_line_luod_accepts_gets_a_short_answer(raw: Raw) ->
     raw.send(line + b"\n")
     assert error_of(raw.reply())["code"] == "bad-id"
     assert raw.call({"cmd": "HELLO"})["ok"]
+
+
+def test_finding10_an_o_path_fd_is_bad_fd(raw: Raw) -> None:
+    """Finding 10: an O_PATH fd gave ``internal`` and a traceback in luod's log."""
+    assert raw.call({"cmd": "REGISTER", "id": "o-path"})["ok"]
+    with memfd.create("ram", 4096) as fd:
+        path_only = os.open(f"/proc/self/fd/{fd.fileno()}", os.O_PATH | os.O_CLOEXEC)
+        try:
+            message = {"cmd": "PRESERVE", "id": "o-path", "files": ["ram0"]}
+            error = error_of(raw.call(message, (path_only,)))
+        finally:
+            os.close(path_only)
+    assert (error["code"], error["errno_name"]) == ("bad-fd", "EBADF")
+    assert raw.call({"cmd": "DROP", "id": "o-path"})["ok"]
+
+
+def test_finding8_a_memfd_and_a_pipe_preserve_nothing_and_a_retry_works(raw: Raw) -> None:
+    """Finding 8: the memfd stayed preserved after the pipe's luo-enoent; a retry got
+    file-exists."""
+    assert raw.call({"cmd": "REGISTER", "id": "half"})["ok"]
+    reader, writer = os.pipe()
+    with memfd.create("ram", 4096) as fd:
+        try:
+            both = {"cmd": "PRESERVE", "id": "half", "files": ["ram0", "ram1"]}
+            error = error_of(raw.call(both, (fd.fileno(), reader)))
+        finally:
+            os.close(reader)
+            os.close(writer)
+        assert error["code"] == "luo-enoent"
+        [vm] = raw.call({"cmd": "LIST", "id": "half"})["vms"]
+        assert vm["files"] == []
+        retry = raw.call({"cmd": "PRESERVE", "id": "half", "files": ["ram0"]}, (fd.fileno(),))
+    assert retry["ok"]
+    assert raw.call({"cmd": "DROP", "id": "half"})["ok"]
