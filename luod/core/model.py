@@ -117,18 +117,3 @@ class VmRecord:
             "note": self.note,
             "rejected": dict(self.rejected),
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VmRecord:
-        files = {f["name"]: FileRecord(**f) for f in data.get("files", [])}
-        return cls(
-            id=data["id"],
-            owner=Owner(**data["owner"]),
-            mode=Mode(data["mode"]),
-            state=VmState(data["state"]),
-            files=files,
-            created=float(data.get("created", 0.0)),
-            updated=float(data.get("updated", 0.0)),
-            note=str(data.get("note", "")),
-            rejected=dict(data.get("rejected", {})),
-        )

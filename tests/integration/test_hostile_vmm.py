@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,3 +121,30 @@ def test_finding8_a_memfd_and_a_pipe_preserve_nothing_and_a_retry_works(raw: Raw
         retry = raw.call({"cmd": "PRESERVE", "id": "half", "files": ["ram0"]}, (fd.fileno(),))
     assert retry["ok"]
     assert raw.call({"cmd": "DROP", "id": "half"})["ok"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"version": 1e400}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"version": 1, "boot_id": "b", "release": "r", "liveupdate_number": 0, "vms": [{"id":'
+        b' "../../etc/passwd", "owner": {"uid": 0, "gid": 0, "pid": 1}, "mode": "handover",'
+        b' "state": "registered"}]}',
+    ],
+    ids=["1e400", "deep", "path-id"],
+)
+def test_finding12_a_corrupt_manifest_stops_luod_cleanly(tmp_path: Path, content: bytes) -> None:
+    """Finding 12: overflowing numbers and deep nesting ended in a traceback; a vm id that is a
+    path was accepted. Now luod refuses to start, says manifest-corrupt, and exits 1."""
+    state = tmp_path / "luod"
+    state.mkdir()
+    (state / "manifest.json").write_bytes(content)
+    done = subprocess.run(
+        [sys.executable, "-m", "luod.main", "--simulate", str(state), "--no-api"],
+        capture_output=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and b"manifest-corrupt" in output
+    assert b"Traceback" not in output
