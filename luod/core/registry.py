@@ -17,6 +17,7 @@ import structlog
 
 from luod.core import manifest as manifest_io
 from luod.core.access import AccessPolicy, Peer, check_owner
+from luod.core.limits import Limits
 from luod.core.model import (
     MANIFEST_TOKEN,
     STATE_SESSION,
@@ -79,7 +80,9 @@ class Registry:
         state_dir: Path,
         policy: AccessPolicy,
         retriever: Retriever | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        self._limits = limits or Limits()
         self._backend = backend
         self._custody = custody
         self._state_dir = state_dir
@@ -208,6 +211,7 @@ class Registry:
                 )
             return existing
         self._refuse_during_kexec()
+        self._check_room_for_a_vm(peer)
         vm = VmRecord(vm_id, peer.as_owner(), mode)
         self._open_session(vm)
         self._vms[vm_id] = vm
@@ -348,6 +352,22 @@ class Registry:
         self._sessions[vm.id] = session
         self._custody.deposit(vm.session, session)
 
+    def _check_room_for_a_vm(self, peer: Peer) -> None:
+        limits = self._limits
+        if len(self._vms) >= limits.sessions:
+            raise LuodError(
+                "too-many-vms",
+                f"luod holds {len(self._vms)} VMs, its limit (limits.sessions)",
+                "DROP VMs that need no live update, or raise limits.sessions (docs/limits.md)",
+            )
+        owned = sum(vm.owner.uid == peer.uid for vm in self._vms.values())
+        if owned >= limits.vms_per_uid:
+            raise LuodError(
+                "too-many-vms",
+                f"uid {peer.uid} has {owned} VMs, its limit (limits.vms_per_uid)",
+                "DROP VMs that need no live update, or raise limits.vms_per_uid (docs/limits.md)",
+            )
+
     def _check_preservable(self, vm: VmRecord, specs: Sequence[FileSpec]) -> None:
         self._refuse_during_kexec()
         if vm.mode is not Mode.HANDOVER:
@@ -357,6 +377,14 @@ class Registry:
         if vm.state not in (VmState.REGISTERED, VmState.PRESERVED):
             raise LuodError(
                 "wrong-state", f"VM {vm.id!r} is {vm.state}", "PRESERVE is before a kexec"
+            )
+        if len(vm.files) + len(specs) > self._limits.files_per_vm:
+            raise LuodError(
+                "too-many-files",
+                f"VM {vm.id!r} has {len(vm.files)} files; {len(specs)} more would pass its "
+                f"limit of {self._limits.files_per_vm} (limits.files_per_vm)",
+                "preserve fewer, larger files (one memfd per RAM region), or raise "
+                "limits.files_per_vm (docs/limits.md)",
             )
         for spec in specs:
             if spec.name in vm.files:

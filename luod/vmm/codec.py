@@ -68,6 +68,12 @@ class FrameReader:
                     f"message exceeds {self._max_line} bytes",
                     "split the request; the connection is closed",
                 )
+            if len(self._fds) > self._max_fds:  # all for one frame that is not complete yet
+                raise LuodError(
+                    "too-many-fds",
+                    f"more than {self._max_fds} fds sent before the end of a message",
+                    f"attach at most {self._max_fds} fds per message; the connection is closed",
+                )
         except LuodError:
             for frame in frames:  # not returned, so nobody else would close them
                 for fd in frame.fds:
