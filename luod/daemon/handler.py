@@ -139,7 +139,10 @@ class LuodHandler:
         return {"files": [_file(f) for f in files]}, ()
 
     async def _list(self, conn: VmmConnection, req: codec.ListVms) -> Reply:
-        return {"vms": [_vm(v) for v in self.registry.listing(conn.peer, req.id)]}, ()
+        vms = sorted(self.registry.listing(conn.peer, req.id), key=lambda v: v.id)
+        after = [_vm(v) for v in vms if req.after is None or v.id > req.after]
+        page, following = codec.page(after, req.limit, lambda vm: str(vm["id"]))
+        return {"vms": page, "next": following}, ()
 
     async def _drop(self, conn: VmmConnection, req: codec.Drop) -> Reply:
         await self._run(self.registry.drop, conn.peer, req.id)
@@ -247,7 +250,18 @@ class LuodHandler:
         }, ()
 
     async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
-        return {"history": timeline.read_history(self.registry.state_dir)}, ()
+        records = timeline.read_history(self.registry.state_dir)
+        if req.after is not None:
+            ids = [str(r.get("id")) for r in records]
+            if req.after not in ids:
+                raise LuodError(
+                    "bad-request",
+                    f"no update {codec.shown(req.after)} in the history",
+                    "start again without 'after' (old records are dropped, docs/limits.md)",
+                )
+            records = records[ids.index(req.after) + 1 :]
+        page, following = codec.page(records, req.limit, lambda r: str(r.get("id")))
+        return {"history": page, "next": following}, ()
 
 
 def _root_only(conn: VmmConnection, verb: str) -> None:

@@ -88,7 +88,12 @@ class Client:
         return self._call(verbs.preserve(vm, files))
 
     def list(self, vm: str | None = None) -> Records:
-        return self._call(verbs.list_vms(vm))
+        """Every page of LIST (api/vmm-protocol.md: LIST pages by ``next``)."""
+        records, after = self._call(verbs.list_vms(vm))
+        while after is not None:
+            more, after = self._call(verbs.list_vms(vm, after))
+            records += more
+        return records
 
     def drop(self, vm: str) -> None:
         self._call(verbs.drop(vm))
@@ -129,7 +134,12 @@ class Client:
         return self._call(verbs.watch())
 
     def history(self) -> builtins.list[dict[str, Any]]:
-        return self._call(verbs.history())
+        """Every page of HISTORY, oldest first."""
+        records, after = self._call(verbs.history())
+        while after is not None:
+            more, after = self._call(verbs.history(after))
+            records += more
+        return records
 
     def wait_event(self, name: str | None = None, timeout: float | None = None) -> Event | None:
         """The next event (named ``name``, others stay queued); None once ``timeout`` passed."""
@@ -223,7 +233,12 @@ class AsyncClient:
         return await self._call(verbs.preserve(vm, files))
 
     async def list(self, vm: str | None = None) -> Records:
-        return await self._call(verbs.list_vms(vm))
+        """Every page of LIST (api/vmm-protocol.md: LIST pages by ``next``)."""
+        records, after = await self._call(verbs.list_vms(vm))
+        while after is not None:
+            more, after = await self._call(verbs.list_vms(vm, after))
+            records += more
+        return records
 
     async def drop(self, vm: str) -> None:
         await self._call(verbs.drop(vm))
@@ -264,7 +279,12 @@ class AsyncClient:
         return await self._call(verbs.watch())
 
     async def history(self) -> builtins.list[dict[str, Any]]:
-        return await self._call(verbs.history())
+        """Every page of HISTORY, oldest first."""
+        records, after = await self._call(verbs.history())
+        while after is not None:
+            more, after = await self._call(verbs.history(after))
+            records += more
+        return records
 
     async def wait_event(
         self, name: str | None = None, timeout: float | None = None

@@ -145,6 +145,8 @@ class Preserve(Request):
 @dataclass(frozen=True)
 class ListVms(Request):
     id: str | None
+    limit: int | None = None  # at most this many VMs (and never more than a frame holds)
+    after: str | None = None  # the VMs whose id sorts after this one (the last page's next)
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,8 @@ class Watch(Request):
 
 @dataclass(frozen=True)
 class History(Request):
-    pass
+    limit: int | None = None
+    after: str | None = None  # the records after the one with this id (the last page's next)
 
 
 COMMAND_OF: Final[dict[type[Request], str]] = {
@@ -426,12 +429,46 @@ def _hello(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Hel
     return Hello(seq, version, tuple(asked))
 
 
+MAX_PAGE: Final = 1000
+PAGE_BYTES: Final = MAX_LINE - 4096
+"""What the items of one LIST or HISTORY page may take in a frame: the rest is the envelope."""
+
+
+def _page_limit(data: dict[str, Any]) -> int | None:
+    value = data.get("limit")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE:
+        raise _bad("limit", f"an integer from 1 to {MAX_PAGE}", shown(value))
+    return value
+
+
+def page(
+    items: list[dict[str, Any]], limit: int | None, cursor: Callable[[dict[str, Any]], str]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The first items that fit one frame (and ``limit``), and the cursor of the next page
+    (None on the last): LIST and HISTORY page this way (issue 13, finding 11)."""
+    taken: list[dict[str, Any]] = []
+    size = 0
+    for item in items[: limit or len(items)]:
+        size += len(json.dumps(item, separators=(",", ":"))) + 1
+        if size > PAGE_BYTES:
+            if not taken:
+                raise ReplyTooLarge(size)
+            break
+        taken.append(item)
+    more = len(taken) < len(items)
+    return taken, cursor(taken[-1]) if more and taken else None
+
+
 Parser = Callable[[dict[str, Any], int | None, tuple[OwnedFd, ...]], Request]
 _PARSERS: Final[dict[str, Parser]] = {
     "HELLO": _hello,
     "REGISTER": lambda d, s, _: Register(s, _vm_id(d)),
     "PRESERVE": _preserve,
-    "LIST": lambda d, s, _: ListVms(s, _vm_id(d, optional=True)),
+    "LIST": lambda d, s, _: ListVms(
+        s, _vm_id(d, optional=True), _page_limit(d), _vm_id(d, "after", optional=True)
+    ),
     "DROP": lambda d, s, _: Drop(s, _vm_id(d)),
     "RECLAIM": _reclaim,
     "DONE": lambda d, s, _: Done(s, _vm_id(d), d.get("force") is True),
@@ -443,7 +480,7 @@ _PARSERS: Final[dict[str, Parser]] = {
     "UPDATE": _update,
     "ABORT": lambda d, s, _: Abort(s, _optional_str(d, "reason", 512)),
     "WATCH": lambda d, s, _: Watch(s),
-    "HISTORY": lambda d, s, _: History(s),
+    "HISTORY": lambda d, s, _: History(s, _page_limit(d), _optional_str(d, "after", 64)),
 }
 
 

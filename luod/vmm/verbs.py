@@ -47,8 +47,12 @@ def preserve(vm: str, files: Files) -> Call[list[dict[str, Any]]]:
     return Call("PRESERVE", lambda r: field_of(r, "files", list), {"id": vm, "files": specs}, fds)
 
 
-def list_vms(vm: str | None) -> Call[list[dict[str, Any]]]:
-    return Call("LIST", lambda r: field_of(r, "vms", list), {"id": vm})
+Page = tuple[list[dict[str, Any]], str | None]
+
+
+def list_vms(vm: str | None, after: str | None = None) -> Call[Page]:
+    """One page of LIST; the shells ask for the next while ``next`` is not None."""
+    return Call("LIST", lambda r: paged(r, "vms"), {"id": vm, "after": after})
 
 
 def drop(vm: str) -> Call[None]:
@@ -99,8 +103,8 @@ def watch() -> Call[dict[str, Any]]:
     return Call("WATCH", body)
 
 
-def history() -> Call[list[dict[str, Any]]]:
-    return Call("HISTORY", lambda r: field_of(r, "history", list))
+def history(after: str | None = None) -> Call[Page]:
+    return Call("HISTORY", lambda r: paged(r, "history"), {"after": after})
 
 
 # --- requests and replies ------------------------------------------------------------------
@@ -147,6 +151,13 @@ def field_of(reply: Reply, key: str, kind: type[T]) -> T:
     if not isinstance(value, kind):
         raise LuodError("internal", f"{reply.data.get('reply')} reply without {key!r}", "")
     return value
+
+
+def paged(reply: Reply, key: str) -> Page:
+    """A page's items and its ``next`` cursor (absent from a luod that does not page)."""
+    items = field_of(reply, key, list)
+    following = reply.data.get("next")
+    return items, following if isinstance(following, str) else None
 
 
 def one_fd(reply: Reply) -> OwnedFd:
