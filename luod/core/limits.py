@@ -23,5 +23,3 @@ class Limits:
     files_per_vm: int = 256
     """Files preserved in one VM; a PRESERVE that would pass it is ``too-many-files`` and
     preserves nothing."""
-    history: int = 1000
-    """Update records kept in history.jsonl; older ones are dropped."""

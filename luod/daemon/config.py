@@ -92,7 +92,6 @@ SETTINGS: Final = (
     Setting("limits.vms_per_uid", 1024, _count, "VMs one uid may register"),
     Setting("limits.sessions", 2000, _count, "VMs (LUO sessions) on the host"),
     Setting("limits.files_per_vm", 256, _count, "files preserved in one VM"),
-    Setting("limits.history", 1000, _count, "update records kept in history.jsonl"),
     Setting("api.enabled", True, _bool, "serve the REST API"),
     Setting("api.socket", None, _optional_path, "REST unix socket (default RUNTIME_DIR/api.sock)"),
     Setting("api.tcp", None, _host_port, "also serve REST on TCP (needs api.token_file)"),
