@@ -68,14 +68,15 @@ def test_handover_kill9_kexec_kill9_reclaim(
 def _check_partial_preserve(share: Path) -> None:
     """Issue 13, finding 8 on the real kernel: an O_PATH fd preserves nothing of its request; a
     kind only the kernel refuses leaves the files before it preserved, on record, and they cross
-    the kexec (tests/vm/scripts/partial_preserve.py)."""
+    the kexec with the rest sent again (tests/vm/scripts/partial_preserve.py)."""
     hand = json.loads((share / "partial-hand.json").read_text())
     assert (hand["o_path"]["code"], hand["o_path"]["errno"]) == ("bad-fd", 9), hand
     assert hand["after_o_path"] == [], hand
     assert hand["vfio"]["code"] == "luo-enoent" and "ram0" in hand["vfio"]["message"], hand
-    assert hand["files"] == ["ram0"], hand
+    assert hand["files"] == ["ram0", "dev0"], hand  # dev0 sent again, as a memfd
     reclaimed = json.loads((share / "partial-reclaim.json").read_text())
-    assert reclaimed == {"content": {"ram0": "partial preserve survives"}}, reclaimed
+    expected = {"ram0": "partial preserve survives", "dev0": "device state, sent again"}
+    assert reclaimed == {"content": expected}, reclaimed
 
 
 def _last_event(log: Path) -> dict[str, object]:

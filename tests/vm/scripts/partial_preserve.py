@@ -2,7 +2,9 @@
 
 ``hand SOCKET OUT``, before the kexec: VM ``vm-p`` sends a memfd plus an O_PATH fd (refused
 before anything is preserved: ``bad-fd``), then the same memfd plus a pipe named ``vfio``
-(only the kernel can refuse it: ``ram0`` stays preserved and on record), and writes what luod
+(only the kernel can refuse it: ``ram0`` stays preserved and on record), then sends ``dev0``
+again as a memfd holding the device's state (the rest of the request, as the error's hint
+says; a VM with a refused file would fail the update's preflight), and writes what luod
 answered to OUT as JSON. ``reclaim SOCKET OUT``, after it: reclaims ``vm-p``, reads ram0 back
 and sends DONE.
 """
@@ -20,6 +22,7 @@ from luod.vmm.client import Client
 
 VM = "vm-p"
 CONTENT = b"partial preserve survives"
+DEVICE = b"device state, sent again"
 
 
 def error_of(call: Any) -> dict[str, Any]:
@@ -42,13 +45,18 @@ def hand(client: Client) -> dict[str, Any]:
         vfio = error_of(lambda: client.preserve(VM, {"ram0": ram, "dev0": (reader, "vfio")}))
         os.close(reader)
         os.close(writer)
+    with memfd.create("dev0", 4096) as state:
+        os.pwrite(state.fileno(), DEVICE, 0)
+        client.preserve(VM, {"dev0": state})
     files = [f["name"] for f in client.list(VM)[0]["files"]]
     return {"o_path": o_path, "after_o_path": after_o_path, "vfio": vfio, "files": files}
 
 
 def reclaim(client: Client) -> dict[str, Any]:
     fds = client.reclaim(VM)
-    content = {name: os.pread(fd.fileno(), len(CONTENT), 0).decode() for name, fd in fds.items()}
+    content = {
+        name: os.pread(fd.fileno(), 64, 0).rstrip(b"\0").decode() for name, fd in fds.items()
+    }
     for fd in fds.values():
         fd.close()
     client.done(VM)
