@@ -149,6 +149,8 @@ class LuodHandler:
         return {}, ()
 
     async def _reclaim(self, conn: VmmConnection, req: codec.Reclaim) -> Reply:
+        if req.names is None:
+            _fits_one_reply(self.registry.get(req.id, conn.peer))
         pairs = await self._run(reclaim.reclaim, self.registry, conn.peer, req.id, req.names)
         self.connections.track(req.id, conn)
         self.driver.vm_step(req.id, "reclaimed")
@@ -267,6 +269,18 @@ class LuodHandler:
 def _root_only(conn: VmmConnection, verb: str) -> None:
     if conn.peer.uid != 0:
         raise LuodError("not-allowed", f"{verb} needs root", "ask the host operator")
+
+
+def _fits_one_reply(vm: VmRecord) -> None:
+    """A reply carries at most MAX_FDS fds: a RECLAIM of every file of a bigger VM is refused
+    before anything is retrieved (the client names its files in batches)."""
+    if len(vm.files) > codec.MAX_FDS:
+        raise LuodError(
+            "too-many-fds",
+            f"VM {vm.id!r} has {len(vm.files)} files; a reply carries at most {codec.MAX_FDS} fds",
+            f"RECLAIM at most {codec.MAX_FDS} files at a time, named in 'files' (LIST shows "
+            "them); luod.vmm.client does this itself",
+        )
 
 
 def _only(ids: set[str]) -> str:

@@ -43,7 +43,13 @@ from typing import Any, Final, TypeVar
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import transport, verbs
-from luod.vmm.protocol import DEFAULT_CAPABILITIES, ClientProtocol, ConnectionBroken, Event
+from luod.vmm.protocol import (
+    DEFAULT_CAPABILITIES,
+    ClientProtocol,
+    ConnectionBroken,
+    Event,
+    close_all,
+)
 from luod.vmm.verbs import Call, Files, StrPath
 
 __all__ = ["DEFAULT_SOCKET", "AsyncClient", "Client", "ConnectionBroken", "Event", "LuodError"]
@@ -99,7 +105,23 @@ class Client:
         self._call(verbs.drop(vm))
 
     def reclaim(self, vm: str, names: Iterable[str] | None = None) -> dict[str, OwnedFd]:
-        return self._call(verbs.reclaim(vm, names))
+        """The VM's files (or those named), in as many RECLAIMs as one reply's fds need."""
+        if names is None:
+            try:
+                return self._call(verbs.reclaim(vm, None))
+            except LuodError as exc:
+                if exc.code != "too-many-fds":
+                    raise
+            names = verbs.file_names(self.list(vm))
+        got: dict[str, OwnedFd] = {}
+        try:
+            for batch in verbs.batches(names):
+                more: dict[str, OwnedFd] = self._call(verbs.reclaim(vm, batch))
+                got.update(more)
+        except BaseException:
+            close_all(got.values())
+            raise
+        return got
 
     def done(self, vm: str, force: bool = False) -> None:
         self._call(verbs.done(vm, force))
@@ -244,7 +266,23 @@ class AsyncClient:
         await self._call(verbs.drop(vm))
 
     async def reclaim(self, vm: str, names: Iterable[str] | None = None) -> dict[str, OwnedFd]:
-        return await self._call(verbs.reclaim(vm, names))
+        """The VM's files (or those named), in as many RECLAIMs as one reply's fds need."""
+        if names is None:
+            try:
+                return await self._call(verbs.reclaim(vm, None))
+            except LuodError as exc:
+                if exc.code != "too-many-fds":
+                    raise
+            names = verbs.file_names(await self.list(vm))
+        got: dict[str, OwnedFd] = {}
+        try:
+            for batch in verbs.batches(names):
+                more: dict[str, OwnedFd] = await self._call(verbs.reclaim(vm, batch))
+                got.update(more)
+        except BaseException:
+            close_all(got.values())
+            raise
+        return got
 
     async def done(self, vm: str, force: bool = False) -> None:
         await self._call(verbs.done(vm, force))

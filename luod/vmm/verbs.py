@@ -64,6 +64,17 @@ def reclaim(vm: str, names: Iterable[str] | None) -> Call[dict[str, OwnedFd]]:
     return Call("RECLAIM", named_fds, {"id": vm, "files": wanted})
 
 
+def batches(names: Iterable[str]) -> list[list[str]]:
+    """File names in groups of MAX_FDS: one RECLAIM reply carries at most that many fds."""
+    every = [*names]
+    return [every[i : i + codec.MAX_FDS] for i in range(0, len(every), codec.MAX_FDS)]
+
+
+def file_names(vms: list[dict[str, Any]]) -> list[str]:
+    """The names of the one VM's files in a LIST answer."""
+    return [str(f["name"]) for vm in vms for f in vm.get("files", [])]
+
+
 def done(vm: str, force: bool) -> Call[None]:
     return Call("DONE", nothing, {"id": vm, "force": force or None})
 

@@ -4,6 +4,7 @@ simulator (issue 13 §3), and the fd-exhaustion attacks of finding 4."""
 from __future__ import annotations
 
 import array
+import asyncio
 import json
 import os
 import socket
@@ -18,6 +19,8 @@ import pytest
 
 from luod.kernel import OwnedFd, memfd
 from luod.vmm import codec
+from luod.vmm.client import AsyncClient, Client
+from tests.contract.harness import FAKE_BZIMAGE
 from tests.integration.conftest import Daemon, start_daemon
 from tests.integration.test_vmm_bad_input import Raw, error_of
 
@@ -197,3 +200,53 @@ def test_emfile_on_accept_backs_off_and_logs_rarely(tmp_path: Path) -> None:
     assert hello(client)["ok"]
     client.close()
     assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("count", [codec.MAX_FDS, codec.MAX_FDS + 1])
+def test_reclaim_of_a_vm_with_more_files_than_one_reply_carries(tmp_path: Path, count: int) -> None:
+    """A RECLAIM reply carries at most MAX_FDS fds; files_per_vm allows more. Without names,
+    luod refused nothing and sent them all: the client's recvmsg truncated the fds
+    (MSG_CTRUNC) and the connection broke. Now luod answers too-many-fds for more than
+    MAX_FDS (naming files works), and both client shells reclaim in batches."""
+    image = tmp_path / "bzImage"
+    image.write_bytes(FAKE_BZIMAGE)
+    daemon = start_daemon(tmp_path / "luod")
+    with Client(daemon.socket) as client:
+        client.register("big")
+        rams = [memfd.create(f"ram{n}", 4096) for n in range(count)]
+        for n, ram in enumerate(rams):
+            os.pwrite(ram.fileno(), f"region {n}".encode(), 0)
+        for start in range(0, count, codec.MAX_FDS):
+            batch = {f"r{n:03}": rams[n] for n in range(start, min(count, start + codec.MAX_FDS))}
+            client.preserve("big", batch)
+        for ram in rams:
+            ram.close()
+    with Client(daemon.socket) as operator:  # the VMM is gone: luod counts big as frozen
+        operator.update(image)
+        assert daemon.process.wait(timeout=30) == 0, daemon.log.read_text()
+    restarted = start_daemon(tmp_path / "luod")
+    raw = Raw(restarted.socket)
+    reply = raw.call({"cmd": "RECLAIM", "id": "big"})
+    if count > codec.MAX_FDS:
+        assert error_of(reply)["code"] == "too-many-fds"
+    else:
+        assert reply["ok"] and len(reply["files"]) == count
+    raw.close()
+
+    async def from_async() -> list[str]:
+        async with AsyncClient(restarted.socket) as client:
+            got = await client.reclaim("big")
+        for fd in got.values():
+            fd.close()
+        return sorted(got)
+
+    assert asyncio.run(from_async()) == [f"r{n:03}" for n in range(count)]
+    with Client(restarted.socket) as client:
+        fds = client.reclaim("big")
+        assert sorted(fds) == [f"r{n:03}" for n in range(count)]
+        for n in range(count):
+            assert os.pread(fds[f"r{n:03}"].fileno(), 16, 0).rstrip(b"\0") == f"region {n}".encode()
+        for fd in fds.values():
+            fd.close()
+        client.done("big")
+    assert restarted.stop() == 0
