@@ -16,6 +16,7 @@ from typing import Protocol
 import structlog
 
 from luod.core import manifest as manifest_io
+from luod.core import vetting
 from luod.core.access import AccessPolicy, Peer, check_owner
 from luod.core.limits import Limits
 from luod.core.model import (
@@ -211,7 +212,7 @@ class Registry:
                 )
             return existing
         self._refuse_during_kexec()
-        self._check_room_for_a_vm(peer)
+        self._limits.check_room_for_a_vm(self._vms.values(), peer.uid)
         vm = VmRecord(vm_id, peer.as_owner(), mode)
         self._open_session(vm)
         self._vms[vm_id] = vm
@@ -352,22 +353,6 @@ class Registry:
         self._sessions[vm.id] = session
         self._custody.deposit(vm.session, session)
 
-    def _check_room_for_a_vm(self, peer: Peer) -> None:
-        limits = self._limits
-        if len(self._vms) >= limits.sessions:
-            raise LuodError(
-                "too-many-vms",
-                f"luod holds {len(self._vms)} VMs, its limit (limits.sessions)",
-                "DROP VMs that need no live update, or raise limits.sessions (docs/limits.md)",
-            )
-        owned = sum(vm.owner.uid == peer.uid for vm in self._vms.values())
-        if owned >= limits.vms_per_uid:
-            raise LuodError(
-                "too-many-vms",
-                f"uid {peer.uid} has {owned} VMs, its limit (limits.vms_per_uid)",
-                "DROP VMs that need no live update, or raise limits.vms_per_uid (docs/limits.md)",
-            )
-
     def _check_preservable(self, vm: VmRecord, specs: Sequence[FileSpec]) -> None:
         self._refuse_during_kexec()
         if vm.mode is not Mode.HANDOVER:
@@ -378,14 +363,7 @@ class Registry:
             raise LuodError(
                 "wrong-state", f"VM {vm.id!r} is {vm.state}", "PRESERVE is before a kexec"
             )
-        if len(vm.files) + len(specs) > self._limits.files_per_vm:
-            raise LuodError(
-                "too-many-files",
-                f"VM {vm.id!r} has {len(vm.files)} files; {len(specs)} more would pass its "
-                f"limit of {self._limits.files_per_vm} (limits.files_per_vm)",
-                "preserve fewer, larger files (one memfd per RAM region), or raise "
-                "limits.files_per_vm (docs/limits.md)",
-            )
+        self._limits.check_room_for_files(vm, len(specs))
         for spec in specs:
             if spec.name in vm.files:
                 raise LuodError(
@@ -396,29 +374,13 @@ class Registry:
 
     def _vet(self, vm: VmRecord, spec: FileSpec, fd: OwnedFd) -> memfd.MemfdInfo:
         """Refuse, before anything is preserved, an fd the kernel would refuse for sure."""
-        shape = memfd.inspect(fd)
-        if shape.path_only:
-            raise LuodError(
-                "bad-fd",
-                f"file {spec.name!r} is an O_PATH fd",
-                "pass the file itself (memfd_create, or open it for reading and writing)",
-                errno.EBADF,
-            )
-        if shape.hugetlb:
-            hint = (
-                "a hugetlb memfd has no LUO handler (docs/kernel.md §6.1): back guest RAM "
-                "with plain memfds"
-            )
-        elif spec.kind == "memfd" and not shape.preservable:
-            hint = (
-                f"{spec.name!r} is not a memfd (unlinked shmem), and only memfds have a LUO "
-                "handler (docs/kernel.md §6.1)"
-            )
-        else:
-            return shape
-        vm.rejected[spec.name] = hint
-        self.record(vm)
-        raise LuodError("luo-enoent", f"file {spec.name!r} cannot be preserved", hint, errno.ENOENT)
+        try:
+            return vetting.vet(spec, fd)
+        except LuodError as exc:
+            if exc.code == "luo-enoent":
+                vm.rejected[spec.name] = exc.hint
+                self.record(vm)
+            raise
 
     def _preserve_one(
         self, vm: VmRecord, spec: FileSpec, fd: OwnedFd, shape: memfd.MemfdInfo
