@@ -16,9 +16,9 @@ from luod.errors import LuodError
 
 @dataclass(frozen=True)
 class Limits:
-    connections_per_uid: int = 64
+    connections_per_uid: int = 1100
     """Open VMM-socket connections of one uid; one more is answered ``too-many-connections``
-    and closed."""
+    and closed. Above vms_per_uid: a VMM keeps one connection per VM (for FREEZE)."""
     vms_per_uid: int = 1024
     """VMs (LUO sessions) one uid may register; one more is ``too-many-vms``."""
     sessions: int = 2000

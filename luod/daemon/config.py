@@ -88,7 +88,7 @@ SETTINGS: Final = (
     Setting("deadlines.frozen", 30.0, _seconds, "frozen until the kexec"),
     Setting("deadlines.reclaiming", 600.0, _seconds, "grace before unreclaimed VMs are reported"),
     Setting("deadlines.aborting", 30.0, _seconds, "resuming every VMM"),
-    Setting("limits.connections_per_uid", 64, _count, "VMM-socket connections of one uid"),
+    Setting("limits.connections_per_uid", 1100, _count, "VMM-socket connections of one uid"),
     Setting("limits.vms_per_uid", 1024, _count, "VMs one uid may register"),
     Setting("limits.sessions", 2000, _count, "VMs (LUO sessions) on the host"),
     Setting("limits.files_per_vm", 256, _count, "files preserved in one VM"),

@@ -119,7 +119,7 @@ class Connection:
 
 class VmmServer:
     def __init__(
-        self, listener: socket.socket, handler: Handler, connections_per_uid: int = 64
+        self, listener: socket.socket, handler: Handler, connections_per_uid: int = 1100
     ) -> None:
         self.listener = listener
         self.handler = handler
