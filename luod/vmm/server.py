@@ -13,6 +13,7 @@ import contextlib
 import socket
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 import structlog
@@ -54,7 +55,7 @@ class Connection:
         self.closed = False
         self.reading = False
 
-    def read_from(self, callback: Any) -> None:
+    def read_from(self, callback: Callable[[Connection], None]) -> None:
         """Watch the socket for input (``callback(self)``) while a frame is not being served."""
         if not self.closed and not self.reading:
             self._loop.add_reader(self.sock.fileno(), callback, self)
