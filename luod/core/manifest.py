@@ -89,8 +89,15 @@ class Manifest:
             vms=vms,
             kexec_pending=f.boolean("kexec_pending", False),
             written=f.number("written", 0.0),
-            extra=f.mapping("extra", {}),
+            extra=_extra(f),
         )
+
+
+def _extra(f: manifest_check.Reader) -> dict[str, Any]:
+    extra = f.mapping("extra", {})
+    if "update" in extra:
+        manifest_check.carried_update(extra["update"], "extra.update")
+    return extra
 
 
 def _corrupt(source: str, what: str, exc: Exception) -> LuodError:

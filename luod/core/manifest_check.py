@@ -160,3 +160,37 @@ def _one_of(kind: Any) -> re.Pattern[str]:
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:39] + "…"
+
+
+STAMP_KEYS: Final = ("realtime", "monotonic", "boottime")
+DEADLINE_MAX: Final = 604800.0  # a week, as luod.toml allows
+
+
+def carried_update(data: object, where: str) -> None:
+    """The update record a luod carries across the kexec (``extra.update``): the shape that
+    ``luod.core.timeline.UpdateRecord.from_dict`` and the blackout arithmetic rely on."""
+    f = Reader(data, where)
+    f.string("id")
+    f.string("outcome", "running")
+    f.string("reason", "")
+    request = Reader(f.mapping("request", {}), f.at("request"))
+    deadlines = request.mapping("deadlines", {})
+    for phase, seconds in deadlines.items():
+        ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        if not ok or not 0 < seconds <= DEADLINE_MAX:
+            raise Corrupt(f"{request.at('deadlines')}.{phase}: {_shown(seconds)} is no deadline")
+    for index, phase in enumerate(f.items("phases", [])):
+        Reader(phase, f"{f.at('phases')}[{index}]")
+    for vm, steps in f.mapping("vms", {}).items():
+        _stamps(steps, f"{f.at('vms')}.{vm}")
+    _stamps(f.mapping("events", {}), f.at("events"))
+
+
+def _stamps(data: object, where: str) -> None:
+    for name, stamp in Reader(data, where).data.items():
+        s = Reader(stamp, f"{where}.{name}")
+        for key in STAMP_KEYS:
+            value = s.raw(key)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or not -TIME_MAX <= value <= TIME_MAX:
+                raise Corrupt(f"{s.at(key)}: {_shown(value)} is not a time in seconds")

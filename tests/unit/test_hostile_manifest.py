@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from luod.core import manifest
+from luod.core import manifest, timeline
+from luod.core.clock import Stamp
 from luod.core.model import FileRecord, Mode, Owner, VmRecord
 from luod.errors import LuodError
 
@@ -119,3 +120,50 @@ def test_a_journal_line_with_a_path_for_an_id_is_not_replayed(tmp_path: Path) ->
     (tmp_path / manifest.JOURNAL).write_text(json.dumps({"vm": evil}) + "\n")
     loaded = manifest.read_disk(tmp_path)
     assert loaded is not None and list(loaded.vms) == ["vm1"]
+
+
+def carried(**changes: Any) -> dict[str, Any]:
+    """A manifest carrying an update record across the kexec, with ``changes`` to the record."""
+    stamp = {"realtime": 1.0, "monotonic": 1.0, "boottime": 1.0}
+    record = timeline.UpdateRecord(request={"deadlines": {"reclaiming": 60}})
+    record.vm_event("vm1", "freeze_ack", Stamp(1.0, 1.0, 1.0))
+    assert record.to_dict()["vms"]["vm1"]["freeze_ack"] == stamp
+    data = valid()
+    data["extra"] = {"update": {**record.to_dict(), **changes}}
+    return data
+
+
+def test_a_carried_update_record_loads() -> None:
+    loaded = manifest.Manifest.from_json(json.dumps(carried()).encode(), "manifest.json")
+    assert loaded.extra["update"]["vms"]["vm1"]["freeze_ack"]["realtime"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"vms": {"vm1": {"freeze_ack": {"realtime": "HUGE", "monotonic": 1, "boottime": 1}}}},
+        {"events": {"kernel_boot": {"realtime": 1}}},
+        {"vms": []},
+        {"phases": {"from": "idle"}},
+        {"request": {"deadlines": {"reclaiming": "soon"}}},
+        {"request": {"deadlines": {"reclaiming": -1}}},
+        {"id": 7},
+        {"outcome": None},
+    ],
+    ids=[
+        "10**400",
+        "stamp-missing",
+        "vms-list",
+        "phases-dict",
+        "deadline-str",
+        "deadline-neg",
+        "id",
+        "outcome",
+    ],
+)
+def test_a_bad_carried_update_record_is_manifest_corrupt(changes: dict[str, Any]) -> None:
+    """Timestamps of 10**400 in the update record the manifest carries across the kexec made
+    luod fail later, in the blackout arithmetic; a wrong shape failed when it was reopened."""
+    text = json.dumps(carried(**changes)).replace('"HUGE"', HUGE_INT)
+    error = corrupt(text.encode())
+    assert "extra.update" in error.message
