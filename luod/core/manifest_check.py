@@ -15,7 +15,16 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from luod.core.model import FILE_NAME, VM_ID, FileRecord, Mode, Owner, VmRecord, VmState
+from luod.core.model import (
+    FILE_NAME,
+    VM_ID,
+    FileRecord,
+    Mode,
+    Owner,
+    VmRecord,
+    VmState,
+    net_fields,
+)
 
 U64_MAX: Final = (1 << 64) - 1
 ID_MAX: Final = (1 << 31) - 1  # uids, gids, pids
@@ -125,6 +134,7 @@ def vm_record(data: object, where: str) -> VmRecord:
         updated=f.number("updated", 0.0),
         note=f.string("note", ""),
         rejected=dict(rejected),
+        **net_fields(f.data),
     )
 
 

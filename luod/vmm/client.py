@@ -50,7 +50,7 @@ from luod.vmm.protocol import (
     Event,
     close_all,
 )
-from luod.vmm.verbs import Call, Files, StrPath
+from luod.vmm.verbs import Call, Files, Nics, Reclaimed, StrPath
 
 __all__ = ["DEFAULT_SOCKET", "AsyncClient", "Client", "ConnectionBroken", "Event", "LuodError"]
 DEFAULT_SOCKET: Final = "/run/luod/liveupdate.sock"
@@ -87,8 +87,13 @@ class Client:
     def hello(self, capabilities: Iterable[str] | None = None) -> dict[str, Any]:
         return self._call(verbs.hello(capabilities))
 
-    def register(self, vm: str) -> dict[str, Any]:
-        return self._call(verbs.register(vm))
+    def register(self, vm: str, nics: Nics | None = None) -> dict[str, Any]:
+        """``nics``: the VM's taps (names, or (name, bridge)), rebuilt after the kexec."""
+        return self._call(verbs.register(vm, nics))
+
+    def nics(self, vm: str, nics: Nics) -> dict[str, Any]:
+        """Replace the VM's declared network devices (NICS); [] withdraws them."""
+        return self._call(verbs.nics(vm, nics))
 
     def preserve(self, vm: str, files: Files) -> Records:
         return self._call(verbs.preserve(vm, files))
@@ -104,8 +109,9 @@ class Client:
     def drop(self, vm: str) -> None:
         self._call(verbs.drop(vm))
 
-    def reclaim(self, vm: str, names: Iterable[str] | None = None) -> dict[str, OwnedFd]:
-        """The VM's files (or those named), in as many RECLAIMs as one reply's fds need."""
+    def reclaim(self, vm: str, names: Iterable[str] | None = None) -> Reclaimed:
+        """The files by name, in as many RECLAIMs as one reply's fds need; ``.nics``: whether
+        the VM's declared NICs are ready."""
         if names is None:
             try:
                 return self._call(verbs.reclaim(vm, None))
@@ -113,11 +119,12 @@ class Client:
                 if exc.code != "too-many-fds":
                     raise
             names = verbs.file_names(self.list(vm))
-        got: dict[str, OwnedFd] = {}
+        got = Reclaimed()
         try:
             for batch in verbs.batches(names):
-                more: dict[str, OwnedFd] = self._call(verbs.reclaim(vm, batch))
+                more = self._call(verbs.reclaim(vm, batch))
                 got.update(more)
+                got.nics = more.nics
         except BaseException:
             close_all(got.values())
             raise
@@ -248,8 +255,13 @@ class AsyncClient:
     async def hello(self, capabilities: Iterable[str] | None = None) -> dict[str, Any]:
         return await self._call(verbs.hello(capabilities))
 
-    async def register(self, vm: str) -> dict[str, Any]:
-        return await self._call(verbs.register(vm))
+    async def register(self, vm: str, nics: Nics | None = None) -> dict[str, Any]:
+        """``nics``: the VM's taps (names, or (name, bridge)), rebuilt after the kexec."""
+        return await self._call(verbs.register(vm, nics))
+
+    async def nics(self, vm: str, nics: Nics) -> dict[str, Any]:
+        """Replace the VM's declared network devices (NICS); [] withdraws them."""
+        return await self._call(verbs.nics(vm, nics))
 
     async def preserve(self, vm: str, files: Files) -> Records:
         return await self._call(verbs.preserve(vm, files))
@@ -265,8 +277,9 @@ class AsyncClient:
     async def drop(self, vm: str) -> None:
         await self._call(verbs.drop(vm))
 
-    async def reclaim(self, vm: str, names: Iterable[str] | None = None) -> dict[str, OwnedFd]:
-        """The VM's files (or those named), in as many RECLAIMs as one reply's fds need."""
+    async def reclaim(self, vm: str, names: Iterable[str] | None = None) -> Reclaimed:
+        """The files by name, in as many RECLAIMs as one reply's fds need; ``.nics``: whether
+        the VM's declared NICs are ready."""
         if names is None:
             try:
                 return await self._call(verbs.reclaim(vm, None))
@@ -274,11 +287,12 @@ class AsyncClient:
                 if exc.code != "too-many-fds":
                     raise
             names = verbs.file_names(await self.list(vm))
-        got: dict[str, OwnedFd] = {}
+        got = Reclaimed()
         try:
             for batch in verbs.batches(names):
-                more: dict[str, OwnedFd] = await self._call(verbs.reclaim(vm, batch))
+                more = await self._call(verbs.reclaim(vm, batch))
                 got.update(more)
+                got.nics = more.nics
         except BaseException:
             close_all(got.values())
             raise
