@@ -84,7 +84,12 @@ def kernel_boot_stamp(now: Stamp) -> Stamp:
 
 
 def append_history(state_dir: Path, record: UpdateRecord, keep: int = HISTORY_KEEP) -> None:
-    line = json.dumps({"finished": time.time(), **record.to_dict()}, sort_keys=True)
+    append_entry(state_dir, {"finished": time.time(), **record.to_dict()}, keep)
+
+
+def append_entry(state_dir: Path, entry: dict[str, Any], keep: int = HISTORY_KEEP) -> None:
+    """One history line: an update (kind absent) or another kind ("qualification")."""
+    line = json.dumps(entry, sort_keys=True)
     with open(state_dir / HISTORY, "a", encoding="utf-8") as out:
         out.write(line + "\n")
     _rotate(state_dir / HISTORY, keep)

@@ -267,7 +267,8 @@ class LuodHandler:
         }, ()
 
     async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
-        records = timeline.read_history(self.registry.state_dir)
+        entries = timeline.read_history(self.registry.state_dir)  # qualifications: over REST
+        records = [e for e in entries if e.get("kind", "update") == "update"]
         if req.after is not None:
             ids = [str(r.get("id")) for r in records]
             if req.after not in ids:
