@@ -344,9 +344,20 @@ def _optional_str(data: dict[str, Any], key: str, limit: int = 4096) -> str | No
     value = data.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > limit or "\0" in value:
-        raise _bad(key, f"a string of at most {limit} characters without NUL", shown(value))
+    if not isinstance(value, str) or len(value) > limit or "\0" in value or _surrogates(value):
+        wanted = f"a string of at most {limit} characters without NUL or lone surrogates"
+        raise _bad(key, wanted, shown(value))
     return value
+
+
+def _surrogates(text: str) -> bool:
+    """A lone surrogate (JSON's "\\ud800") is no Unicode text: a path holding one made os.stat
+    raise UnicodeEncodeError, an internal error (found by tests/fuzz)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _file_spec(item: Any) -> FileSpec:
