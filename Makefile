@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run sim test lint typecheck unit vm chaos bench kernel host-tools clean
+.PHONY: run sim test lint typecheck unit vm chaos bench fuzz kernel host-tools clean
 
 # The main job: a real LUO kernel under QEMU, luod + three VMMs, an update watched live,
 # the kexec, and every VM's memory checked after it (< 3 minutes once the kernel exists).
@@ -51,6 +51,12 @@ chaos: $(STAMP) host-tools
 
 bench: $(STAMP)
 	LUOD_TEST_KERNEL="$$(tests/vm/get-kernel)" $(PY) -m bench
+
+# Every fuzz target at 10^5 inputs (the codec and dispatcher in process under atheris, a running
+# luod's VMM socket, its REST API by schemathesis), with the figures; `make test` runs 10^3 each.
+FUZZ_INPUTS ?= 100000
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz --inputs $(FUZZ_INPUTS)
 
 kernel:
 	tests/vm/get-kernel

@@ -13,6 +13,7 @@ from bench import (
     net_rebuild,
     orchestration,
     qemu_handover,
+    qualification,
     rest_load,
     systemd_blackout,
 )
@@ -28,6 +29,7 @@ def main() -> int:
         systemd_blackout,
         net_rebuild,
         fleet,
+        qualification,  # before abi_preflight: its records feed the column qualified
         abi_preflight,
     )
     for report in (module.report for module in reports):

@@ -7,6 +7,10 @@ strings (tests/vm/test_cross_version.py checks on the real kernels that debugfs 
 "cold": an empty image cache, so both images are read and decompressed; "cached": the next
 preflights (a stat per image), median of 50. Then the cold read of the 7.2.13 vmlinux
 re-compressed with each compression the kernel can build with.
+
+Column ``qualified``: preflight check ``qualified`` for the pair, given the qualification
+records bench/qualification.py made in this run (the real-kernel chain 7.2.13 → 7.3.4 → 7.2.13
+qualifies both directions; abi-v6 is never qualified).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bench import qualification
 from bench.stats import human, median, table, timed
 from luod.core import abi, bzimage, compat
 from luod.kernel import _simimage
@@ -73,13 +78,21 @@ def pair_row(a: str, b: str, images: dict[str, Path]) -> list[str]:
         ["memfd"],
         False,
         False,
-        [],
+        qualification.RECORDS,
         cache,
     )
     cold = timed(assess)
     cached = median([timed(assess) for _ in range(CACHED_ROUNDS)])
-    verdict = assess().verdict
-    return [f"{a} -> {b}", verdict.status, human(cold), human(cached), verdict.message[:90]]
+    found = assess()
+    verdict, qualified = found.verdict, found.qualification.status
+    return [
+        f"{a} -> {b}",
+        verdict.status,
+        qualified,
+        human(cold),
+        human(cached),
+        verdict.message[:80],
+    ]
 
 
 def compression_rows(image: Path) -> list[list[str]]:
@@ -107,7 +120,7 @@ def report() -> str:
         return "Handover-ABI preflight: no kernels at hand (tests/vm/get-kernel NAME)"
     rows = [pair_row(a, b, images) for a in images for b in images]
     text = "Handover-ABI preflight per pair of kernels (A running, B next; this host)\n"
-    text += table(["A -> B", "verdict", "cold", "cached", "message"], rows)
+    text += table(["A -> B", "verdict", "qualified", "cold", "cached", "message"], rows)
     if "7.2.13" in images:
         text += "\n\nCold read of the 7.2.13 vmlinux, per compression (decompress + scan)\n"
         text += table(["compression", "payload", "cold"], compression_rows(images["7.2.13"]))

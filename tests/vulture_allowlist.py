@@ -8,6 +8,7 @@ from luod.custody import sdnotify
 from luod.daemon import daemon, facade, handler
 from luod.kernel import images, probes, sim, uapi
 from luod.rest import app, metrics, models, problems, serve
+from luod.rest import qualification_models as qm
 from luod.vmm import client, codec
 
 # Frameworks and tools call or read these.
@@ -19,6 +20,11 @@ models.Request.model_config  # pydantic: configuration, validators, serialised f
 models.PreflightRequest._exactly_one
 models.Status.luo_supported
 models.Vm.owner_uid
+qm.StepTimings.canaries_seconds  # the qualification report's serialised fields
+qm.StepTimings.kexec_seconds
+qm.StepTimings.verify_seconds
+qm.QualificationStep.from_release
+qm.QualificationStep.to_release
 models.Transition.from_
 models.Transition.to
 models.Problem.errno_name

@@ -15,7 +15,7 @@ import httpx
 import shtab
 
 import luod
-from luod.cli import render
+from luod.cli import qualify, render
 from luod.cli.client import DEFAULT_SOCKET, Api, ApiError, LocalError, Target, Unreachable
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_ABORTED, EXIT_UNREACHABLE = range(6)
@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _simple_commands(commands, common)
     _update_commands(commands, common)
+    qualify.register(commands, common)
     shells = commands.add_parser("completion", help="print a shell completion script")
     shells.add_argument("shell", choices=["bash", "zsh", "tcsh"])
     shells.set_defaults(run=None)

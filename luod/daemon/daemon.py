@@ -32,6 +32,7 @@ from luod.daemon.connections import VmmConnections
 from luod.daemon.events import EventBus
 from luod.daemon.handler import LuodHandler
 from luod.daemon.kexec_step import KexecSettings
+from luod.daemon.qualification import QualificationDriver
 from luod.daemon.settings import ApiSettings, Settings
 from luod.daemon.update import Spawn, UpdateDriver
 from luod.kernel import Backend, open_backend
@@ -39,9 +40,11 @@ from luod.vmm.server import VmmServer
 
 log = structlog.get_logger("luod")
 ApiServer = Callable[
-    [Registry, UpdateDriver, EventBus, ApiSettings, float], Coroutine[Any, Any, None]
+    [Registry, UpdateDriver, EventBus, ApiSettings, float, QualificationDriver],
+    Coroutine[Any, Any, None],
 ]
-"""Serves the REST API until cancelled: (registry, driver, events, settings, delay)."""
+"""Serves the REST API until cancelled: (registry, driver, events, settings, delay,
+qualifications)."""
 API_DELAY_AFTER_KEXEC = 1.0
 """Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
 reclaiming their memory."""
@@ -101,7 +104,9 @@ class Daemon:
             else self._custody
         )
         self._opened.callback(self.custody.close)
-        self.registry = Registry(self.backend, self.custody, settings.state_dir, settings.access)
+        self.registry = Registry(
+            self.backend, self.custody, settings.state_dir, settings.access, limits=settings.limits
+        )
         holds.hold_blocking("recovery")
         self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
 
@@ -128,6 +133,9 @@ class Daemon:
         self.nics = nics.Rebuilds(self.registry, settings.managed_bridges, settings.nic_wait)
         self.handler = LuodHandler(
             self.registry, self.driver, self.connections, self.events, self.nics
+        )
+        self.qualifications = QualificationDriver(
+            self.registry, self.backend, self.custody, self.driver, self.events, spawn
         )
 
     def _host_kexec(self) -> KexecSettings:
@@ -159,7 +167,7 @@ class Daemon:
         it and exits."""
         try:
             self.startup()
-            server = VmmServer(self._bind(), self.handler)
+            server = VmmServer(self._bind(), self.handler, self.settings.limits.connections_per_uid)
             async with asyncio.TaskGroup() as self._tasks:
                 await self.main_loop(server)
         finally:
@@ -186,12 +194,20 @@ class Daemon:
         after_kexec = self.report.mode == "after-kexec"
         if self.settings.api is not None and self._api is not None:
             delay = API_DELAY_AFTER_KEXEC if after_kexec else 0.0
-            api = self._api(self.registry, self.driver, self.events, self.settings.api, delay)
+            api = self._api(
+                self.registry,
+                self.driver,
+                self.events,
+                self.settings.api,
+                delay,
+                self.qualifications,
+            )
             background.append(tasks.create_task(api))
         reclaiming = self.driver.resume_interrupted(after_kexec, self.started)  # a killed luod's
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
         self.nics.start(self.driver.vm_step)  # VMs back from a kexec with NICs: none, no import
+        self.qualifications.resume(after_kexec)  # after the update's: its record is reopened
         if after_kexec or reclaiming:
             background.append(tasks.create_task(self._reclaim_grace()))
         if after_kexec:

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import luod
-from luod.core import preflight, timeline
+from luod.core import preflight, qualify, timeline
 from luod.core.model import VmRecord
 from luod.core.registry import Registry
 from luod.daemon.nics import summary
+from luod.daemon.qualification import QualificationDriver, QualifyRequest
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.rest import models, records
+from luod.rest import qualification_models as qm
 from luod.rest.events import EventHub, Subscription
 from luod.rest.facade import PreflightRefused
 
@@ -35,9 +37,15 @@ ROOT = 0
 class DaemonFacade:
     """Implements luod.rest.facade.RestFacade."""
 
-    def __init__(self, registry: Registry, driver: UpdateDriver) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        driver: UpdateDriver,
+        qualifications: QualificationDriver | None = None,
+    ) -> None:
         self.registry = registry
         self.driver = driver
+        self.qualifier = qualifications
         self.hub = EventHub()
 
     # --- events ---------------------------------------------------------------------------------
@@ -106,7 +114,29 @@ class DaemonFacade:
         )
 
     def _history(self) -> models.History:
-        return records.history(timeline.read_history(self.registry.state_dir))
+        return records.history(timeline.read_history(self.registry.state_dir), kind="all")
+
+    # --- qualifications -------------------------------------------------------------------------
+    def _qualifier(self) -> QualificationDriver:
+        if self.qualifier is None:
+            raise LuodError("not-supported", "this luod runs no qualifications", "")
+        return self.qualifier
+
+    async def qualify(self, request: qm.QualifyRequest, uid: int | None) -> qm.QualificationRecord:
+        caller = ROOT if uid is None else uid
+        _root_only(caller, "qualifying a live update")
+        options = qualify.Options(request.large_mib, request.many_files, request.sessions)
+        wanted = QualifyRequest(
+            tuple(Path(p) for p in request.chain), options, request.with_vms, caller
+        )
+        return records.qualification_record(self._qualifier().start(wanted))
+
+    async def qualifications(self) -> qm.QualificationList:
+        found = self._qualifier().listing()
+        return qm.QualificationList(qualifications=[records.qualification_record(r) for r in found])
+
+    async def qualification(self, qid: str) -> qm.QualificationRecord:
+        return records.qualification_record(self._qualifier().get(qid))
 
     # --- the update -----------------------------------------------------------------------------
     async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:

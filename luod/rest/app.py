@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import luod
 from luod.core.model import VM_ID
-from luod.rest import models, problems, records
+from luod.rest import models, problems, qualifications, records
 from luod.rest.auth import PUBLIC_SECURITY, TOKEN_KEY, peer_uid, require_bearer
 from luod.rest.events import KEEPALIVE, sse
 from luod.rest.facade import EventStream, RestFacade
@@ -38,6 +38,7 @@ TAGS: Final = [
     {"name": "update", "description": "Preflight, start, follow and abort a live update."},
     {"name": "history", "description": "Updates that ended, newest first, paged by cursor."},
     {"name": "metrics", "description": "Prometheus metrics of luod and its updates."},
+    {"name": "qualification", "description": "Qualify a live update from kernel A to B."},
 ]
 DESCRIPTION: Final = """luod's REST API: the contract for fleet tooling (and luoctl).
 
@@ -102,6 +103,7 @@ def _v1(facade: RestFacade, keepalive: float) -> APIRouter:
     router = APIRouter(responses=problems.responses(*ALWAYS))
     _read_routes(router, facade)
     _update_routes(router, facade)
+    qualifications.routes(router, facade)
 
     @router.get(
         "/events",
@@ -183,11 +185,16 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
         limit: Annotated[
             int, Query(ge=1, le=records.MAX_PAGE, description="Records per page at most.")
         ] = records.DEFAULT_PAGE,
+        kind: Annotated[
+            models.HistoryKind,
+            Query(description="update (the default), qualification, or all."),
+        ] = "update",
     ) -> models.History:
         """Updates that ended (completed, aborted, refused, failed), newest first, `limit` at
-        a time; follow `next_cursor` for older ones. 422 `bad-cursor` for a cursor luod did
-        not hand out."""
-        return records.page(await facade.history(), cursor, limit)
+        a time; follow `next_cursor` for older ones. `kind=qualification` lists the
+        qualifications instead, `kind=all` both. 422 `bad-cursor` for a cursor luod did
+        not hand out (a cursor belongs to one kind)."""
+        return records.page(records.only(await facade.history(), kind), cursor, limit)
 
     @router.post(
         "/preflight", operation_id="runPreflight", tags=["update"],

@@ -37,6 +37,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 import structlog
 
 from luod.rest import models
+from luod.rest import qualification_models as qm
 from luod.rest.facade import EventStream, RestFacade
 
 log = structlog.get_logger("luod.rest")
@@ -127,6 +128,15 @@ class LoopBridge:
 
     async def history(self) -> models.History:
         return (await self._snapshot("history")).value  # type: ignore[no-any-return]
+
+    async def qualify(self, request: qm.QualifyRequest, uid: int | None) -> qm.QualificationRecord:
+        return await self._on_main(lambda: self.inner.qualify(request, uid), mutates=True)
+
+    async def qualifications(self) -> qm.QualificationList:
+        return await self._on_main(self.inner.qualifications)
+
+    async def qualification(self, qid: str) -> qm.QualificationRecord:
+        return await self._on_main(lambda: self.inner.qualification(qid))
 
     def snapshot(self, name: str) -> Snapshot[Any] | None:
         """The last snapshot of ``name`` the REST thread got, if any (no refresh)."""

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from luod.errors import LuodError
 from luod.rest import models
+from luod.rest import qualification_models as qm
 
 
 class EventStream(Protocol):
@@ -63,7 +64,20 @@ class RestFacade(Protocol):
         """Abort the running update and wait until every VM resumed. Raises ``wrong-state``."""
         ...
 
-    async def history(self) -> models.History: ...
+    async def history(self) -> models.History:
+        """Every entry of every kind (updates and qualifications), newest first."""
+        ...
+
+    async def qualify(self, request: qm.QualifyRequest, uid: int | None) -> qm.QualificationRecord:
+        """Start a qualification (issue 14 §1). Raises LuodError ``vms-preserved``,
+        ``qualification-running``, ``update-running``, ``bad-chain`` or ``not-allowed``."""
+        ...
+
+    async def qualifications(self) -> qm.QualificationList: ...
+
+    async def qualification(self, qid: str) -> qm.QualificationRecord:
+        """Raises LuodError ``unknown-qualification``."""
+        ...
 
     async def watch(self) -> tuple[models.UpdateState, EventStream]:
         """Where things stand, and every event after that: taken together, so an event is

@@ -39,7 +39,8 @@ class Scrape(Collector):
     is the whole history, newest first (``RestFacade.history``)."""
 
     def __init__(self, status: models.Status, vms: models.VmList, history: models.History):
-        self.status, self.vms, self.history = status, vms, history.history
+        self.status, self.vms = status, vms
+        self.history = [r for r in history.history if isinstance(r, models.UpdateRecord)]
 
     def collect(self) -> Iterator[Metric]:
         status = self.status

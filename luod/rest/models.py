@@ -29,6 +29,7 @@ from pydantic import (
 
 from luod.core.model import VmState
 from luod.core.orchestrator import DEADLINE_PHASES, MAX_DEADLINE, Phase
+from luod.rest.qualification_models import QualificationRecord
 
 NO_NUL = r"^[^\x00]*$"
 Path = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_NUL)]
@@ -303,6 +304,7 @@ class RecordedRequest(Response):
 
 
 class UpdateRecord(Response):
+    kind: Literal["update"] = Field(default="update", description="This entry's kind.")
     id: str = Field(description="The update's id.")
     request: RecordedRequest = Field(description="What was asked.")
     phases: list[Transition] = Field(description="Every phase transition, in order.")
@@ -333,8 +335,15 @@ class AbortResult(Response):
     update: UpdateRecord | None = Field(description="The aborted update, as it ended.")
 
 
+HistoryEntry = Annotated[UpdateRecord | QualificationRecord, Field(discriminator="kind")]
+HistoryKind = Literal["update", "qualification", "all"]
+
+
 class History(Response):
-    history: list[UpdateRecord] = Field(description="Ended updates, newest first.")
+    history: list[HistoryEntry] = Field(
+        description="Ended updates (kind update) and qualifications (kind qualification), "
+        "newest first."
+    )
     next_cursor: str | None = Field(
         description="Pass it as ?cursor= for the next (older) page; null on the last page."
     )

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from luod.errors import LuodError
 from luod.rest import models
+from luod.rest.qualification_models import QualificationRecord
 
 REASON_PREFIXES: Final = (  # (reason starts with, its code); first match wins
     ("preflight refused", models.ReasonCode.PREFLIGHT_FAILED),
@@ -74,11 +75,37 @@ def update_record(data: Mapping[str, Any], finished: float | None = None) -> mod
     )
 
 
-def history(entries: Sequence[Mapping[str, Any]]) -> models.History:
-    """The history file's entries (oldest first, each with ``finished``) as one page holding
-    every record, newest first (``page`` cuts it)."""
-    records = [update_record(e, float(e.get("finished", 0)) or None) for e in reversed(entries)]
+def history(entries: Sequence[Mapping[str, Any]], kind: str = "update") -> models.History:
+    """The history file's entries (oldest first, each with ``finished``) of ``kind`` (update,
+    qualification or all) as one page holding every record, newest first (``page`` cuts it)."""
+    records: list[models.HistoryEntry] = []
+    for entry in reversed(entries):
+        entry_kind = entry.get("kind", "update")
+        if kind not in ("all", entry_kind):
+            continue
+        if entry_kind == "qualification":
+            records.append(qualification_record(entry))
+        else:
+            records.append(update_record(entry, float(entry.get("finished", 0)) or None))
     return models.History(history=records, next_cursor=None)
+
+
+def only(whole: models.History, kind: str) -> models.History:
+    """The entries of ``kind`` (update, qualification or all)."""
+    chosen = [r for r in whole.history if kind in ("all", r.kind)]
+    return models.History(history=chosen, next_cursor=whole.next_cursor)
+
+
+def qualification_record(data: Mapping[str, Any]) -> QualificationRecord:
+    """From the qualification driver's record (epoch ``started`` and ``finished``)."""
+    fields = {k: v for k, v in data.items() if k not in ("started", "finished")}
+    return QualificationRecord.model_validate(
+        {
+            **fields,
+            "started_at": time_of(data["started"]),
+            "ended_at": time_of(data.get("finished")),
+        }
+    )
 
 
 def page(whole: models.History, cursor: str | None, limit: int) -> models.History:

@@ -18,6 +18,7 @@ import structlog
 from luod.core.registry import Registry
 from luod.daemon import systemd
 from luod.daemon.events import EventBus
+from luod.daemon.qualification import QualificationDriver
 from luod.daemon.settings import ApiSettings
 from luod.daemon.update import UpdateDriver
 from luod.errors import LuodError
@@ -31,6 +32,7 @@ async def serve_api(
     events: EventBus,
     settings: ApiSettings,
     delay: float = 0.0,
+    qualifications: QualificationDriver | None = None,
 ) -> None:
     """Serve until cancelled (which stops the REST thread and waits for it). A REST stack that
     does not import or fails costs the API only: luod keeps serving VMMs, and says why."""
@@ -50,7 +52,7 @@ async def serve_api(
     from luod.rest import app, bridge, serve, thread
     from luod.rest.adapter import DaemonFacade  # loaded by _import_rest: no cost here
 
-    facade = DaemonFacade(registry, driver)
+    facade = DaemonFacade(registry, driver, qualifications)
     over = bridge.LoopBridge(facade, asyncio.get_running_loop())
     events.listen(over.changed)  # the REST thread's snapshots are stale
     events.listen(facade.publish)  # then the event stream (SSE)

@@ -64,7 +64,7 @@ class Luod:
         self.handler = self.daemon.handler
         self.driver = self.daemon.driver
         self.connections = self.daemon.connections
-        self.facade = DaemonFacade(self.registry, self.driver)
+        self.facade = DaemonFacade(self.registry, self.driver, self.daemon.qualifications)
         self.daemon.events.listen(self.facade.publish)
 
     @property

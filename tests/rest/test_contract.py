@@ -29,6 +29,9 @@ OPERATIONS = {
     ("get", "/v1/history"): "getHistory",
     ("get", "/v1/events"): "watchEvents",
     ("get", "/metrics"): "getMetrics",
+    ("post", "/v1/qualifications"): "startQualification",
+    ("get", "/v1/qualifications"): "listQualifications",
+    ("get", "/v1/qualifications/{qid}"): "getQualification",
 }
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 SPEC = openapi.document()

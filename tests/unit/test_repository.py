@@ -23,6 +23,7 @@ NOT_PATHS: Final = {
     "v1": "the REST API's routes (/v1/status, ...)",
     "vms": "a REST route relative to /v1 (luod/rest/app.py)",
     "update": "a REST route relative to /v1 (luod/rest/app.py)",
+    "qualifications": "a REST route relative to /v1 (luod/rest/qualifications.py)",
     "build": "the build directory inside the sid build root (packaging/build-deb)",
     "path": "the placeholder /path/to/...",
     "nonexistent": "a path that exists nowhere on purpose (Debian's home for nobody)",

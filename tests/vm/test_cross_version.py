@@ -3,6 +3,10 @@ preflight that refuses the one that would panic.
 
 - 7.2.13 → 7.3.4 → 7.2.13 with luod and a demo VMM per hop: the preflight passes with the
   strings read from both images and debugfs, and each VM's memory comes back byte for byte.
+  The chain is a qualification (``luoctl qualify start --chain A,B,A --with-vms``, issue 14
+  §1): luod's canaries cross both kexecs beside the VMs, every byte and property checked in
+  each next kernel, and each VM's reclaim checked too; luod takes the step back itself.
+  Without ``--with-vms`` it is refused.
 - 7.2.13 → the abi-v6 kernel (LUO ABI ``luo-v6``): refused by the preflight and by
   ``update start``, naming ``luo-v5`` and ``luo-v6``; no kexec happens and the VMM keeps
   running (same guest run as the chain: its boot 2 is 7.3.4).
@@ -151,3 +155,43 @@ def test_a_kexec_forced_past_luod_into_abi_v6_panics(
     assert "luo: LUO state is incompatible with 'luo-v6'" in console, result.report()
     assert "Kernel panic - not syncing: The incoming tree failed to initialize properly" in console
     assert result.boots == 1  # the abi-v6 kernel never reached userspace
+
+
+def test_the_chain_is_qualified_every_canary_checked_on_the_real_kernels(
+    chain: GuestResult,
+) -> None:
+    share = chain.share
+    chain.check()
+    assert (share / "qualify-novms.rc").read_text().strip() == "1"
+    assert load(share, "qualify-novms.json")["code"] == "vms-preserved"
+    record = load(share, "qualification.json")
+    assert record["outcome"] == "passed", (share / "qualification.txt").read_text()
+    assert [(k["release"], k["luo"]) for k in record["chain"]] == [
+        ("7.2.13", "luo-v5"),
+        ("7.3.4", "luo-v5"),
+        ("7.2.13", "luo-v5"),
+    ]
+    first, second = record["steps"]
+    assert (first["from_release"], first["to_release"]) == ("7.2.13", "7.3.4")
+    assert (second["from_release"], second["to_release"]) == ("7.3.4", "7.2.13")
+    assert (first["liveupdate_number"], second["liveupdate_number"]) == (1, 2)
+    for step in (first, second):
+        checks = {c["name"]: c for c in step["checks"]}
+        assert all(c["result"] == "pass" for c in checks.values()), step
+        assert len(checks) > 150  # 7 mixed files x 3-4, 70 many-files x 3, 5 sessions, kernel
+        seals = next(c for n, c in checks.items() if n.endswith("/noexec: seals"))
+        assert seals["actual"] == "0x3e"  # F_SEAL_EXEC came back with the write seals
+        assert any(n.endswith("/sparse: holes read as zeros") for n in checks)
+        assert any(n.endswith("/large: sha256") for n in checks)
+        assert step["timings"]["kexec_seconds"] > 0 and step["timings"]["verify_seconds"] > 0
+        assert checks["update: outcome"]["actual"] == "completed"
+    # the VMs that came along (--with-vms): each reclaimed and done in the next kernel
+    assert {n for n in (c["name"] for c in first["checks"]) if n.startswith("vm ")} == {
+        "vm vm-a: reclaimed and done"
+    }
+    assert {n for n in (c["name"] for c in second["checks"]) if n.startswith("vm ")} == {
+        "vm vm-b: reclaimed and done"
+    }
+    junit = (share / "qualification.xml").read_text()
+    assert 'name="7.2.13 -&gt; 7.3.4"' in junit and 'failures="0"' in junit
+    assert "<failure" not in junit

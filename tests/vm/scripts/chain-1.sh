@@ -23,8 +23,14 @@ kill -0 "$VMM" && echo alive >"$SHARE/vm-a-after-v6"
 python -c "from luod.vmm.client import Client; import json; c = Client('$SOCK'); \
 print(json.dumps({'vms': c.list(), 'history': c.history()}))" >"$SHARE/after-v6.json"
 
-# 7.3.4: its preflight passes (recorded in the update), then the kexec
-luoctl update start --kernel "$NEXT_KERNEL" --reuse-cmdline --deadline freezing=30 \
+# 7.3.4 and back, qualified (issue 14 §1): canaries beside vm-a (--with-vms), then an update
+# whose preflight passes (recorded in the update), then the kexec; luod takes the step back
+# into 7.2.13 itself, in boot 2. Without --with-vms it is refused: vm-a is preserved. The large
+# canary is 16 MiB here (TCG hashes ~2 MiB/s: about 15 s per verify); make bench runs 256 MiB.
+luoctl --json qualify start --chain "$RUNNING_KERNEL,$NEXT_KERNEL" >"$SHARE/qualify-novms.json"
+echo $? >"$SHARE/qualify-novms.rc"
+luoctl --json qualify start --chain "$RUNNING_KERNEL,$NEXT_KERNEL,$RUNNING_KERNEL" --with-vms \
+    --large-mib "${QUALIFY_LARGE_MIB:-16}" --many-files 70 --sessions 4 \
     >"$SHARE/update-1.txt" 2>&1 || { cat "$SHARE/update-1.txt"; exit 1; }
 wait
 echo "the update returned instead of kexecing"; exit 1

@@ -7,14 +7,13 @@ CUSTODY=memory  # luod alone holds the sessions: one process fewer to start per 
 set -x
 uname -rv >"$SHARE/uname-2"
 start_luod 2
-luod-demo-vmm reclaim --id vm-a --record "$SHARE/vm-a.json" >"$SHARE/vm-a-reclaim.log" 2>&1 ||
-    { cat "$SHARE/vm-a-reclaim.log"; exit 1; }
+# vm-b first: luod's qualification takes its step back into 7.2.13 as soon as vm-a is done
+# (the update that brought it here is over), taking every VM then preserved along (--with-vms)
 luod-demo-vmm run --id vm-b --ram ram0=4M --record "$SHARE/vm-b.json" >"$SHARE/vm-b-run.log" 2>&1 &
 wait_for "$SHARE/vm-b-run.log" handed-over
-for _ in $(seq 1 600); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
+luod-demo-vmm reclaim --id vm-a --record "$SHARE/vm-a.json" >"$SHARE/vm-a-reclaim.log" 2>&1 ||
+    { cat "$SHARE/vm-a-reclaim.log"; exit 1; }
 # hop 1's update completed with vm-a's DONE; 7.3.4 was booted by a live update, so its KHO
 # string comes from its image (no kho/out/fdt after a KHO boot)
-luoctl update start --kernel "$NEXT_KERNEL" --reuse-cmdline --deadline freezing=30 \
-    >"$SHARE/update-2.txt" 2>&1 || { cat "$SHARE/update-2.txt"; exit 1; }
 wait
-echo "the update returned instead of kexecing"; exit 1
+echo "the qualification's step back returned instead of kexecing"; exit 1

@@ -1,0 +1,164 @@
+"""``luoctl qualify``: qualify a live update along a chain of kernels (issue 14 §1), show the
+report, export it as JUnit XML for CI systems.
+
+- ``luoctl qualify start --chain A,B[,A]``: luod preserves canaries, kexecs into B, checks
+  every canary byte and property there, and goes on along the chain;
+- ``luoctl qualify show [ID] [--junit FILE]``: the report (the latest without ID);
+- ``luoctl qualify list``: every qualification on record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from luod.cli import render
+from luod.cli.client import Api, LocalError
+
+EXIT_OK, EXIT_FAILED, EXIT_RUNNING = 0, 1, 6
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    qualify = commands.add_parser("qualify", help="qualify a live update from kernel A to B")
+    verbs = qualify.add_subparsers(dest="verb", required=True, metavar="VERB")
+    start = verbs.add_parser("start", parents=[common], help="start a qualification (root)")
+    start.add_argument(
+        "--chain", required=True, type=_chain, metavar="A,B[,A]",
+        help="kernel images: the running kernel's, then each next one",
+    )  # fmt: skip
+    start.add_argument("--with-vms", action="store_true", help="run although VMs are preserved")
+    start.add_argument("--large-mib", type=int, help="size of the large canary (default 256)")
+    start.add_argument("--many-files", type=int, help="files in one session (default 130)")
+    start.add_argument("--sessions", type=int, help="one-file sessions (default 16)")
+    start.set_defaults(run=qualify_start)
+    show = verbs.add_parser("show", parents=[common], help="a qualification's report")
+    show.add_argument("id", nargs="?", help="its id (default: the latest)")
+    show.add_argument("--junit", type=Path, metavar="FILE", help="also write it as JUnit XML")
+    show.set_defaults(run=qualify_show)
+    verbs.add_parser("list", parents=[common], help="every qualification").set_defaults(
+        run=qualify_list
+    )
+
+
+def _chain(text: str) -> list[str]:
+    kernels = [k for k in text.split(",") if k]
+    if len(kernels) < 2:
+        raise argparse.ArgumentTypeError("a chain names two kernels at least: A,B[,A]")
+    return [str(Path(k).absolute()) for k in kernels]
+
+
+# --- commands ---------------------------------------------------------------------------------
+def qualify_start(api: Api, args: argparse.Namespace, out: Any) -> int:
+    body: dict[str, Any] = {"chain": args.chain, "with_vms": args.with_vms}
+    for option in ("large_mib", "many_files", "sessions"):
+        if getattr(args, option) is not None:
+            body[option] = getattr(args, option)
+    out.show(api.post("/v1/qualifications", body), started)
+    return EXIT_OK
+
+
+def qualify_show(api: Api, args: argparse.Namespace, out: Any) -> int:
+    if args.id:
+        record = api.get(f"/v1/qualifications/{args.id}")
+    else:
+        found = api.get("/v1/qualifications")["qualifications"]
+        if not found:
+            raise LocalError("no qualification on record: luoctl qualify start --chain A,B")
+        record = found[0]
+    if args.junit:
+        args.junit.write_bytes(junit(record))
+    out.show(record, report)
+    return {"passed": EXIT_OK, "running": EXIT_RUNNING}.get(record["outcome"], EXIT_FAILED)
+
+
+def qualify_list(api: Api, args: argparse.Namespace, out: Any) -> int:
+    out.show(api.get("/v1/qualifications"), listing)
+    return EXIT_OK
+
+
+# --- output -----------------------------------------------------------------------------------
+def started(record: dict[str, Any]) -> list[str]:
+    chain = " → ".join(k["release"] for k in record["chain"])
+    return [
+        f"qualification {record['id']} started: {chain}",
+        "luod kexecs along the chain; then: luoctl qualify show " + record["id"],
+    ]
+
+
+def listing(doc: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            r["id"],
+            " → ".join(k["release"] for k in r["chain"]),
+            r["outcome"],
+            render.local_time(r["started_at"]),
+            str(sum(len(s["checks"]) for s in r["steps"])),
+        ]
+        for r in doc["qualifications"]
+    ]
+    return render.table(rows, ["ID", "CHAIN", "OUTCOME", "STARTED", "CHECKS"])
+
+
+def report(record: dict[str, Any]) -> list[str]:
+    lines = [f"qualification {record['id']}: {record['outcome']}"]
+    if record["reason"]:
+        lines.append(f"  reason: {record['reason']}")
+    for kernel in record["chain"]:
+        handlers = ", ".join(f"{k} {v}" for k, v in sorted(kernel["handlers"].items()))
+        lines.append(
+            f"  kernel {kernel['release']} {kernel['version']}: {kernel['kho']}, "
+            f"{kernel['luo']}, {handlers or 'no handlers'} ({kernel['image']})"
+        )
+    for step in record["steps"]:
+        lines.extend(_step(step))
+    return lines
+
+
+def _step(step: dict[str, Any]) -> list[str]:
+    timings = ", ".join(f"{k.removesuffix('_seconds')} {v}s" for k, v in step["timings"].items())
+    checks = step["checks"]
+    failed = [c for c in checks if c["result"] != "pass"]
+    lines = [
+        f"  step {step['index']}: {step['from_release']} → {step['to_release']} "
+        f"(liveupdate number {step['liveupdate_number']}; {timings})",
+        f"    {len(checks) - len(failed)}/{len(checks)} checks passed",
+    ]
+    lines += [f"    FAIL {c['name']}: expected {c['expected']}, got {c['actual']}" for c in failed]
+    return lines
+
+
+def junit(record: dict[str, Any]) -> bytes:
+    """JUnit XML: one testsuite per chain step, one testcase per check."""
+    suites = ET.Element("testsuites", name=f"luod qualification {record['id']}")
+    for step in record["steps"]:
+        checks = step["checks"]
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=f"{step['from_release']} -> {step['to_release']}",
+            tests=str(len(checks)),
+            failures=str(sum(c["result"] != "pass" for c in checks)),
+            time=str(step["timings"].get("verify_seconds") or 0),
+        )
+        properties = ET.SubElement(suite, "properties")
+        for name, value in (
+            ("liveupdate_number", step["liveupdate_number"]),
+            *((f"{k}", v) for k, v in step["timings"].items()),
+        ):
+            ET.SubElement(properties, "property", name=name, value=str(value))
+        for check in checks:
+            case = ET.SubElement(suite, "testcase", classname=suite.get("name", ""))
+            case.set("name", check["name"])
+            if check["result"] != "pass":
+                failure = ET.SubElement(
+                    case, "failure", message=f"expected {check['expected']}, got {check['actual']}"
+                )
+                failure.text = f"expected: {check['expected']}\nactual: {check['actual']}"
+    if record["outcome"] == "failed" and not record["steps"]:
+        suite = ET.SubElement(suites, "testsuite", name="qualification", tests="1", failures="1")
+        case = ET.SubElement(suite, "testcase", classname="qualification", name="start")
+        ET.SubElement(case, "failure", message=record["reason"])
+    data: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+    return data

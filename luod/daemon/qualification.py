@@ -1,0 +1,321 @@
+"""``QualificationDriver``: qualify a live update from kernel A to kernel B (issue 14 §1).
+
+One step of a chain A,B[,A...]: canary sessions preserved (luod.core.qualify's plan), then an
+ordinary update into the next kernel (the same preflight, the same kexec). The step's state
+rides across the kexec in the manifest (``qualification``); the next kernel's luod retrieves
+every canary, checks every byte and property, and either takes the next step (once the update
+it came through is done with its VMs) or writes the report to the history (kind
+``qualification``), where preflight check ``qualified`` finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from luod.core import compat, preflight, qualify, timeline
+from luod.core.model import VmState
+from luod.core.orchestrator import Phase
+from luod.core.registry import Custody, Registry
+from luod.daemon.events import EventBus
+from luod.daemon.qualification_canaries import Canaries
+from luod.daemon.update import UpdateDriver, UpdateRequest
+from luod.errors import LuodError
+from luod.kernel import Backend
+
+log = structlog.get_logger("luod.qualify")
+CARRIED = "qualification"
+RUNNING_FILE = "qualification.json"
+"""The running qualification and its canaries' names, in the state directory: a luod that
+restarts (or a boot that did not come through the step's kexec) fails it and drops them."""
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+
+
+@dataclass(frozen=True)
+class QualifyRequest:
+    chain: tuple[Path, ...]  # A (the running kernel's image), B, ...
+    options: qualify.Options = field(default_factory=qualify.Options)
+    with_vms: bool = False
+    requested_by: int = 0
+    deadlines: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chain": [str(p) for p in self.chain],
+            "options": self.options.to_dict(),
+            "with_vms": self.with_vms,
+            "uid": self.requested_by,
+            "deadlines": self.deadlines,
+        }
+
+
+class QualificationDriver:
+    def __init__(
+        self,
+        registry: Registry,
+        backend: Backend,
+        custody: Custody,
+        updates: UpdateDriver,
+        events: EventBus,
+        spawn: Spawn,
+    ) -> None:
+        self.registry = registry
+        self.updates = updates
+        self.spawn = spawn
+        self.canaries = Canaries(backend, custody)
+        self.record: dict[str, Any] | None = None  # the running qualification, or the last
+        self._plan: list[qualify.CanarySession] = []
+        self._update_id: str | None = None  # the update of the running step
+        self._idle = asyncio.Event()
+        events.listen(self._on_event)
+
+    @property
+    def running(self) -> bool:
+        return self.record is not None and self.record["outcome"] == "running"
+
+    # --- requests ------------------------------------------------------------------------------
+    def start(self, request: QualifyRequest) -> dict[str, Any]:
+        """Refuse (LuodError) or start the first step in the background; the record so far."""
+        self._refuse(request)
+        self.record = {
+            "kind": "qualification",
+            "id": uuid.uuid4().hex[:12],
+            "outcome": "running",
+            "reason": "",
+            "request": request.to_dict(),
+            "chain": [self._kernel(path) for path in request.chain],
+            "steps": [],
+            "started": time.time(),
+        }
+        self.spawn(self._guarded(self._step(0)))
+        return dict(self.record)
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every qualification on record, newest first (the running one first)."""
+        done = [r for r in timeline.read_history(self.registry.state_dir) if _is_qualification(r)]
+        running = [self.record] if self.running and self.record else []
+        return [*running, *reversed(done)]
+
+    def get(self, qid: str) -> dict[str, Any]:
+        for record in self.listing():
+            if record.get("id") == qid:
+                return record
+        raise LuodError("unknown-qualification", f"no qualification {qid!r}", "list them")
+
+    def _refuse(self, request: QualifyRequest) -> None:
+        if self.running:
+            raise LuodError("qualification-running", "a qualification is running", "wait")
+        if self.updates.machine.phase is not Phase.IDLE:
+            raise LuodError(
+                "update-running", f"an update is {self.updates.machine.phase}", "qualify after it"
+            )
+        if len(request.chain) < 2:
+            raise LuodError("bad-chain", "a chain names two kernels at least", "--chain A,B[,A]")
+        preserved = [v.id for v in self.registry.vms.values() if v.state is not VmState.LOST]
+        if preserved and not request.with_vms:
+            raise LuodError(
+                "vms-preserved",
+                f"VMs are preserved on this host: {', '.join(sorted(preserved))}",
+                "qualify on a canary host, or pass --with-vms to take them through the kexec",
+            )
+        running = self.registry.info.release
+        first = self._kernel(request.chain[0])["release"]
+        if first != running:
+            raise LuodError(
+                "bad-chain",
+                f"the chain starts with {first}, but {running} is running",
+                "the chain's first kernel is the running kernel's image",
+            )
+
+    @staticmethod
+    def _kernel(path: Path) -> dict[str, Any]:
+        facts, problem = compat.CACHE.facts(path)
+        if facts is None:
+            raise LuodError("bad-chain", problem, "name kernel images luod can read")
+        declared = facts.declared
+        return {
+            "image": str(path),
+            "release": declared.release,
+            "version": declared.version,
+            "kho": declared.kho,
+            "luo": declared.luo,
+            "handlers": dict(declared.handlers),
+        }
+
+    # --- one step ------------------------------------------------------------------------------
+    async def _step(self, index: int) -> None:
+        """Canaries into the outgoing sessions, then the update into chain[index + 1]."""
+        assert self.record is not None
+        request = self.record["request"]
+        options = qualify.Options.from_dict(request["options"])
+        limit = preflight.fd_limit() - 64 - self.registry.open_sessions()
+        self._plan = qualify.plan(f"{self.record['id']}{index}", options, limit)
+        self._write_running()
+        began = time.time()
+        try:
+            await asyncio.to_thread(self.canaries.preserve, self._plan)
+        except (OSError, LuodError) as exc:
+            self._finish("failed", f"canaries not preserved: {exc}")
+            return
+        step = {"index": index, "from_release": self.record["chain"][index]["release"]}
+        step["to_release"] = self.record["chain"][index + 1]["release"]
+        step["timings"] = {"canaries_seconds": round(time.time() - began, 3)}
+        step["kexec_requested"] = time.time()
+        self.registry.carry(CARRIED, {"record": self.record, "step": step, "plan": self._dump()})
+        self._go(index, step, request)
+
+    def _go(self, index: int, step: dict[str, Any], request: dict[str, Any]) -> None:
+        assert self.record is not None
+        update = UpdateRequest(
+            Path(request["chain"][index + 1]),
+            deadlines=dict(request.get("deadlines", {})),
+            requested_by=int(request.get("uid", 0)),
+        )
+        try:
+            self._update_id = self.updates.start(update).id
+        except LuodError as exc:  # preflight.Refused included: its message names the checks
+            self.record["steps"].append({**step, "update": None, "checks": []})
+            hint = f" ({exc.hint})" if exc.hint else ""
+            self._finish("failed", f"{exc.code}: {exc.message}{hint}")
+            return
+        log.info("qualification-step", id=self.record["id"], step=index, update=self._update_id)
+
+    def _dump(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self._plan]
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """The step's update ended before the kexec (aborted, failed): the step failed."""
+        if event.get("event") == "PHASE" and event.get("to") == str(Phase.IDLE):
+            self._idle.set()
+        if event.get("event") != "UPDATE_END" or event.get("id") != self._update_id:
+            return
+        self._update_id = None
+        if self.running and event.get("outcome") != "completed":
+            self._finish("failed", f"update {event.get('outcome')}: {event.get('reason')}")
+
+    def _write_running(self) -> None:
+        names = [s.name for s in self._plan]
+        data = json.dumps({"record": self.record, "canaries": names})
+        staging = self.registry.state_dir / f".{RUNNING_FILE}"
+        staging.write_text(data)
+        staging.replace(self.registry.state_dir / RUNNING_FILE)
+
+    def _finish(self, outcome: str, reason: str) -> None:
+        assert self.record is not None
+        self.canaries.drop()
+        self.registry.carry(CARRIED, None)
+        with contextlib.suppress(FileNotFoundError):
+            (self.registry.state_dir / RUNNING_FILE).unlink()
+        self.record.update(outcome=outcome, reason=reason, finished=time.time())
+        timeline.append_entry(self.registry.state_dir, self.record)
+        log.info("qualification-end", id=self.record["id"], outcome=outcome, reason=reason)
+
+    # --- at start-up ---------------------------------------------------------------------------
+    def resume(self, after_kexec: bool) -> None:
+        """After a qualification's kexec: verify it (in the background). A qualification that
+        was running otherwise (luod restarted, the host rebooted) failed: its canaries go."""
+        previous = self.registry.previous
+        carried = previous.extra.get(CARRIED) if previous and after_kexec else None
+        if carried:
+            self._resume_after_kexec(carried)
+            return
+        try:
+            left = json.loads((self.registry.state_dir / RUNNING_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        for name in left.get("canaries", []):
+            self.canaries.custody.withdraw(name)  # recovery closed luod's copy
+        self.record = dict(left["record"])
+        self._finish(
+            "failed", "luod restarted (or the host rebooted) during the step; canaries dropped"
+        )
+
+    def _resume_after_kexec(self, carried: dict[str, Any]) -> None:
+        self.record = dict(carried["record"])
+        plan = [qualify.CanarySession.from_dict(s) for s in carried["plan"]]
+        self.spawn(self._guarded(self._verify(dict(carried["step"]), plan)))
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        """A bug in a qualification fails it, never luod (its task group)."""
+        try:
+            await work
+        except Exception as exc:
+            log.exception("qualification-error")
+            if self.running:
+                self._finish("failed", f"luod error: {exc!r}")
+
+    async def _verify(self, step: dict[str, Any], plan: list[qualify.CanarySession]) -> None:
+        assert self.record is not None
+        began = time.time()
+        step["timings"]["kexec_seconds"] = round(began - step.pop("kexec_requested"), 3)
+        checks = self._kernel_checks(step) + await asyncio.to_thread(self.canaries.verify, plan)
+        step["timings"]["verify_seconds"] = round(time.time() - began, 3)
+        step["checks"] = [c.to_dict() for c in checks]
+        step["update"] = self.updates.record.id if self.updates.record else None
+        step["liveupdate_number"] = self.registry.info.liveupdate_number
+        self.record["steps"].append(step)
+        if self._failed(step):
+            return
+        await self._when_idle()  # the VMs that came along (--with-vms) are done, or not
+        step["checks"] += [c.to_dict() for c in self._update_checks()]
+        if self._failed(step):
+            return
+        next_index = step["index"] + 1
+        if next_index + 1 >= len(self.record["chain"]):
+            self._finish("passed", "")
+        else:
+            await self._step(next_index)
+
+    def _failed(self, step: dict[str, Any]) -> bool:
+        """Fails the qualification if a check of ``step`` failed."""
+        failed = [c["name"] for c in step["checks"] if c["result"] != "pass"]
+        if failed:
+            self._finish("failed", f"{len(failed)} checks failed: {', '.join(failed[:5])}")
+        return bool(failed)
+
+    def _update_checks(self) -> list[qualify.Check]:
+        """The update that carried the step: it completed, every VM it carried is done."""
+        record = self.updates.record
+        if record is None:
+            return [qualify.check("update: outcome", "completed", "no update record")]
+        checks = [qualify.check("update: outcome", "completed", record.outcome)]
+        for vm, steps in sorted(record.vms.items()):
+            if "freeze_ack" in steps:
+                done = "done" if "done" in steps else "not done"
+                checks.append(qualify.check(f"vm {vm}: reclaimed and done", "done", done))
+        return checks
+
+    def _kernel_checks(self, step: dict[str, Any]) -> list[qualify.Check]:
+        assert self.record is not None
+        info = self.registry.info
+        expected = self.record["chain"][step["index"] + 1]
+        previous = self.registry.previous
+        before = previous.liveupdate_number if previous else None
+        return [
+            qualify.check("kernel: release", expected["release"], info.release),
+            qualify.check("kernel: version", expected["version"], info.version),
+            qualify.check(
+                "kernel: liveupdate number",
+                (before or 0) + 1,
+                info.liveupdate_number,
+            ),
+        ]
+
+    async def _when_idle(self) -> None:
+        """The update this boot came through is done with its VMs (phase idle)."""
+        while self.updates.machine.phase is not Phase.IDLE:
+            self._idle.clear()
+            await self._idle.wait()
+
+
+def _is_qualification(entry: dict[str, Any]) -> bool:
+    return entry.get("kind") == "qualification"
