@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run sim test lint typecheck unit vm bench fuzz kernel host-tools clean
+.PHONY: run sim test lint typecheck unit vm chaos bench fuzz kernel host-tools clean
 
 # The main job: a real LUO kernel under QEMU, luod + three VMMs, an update watched live,
 # the kexec, and every VM's memory checked after it (< 3 minutes once the kernel exists).
@@ -43,6 +43,11 @@ unit: $(STAMP)
 
 vm: $(STAMP)
 	LUOD_TEST_KERNEL="$$(tests/vm/get-kernel)" $(PY) -m pytest tests/vm
+
+# The whole chaos matrix (kill -9 luod at every phase of an update, the keeper, the systemd
+# guest); `make test` runs a representative part of it (tests/vm/test_chaos.py).
+chaos: $(STAMP) host-tools
+	LUOD_CHAOS=full LUOD_TEST_KERNEL="$$(tests/vm/get-kernel)" $(PY) -m pytest tests/vm/test_chaos.py
 
 bench: $(STAMP)
 	LUOD_TEST_KERNEL="$$(tests/vm/get-kernel)" $(PY) -m bench

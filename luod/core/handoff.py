@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from luod.core import holds
 from luod.core.registry import Registry
 from luod.errors import LuodError
 from luod.kernel import Backend, LuoError
@@ -35,13 +36,21 @@ def load_next_kernel(
     return text
 
 
-def kexec_direct(registry: Registry, backend: Backend) -> None:
+def kexec_direct(
+    registry: Registry, backend: Backend, in_time: Callable[[], None] = lambda: None
+) -> None:
     """Hand over and reboot. Returns only if reboot(2) failed (state then rolled back); raises
-    KernelGone where the caller outlives the kexec (the simulator)."""
-    _hand_over(registry, backend, backend.reboot_kexec)
+    KernelGone where the caller outlives the kexec (the simulator). ``in_time`` runs after the
+    sync, just before the reboot, and may raise LuodError to call the kexec off."""
+    _hand_over(registry, backend, backend.reboot_kexec, in_time)
 
 
-def kexec_systemd(registry: Registry, backend: Backend, start_kexec: Callable[[], None]) -> None:
+def kexec_systemd(
+    registry: Registry,
+    backend: Backend,
+    start_kexec: Callable[[], None],
+    in_time: Callable[[], None] = lambda: None,
+) -> None:
     """Hand over into systemd's fd store, then ``start_kexec`` (``systemctl kexec``). Returns
     once systemd accepted the job: luod is stopped by it soon and must not touch the sessions
     again. Raises (state rolled back) when the custody is not the fd store or systemd refused."""
@@ -53,10 +62,15 @@ def kexec_systemd(registry: Registry, backend: Backend, start_kexec: Callable[[]
             "run luod as luod.service, or set kexec.mode = direct",
             errno.EINVAL,
         )
-    _hand_over(registry, backend, start_kexec)
+    _hand_over(registry, backend, start_kexec, in_time)
 
 
-def _hand_over(registry: Registry, backend: Backend, reboot: Callable[[], None]) -> None:
+def _hand_over(
+    registry: Registry,
+    backend: Backend,
+    reboot: Callable[[], None],
+    in_time: Callable[[], None],
+) -> None:
     if not backend.kernel_loaded():
         raise LuodError(
             "no-kernel-loaded",
@@ -67,6 +81,8 @@ def _hand_over(registry: Registry, backend: Backend, reboot: Callable[[], None])
     try:
         registry.begin_kexec()
         os.sync()
+        in_time()
+        holds.hold_blocking("reboot")
         log.info("kexec", vms=len(registry.vms), custody=registry.custody_kind)
         reboot()
     except (LuoError, LuodError) as exc:

@@ -47,7 +47,11 @@ def recover(registry: Registry, backend: Backend, custody: Custody) -> RecoveryR
     adopted = _adopt_custody(backend.device, custody)
     try:
         with backend.device.open() as device:
+            state: tuple[Session | None, manifest_io.Manifest] | None
             state = _take_state_session(device, custody, adopted, report)
+            if state is None and (disk := _kexec_on_disk(registry)) is not None:
+                log.warning("state-session-gone", note="the disk manifest of the kexec is used")
+                state = (None, disk)
             if state is not None:
                 _after_kexec(registry, device, custody, state, adopted, report)
             else:
@@ -85,6 +89,7 @@ def _take_state_session(
             if exc.errno == errno.ENOENT:
                 return None
             raise
+        custody.deposit(STATE_SESSION, session)  # first: its last close would FINISH it
         report.retrieved.append(STATE_SESSION)
     try:
         with session.retrieve(MANIFEST_TOKEN) as fd:
@@ -99,11 +104,22 @@ def _take_state_session(
     return session, manifest
 
 
+def _kexec_on_disk(registry: Registry) -> manifest_io.Manifest | None:
+    """The disk manifest a luod wrote just before a kexec, when this boot came through
+    that kexec but session ``luod`` is gone (a luod killed after retrieving it, before its
+    custody had it): the VM sessions are still there, by name."""
+    disk = manifest_io.read_disk(registry.state_dir)
+    info = registry.info
+    if disk is None or not disk.kexec_pending or disk.boot_id == info.boot_id:
+        return None
+    return disk if info.liveupdate_number > disk.liveupdate_number else None
+
+
 def _after_kexec(
     registry: Registry,
     device: OpenDevice,
     custody: Custody,
-    state: tuple[Session, manifest_io.Manifest],
+    state: tuple[Session | None, manifest_io.Manifest],
     adopted: dict[str, Session],
     report: RecoveryReport,
 ) -> None:
@@ -122,8 +138,9 @@ def _after_kexec(
         vm.touch(VmState.INCOMING, note=f"preserved by {manifest.release}")
         report.restored.append(vm.id)
     registry.restore(manifest.vms, sessions, previous=manifest)
-    state_session.finish()  # every file of it (the manifest) was retrieved
-    state_session.close()
+    if state_session is not None:
+        state_session.finish()  # every file of it (the manifest) was retrieved
+        state_session.close()
     custody.withdraw(STATE_SESSION)
 
 

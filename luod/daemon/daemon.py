@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 import luod
-from luod.core import compat
+from luod.core import compat, holds
 from luod.core.clock import Clock, SystemClock
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
@@ -107,6 +107,7 @@ class Daemon:
         self.registry = Registry(
             self.backend, self.custody, settings.state_dir, settings.access, limits=settings.limits
         )
+        holds.hold_blocking("recovery")
         self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
 
     def _wire(self, spawn: Spawn) -> None:
@@ -202,12 +203,14 @@ class Daemon:
                 self.qualifications,
             )
             background.append(tasks.create_task(api))
+        reclaiming = self.driver.resume_interrupted(after_kexec, self.started)  # a killed luod's
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
         self.nics.start(self.driver.vm_step)  # VMs back from a kexec with NICs: none, no import
         self.qualifications.resume(after_kexec)  # after the update's: its record is reopened
-        if after_kexec:
+        if after_kexec or reclaiming:
             background.append(tasks.create_task(self._reclaim_grace()))
+        if after_kexec:
             background.append(tasks.create_task(uplink_watch.watch(self.driver.log)))
         await self._stop.wait()
         systemd.stopping()

@@ -132,6 +132,7 @@ class LuodHandler:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER, inline=True)
         self.connections.track(req.id, conn)
+        self.driver.vmm_back(req.id)
         if req.nics is not None:
             return await self._declare_nics(conn, codec.Nics(req.seq, req.id, req.nics))
         return {"vm": _vm(vm)}, ()
@@ -181,6 +182,7 @@ class LuodHandler:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.DELEGATION)
         self.connections.track(req.id, conn)
+        self.driver.vmm_back(req.id)
         return {"vm": _vm(vm)}, ()
 
     async def _ready(self, conn: VmmConnection, req: codec.Ready) -> Reply:

@@ -46,16 +46,17 @@ class KexecStep:
             self._facts = self.settings.facts()
         return kexec_mode.choose(self.settings.mode, self._facts)
 
-    async def run(self, plan: KexecPlan) -> None:
+    async def run(self, plan: KexecPlan, in_time: Callable[[], None] = lambda: None) -> None:
         """Returns only if the kexec did not happen, by raising LuodError (state rolled back);
-        luod.kernel.KernelGone where luod outlives it (the simulator)."""
+        luod.kernel.KernelGone where luod outlives it (the simulator). ``in_time`` is called
+        just before the reboot (or systemctl kexec) and raises to call it off."""
         if plan.mode == "systemd":
             await asyncio.to_thread(
-                handoff.kexec_systemd, self.registry, self.backend, self.settings.start
+                handoff.kexec_systemd, self.registry, self.backend, self.settings.start, in_time
             )
             await self._stopped_by_systemd()
         else:
-            await asyncio.to_thread(handoff.kexec_direct, self.registry, self.backend)
+            await asyncio.to_thread(handoff.kexec_direct, self.registry, self.backend, in_time)
 
     async def _stopped_by_systemd(self) -> None:
         """systemd accepted the kexec and will stop luod: wait for that (the cancel from

@@ -6,6 +6,7 @@ pure state machine (luod.core.orchestrator) for every move. Its parts: the READY
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +14,10 @@ from typing import Any
 
 import structlog
 
-from luod.core import compat, dialect, handoff, preflight, timeline
+from luod.core import compat, dialect, handoff, holds, preflight, running, timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.model import Mode, VmState
-from luod.core.orchestrator import Phase, UpdateMachine
+from luod.core.orchestrator import Phase, Transition, UpdateMachine
 from luod.core.registry import Registry
 from luod.daemon import nics
 from luod.daemon.barrier import ReadyBarrier
@@ -79,7 +80,9 @@ class UpdateDriver:
         self.unload_on_abort = unload_on_abort
         self.running_image = running_image  # None: the platform's guess (/boot/vmlinuz-*)
         self.managed_bridges = managed_bridges
-        self.log = UpdateLog(clock, events, registry.state_dir)
+        self.log = UpdateLog(clock, events, registry.state_dir, registry.info.boot_id)
+        self.clock = clock
+        self._owed_resume: dict[str, str] = {}  # VM -> reason: a killed luod's abort (RESUME)
         self.machine = UpdateMachine(clock, emit=self.log.phase)
         self._base_deadlines = {
             **self.machine.deadlines,
@@ -215,20 +218,23 @@ class UpdateDriver:
             self.log.uplink(await asyncio.to_thread(uplink.default_uplink))
             handoff.load_next_kernel(self.backend, request.kernel, request.initrd, request.cmdline)
             self._loaded = True
+            await holds.hold("preparing")
             await nics.record(self.registry, self.managed_bridges)
             await self.barrier.cross(
                 self._delegated(), "START_PRESERVATION", Phase.PREPARING, self._session_fd
             )
             self.machine.go(Phase.PREPARED, "every VM preserved")
+            await holds.hold("prepared")
             self.machine.go(Phase.FREEZING, "operator or automatic freeze")
             await self.barrier.cross(list(self.registry.vms), "FREEZE", Phase.FREEZING)
             self.machine.go(Phase.FROZEN, "every VM answered READY")
+            await holds.hold("frozen")
             await self._kexec()
         except asyncio.CancelledError:
-            self._abort(self._abort_reason)
+            await self._abort_in_time(self._abort_reason)
         except LuodError as exc:
             if self.machine.abortable:
-                self._abort(f"{exc.code}: {exc.message}")
+                await self._abort_in_time(f"{exc.code}: {exc.message}")
             else:
                 self.log.finish("failed", f"{exc.code}: {exc.message}")
         finally:
@@ -236,17 +242,32 @@ class UpdateDriver:
 
     async def _kexec(self) -> None:
         plan = self.kexec.plan()
+        frozen_until = self.machine.deadline()  # the `frozen` deadline bounds the VMs' pause
         self.machine.go(Phase.REBOOTING, f"kexec ({plan.mode})")
         assert self.log.record is not None
         self.registry.carry("update", self.log.record.to_dict())
         try:
-            await self.kexec.run(plan)
+            await self.kexec.run(plan, lambda: self._frozen_in_time(frozen_until))
         except KernelGone:  # luod outlived the kexec (the simulator): it stops as if rebooted
             self.on_kexec()
         except LuodError as exc:
             self.machine.go(Phase.PREPARED, f"reboot failed: {exc.message}")
-            self._abort(
-                f"reboot failed ({exc.code}): the kernel rolled the freeze back", outcome="failed"
+            if exc.code == "deadline":
+                await self._abort_in_time(f"deadline: {exc.message}")
+            else:
+                await self._abort_in_time(
+                    f"reboot failed ({exc.code}): the kernel rolled the freeze back",
+                    outcome="failed",
+                )
+
+    def _frozen_in_time(self, until: float | None) -> None:
+        """Just before the reboot syscall (after the sync): past the `frozen` deadline the
+        kexec is called off and every VM resumes (the handover is rolled back first)."""
+        if until is not None and (late := self.clock.now().monotonic - until) > 0:
+            raise LuodError(
+                "deadline",
+                f"frozen {late:.1f} s past the frozen deadline before the reboot",
+                "the sync before the kexec was slow: raise `deadlines.frozen`, or sync first",
             )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -257,15 +278,42 @@ class UpdateDriver:
             self._task = None
 
     def _abort(self, reason: str, outcome: str = "aborted") -> None:
+        """The abort where nothing can wait (a task cancelled before its first step)."""
+        self._enter_abort(reason)
+        if self._loaded and self.unload_on_abort:
+            self._unload()
+        self._end_abort(reason, outcome)
+
+    async def _abort_in_time(self, reason: str, outcome: str = "aborted") -> None:
+        """The abort, its kernel unload bounded by the `aborting` deadline: past it luod goes
+        back to idle anyway (the VMMs got RESUME first) and the outcome says so."""
+        self._enter_abort(reason)
+        if self._loaded and self.unload_on_abort:
+            limit = self.machine.remaining()
+            unload = asyncio.ensure_future(asyncio.to_thread(self._unload))
+            with contextlib.suppress(asyncio.CancelledError):  # a second abort: end this one
+                done, _ = await asyncio.wait([unload], timeout=limit)
+                if not done:
+                    log.error("unload-overdue", seconds=limit, hint="see /sys/kernel/kexec_loaded")
+                    reason += (
+                        f" (the kernel unload did not end within the aborting deadline, "
+                        f"{limit:g} s: the next kernel may still be loaded)"
+                    )
+        self._end_abort(reason, outcome)
+
+    def _enter_abort(self, reason: str) -> None:
         self.machine.go(Phase.ABORTING, reason)
         for vm_id, conn in self.connections:
             if dialect.may_send("RESUME", conn.capabilities):
                 conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
-        if self._loaded and self.unload_on_abort:
-            try:
-                self.backend.unload_kernel()
-            except LuoError as exc:
-                log.warning("unload-failed", error=str(exc))
+
+    def _unload(self) -> None:
+        try:
+            self.backend.unload_kernel()
+        except LuoError as exc:
+            log.warning("unload-failed", error=str(exc))
+
+    def _end_abort(self, reason: str, outcome: str) -> None:
         self._loaded = False
         self.machine.go(Phase.IDLE, "aborted: every VM resumed, sessions still preserved")
         self.log.finish(outcome, reason)
@@ -281,16 +329,20 @@ class UpdateDriver:
         """Recovery took the sessions back: continue the carried record in RECLAIMING."""
         previous = self.registry.previous
         data = previous.extra.get("update") if previous else None
-        if not data:
-            return
-        record = self.log.reopen(data, started)
+        if data:
+            self._reclaim_from(data, started)
+
+    def _reclaim_from(self, data: dict[str, Any], started: Stamp) -> None:
+        self._reclaiming(self.log.reopen(data, started), "luod started after the kexec")
+        self._maybe_complete()
+
+    def _reclaiming(self, record: timeline.UpdateRecord, reason: str) -> None:
         asked = record.request.get("deadlines", {})
         self.machine.deadlines = {
             **self._base_deadlines,
             **{Phase(k): v for k, v in asked.items() if k == "reclaiming"},
         }
-        self.machine.go(Phase.RECLAIMING, "luod started after the kexec")
-        self._maybe_complete()
+        self.machine.go(Phase.RECLAIMING, reason)
 
     def vm_step(self, vm_id: str, step: str) -> None:
         if self.log.record is None or self.machine.phase is not Phase.RECLAIMING:
@@ -314,3 +366,50 @@ class UpdateDriver:
         """VMs that came through the update and are not done (new registrations don't count)."""
         came = (VmState.INCOMING, VmState.RECLAIMED)
         return [v.id for v in self.registry.vms.values() if v.state in came]
+
+    # --- after a luod that was killed in the middle of an update (luod.core.running) ---------
+    def resume_interrupted(self, after_kexec: bool, started: Stamp) -> bool:
+        """End or continue the update a killed luod left running. True when it goes on in
+        RECLAIMING (the caller then runs the grace period)."""
+        found = running.read(self.registry.state_dir, self.registry.info.boot_id)
+        if found is None or after_kexec:  # after the kexec the manifest carries the record
+            running.clear(self.registry.state_dir)
+            return False
+        if found.phase is Phase.REBOOTING and not found.same_boot and self._unfinished():
+            self._reclaim_from(found.record.to_dict(), started)  # killed before it got here
+            return self.machine.phase is Phase.RECLAIMING
+        self.log.adopt(found.record)
+        if found.phase is Phase.RECLAIMING and found.same_boot:
+            self._reclaiming(found.record, "luod restarted during reclaiming")
+            self.machine.entered = found.entered() or self.machine.entered  # the grace goes on
+        elif found.phase is Phase.IDLE:  # killed while it wrote the end
+            last = found.record.phases[-1]
+            done = "completed" if last["from"] == Phase.RECLAIMING else "aborted"
+            self.log.finish(done, str(last.get("reason", "")))
+        elif found.same_boot:
+            self._abort_interrupted(found.phase)
+        else:
+            reason = f"the machine booted without the live update while luod was {found.phase}"
+            self.log.finish("failed", reason)
+        self._maybe_complete()
+        return self.machine.phase is Phase.RECLAIMING
+
+    def _abort_interrupted(self, phase: Phase) -> None:
+        """Before the reboot: the update ends aborted; every VMM that registers again gets
+        RESUME (it may have paused for FREEZE); a kernel the killed luod loaded is unloaded."""
+        reason = f"luod restarted during {phase}: every VM resumed, sessions still preserved"
+        now = self.clock.now()
+        if phase is not Phase.ABORTING:
+            self.log.phase(Transition(phase, Phase.ABORTING, reason, now))
+        self.log.phase(Transition(Phase.ABORTING, Phase.IDLE, reason, now))
+        self._owed_resume = dict.fromkeys(self.registry.vms, reason)
+        if self.unload_on_abort and self.backend.kernel_loaded():
+            self._unload()
+        self.log.finish("aborted", reason)
+
+    def vmm_back(self, vm_id: str) -> None:
+        """A VMM registered again: the RESUME a killed luod owed it, if any."""
+        reason = self._owed_resume.pop(vm_id, None)
+        conn = self.connections.of(vm_id)
+        if reason and conn is not None and dialect.may_send("RESUME", conn.capabilities):
+            conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))

@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from luod.core import running as on_disk
 from luod.core import timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.orchestrator import Transition
@@ -17,15 +18,20 @@ log = structlog.get_logger("luod.update")
 
 
 class UpdateLog:
-    def __init__(self, clock: Clock, events: EventBus, state_dir: Path) -> None:
+    def __init__(self, clock: Clock, events: EventBus, state_dir: Path, boot_id: str = "") -> None:
         self.clock = clock
         self.events = events
         self.state_dir = state_dir
+        self.boot_id = boot_id
         self.record: timeline.UpdateRecord | None = None
 
     def open(self, request: dict[str, Any]) -> timeline.UpdateRecord:
         self.record = timeline.UpdateRecord(request=request)
         return self.record
+
+    def adopt(self, record: timeline.UpdateRecord) -> None:
+        """The record of an update a killed luod left running (luod.core.running)."""
+        self.record = record
 
     def reopen(self, data: dict[str, Any], started: Stamp) -> timeline.UpdateRecord:
         """After the kexec: the record the previous kernel's luod carried over, with this
@@ -46,6 +52,7 @@ class UpdateLog:
     def phase(self, transition: Transition) -> None:
         if self.record is not None:
             self.record.phase(transition.to_dict())
+            self._save()
         self.events.publish({"event": "PHASE", **transition.to_dict()})
         log.info("phase", **{k: v for k, v in transition.to_dict().items() if k != "at"})
 
@@ -70,6 +77,7 @@ class UpdateLog:
         """After the kexec: a VM ``reclaimed`` (or claimed) its files, or is ``done``."""
         assert self.record is not None
         self.record.vm_event(vm_id, step, self.clock.now())
+        self._save()
         self.events.publish({"event": "VM_PROGRESS", "id": vm_id, "step": step})
 
     def uplink(self, link: str | None) -> None:
@@ -89,12 +97,18 @@ class UpdateLog:
             record.event("uplink_up", now)
         log.info("uplink-up", link=link, since_kernel_boot=round(now.boottime, 3))
 
+    def _save(self) -> None:
+        """On disk while it runs: a luod killed now finds it when it starts (core.running)."""
+        if self.record is not None and self.record.outcome == "running":
+            on_disk.write(self.state_dir, self.record, self.boot_id)
+
     def finish(self, outcome: str, reason: str) -> None:
         if self.record is None:
             return
         self.record.outcome, self.record.reason = outcome, reason
         if outcome != "running":
             timeline.append_history(self.state_dir, self.record)
+            on_disk.clear(self.state_dir)
         self.events.publish(
             {"event": "UPDATE_END", "id": self.record.id, "outcome": outcome, "reason": reason}
         )

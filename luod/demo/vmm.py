@@ -22,7 +22,7 @@ from typing import Any
 from luod.demo.ram import RamRegion, digest, parse_size
 from luod.errors import LuodError
 from luod.kernel import LuoError, kernel_backend
-from luod.vmm.client import Client
+from luod.vmm.client import Client, ConnectionBroken
 
 DEFAULT_SOCKET = "/run/luod/liveupdate.sock"
 
@@ -71,7 +71,9 @@ class Runner:
     def run(self) -> int:
         signal.signal(signal.SIGUSR1, lambda *_: self.stop.set())
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        with Client(self.args.socket) as client:
+        client: Client | None = Client(self.args.socket)
+        assert client is not None
+        try:
             if self.args.mode == "handover":
                 client.register(self.args.id, nics=[_nic(spec) for spec in self.args.nic])
                 client.preserve(self.args.id, {r.name: r.fd for r in self.regions})
@@ -81,24 +83,58 @@ class Runner:
                 if self.args.nic:
                     client.nics(self.args.id, [_nic(spec) for spec in self.args.nic])
                 _say("subscribed", vm=self.args.id)
-            self._guest_runs(client)
+            while (client := self._guest_runs(client)) is not None:
+                pass
+        finally:
+            if client is not None:
+                client.close()
         self._record()
         return 0
 
-    def _guest_runs(self, client: Client) -> None:
-        """Write into RAM and answer luod's events until a signal stops the VMM."""
+    def _reconnect(self) -> Client | None:
+        """luod went away (killed, restarted): connect again and REGISTER/SUBSCRIBE again
+        (api/vmm-protocol.md §12); the guest stays as it was (paused stays paused)."""
+        _say("luod-gone", vm=self.args.id, paused=not self.running)
+        while not self.stop.wait(0.2):
+            client = None
+            try:
+                client = Client(self.args.socket)
+                if self.args.mode == "handover":
+                    client.register(self.args.id)
+                else:
+                    client.subscribe(self.args.id)
+            except (OSError, ConnectionBroken, LuodError):
+                if client is not None:
+                    client.close()
+                continue
+            _say("reconnected", vm=self.args.id)
+            return client
+        return None
+
+    def _guest_runs(self, client: Client) -> Client | None:
+        """Write into RAM and answer luod's events until a signal stops the VMM (None), or
+        luod goes away (the new connection)."""
         while not self.stop.is_set():
             if self.running:
                 for region in self.regions:
                     region.scribble(self.writes)
                 self.writes += 1
-            event = client.wait_event(timeout=self.args.interval)
-            if event is not None:
-                with event:
-                    try:
-                        self._on_event(client, event)
-                    except LuodError as exc:  # e.g. an update aborted meanwhile
-                        _say("event-failed", vm=self.args.id, name=event.name, error=str(exc))
+            try:
+                event = client.wait_event(timeout=self.args.interval)
+                if event is not None:
+                    with event:
+                        self._answer(client, event)
+            except (OSError, ConnectionBroken):
+                client.close()
+                return self._reconnect()
+        client.close()
+        return None
+
+    def _answer(self, client: Client, event: Any) -> None:
+        try:
+            self._on_event(client, event)
+        except LuodError as exc:  # e.g. an update aborted meanwhile
+            _say("event-failed", vm=self.args.id, name=event.name, error=str(exc))
 
     def _on_event(self, client: Client, event: Any) -> None:
         if event.name == "START_PRESERVATION":

@@ -1,0 +1,61 @@
+"""The running update's record on disk (STATE_DIR/update-running.json), rewritten at every
+phase transition and removed when the update ends. A luod killed in the middle of an update
+reads it when it starts again and ends or continues that update (docs/operations.md §8.13):
+before the reboot it ends as aborted (every VMM is owed a RESUME); in ``reclaiming`` it goes
+on; after a boot that did not come through the live update it ends as failed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from luod.core.clock import Stamp
+from luod.core.orchestrator import Phase
+from luod.core.timeline import UpdateRecord
+
+RUNNING: Final = "update-running.json"
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """An update a previous luod did not end: its record, the phase it was in, and whether
+    that luod ran in this boot."""
+
+    record: UpdateRecord
+    phase: Phase
+    same_boot: bool
+
+    def entered(self) -> Stamp | None:
+        """When the record last entered ``phase`` (monotonic: valid in its own boot only)."""
+        for transition in reversed(self.record.phases):
+            if transition.get("to") == self.phase and isinstance(transition.get("at"), dict):
+                return Stamp(**transition["at"])
+        return None
+
+
+def write(state_dir: Path, record: UpdateRecord, boot_id: str) -> None:
+    """Replace the file atomically: a crash leaves the old record or the new one."""
+    temporary = state_dir / f".{RUNNING}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps({"boot_id": boot_id, "record": record.to_dict()}))
+    os.replace(temporary, state_dir / RUNNING)
+
+
+def clear(state_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / RUNNING).unlink()
+
+
+def read(state_dir: Path, boot_id: str) -> Interrupted | None:
+    """The update a previous luod left running, or None (no file, or one luod cannot read)."""
+    try:
+        data: dict[str, Any] = json.loads((state_dir / RUNNING).read_text())
+        record = UpdateRecord.from_dict(data["record"])
+        phases = record.phases
+        phase = Phase(phases[-1]["to"]) if phases else Phase.PREPARING
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Interrupted(record, phase, data.get("boot_id") == boot_id)
