@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -176,6 +177,7 @@ class Daemon:
         self._handle_signals()
         background = [tasks.create_task(server.serve())]
         systemd.ready(f"serving {len(self.registry.vms)} VMs ({self.report.mode})")
+        gc.freeze()  # the start-up heap lives as long as luod: later collections skip it
         if (interval := systemd.watchdog_interval()) is not None:
             background.append(tasks.create_task(systemd.watchdog(interval)))
         after_kexec = self.report.mode == "after-kexec"

@@ -21,3 +21,7 @@ def configure(level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def get_logger() -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger("luod")  # type: ignore[no-any-return]
