@@ -6,7 +6,8 @@ Four measures per size (medians), each a superset of the one before:
    (memfd inspection, the ownership checks, the one journal line per request, the log line);
 3. floor: a round trip to the cheapest daemon there is (a blocking Python loop: one frame and
    the fd in by SCM_RIGHTS, one line out), plus the raw ioctl: what any userspace agent costs;
-4. luod: the PRESERVE request through luod's socket (luod.vmm.client to a luod subprocess).
+4. luod: the PRESERVE request through luod's socket (luod.vmm.client to a luod subprocess);
+5. batched: per file, when a VMM hands BATCH files over in one PRESERVE request.
 
 ``luod - floor`` is what luod adds over a minimal agent, ``core - raw`` its bookkeeping.
 """
@@ -31,12 +32,33 @@ from luod.daemon.daemon import Daemon
 from luod.daemon.settings import Settings
 from luod.kernel import Backend, kernel_backend
 from luod.kernel.sim import sim_backend
+from luod.vmm.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 SIZES = {"4 KiB": (4096, 200), "64 MiB": (64 * MIB, 6)}
+BATCH = 16
 SOL = socket.SOL_SOCKET
 REQUEST = b'{"cmd":"PRESERVE","id":"vm","files":[{"name":"ram0","kind":"memfd"}],"seq":1}\n'
+
+
+def batched_samples(workdir: Path, size: int, rounds: int, real_kernel: bool) -> list[float]:
+    """Per file, BATCH files handed over in one PRESERVE request (one round trip, one journal
+    line, for all of them)."""
+    with (
+        handover.daemon(workdir / f"batch-{size}", "--no-api", real_kernel=real_kernel) as path,
+        Client(path) as client,
+    ):
+        client.register("vm-batch")
+        samples = []
+        for index in range(max(rounds // BATCH, 3)):
+            fds = [handover.filled(size) for _ in range(BATCH)]
+            files = {f"ram{index}-{n}": fd for n, fd in enumerate(fds)}
+            samples.append(timed(lambda f=files: client.preserve("vm-batch", f)) / BATCH)
+            for fd in fds:
+                fd.close()
+        client.drop("vm-batch")
+    return samples
 
 
 def quiet_logs() -> None:
@@ -130,7 +152,14 @@ def measure(workdir: Path, real_kernel: bool = False) -> dict[str, dict[str, flo
         raw = median(handover.raw_preserve(backend, size, rounds) + raws)
         core = median(core_samples(workdir / f"core-{size}", size, rounds, real_kernel))
         trip = median(floor_samples(workdir, size, rounds))
-        result[label] = {"raw": raw, "core": core, "floor": trip + raw, "luod": median(vias)}
+        batch = median(batched_samples(workdir, size, rounds, real_kernel))
+        result[label] = {
+            "raw": raw,
+            "core": core,
+            "floor": trip + raw,
+            "luod": median(vias),
+            "batched": batch,
+        }
     if not real_kernel:
         backend.platform.close()  # type: ignore[attr-defined]
     return result
@@ -148,6 +177,7 @@ def rows(where: str, measures: dict[str, dict[str, float]]) -> list[list[str]]:
                 f"{human(m['floor'])} ({m['floor'] / raw:.2f})",
                 f"{human(m['luod'])} ({m['luod'] / raw:.2f})",
                 human(m["luod"] - m["floor"]),
+                f"{human(m['batched'])} ({m['batched'] / raw:.2f})",
             ]
         )
     return out
@@ -182,6 +212,7 @@ def report() -> str:
         "floor (/raw)",
         "luod (/raw)",
         "luod-floor",
+        f"luod, {BATCH} per request (/raw)",
     ]
     return "Where a PRESERVE's time goes (see bench/preserve_cost.py)\n" + table(header, table_rows)
 
