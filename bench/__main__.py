@@ -12,8 +12,10 @@ from bench import (
     handover,
     net_rebuild,
     orchestration,
+    preserve_cost,
     qemu_handover,
     rest_load,
+    startup,
     systemd_blackout,
 )
 
@@ -21,7 +23,9 @@ from bench import (
 def main() -> int:
     reports = (
         baseline,
+        startup,
         handover,
+        preserve_cost,
         qemu_handover,
         orchestration,
         rest_load,

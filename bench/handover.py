@@ -74,7 +74,7 @@ def spawn_simulated(state: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_for_socket(socket: Path, timeout: float = 20) -> None:
+def wait_for_socket(socket: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not socket.exists():
         if time.monotonic() > deadline:
@@ -103,14 +103,17 @@ def luod_preserve(client: Client, vm: str, size: int, rounds: int) -> list[float
 
 
 def preserve_samples(
-    workdir: Path, sizes: dict[str, tuple[int, int]] = SIZES, real_kernel: bool = False
+    workdir: Path,
+    sizes: dict[str, tuple[int, int]] = SIZES,
+    real_kernel: bool = False,
+    extra: tuple[str, ...] = DAEMON_ARGS,
 ) -> dict[str, tuple[list[float], list[float]]]:
     """Per size: (raw PRESERVE_FD samples, samples of one PRESERVE request through luod),
     taken in turns so that both sides see the same machine."""
     backend = kernel_backend() if real_kernel else sim_backend(workdir / "raw")
     samples = {}
     with (
-        daemon(workdir / "luod", *DAEMON_ARGS, real_kernel=real_kernel) as socket,
+        daemon(workdir / "luod", *extra, real_kernel=real_kernel) as socket,
         Client(socket) as client,
     ):
         for label, (size, rounds) in sizes.items():

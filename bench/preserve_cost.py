@@ -145,7 +145,7 @@ def measure(workdir: Path, real_kernel: bool = False) -> dict[str, dict[str, flo
     """Per size: the medians of raw, core, floor (round trip + raw) and luod."""
     quiet_logs()
     backend: Backend = kernel_backend() if real_kernel else sim_backend(workdir / "raw")
-    through = handover.preserve_samples(workdir, SIZES, real_kernel=real_kernel)
+    through = handover.preserve_samples(workdir, SIZES, real_kernel, extra=("--no-api",))
     result = {}
     for label, (size, rounds) in SIZES.items():
         raws, vias = through[label]
