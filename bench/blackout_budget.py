@@ -1,8 +1,8 @@
 """The blackout budget: each VM's pause split into its six parts, for 1, 10 and 100 VMs.
 
 1. FREEZE sent -> READY (the VMM pauses);
-2. last READY -> reboot() (luod's pre-reboot part; on the simulator: until the old luod is
-   gone, an upper bound);
+2. last READY -> reboot() (luod's pre-reboot part; on the simulator: until the simulated
+   kernel has written its handover, the file's mtime);
 3. reboot() -> luod exec (the kernel's part; none on the simulator, whose "kexec" is luod
    exiting and the bench starting it again at once);
 4. exec -> sessions retrieved (luod's start-up);
@@ -119,7 +119,7 @@ async def one_update(workdir: Path, count: int) -> dict[str, Any]:
     with Client(socket) as operator, contextlib.suppress(LuodError, ConnectionError, OSError):
         await asyncio.to_thread(operator.update, image, wait=True)
     await asyncio.to_thread(old.wait, 30)
-    gone = time.time()
+    rebooted = (state / "kernel" / "handover" / "handover.json").stat().st_mtime
     for task in holding:
         task.cancel()
     await asyncio.gather(*holding, return_exceptions=True)
@@ -133,7 +133,7 @@ async def one_update(workdir: Path, count: int) -> dict[str, Any]:
         new.terminate()
         await asyncio.to_thread(new.wait, 10)
     record = json.loads((state / "history.jsonl").read_text().splitlines()[-1])
-    return {"record": record, "gone": gone, "exec": started, "vmms": vmms}
+    return {"record": record, "rebooted": rebooted, "exec": started, "vmms": vmms}
 
 
 def parts_of(run: dict[str, Any]) -> list[list[float | None]]:
@@ -148,7 +148,7 @@ def parts_of(run: dict[str, Any]) -> list[list[float | None]]:
         out.append(
             [
                 stamps["freeze_ack"]["realtime"] - stamps["freeze_sent"]["realtime"],
-                run["gone"] - last_ready,
+                run["rebooted"] - last_ready,
                 None,
                 retrieved - run["exec"],
                 vmm.reclaim_sent - retrieved,
