@@ -8,8 +8,8 @@ import sys
 from bench import (
     abi_preflight,
     baseline,
-    fleet,
     blackout_budget,
+    fleet,
     handover,
     memory,
     net_rebuild,
