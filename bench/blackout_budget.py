@@ -163,17 +163,39 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
-def measure() -> tuple[dict[int, list[list[float | None]]], list[float]]:
-    per_count: dict[int, list[list[float | None]]] = {}
-    bare: list[float] = []
+def fan_out(run: dict[str, Any]) -> float:
+    """The last VM's RECLAIM after the first's."""
+    sent = [vmm.reclaim_sent for vmm in run["vmms"]]
+    return max(sent) - min(sent)
+
+
+def first_reclaim(run: dict[str, Any]) -> float:
+    """luod's exec -> the first RECLAIM sent (parts 4 + 5 of the first VM)."""
+    return min(vmm.reclaim_sent for vmm in run["vmms"]) - float(run["exec"])
+
+
+class Measures:
+    def __init__(self) -> None:
+        self.parts: dict[int, list[list[float | None]]] = {}
+        self.fan_out: dict[int, list[float]] = {}
+        self.first: list[float] = []
+        self.bare: list[float] = []
+
+
+def measure() -> Measures:
+    found = Measures()
     for count in COUNTS:
         rows: list[list[float | None]] = []
+        fans = []
         for _ in range(ROUNDS):
             with tempfile.TemporaryDirectory() as tmp:
-                rows += parts_of(asyncio.run(one_update(Path(tmp), count)))
-            bare.append(run_once(BARE))
-        per_count[count] = rows
-    return per_count, bare
+                run = asyncio.run(one_update(Path(tmp), count))
+            rows += parts_of(run)
+            fans.append(fan_out(run))
+            found.first.append(first_reclaim(run))
+            found.bare.append(run_once(BARE))
+        found.parts[count], found.fan_out[count] = rows, fans
+    return found
 
 
 def summary(rows: list[list[float | None]], index: int) -> tuple[float, float] | None:
@@ -211,9 +233,30 @@ def plot(per_count: dict[int, list[list[float | None]]]) -> list[Path]:
     return paths
 
 
+def targets(found: Measures, python: float) -> str:
+    """Issue 17 §2's targets that this bench measures, PASS or MISS."""
+    most = max(COUNTS)
+    pre_reboot = summary(found.parts[most], 1)
+    fan = statistics.median(found.fan_out[most])
+    first = statistics.median(found.first) / python
+    lines = [
+        [f"pre-reboot part (2) at {most} VMs", human(pre_reboot[0]) if pre_reboot else "-"],
+        [f"reclaim fan-out at {most} VMs (last RECLAIM - first)", human(fan)],
+        ["exec -> first RECLAIM / python3 -c pass", f"{first:.2f}"],
+    ]
+    limits = [(pre_reboot[0] if pre_reboot else float("inf"), 5e-3), (fan, 20e-3), (first, 3.0)]
+    shown = ["<= 5 ms", "<= 20 ms", "<= 3"]
+    rows = [
+        [*line, limit, "PASS" if value <= bound else "MISS"]
+        for line, limit, (value, bound) in zip(lines, shown, limits, strict=True)
+    ]
+    return table(["target", "measure", "target", ""], rows)
+
+
 def report() -> str:
-    per_count, bare = measure()
-    python = statistics.median(bare)
+    measures = measure()
+    per_count = measures.parts
+    python = statistics.median(measures.bare)
     rows = []
     for count, parts in per_count.items():
         for index, part in enumerate(PARTS):
@@ -232,6 +275,8 @@ def report() -> str:
         + table(header, rows)
         + "\nplot: "
         + ", ".join(os.path.relpath(p, REPO) for p in paths)
+        + "\n\n"
+        + targets(measures, python)
     )
 
 
