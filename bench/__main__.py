@@ -10,6 +10,7 @@ from bench import (
     baseline,
     blackout_budget,
     fleet,
+    flame,
     handover,
     memory,
     net_rebuild,
@@ -37,6 +38,7 @@ def main() -> int:
         net_rebuild,
         fleet,
         abi_preflight,
+        flame,
     )
     for report in (module.report for module in reports):
         print(report(), end="\n\n", flush=True)
