@@ -23,7 +23,6 @@ from typing import Any
 import structlog
 
 import luod
-from luod.core import compat
 from luod.core.clock import Clock, SystemClock
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
@@ -36,6 +35,7 @@ from luod.daemon.kexec_step import KexecSettings
 from luod.daemon.settings import ApiSettings, Settings
 from luod.daemon.update import Spawn, UpdateDriver
 from luod.kernel import Backend, open_backend
+from luod.kernel.images import Declared
 from luod.vmm.server import VmmServer
 
 log = structlog.get_logger("luod")
@@ -91,7 +91,7 @@ class Daemon:
             open_backend(
                 settings.simulate,
                 sim_cmdline=settings.sim_cmdline,
-                sim_read_abi=compat.CACHE.declared,  # a kexec'd simulator is the image's kernel
+                sim_read_abi=_declared_abi,  # a kexec'd simulator is the image's kernel
             )
             if self._backend is None
             else self._backend
@@ -234,6 +234,15 @@ class Daemon:
         owns it) and custody's local resources (what custody holds outside luod stays held)."""
         self._opened.close()
         log.info("stopped")
+
+
+def _declared_abi(image: Path) -> Declared | None:
+    """What a kexec'd image declares (the simulator boots as that kernel). The handover-ABI
+    readers (luod.core.compat: bz2, lzma, the image parsers) are imported here, not at start-up:
+    after a real kexec nothing calls this, and the first RECLAIM does not wait for them."""
+    from luod.core import compat
+
+    return compat.CACHE.declared(image)
 
 
 def _unlink(path: Path) -> None:

@@ -9,11 +9,11 @@ import asyncio
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from luod.core import compat, dialect, handoff, preflight, timeline
+from luod.core import dialect, handoff, preflight, timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.model import Mode, VmState
 from luod.core.orchestrator import Phase, UpdateMachine
@@ -27,6 +27,9 @@ from luod.errors import LuodError
 from luod.kernel import Backend, KernelGone, LuoError, OwnedFd
 from luod.net import uplink
 from luod.vmm import codec
+
+if TYPE_CHECKING:
+    from luod.core import compat
 
 log = structlog.get_logger("luod.update")
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
@@ -108,6 +111,8 @@ class UpdateDriver:
         info = self.backend.info()
         cmdline = request.cmdline if request.cmdline is not None else info.cmdline
         vms = list(self.registry.vms.values())
+        from luod.core import compat  # the handover-ABI readers: loaded by the first update
+
         assessment = compat.assess(
             self.backend,
             request.kernel,
