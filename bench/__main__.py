@@ -18,6 +18,7 @@ from bench import (
     preserve_cost,
     qemu_handover,
     rest_load,
+    scaling,
     startup,
     systemd_blackout,
 )
@@ -31,6 +32,7 @@ def main() -> int:
         preserve_cost,
         blackout_budget,
         memory,
+        scaling,
         qemu_handover,
         orchestration,
         rest_load,
