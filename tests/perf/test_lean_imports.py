@@ -20,6 +20,7 @@ AFTER_FIRST_RECLAIM = (
     "luod.rest.app",
     "luod.core.compat",  # the handover-ABI readers: the first update's preflight
     "luod.core.bzimage",
+    "luod.custody.keeper_client",  # custody by the keeper: hosts without systemd, chosen at start
 )
 NOT_FOR_A_VMM = (
     "luod.kernel.backend",
