@@ -15,9 +15,10 @@ from pathlib import Path
 
 from bench import handover, startup
 
-IMPORT_MEASURED = 16.5
-"""``import luod.main`` / ``python -S -c pass`` when set (host, 2 cores, idle; 22.6 before
-structlog's rich, psutil and luod.kernel's eager imports were cut)."""
+IMPORT_MEASURED = 15.8
+"""``import luod.main`` / ``python -S -c pass`` in CPU time, byte-compiled, when set (host;
+24.2 before structlog's rich, psutil, luod.kernel's eager imports, the handover-ABI readers and
+the keeper's client were taken off the start-up path)."""
 PRESERVE_MEASURED = 17.0
 """luod's PRESERVE of one 4 KiB memfd / the raw PRESERVE_FD ioctl (simulator) when set."""
 ATTEMPTS = 3
