@@ -6,6 +6,7 @@ pure state machine (luod.core.orchestrator) for every move. Its parts: the READY
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,9 @@ class UpdateDriver:
                 self._delegated(), "START_PRESERVATION", Phase.PREPARING, self._session_fd
             )
             self.machine.go(Phase.PREPARED, "every VM preserved")
+            # the host's dirty pages flushed before the freeze: the sync before reboot()
+            # (Registry.begin_kexec) then has little left, inside the VMs' pause (issue 17)
+            await asyncio.to_thread(os.sync)
             self.machine.go(Phase.FREEZING, "operator or automatic freeze")
             await self.barrier.cross(list(self.registry.vms), "FREEZE", Phase.FREEZING)
             self.machine.go(Phase.FROZEN, "every VM answered READY")
