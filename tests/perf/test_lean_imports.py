@@ -4,6 +4,7 @@ module on the path to the first RECLAIM fails here, deterministically, without a
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -32,12 +33,13 @@ NOT_FOR_A_VMM = (
 )
 
 
-def loaded_by(module: str) -> set[str]:
+@functools.cache
+def loaded_by(module: str) -> frozenset[str]:
     code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    return set(json.loads(done.stdout))
+    return frozenset(json.loads(done.stdout))
 
 
 @pytest.mark.parametrize("heavy", AFTER_FIRST_RECLAIM)
