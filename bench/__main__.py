@@ -8,13 +8,19 @@ import sys
 from bench import (
     abi_preflight,
     baseline,
+    blackout_budget,
+    flame,
     fleet,
     handover,
+    memory,
     net_rebuild,
     orchestration,
+    preserve_cost,
     qemu_handover,
     qualification,
     rest_load,
+    scaling,
+    startup,
     systemd_blackout,
 )
 
@@ -22,7 +28,12 @@ from bench import (
 def main() -> int:
     reports = (
         baseline,
+        startup,
         handover,
+        preserve_cost,
+        blackout_budget,
+        memory,
+        scaling,
         qemu_handover,
         orchestration,
         rest_load,
@@ -31,6 +42,7 @@ def main() -> int:
         fleet,
         qualification,  # before abi_preflight: its records feed the column qualified
         abi_preflight,
+        flame,
     )
     for report in (module.report for module in reports):
         print(report(), end="\n\n", flush=True)

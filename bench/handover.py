@@ -74,7 +74,7 @@ def spawn_simulated(state: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_for_socket(socket: Path, timeout: float = 20) -> None:
+def wait_for_socket(socket: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not socket.exists():
         if time.monotonic() > deadline:
@@ -82,47 +82,63 @@ def wait_for_socket(socket: Path, timeout: float = 20) -> None:
         time.sleep(0.001)
 
 
-def raw_preserve(backend: Backend, size: int, rounds: int) -> float:
+def raw_preserve(backend: Backend, size: int, rounds: int) -> list[float]:
     samples = []
-    session = backend.device.create_session("bench-raw")
+    session = backend.device.create_session(f"bench-raw-{size}")
     for token in range(rounds):
         with filled(size) as fd:
             samples.append(timed(lambda f=fd, t=token: session.preserve(f, t)))
     session.close()
-    return median(samples)
+    return samples
 
 
-def luod_preserve(client: Client, vm: str, size: int, rounds: int) -> float:
+def luod_preserve(client: Client, vm: str, size: int, rounds: int) -> list[float]:
     client.register(vm)
     samples = []
     for index in range(rounds):
         with filled(size) as fd:
             samples.append(timed(lambda f=fd, i=index: client.preserve(vm, {f"ram{i}": f})))
     client.drop(vm)
-    return median(samples)
+    return samples
 
 
-def preserve_rows(workdir: Path, real_kernel: bool = False) -> list[list[str]]:
+def preserve_samples(
+    workdir: Path,
+    sizes: dict[str, tuple[int, int]] = SIZES,
+    real_kernel: bool = False,
+    extra: tuple[str, ...] = DAEMON_ARGS,
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Per size: (raw PRESERVE_FD samples, samples of one PRESERVE request through luod),
+    taken in turns so that both sides see the same machine."""
     backend = kernel_backend() if real_kernel else sim_backend(workdir / "raw")
-    rows = []
+    samples = {}
     with (
-        daemon(workdir / "luod", *DAEMON_ARGS, real_kernel=real_kernel) as socket,
+        daemon(workdir / "luod", *extra, real_kernel=real_kernel) as socket,
         Client(socket) as client,
     ):
-        for label, (size, rounds) in SIZES.items():
-            raw = raw_preserve(backend, size, rounds)
-            via = luod_preserve(client, f"bench-{size}", size, rounds)
-            rows.append(
-                [
-                    f"preserve {label}",
-                    human(raw),
-                    human(via),
-                    f"{via / raw:.2f}",
-                    ("+" if via >= raw else "-") + human(abs(via - raw)),
-                ]
+        for label, (size, rounds) in sizes.items():
+            samples[label] = (
+                raw_preserve(backend, size, rounds),
+                luod_preserve(client, f"bench-{size}", size, rounds),
             )
     if not real_kernel:
         backend.platform.close()  # type: ignore[attr-defined]
+    return samples
+
+
+def preserve_rows(workdir: Path, real_kernel: bool = False) -> list[list[str]]:
+    rows = []
+    for label, (raws, vias) in preserve_samples(workdir, real_kernel=real_kernel).items():
+        raw, via = median(raws), median(vias)
+        rows.append(
+            [
+                f"preserve {label}",
+                human(raw),
+                human(via),
+                f"{via / raw:.2f}",
+                ("+" if via >= raw else "-") + human(abs(via - raw)),
+            ]
+        )
     return rows
 
 

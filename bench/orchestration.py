@@ -18,7 +18,7 @@ from luod.vmm.client import AsyncClient, Client
 from tests.contract.harness import FAKE_BZIMAGE
 
 CLIENTS = 100
-SESSIONS = 2000
+SESSIONS = 1000  # issue 17: the kernel's practical limit; exec -> serving <= 200 ms
 
 
 async def instant_vmm(socket: Path, vm: str, registered: asyncio.Event, count: list[int]) -> None:
@@ -110,12 +110,18 @@ def report() -> str:
             f"freeze barrier, {CLIENTS} instant clients (FREEZE sent -> last READY)",
             human(barrier),
             "<= 50 ms",
+            "PASS" if barrier <= 0.05 else "MISS",
         ],
-        [f"exec -> serving with {SESSIONS} sessions retrieved", human(serving), "<= 1 s"],
-        [f"RECLAIM + DONE of {SESSIONS} VMs, one client", human(reclaimed), "-"],
+        [
+            f"exec -> serving with {SESSIONS} sessions retrieved",
+            human(serving),
+            "<= 200 ms",
+            "PASS" if serving <= 0.2 else "MISS",
+        ],
+        [f"RECLAIM + DONE of {SESSIONS} VMs, one client", human(reclaimed), "-", ""],
     ]
     return "Update orchestration (simulator, this host)\n" + table(
-        ["measure", "value", "target"], rows
+        ["measure", "value", "target", ""], rows
     )
 
 

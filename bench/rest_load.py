@@ -39,7 +39,8 @@ from luod.rest.serve import serve_rest
 from luod.rest.thread import serve_in_thread
 from tests.rest.harness import FakeVmm, Luod, until
 
-RATE, VMS, RUNS, BATCH = 500, 100, 30, 10  # RUNS updates of each kind, BATCH luods at a time
+# RUNS updates of each kind, BATCH luods at a time; issue 17: p99 <= 5 ms at 1000 req/s
+RATE, VMS, RUNS, BATCH = 1000, 100, 30, 10
 BEFORE, WINDOW = 0.3, 0.7  # seconds: settle before each update; each load window's length
 
 
@@ -238,6 +239,10 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "MISS"
+
+
 def report() -> str:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # BATCH luods of VMS sessions each
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
@@ -247,17 +252,19 @@ def report() -> str:
     served, active = len(load["from_due"]), load["active"]
     slower = median(loaded) / median(quiet) - 1
     floor = median(quiet[1::2]) / median(quiet[::2]) - 1  # quiet vs quiet: the noise
+    p99 = percentile(load["from_due"], 0.99)
     rows = [
         ["GET /v1/status, due -> response", f"{served / active:.0f} req/s (asked {RATE})",
-         human(percentile(load["from_due"], 0.5)), human(percentile(load["from_due"], 0.99)),
-         "p99 <= 10 ms", f"{load['errors']} errors"],
+         human(percentile(load["from_due"], 0.5)), human(p99),
+         "p99 <= 5 ms", f"{verdict(p99 <= 5e-3)}, {load['errors']} errors"],
         ["GET /v1/status, send -> response", f"{served} requests",
          human(percentile(load["from_send"], 0.5)), human(percentile(load["from_send"], 0.99)),
          "", f"load process: {load['cpu'] / active:.0%} CPU"],
         [f"freeze, {VMS} VMs, quiet", f"{len(quiet)} updates",
          human(median(quiet)), human(max(quiet)), "", ""],
         [f"freeze, {VMS} VMs, under load", f"{len(loaded)} updates",
-         human(median(loaded)), human(max(loaded)), "<= +10 %", f"{slower:+.0%} (medians)"],
+         human(median(loaded)), human(max(loaded)), "<= +10 %",
+         f"{verdict(slower <= 0.10)}, {slower:+.0%} (medians)"],
         ["freeze, quiet: odd vs even updates", "", "", "", "",
          f"{floor:+.0%} (the noise floor)"],
     ]  # fmt: skip

@@ -15,9 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-import structlog
-
 import luod
+import luod.lean  # first: structlog without rich (see there)
 from luod.core.access import AccessPolicy
 from luod.core.limits import Limits
 from luod.daemon import config, logs
@@ -26,7 +25,7 @@ from luod.daemon.settings import ApiSettings, Settings
 from luod.errors import LuodError
 from luod.rest.serving import serve_api
 
-log = structlog.get_logger("luod")
+log = logs.get_logger()
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 

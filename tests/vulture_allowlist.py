@@ -3,6 +3,7 @@ who does. vulture matches by name, so each line only has to mention one. Anythin
 nobody, here or in luod, is dead code and goes.
 """
 
+import luod.kernel
 from luod.core import bzimage, clock
 from luod.custody import sdnotify
 from luod.daemon import daemon, facade, handler
@@ -12,6 +13,7 @@ from luod.rest import qualification_models as qm
 from luod.vmm import client, codec
 
 # Frameworks and tools call or read these.
+luod.kernel.__getattr__  # Python calls a module's __getattr__ for a name it lacks (PEP 562)
 facade._implements  # mypy checks there that DaemonFacade implements RestFacade
 app.health  # FastAPI routes
 app.metrics

@@ -12,14 +12,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from luod.core import dialect
-from luod.core.compat import Assessment
 from luod.core.kexec_mode import KexecPlan
 from luod.core.model import STATE_SESSION, Mode, VmRecord, VmState
 from luod.errors import LuodError
 from luod.kernel.probes import KernelInfo, cmdline_flag
+
+if TYPE_CHECKING:  # the handover-ABI readers load with an update, not at start-up
+    from luod.core.compat import Assessment
 
 BZIMAGE_MAGIC_OFFSET: Final = 0x202
 MAX_FILES_PER_SESSION: Final = 63 * 10000

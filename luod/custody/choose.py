@@ -16,7 +16,6 @@ from typing import Final
 
 from luod.core.registry import Custody
 from luod.custody.fdstore import SystemdFdStore, available
-from luod.custody.keeper_client import KeeperCustody
 from luod.custody.memory import MemoryCustody
 
 KINDS: Final = ("auto", "systemd", "keeper", "memory")
@@ -33,4 +32,7 @@ def choose_custody(runtime_dir: Path, prefer: str = "auto") -> Custody:
         return MemoryCustody()
     if prefer == "systemd" or (prefer == "auto" and available()):
         return SystemdFdStore()
+    # here: the keeper's wire format is for hosts without systemd, not every start (issue 17)
+    from luod.custody.keeper_client import KeeperCustody
+
     return KeeperCustody(Path(runtime_dir) / "keeper.sock")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ from typing import Any
 import structlog
 
 import luod
-from luod.core import compat, holds
+from luod.core import holds
 from luod.core.clock import Clock, SystemClock
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
@@ -36,6 +37,7 @@ from luod.daemon.qualification import QualificationDriver
 from luod.daemon.settings import ApiSettings, Settings
 from luod.daemon.update import Spawn, UpdateDriver
 from luod.kernel import Backend, open_backend
+from luod.kernel.images import Declared
 from luod.vmm.server import VmmServer
 
 log = structlog.get_logger("luod")
@@ -93,7 +95,7 @@ class Daemon:
             open_backend(
                 settings.simulate,
                 sim_cmdline=settings.sim_cmdline,
-                sim_read_abi=compat.CACHE.declared,  # a kexec'd simulator is the image's kernel
+                sim_read_abi=_declared_abi,  # a kexec'd simulator is the image's kernel
             )
             if self._backend is None
             else self._backend
@@ -189,6 +191,7 @@ class Daemon:
         self._handle_signals()
         background = [tasks.create_task(server.serve())]
         systemd.ready(f"serving {len(self.registry.vms)} VMs ({self.report.mode})")
+        gc.freeze()  # the start-up heap lives as long as luod: later collections skip it
         if (interval := systemd.watchdog_interval()) is not None:
             background.append(tasks.create_task(systemd.watchdog(interval)))
         after_kexec = self.report.mode == "after-kexec"
@@ -258,6 +261,15 @@ class Daemon:
         owns it) and custody's local resources (what custody holds outside luod stays held)."""
         self._opened.close()
         log.info("stopped")
+
+
+def _declared_abi(image: Path) -> Declared | None:
+    """What a kexec'd image declares (the simulator boots as that kernel). The handover-ABI
+    readers (luod.core.compat: bz2, lzma, the image parsers) are imported here, not at start-up:
+    after a real kexec nothing calls this, and the first RECLAIM does not wait for them."""
+    from luod.core import compat
+
+    return compat.CACHE.declared(image)
 
 
 def _unlink(path: Path) -> None:

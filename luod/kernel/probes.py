@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import psutil
-
 _LUO_NUMBER: Final = re.compile(rb"luo: Retrieved live update data, liveupdate number: (\d+)")
 _KHO_FROM: Final = re.compile(rb"KHO: exec from: (\S+) \(count (\d+)\)")
 _TRUE: Final = {"1", "y", "yes", "on", "t", "true"}
@@ -144,7 +142,10 @@ def _read_text(path: Path) -> str:
 
 
 def device_holders(path: str, proc: Path = Path("/proc")) -> list[Holder]:
-    """Processes that have ``path`` open (psutil to enumerate, /proc/PID/fd to look)."""
+    """Processes that have ``path`` open (psutil to enumerate, /proc/PID/fd to look). psutil is
+    imported here: an error path's diagnosis, not worth its import on every start."""
+    import psutil
+
     holders = []
     for process in psutil.process_iter(["pid", "name"]):
         pid = int(process.info["pid"])

@@ -1,0 +1,65 @@
+"""What luod's start-up and a VMM's client library leave out (issue 17 §2): each is imported in
+a fresh interpreter and the modules it loaded are checked, so a new top-level import of a heavy
+module on the path to the first RECLAIM fails here, deterministically, without any timing."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+
+import pytest
+
+AFTER_FIRST_RECLAIM = (
+    "rich",  # structlog's dev renderer pulls it in unless luod.lean hides it
+    "psutil",  # only the EBUSY diagnosis lists /dev/liveupdate's holders
+    "pydantic",  # the REST stack: imported once the VMM socket serves
+    "fastapi",
+    "uvicorn",
+    "pyroute2",  # the uplink watch, a second after luod starts
+    "luod.rest.app",
+    "luod.core.compat",  # the handover-ABI readers: the first update's preflight
+    "luod.core.bzimage",
+    "luod.custody.keeper_client",  # custody by the keeper: hosts without systemd, chosen at start
+)
+NOT_FOR_A_VMM = (
+    "luod.kernel.backend",
+    "luod.kernel.probes",
+    "luod.kernel.kexec",
+    "luod.kernel.platform",
+    "psutil",
+    "structlog",
+)
+
+
+@functools.cache
+def loaded_by(module: str) -> frozenset[str]:
+    code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return frozenset(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("heavy", AFTER_FIRST_RECLAIM)
+def test_the_luod_command_does_not_import_before_serving(heavy: str) -> None:
+    assert heavy not in loaded_by("luod.main")
+
+
+def test_a_vmm_client_does_not_import_the_kernel_backend() -> None:
+    loaded = loaded_by("luod.vmm.client")
+    assert "luod.kernel.fd" in loaded  # OwnedFd, which it does use
+    assert not loaded & set(NOT_FOR_A_VMM), loaded & set(NOT_FOR_A_VMM)
+
+
+def test_structlog_still_works_without_rich() -> None:
+    code = (
+        "import luod.main, structlog, sys; from luod.daemon import logs; logs.configure();"
+        "structlog.get_logger('t').info('hello', n=1); import rich; print('rich ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert '"event": "hello"' in done.stderr and '"n": 1' in done.stderr
+    assert "rich ok" in done.stdout  # hidden only while structlog was imported
