@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from luod.core import compat, preflight, qualify, timeline
+from luod.core import preflight, qualify, timeline
 from luod.core.model import VmState
 from luod.core.orchestrator import Phase
 from luod.core.registry import Custody, Registry
@@ -138,6 +138,8 @@ class QualificationDriver:
 
     @staticmethod
     def _kernel(path: Path) -> dict[str, Any]:
+        from luod.core import compat  # the handover-ABI readers: loaded by the first request
+
         facts, problem = compat.CACHE.facts(path)
         if facts is None:
             raise LuodError("bad-chain", problem, "name kernel images luod can read")
