@@ -26,7 +26,8 @@ from luod.errors import LuodError
 from luod.rest.serving import serve_api
 
 log = structlog.get_logger("luod")
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+"""EXIT_LOCKED: another luod runs on the same state directory (this one touched nothing)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except LuodError as exc:
         log.error("fatal", code=exc.code, message=exc.message, hint=exc.hint)
         print(f"luod: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_LOCKED if exc.code == "state-dir-locked" else EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK

@@ -19,6 +19,7 @@ from luod.core.compat import Assessment
 from luod.core.kexec_mode import KexecPlan
 from luod.core.model import STATE_SESSION, Mode, VmRecord, VmState
 from luod.errors import LuodError
+from luod.kernel import images
 from luod.kernel.probes import KernelInfo, cmdline_flag
 
 BZIMAGE_MAGIC_OFFSET: Final = 0x202
@@ -119,7 +120,7 @@ def kernel_image(kernel: Path | None) -> Check:
     if kernel is None:
         return Check("kernel-image", Status.WARN, "no next kernel given", "pass the image path")
     try:
-        with open(kernel, "rb") as image:
+        with images.open_image(kernel) as image:  # never blocks: regular files only
             image.seek(BZIMAGE_MAGIC_OFFSET)
             magic = image.read(4)
     except OSError as exc:

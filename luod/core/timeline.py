@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from luod.core import statedir
 from luod.core.clock import Stamp
 
 HISTORY: Final = "history.jsonl"
@@ -78,17 +79,15 @@ def kernel_boot_stamp(now: Stamp) -> Stamp:
 
 def append_history(state_dir: Path, record: UpdateRecord) -> None:
     line = json.dumps({"finished": time.time(), **record.to_dict()}, sort_keys=True)
-    with open(state_dir / HISTORY, "a", encoding="utf-8") as out:
-        out.write(line + "\n")
+    statedir.append(state_dir / HISTORY, (line + "\n").encode())
 
 
 def read_history(state_dir: Path) -> list[dict[str, Any]]:
-    try:
-        lines = (state_dir / HISTORY).read_text().splitlines()
-    except FileNotFoundError:
+    raw = statedir.read(state_dir / HISTORY)
+    if raw is None:
         return []
     records = []
-    for line in lines:
+    for line in raw.decode(errors="replace").splitlines():
         try:
             records.append(json.loads(line))
         except ValueError:

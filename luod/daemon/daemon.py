@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 import luod
-from luod.core import compat
+from luod.core import compat, statedir
 from luod.core.clock import Clock, SystemClock
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
@@ -42,6 +42,7 @@ ApiServer = Callable[
     [Registry, UpdateDriver, EventBus, ApiSettings, float], Coroutine[Any, Any, None]
 ]
 """Serves the REST API until cancelled: (registry, driver, events, settings, delay)."""
+CUSTODY_CHECK_SECONDS = 2.0
 API_DELAY_AFTER_KEXEC = 1.0
 """Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
 reclaiming their memory."""
@@ -84,8 +85,7 @@ class Daemon:
     def _recover(self) -> None:
         """The critical path after a reboot: backend, custody, the sessions taken back."""
         settings = self.settings
-        for directory in (settings.state_dir, settings.runtime_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+        self._claim_dirs()
         self.backend: Backend = (
             open_backend(
                 settings.simulate,
@@ -103,6 +103,16 @@ class Daemon:
         self._opened.callback(self.custody.close)
         self.registry = Registry(self.backend, self.custody, settings.state_dir, settings.access)
         self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
+
+    def _claim_dirs(self) -> None:
+        """luod's directories, checked (luod.core.statedir), and the state directory locked
+        before anything is touched: a second luod there stops here (``state-dir-locked``)."""
+        statedir.prepare(self.settings.state_dir, statedir.STATE_DIR_MODE)
+        lock = statedir.StateLock(self.settings.state_dir)
+        self._opened.callback(lock.close)
+        statedir.prepare(self.settings.runtime_dir, statedir.RUNTIME_DIR_MODE)
+        for name in statedir.STATE_FILES:
+            statedir.tighten(self.settings.state_dir / name)
 
     def _wire(self, spawn: Spawn) -> None:
         """The parts that answer requests, each given what it uses, once."""
@@ -174,7 +184,7 @@ class Daemon:
             version=luod.__version__,
         )
         self._handle_signals()
-        background = [tasks.create_task(server.serve())]
+        background = [tasks.create_task(server.serve()), tasks.create_task(self._custody_watch())]
         systemd.ready(f"serving {len(self.registry.vms)} VMs ({self.report.mode})")
         if (interval := systemd.watchdog_interval()) is not None:
             background.append(tasks.create_task(systemd.watchdog(interval)))
@@ -195,6 +205,14 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _custody_watch(self) -> None:
+        """Every few seconds: is the custodian there? A keeper that died is replaced and
+        given every session again (luod.core.custody_guard), before the kexec needs it."""
+        while True:
+            await asyncio.sleep(CUSTODY_CHECK_SECONDS)
+            async with self.handler.lock:  # never in the middle of a registry call
+                await asyncio.to_thread(self.registry.check_custody)
 
     def _kernel_gone(self) -> None:
         self.kernel_gone = True

@@ -191,12 +191,13 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
 
     @router.post(
         "/preflight", operation_id="runPreflight", tags=["update"],
-        summary="Check a next kernel", responses=problems.responses(422),
+        summary="Check a next kernel", responses=problems.responses(403, 422),
     )  # fmt: skip
-    async def preflight(body: models.PreflightRequest) -> models.PreflightResult:
-        """Run every preflight check for this next kernel; nothing starts, nothing changes.
-        `ok` is false when a check fails (the update would be refused)."""
-        return await facade.preflight(body)
+    async def preflight(body: models.PreflightRequest, request: Request) -> models.PreflightResult:
+        """Run every preflight check for this next kernel (root: it reads files as root);
+        nothing starts, nothing changes. `ok` is false when a check fails (the update would
+        be refused)."""
+        return await facade.preflight(body, peer_uid(request))
 
 
 class SnapshotReads:
@@ -262,7 +263,7 @@ def _update_routes(router: APIRouter, facade: RestFacade) -> None:
         the checks), then prepare, freeze and kexec in the background; follow it with
         `GET /v1/update` or `GET /v1/events`. 409 `update-running` while one runs."""
         if body.dry_run:
-            return JSONResponse(_dump(await facade.preflight(body)))
+            return JSONResponse(_dump(await facade.preflight(body, peer_uid(request))))
         record = await facade.start_update(body, peer_uid(request))
         return JSONResponse(_dump(record), status_code=202, headers={"Location": "/v1/update"})
 

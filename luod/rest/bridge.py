@@ -186,8 +186,10 @@ class LoopBridge:
             pending.exception()  # retrieved: a refresh nobody waited for fails quietly
 
     # --- on the main loop, awaited here ---------------------------------------------------------
-    async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
-        return await self._on_main(lambda: self.inner.preflight(request))
+    async def preflight(
+        self, request: models.PreflightRequest, uid: int | None
+    ) -> models.PreflightResult:
+        return await self._on_main(lambda: self.inner.preflight(request, uid))
 
     async def start_update(
         self, request: models.UpdateStartRequest, uid: int | None

@@ -37,8 +37,11 @@ class RestFacade(Protocol):
 
     async def status(self) -> models.Status: ...
 
-    async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
-        """Run the preflight checks; start nothing."""
+    async def preflight(
+        self, request: models.PreflightRequest, uid: int | None
+    ) -> models.PreflightResult:
+        """Run the preflight checks; start nothing. Root only (``uid`` as for
+        ``start_update``): raises ``not-allowed``."""
         ...
 
     async def vms(self) -> models.VmList: ...
