@@ -129,6 +129,8 @@ def _api(args: argparse.Namespace, cfg: config.Config, runtime: Path) -> ApiSett
         tls_cert=args.api_tls_cert or _path(cfg["api.tls_cert"]),
         tls_key=args.api_tls_key or _path(cfg["api.tls_key"]),
         public_metrics=cfg["api.public_metrics"],
+        max_body_bytes=cfg["api.max_body_bytes"],
+        max_connections=cfg["api.max_connections"],
     )
 
 

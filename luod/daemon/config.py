@@ -58,6 +58,11 @@ def _optional_path(value: Any) -> str | None:
     return None if value is None else _path(value)
 
 
+def _count(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be a positive integer"
+
+
 def _bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -95,6 +100,8 @@ SETTINGS: Final = (
         _bool,
         "on TCP, serve /metrics and /v1/health without the token (scrapers, load balancers)",
     ),
+    Setting("api.max_body_bytes", 64 * 1024, _count, "larger REST request bodies get 413"),
+    Setting("api.max_connections", 64, _count, "REST connections at once per listener (503)"),
     Setting(
         "custody.mode",
         "auto",
