@@ -153,6 +153,13 @@ class Registry:
         """Raise ``not-allowed`` unless the access policy lets ``peer`` talk to luod."""
         self._policy.check(peer)
 
+    def sees_all(self, uid: int | None) -> bool:
+        """May ``uid`` see every owner's VMs, the events and the history (luod.core.access)?"""
+        return self._policy.sees_all(uid)
+
+    def require_operator(self, peer: Peer, what: str) -> None:
+        self._policy.require_operator(peer, what)
+
     # --- persistence --------------------------------------------------------------------
     def manifest(self) -> manifest_io.Manifest:
         return manifest_io.Manifest(
@@ -214,7 +221,8 @@ class Registry:
     def listing(self, peer: Peer, vm_id: str | None) -> list[VmRecord]:
         if vm_id is not None:
             return [self.get(vm_id, peer)]
-        return [vm for vm in self._vms.values() if peer.uid in (0, vm.owner.uid)]
+        sees_all = self._policy.sees_all(peer.uid)
+        return [vm for vm in self._vms.values() if sees_all or vm.owner.uid == peer.uid]
 
     def has_session(self, vm_id: str) -> bool:
         return vm_id in self._sessions

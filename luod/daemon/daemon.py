@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
 import signal
 import socket
@@ -42,6 +43,7 @@ ApiServer = Callable[
     [Registry, UpdateDriver, EventBus, ApiSettings, float], Coroutine[Any, Any, None]
 ]
 """Serves the REST API until cancelled: (registry, driver, events, settings, delay)."""
+SOCKET_GROUP = "luod"
 CUSTODY_CHECK_SECONDS = 2.0
 API_DELAY_AFTER_KEXEC = 1.0
 """Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
@@ -257,14 +259,17 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def bind(path: Path) -> socket.socket:
-    """Listen on ``path``; it appears only once it accepts (bound aside, then renamed)."""
+def bind(path: Path, group: str = SOCKET_GROUP) -> socket.socket:
+    """Listen on ``path`` (mode 0660, group ``luod`` when it exists); it appears only once it
+    accepts (bound aside, then renamed)."""
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         staging.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(staging))
     os.chmod(staging, 0o660)
+    with contextlib.suppress(KeyError):  # group luod when it exists (as luod.socket does)
+        os.chown(staging, -1, grp.getgrnam(group).gr_gid)
     listener.listen(128)
     os.replace(staging, path)
     return listener

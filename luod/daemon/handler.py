@@ -234,6 +234,7 @@ class LuodHandler:
                 "WATCH needs the capability 'progress'",
                 'send HELLO with "capabilities": ["progress"] first',
             )
+        self.registry.require_operator(conn.peer, "WATCH")
         self.events.watch(conn)
         record = self.driver.record
         return {
@@ -242,6 +243,7 @@ class LuodHandler:
         }, ()
 
     async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
+        self.registry.require_operator(conn.peer, "HISTORY")
         return {"history": timeline.read_history(self.registry.state_dir)}, ()
 
 

@@ -56,6 +56,9 @@ class DaemonFacade:
     def version(self) -> str:
         return luod.__version__
 
+    def sees_all(self, uid: int | None) -> bool:
+        return self.registry.sees_all(uid)
+
     def read(self, name: str) -> models.Response:
         """``status``, ``vms``, ``update`` or ``history``, synchronously (the bridge's
         snapshots are taken in a plain callback on this loop)."""

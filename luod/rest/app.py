@@ -25,8 +25,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import luod
 from luod.core.model import VM_ID
+from luod.errors import LuodError
 from luod.rest import models, problems, records
-from luod.rest.auth import PUBLIC_SECURITY, TOKEN_KEY, peer_uid, require_bearer
+from luod.rest.auth import PEER_UID_KEY, PUBLIC_SECURITY, TOKEN_KEY, peer_uid, require_bearer
 from luod.rest.events import KEEPALIVE, sse
 from luod.rest.facade import EventStream, RestFacade
 from luod.rest.metrics import Scrape
@@ -117,7 +118,8 @@ def _v1(facade: RestFacade, keepalive: float) -> APIRouter:
         },
         description=SSE_DOC,
     )
-    async def events() -> StreamingResponse:
+    async def events(request: Request) -> StreamingResponse:
+        _operator(facade, request, "the event stream")
         state, stream = await facade.watch()
         first = {"event": "STATE", **_dump(state)}
         return StreamingResponse(
@@ -157,9 +159,14 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
         "/vms", response_model=models.VmList, operation_id="listVms", tags=["host"],
         summary="The VMs luod holds",
     )  # fmt: skip
-    async def vms() -> Response:
-        """Every VM luod knows, with its state and its preserved files."""
-        return vms_json(await facade.vms())
+    async def vms(request: Request) -> Response:
+        """Every VM luod knows, with its state and its preserved files (over the unix socket,
+        a uid outside `access.uids` sees only its own VMs)."""
+        uid = peer_uid(request)
+        listing = await facade.vms()
+        if facade.sees_all(uid):
+            return vms_json(listing)
+        return _dump_response(models.VmList(vms=[vm for vm in listing.vms if vm.owner_uid == uid]))
 
     @router.get(
         "/vms/{vm_id}", response_model=models.Vm, operation_id="getVm", tags=["host"],
@@ -167,15 +174,26 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
     )  # fmt: skip
     async def vm(
         vm_id: Annotated[str, PathParam(pattern=f"^{VM_ID.pattern}$", description="The VM's id.")],
+        request: Request,
     ) -> Response:
-        """One VM, its state and its files; 404 `unknown-vm` if luod does not know it."""
-        return vm_json(await facade.vm(vm_id))
+        """One VM, its state and its files; 404 `unknown-vm` if luod does not know it, 403
+        `not-owner` if it is another uid's (for a uid outside `access.uids`)."""
+        found = await facade.vm(vm_id)
+        uid = peer_uid(request)
+        if not facade.sees_all(uid) and found.owner_uid != uid:
+            raise LuodError(
+                "not-owner",
+                f"VM {vm_id!r} belongs to uid {found.owner_uid}, not {uid}",
+                "a VM id is bound to the uid that registered it first",
+            )
+        return vm_json(found)
 
     @router.get(
         "/history", response_model=models.History, operation_id="getHistory",
         tags=["history"], summary="Updates that ended", responses=problems.responses(422),
     )  # fmt: skip
     async def history(
+        request: Request,
         cursor: Annotated[
             str | None,
             Query(max_length=64, description="next_cursor of the previous page."),
@@ -186,7 +204,8 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
     ) -> models.History:
         """Updates that ended (completed, aborted, refused, failed), newest first, `limit` at
         a time; follow `next_cursor` for older ones. 422 `bad-cursor` for a cursor luod did
-        not hand out."""
+        not hand out; 403 `not-allowed` for a uid outside `access.uids`."""
+        _operator(facade, request, "the history")
         return records.page(await facade.history(), cursor, limit)
 
     @router.post(
@@ -209,6 +228,7 @@ class SnapshotReads:
 
     def __init__(self, app: ASGIApp, facade: RestFacade) -> None:
         self.app = app
+        self.facade = facade
         self.reads: dict[str, tuple[Callable[[], Awaitable[models.Response]], _Encoded]] = {
             "/v1/status": (facade.status, _Encoded()),
             "/v1/vms": (facade.vms, _Encoded()),
@@ -217,7 +237,12 @@ class SnapshotReads:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         read = None
-        if scope["type"] == "http" and scope["method"] == "GET" and TOKEN_KEY not in scope:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and TOKEN_KEY not in scope
+            and self.facade.sees_all(scope.get(PEER_UID_KEY))  # else: the route filters
+        ):
             read = self.reads.get(scope["path"])
         if read is None:
             return await self.app(scope, receive, send)
@@ -312,11 +337,13 @@ def _metrics(app: FastAPI, facade: RestFacade) -> None:
             **problems.responses(*ALWAYS),
         },
     )
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         """Prometheus metrics: build info (version, kernel), phase, VMs by state, sessions,
         preserved bytes, updates by outcome and by reason, histograms of the blackout per VM
         and of each phase's duration, the last update's blackout per VM, process metrics.
-        Over TCP it needs no token when `api.public_metrics` is on."""
+        Over TCP it needs no token when `api.public_metrics` is on; over the unix socket a uid
+        outside `access.uids` gets 403 (the metrics name every VM)."""
+        _operator(facade, request, "the metrics")
         status, vms, history = await facade.status(), await facade.vms(), await facade.history()
         return Response(
             generate_latest(Scrape(status, vms, history)), media_type=CONTENT_TYPE_LATEST
@@ -339,6 +366,20 @@ async def _event_stream(
             yield sse(_rest_event(event))
     finally:
         stream.close()
+
+
+def _operator(facade: RestFacade, request: Request, what: str) -> None:
+    uid = peer_uid(request)
+    if not facade.sees_all(uid):
+        raise LuodError(
+            "not-allowed",
+            f"{what} shows every owner's VMs: uid {uid} is not in access.uids",
+            "ask the host operator, or add the uid to access.uids in luod.toml",
+        )
+
+
+def _dump_response(model: models.Response) -> Response:
+    return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
 def _rest_event(event: dict[str, Any]) -> dict[str, Any]:

@@ -110,6 +110,9 @@ class LoopBridge:
     def version(self) -> str:
         return self.inner.version()
 
+    def sees_all(self, uid: int | None) -> bool:
+        return self.inner.sees_all(uid)  # a frozen policy: safe from this thread
+
     async def status(self) -> models.Status:
         return (await self._snapshot("status")).value  # type: ignore[no-any-return]
 

@@ -35,6 +35,11 @@ class EventStream(Protocol):
 class RestFacade(Protocol):
     def version(self) -> str: ...
 
+    def sees_all(self, uid: int | None) -> bool:
+        """May ``uid`` (None: the TCP token) see every owner's VMs, the events, the history?
+        (luod.core.access; callable from any thread: the policy never changes.)"""
+        ...
+
     async def status(self) -> models.Status: ...
 
     async def preflight(

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from luod.core.access import AccessPolicy
 from luod.rest.app import create_app
 from luod.rest.auth import PEER_UID_KEY, listener_app
-from tests.rest.harness import Luod
+from tests.rest.harness import FakeVmm, Luod
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 USER = 1000
@@ -66,3 +68,48 @@ async def test_status_and_metrics_show_custody_health(
     lines = set((await client.get("/metrics")).text.splitlines())
     assert 'luod_custody_healthy{kind="memory"} 1.0' in lines
     assert "luod_custody_renewals_total 0.0" in lines
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[Luod]:
+    """A luod that admits group USER besides root: uid USER is a VMM user, not an operator."""
+    daemon = Luod(tmp_path / "shared", access=AccessPolicy(frozenset({0}), frozenset({USER})))
+    yield daemon
+    daemon.close()
+
+
+async def two_owners(luod: Luod) -> FakeVmm:
+    root, user = FakeVmm(0), FakeVmm(USER)
+    assert (await luod.ask(root, {"cmd": "REGISTER", "id": "vm1"}))["ok"]
+    assert (await luod.ask(user, {"cmd": "REGISTER", "id": "vm2"}))["ok"]
+    return user
+
+
+async def test_on_the_vmm_socket_a_user_sees_only_its_own_vms(shared: Luod) -> None:
+    user = await two_owners(shared)
+    listing = await shared.ask(user, {"cmd": "LIST"})
+    assert [vm["id"] for vm in listing["vms"]] == ["vm2"]
+    hello = {"cmd": "HELLO", "capabilities": ["progress"]}
+    assert (await shared.ask(user, hello))["ok"]
+    for verb in ("WATCH", "HISTORY"):
+        reply = await shared.ask(user, {"cmd": verb})
+        assert reply["error"]["code"] == "not-allowed", verb
+    everything = await shared.ask(FakeVmm(0), {"cmd": "LIST"})
+    assert sorted(vm["id"] for vm in everything["vms"]) == ["vm1", "vm2"]
+
+
+async def test_over_rest_a_user_sees_only_its_own_vms(shared: Luod) -> None:
+    await two_owners(shared)
+    async with as_uid(shared, USER) as user, as_uid(shared, 0) as root:
+        mine = (await user.get("/v1/vms")).json()["vms"]
+        assert [vm["id"] for vm in mine] == ["vm2"]
+        assert (await user.get("/v1/vms/vm2")).status_code == 200
+        theirs = await user.get("/v1/vms/vm1")
+        assert theirs.status_code == 403 and theirs.json()["code"] == "not-owner"
+        for path in ("/v1/history", "/v1/events", "/metrics"):
+            reply = await user.get(path)
+            assert reply.status_code == 403 and reply.json()["code"] == "not-allowed", path
+        assert (await user.get("/v1/status")).status_code == 200
+        everything = (await root.get("/v1/vms")).json()["vms"]
+        assert sorted(vm["id"] for vm in everything) == ["vm1", "vm2"]
+        assert (await root.get("/v1/history")).status_code == 200
