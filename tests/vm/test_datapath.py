@@ -41,6 +41,15 @@ def test_handover_kill9_kexec_kill9_reclaim(
     assert result.boots == 2
     restarted = json.loads((share / "list-after-restart.json").read_text())
     assert {v["id"]: v["state"] for v in restarted} == {"vm-a": "preserved", "vm-b": "preserved"}
+    # The keeper killed: luod logged the loss at error level, a new keeper got both sessions,
+    # and a luod killed after that took them back from it alone (issue 13 §5).
+    events = [json.loads(line) for line in (share / "luod-1b.log").read_text().splitlines()
+              if line.startswith("{")]  # fmt: skip
+    lost = [e for e in events if e["event"] == "custody-lost"]
+    assert lost and lost[0]["level"] == "error"
+    assert [e["sessions"] for e in events if e["event"] == "custody-renewed"] == [2]
+    after_loss = json.loads((share / "list-after-keeper-loss.json").read_text())
+    assert {v["id"]: v["state"] for v in after_loss} == {"vm-a": "preserved", "vm-b": "preserved"}
     after_kexec = json.loads((share / "list-after-kexec.json").read_text())
     assert {v["id"]: v["state"] for v in after_kexec} == dict.fromkeys(
         ("vm-a", "vm-b", "vm-c"), "incoming"
