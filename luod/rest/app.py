@@ -25,9 +25,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import luod
 from luod.core.model import VM_ID
-from luod.errors import LuodError
 from luod.rest import models, problems, records
-from luod.rest.auth import PEER_UID_KEY, PUBLIC_SECURITY, TOKEN_KEY, peer_uid, require_bearer
+from luod.rest.auth import (
+    PEER_UID_KEY,
+    PUBLIC_SECURITY,
+    TOKEN_KEY,
+    peer_uid,
+    require_bearer,
+    require_operator,
+    require_owner,
+)
 from luod.rest.events import KEEPALIVE, sse
 from luod.rest.facade import EventStream, RestFacade
 from luod.rest.metrics import Scrape
@@ -119,7 +126,7 @@ def _v1(facade: RestFacade, keepalive: float) -> APIRouter:
         description=SSE_DOC,
     )
     async def events(request: Request) -> StreamingResponse:
-        _operator(facade, request, "the event stream")
+        require_operator(facade, request, "the event stream")
         state, stream = await facade.watch()
         first = {"event": "STATE", **_dump(state)}
         return StreamingResponse(
@@ -166,7 +173,7 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
         listing = await facade.vms()
         if facade.sees_all(uid):
             return vms_json(listing)
-        return _dump_response(models.VmList(vms=[vm for vm in listing.vms if vm.owner_uid == uid]))
+        return _Encoded()(models.VmList(vms=[vm for vm in listing.vms if vm.owner_uid == uid]))
 
     @router.get(
         "/vms/{vm_id}", response_model=models.Vm, operation_id="getVm", tags=["host"],
@@ -179,13 +186,7 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
         """One VM, its state and its files; 404 `unknown-vm` if luod does not know it, 403
         `not-owner` if it is another uid's (for a uid outside `access.uids`)."""
         found = await facade.vm(vm_id)
-        uid = peer_uid(request)
-        if not facade.sees_all(uid) and found.owner_uid != uid:
-            raise LuodError(
-                "not-owner",
-                f"VM {vm_id!r} belongs to uid {found.owner_uid}, not {uid}",
-                "a VM id is bound to the uid that registered it first",
-            )
+        require_owner(facade, request, found.owner_uid, vm_id)
         return vm_json(found)
 
     @router.get(
@@ -205,7 +206,7 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
         """Updates that ended (completed, aborted, refused, failed), newest first, `limit` at
         a time; follow `next_cursor` for older ones. 422 `bad-cursor` for a cursor luod did
         not hand out; 403 `not-allowed` for a uid outside `access.uids`."""
-        _operator(facade, request, "the history")
+        require_operator(facade, request, "the history")
         return records.page(await facade.history(), cursor, limit)
 
     @router.post(
@@ -343,7 +344,7 @@ def _metrics(app: FastAPI, facade: RestFacade) -> None:
         and of each phase's duration, the last update's blackout per VM, process metrics.
         Over TCP it needs no token when `api.public_metrics` is on; over the unix socket a uid
         outside `access.uids` gets 403 (the metrics name every VM)."""
-        _operator(facade, request, "the metrics")
+        require_operator(facade, request, "the metrics")
         status, vms, history = await facade.status(), await facade.vms(), await facade.history()
         return Response(
             generate_latest(Scrape(status, vms, history)), media_type=CONTENT_TYPE_LATEST
@@ -366,20 +367,6 @@ async def _event_stream(
             yield sse(_rest_event(event))
     finally:
         stream.close()
-
-
-def _operator(facade: RestFacade, request: Request, what: str) -> None:
-    uid = peer_uid(request)
-    if not facade.sees_all(uid):
-        raise LuodError(
-            "not-allowed",
-            f"{what} shows every owner's VMs: uid {uid} is not in access.uids",
-            "ask the host operator, or add the uid to access.uids in luod.toml",
-        )
-
-
-def _dump_response(model: models.Response) -> Response:
-    return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
 def _rest_event(event: dict[str, Any]) -> dict[str, Any]:
