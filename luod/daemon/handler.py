@@ -204,6 +204,7 @@ class LuodHandler:
 
     async def _start_update(self, conn: VmmConnection, req: codec.Update, verb: str) -> Reply:
         _root_only(conn, verb)
+        await asyncio.to_thread(self.driver.read_images, Path(req.kernel))
         request = UpdateRequest(
             Path(req.kernel),
             Path(req.initrd) if req.initrd else None,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import luod
-from luod.core import compat, preflight, timeline
+from luod.core import preflight, timeline
 from luod.core.model import VmRecord
 from luod.core.registry import Registry
 from luod.daemon.update import UpdateDriver, UpdateRequest
@@ -122,7 +122,7 @@ class DaemonFacade:
         loop only stat them."""
         caller = ROOT if uid is None else uid
         _root_only(caller, "a preflight")
-        await asyncio.to_thread(compat.CACHE.facts, Path(request.kernel))
+        await asyncio.to_thread(self.driver.read_images, Path(request.kernel))
         checks = self.driver.check(_request(request, caller))
         return models.PreflightResult(ok=not preflight.failed(checks), checks=_checks(checks))
 
@@ -132,7 +132,7 @@ class DaemonFacade:
         """``uid`` None: a TCP caller with the bearer token, who acts as root."""
         caller = ROOT if uid is None else uid
         _root_only(caller, "starting an update")
-        await asyncio.to_thread(compat.CACHE.facts, Path(request.kernel))  # the read, off the loop
+        await asyncio.to_thread(self.driver.read_images, Path(request.kernel))
         wanted = _request(request, caller)
         try:
             record = self.driver.start(wanted)

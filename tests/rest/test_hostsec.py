@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from luod.core import compat
 from luod.core.access import AccessPolicy
 from luod.rest.app import create_app
 from luod.rest.auth import PEER_UID_KEY, listener_app
@@ -113,3 +115,23 @@ async def test_over_rest_a_user_sees_only_its_own_vms(shared: Luod) -> None:
         everything = (await root.get("/v1/vms")).json()["vms"]
         assert sorted(vm["id"] for vm in everything) == ["vm1", "vm2"]
         assert (await root.get("/v1/history")).status_code == 200
+
+
+async def test_the_image_is_read_off_the_main_loop(
+    luod: Luod, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first read of an image (and its decompression) happens in a worker thread; the
+    checks on the loop then find it in the cache."""
+    readers: list[str] = []
+    real = compat.CACHE._read
+
+    def read(path: Path) -> Any:
+        readers.append(threading.current_thread().name)
+        return real(path)
+
+    monkeypatch.setattr(compat.CACHE, "_read", read)
+    kernel = luod.state / "next-bzImage"
+    kernel.write_bytes(luod.kernel.read_bytes() + b"\0")  # a new image: not cached yet
+    reply = await client.post("/v1/preflight", json=body(kernel))
+    assert reply.status_code == 200
+    assert readers and threading.main_thread().name not in readers
