@@ -29,7 +29,7 @@ def stage(script: str, vm_python: Path, kernel: Path) -> str:
 
 def run_datapath(luo_kernel: Path, vm_python: Path, workdir: Path) -> GuestResult:
     stages = [stage(f"datapath-{n}.sh", vm_python, luo_kernel) for n in (1, 2)]
-    return run_guest(stages, kernel=luo_kernel, timeout=420, workdir=workdir)
+    return run_guest(stages, kernel=luo_kernel, timeout=540, workdir=workdir)  # +keeper loss
 
 
 def test_handover_kill9_kexec_kill9_reclaim(
