@@ -144,7 +144,16 @@ def _replay(state_dir: Path, manifest: Manifest) -> Manifest:
 
 def read_disk(state_dir: Path) -> Manifest | None:
     path = state_dir / FILENAME
-    raw = statedir.read(path)
+    try:
+        raw = statedir.read(path)
+    except OSError as exc:  # a symlink, a FIFO: never followed, never waited on
+        raise LuodError(
+            "manifest-unreadable",
+            f"cannot read {path}: {exc.strerror or exc}",
+            "it must be a regular file of luod's (not a symlink): move it aside and look at "
+            "who put it there",
+            exc.errno,
+        ) from exc
     if raw is None:
         return None
     return _replay(state_dir, Manifest.from_json(raw, str(path)))

@@ -63,8 +63,9 @@ def test_write_atomic_replaces_a_link_at_the_manifest_itself(state: Path, victim
 
 def test_a_link_at_the_manifest_is_not_read(state: Path, victim: Path) -> None:
     (state / manifest_io.FILENAME).symlink_to(victim)
-    with pytest.raises(OSError):
+    with pytest.raises(LuodError) as refused:
         manifest_io.read_disk(state)
+    assert refused.value.code == "manifest-unreadable"
 
 
 def test_journal_append_refuses_a_planted_link(state: Path, victim: Path) -> None:
