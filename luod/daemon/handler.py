@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -193,6 +194,7 @@ class LuodHandler:
             "kernel": info.release,
             "liveupdate_number": info.liveupdate_number,
             "backend": self.registry.backend_name,
+            "custody": asdict(self.registry.custody_health),
         }, ()
 
     async def _update(self, conn: VmmConnection, req: codec.Update) -> Reply:

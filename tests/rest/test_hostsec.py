@@ -135,3 +135,8 @@ async def test_the_image_is_read_off_the_main_loop(
     reply = await client.post("/v1/preflight", json=body(kernel))
     assert reply.status_code == 200
     assert readers and threading.main_thread().name not in readers
+
+
+async def test_the_vmm_sockets_status_shows_custody_health(luod: Luod) -> None:
+    status = await luod.ask(FakeVmm(0), {"cmd": "STATUS"})
+    assert status["custody"] == {"kind": "memory", "healthy": True, "renewals": 0, "problem": ""}
