@@ -165,3 +165,17 @@ def test_a_keeper_of_another_uid_gets_no_fd(tmp_path: Path) -> None:
         os.waitpid(child, 0)
     assert os.read(got_fds, 16) == b""  # it never received an fd
     os.close(got_fds)
+
+
+def test_the_kexec_step_deposits_session_luod_with_a_new_keeper(daemon: Daemon, path: Path) -> None:
+    """The gap an update fell into: a dead keeper made the kexec step's deposit fail, so every
+    later update ended failed."""
+    registry, custody = daemon.registry, daemon.custody
+    assert isinstance(custody, KeeperCustody)
+    registry.register(ROOT, "vm1", Mode.HANDOVER)
+    _kill_keeper(custody)
+    registry.begin_kexec()
+    try:
+        assert _held_by_keeper(path) == {"luod.vm1", "luod"}
+    finally:
+        registry.end_kexec()
