@@ -11,6 +11,7 @@ rolls back what it began (no session left open that neither the manifest nor cus
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("luod.custody")
 LOST: Final = frozenset({"custody-unavailable", "custody-closed"})
+RETRY_FIRST: Final = 2.0
+RETRY_MAX: Final = 60.0
+"""While no custodian can be had, ``check`` tries again after 2, 4, 8 ... 60 s: the log says
+so at error level each time, not every 2 s for hours."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class CustodyGuard:
         self._healthy = True
         self._renewals = 0
         self._problem = ""
+        self._retry_at = 0.0  # while renewing fails, check() retries with a growing pause
+        self._pause = RETRY_FIRST
 
     @property
     def kind(self) -> str:
@@ -79,6 +86,8 @@ class CustodyGuard:
     def check(self) -> CustodyHealth:
         """Is the custodian there? Renew it if not (luod's main loop asks every few seconds,
         so a keeper that died is replaced before a request or the kexec needs it)."""
+        if not self._healthy and time.monotonic() < self._retry_at:
+            return self.health
         try:
             self._custody.check()
             if not self._healthy:
@@ -86,13 +95,14 @@ class CustodyGuard:
         except LuodError as exc:
             if exc.code not in LOST:
                 raise
-            with contextlib.suppress(LuodError):  # logged; the next check tries again
+            with contextlib.suppress(LuodError):  # logged; a later check tries again
                 self._renew(exc)
         return self.health
 
     def _renew(self, lost: LuodError) -> None:
+        if self._healthy:
+            log.error("custody-lost", kind=self.kind, code=lost.code, message=lost.message)
         self._healthy, self._problem = False, lost.message
-        log.error("custody-lost", kind=self.kind, code=lost.code, message=lost.message)
         try:
             self._custody.renew()
             held = dict(self._held())
@@ -105,8 +115,11 @@ class CustodyGuard:
                 code=exc.code,
                 message=exc.message,
                 hint="luod alone holds the sessions now: do not stop luod; fix the custodian",
+                retry_seconds=self._pause,
             )
+            self._retry_at = time.monotonic() + self._pause
+            self._pause = min(self._pause * 2, RETRY_MAX)
             raise
-        self._healthy = True
+        self._healthy, self._pause = True, RETRY_FIRST
         self._renewals += 1
         log.warning("custody-renewed", kind=self.kind, sessions=len(held))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from luod.core import custody_guard
 from luod.core.access import Peer
 from luod.core.model import Mode
 from luod.core.registry import Registry
@@ -101,7 +102,10 @@ class BrokenCustody(MemoryCustody):
             raise LuodError("custody-unavailable", "no custodian can be started")
 
 
-def test_a_failed_deposit_rolls_the_registration_back(tmp_path: Path) -> None:
+def test_a_failed_deposit_rolls_the_registration_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(custody_guard, "RETRY_FIRST", 0.0)  # check again at once
     custody = BrokenCustody()
     luod = Daemon(Settings.simulated(tmp_path / "luod"), custody=custody)
     luod.startup(lambda _update: None)  # type: ignore[arg-type,return-value]
@@ -179,3 +183,20 @@ def test_the_kexec_step_deposits_session_luod_with_a_new_keeper(daemon: Daemon, 
         assert _held_by_keeper(path) == {"luod.vm1", "luod"}
     finally:
         registry.end_kexec()
+
+
+def test_while_no_custodian_can_be_had_the_checks_back_off(tmp_path: Path) -> None:
+    custody = BrokenCustody()
+    luod = Daemon(Settings.simulated(tmp_path / "luod"), custody=custody)
+    luod.startup(lambda _update: None)  # type: ignore[arg-type,return-value]
+    try:
+        custody.broken = True
+        with pytest.raises(LuodError):
+            luod.registry.register(ROOT, "vm1", Mode.HANDOVER)
+        custody.broken = False  # came back, but the pause after the failure is not over
+        with capture_logs() as logs:
+            assert not luod.registry.check_custody().healthy
+        assert logs == []  # no retry, no log line, during the pause
+    finally:
+        luod.registry.close()
+        luod.shutdown()
