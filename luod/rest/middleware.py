@@ -30,8 +30,8 @@ PROBLEM_HEADERS: Final = [(b"content-type", problems.MEDIA_TYPE.encode())]
 
 
 class BodyTooLarge(Exception):
-    """Raised into the app when a chunked body passes the limit (it answers 413 itself if it
-    has not started answering)."""
+    """Raised into the app when a chunked body passes the limit; whatever the app answers to
+    that is replaced by the 413."""
 
 
 class BearerGate:
@@ -75,27 +75,33 @@ class BodyLimit:
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await _answer(send, self._problem(scope))
-        started = False
-        seen = 0
+        seen, too_large, answered = 0, False, False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                too_large = True
                 raise BodyTooLarge
             return message
 
         async def sending(message: Message) -> None:
-            nonlocal started
-            started = True
+            nonlocal answered
+            if too_large:  # the app answers the broken read its way (FastAPI: 422): ours
+                if not answered and message["type"] == "http.response.start":
+                    answered = True
+                    await _answer(send, self._problem(scope))
+                return
+            answered = True
             await send(message)
 
         try:
             await self.app(scope, counted, sending)
         except BodyTooLarge:
-            if not started:
-                await _answer(send, self._problem(scope))
+            pass
+        if too_large and not answered:
+            await _answer(send, self._problem(scope))
 
     def _problem(self, scope: Scope) -> models.Problem:
         return problems.problem(

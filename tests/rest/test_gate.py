@@ -145,3 +145,19 @@ async def test_tcp_without_tls_warns(luod: Luod, tmp_path: Path) -> None:
             pass
     warned = [e for e in logs if e["event"] == "rest-tcp-without-tls"]
     assert warned and warned[0]["log_level"] == "warning"
+
+
+async def test_a_chunked_body_above_the_limit_is_413_from_the_real_app(luod: Luod) -> None:
+    """FastAPI answers a body it could not read with 422: the limit's 413 replaces it."""
+
+    async def chunks() -> Any:
+        for _ in range(10):
+            yield b" " * 600
+
+    app = BodyLimit(create_app(luod.facade), 1000)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://luod") as client:
+        reply = await client.post(
+            "/v1/preflight", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert reply.status_code == 413 and reply.json()["code"] == "body-too-large"
