@@ -13,6 +13,7 @@ Answers are problem+json documents, as the app's own (luod.rest.problems).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from typing import Final
 
@@ -96,10 +97,8 @@ class BodyLimit:
             answered = True
             await send(message)
 
-        try:
+        with contextlib.suppress(BodyTooLarge):  # the app let it through: answered below
             await self.app(scope, counted, sending)
-        except BodyTooLarge:
-            pass
         if too_large and not answered:
             await _answer(send, self._problem(scope))
 
