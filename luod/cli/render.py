@@ -87,6 +87,20 @@ def vms(doc: dict[str, Any]) -> list[str]:
     return table(rows, ["ID", "MODE", "STATE", "OWNER", "FILES", "SIZE"])
 
 
+def nics(doc: dict[str, Any]) -> list[str]:
+    """The VM's declared NICs, and after a kexec whether they came back (and what did not)."""
+    declared = [
+        n["name"] + (f" on {n['bridge']}" if n.get("bridge") else "") for n in doc.get("nics", [])
+    ]
+    lines = [f"nics      {', '.join(declared)}"] if declared else []
+    net = doc.get("net")
+    if net:
+        state = "pending" if net.get("pending") else "ready" if net["ready"] else "NOT READY"
+        lines.append(f"network   {state}{'' if net['exact'] else ', not exactly as recorded'}")
+        lines += [f"  problem {problem}" for problem in net.get("problems", [])]
+    return lines
+
+
 def vm(doc: dict[str, Any]) -> list[str]:
     lines = [
         f"VM        {doc['id']} ({doc['mode']}, {doc['state']})",
@@ -97,6 +111,7 @@ def vm(doc: dict[str, Any]) -> list[str]:
         lines.append(f"note      {doc['note']}")
     for name, why in sorted(doc.get("rejected", {}).items()):
         lines.append(f"refused   {name}: {why}")
+    lines += nics(doc)
     rows = [
         [f["name"], f["kind"], size(f["size"]), str(f["token"]), "yes" if f["reclaimed"] else "no"]
         for f in doc["files"]

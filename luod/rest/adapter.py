@@ -24,6 +24,7 @@ import luod
 from luod.core import preflight, timeline
 from luod.core.model import VmRecord
 from luod.core.registry import Registry
+from luod.daemon.nics import summary
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.rest import models, records
@@ -185,6 +186,8 @@ def _vm(vm: VmRecord) -> models.Vm:
         files=[models.VmFile.model_validate(f.to_dict()) for f in vm.files.values()],
         note=vm.note,
         rejected=dict(vm.rejected),
+        nics=[models.VmNic.model_validate(nic.to_dict()) for nic in vm.nics],
+        net=None if vm.net_report is None else models.VmNet.model_validate(summary(vm.net_report)),
     )
 
 
