@@ -18,6 +18,9 @@ from luod.core import statedir
 from luod.core.clock import Stamp
 
 HISTORY: Final = "history.jsonl"
+HISTORY_KEEP: Final = 1000
+"""Update records kept in history.jsonl: the oldest beyond it are dropped when one ends
+(issue 13, finding 11; docs/limits.md)."""
 
 
 @dataclass
@@ -77,9 +80,19 @@ def kernel_boot_stamp(now: Stamp) -> Stamp:
     return Stamp(now.realtime - now.boottime, now.monotonic - now.boottime, 0.0)
 
 
-def append_history(state_dir: Path, record: UpdateRecord) -> None:
+def append_history(state_dir: Path, record: UpdateRecord, keep: int = HISTORY_KEEP) -> None:
     line = json.dumps({"finished": time.time(), **record.to_dict()}, sort_keys=True)
     statedir.append(state_dir / HISTORY, (line + "\n").encode())
+    _rotate(state_dir / HISTORY, keep)
+
+
+def _rotate(path: Path, keep: int) -> None:
+    """Keep the newest ``keep`` lines, written anew as the manifest is (luod.core.statedir:
+    0600, an O_EXCL temporary, no symlink followed)."""
+    lines = (statedir.read(path) or b"").splitlines(keepends=True)
+    if len(lines) <= keep:
+        return
+    statedir.write_atomic(path, b"".join(lines[-keep:]))
 
 
 def read_history(state_dir: Path) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ kill -USR1 $A $B && wait $A $B  # stop writing, record digests
 kill -9 "$LUOD_PID"; wait "$LUOD_PID" 2>/dev/null
 start_luod 1b                   # back from the keeper + disk manifest
 luod_list >"$SHARE/list-after-restart.json"
+python "$SCRIPTS/partial_preserve.py" hand "$SOCK" "$SHARE/partial-hand.json"   # issue 13 #8
 kill -9 "$(cat /run/luod/keeper.sock.lock)"   # the keeper dies: luod notices within 2 s
 wait_for "$SHARE/luod-1b.log" custody-renewed 200
 kill -9 "$LUOD_PID"; wait "$LUOD_PID" 2>/dev/null
