@@ -26,7 +26,8 @@ from luod.errors import LuodError
 from luod.rest.serving import serve_api
 
 log = logs.get_logger()
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+"""EXIT_LOCKED: another luod runs on the same state directory (this one touched nothing)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -137,6 +138,8 @@ def _api(args: argparse.Namespace, cfg: config.Config, runtime: Path) -> ApiSett
         tls_cert=args.api_tls_cert or _path(cfg["api.tls_cert"]),
         tls_key=args.api_tls_key or _path(cfg["api.tls_key"]),
         public_metrics=cfg["api.public_metrics"],
+        max_body_bytes=cfg["api.max_body_bytes"],
+        max_connections=cfg["api.max_connections"],
     )
 
 
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except LuodError as exc:
         log.error("fatal", code=exc.code, message=exc.message, hint=exc.hint)
         print(f"luod: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_LOCKED if exc.code == "state-dir-locked" else EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK

@@ -7,7 +7,6 @@ sessions or tokens (docs/kernel.md §2.4). Readers accept older versions and ref
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from luod.core import manifest_check
+from luod.core import manifest_check, statedir
 from luod.core.model import VmRecord, VmState
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, memfd
@@ -134,12 +133,8 @@ def write_atomic(state_dir: Path, manifest: Manifest, durable: bool = False) -> 
     """
     manifest.written = time.time()
     target = state_dir / FILENAME
-    temporary = state_dir / f".{FILENAME}.{os.getpid()}.tmp"
-    with open(temporary, "wb") as out:
-        out.write(manifest.to_json())
-    os.replace(temporary, target)
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / JOURNAL).unlink()  # the snapshot contains everything it said
+    statedir.write_atomic(target, manifest.to_json())  # 0600, no symlink followed
+    statedir.unlink(state_dir / JOURNAL)  # the snapshot contains everything it said
     if durable:
         os.sync()
     return target
@@ -148,19 +143,14 @@ def write_atomic(state_dir: Path, manifest: Manifest, durable: bool = False) -> 
 def append_journal(state_dir: Path, entry: dict[str, Any]) -> None:
     """Record one change (``{"vm": {...}}`` upsert or ``{"forget": id}``) cheaply."""
     line = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode() + b"\n"
-    fd = os.open(state_dir / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    statedir.append(state_dir / JOURNAL, line)
 
 
 def _replay(state_dir: Path, manifest: Manifest) -> Manifest:
-    try:
-        lines = (state_dir / JOURNAL).read_bytes().splitlines()
-    except FileNotFoundError:
+    journal = statedir.read(state_dir / JOURNAL)
+    if journal is None:
         return manifest
-    for line in lines:
+    for line in journal.splitlines():
         try:
             entry = manifest_check.parse(line)
             if not isinstance(entry, dict):
@@ -181,8 +171,16 @@ def _replay(state_dir: Path, manifest: Manifest) -> Manifest:
 def read_disk(state_dir: Path) -> Manifest | None:
     path = state_dir / FILENAME
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        raw = statedir.read(path)
+    except OSError as exc:  # a symlink, a FIFO: never followed, never waited on
+        raise LuodError(
+            "manifest-unreadable",
+            f"cannot read {path}: {exc.strerror or exc}",
+            "it must be a regular file of luod's (not a symlink): move it aside and look at "
+            "who put it there",
+            exc.errno,
+        ) from exc
+    if raw is None:
         return None
     return _replay(state_dir, Manifest.from_json(raw, str(path)))
 

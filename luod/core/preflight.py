@@ -18,6 +18,7 @@ from luod.core import dialect
 from luod.core.kexec_mode import KexecPlan
 from luod.core.model import STATE_SESSION, Mode, VmRecord, VmState
 from luod.errors import LuodError
+from luod.kernel import images
 from luod.kernel.probes import KernelInfo, cmdline_flag
 
 if TYPE_CHECKING:  # the handover-ABI readers load with an update, not at start-up
@@ -121,7 +122,7 @@ def kernel_image(kernel: Path | None) -> Check:
     if kernel is None:
         return Check("kernel-image", Status.WARN, "no next kernel given", "pass the image path")
     try:
-        with open(kernel, "rb") as image:
+        with images.open_image(kernel) as image:  # never blocks: regular files only
             image.seek(BZIMAGE_MAGIC_OFFSET)
             magic = image.read(4)
     except OSError as exc:

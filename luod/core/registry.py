@@ -18,6 +18,7 @@ import structlog
 from luod.core import manifest as manifest_io
 from luod.core import vetting
 from luod.core.access import AccessPolicy, Peer, check_owner
+from luod.core.custody_guard import CustodyGuard, CustodyHealth
 from luod.core.limits import Limits
 from luod.core.model import (
     MANIFEST_TOKEN,
@@ -67,6 +68,15 @@ class Custody(Protocol):
         """Release local resources; fds held outside this process stay held."""
         ...
 
+    def check(self) -> None:
+        """Raise LuodError ``custody-unavailable`` when the custodian is gone."""
+        ...
+
+    def renew(self) -> None:
+        """After a loss: a custodian again (a new keeper), empty; ``custody-unavailable`` when
+        none can be had."""
+        ...
+
 
 class Registry:
     """The VMs luod knows and the LUO session it holds for each; the only writer of that state.
@@ -86,7 +96,7 @@ class Registry:
     ) -> None:
         self._limits = limits or Limits()
         self._backend = backend
-        self._custody = custody
+        self._custody = CustodyGuard(custody, self._held)
         self._state_dir = state_dir
         self._policy = policy
         self._retriever: Retriever = retriever or _default_retriever(backend)
@@ -126,12 +136,34 @@ class Registry:
     def custody_kind(self) -> str:
         return self._custody.kind
 
+    @property
+    def custody_health(self) -> CustodyHealth:
+        return self._custody.health
+
+    def check_custody(self) -> CustodyHealth:
+        """Is the custodian there? A lost one is replaced and given every session again."""
+        return self._custody.check()
+
+    def _held(self) -> dict[str, Session]:
+        """Every session luod holds, by its custody name (what a new custodian must get)."""
+        held = {self._vms[v].session: s for v, s in self._sessions.items() if v in self._vms}
+        if self._state_session is not None:
+            held[STATE_SESSION] = self._state_session
+        return {name: session for name, session in held.items() if not session.closed}
+
     def open_sessions(self) -> int:
         return sum(not s.closed for s in self._sessions.values())
 
     def admit(self, peer: Peer) -> None:
         """Raise ``not-allowed`` unless the access policy lets ``peer`` talk to luod."""
         self._policy.check(peer)
+
+    def sees_all(self, uid: int | None) -> bool:
+        """May ``uid`` see every owner's VMs, the events and the history (luod.core.access)?"""
+        return self._policy.sees_all(uid)
+
+    def require_operator(self, peer: Peer, what: str) -> None:
+        self._policy.require_operator(peer, what)
 
     # --- persistence --------------------------------------------------------------------
     def manifest(self) -> manifest_io.Manifest:
@@ -194,7 +226,8 @@ class Registry:
     def listing(self, peer: Peer, vm_id: str | None) -> list[VmRecord]:
         if vm_id is not None:
             return [self.get(vm_id, peer)]
-        return [vm for vm in self._vms.values() if peer.uid in (0, vm.owner.uid)]
+        sees_all = self._policy.sees_all(peer.uid)
+        return [vm for vm in self._vms.values() if sees_all or vm.owner.uid == peer.uid]
 
     def has_session(self, vm_id: str) -> bool:
         return vm_id in self._sessions
@@ -373,8 +406,12 @@ class Registry:
                     "another process created it; luod will not share it",
                 ) from exc
             raise LuodError.from_luo(exc) from exc
+        try:
+            self._custody.deposit(vm.session, session)
+        except BaseException:
+            session.close()  # nothing preserved yet: the kernel drops it, the id stays free
+            raise
         self._sessions[vm.id] = session
-        self._custody.deposit(vm.session, session)
 
     def _check_preservable(self, vm: VmRecord, specs: Sequence[FileSpec]) -> None:
         self._refuse_during_kexec()

@@ -7,17 +7,14 @@ Blackout per VM = its freeze ack → its done, in realtime (the only clock that 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import stat
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from luod.core import statedir
 from luod.core.clock import Stamp
 
 HISTORY: Final = "history.jsonl"
@@ -90,35 +87,25 @@ def append_history(state_dir: Path, record: UpdateRecord, keep: int = HISTORY_KE
 def append_entry(state_dir: Path, entry: dict[str, Any], keep: int = HISTORY_KEEP) -> None:
     """One history line: an update (kind absent) or another kind ("qualification")."""
     line = json.dumps(entry, sort_keys=True)
-    with open(state_dir / HISTORY, "a", encoding="utf-8") as out:
-        out.write(line + "\n")
+    statedir.append(state_dir / HISTORY, (line + "\n").encode())
     _rotate(state_dir / HISTORY, keep)
 
 
 def _rotate(path: Path, keep: int) -> None:
-    """Keep the newest ``keep`` lines, replacing the file atomically (same mode, O_EXCL temp)."""
-    lines = path.read_bytes().splitlines(keepends=True)
+    """Keep the newest ``keep`` lines, written anew as the manifest is (luod.core.statedir:
+    0600, an O_EXCL temporary, no symlink followed)."""
+    lines = (statedir.read(path) or b"").splitlines(keepends=True)
     if len(lines) <= keep:
         return
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(b"".join(lines[-keep:]))
-        os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    statedir.write_atomic(path, b"".join(lines[-keep:]))
 
 
 def read_history(state_dir: Path) -> list[dict[str, Any]]:
-    try:
-        lines = (state_dir / HISTORY).read_text().splitlines()
-    except FileNotFoundError:
+    raw = statedir.read(state_dir / HISTORY)
+    if raw is None:
         return []
     records = []
-    for line in lines:
+    for line in raw.decode(errors="replace").splitlines():
         try:
             records.append(json.loads(line))
         except ValueError:

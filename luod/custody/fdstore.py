@@ -83,6 +83,12 @@ class SystemdFdStore:
     def recover(self) -> dict[str, OwnedFd]:
         return self._mirror.recover()
 
+    def check(self) -> None:
+        """systemd is there while luod runs under it."""
+
+    def renew(self) -> None:
+        """Nothing to start: systemd's fd store is lost only with the unit."""
+
     def close(self) -> None:
         """Close the local copies; systemd's fd store keeps its own."""
         self._mirror.close()

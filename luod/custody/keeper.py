@@ -178,7 +178,8 @@ def _lock(path: Path) -> int | None:
     The lock file is never removed: a keeper that unlinked it while exiting could let two new
     keepers lock two different files. Its content (our pid) is for operators and tests.
     """
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW  # never a planted symlink
+    fd = os.open(f"{path}.lock", flags, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -77,6 +78,17 @@ class KeeperCustody:
                 fd.close()
             raise
         return recovered
+
+    def check(self) -> None:
+        """PING: raises ``custody-unavailable`` (or ``custody-closed``) when the keeper is gone."""
+        self._call(encode_request("PING"), None)
+
+    def renew(self) -> None:
+        """Connect again, starting a new keeper when none answers. The caller deposits every
+        session again: a new keeper holds nothing (CustodyGuard does both)."""
+        with self._lock:
+            self.close()
+            self._sock, self.keeper_pid = _connect(self.socket_path, True, self._timeout)
 
     def close(self) -> None:
         """Disconnect; the keeper keeps every fd (and exits by itself only if it holds none)."""
@@ -176,6 +188,7 @@ def _handshake(path: Path, timeout: float) -> tuple[socket.socket, int]:
     try:
         sock.settimeout(timeout)
         sock.connect(str(path))
+        _check_keeper_uid(sock, path)
         sock.send(encode_request("PING"))
         data = sock.recv(REPLY_BYTES)
         if not data:
@@ -191,6 +204,21 @@ def _handshake(path: Path, timeout: float) -> tuple[socket.socket, int]:
         sock.close()
         raise LuodError("custody-unavailable", f"the fd keeper at {path}: {reply.detail}")
     return sock, int(reply.detail) if reply.detail.isdigit() else 0
+
+
+def _check_keeper_uid(sock: socket.socket, path: Path) -> None:
+    """Session fds go only to a keeper of luod's own uid (SO_PEERCRED of its listener): a
+    socket planted at ``path`` by another user must never receive one."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    if uid != os.geteuid():
+        raise LuodError(
+            "custody-unavailable",
+            f"the fd keeper at {path} (pid {pid}) runs as uid {uid}, not as luod's uid "
+            f"{os.geteuid()}: luod gives it nothing",
+            hint=f"someone else listens at {path}: remove it and check who can write to "
+            f"{path.parent}",
+        )
 
 
 def _start_keeper(path: Path, timeout: float) -> None:

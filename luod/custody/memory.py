@@ -46,6 +46,12 @@ class MemoryCustody:
             raise
         return recovered
 
+    def check(self) -> None:
+        """In-process: there while luod is."""
+
+    def renew(self) -> None:
+        """Nothing to start again: in-process custody is lost only with luod."""
+
     def close(self) -> None:
         """Close every copy: in-process custody has nothing that outlives it."""
         held, self._held = self._held, None

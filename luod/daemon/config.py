@@ -109,6 +109,8 @@ SETTINGS: Final = (
         _bool,
         "on TCP, serve /metrics and /v1/health without the token (scrapers, load balancers)",
     ),
+    Setting("api.max_body_bytes", 64 * 1024, _count, "larger REST request bodies get 413"),
+    Setting("api.max_connections", 64, _count, "REST connections at once per listener (503)"),
     Setting(
         "custody.mode",
         "auto",

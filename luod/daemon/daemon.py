@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import grp
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ from typing import Any
 import structlog
 
 import luod
-from luod.core import holds
+from luod.core import holds, statedir
 from luod.core.clock import Clock, SystemClock
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
@@ -47,6 +48,8 @@ ApiServer = Callable[
 ]
 """Serves the REST API until cancelled: (registry, driver, events, settings, delay,
 qualifications)."""
+SOCKET_GROUP = "luod"
+CUSTODY_CHECK_SECONDS = 2.0
 API_DELAY_AFTER_KEXEC = 1.0
 """Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
 reclaiming their memory."""
@@ -89,8 +92,7 @@ class Daemon:
     def _recover(self) -> None:
         """The critical path after a reboot: backend, custody, the sessions taken back."""
         settings = self.settings
-        for directory in (settings.state_dir, settings.runtime_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+        self._claim_dirs()
         self.backend: Backend = (
             open_backend(
                 settings.simulate,
@@ -111,6 +113,16 @@ class Daemon:
         )
         holds.hold_blocking("recovery")
         self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
+
+    def _claim_dirs(self) -> None:
+        """luod's directories, checked (luod.core.statedir), and the state directory locked
+        before anything is touched: a second luod there stops here (``state-dir-locked``)."""
+        statedir.prepare(self.settings.state_dir, statedir.STATE_DIR_MODE)
+        lock = statedir.StateLock(self.settings.state_dir)
+        self._opened.callback(lock.close)
+        statedir.prepare(self.settings.runtime_dir, statedir.RUNTIME_DIR_MODE)
+        for name in statedir.STATE_FILES:
+            statedir.tighten(self.settings.state_dir / name)
 
     def _wire(self, spawn: Spawn) -> None:
         """The parts that answer requests, each given what it uses, once."""
@@ -189,7 +201,7 @@ class Daemon:
             version=luod.__version__,
         )
         self._handle_signals()
-        background = [tasks.create_task(server.serve())]
+        background = [tasks.create_task(server.serve()), tasks.create_task(self._custody_watch())]
         systemd.ready(f"serving {len(self.registry.vms)} VMs ({self.report.mode})")
         gc.freeze()  # the start-up heap lives as long as luod: later collections skip it
         if (interval := systemd.watchdog_interval()) is not None:
@@ -224,6 +236,14 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _custody_watch(self) -> None:
+        """Every few seconds: is the custodian there? A keeper that died is replaced and
+        given every session again (luod.core.custody_guard), before the kexec needs it."""
+        while True:
+            await asyncio.sleep(CUSTODY_CHECK_SECONDS)
+            async with self.handler.lock:  # never in the middle of a registry call
+                await asyncio.to_thread(self.registry.check_custody)
 
     def _kernel_gone(self) -> None:
         self.kernel_gone = True
@@ -277,14 +297,17 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def bind(path: Path) -> socket.socket:
-    """Listen on ``path``; it appears only once it accepts (bound aside, then renamed)."""
+def bind(path: Path, group: str = SOCKET_GROUP) -> socket.socket:
+    """Listen on ``path`` (mode 0660, group ``luod`` when it exists); it appears only once it
+    accepts (bound aside, then renamed)."""
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         staging.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(staging))
     os.chmod(staging, 0o660)
+    with contextlib.suppress(KeyError):  # group luod when it exists (as luod.socket does)
+        os.chown(staging, -1, grp.getgrnam(group).gr_gid)
     listener.listen(128)
     os.replace(staging, path)
     return listener

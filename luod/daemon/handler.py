@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -220,6 +221,7 @@ class LuodHandler:
             "kernel": info.release,
             "liveupdate_number": info.liveupdate_number,
             "backend": self.registry.backend_name,
+            "custody": asdict(self.registry.custody_health),
         }, ()
 
     async def _update(self, conn: VmmConnection, req: codec.Update) -> Reply:
@@ -231,6 +233,7 @@ class LuodHandler:
 
     async def _start_update(self, conn: VmmConnection, req: codec.Update, verb: str) -> Reply:
         _root_only(conn, verb)
+        await asyncio.to_thread(self.driver.read_images, Path(req.kernel))
         request = UpdateRequest(
             Path(req.kernel),
             Path(req.initrd) if req.initrd else None,
@@ -261,6 +264,7 @@ class LuodHandler:
                 "WATCH needs the capability 'progress'",
                 'send HELLO with "capabilities": ["progress"] first',
             )
+        self.registry.require_operator(conn.peer, "WATCH")
         self.events.watch(conn)
         record = self.driver.record
         return {
@@ -269,6 +273,7 @@ class LuodHandler:
         }, ()
 
     async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
+        self.registry.require_operator(conn.peer, "HISTORY")
         entries = timeline.read_history(self.registry.state_dir)  # qualifications: over REST
         records = [e for e in entries if e.get("kind", "update") == "update"]
         if req.after is not None:

@@ -23,6 +23,8 @@ class ApiSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     public_metrics: bool = False  # on TCP, /metrics and /v1/health without the token
+    max_body_bytes: int = 64 * 1024  # larger request bodies get 413, unread
+    max_connections: int = 64  # per listener; more get 503
 
 
 @dataclass(frozen=True)

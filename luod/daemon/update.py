@@ -111,6 +111,13 @@ class UpdateDriver:
         return self.machine.defers_signals and not self.kexec.handed_to_systemd
 
     # --- requests ------------------------------------------------------------------------------
+    def read_images(self, kernel: Path) -> None:
+        """Read (and decompress) the images a preflight compares into ``compat.CACHE``. Call
+        it in a worker thread first: the checks on the loop then only stat them."""
+        for path in (kernel, self.running_image or self.backend.running_image()):
+            if path is not None:
+                compat.CACHE.facts(path)
+
     def check(self, request: UpdateRequest) -> list[preflight.Check]:
         return self._preflight(request)[0]
 

@@ -10,12 +10,16 @@ are in the kernel's image only (``/boot/vmlinuz-RELEASE`` on Debian hosts).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
+MAX_IMAGE_BYTES: Final = 512 << 20
+"""A bzImage is tens of MiB; anything larger is refused before it is read into memory."""
 DEBUGFS_OUT: Final = Path("kernel/debug/kho/out")
 BLOBS: Final = {"fdt": "fdt", "luo": "sub_fdts/LUO", "metadata": "sub_fdts/kexec-metadata"}
 
@@ -61,8 +65,24 @@ def image_key(path: Path) -> ImageKey:
     return ImageKey(str(Path(path).absolute()), st.st_size, st.st_mtime_ns)
 
 
+def open_image(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file of at most MAX_IMAGE_BYTES; else
+    OSError. O_NONBLOCK: a FIFO (or a device) given as a kernel never blocks luod."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a kernel image is one)")
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise OSError(errno.EFBIG, f"{st.st_size} bytes, more than any kernel image")
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def read_image(path: Path) -> bytes:
-    with open(path, "rb") as image:
+    with open_image(path) as image:
         return image.read()
 
 

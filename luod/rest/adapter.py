@@ -3,8 +3,9 @@ the update driver and the registry. Translation only: every decision stays in th
 driver and the registry. Imported only with the REST stack (luod.rest.serving).
 
 It belongs to luod's main event loop: call it there (the REST thread goes through
-luod.rest.bridge). Its coroutines never suspend; every model it returns is a copy, which no
-later change of luod's state touches.
+luod.rest.bridge). Its coroutines suspend only to read a kernel image in a worker thread
+(preflight, start); every model it returns is a copy, which no later change of luod's state
+touches.
 
 Events: ``publish(event)`` listens on the daemon's event bus (luod.daemon.events) and fans each
 update event out to the REST subscribers (luod.rest.events) without ever blocking the update.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,9 @@ class DaemonFacade:
     def version(self) -> str:
         return luod.__version__
 
+    def sees_all(self, uid: int | None) -> bool:
+        return self.registry.sees_all(uid)
+
     def read(self, name: str) -> models.Response:
         """``status``, ``vms``, ``update`` or ``history``, synchronously (the bridge's
         snapshots are taken in a plain callback on this loop)."""
@@ -98,6 +103,7 @@ class DaemonFacade:
             preserved_bytes=sum(f.size for f in files),
             backend=self.registry.backend_name,
             version=luod.__version__,
+            custody=models.CustodyHealth.model_validate(asdict(self.registry.custody_health)),
         )
 
     def _vms(self) -> models.VmList:
@@ -139,8 +145,16 @@ class DaemonFacade:
         return records.qualification_record(self._qualifier().get(qid))
 
     # --- the update -----------------------------------------------------------------------------
-    async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
-        checks = self.driver.check(_request(request, ROOT))
+    async def preflight(
+        self, request: models.PreflightRequest, uid: int | None
+    ) -> models.PreflightResult:
+        """Root only (it reads files as root: any other caller would learn which exist). The
+        images are read in a worker thread first (``compat.CACHE``), so the checks on the
+        loop only stat them."""
+        caller = ROOT if uid is None else uid
+        _root_only(caller, "a preflight")
+        await asyncio.to_thread(self.driver.read_images, Path(request.kernel))
+        checks = self.driver.check(_request(request, caller))
         return models.PreflightResult(ok=not preflight.failed(checks), checks=_checks(checks))
 
     async def start_update(
@@ -149,6 +163,7 @@ class DaemonFacade:
         """``uid`` None: a TCP caller with the bearer token, who acts as root."""
         caller = ROOT if uid is None else uid
         _root_only(caller, "starting an update")
+        await asyncio.to_thread(self.driver.read_images, Path(request.kernel))
         wanted = _request(request, caller)
         try:
             record = self.driver.start(wanted)

@@ -26,7 +26,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import luod
 from luod.core.model import VM_ID
 from luod.rest import models, problems, qualifications, records
-from luod.rest.auth import PUBLIC_SECURITY, TOKEN_KEY, peer_uid, require_bearer
+from luod.rest.auth import (
+    PEER_UID_KEY,
+    PUBLIC_SECURITY,
+    TOKEN_KEY,
+    peer_uid,
+    require_bearer,
+    require_operator,
+    require_owner,
+)
 from luod.rest.events import KEEPALIVE, sse
 from luod.rest.facade import EventStream, RestFacade
 from luod.rest.metrics import Scrape
@@ -119,7 +127,8 @@ def _v1(facade: RestFacade, keepalive: float) -> APIRouter:
         },
         description=SSE_DOC,
     )
-    async def events() -> StreamingResponse:
+    async def events(request: Request) -> StreamingResponse:
+        require_operator(facade, request, "the event stream")
         state, stream = await facade.watch()
         first = {"event": "STATE", **_dump(state)}
         return StreamingResponse(
@@ -159,9 +168,14 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
         "/vms", response_model=models.VmList, operation_id="listVms", tags=["host"],
         summary="The VMs luod holds",
     )  # fmt: skip
-    async def vms() -> Response:
-        """Every VM luod knows, with its state and its preserved files."""
-        return vms_json(await facade.vms())
+    async def vms(request: Request) -> Response:
+        """Every VM luod knows, with its state and its preserved files (over the unix socket,
+        a uid outside `access.uids` sees only its own VMs)."""
+        uid = peer_uid(request)
+        listing = await facade.vms()
+        if facade.sees_all(uid):
+            return vms_json(listing)
+        return _Encoded()(models.VmList(vms=[vm for vm in listing.vms if vm.owner_uid == uid]))
 
     @router.get(
         "/vms/{vm_id}", response_model=models.Vm, operation_id="getVm", tags=["host"],
@@ -169,15 +183,20 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
     )  # fmt: skip
     async def vm(
         vm_id: Annotated[str, PathParam(pattern=f"^{VM_ID.pattern}$", description="The VM's id.")],
+        request: Request,
     ) -> Response:
-        """One VM, its state and its files; 404 `unknown-vm` if luod does not know it."""
-        return vm_json(await facade.vm(vm_id))
+        """One VM, its state and its files; 404 `unknown-vm` if luod does not know it, 403
+        `not-owner` if it is another uid's (for a uid outside `access.uids`)."""
+        found = await facade.vm(vm_id)
+        require_owner(facade, request, found.owner_uid, vm_id)
+        return vm_json(found)
 
     @router.get(
         "/history", response_model=models.History, operation_id="getHistory",
         tags=["history"], summary="Updates that ended", responses=problems.responses(422),
     )  # fmt: skip
     async def history(
+        request: Request,
         cursor: Annotated[
             str | None,
             Query(max_length=64, description="next_cursor of the previous page."),
@@ -193,17 +212,20 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
         """Updates that ended (completed, aborted, refused, failed), newest first, `limit` at
         a time; follow `next_cursor` for older ones. `kind=qualification` lists the
         qualifications instead, `kind=all` both. 422 `bad-cursor` for a cursor luod did
-        not hand out (a cursor belongs to one kind)."""
+        not hand out (a cursor belongs to one kind); 403 `not-allowed` for a uid outside
+        `access.uids`."""
+        require_operator(facade, request, "the history")
         return records.page(records.only(await facade.history(), kind), cursor, limit)
 
     @router.post(
         "/preflight", operation_id="runPreflight", tags=["update"],
-        summary="Check a next kernel", responses=problems.responses(422),
+        summary="Check a next kernel", responses=problems.responses(403, 422),
     )  # fmt: skip
-    async def preflight(body: models.PreflightRequest) -> models.PreflightResult:
-        """Run every preflight check for this next kernel; nothing starts, nothing changes.
-        `ok` is false when a check fails (the update would be refused)."""
-        return await facade.preflight(body)
+    async def preflight(body: models.PreflightRequest, request: Request) -> models.PreflightResult:
+        """Run every preflight check for this next kernel (root: it reads files as root);
+        nothing starts, nothing changes. `ok` is false when a check fails (the update would
+        be refused)."""
+        return await facade.preflight(body, peer_uid(request))
 
 
 class SnapshotReads:
@@ -215,6 +237,7 @@ class SnapshotReads:
 
     def __init__(self, app: ASGIApp, facade: RestFacade) -> None:
         self.app = app
+        self.facade = facade
         self.reads: dict[str, tuple[Callable[[], Awaitable[models.Response]], _Encoded]] = {
             "/v1/status": (facade.status, _Encoded()),
             "/v1/vms": (facade.vms, _Encoded()),
@@ -223,7 +246,12 @@ class SnapshotReads:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         read = None
-        if scope["type"] == "http" and scope["method"] == "GET" and TOKEN_KEY not in scope:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and TOKEN_KEY not in scope
+            and self.facade.sees_all(scope.get(PEER_UID_KEY))  # else: the route filters
+        ):
             read = self.reads.get(scope["path"])
         if read is None:
             return await self.app(scope, receive, send)
@@ -269,7 +297,7 @@ def _update_routes(router: APIRouter, facade: RestFacade) -> None:
         the checks), then prepare, freeze and kexec in the background; follow it with
         `GET /v1/update` or `GET /v1/events`. 409 `update-running` while one runs."""
         if body.dry_run:
-            return JSONResponse(_dump(await facade.preflight(body)))
+            return JSONResponse(_dump(await facade.preflight(body, peer_uid(request))))
         record = await facade.start_update(body, peer_uid(request))
         return JSONResponse(_dump(record), status_code=202, headers={"Location": "/v1/update"})
 
@@ -318,11 +346,13 @@ def _metrics(app: FastAPI, facade: RestFacade) -> None:
             **problems.responses(*ALWAYS),
         },
     )
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         """Prometheus metrics: build info (version, kernel), phase, VMs by state, sessions,
         preserved bytes, updates by outcome and by reason, histograms of the blackout per VM
         and of each phase's duration, the last update's blackout per VM, process metrics.
-        Over TCP it needs no token when `api.public_metrics` is on."""
+        Over TCP it needs no token when `api.public_metrics` is on; over the unix socket a uid
+        outside `access.uids` gets 403 (the metrics name every VM)."""
+        require_operator(facade, request, "the metrics")
         status, vms, history = await facade.status(), await facade.vms(), await facade.history()
         return Response(
             generate_latest(Scrape(status, vms, history)), media_type=CONTENT_TYPE_LATEST

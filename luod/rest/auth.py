@@ -3,7 +3,8 @@ it), and, over TCP, whoever presents the bearer token from luod's token file.
 
 The TCP listener marks each request's ASGI scope with the token it requires
 (``listener_app``), and with PUBLIC_KEY when ``/metrics`` and ``/v1/health`` are public there;
-the ``require_bearer`` dependency checks it. Requests over the unix socket
+the ``require_bearer`` dependency checks it (luod.rest.middleware checked it already, before
+reading the body). Requests over the unix socket
 carry no mark, so they need no token. The scope also carries the caller's uid when the
 server learned it from SO_PEERCRED (see luod.rest.serve).
 """
@@ -20,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from luod.errors import LuodError
+from luod.rest.facade import RestFacade
 
 TOKEN_KEY: Final = "luod.bearer"
 PEER_UID_KEY: Final = "luod.peer_uid"
@@ -67,6 +69,28 @@ async def require_bearer(
 def peer_uid(request: Request) -> int | None:
     uid = request.scope.get(PEER_UID_KEY)
     return uid if isinstance(uid, int) else None
+
+
+def require_operator(facade: RestFacade, request: Request, what: str) -> None:
+    """``not-allowed`` unless the caller sees every owner's VMs (luod.core.access)."""
+    uid = peer_uid(request)
+    if not facade.sees_all(uid):
+        raise LuodError(
+            "not-allowed",
+            f"{what} shows every owner's VMs: uid {uid} is not in access.uids",
+            "ask the host operator, or add the uid to access.uids in luod.toml",
+        )
+
+
+def require_owner(facade: RestFacade, request: Request, owner: int, vm_id: str) -> None:
+    """``not-owner`` for another uid's VM, unless the caller sees every owner's VMs."""
+    uid = peer_uid(request)
+    if uid != owner and not facade.sees_all(uid):
+        raise LuodError(
+            "not-owner",
+            f"VM {vm_id!r} belongs to uid {owner}, not {uid}",
+            "a VM id is bound to the uid that registered it first",
+        )
 
 
 def read_token(path: Path) -> str:

@@ -111,6 +111,9 @@ class LoopBridge:
     def version(self) -> str:
         return self.inner.version()
 
+    def sees_all(self, uid: int | None) -> bool:
+        return self.inner.sees_all(uid)  # a frozen policy: safe from this thread
+
     async def status(self) -> models.Status:
         return (await self._snapshot("status")).value  # type: ignore[no-any-return]
 
@@ -196,8 +199,10 @@ class LoopBridge:
             pending.exception()  # retrieved: a refresh nobody waited for fails quietly
 
     # --- on the main loop, awaited here ---------------------------------------------------------
-    async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
-        return await self._on_main(lambda: self.inner.preflight(request))
+    async def preflight(
+        self, request: models.PreflightRequest, uid: int | None
+    ) -> models.PreflightResult:
+        return await self._on_main(lambda: self.inner.preflight(request, uid))
 
     async def start_update(
         self, request: models.UpdateStartRequest, uid: int | None

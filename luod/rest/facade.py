@@ -36,10 +36,18 @@ class EventStream(Protocol):
 class RestFacade(Protocol):
     def version(self) -> str: ...
 
+    def sees_all(self, uid: int | None) -> bool:
+        """May ``uid`` (None: the TCP token) see every owner's VMs, the events, the history?
+        (luod.core.access; callable from any thread: the policy never changes.)"""
+        ...
+
     async def status(self) -> models.Status: ...
 
-    async def preflight(self, request: models.PreflightRequest) -> models.PreflightResult:
-        """Run the preflight checks; start nothing."""
+    async def preflight(
+        self, request: models.PreflightRequest, uid: int | None
+    ) -> models.PreflightResult:
+        """Run the preflight checks; start nothing. Root only (``uid`` as for
+        ``start_update``): raises ``not-allowed``."""
         ...
 
     async def vms(self) -> models.VmList: ...

@@ -64,6 +64,7 @@ class Scrape(Collector):
         ):
             yield GaugeMetricFamily(name, doc, value=value)
         yield _vm_states(vm.state for vm in self.vms.vms)
+        yield from _custody(status.custody)
         yield from self._updates()
         yield from PROCESS.collect()
 
@@ -94,6 +95,21 @@ def _phase(current: Phase) -> GaugeMetricFamily:
     for phase in Phase:
         family.add_metric([str(phase)], 1.0 if phase == current else 0.0)
     return family
+
+
+def _custody(custody: models.CustodyHealth) -> Iterator[Metric]:
+    healthy = GaugeMetricFamily(
+        "luod_custody_healthy",
+        "1 while the custodian (systemd's fd store or the keeper) holds every session",
+        labels=["kind"],
+    )
+    healthy.add_metric([custody.kind], float(custody.healthy))
+    yield healthy
+    yield CounterMetricFamily(
+        "luod_custody_renewals",
+        "Custodians replaced (and given every session again) after a loss",
+        value=custody.renewals,
+    )
 
 
 def _vm_states(states: Iterable[VmState]) -> GaugeMetricFamily:

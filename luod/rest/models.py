@@ -163,6 +163,19 @@ class Health(Response):
     version: str = Field(description="luod's version.")
 
 
+class CustodyHealth(Response):
+    kind: Literal["systemd", "keeper", "memory"] = Field(
+        description="Who holds a copy of every session fd: systemd's fd store, luod's keeper "
+        "process, or luod itself (tests only)."
+    )
+    healthy: bool = Field(
+        description="The custodian holds every session luod holds. False after a loss "
+        "(a keeper killed) until a new one got them all: do not stop luod meanwhile."
+    )
+    renewals: int = Field(description="Custodians replaced after a loss since luod started.")
+    problem: str = Field(description="The last loss (empty if none).")
+
+
 class Status(Response):
     host: str = Field(description="The host's name.")
     kernel: str = Field(description="Release of the running kernel (uname -r).")
@@ -177,6 +190,7 @@ class Status(Response):
         examples=["kernel", "sim"], description="kernel: /dev/liveupdate; sim: the simulator."
     )
     version: str = Field(description="luod's version.")
+    custody: CustodyHealth = Field(description="The custody of the session fds.")
 
 
 class Check(Response):

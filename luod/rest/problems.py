@@ -38,6 +38,7 @@ KINDS: Final[dict[str, Kind]] = {
     "unauthorized": Kind(401, "A valid bearer token is needed"),
     "not-allowed": Kind(403, "Only root may do this"),
     "not-owner": Kind(403, "The VM belongs to another user"),
+    "body-too-large": Kind(413, "The request body is too large"),
     "unknown-vm": Kind(404, "No such VM"),
     "not-found": Kind(404, "No such resource"),
     "method-not-allowed": Kind(405, "The resource does not take this method"),

@@ -4,8 +4,11 @@ thread of its own, luod.rest.thread).
 - The unix socket (default /run/luod/api.sock) is created aside, given mode 0660 and group
   ``luod``, then renamed into place: it never exists with looser permissions, and whoever can
   open it may use the API (mutations still need root: SO_PEERCRED gives the caller's uid).
-- TCP needs a bearer token from a file (refused without one) and takes TLS when a certificate
-  and key are configured.
+- TCP needs a bearer token from a file (refused without one), checked from the headers before
+  any body is read (luod.rest.middleware), and takes TLS when a certificate and key are
+  configured (without, luod warns: the token crosses the network in clear).
+- Every listener: request bodies above ``max_body`` get 413 unread, and at most
+  ``max_connections`` connections are served at once (more get 503).
 - uvicorn does not touch luod's signals (luod defers SIGTERM during a freeze): the server stops
   when its task is cancelled, giving open requests (an SSE stream) a second to end.
 """
@@ -29,6 +32,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from luod.errors import LuodError
 from luod.rest.auth import PEER_UID_KEY, PUBLIC_KEY, TOKEN_KEY, listener_app, read_token
+from luod.rest.middleware import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    BearerGate,
+    BodyLimit,
+)
 from luod.vmm.server import peer_of
 
 log = structlog.get_logger("luod.rest")
@@ -78,30 +87,45 @@ async def serve_rest(
     ready: Callable[[Endpoints], None] | None = None,
     unix_sock: socket.socket | None = None,
     public_metrics: bool = False,
+    max_body: int = DEFAULT_MAX_BODY,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> None:
     """Serve ``app`` until cancelled. Raises LuodError for a configuration it refuses.
 
     ``unix_sock``: a listening socket from systemd (luod-api.socket) instead of binding
     ``unix_path``; its path then belongs to systemd and is left in place.
     ``public_metrics``: on TCP, ``/metrics`` and ``/v1/health`` need no token.
+    ``max_body``: larger request bodies get 413 unread; ``max_connections``: per listener,
+    more get 503 (luod.rest.middleware).
     """
     token = _tcp_token(tcp, token_file)
     tls = _tls(tls_cert, tls_key)
     endpoints = Endpoints(tls=tls is not None)
+    limits = {"limit_concurrency": max_connections}
+    app = BodyLimit(app, max_body)
     try:
         servers = []
         if unix_sock is not None:
             endpoints.sockets = [*endpoints.sockets, unix_sock]
-            servers.append((_server(app, http=PeerCredProtocol), unix_sock))
+            servers.append((_server(app, http=PeerCredProtocol, **limits), unix_sock))
         elif unix_path is not None:
             sock = bind_unix(unix_path, group)
             endpoints.unix, endpoints.sockets = unix_path, [*endpoints.sockets, sock]
-            servers.append((_server(app, http=PeerCredProtocol), sock))
+            servers.append((_server(app, http=PeerCredProtocol, **limits), sock))
         if tcp is not None:
             sock = socket.create_server(tcp, family=_family(tcp[0]), backlog=128)
             endpoints.tcp, endpoints.sockets = sock.getsockname()[:2], [*endpoints.sockets, sock]
             marks = {TOKEN_KEY: token, PUBLIC_KEY: public_metrics}
-            servers.append((_server(listener_app(app, **marks), **tls or {}), sock))
+            assert token is not None  # _tcp_token refuses TCP without one
+            gated = BearerGate(listener_app(app, **marks), token, public=public_metrics)
+            servers.append((_server(gated, **limits, **tls or {}), sock))
+            if tls is None:
+                log.warning(
+                    "rest-tcp-without-tls",
+                    tcp=endpoints.tcp,
+                    hint="the bearer token crosses the network in clear: configure "
+                    "api.tls_cert and api.tls_key, or listen on localhost only",
+                )
         if ready is not None:
             ready(endpoints)
         log.info("rest-serving", unix=str(endpoints.unix), tcp=endpoints.tcp, tls=endpoints.tls)

@@ -67,6 +67,8 @@ async def serve_api(
             tls_key=settings.tls_key,
             unix_sock=activated,
             public_metrics=settings.public_metrics,
+            max_body=settings.max_body_bytes,
+            max_connections=settings.max_connections,
         )
 
     try:

@@ -29,6 +29,8 @@ log = structlog.get_logger("luod.vmm")
 RECV_BYTES: Final = 65536
 ANCILLARY: Final = room(codec.MAX_FDS)
 MAX_QUEUED_BYTES: Final = 4 * 1024 * 1024
+SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux's value; Python lacks it
+MAX_PEER_GROUPS: Final = 256  # getsockopt takes 1024 bytes at most; more groups: ERANGE
 ACCEPT_BACKOFF: Final = 0.1
 """After accept(2) fails (EMFILE: luod is out of fds), stop accepting for this long."""
 ACCEPT_LOG_EVERY: Final = 10.0
@@ -299,7 +301,16 @@ def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
 def peer_of(sock: socket.socket) -> Peer:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
-    return Peer(uid, gid, pid, cgroup_of(pid))
+    return Peer(uid, gid, pid, cgroup_of(pid), peer_groups(sock))
+
+
+def peer_groups(sock: socket.socket) -> frozenset[int]:
+    """The peer's supplementary groups (SO_PEERGROUPS, Linux >= 4.13; empty if unknown)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * MAX_PEER_GROUPS)
+    except OSError:
+        return frozenset()
+    return frozenset(struct.unpack(f"{len(raw) // 4}I", raw))
 
 
 def _rights(fds: tuple[OwnedFd, ...]) -> list[tuple[int, int, bytes]]:

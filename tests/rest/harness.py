@@ -50,13 +50,18 @@ class Luod:
     on the daemon's events as luod.rest.serving makes it listen."""
 
     def __init__(
-        self, state: Path, *, custody: Custody | None = None, kexec: KexecSettings | None = None
+        self,
+        state: Path,
+        *,
+        custody: Custody | None = None,
+        kexec: KexecSettings | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         self.state = state
         state.mkdir(parents=True, exist_ok=True)
         self.kernel = state / "bzImage"
         self.kernel.write_bytes(FAKE_BZIMAGE)
-        settings = Settings.simulated(state, access=AccessPolicy.default())
+        settings = Settings.simulated(state, access=access or AccessPolicy.default())
         self.daemon = Daemon(settings, custody=custody, kexec=kexec)
         self.daemon.startup(asyncio.create_task)
         self.registry = self.daemon.registry

@@ -159,7 +159,7 @@ async def test_update_and_abort_need_root_on_the_unix_socket(luod: Luod) -> None
         assert reply.status_code == 403 and reply.json()["code"] == "not-allowed"
         assert (await user.delete("/v1/update")).json()["code"] == "not-allowed"
         assert (await user.get("/v1/status")).status_code == 200
-        assert (await user.post("/v1/preflight", json=update_body(luod))).status_code == 200
+        assert (await user.post("/v1/preflight", json=update_body(luod))).status_code == 403
 
 
 async def test_metrics_expose_phase_sizes_and_outcomes(

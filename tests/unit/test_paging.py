@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from luod.core import timeline
+from luod.core import statedir, timeline
 from luod.errors import LuodError
 from luod.vmm import codec
 
@@ -71,5 +71,5 @@ def test_history_keeps_its_newest_records(tmp_path: Path) -> None:
         timeline.append_history(tmp_path, timeline.UpdateRecord(id=f"u{n}"), keep=3)
         kept = [r["id"] for r in timeline.read_history(tmp_path)]
         assert kept == [f"u{m}" for m in range(max(0, n - 2), n + 1)]  # at the limit, then over
-    assert (tmp_path / timeline.HISTORY).stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / timeline.HISTORY).stat().st_mode & 0o777 == statedir.FILE_MODE  # 0600
     assert [p.name for p in tmp_path.iterdir()] == [timeline.HISTORY]  # no temp file left

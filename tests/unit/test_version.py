@@ -69,6 +69,7 @@ def test_the_metrics_carry_it() -> None:
         preserved_bytes=0,
         backend="sim",
         version=VERSION,
+        custody=models.CustodyHealth(kind="memory", healthy=True, renewals=0, problem=""),
     )
     vms, history = models.VmList(vms=[]), models.History(history=[], next_cursor=None)
     text = generate_latest(Scrape(status, vms, history)).decode()

@@ -29,7 +29,7 @@ def stage(script: str, vm_python: Path, kernel: Path) -> str:
 
 def run_datapath(luo_kernel: Path, vm_python: Path, workdir: Path) -> GuestResult:
     stages = [stage(f"datapath-{n}.sh", vm_python, luo_kernel) for n in (1, 2)]
-    return run_guest(stages, kernel=luo_kernel, timeout=420, workdir=workdir)
+    return run_guest(stages, kernel=luo_kernel, timeout=540, workdir=workdir)  # +keeper loss
 
 
 def test_handover_kill9_kexec_kill9_reclaim(
@@ -41,6 +41,18 @@ def test_handover_kill9_kexec_kill9_reclaim(
     assert result.boots == 2
     restarted = json.loads((share / "list-after-restart.json").read_text())
     assert {v["id"]: v["state"] for v in restarted} == {"vm-a": "preserved", "vm-b": "preserved"}
+    # The keeper killed: luod logged the loss at error level, a new keeper got every session,
+    # and a luod killed after that took them back from it alone (issue 13 §5).
+    events = [json.loads(line) for line in (share / "luod-1b.log").read_text().splitlines()
+              if line.startswith("{")]  # fmt: skip
+    lost = [e for e in events if e["event"] == "custody-lost"]
+    assert lost and lost[0]["level"] == "error"
+    assert [e["sessions"] for e in events if e["event"] == "custody-renewed"] == [3]
+    after_loss = json.loads((share / "list-after-keeper-loss.json").read_text())
+    assert {v["id"]: v["state"] for v in after_loss} == dict.fromkeys(
+        ("vm-a", "vm-b", "vm-p"),
+        "preserved",  # vm-p: partial_preserve.py's
+    )
     after_kexec = json.loads((share / "list-after-kexec.json").read_text())
     assert {v["id"]: v["state"] for v in after_kexec} == dict.fromkeys(
         ("vm-a", "vm-b", "vm-c", "vm-p"), "incoming"

@@ -1,4 +1,5 @@
-# Boot 1: luod + three demo VMMs hand over; kill -9 luod and restart it; then kexec.
+# Boot 1: luod + three demo VMMs hand over; kill -9 luod and restart it; kill -9 the keeper
+# (luod starts a new one and hands it every session) and luod again; then kexec.
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
@@ -16,6 +17,11 @@ kill -9 "$LUOD_PID"; wait "$LUOD_PID" 2>/dev/null
 start_luod 1b                   # back from the keeper + disk manifest
 luod_list >"$SHARE/list-after-restart.json"
 python "$SCRIPTS/partial_preserve.py" hand "$SOCK" "$SHARE/partial-hand.json"   # issue 13 #8
+kill -9 "$(cat /run/luod/keeper.sock.lock)"   # the keeper dies: luod notices within 2 s
+wait_for "$SHARE/luod-1b.log" custody-renewed 200
+kill -9 "$LUOD_PID"; wait "$LUOD_PID" 2>/dev/null
+start_luod 1c                   # back from the new keeper alone
+luod_list >"$SHARE/list-after-keeper-loss.json"
 luod-demo-vmm run --id vm-c --mode delegation --ram ram0=16M --record "$SHARE/vm-c.json" >"$SHARE/vm-c-run.log" 2>&1 &
 wait_for "$SHARE/vm-c-run.log" subscribed
 sync
