@@ -190,6 +190,7 @@ class Daemon:
         await self._stop.wait()
         systemd.stopping()
         self.driver.shutdown()  # an update before the freeze is aborted: VMMs resume
+        self.events.stopping()  # the REST event streams end now, not at uvicorn's grace
         for task in background:
             task.cancel()
 

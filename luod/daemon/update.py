@@ -16,7 +16,7 @@ import structlog
 from luod.core import compat, dialect, handoff, preflight, timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.model import Mode, VmState
-from luod.core.orchestrator import Phase, UpdateMachine
+from luod.core.orchestrator import Phase, Transition, UpdateMachine
 from luod.core.registry import Registry
 from luod.daemon.barrier import ReadyBarrier
 from luod.daemon.connections import VmmConnections
@@ -77,7 +77,7 @@ class UpdateDriver:
         self.unload_on_abort = unload_on_abort
         self.running_image = running_image  # None: the platform's guess (/boot/vmlinuz-*)
         self.log = UpdateLog(clock, events, registry.state_dir)
-        self.machine = UpdateMachine(clock, emit=self.log.phase)
+        self.machine = UpdateMachine(clock, emit=self._phase)
         self._base_deadlines = {
             **self.machine.deadlines,
             **{Phase(k): float(v) for k, v in (deadlines or {}).items()},
@@ -88,6 +88,9 @@ class UpdateDriver:
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
         self._abort_reason = "abort requested"
+
+    def _phase(self, transition: Transition) -> None:
+        self.log.phase(transition, self.machine.deadlines.get(transition.target))
 
     @property
     def record(self) -> timeline.UpdateRecord | None:
@@ -102,9 +105,13 @@ class UpdateDriver:
 
     # --- requests ------------------------------------------------------------------------------
     def check(self, request: UpdateRequest) -> list[preflight.Check]:
-        return self._preflight(request)[0]
+        """The preflight checks alone (an update in progress is one that fails)."""
+        running = None if self.machine.phase is Phase.IDLE else str(self.machine.phase)
+        return self._preflight(request, running)[0]
 
-    def _preflight(self, request: UpdateRequest) -> tuple[list[preflight.Check], compat.Assessment]:
+    def _preflight(
+        self, request: UpdateRequest, running: str | None = None
+    ) -> tuple[list[preflight.Check], compat.Assessment]:
         info = self.backend.info()
         cmdline = request.cmdline if request.cmdline is not None else info.cmdline
         vms = list(self.registry.vms.values())
@@ -128,6 +135,7 @@ class UpdateDriver:
             self.kexec.plan(),
             self.connections.granted(),
             assessment,
+            running,
         )
         return preflight.run(ctx), assessment
 
@@ -160,7 +168,8 @@ class UpdateDriver:
         self._task.add_done_callback(self._task_done)
         return record
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, by: str = "") -> None:
+        """``by``: who asked (recorded in the update: "uid N", or the REST token)."""
         if self._task is None or not self.machine.abortable:
             raise LuodError(
                 "wrong-state",
@@ -168,6 +177,8 @@ class UpdateDriver:
                 "abort works before the kexec starts",
             )
         self._abort_reason = reason
+        if self.log.record is not None:
+            self.log.record.aborted_by = by
         self._task.cancel(reason)
 
     async def wait(self) -> timeline.UpdateRecord | None:
@@ -255,6 +266,8 @@ class UpdateDriver:
         for vm_id, conn in self.connections:
             if dialect.may_send("RESUME", conn.capabilities):
                 conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
+        if self.log.running():
+            self.log.resumed(list(self.registry.vms))
         if self._loaded and self.unload_on_abort:
             try:
                 self.backend.unload_kernel()

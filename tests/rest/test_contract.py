@@ -28,6 +28,7 @@ OPERATIONS = {
     ("delete", "/v1/update"): "cancelUpdate",
     ("get", "/v1/history"): "getHistory",
     ("get", "/v1/events"): "watchEvents",
+    ("delete", "/v1/vms/{vm_id}"): "dropVm",
     ("get", "/metrics"): "getMetrics",
 }
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")

@@ -103,6 +103,7 @@ async def test_vms_and_one_vm(host: Host) -> None:
         "vm1",
         "handover",
         "preserved",
+        "connected",
         "0",
         "1",
         "1.0",
@@ -185,7 +186,7 @@ async def test_watch_follows_an_update_a_vmm_refuses_and_exits_4(host: Host) -> 
     ran = await watching
     assert ran.code == 4
     phases = [line.split("phase ")[1] for line in ran.out.splitlines() if "phase " in line]
-    assert phases[0] == "idle"
+    assert phases[0] == "idle: no update is running; waiting for one"
     assert [p.split(" (")[0] for p in phases[1:]] == [
         "idle -> preparing",
         "preparing -> prepared",
@@ -286,7 +287,7 @@ async def test_over_tcp_with_a_token_file(tmp_path: Path) -> None:
         refused = await host.luoctl("--url", url, "--token-file", str(wrong), "status")
         assert refused.code == 1 and "[unauthorized]" in refused.err
         missing = await host.luoctl("--url", url, "--token-file", str(tmp_path / "no"), "vms")
-        assert missing.code == 1 and "cannot read the token file" in missing.err
+        assert missing.code == 2 and "cannot read the token file" in missing.err
     finally:
         await host.stop()
         host.luod.close()
