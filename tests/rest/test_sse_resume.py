@@ -43,17 +43,17 @@ async def test_events_have_ids_and_a_reconnect_resumes_after_the_last_one(
 ) -> None:
     sock = tmp_path / "api.sock"
     vmm = await luod.handover_vm("vm1")
-    async with serving(create_app(luod.facade, keepalive=0.05), unix_path=sock):
-        async with unix_client(sock) as client:
-            body = {"kernel": str(luod.kernel), "reuse_cmdline": True}
-            first = await read(client, 1)
-            assert first[0].name == "STATE" and first[0].id
-            assert (await client.post("/v1/update", json=body)).status_code == 202
-            await until(lambda: vmm.events("FREEZE"))
-            await luod.ask(vmm, {"cmd": "READY", "id": "vm1", "error": "cannot pause"})
-            await until(lambda: luod.driver.machine.phase == "idle")
-            missed = await read(client, 6, last_id=first[0].id)
-            again = await read(client, 1, last_id="0-0")  # not this luod's: STATE again
+    app = create_app(luod.facade, keepalive=0.05)
+    async with serving(app, unix_path=sock), unix_client(sock) as client:
+        body = {"kernel": str(luod.kernel), "reuse_cmdline": True}
+        first = await read(client, 1)
+        assert first[0].name == "STATE" and first[0].id
+        assert (await client.post("/v1/update", json=body)).status_code == 202
+        await until(lambda: vmm.events("FREEZE"))
+        await luod.ask(vmm, {"cmd": "READY", "id": "vm1", "error": "cannot pause"})
+        await until(lambda: luod.driver.machine.phase == "idle")
+        missed = await read(client, 6, last_id=first[0].id)
+        again = await read(client, 1, last_id="0-0")  # not this luod's: STATE again
     names = [e.name for e in missed]
     assert names[:3] == ["PHASE", "PHASE", "PHASE"] and "STATE" not in names
     assert names[-1] == "UPDATE_END" and [e.data["to"] for e in missed if e.name == "PHASE"] == [
@@ -84,22 +84,22 @@ async def test_shutdown_is_the_last_event_and_the_stream_ends_at_once(
     sock = tmp_path / "api.sock"
     loop = asyncio.get_running_loop()
     with capture_logs() as logs:
-        async with serving(create_app(luod.facade, keepalive=0.05), unix_path=sock):
-            async with unix_client(sock) as client:
-                parser, seen = EventParser(), []
+        app = create_app(luod.facade, keepalive=0.05)
+        async with serving(app, unix_path=sock), unix_client(sock) as client:
+            parser, seen = EventParser(), []
 
-                async def follow() -> None:
-                    async with client.stream("GET", "/v1/events") as reply:
-                        async for line in reply.aiter_lines():
-                            if (event := parser.feed(line)) is not None:
-                                seen.append(event)
+            async def follow() -> None:
+                async with client.stream("GET", "/v1/events") as reply:
+                    async for line in reply.aiter_lines():
+                        if (event := parser.feed(line)) is not None:
+                            seen.append(event)
 
-                following = asyncio.create_task(follow())
-                await until(lambda: seen)
-                stopping = loop.time()
-                luod.daemon.events.stopping()  # what Daemon.main_loop does when luod stops
-                await asyncio.wait_for(following, 2)
-                ended = loop.time() - stopping
+            following = asyncio.create_task(follow())
+            await until(lambda: seen)
+            stopping = loop.time()
+            luod.daemon.events.stopping()  # what Daemon.main_loop does when luod stops
+            await asyncio.wait_for(following, 2)
+            ended = loop.time() - stopping
     assert [e.name for e in seen] == ["STATE", "SHUTDOWN"]
     assert ended < 0.5, f"the stream took {ended:.2f} s to end"
     assert not [entry for entry in logs if entry.get("exc_info") or entry["log_level"] == "error"]
