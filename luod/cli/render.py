@@ -190,7 +190,9 @@ def ended(record: dict[str, Any] | None) -> list[str]:
     if record is None:
         return ["no update"]
     reason = f": {record['reason']}" if record.get("reason") else ""
-    return [f"update {record['id']} {record['outcome']}{reason}", *abi(record), *blackout(record)]
+    by = f" (by {record['aborted_by']})" if record.get("aborted_by") else ""
+    headline = f"update {record['id']} {record['outcome']}{by}{reason}"
+    return [headline, *abi(record), *blackout(record)]
 
 
 def abi(record: dict[str, Any]) -> list[str]:

@@ -151,7 +151,7 @@ async def test_start_conflict_and_abort(host: Host) -> None:
     again = await host.luoctl("update", "start", *host.kernel_args())
     assert again.code == 1 and "[update-running]" in again.err
     aborted = await host.luoctl("update", "abort", "--reason", "window closed")
-    assert aborted.code == 0 and "aborted: window closed" in aborted.out
+    assert aborted.code == 0 and "aborted (by uid 0): window closed" in aborted.out
     nothing = await host.luoctl("update", "abort")
     assert nothing.code == 1 and "[wrong-state]" in nothing.err
     past = await host.luoctl("history")
