@@ -41,6 +41,14 @@ def main(
     err: TextIO | None = None,
 ) -> int:
     """``http``: a client to use instead of connecting (tests inject one over the ASGI app)."""
+    try:
+        return _main(argv, http, out or sys.stdout, err or sys.stderr)
+    except BrokenPipeError:  # the reader of our output is gone (``luoctl vms | head -1``)
+        _silence(out or sys.stdout)
+        return EXIT_PIPE
+
+
+def _main(argv: list[str] | None, http: httpx.Client | None, out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -48,14 +56,10 @@ def main(
             check_vm_words(parser, args)
     except SystemExit as exc:  # --help, --version, or a usage error (2)
         return int(exc.code or 0)
-    output = Output(getattr(args, "json", False), out or sys.stdout, err or sys.stderr)
-    try:
-        if args.run is None:
-            return completion(parser, args, output)
-        return _run(args, output, http)
-    except BrokenPipeError:
-        _silence(output.out)
-        return EXIT_PIPE
+    output = Output(getattr(args, "json", False), out, err)
+    if args.run is None:
+        return completion(parser, args, output)
+    return _run(args, output, http)
 
 
 def completion(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Output) -> int:
@@ -86,7 +90,7 @@ def _run(args: argparse.Namespace, output: Output, http: httpx.Client | None) ->
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        raise
+        raise  # main's
     except Exception as exc:  # a bug, or a reply luoctl cannot read: one line, not a traceback
         output.error(f"unexpected {type(exc).__name__}: {exc}", "run again with --debug")
         _details(output, exc, debug)
