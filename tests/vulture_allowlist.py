@@ -19,6 +19,7 @@ models.Request.model_config  # pydantic: configuration, validators, serialised f
 models.PreflightRequest._exactly_one
 models.Status.luo_supported
 models.Vm.owner_uid
+models.Vm.disconnected_since
 models.Transition.from_
 models.Transition.to
 models.Problem.errno_name

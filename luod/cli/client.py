@@ -77,6 +77,7 @@ class Api:
     def __init__(self, http: httpx.Client, where: str) -> None:
         self.http = http
         self.where = where
+        self.retry_seconds: float | None = None  # the event stream's retry: (luod's advice)
 
     def get(self, path: str) -> Any:
         return self._call("GET", path)
@@ -96,7 +97,11 @@ class Api:
                 if reply.is_error:
                     reply.read()
                     raise ApiError(_problem(reply))
-                yield from sse.events(reply.iter_lines())
+                parser = sse.EventParser()
+                for event in sse.events(reply.iter_lines(), parser):
+                    if parser.retry_ms is not None:
+                        self.retry_seconds = parser.retry_ms / 1000
+                    yield event
         except httpx.TransportError as exc:
             raise Unreachable(self.where, exc) from exc
 

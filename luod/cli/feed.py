@@ -60,9 +60,11 @@ class Feed:
 
 
 def reconnect(feed: Feed, until: float) -> bool:
-    """After the stream ended: start again if there is time left before ``until``."""
-    if time.monotonic() + RECONNECT_PAUSE >= until:
+    """After the stream ended: start again (after the pause luod's ``retry:`` asked for) if
+    there is time left before ``until``."""
+    pause = min(feed.api.retry_seconds or RECONNECT_PAUSE, RECONNECT_PAUSE * 4)
+    if time.monotonic() + pause >= until:
         return False
-    time.sleep(RECONNECT_PAUSE)
+    time.sleep(pause)
     feed.start()
     return True

@@ -52,8 +52,8 @@ class EventParser:
         return Event(name, parsed if isinstance(parsed, dict) else {"data": parsed}, self.last_id)
 
 
-def events(lines: Iterable[str]) -> Iterator[Event]:
-    parser = EventParser()
+def events(lines: Iterable[str], parser: EventParser | None = None) -> Iterator[Event]:
+    parser = parser or EventParser()
     for line in lines:
         event = parser.feed(line.rstrip("\r\n"))
         if event is not None:
