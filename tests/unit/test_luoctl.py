@@ -267,8 +267,16 @@ def test_help_documents_the_exit_codes() -> None:
 def test_completion_script_knows_the_commands(shell: str) -> None:
     out = io.StringIO()
     assert main(["completion", shell], out=out) == 0
-    for word in ("luoctl", "preflight", "--reuse-cmdline", "watch"):
+    for word in ("luoctl", "preflight", "--reuse-cmdline", "watch", "wait", "--force"):
         assert word in out.getvalue()
+    # VM ids come from the running luod: `luoctl vms --ids`, wired to the VM id argument
+    assert "_shtab_luoctl_vm_ids()" in out.getvalue() and "luoctl vms --ids" in out.getvalue()
+    assert out.getvalue().count("_shtab_luoctl_vm_ids") >= 2  # defined, and used for vm
+
+
+async def test_vms_ids_are_what_completion_reads(host: Host) -> None:
+    ran = await host.luoctl("vms", "--ids")
+    assert (ran.code, ran.out) == (0, "vm1\n")
 
 
 async def test_over_tcp_with_a_token_file(tmp_path: Path) -> None:
