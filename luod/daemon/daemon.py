@@ -186,7 +186,8 @@ class Daemon:
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
             background.append(tasks.create_task(self._reclaim_grace()))
-            background.append(tasks.create_task(uplink_watch.watch(self.driver.log)))
+            if self.backend.name == "kernel":  # a simulated kexec never took the link down
+                background.append(tasks.create_task(uplink_watch.watch(self.driver.log)))
         await self._stop.wait()
         systemd.stopping()
         self.driver.shutdown()  # an update before the freeze is aborted: VMMs resume
