@@ -77,11 +77,8 @@ def update_wait(api: Api, args: argparse.Namespace, out: Output) -> int:
             return ended(api, out, progress.outcome)
     if progress.phase == "rebooting":
         return rebooting(out, progress)
-    out.error(
-        f"timed out after {args.wait_timeout:g} s: the update is still "
-        f"{progress.phase or 'unknown'}",
-        "wait again, or 'luoctl update abort'",
-    )
+    where = f"the update is still {progress.phase}" if progress.phase else "luod said nothing yet"
+    out.error(f"timed out after {args.wait_timeout:g} s: {where}", "wait again, or abort it")
     return EXIT_TIMEOUT
 
 

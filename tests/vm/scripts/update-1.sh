@@ -38,7 +38,7 @@ vmm vm-z handover ignore --ram ram0=4M; Z=$!
 wait_for "$SHARE/vm-z-run.log" handed-over
 luoctl update --kernel "$NEXT_KERNEL" --freezing 120 --no-wait >"$SHARE/abort-started.json"
 wait_for "$SHARE/vm-z-run.log" ignoring-freeze
-command luoctl update wait --timeout 2 >"$SHARE/wait-timeout.txt" 2>&1
+command luoctl update wait --timeout 5 >"$SHARE/wait-timeout.txt" 2>&1
 echo $? >"$SHARE/wait-timeout.rc"
 ( command luoctl update wait --timeout 120 >"$SHARE/wait-abort.txt" 2>&1
   echo $? >"$SHARE/wait-abort.rc" ) & WAITING=$!
