@@ -35,8 +35,7 @@ def _prologue(kernel: Path, boot: int) -> str:
         f'cd {shlex.quote(str(REPO))}\n. "$SCRIPTS/common.sh"\nset -x\n'
         f'mkdir -p "$STATE"\nL2="python -m tests.vm.l2guest"\n'
         # custody in luod's memory (direct kexec keeps it): no keeper to start on a busy machine
-        f'luod --state-dir "$STATE" --custody memory >>"$SHARE/luod-{boot}.log" 2>&1 &\n'
-        'for _ in $(seq 1 1200); do [ -S "$SOCK" ] && break; sleep 0.1; done\n'
+        f"CUSTODY=memory start_luod {boot}\n"
     )
 
 

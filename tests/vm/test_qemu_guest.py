@@ -1,7 +1,10 @@
-"""Issue 12 on the real kernel: a real QEMU guest (L2, nested TCG inside the LUO test VM) runs
-under luod-qemu while the host takes a live update (a real kexec with luod), and goes on: never
-reset (its boot stamp unchanged, its counter on from the value it had at QMP ``stop``), the RAM
-pattern it never touches byte-identical, and still counting afterwards."""
+"""Issue 12 on the real kernel: real QEMU guests (L2, nested TCG inside the LUO test VM) run
+under luod-qemu while the host takes a live update (a real kexec with luod), and go on:
+- l2, the boot-sector guest: never reset (its boot stamp unchanged, its counter on from the
+  value it had at QMP ``stop``), the RAM pattern it never touches byte-identical, and still
+  counting afterwards;
+- lx, a small Linux guest: its uptime and the counter its /init keeps in memory go on from
+  where they were at ``stop`` (a reset would start both again from zero)."""
 
 from __future__ import annotations
 
@@ -49,13 +52,36 @@ def test_qemu_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
     assert after_2["counter"] > after_1["counter"] >= at_restore["counter"]
     assert before["pattern_sha256"] == at_restore["pattern_sha256"] == after_2["pattern_sha256"]
 
-    [vm] = load(share, "list-before.json")
-    assert vm["state"] == "preserved" and {f["name"] for f in vm["files"]} == {"ram0", "spec"}
+    listed = {vm["id"]: vm for vm in load(share, "list-before.json")}
+    assert set(listed) == {"l2", "lx"}
+    for vm in listed.values():
+        assert vm["state"] == "preserved"
+        assert {f["name"] for f in vm["files"]} == {"ram0", "spec"}
     frozen = events(share, "l2-run-1.log")["frozen"]
     restored = events(share, "l2-run-2.log")["restored"]
     assert restored["state_bytes"] == frozen["state_bytes"] > 0
     assert restored["pause"] > restored["reboot"] > 0
-    [again] = load(share, "list-after.json")  # preserved again for the next update
-    assert again["state"] == "preserved" and {f["name"] for f in again["files"]} == {"ram0", "spec"}
+    again = load(share, "list-after.json")  # preserved again for the next update
+    assert {vm["id"]: vm["state"] for vm in again} == {"l2": "preserved", "lx": "preserved"}
     assert load(share, "list-stopped.json") == []  # stopping the VM released it
     print(json.dumps({"frozen": frozen, "restored": restored}, indent=1))
+
+
+@pytest.mark.timeout(900)
+def test_linux_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
+    share = run.share
+    run.check()
+    before, running = load(share, "lx-before.json"), load(share, "lx-running.json")
+    at_restore = load(share, "lx-at-restore.json")  # the RAM as LUO carried it, before QEMU
+    after_1, after_2 = load(share, "lx-after-1.json"), load(share, "lx-after-2.json")
+    assert before["magic"] == at_restore["magic"] == after_2["magic"] == "LUOD-L2-LINUX:-)"
+    assert before["offset"] == at_restore["offset"] == after_2["offset"]  # the same process
+    assert running["counter"] > before["counter"] > 0
+    # The value in its memory went on from where it was at stop, and keeps going.
+    assert after_2["counter"] > after_1["counter"] >= at_restore["counter"] >= running["counter"]
+    # Its uptime too: a reset would boot again from zero.
+    assert after_2["uptime"] > after_1["uptime"] >= at_restore["uptime"] >= running["uptime"]
+    frozen = events(share, "lx-run-1.log")["frozen"]
+    restored = events(share, "lx-run-2.log")["restored"]
+    assert restored["state_bytes"] == frozen["state_bytes"] > 0
+    print(json.dumps({"before": running, "at_restore": at_restore, "after": after_2}, indent=1))

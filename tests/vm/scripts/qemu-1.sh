@@ -1,5 +1,7 @@
-# Boot 1: luod, and a real QEMU guest (L2: the boot-sector counter of tests/vm/l2guest.py)
-# under luod-qemu; a pattern written into its RAM; then the live update (direct kexec).
+# Boot 1: luod, and two real QEMU guests under luod-qemu: l2 (the boot-sector counter of
+# tests/vm/l2guest.py, with a pattern written into its RAM) and lx (a small Linux guest,
+# tests/vm/l2linux.py: its uptime and a counter in its memory); then the live update (direct
+# kexec).
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
@@ -8,9 +10,15 @@ L2="python -m tests.vm.l2guest"
 ARGS=$($L2 floppy "$SHARE/floppy.img")
 luod-qemu run --id l2 --ram 64M --report "$SHARE/l2-report.jsonl" -- $ARGS \
     >"$SHARE/l2-run-1.log" 2>&1 &
+LX="python -m tests.vm.l2linux"
+LXARGS=$($LX initrd "$SHARE/lx-initrd.gz" "$NEXT_KERNEL")
+luod-qemu run --id lx --ram 64M --report "$SHARE/lx-report.jsonl" -- $LXARGS \
+    >"$SHARE/lx-run-1.log" 2>&1 &
 wait_for "$SHARE/l2-run-1.log" '"preserved"'
+wait_for "$SHARE/lx-run-1.log" '"preserved"'
 $L2 twice /run/luod-qemu/l2.json "$SHARE/l2-before.json" "$SHARE/l2-running.json" --write-pattern
+$LX twice /run/luod-qemu/lx.json "$SHARE/lx-before.json" "$SHARE/lx-running.json"
 luod_list >"$SHARE/list-before.json"
 sync
 python -c "from luod.vmm.client import Client; Client('$SOCK').kexec('$NEXT_KERNEL')" >"$SHARE/kexec.log" 2>&1
-echo "kexec returned: $?"; cat "$SHARE/kexec.log"; cat "$SHARE/l2-run-1.log"; exit 1
+echo "kexec returned: $?"; cat "$SHARE/kexec.log"; cat "$SHARE/l2-run-1.log" "$SHARE/lx-run-1.log"; exit 1

@@ -1,6 +1,7 @@
-# Boot 2: luod takes the sessions back; luod-qemu restores the guest (QEMU on the reclaimed RAM,
-# -incoming, the device state of the freeze, cont). Its QEMU binary is l2guest's launcher, which
-# probes the RAM as LUO carried it (the counter at QMP stop) before it execs the real QEMU.
+# Boot 2: luod takes the sessions back; luod-qemu restores both guests (QEMU on the reclaimed
+# RAM, -incoming, the device state of the freeze, cont). Their QEMU binary is a launcher (of
+# l2guest, of l2linux) that probes the RAM as LUO carried it (the counter at QMP stop) before it
+# execs the real QEMU.
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
@@ -12,9 +13,18 @@ chmod +x /tmp/probe-qemu
 luod-qemu restore --id l2 --qemu /tmp/probe-qemu --report "$SHARE/l2-report.jsonl" \
     >"$SHARE/l2-run-2.log" 2>&1 &
 QPID=$!
+printf '#!/bin/sh\nexec %s/bin/python -m tests.vm.l2linux launch %s "$@"\n' \
+    "$VENV" "$SHARE/lx-at-restore.json" >/tmp/probe-qemu-lx
+chmod +x /tmp/probe-qemu-lx
+luod-qemu restore --id lx --qemu /tmp/probe-qemu-lx --report "$SHARE/lx-report.jsonl" \
+    >"$SHARE/lx-run-2.log" 2>&1 &
+XPID=$!
 wait_for "$SHARE/l2-run-2.log" '"restored"'
 $L2 twice /run/luod-qemu/l2.json "$SHARE/l2-after-1.json" "$SHARE/l2-after-2.json"
+wait_for "$SHARE/lx-run-2.log" '"restored"'
+python -m tests.vm.l2linux twice /run/luod-qemu/lx.json "$SHARE/lx-after-1.json" "$SHARE/lx-after-2.json"
 wait_for "$SHARE/l2-run-2.log" '"preserved"'   # protected again, for the next update
+wait_for "$SHARE/lx-run-2.log" '"preserved"'
 luod_list >"$SHARE/list-after.json"
-kill -TERM $QPID && wait $QPID                  # the operator stops the VM: dropped
+kill -TERM $QPID $XPID && wait $QPID $XPID      # the operator stops the VMs: dropped
 luod_list >"$SHARE/list-stopped.json"
