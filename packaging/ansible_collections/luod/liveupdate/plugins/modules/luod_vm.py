@@ -15,7 +15,7 @@ description:
   - With O(state=present), returns the VM luod holds under O(id), its state and its files, and
     fails when luod has no such VM (VMs are registered by their VMM, never by this module).
   - With O(state=absent), drops the VM (C(DELETE /v1/vms/{id})) so it is no longer preserved
-    across an update: luod closes its LUO session and forgets it, and the module returns what
+    across an update; luod closes its LUO session and forgets it, and the module returns what
     luod released. luod refuses while the VM's VMM is connected, while an update runs, or when
     the VM came through an update with files not reclaimed, unless O(force=true).
     A luod without that endpoint answers 404 or 405, and the module fails saying this luod
