@@ -294,6 +294,9 @@ async def test_over_tcp_with_a_token_file(tmp_path: Path) -> None:
         wrong.write_text("not-the-token-0123456789")
         refused = await host.luoctl("--url", url, "--token-file", str(wrong), "status")
         assert refused.code == 1 and "[unauthorized]" in refused.err
+        tokenless = await host.luoctl("--url", url, "status")
+        assert tokenless.code == 1 and "[unauthorized]" in tokenless.err
+        assert "hint: over TCP luod wants its bearer token: pass --token-file" in tokenless.err
         missing = await host.luoctl("--url", url, "--token-file", str(tmp_path / "no"), "vms")
         assert missing.code == 2 and "cannot read the token file" in missing.err
     finally:
