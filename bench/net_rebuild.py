@@ -6,7 +6,10 @@ rebuilds every VM from its record with luod (one rtnetlink socket, the rebuild's
 and verification included) and makes the same devices with ``ip tuntap add`` + ``ip link set
 ... master ... up`` (one command each per tap), in alternating order, deleting the taps in
 between. Measured on this host and in the QEMU/TCG guest of the VM tests (the target, <= 5 ms
-per tap, is for the guest).
+per tap, is for the guest). ``daemon`` is the same rebuild through the path luod's daemon takes
+after the reboot (luod.daemon.nics.rebuild_all: a fresh rtnetlink socket per reboot, each VM's
+report posted as it is done): per VM, the part of that VM's blackout that the network adds
+(its ``nics_rebuilt`` step in the update's record).
 
 ``python -m bench.net_rebuild measure`` runs the rounds in the current namespace (run it under
 ``unshare --net``) and prints one JSON line; ``report()`` runs it on both and prints the table.
@@ -15,6 +18,7 @@ per tap, is for the guest).
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import resource
@@ -112,6 +116,19 @@ def luod_round(net: Any, records: list[Any]) -> tuple[list[float], float, bool]:
     return per_vm, steps, exact
 
 
+def daemon_round(records: list[Any]) -> tuple[list[float], bool]:
+    """luod.daemon.nics.rebuild_all on every VM's record, timed per VM from its post."""
+    from luod.daemon.nics import rebuild_all
+
+    posted: list[tuple[float, dict[str, Any]]] = []
+    todo = {f"vm{vm}": record for vm, record in enumerate(records)}
+    started = time.perf_counter()
+    rebuild_all(todo, (), lambda vm, report: posted.append((time.perf_counter(), report)))
+    stamps = [started] + [at for at, _ in posted]
+    exact = len(posted) == VMS and all(r["exact"] for _, r in posted)
+    return [b - a for a, b in itertools.pairwise(stamps)], exact
+
+
 def ip_round() -> list[float]:
     return timed_per_vm(ip_rebuild)
 
@@ -161,7 +178,7 @@ def _nla(kind: int, payload: bytes) -> bytes:
     return struct.pack("HH", size, kind) + payload + b"\0" * (-size % 4)
 
 
-ROUND_OF = {"luod": None, "ip": ip_round, "floor": floor_round}
+ROUND_OF = {"luod": None, "daemon": None, "ip": ip_round, "floor": floor_round}
 
 
 def measure() -> dict[str, Any]:
@@ -186,6 +203,9 @@ def measure() -> dict[str, Any]:
                     if side == "luod":
                         per_vm, in_steps, ok = luod_round(net, records)
                         result["steps"].append(in_steps)
+                        result["exact"] &= ok
+                    elif side == "daemon":
+                        per_vm, ok = daemon_round(records)
                         result["exact"] &= ok
                     else:
                         per_vm = ROUND_OF[side]()  # type: ignore[misc]
@@ -257,22 +277,34 @@ def rows(where: str, result: dict[str, Any], target: str) -> list[list[str]]:
     lines += [(f"{VMS} VMs x 2 taps", "all", "-"), ("CPU time per tap", "cpu", "-")]
     body = [
         [f"{where}: {label}", *(human(s[f"{side}_{key}"]) for side in ROUND_OF),
-         f"{s[f'ip_{key}'] / s[f'luod_{key}']:.1f}x", goal]
+         f"{s[f'ip_{key}'] / s[f'daemon_{key}']:.1f}x", goal]
         for label, key, goal in lines
     ]  # fmt: skip
     body.append([f"{where}: of which luod's steps (create, configure), per tap",
-                 human(s["steps_tap"]), "-", "-", "-", "-"])  # fmt: skip
+                 human(s["steps_tap"]), "-", "-", "-", "-", "-"])  # fmt: skip
     body.append([f"{where}: once: import pyroute2 + open socket",
-                 human(result["import"] + result["open"]), "-", "-", "-", "-"])  # fmt: skip
+                 human(result["import"] + result["open"]), "-", "-", "-", "-", "-"])  # fmt: skip
+    per_vm = per_vm_medians(result["daemon"])
+    body.append([f"{where}: daemon path, each VM's part (vm0..vm{VMS - 1})",
+                 "-", " ".join(human(v) for v in per_vm), "-", "-", "-", "-"])  # fmt: skip
+    if target != "-":
+        daemon_tap = s["daemon_tap"]
+        verdict = "PASS" if daemon_tap <= TARGET else "MISS"
+        body.append([f"{where}: daemon path per tap vs {human(TARGET)}", "-", human(daemon_tap),
+                     "-", "-", "-", verdict])  # fmt: skip
     return body
+
+
+def per_vm_medians(rounds: list[list[float]]) -> list[float]:
+    return [statistics.median(per_vm[vm] for per_vm in rounds) for vm in range(VMS)]
 
 
 def report() -> str:
     body = rows("host", host_result(), "-")
     if os.environ.get("LUOD_BENCH_NO_VM") != "1":
         body += rows("TCG guest", guest_result(), f"<= {human(TARGET)}")
-    header = ["rebuild (median of rounds)", "luod.net", "ip(8) baseline",
-              "kernel floor", "ip/luod", "target"]  # fmt: skip
+    header = ["rebuild (median of rounds)", "luod.net", "luod daemon", "ip(8) baseline",
+              "kernel floor", "ip/daemon", "target"]  # fmt: skip
     title = (
         f"NIC rebuild after a kexec: {VMS} VMs x 2 taps on a bridge, {ROUNDS} rounds\n"
         "(kernel floor: raw tun ioctls + one hand-packed RTM_NEWLINK per tap, no reading)"

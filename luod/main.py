@@ -149,6 +149,8 @@ def settings_from(args: argparse.Namespace, cfg: config.Config) -> Settings:
         systemd_timeout=cfg["kexec.systemd_timeout"],
         unload_on_abort=cfg["kexec.unload_on_abort"],
         running_image=_path(cfg["kexec.running_image"]),
+        managed_bridges=frozenset(cfg["net.managed_bridges"]),
+        nic_wait=cfg["net.reclaim_wait"],
         deadlines={
             key.split(".", 1)[1]: value
             for key, value in cfg.values.items()

@@ -117,6 +117,20 @@ def liveness(vm: dict[str, Any]) -> str:
     return f"gone {since(vm.get('disconnected_since'))}"
 
 
+def nics(doc: dict[str, Any]) -> list[str]:
+    """The VM's declared NICs, and after a kexec whether they came back (and what did not)."""
+    declared = [
+        n["name"] + (f" on {n['bridge']}" if n.get("bridge") else "") for n in doc.get("nics", [])
+    ]
+    lines = [f"nics      {', '.join(declared)}"] if declared else []
+    net = doc.get("net")
+    if net:
+        state = "pending" if net.get("pending") else "ready" if net["ready"] else "NOT READY"
+        lines.append(f"network   {state}{'' if net['exact'] else ', not exactly as recorded'}")
+        lines += [f"  problem {problem}" for problem in net.get("problems", [])]
+    return lines
+
+
 def vm(doc: dict[str, Any]) -> list[str]:
     lines = [
         f"VM        {doc['id']} ({doc['mode']}, {doc['state']})",
@@ -128,6 +142,7 @@ def vm(doc: dict[str, Any]) -> list[str]:
         lines.append(f"note      {doc['note']}")
     for name, why in sorted(doc.get("rejected", {}).items()):
         lines.append(f"refused   {name}: {why}")
+    lines += nics(doc)
     rows = [
         [f["name"], f["kind"], size(f["size"]), str(f["token"]), "yes" if f["reclaimed"] else "no"]
         for f in doc["files"]

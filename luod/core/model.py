@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from luod.core.nic import NetRecord, NicDecl
+from luod.errors import LuodError
+
 SESSION_PREFIX: Final = "luod."
 STATE_SESSION: Final = "luod"
 MANIFEST_TOKEN: Final = 0
@@ -87,6 +90,9 @@ class VmRecord:
     updated: float = field(default_factory=time.time)
     note: str = ""
     rejected: dict[str, str] = field(default_factory=dict)  # file name -> why luod refused it
+    nics: tuple[NicDecl, ...] = ()  # the network devices its VMM declared
+    net: NetRecord | None = None  # what they looked like at prepare (crosses the kexec)
+    net_report: dict[str, Any] | None = None  # after the kexec: RebuildReport.to_dict()
 
     @property
     def session(self) -> str:
@@ -116,6 +122,9 @@ class VmRecord:
             "updated": self.updated,
             "note": self.note,
             "rejected": dict(self.rejected),
+            "nics": [nic.to_dict() for nic in self.nics],
+            "net": None if self.net is None else self.net.to_dict(),
+            "net_report": self.net_report,
         }
 
     @classmethod
@@ -131,4 +140,24 @@ class VmRecord:
             updated=float(data.get("updated", 0.0)),
             note=str(data.get("note", "")),
             rejected=dict(data.get("rejected", {})),
+            **_net(data),
         )
+
+
+def _net(data: dict[str, Any]) -> dict[str, Any]:
+    """The network record of a VM, read from a manifest: one that cannot be read is a network
+    failure reported for that VM (its rebuild result), never a manifest refused, which would
+    hold its memory back."""
+    report = data.get("net_report")
+    try:
+        nics = tuple(NicDecl.from_dict(nic) for nic in data.get("nics", []))
+        net = None if data.get("net") is None else NetRecord.from_dict(data["net"])
+    except LuodError as exc:
+        failure = f"its network record is unreadable ({exc}): nothing rebuilt"
+        return {"nics": (), "net": None, "net_report": unreadable_net(failure)}
+    return {"nics": nics, "net": net, "net_report": report if isinstance(report, dict) else None}
+
+
+def unreadable_net(reason: str) -> dict[str, Any]:
+    """A rebuild result for a VM whose NICs luod could not even try to rebuild."""
+    return {"ready": False, "exact": False, "seconds": 0.0, "devices": [], "error": reason}

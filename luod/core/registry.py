@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -26,6 +26,7 @@ from luod.core.model import (
     VmRecord,
     VmState,
 )
+from luod.core.nic import NetRecord, NicDecl
 from luod.errors import LuodError
 from luod.kernel import Backend, LuoError, OwnedFd, Session, SupportsFileno, memfd
 from luod.kernel.charged import retrieve_charged
@@ -242,6 +243,28 @@ class Registry:
             )
         self.forget(vm, finish=False)
         log.info("vm-dropped", vm=vm_id)
+
+    def declare_nics(self, peer: Peer, vm_id: str, nics: Sequence[NicDecl]) -> VmRecord:
+        """The VM's network devices from now on (recorded at the next prepare)."""
+        vm = self.get(vm_id, peer)
+        self._refuse_during_kexec()
+        vm.nics = tuple(nics)
+        vm.touch()
+        self.record(vm)
+        log.info("vm-nics", vm=vm_id, nics=[nic.name for nic in nics])
+        return vm
+
+    def set_net(self, vm_id: str, net: NetRecord | None) -> None:
+        """At prepare: what the VM's devices look like, carried by the manifest."""
+        vm = self.get(vm_id)
+        vm.net, vm.net_report = net, None
+        self.record(vm)
+
+    def set_net_report(self, vm_id: str, report: dict[str, Any]) -> None:
+        """After the kexec: what the rebuild of the VM's devices found and did."""
+        vm = self.get(vm_id)
+        vm.net_report = report
+        self.record(vm)
 
     def mark_ready(self, peer: Peer, vm_id: str) -> VmRecord:
         vm = self.get(vm_id, peer)

@@ -58,6 +58,11 @@ def _optional_path(value: Any) -> str | None:
     return None if value is None else _path(value)
 
 
+def _names(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(v, str) and 0 < len(v) < 16 for v in value)
+    return None if ok else "must be a list of interface names"
+
+
 def _bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -121,6 +126,20 @@ SETTINGS: Final = (
         _optional_path,
         "the running kernel's image, read for its file handlers' ABI strings by the "
         "handover-abi preflight (default /boot/vmlinuz-RELEASE)",
+    ),
+    Setting(
+        "net.managed_bridges",
+        [],
+        _names,
+        "bridges luod recreates with their recorded settings after a kexec, when missing "
+        "(the VMs' taps join them)",
+    ),
+    Setting(
+        "net.reclaim_wait",
+        60.0,
+        _seconds,
+        "how long a RECLAIM waits for its VM's NICs to be rebuilt before it answers "
+        "without them (memory is never held back longer)",
     ),
 )
 

@@ -27,7 +27,7 @@ from luod.core.clock import Clock, SystemClock
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Custody, Registry
 from luod.custody.choose import choose_custody
-from luod.daemon import systemd, uplink_watch
+from luod.daemon import nics, systemd, uplink_watch
 from luod.daemon.connections import VmmConnections
 from luod.daemon.events import EventBus
 from luod.daemon.handler import LuodHandler
@@ -122,8 +122,12 @@ class Daemon:
             deadlines=settings.deadlines,
             unload_on_abort=settings.unload_on_abort,
             running_image=settings.running_image,
+            managed_bridges=settings.managed_bridges,
         )
-        self.handler = LuodHandler(self.registry, self.driver, self.connections, self.events)
+        self.nics = nics.Rebuilds(self.registry, settings.managed_bridges, settings.nic_wait)
+        self.handler = LuodHandler(
+            self.registry, self.driver, self.connections, self.events, self.nics
+        )
 
     def _host_kexec(self) -> KexecSettings:
         custody = self.custody
@@ -185,6 +189,8 @@ class Daemon:
             background.append(tasks.create_task(api))
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
+        self.nics.start(self.driver.vm_step)  # VMs back from a kexec with NICs: none, no import
+        if after_kexec:
             background.append(tasks.create_task(self._reclaim_grace()))
             if self.backend.name == "kernel":  # a simulated kexec never took the link down
                 background.append(tasks.create_task(uplink_watch.watch(self.driver.log)))
@@ -194,6 +200,7 @@ class Daemon:
         self.events.stopping()  # the REST event streams end now, not at uvicorn's grace
         for task in background:
             task.cancel()
+        self.nics.close()
 
     def stop(self) -> None:
         self._stop.set()

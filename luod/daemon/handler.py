@@ -18,6 +18,7 @@ from luod.core.model import Mode, VmRecord
 from luod.core.registry import Registry
 from luod.daemon.connections import VmmConnection, VmmConnections
 from luod.daemon.events import EventBus
+from luod.daemon.nics import Rebuilds, warm_up
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
@@ -58,8 +59,10 @@ class LuodHandler:
         driver: UpdateDriver,
         connections: VmmConnections,
         events: EventBus,
+        nics: Rebuilds | None = None,
     ) -> None:
         self.registry = registry
+        self.nics = nics or Rebuilds(registry, frozenset())
         self.driver = driver
         self.connections = connections
         self.events = events
@@ -70,6 +73,7 @@ class LuodHandler:
         verbs = Verbs()
         verbs.add(codec.Hello, self._hello)
         verbs.add(codec.Register, self._register)
+        verbs.add(codec.Nics, self._declare_nics)
         verbs.add(codec.Preserve, self._preserve)
         verbs.add(codec.ListVms, self._list)
         verbs.add(codec.Drop, self._drop)
@@ -123,6 +127,14 @@ class LuodHandler:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER, inline=True)
         self.connections.track(req.id, conn)
+        if req.nics is not None:
+            return await self._declare_nics(conn, codec.Nics(req.seq, req.id, req.nics))
+        return {"vm": _vm(vm)}, ()
+
+    async def _declare_nics(self, conn: VmmConnection, req: codec.Nics) -> Reply:
+        vm = await self._run(self.registry.declare_nics, conn.peer, req.id, req.nics, inline=True)
+        if req.nics:
+            warm_up()
         return {"vm": _vm(vm)}, ()
 
     async def _preserve(self, conn: VmmConnection, req: codec.Preserve) -> Reply:
@@ -142,10 +154,12 @@ class LuodHandler:
         return {}, ()
 
     async def _reclaim(self, conn: VmmConnection, req: codec.Reclaim) -> Reply:
+        nics = await self.nics.ready(req.id)  # rebuilt before RECLAIM answers (bounded wait)
         pairs = await self._run(reclaim.reclaim, self.registry, conn.peer, req.id, req.names)
         self.connections.track(req.id, conn)
         self.driver.vm_step(req.id, "reclaimed")
-        return {"files": [_file(f) for f, _ in pairs]}, tuple(fd for _, fd in pairs)
+        files = {"files": [_file(f) for f, _ in pairs]}
+        return files | ({} if nics is None else {"nics": nics}), tuple(fd for _, fd in pairs)
 
     async def _done(self, conn: VmmConnection, req: codec.Done) -> Reply:
         await self._run(reclaim.done, self.registry, conn.peer, req.id, req.force)
@@ -174,6 +188,7 @@ class LuodHandler:
         return {}, ()
 
     async def _claim(self, conn: VmmConnection, req: codec.Claim) -> Reply:
+        nics = await self.nics.ready(req.id)  # as RECLAIM: its NICs rebuilt first
         fd = await self._run(reclaim.claim, self.registry, conn.peer, req.id)
         self.driver.vm_step(req.id, "reclaimed")
         if dialect.claim_ends_custody(conn.capabilities):  # luo-agent: no DONE will come
@@ -184,7 +199,7 @@ class LuodHandler:
                 raise
             self.connections.forget(req.id)
             self.driver.vm_step(req.id, "done")
-        return {}, (fd,)
+        return ({} if nics is None else {"nics": nics}), (fd,)
 
     async def _status(self, conn: VmmConnection, req: codec.Status) -> Reply:
         info = self.registry.info
@@ -269,6 +284,7 @@ def _vm(vm: VmRecord) -> dict[str, Any]:
         "session": vm.session,
         "files": [_file(f) for f in vm.files.values()],
         "note": vm.note,
+        "nics": [nic.to_dict() for nic in vm.nics],
     }
 
 

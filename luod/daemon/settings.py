@@ -39,6 +39,8 @@ class Settings:
     unload_on_abort: bool = True
     running_image: Path | None = None  # the running kernel's image (the handover-abi preflight)
     deadlines: Mapping[str, float] = field(default_factory=dict)  # per phase, seconds
+    managed_bridges: frozenset[str] = frozenset()  # rebuilt with their settings after a kexec
+    nic_wait: float = 60.0  # how long a RECLAIM waits for its VM's NICs to be rebuilt
 
     @property
     def socket_path(self) -> Path:

@@ -18,6 +18,7 @@ from luod.core.clock import Clock, Stamp
 from luod.core.model import Mode, VmState
 from luod.core.orchestrator import Phase, Transition, UpdateMachine
 from luod.core.registry import Registry
+from luod.daemon import nics
 from luod.daemon.barrier import ReadyBarrier
 from luod.daemon.connections import VmmConnections
 from luod.daemon.events import EventBus
@@ -68,6 +69,7 @@ class UpdateDriver:
         deadlines: Mapping[str, float] | None = None,
         unload_on_abort: bool = True,
         running_image: Path | None = None,
+        managed_bridges: frozenset[str] = frozenset(),
     ) -> None:
         self.registry = registry
         self.backend = backend
@@ -76,6 +78,7 @@ class UpdateDriver:
         self.spawn = spawn
         self.unload_on_abort = unload_on_abort
         self.running_image = running_image  # None: the platform's guess (/boot/vmlinuz-*)
+        self.managed_bridges = managed_bridges
         self.log = UpdateLog(clock, events, registry.state_dir)
         self.machine = UpdateMachine(clock, emit=self._phase)
         self._base_deadlines = {
@@ -137,7 +140,9 @@ class UpdateDriver:
             assessment,
             running,
         )
-        return preflight.run(ctx), assessment
+        declared = nics.declared(self.registry)
+        checks = preflight.run(ctx) + nics.preflight_checks(declared, self.managed_bridges)
+        return checks, assessment
 
     def start(self, request: UpdateRequest) -> timeline.UpdateRecord:
         """Preflight now (a refusal raises ``preflight.Refused`` with every check), then run
@@ -221,6 +226,7 @@ class UpdateDriver:
             self.log.uplink(await asyncio.to_thread(uplink.default_uplink))
             handoff.load_next_kernel(self.backend, request.kernel, request.initrd, request.cmdline)
             self._loaded = True
+            await nics.record(self.registry, self.managed_bridges)
             await self.barrier.cross(
                 self._delegated(), "START_PRESERVATION", Phase.PREPARING, self._session_fd
             )

@@ -33,6 +33,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run = sub.add_parser("run", help="create RAM, hand it over, keep writing until stopped")
     run.add_argument("--ram", action="append", default=[], metavar="NAME=SIZE")
     run.add_argument("--mode", choices=("handover", "delegation"), default="handover")
+    run.add_argument(
+        "--nic",
+        action="append",
+        default=[],
+        metavar="TAP[:BRIDGE]",
+        help="a network device of the VM, rebuilt by luod after the kexec (repeatable)",
+    )
     run.add_argument("--interval", type=float, default=0.005, help="seconds between writes")
     run.add_argument(
         "--on-freeze",
@@ -66,11 +73,13 @@ class Runner:
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         with Client(self.args.socket) as client:
             if self.args.mode == "handover":
-                client.register(self.args.id)
+                client.register(self.args.id, nics=[_nic(spec) for spec in self.args.nic])
                 client.preserve(self.args.id, {r.name: r.fd for r in self.regions})
                 _say("handed-over", vm=self.args.id, files=[r.name for r in self.regions])
             else:
                 client.subscribe(self.args.id)
+                if self.args.nic:
+                    client.nics(self.args.id, [_nic(spec) for spec in self.args.nic])
                 _say("subscribed", vm=self.args.id)
             self._guest_runs(client)
         self._record()
@@ -133,9 +142,12 @@ class Runner:
 
 def reclaim(args: argparse.Namespace) -> int:
     record = json.loads(args.record.read_text())
+    nics = None
     with Client(args.socket) as client:
+        fds: dict[str, Any]
         if record["mode"] == "handover":
             fds = client.reclaim(args.id)
+            nics = fds.nics
         else:
             fds = _claim_and_retrieve(client, args.id, record)
         digests = {name: digest(fd) for name, fd in fds.items()}
@@ -146,9 +158,8 @@ def reclaim(args: argparse.Namespace) -> int:
         ok = all(results.values()) and not missing
         if ok:
             client.done(args.id)
-    _say(
-        "verified" if ok else "mismatch", vm=args.id, files=results, missing=missing, sha256=digests
-    )
+    verdict = "verified" if ok else "mismatch"
+    _say(verdict, vm=args.id, files=results, missing=missing, sha256=digests, nics=nics)
     return 0 if ok else 1
 
 
@@ -157,6 +168,11 @@ def _claim_and_retrieve(client: Client, vm: str, record: dict[str, Any]) -> dict
         fds = {name: session.retrieve(info["token"]) for name, info in record["files"].items()}
         session.finish()
     return fds
+
+
+def _nic(spec: str) -> tuple[str, str | None]:
+    name, _, bridge = spec.partition(":")
+    return name, bridge or None
 
 
 def _say(event: str, **fields: Any) -> None:

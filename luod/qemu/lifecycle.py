@@ -21,7 +21,7 @@ from collections.abc import Callable
 from luod.qemu.errors import QemuAdapterError
 from luod.qemu.files import FreezeRecord, Memfd, VmSpec
 from luod.qemu.options import Options
-from luod.qemu.process import Qemu
+from luod.qemu.process import Qemu, taps
 from luod.qemu.report import Clock, Log, process_start
 from luod.vmm.client import Client, LuodError
 
@@ -56,8 +56,11 @@ def boot(
 
 
 def preserve_running(client: Client, spec: VmSpec, ram: Memfd, log: Log) -> None:
-    """Hand the RAM and the description to luod while the guest runs."""
+    """Hand the RAM and the description to luod while the guest runs, and declare its taps
+    (luod rebuilds them after the kexec, before RECLAIM answers)."""
     clock = Clock()
+    if nics := taps(spec.args):
+        client.nics(spec.vm, nics)
     with spec.to_memfd() as description:
         client.preserve(spec.vm, {"ram0": ram, "spec": description})
     log.say("preserved", ram_bytes=spec.ram, seconds=clock.mark("preserved"))
@@ -68,9 +71,13 @@ def restore(
 ) -> tuple[Memfd, Qemu, VmSpec]:
     clock = Clock(origin=process_start())
     clock.mark("registered")
-    files = {name: Memfd.adopt(fd) for name, fd in client.reclaim(options.vm).items()}
+    reclaimed = client.reclaim(options.vm)  # the VM's taps are rebuilt by now (nics)
+    files = {name: Memfd.adopt(fd) for name, fd in reclaimed.items()}
     clock.mark("reclaimed")
-    log.say("reclaimed", files=sorted(files))
+    log.say("reclaimed", files=sorted(files), nics=reclaimed.nics)
+    if reclaimed.nics is not None and not reclaimed.nics.get("ready"):
+        log.say("nics-not-ready", problems=reclaimed.nics.get("problems", []),
+                note="QEMU starts anyway: a missing tap comes back unbridged")  # fmt: skip
     try:
         spec, attempt, record = _what_to_restore(files, options)
         qemu = _start_and_load(spec, files, attempt, options, clock)

@@ -11,6 +11,7 @@ luod-qemu waits for QEMU's MIGRATION event instead of polling ``query-migrate``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -42,6 +43,21 @@ def check_args(args: tuple[str, ...]) -> None:
                 f"QEMU argument {arg} is luod-qemu's to set",
                 "give the RAM size with --ram; luod-qemu adds -m, -incoming and the memory backend",
             )
+
+
+def taps(args: tuple[str, ...]) -> list[str]:
+    """The host taps the user's QEMU arguments attach (``-netdev tap,ifname=X`` or ``-nic
+    tap,ifname=X``): luod records them at prepare and rebuilds them after the kexec, so the
+    restored QEMU opens the same taps, on the same bridge, with the same MAC and queues."""
+    found = []
+    for option, value in itertools.pairwise(args):
+        if option.lstrip("-") not in ("netdev", "nic"):
+            continue
+        parts = value.split(",")
+        fields = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
+        if parts[0] == "tap" and fields.get("ifname"):
+            found.append(fields["ifname"])
+    return found
 
 
 def command(spec: VmSpec, ram_fd: int, monitor_fd: int, *, incoming: bool) -> list[str]:

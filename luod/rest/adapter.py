@@ -24,6 +24,7 @@ from luod.core.model import VmRecord, VmState
 from luod.core.registry import Registry
 from luod.daemon import drop
 from luod.daemon.connections import Liveness
+from luod.daemon.nics import summary
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.rest import models, records
@@ -198,6 +199,8 @@ def _vm(vm: VmRecord, liveness: Liveness) -> models.Vm:
         rejected=dict(vm.rejected),
         connected=liveness.connected,
         disconnected_since=records.time_of(liveness.since),
+        nics=[models.VmNic.model_validate(nic.to_dict()) for nic in vm.nics],
+        net=None if vm.net_report is None else models.VmNet.model_validate(summary(vm.net_report)),
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -202,6 +202,25 @@ class VmFile(Response):
     exec_sealed: bool = Field(description="F_SEAL_EXEC: it comes back write-sealed.")
 
 
+class VmNic(Response):
+    name: str = Field(examples=["vm1-net0"], description="A tap or macvtap of the VM.")
+    bridge: str | None = Field(description="The bridge its VMM says it sits on (null: none).")
+
+
+class VmNet(Response):
+    """After a kexec: what luod's rebuild of the VM's NICs found and did."""
+
+    ready: bool = Field(description="Every NIC exists as its kind: the VMM can start on it.")
+    exact: bool = Field(description="Every device is exactly as recorded before the kexec.")
+    pending: bool = Field(False, description="The rebuild has not finished yet.")
+    seconds: float = Field(0.0, description="What the rebuild took for this VM.")
+    problems: list[str] = Field(description="One line per device not exactly as recorded.")
+    devices: list[dict[str, Any]] = Field(
+        description="Per device: name, role, status (kept, rebuilt, differs, partial, "
+        "conflict, unsupported, failed, absent), the steps done, errors, differences."
+    )
+
+
 class Vm(Response):
     id: str = Field(description="The VM's id, given by its VMM.")
     owner_uid: int = Field(description="The uid of the VMM that registered it.")
@@ -218,6 +237,12 @@ class Vm(Response):
     disconnected_since: Time | None = Field(
         description="Since when no VMM speaks for it: its VMM closed the connection, or (after "
         "a kexec or a luod restart) none spoke for it since luod started. Null while connected."
+    )
+    nics: list[VmNic] = Field(
+        default_factory=list, description="The network devices its VMM declared."
+    )
+    net: VmNet | None = Field(
+        None, description="After a kexec: its NICs' rebuild (null: no NICs recorded)."
     )
 
 

@@ -44,7 +44,7 @@ from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import transport, verbs
 from luod.vmm.protocol import DEFAULT_CAPABILITIES, ClientProtocol, ConnectionBroken, Event
-from luod.vmm.verbs import Call, Files, StrPath
+from luod.vmm.verbs import Call, Files, Nics, Reclaimed, StrPath
 
 __all__ = ["DEFAULT_SOCKET", "AsyncClient", "Client", "ConnectionBroken", "Event", "LuodError"]
 DEFAULT_SOCKET: Final = "/run/luod/liveupdate.sock"
@@ -81,8 +81,13 @@ class Client:
     def hello(self, capabilities: Iterable[str] | None = None) -> dict[str, Any]:
         return self._call(verbs.hello(capabilities))
 
-    def register(self, vm: str) -> dict[str, Any]:
-        return self._call(verbs.register(vm))
+    def register(self, vm: str, nics: Nics | None = None) -> dict[str, Any]:
+        """``nics``: the VM's taps (names, or (name, bridge)), rebuilt after the kexec."""
+        return self._call(verbs.register(vm, nics))
+
+    def nics(self, vm: str, nics: Nics) -> dict[str, Any]:
+        """Replace the VM's declared network devices (NICS); [] withdraws them."""
+        return self._call(verbs.nics(vm, nics))
 
     def preserve(self, vm: str, files: Files) -> Records:
         return self._call(verbs.preserve(vm, files))
@@ -93,7 +98,8 @@ class Client:
     def drop(self, vm: str) -> None:
         self._call(verbs.drop(vm))
 
-    def reclaim(self, vm: str, names: Iterable[str] | None = None) -> dict[str, OwnedFd]:
+    def reclaim(self, vm: str, names: Iterable[str] | None = None) -> Reclaimed:
+        """The files by name; ``.nics``: whether the VM's declared NICs are ready."""
         return self._call(verbs.reclaim(vm, names))
 
     def done(self, vm: str, force: bool = False) -> None:
@@ -216,8 +222,13 @@ class AsyncClient:
     async def hello(self, capabilities: Iterable[str] | None = None) -> dict[str, Any]:
         return await self._call(verbs.hello(capabilities))
 
-    async def register(self, vm: str) -> dict[str, Any]:
-        return await self._call(verbs.register(vm))
+    async def register(self, vm: str, nics: Nics | None = None) -> dict[str, Any]:
+        """``nics``: the VM's taps (names, or (name, bridge)), rebuilt after the kexec."""
+        return await self._call(verbs.register(vm, nics))
+
+    async def nics(self, vm: str, nics: Nics) -> dict[str, Any]:
+        """Replace the VM's declared network devices (NICS); [] withdraws them."""
+        return await self._call(verbs.nics(vm, nics))
 
     async def preserve(self, vm: str, files: Files) -> Records:
         return await self._call(verbs.preserve(vm, files))
@@ -228,7 +239,8 @@ class AsyncClient:
     async def drop(self, vm: str) -> None:
         await self._call(verbs.drop(vm))
 
-    async def reclaim(self, vm: str, names: Iterable[str] | None = None) -> dict[str, OwnedFd]:
+    async def reclaim(self, vm: str, names: Iterable[str] | None = None) -> Reclaimed:
+        """The files by name; ``.nics``: whether the VM's declared NICs are ready."""
         return await self._call(verbs.reclaim(vm, names))
 
     async def done(self, vm: str, force: bool = False) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from luod.core.model import FILE_KINDS as KINDS
 from luod.core.model import FILE_NAME, VM_ID, FileSpec
+from luod.core.nic import NicDecl
 from luod.core.orchestrator import DEADLINE_PHASES, MAX_DEADLINE
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
@@ -24,6 +25,7 @@ PROTOCOL: Final = "luod-vmm"
 VERSION: Final = 1
 MAX_LINE: Final = 64 * 1024
 MAX_FDS: Final = 64
+MAX_NICS: Final = 32
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,16 @@ class Hello(Request):
 @dataclass(frozen=True)
 class Register(Request):
     id: str
+    nics: tuple[NicDecl, ...] | None = None  # None: the declaration stays as it was
+
+
+@dataclass(frozen=True)
+class Nics(Request):
+    """Declare (replace) the network devices of a VM: luod records them at prepare and
+    rebuilds them after the kexec (issue 15); an empty list withdraws the declaration."""
+
+    id: str
+    nics: tuple[NicDecl, ...]
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,7 @@ class History(Request):
 COMMAND_OF: Final[dict[type[Request], str]] = {
     Hello: "HELLO",
     Register: "REGISTER",
+    Nics: "NICS",
     Preserve: "PRESERVE",
     ListVms: "LIST",
     Drop: "DROP",
@@ -341,6 +354,26 @@ def _preserve(data: dict[str, Any], seq: int | None, fds: tuple[OwnedFd, ...]) -
     return Preserve(seq, vm, specs, fds)
 
 
+def _nics(data: dict[str, Any], optional: bool) -> tuple[NicDecl, ...] | None:
+    items = data.get("nics")
+    if items is None and optional:
+        return None
+    if not isinstance(items, list) or len(items) > MAX_NICS:
+        raise _bad("nics", f"a list of at most {MAX_NICS} {{name, bridge}}", repr(items)[:80])
+    decls = tuple(NicDecl.from_dict(item, f"nics[{i}]") for i, item in enumerate(items))
+    if len({decl.name for decl in decls}) != len(decls):
+        raise _bad("nics", "distinct device names", "a device appears twice")
+    return decls
+
+
+def _register(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Register:
+    return Register(seq, _vm_id(data), _nics(data, optional=True))
+
+
+def _declare(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Nics:
+    return Nics(seq, _vm_id(data), _nics(data, optional=False) or ())
+
+
 def _reclaim(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Reclaim:
     names = data.get("files")
     if names is not None:
@@ -409,7 +442,8 @@ def _hello(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Hel
 Parser = Callable[[dict[str, Any], int | None, tuple[OwnedFd, ...]], Request]
 _PARSERS: Final[dict[str, Parser]] = {
     "HELLO": _hello,
-    "REGISTER": lambda d, s, _: Register(s, _vm_id(d)),
+    "REGISTER": _register,
+    "NICS": _declare,
     "PRESERVE": _preserve,
     "LIST": lambda d, s, _: ListVms(s, _vm_id(d, optional=True)),
     "DROP": lambda d, s, _: Drop(s, _vm_id(d)),

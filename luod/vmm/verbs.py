@@ -22,6 +22,8 @@ T = TypeVar("T")
 FileLike = SupportsFileno | int
 Files = Mapping[str, FileLike | tuple[FileLike, str]]
 StrPath = str | os.PathLike[str]
+Nics = Iterable[str | tuple[str, str | None]]
+"""Network devices a VM uses: a tap's name, or (name, the bridge it sits on)."""
 _ENVELOPE: Final = frozenset({"reply", "ok", "seq"})
 
 
@@ -38,8 +40,13 @@ def hello(capabilities: Iterable[str] | None) -> Call[dict[str, Any]]:
     return Call("HELLO", body, {"version": codec.VERSION, "capabilities": wanted})
 
 
-def register(vm: str) -> Call[dict[str, Any]]:
-    return Call("REGISTER", lambda r: field_of(r, "vm", dict), {"id": vm})
+def register(vm: str, nics: Nics | None = None) -> Call[dict[str, Any]]:
+    fields = {"id": vm, "nics": None if nics is None else nic_specs(nics)}
+    return Call("REGISTER", lambda r: field_of(r, "vm", dict), fields)
+
+
+def nics(vm: str, nics: Nics) -> Call[dict[str, Any]]:
+    return Call("NICS", lambda r: field_of(r, "vm", dict), {"id": vm, "nics": nic_specs(nics)})
 
 
 def preserve(vm: str, files: Files) -> Call[list[dict[str, Any]]]:
@@ -55,7 +62,7 @@ def drop(vm: str) -> Call[None]:
     return Call("DROP", nothing, {"id": vm})
 
 
-def reclaim(vm: str, names: Iterable[str] | None) -> Call[dict[str, OwnedFd]]:
+def reclaim(vm: str, names: Iterable[str] | None) -> Call[Reclaimed]:
     wanted = None if names is None else [*names]
     return Call("RECLAIM", named_fds, {"id": vm, "files": wanted})
 
@@ -104,6 +111,22 @@ def history() -> Call[list[dict[str, Any]]]:
 
 
 # --- requests and replies ------------------------------------------------------------------
+class Reclaimed(dict[str, OwnedFd]):
+    """RECLAIM's fds by file name; ``nics``: the state of the VM's declared network devices
+    after the reboot (``ready``, ``exact``, ``problems``, ``devices``), None when it declared
+    none (api/vmm-protocol.md, RECLAIM)."""
+
+    nics: dict[str, Any] | None = None
+
+
+def nic_specs(nics: Nics) -> list[dict[str, str]]:
+    specs = []
+    for nic in nics:
+        name, bridge = (nic, None) if isinstance(nic, str) else nic
+        specs.append({"name": name} | ({"bridge": bridge} if bridge else {}))
+    return specs
+
+
 def file_specs(files: Files) -> tuple[list[dict[str, str]], tuple[int, ...]]:
     if len(files) > codec.MAX_FDS:
         raise LuodError(
@@ -154,7 +177,7 @@ def one_fd(reply: Reply) -> OwnedFd:
     return reply.fds[0]
 
 
-def named_fds(reply: Reply) -> dict[str, OwnedFd]:
+def named_fds(reply: Reply) -> Reclaimed:
     files = reply.data.get("files") if reply.data.get("ok") is True else []
     names = [f.get("name") if isinstance(f, dict) else None for f in files or ()]
     body(reply, fds=len(names))
@@ -162,7 +185,10 @@ def named_fds(reply: Reply) -> dict[str, OwnedFd]:
     if len(named) != len(names):
         close_all(reply.fds)
         raise LuodError("internal", "RECLAIM reply with unusable file names", repr(names)[:80])
-    return named
+    reclaimed = Reclaimed(named)
+    nics = reply.data.get("nics")
+    reclaimed.nics = nics if isinstance(nics, dict) else None
+    return reclaimed
 
 
 def error_of(message: dict[str, Any]) -> LuodError:

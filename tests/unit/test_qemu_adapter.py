@@ -19,7 +19,7 @@ import pytest
 
 from luod.qemu.errors import QemuAdapterError
 from luod.qemu.files import FreezeRecord, Memfd, VmSpec, parse_size
-from luod.qemu.process import check_args, command
+from luod.qemu.process import check_args, command, taps
 from luod.qemu.qmp import Qmp
 
 GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 22}}}}
@@ -250,3 +250,15 @@ def test_the_vm_unit_verifies(tmp_path: Path) -> None:
     assert done.returncode == 0 and not complaints, "\n".join(complaints)
     text = (units / "luod-qemu@.service").read_text()
     assert "After=luod-ready.target" in text and "EnvironmentFile=/etc/luod/qemu/%i.conf" in text
+
+
+def test_the_taps_of_the_qemu_command_line_are_declared_to_luod() -> None:
+    args = (
+        "-netdev", "tap,id=n0,ifname=vm1-net0,script=no,downscript=no,queues=2,vhost=off",
+        "-device", "virtio-net-pci,netdev=n0,mq=on",
+        "-nic", "tap,ifname=vm1-net1,script=no,model=virtio",
+        "-netdev", "user,id=n2",
+        "-nic", "tap,script=/etc/qemu-ifup",  # QEMU names this tap itself: nothing to declare
+        "-name", "netdev",
+    )  # fmt: skip
+    assert taps(args) == ["vm1-net0", "vm1-net1"]

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from luod.core import dialect
+from luod.core.nic import NicDecl
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import codec
@@ -227,6 +228,23 @@ def test_default_socket_path() -> None:
 # --- every verb, through both shells -------------------------------------------------------
 VERBS: list[tuple[str, tuple[Any, ...], dict[str, Any], codec.Request, dict[str, Any], Any]] = [
     ("register", ("vm1",), {}, codec.Register(1, "vm1"), {"vm": {"id": "vm1"}}, {"id": "vm1"}),
+    (
+        "register",
+        ("vm1",),
+        {"nics": ["tap0", ("tap1", "br0")]},
+        codec.Register(1, "vm1", (NicDecl("tap0"), NicDecl("tap1", "br0"))),
+        {"vm": {"id": "vm1"}},
+        {"id": "vm1"},
+    ),
+    (
+        "nics",
+        ("vm1", [("tap0", None)]),
+        {},
+        codec.Nics(1, "vm1", (NicDecl("tap0"),)),
+        {"vm": {"id": "vm1"}},
+        {"id": "vm1"},
+    ),
+    ("nics", ("vm1", []), {}, codec.Nics(1, "vm1", ()), {"vm": {}}, {}),
     ("list", (), {}, codec.ListVms(1, None), {"vms": []}, []),
     ("list", ("vm1",), {}, codec.ListVms(1, "vm1"), {"vms": [{"id": "vm1"}]}, [{"id": "vm1"}]),
     ("drop", ("vm1",), {}, codec.Drop(1, "vm1"), {}, None),
@@ -307,8 +325,22 @@ def test_reclaim_returns_owned_fds_by_name(luod: Any) -> None:
     assert all(isinstance(fd, OwnedFd) for fd in fds.values())
     assert [content(fd) for fd in fds.values()] == [b"zero", b"one"]
     assert fake.requests == [codec.Reclaim(1, "vm1", ("ram0", "ram1"))]
+    assert fds.nics is None  # the VM declared none
     for fd in fds.values():
         fd.close()
+
+
+def test_reclaim_tells_whether_the_vms_nics_are_ready(luod: Any) -> None:
+    nics = {"ready": False, "exact": False, "problems": ["nic tap1: failed (EPERM)"]}
+
+    def answer(request: codec.Request) -> list[codec.Outgoing]:
+        files = [{"name": "ram0", "kind": "memfd", "size": 4}]
+        return [reply(request, (memfd(b"zero"),), files=files, nics=nics)]
+
+    _, shell = luod(answer)
+    fds = shell.call("reclaim", "vm1")
+    assert fds.nics == nics and list(fds) == ["ram0"]
+    fds["ram0"].close()
 
 
 def test_claim_returns_the_session_fd(luod: Any) -> None:

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from luod.core.nic import NicDecl
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import codec
@@ -91,6 +92,38 @@ def _preserve(draw: st.DrawFn) -> tuple[dict[str, Any], int, Make]:
     return {"id": vm, "files": files}, len(files), lambda s, f: codec.Preserve(s, vm, specs, f)
 
 
+IFNAMES = st.from_regex(r"[a-z][a-z0-9_.-]{0,14}", fullmatch=True)
+
+
+@st.composite
+def _nics(draw: st.DrawFn) -> tuple[list[dict[str, Any]], tuple[NicDecl, ...]]:
+    """A NIC declaration: names, with a bridge or without (absent or null)."""
+    names = draw(st.lists(IFNAMES, max_size=4, unique=True))
+    bridges = [draw(st.one_of(st.none(), IFNAMES)) for _ in names]
+    forms = [draw(st.booleans()) for _ in names]
+    entries = [
+        {"name": n} | ({"bridge": b} if b is not None or form else {})
+        for n, b, form in zip(names, bridges, forms, strict=True)
+    ]
+    return entries, tuple(NicDecl(n, b) for n, b in zip(names, bridges, strict=True))
+
+
+@st.composite
+def _register(draw: st.DrawFn) -> tuple[dict[str, Any], int, Make]:
+    vm = draw(VM_IDS)
+    if draw(st.booleans()):
+        return {"id": vm}, 0, lambda s, _: codec.Register(s, vm)
+    entries, decls = draw(_nics())
+    return {"id": vm, "nics": entries}, 0, lambda s, _: codec.Register(s, vm, decls)
+
+
+@st.composite
+def _declare(draw: st.DrawFn) -> tuple[dict[str, Any], int, Make]:
+    vm = draw(VM_IDS)
+    entries, decls = draw(_nics())
+    return {"id": vm, "nics": entries}, 0, lambda s, _: codec.Nics(s, vm, decls)
+
+
 def _optional(key: str, values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
     return st.one_of(st.just({}), values.map(lambda v: {key: v}))
 
@@ -121,7 +154,8 @@ FIELDS: dict[str, st.SearchStrategy[tuple[dict[str, Any], int, Make]]] = {
             ),
         )
     ),
-    "REGISTER": VM_IDS.map(lambda i: ({"id": i}, 0, lambda s, _: codec.Register(s, i))),
+    "REGISTER": _register(),
+    "NICS": _declare(),
     "PRESERVE": _preserve(),
     "LIST": _simple(codec.ListVms, id=VM_IDS),
     "DROP": VM_IDS.map(lambda i: ({"id": i}, 0, lambda s, _: codec.Drop(s, i))),
@@ -454,3 +488,29 @@ def test_server_messages_round_trip(message: dict[str, Any]) -> None:
 def test_an_outgoing_frame_over_max_line_is_refused() -> None:
     with pytest.raises(ValueError, match="exceeds"):
         codec.encode({"event": "X", "pad": "x" * codec.MAX_LINE})
+
+
+@pytest.mark.parametrize(
+    ("nics", "code", "said"),
+    [
+        ("tap0", "bad-request", "nics"),
+        ([{"name": "tap0"}] * 2, "bad-request", "twice"),
+        ([{"name": f"tap{i}"} for i in range(codec.MAX_NICS + 1)], "bad-request", "nics"),
+        ([{"name": "tap/0"}], "bad-nic-name", "nics[0].name"),
+        ([{"name": "tap0", "bridge": "a" * 16}], "bad-nic-name", "nics[0].bridge"),
+        ([{"name": "tap0", "queues": 4}], "bad-nic-record", "unknown field"),
+    ],
+)
+def test_bad_nic_declarations_are_refused_naming_the_field(nics: Any, code: str, said: str) -> None:
+    for cmd in ("REGISTER", "NICS"):
+        line = json.dumps({"cmd": cmd, "seq": 3, "id": "vm1", "nics": nics}).encode()
+        with pytest.raises(LuodError) as caught:
+            codec.decode_request(Frame(line))
+        assert (caught.value.code, caught.value.cmd, caught.value.seq) == (code, cmd, 3)
+        assert said in caught.value.message and caught.value.hint
+
+
+def test_nics_needs_its_list() -> None:
+    with pytest.raises(LuodError) as caught:
+        codec.decode_request(Frame(b'{"cmd":"NICS","id":"vm1"}'))
+    assert caught.value.code == "bad-request"

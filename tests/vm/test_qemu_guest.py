@@ -85,3 +85,30 @@ def test_linux_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
     restored = events(share, "lx-run-2.log")["restored"]
     assert restored["state_bytes"] == frozen["state_bytes"] > 0
     print(json.dumps({"before": running, "at_restore": at_restore, "after": after_2}, indent=1))
+
+
+def test_qemu_gets_its_tap_back_and_runs_on_it_after_the_kexec(run: GuestResult) -> None:
+    """Issue 15: the tap of ``-netdev tap,ifname=l2-tap0`` (declared by luod-qemu) and its
+    bridge are rebuilt before the VM's RECLAIM answers, and the restored QEMU has it open."""
+    share = run.share
+    run.check()
+    vms = {vm["id"]: vm for vm in load(share, "list-before.json")}
+    assert vms["lx"]["nics"] == []
+    vm = vms["l2"]
+    assert vm["nics"] == [{"name": "l2-tap0", "bridge": None}]
+    nics = events(share, "l2-run-2.log")["reclaimed"]["nics"]
+    assert nics["ready"] and nics["exact"], nics
+    assert {d["name"]: d["status"] for d in nics["devices"]} == {
+        "br-l2": "rebuilt",
+        "l2-tap0": "rebuilt",
+    }
+    (before,), (after,) = load(share, "l2-tap-before.json"), load(share, "l2-tap-after.json")
+    for key in ("address", "mtu", "master", "txqlen"):
+        assert after.get(key) == before.get(key), key
+    tun = ("type", "pi", "vnet_hdr", "multi_queue", "persist")
+    data_before, data_after = before["linkinfo"]["info_data"], after["linkinfo"]["info_data"]
+    assert {k: data_after.get(k) for k in tun} == {k: data_before.get(k) for k in tun}
+    assert after["master"] == "br-l2" and data_after["vnet_hdr"]
+    # carrier 1: a tap has carrier while a process (QEMU) has a queue of it open
+    assert (share / "l2-carrier-1").read_text().strip() == "1"
+    assert (share / "l2-carrier-2").read_text().strip() == "1"

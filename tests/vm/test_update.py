@@ -1,7 +1,10 @@
 """Issue 4 end to end on the real kernel: VMMs write until FREEZE; three aborted updates (no
 READY by the deadline, READY with an error, explicit ABORT) each resume every VMM with the
 sessions intact; then prepare → freeze → kexec → reclaim, every sha256 matching (including the
-writes made just before the freeze), and the history shows every phase and a blackout per VM."""
+writes made just before the freeze), and the history shows every phase and a blackout per VM.
+vm-b has two taps on bridge br0 (one multi-queue with a vnet header): luod records them at
+prepare and, after the kexec, rebuilds them and the bridge before vm-b's RECLAIM answers, with
+identical attributes (issue 15)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from tests.vm.qemu import run_guest
 from tests.vm.test_datapath import stage
 
 VMS = ("vm-a", "vm-b", "vm-c", "vm-x", "vm-y", "vm-z")
+NET = ("br0", "vm-b-net0", "vm-b-net1")
+TAP_DATA = ("type", "pi", "vnet_hdr", "multi_queue", "persist", "user", "group")
 FULL_PATH = ["preparing", "prepared", "freezing", "frozen", "rebooting", "reclaiming", "idle"]
 
 
@@ -57,3 +62,39 @@ def test_aborts_then_update_across_kexec(luo_kernel: Path, vm_python: Path, tmp_
     assert set(final["events"]) >= {"kernel_boot", "luod_start", "sessions_retrieved"}
     blackout = final["blackout_seconds"]
     assert set(blackout) == set(VMS) and all(b is not None and b > 0 for b in blackout.values())
+    check_nics(share)
+    assert "nics_rebuilt" in final["vms"]["vm-b"] and "nics_rebuilt" not in final["vms"]["vm-a"]
+
+
+def links(share: Path, name: str) -> dict[str, dict[str, Any]]:
+    """What ``ip -d -j link show`` says of vm-b's devices, the attributes luod rebuilds."""
+    found = {}
+    for link in load(share, name):
+        if link["ifname"] in NET:
+            info = link.get("linkinfo", {})
+            data = info.get("info_data", {})
+            found[link["ifname"]] = {
+                "address": link["address"],
+                "mtu": link["mtu"],
+                "txqlen": link.get("txqlen"),
+                "master": link.get("master"),
+                "up": "UP" in link["flags"],
+                "kind": info.get("info_kind"),
+                "tun": {key: data.get(key) for key in TAP_DATA} if "type" in data else None,
+                "stp": data.get("stp_state"),
+                "forward_delay": data.get("forward_delay"),
+            }
+    return found
+
+
+def check_nics(share: Path) -> None:
+    before, after = links(share, "links-before.json"), links(share, "links-after.json")
+    assert set(before) == set(NET) and after == before
+    net0 = before["vm-b-net0"]["tun"]
+    assert net0 is not None and net0["multi_queue"] and net0["vnet_hdr"]
+    assert before["vm-b-net0"]["master"] == "br0" and before["br0"]["stp"] == 1
+    verdict = json.loads((share / "vm-b-reclaim.log").read_text().splitlines()[-1])
+    nics = verdict["nics"]
+    assert nics["ready"] and nics["exact"] and nics["problems"] == [], nics
+    assert {d["name"]: d["status"] for d in nics["devices"]} == dict.fromkeys(NET, "rebuilt")
+    assert json.loads((share / "vm-a-reclaim.log").read_text().splitlines()[-1])["nics"] is None

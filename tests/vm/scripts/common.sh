@@ -6,6 +6,11 @@ export PATH="$VENV/bin:$PATH" PYTHONDONTWRITEBYTECODE=1
 start_luod() {  # start_luod TAG: luod in the background, wait until its socket answers
     # No /boot/vmlinuz-RELEASE in the guest: tell luod the image this boot runs (handover-abi).
     printf '[kexec]\nrunning_image = "%s"\n' "${RUNNING_KERNEL:-$NEXT_KERNEL}" >/run/luod-vm.toml
+    # A stage that gives VMs taps names the bridges luod manages (rebuilt after the kexec).
+    if [ -n "${MANAGED_BRIDGES:-}" ]; then
+        printf '[net]\nmanaged_bridges = [%s]\nreclaim_wait = 300\n' "$MANAGED_BRIDGES" \
+            >>/run/luod-vm.toml
+    fi
     luod --config /run/luod-vm.toml --state-dir "$STATE" --custody "${CUSTODY:-keeper}" \
         >>"$SHARE/luod-$1.log" 2>&1 &
     LUOD_PID=$!

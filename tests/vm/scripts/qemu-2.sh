@@ -2,6 +2,7 @@
 # RAM, -incoming, the device state of the freeze, cont). Their QEMU binary is a launcher (of
 # l2guest, of l2linux) that probes the RAM as LUO carried it (the counter at QMP stop) before it
 # execs the real QEMU.
+MANAGED_BRIDGES='"br-l2"'
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
@@ -20,6 +21,8 @@ luod-qemu restore --id lx --qemu /tmp/probe-qemu-lx --report "$SHARE/lx-report.j
     >"$SHARE/lx-run-2.log" 2>&1 &
 XPID=$!
 wait_for "$SHARE/l2-run-2.log" '"restored"'
+cat /sys/class/net/l2-tap0/carrier >"$SHARE/l2-carrier-2"  # the restored QEMU has it open
+ip -d -j link show dev l2-tap0 >"$SHARE/l2-tap-after.json"
 $L2 twice /run/luod-qemu/l2.json "$SHARE/l2-after-1.json" "$SHARE/l2-after-2.json"
 wait_for "$SHARE/lx-run-2.log" '"restored"'
 python -m tests.vm.l2linux twice /run/luod-qemu/lx.json "$SHARE/lx-after-1.json" "$SHARE/lx-after-2.json"

@@ -1,9 +1,16 @@
 # Boot 1: three demo VMMs keep writing; three aborted updates (a VMM that never answers
 # FREEZE, one that refuses, an explicit ABORT), each followed by resume; then a real update.
 STATE=$SHARE/luod-state  # persistent, like /var/lib/luod: history spans boots
+MANAGED_BRIDGES='"br0"'  # vm-b's two taps sit on br0; luod rebuilds all three after the kexec
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
+ip link add br0 address 52:54:00:0b:00:01 type bridge stp_state 1 forward_delay 400
+ip tuntap add dev vm-b-net0 mode tap multi_queue vnet_hdr user 1000 group 1000
+ip tuntap add dev vm-b-net1 mode tap user 1001
+ip link set vm-b-net0 address 52:54:00:0b:00:10 txqlen 2000 master br0 up
+ip link set vm-b-net1 address 52:54:00:0b:00:11 master br0 up
+ip link set br0 up
 start_luod 1
 vmm() {  # vmm ID MODE ON_FREEZE RAM...
     id=$1 mode=$2 on_freeze=$3; shift 3
@@ -12,7 +19,7 @@ vmm() {  # vmm ID MODE ON_FREEZE RAM...
 }
 luoctl() { python -m tests.vm.scripts.luoctl "$@"; }
 vmm vm-a handover ready --ram ram0=64M --ram state=4K; A=$!
-vmm vm-b handover ready --ram ram0=16M; B=$!
+vmm vm-b handover ready --ram ram0=16M --nic vm-b-net0:br0 --nic vm-b-net1:br0; B=$!
 vmm vm-c delegation ready --ram ram0=16M; C=$!
 wait_for "$SHARE/vm-a-run.log" handed-over
 wait_for "$SHARE/vm-b-run.log" handed-over
@@ -48,6 +55,8 @@ wait $WAITING
 kill -TERM $Z; wait $Z
 luod_list >"$SHARE/list-after-aborts.json"
 grep -c resumed "$SHARE/vm-b-run.log" >"$SHARE/vm-b-resumes"
+
+ip -d -j link show >"$SHARE/links-before.json"
 
 # 4. the real update, through luoctl and the REST API: preflight, start, watch -> kexec
 for _ in $(seq 1 300); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done

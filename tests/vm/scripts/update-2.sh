@@ -1,5 +1,6 @@
 # Boot 2: luod reclaims; every VMM (incl. the ones stopped in boot 1) gets its memory back.
 STATE=$SHARE/luod-state  # persistent, like /var/lib/luod: history spans boots
+MANAGED_BRIDGES='"br0"'
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
@@ -15,6 +16,7 @@ for vm in vm-a vm-b vm-c vm-x vm-y vm-z; do
     luod-demo-vmm reclaim --id $vm --record "$SHARE/$vm.json" >"$SHARE/$vm-reclaim.log" 2>&1 || status=1
 done
 wait $WAITING
+ip -d -j link show >"$SHARE/links-after.json"
 for _ in $(seq 1 300); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
 luoctl --json history >"$SHARE/history.json"
 exit $status

@@ -1,0 +1,228 @@
+"""The daemon's side of VM network plumbing (luod.daemon.nics, issue 15) over the simulator:
+the declaration and the record cross the kexec in the manifest, only VMs that came through a
+kexec get a rebuild, RECLAIM waits for its own VM's (bounded), and a VM without NICs never
+imports pyroute2. The netlink work itself is tested in network namespaces
+(tests/integration/test_net_rebuild.py, test_nic_daemon.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from luod.core.model import VmRecord, VmState
+from luod.core.nic import NetRecord, NicDecl, NicRecord, TapFlags
+from luod.daemon import nics
+from luod.errors import LuodError
+from tests.unit.test_core import OTHER, ROOT, World, kexec, preserve
+
+pytestmark = pytest.mark.unit
+TAP = NicRecord("vm1-net0", "tap", "52:54:00:00:01:00", 1500, True, tap=TapFlags(owner=107))
+NET = NetRecord((TAP,))
+REPORT = {
+    "ready": True,
+    "exact": True,
+    "seconds": 0.004,
+    "devices": [{"name": "vm1-net0", "role": "nic", "status": "rebuilt", "reason": ""}],
+    "problems": [],
+}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    state = tmp_path / "state"
+    state.mkdir()
+    booted = World.boot(tmp_path / "kernel", state)
+    yield booted
+    booted.power_off()
+
+
+def declared(world: World) -> None:
+    preserve(world.registry, "vm1", ram0=b"guest")
+    world.registry.declare_nics(ROOT, "vm1", [NicDecl("vm1-net0", "br0")])
+    world.registry.set_net("vm1", NET)
+
+
+def after_kexec(world: World, tmp_path: Path) -> World:
+    new = kexec(world, tmp_path)
+    assert new.recover().mode == "after-kexec"
+    return new
+
+
+def test_the_declaration_and_the_record_cross_the_kexec(world: World, tmp_path: Path) -> None:
+    declared(world)
+    new = after_kexec(world, tmp_path)
+    vm = new.registry.get("vm1")
+    assert vm.state is VmState.INCOMING
+    assert vm.nics == (NicDecl("vm1-net0", "br0"),) and vm.net == NET and vm.net_report is None
+    assert nics.Rebuilds(new.registry, ()).pending() == {"vm1": NET}
+    new.power_off()
+
+
+def test_only_the_owner_declares_and_never_during_a_kexec(world: World) -> None:
+    preserve(world.registry, "vm1", ram0=b"guest")
+    with pytest.raises(LuodError) as caught:
+        world.registry.declare_nics(OTHER, "vm1", [NicDecl("tap0")])
+    assert caught.value.code == "not-owner"
+    world.registry.begin_kexec()
+    with pytest.raises(LuodError) as caught:
+        world.registry.declare_nics(ROOT, "vm1", [NicDecl("tap0")])
+    assert caught.value.code == "wrong-state"
+
+
+def test_an_unreadable_net_record_is_that_vms_network_failure_not_a_lost_vm() -> None:
+    data = VmRecord("vm1", ROOT.as_owner(), "handover").to_dict()  # type: ignore[arg-type]
+    data["nics"] = [{"name": "vm1-net0", "bridge": None}]
+    data["net"] = {**NET.to_dict(), "nics": [{"name": "vm1-net0", "kind": "tap"}]}
+    vm = VmRecord.from_dict(data)
+    assert vm.net is None and vm.net_report is not None
+    told = nics.summary(vm.net_report)
+    assert not told["ready"] and "unreadable" in told["problems"][0]
+
+
+def test_no_rebuild_without_a_kexec_or_once_done(world: World, tmp_path: Path) -> None:
+    declared(world)
+    assert nics.Rebuilds(world.registry, ()).pending() == {}  # preserved: a restart, no kexec
+    new = after_kexec(world, tmp_path)
+    new.registry.set_net_report("vm1", REPORT)  # rebuilt before luod restarted
+    assert nics.Rebuilds(new.registry, ()).pending() == {}
+    new.power_off()
+
+
+Post = Callable[[str, dict[str, Any]], None]
+
+
+def fake_rebuild(
+    monkeypatch: pytest.MonkeyPatch, make: Callable[[str], dict[str, Any]], delay: float = 0.0
+) -> list[str]:
+    rebuilt: list[str] = []
+
+    def rebuild_all(todo: Mapping[str, NetRecord], managed: Any, post: Post) -> None:
+        for vm_id in todo:
+            asyncio.run(asyncio.sleep(delay))  # a worker thread: no loop of its own
+            rebuilt.append(vm_id)
+            post(vm_id, make(vm_id))
+
+    monkeypatch.setattr(nics, "rebuild_all", rebuild_all)
+    return rebuilt
+
+
+def test_reclaim_waits_for_its_vms_rebuild_and_the_step_is_stamped(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declared(world)
+    new = after_kexec(world, tmp_path)
+    rebuilt = fake_rebuild(monkeypatch, lambda _: REPORT, delay=0.2)
+    steps: list[tuple[str, str]] = []
+
+    async def scenario() -> dict[str, Any] | None:
+        rebuilds = nics.Rebuilds(new.registry, ())
+        rebuilds.start(lambda vm, step: steps.append((vm, step)))
+        return await rebuilds.ready("vm1")
+
+    told = asyncio.run(scenario())
+    assert rebuilt == ["vm1"] and steps == [("vm1", "nics_rebuilt")]
+    assert told is not None and told["ready"] and told["exact"] and told["problems"] == []
+    assert new.registry.get("vm1").net_report == REPORT
+    new.power_off()
+
+
+def test_a_slow_rebuild_never_holds_reclaim_longer_than_the_wait(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declared(world)
+    new = after_kexec(world, tmp_path)
+    fake_rebuild(monkeypatch, lambda _: REPORT, delay=2.0)
+
+    async def scenario() -> dict[str, Any] | None:
+        rebuilds = nics.Rebuilds(new.registry, (), wait=0.1)
+        rebuilds.start(lambda vm, step: None)
+        told = await rebuilds.ready("vm1")
+        rebuilds.close()
+        return told
+
+    told = asyncio.run(scenario())
+    assert told == {"ready": False, "exact": False, "pending": True, "devices": []}
+    new.power_off()
+
+
+def test_a_rebuild_that_dies_reports_every_vm_it_did_not_reach(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declared(world)
+    new = after_kexec(world, tmp_path)
+
+    def rebuild_all(todo: Mapping[str, NetRecord], managed: Any, post: Post) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(nics, "rebuild_all", rebuild_all)
+
+    async def scenario() -> dict[str, Any] | None:
+        rebuilds = nics.Rebuilds(new.registry, ())
+        rebuilds.start(lambda vm, step: None)
+        with pytest.raises(RuntimeError):
+            assert rebuilds._task is not None
+            await rebuilds._task
+        return await rebuilds.ready("vm1")
+
+    told = asyncio.run(scenario())
+    assert told is not None and not told["ready"] and "stopped" in told["problems"][0]
+    new.power_off()
+
+
+def test_a_vm_that_cannot_be_recorded_comes_back_with_the_reason(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preserve(world.registry, "vm1", ram0=b"one")
+    preserve(world.registry, "vm2", ram0=b"two")
+    world.registry.declare_nics(ROOT, "vm1", [NicDecl("vm1-net0")])
+    world.registry.declare_nics(ROOT, "vm2", [NicDecl("vm2-net0")])
+    found = {"vm1": NET, "vm2": "not recorded at prepare: Operation not permitted (EPERM)"}
+    monkeypatch.setattr(nics, "record_all", lambda decls, managed: found)
+    asyncio.run(nics.record(world.registry, ()))
+    assert world.registry.get("vm1").net == NET
+    vm2 = world.registry.get("vm2")
+    assert vm2.net is None and "EPERM" in nics.summary(vm2.net_report)["problems"][0]
+
+
+def test_a_withdrawn_declaration_is_not_rebuilt(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declared(world)
+    world.registry.declare_nics(ROOT, "vm1", [])
+    monkeypatch.setattr(nics, "record_all", lambda decls, managed: pytest.fail("netlink"))
+    asyncio.run(nics.record(world.registry, ()))
+    assert world.registry.get("vm1").net is None
+
+
+def test_vms_without_nics_never_import_pyroute2(tmp_path: Path) -> None:
+    """luod's start, an update's prepare and preflight, the rebuild step and RECLAIM's wait,
+    all for VMs without NICs, in a fresh interpreter."""
+    script = f"""
+import asyncio, sys
+from pathlib import Path
+from luod.core.access import AccessPolicy
+from luod.daemon.daemon import Daemon
+from luod.daemon.settings import Settings
+from luod.daemon import nics
+
+async def main():
+    daemon = Daemon(Settings.simulated(Path({str(tmp_path)!r}), access=AccessPolicy.default()))
+    daemon.startup(asyncio.create_task)
+    await nics.record(daemon.registry, ())
+    assert nics.preflight_checks(nics.declared(daemon.registry), ()) == []
+    daemon.nics.start(daemon.driver.vm_step)
+    assert await daemon.nics.ready("vm1") is None
+
+asyncio.run(main())
+print(sorted(m for m in sys.modules if m.startswith(("pyroute2", "luod.net.plumbing"))))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
