@@ -19,6 +19,7 @@ import structlog
 
 import luod
 from luod.core.access import AccessPolicy
+from luod.core.limits import Limits
 from luod.daemon import config, logs
 from luod.daemon.daemon import Daemon
 from luod.daemon.settings import ApiSettings, Settings
@@ -156,6 +157,13 @@ def settings_from(args: argparse.Namespace, cfg: config.Config) -> Settings:
             for key, value in cfg.values.items()
             if key.startswith("deadlines.")
         },
+        limits=Limits(
+            **{
+                key.split(".", 1)[1]: value
+                for key, value in cfg.values.items()
+                if key.startswith("limits.")
+            }
+        ),
     )
 
 

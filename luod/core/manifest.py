@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from luod.core.model import FileRecord, VmRecord, VmState
+from luod.core import manifest_check
+from luod.core.model import VmRecord, VmState
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, memfd
 
 VERSION: Final = 1
+MAX_VERSION: Final = 1 << 20
+"""Beyond this a version number is corruption, not a newer luod."""
 FILENAME: Final = "manifest.json"
 JOURNAL: Final = "journal.jsonl"
 """Changes since the last snapshot, one JSON line each, appended with one write(2): a luod
@@ -53,39 +56,56 @@ class Manifest:
 
     @classmethod
     def from_json(cls, raw: bytes, source: str) -> Manifest:
+        """Every field checked for type and range (luod.core.manifest_check): anything else is
+        ``manifest-corrupt`` naming the field, never a traceback (issue 13, finding 12)."""
         try:
-            data = json.loads(raw)
-            version = int(data["version"])
+            data = manifest_check.parse(raw)
+            version = manifest_check.Reader(data, "").integer("version", 1, MAX_VERSION)
         except (ValueError, KeyError, TypeError) as exc:
-            raise LuodError(
-                "manifest-corrupt",
-                f"{source}: unreadable manifest ({exc})",
-                "keep the file for analysis; luod cannot map sessions without it",
-            ) from exc
+            raise _corrupt(source, "unreadable manifest", exc) from exc
         if version > VERSION:
             raise LuodError(
                 "manifest-too-new",
                 f"{source}: manifest version {version}, this luod reads <= {VERSION}",
                 "a newer luod wrote it: run that version (or newer) of luod",
             )
-        data = _upgrade(data, version)
         try:
-            vms = {vm["id"]: VmRecord.from_dict(vm) for vm in data["vms"]}
-            return cls(
-                boot_id=str(data["boot_id"]),
-                release=str(data["release"]),
-                liveupdate_number=int(data["liveupdate_number"]),
-                vms=vms,
-                kexec_pending=bool(data.get("kexec_pending", False)),
-                written=float(data.get("written", 0.0)),
-                extra=dict(data.get("extra", {})),
-            )
+            return cls._checked(manifest_check.Reader(_upgrade(data, version), ""))
         except (ValueError, KeyError, TypeError) as exc:
-            raise LuodError(
-                "manifest-corrupt",
-                f"{source}: malformed manifest ({exc!r})",
-                "keep the file for analysis",
-            ) from exc
+            raise _corrupt(source, "malformed manifest", exc) from exc
+
+    @classmethod
+    def _checked(cls, f: manifest_check.Reader) -> Manifest:
+        vms: dict[str, VmRecord] = {}
+        for index, item in enumerate(f.items("vms")):
+            vm = manifest_check.vm_record(item, f"vms[{index}]")
+            if vm.id in vms:
+                raise manifest_check.Corrupt(f"vms[{index}]: VM {vm.id!r} listed twice")
+            vms[vm.id] = vm
+        return cls(
+            boot_id=f.string("boot_id"),
+            release=f.string("release"),
+            liveupdate_number=f.integer("liveupdate_number", 0, manifest_check.U64_MAX),
+            vms=vms,
+            kexec_pending=f.boolean("kexec_pending", False),
+            written=f.number("written", 0.0),
+            extra=_extra(f),
+        )
+
+
+def _extra(f: manifest_check.Reader) -> dict[str, Any]:
+    extra = f.mapping("extra", {})
+    if "update" in extra:
+        manifest_check.carried_update(extra["update"], "extra.update")
+    return extra
+
+
+def _corrupt(source: str, what: str, exc: Exception) -> LuodError:
+    return LuodError(
+        "manifest-corrupt",
+        f"{source}: {what} ({exc})",
+        "keep the file for analysis; luod cannot map sessions without it",
+    )
 
 
 def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
@@ -93,13 +113,15 @@ def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
     return data
 
 
-def _merge_files(manifest: Manifest, entry: dict[str, Any]) -> None:
-    vm = manifest.vms[entry["id"]]
-    vm.state = VmState(entry["state"])
-    vm.updated = float(entry["updated"])
-    for data in entry["files"]:
-        vm.files[data["name"]] = FileRecord(**data)
-        vm.rejected.pop(data["name"], None)
+def _merge_files(manifest: Manifest, entry: object) -> None:
+    f = manifest_check.Reader(entry, "vm_files")
+    vm = manifest.vms[f.string("id")]
+    files = [manifest_check.file_record(d, "vm_files.files[]") for d in f.items("files")]
+    vm.state = VmState(f.string("state"))
+    vm.updated = f.number("updated")
+    for record in files:
+        vm.files[record.name] = record
+        vm.rejected.pop(record.name, None)
 
 
 def write_atomic(state_dir: Path, manifest: Manifest, durable: bool = False) -> Path:
@@ -138,16 +160,19 @@ def _replay(state_dir: Path, manifest: Manifest) -> Manifest:
         return manifest
     for line in lines:
         try:
-            entry = json.loads(line)
+            entry = manifest_check.parse(line)
+            if not isinstance(entry, dict):
+                continue
             if "vm" in entry:
-                vm = VmRecord.from_dict(entry["vm"])
+                vm = manifest_check.vm_record(entry["vm"], "journal")
                 manifest.vms[vm.id] = vm
             elif "vm_files" in entry:
                 _merge_files(manifest, entry["vm_files"])
             elif "forget" in entry:
                 manifest.vms.pop(str(entry["forget"]), None)
         except (ValueError, KeyError, TypeError):
-            continue  # a torn last line from a luod killed mid-append
+            continue  # a torn last line from a luod killed mid-append, or a line that fails
+            # the manifest's own checks (manifest_check): neither is replayed
     return manifest
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -127,24 +128,8 @@ class VmRecord:
             "net_report": self.net_report,
         }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VmRecord:
-        files = {f["name"]: FileRecord(**f) for f in data.get("files", [])}
-        return cls(
-            id=data["id"],
-            owner=Owner(**data["owner"]),
-            mode=Mode(data["mode"]),
-            state=VmState(data["state"]),
-            files=files,
-            created=float(data.get("created", 0.0)),
-            updated=float(data.get("updated", 0.0)),
-            note=str(data.get("note", "")),
-            rejected=dict(data.get("rejected", {})),
-            **_net(data),
-        )
 
-
-def _net(data: dict[str, Any]) -> dict[str, Any]:
+def net_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     """The network record of a VM, read from a manifest: one that cannot be read is a network
     failure reported for that VM (its rebuild result), never a manifest refused, which would
     hold its memory back."""

@@ -16,7 +16,9 @@ from typing import Any, Protocol
 import structlog
 
 from luod.core import manifest as manifest_io
+from luod.core import vetting
 from luod.core.access import AccessPolicy, Peer, check_owner
+from luod.core.limits import Limits
 from luod.core.model import (
     MANIFEST_TOKEN,
     STATE_SESSION,
@@ -80,7 +82,9 @@ class Registry:
         state_dir: Path,
         policy: AccessPolicy,
         retriever: Retriever | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        self._limits = limits or Limits()
         self._backend = backend
         self._custody = custody
         self._state_dir = state_dir
@@ -209,6 +213,7 @@ class Registry:
                 )
             return existing
         self._refuse_during_kexec()
+        self._limits.check_room_for_a_vm(self._vms.values(), peer.uid)
         vm = VmRecord(vm_id, peer.as_owner(), mode)
         self._open_session(vm)
         self._vms[vm_id] = vm
@@ -219,17 +224,39 @@ class Registry:
     def preserve(
         self, peer: Peer, vm_id: str, specs: Sequence[FileSpec], fds: Sequence[OwnedFd]
     ) -> list[FileRecord]:
-        """Preserve each fd under a new token. Takes ownership of ``fds`` (closes them)."""
+        """Preserve each fd under a new token. Takes ownership of ``fds`` (closes them).
+
+        Every fd is vetted before any is preserved (issue 13, finding 8). LUO cannot unpreserve
+        one file (docs/kernel.md §4.6), so when the kernel refuses a file midway the ones before
+        it stay preserved: they are recorded, and the error names them.
+        """
+        added: list[FileRecord] = []
         try:
             vm = self.get(vm_id, peer)
             self._check_preservable(vm, specs)
-            added = [self._preserve_one(vm, spec, fd) for spec, fd in zip(specs, fds, strict=True)]
+            shapes = [self._vet(vm, spec, fd) for spec, fd in zip(specs, fds, strict=True)]
+            for spec, fd, shape in zip(specs, fds, shapes, strict=True):
+                added.append(self._preserve_one(vm, spec, fd, shape))
+        except LuodError as exc:
+            if added:
+                self._record_partial(vm, added, exc)
+            raise
         finally:
             for fd in fds:
                 fd.close()
         vm.touch(VmState.PRESERVED)
         self.record(vm, added)
         return added
+
+    def _record_partial(self, vm: VmRecord, added: list[FileRecord], error: LuodError) -> None:
+        vm.touch(VmState.PRESERVED)
+        self.record(vm, added)
+        names = ", ".join(f.name for f in added)
+        error.message += f"; already preserved before it, and kept: {names}"
+        error.hint += (
+            "; LUO cannot unpreserve one file: PRESERVE the remaining files again, "
+            "or DROP the VM to start over"
+        )
 
     def drop(self, peer: Peer, vm_id: str) -> None:
         vm = self.get(vm_id, peer)
@@ -359,6 +386,7 @@ class Registry:
             raise LuodError(
                 "wrong-state", f"VM {vm.id!r} is {vm.state}", "PRESERVE is before a kexec"
             )
+        self._limits.check_room_for_files(vm, len(specs))
         for spec in specs:
             if spec.name in vm.files:
                 raise LuodError(
@@ -367,19 +395,21 @@ class Registry:
                     "a preserved file cannot be replaced: DROP the VM to start over",
                 )
 
-    def _preserve_one(self, vm: VmRecord, spec: FileSpec, fd: OwnedFd) -> FileRecord:
-        token = vm.next_token()
-        shape = memfd.inspect(fd)
+    def _vet(self, vm: VmRecord, spec: FileSpec, fd: OwnedFd) -> memfd.MemfdInfo:
+        """Refuse, before anything is preserved, an fd the kernel would refuse for sure."""
         try:
-            if shape.hugetlb:
-                raise LuoError(
-                    errno.ENOENT,
-                    "PRESERVE_FD",
-                    session=vm.session,
-                    token=token,
-                    hint="a hugetlb memfd has no LUO handler (docs/kernel.md §6.1): back "
-                    "guest RAM with plain memfds",
-                )
+            return vetting.vet(spec, fd)
+        except LuodError as exc:
+            if exc.code == "luo-enoent":
+                vm.rejected[spec.name] = exc.hint
+                self.record(vm)
+            raise
+
+    def _preserve_one(
+        self, vm: VmRecord, spec: FileSpec, fd: OwnedFd, shape: memfd.MemfdInfo
+    ) -> FileRecord:
+        token = vm.next_token()
+        try:
             self.session(vm).preserve(fd, token)
         except LuoError as exc:
             error = LuodError.from_luo(exc)

@@ -7,7 +7,11 @@ Blackout per VM = its freeze ack → its done, in realtime (the only clock that 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import stat
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,6 +21,9 @@ from typing import Any, Final
 from luod.core.clock import Stamp
 
 HISTORY: Final = "history.jsonl"
+HISTORY_KEEP: Final = 1000
+"""Update records kept in history.jsonl: the oldest beyond it are dropped when one ends
+(issue 13, finding 11; docs/limits.md)."""
 
 
 @dataclass
@@ -80,10 +87,28 @@ def kernel_boot_stamp(now: Stamp) -> Stamp:
     return Stamp(now.realtime - now.boottime, now.monotonic - now.boottime, 0.0)
 
 
-def append_history(state_dir: Path, record: UpdateRecord) -> None:
+def append_history(state_dir: Path, record: UpdateRecord, keep: int = HISTORY_KEEP) -> None:
     line = json.dumps({"finished": time.time(), **record.to_dict()}, sort_keys=True)
     with open(state_dir / HISTORY, "a", encoding="utf-8") as out:
         out.write(line + "\n")
+    _rotate(state_dir / HISTORY, keep)
+
+
+def _rotate(path: Path, keep: int) -> None:
+    """Keep the newest ``keep`` lines, replacing the file atomically (same mode, O_EXCL temp)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    if len(lines) <= keep:
+        return
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(b"".join(lines[-keep:]))
+        os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def read_history(state_dir: Path) -> list[dict[str, Any]]:

@@ -58,6 +58,11 @@ def _optional_path(value: Any) -> str | None:
     return None if value is None else _path(value)
 
 
+def _count(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1_000_000
+    return None if ok else "must be an integer from 1 to 1000000"
+
+
 def _names(value: Any) -> str | None:
     ok = isinstance(value, list) and all(isinstance(v, str) and 0 < len(v) < 16 for v in value)
     return None if ok else "must be a list of interface names"
@@ -88,6 +93,10 @@ SETTINGS: Final = (
     Setting("deadlines.frozen", 30.0, _seconds, "frozen until the kexec"),
     Setting("deadlines.reclaiming", 600.0, _seconds, "grace before unreclaimed VMs are reported"),
     Setting("deadlines.aborting", 30.0, _seconds, "resuming every VMM"),
+    Setting("limits.connections_per_uid", 1100, _count, "VMM-socket connections of one uid"),
+    Setting("limits.vms_per_uid", 1024, _count, "VMs one uid may register"),
+    Setting("limits.sessions", 2000, _count, "VMs (LUO sessions) on the host"),
+    Setting("limits.files_per_vm", 256, _count, "files preserved in one VM"),
     Setting("api.enabled", True, _bool, "serve the REST API"),
     Setting("api.socket", None, _optional_path, "REST unix socket (default RUNTIME_DIR/api.sock)"),
     Setting("api.tcp", None, _host_port, "also serve REST on TCP (needs api.token_file)"),

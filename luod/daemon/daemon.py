@@ -101,7 +101,9 @@ class Daemon:
             else self._custody
         )
         self._opened.callback(self.custody.close)
-        self.registry = Registry(self.backend, self.custody, settings.state_dir, settings.access)
+        self.registry = Registry(
+            self.backend, self.custody, settings.state_dir, settings.access, limits=settings.limits
+        )
         self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
 
     def _wire(self, spawn: Spawn) -> None:
@@ -158,7 +160,7 @@ class Daemon:
         it and exits."""
         try:
             self.startup()
-            server = VmmServer(self._bind(), self.handler)
+            server = VmmServer(self._bind(), self.handler, self.settings.limits.connections_per_uid)
             async with asyncio.TaskGroup() as self._tasks:
                 await self.main_loop(server)
         finally:

@@ -6,8 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from luod.daemon.connections import VmmConnection
+from luod.errors import LuodError
 from luod.vmm import codec
+
+log = structlog.get_logger("luod.events")
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -35,8 +40,15 @@ class EventBus:
     def publish(self, message: dict[str, Any]) -> None:
         for listener in self._listeners:
             listener(message)
+        if not self._watchers:
+            return
+        try:
+            frame = codec.encode(message)
+        except LuodError:  # too large for a frame: watchers miss it, the update goes on
+            log.error("event-too-large", event=message.get("event"))
+            return
         for conn in list(self._watchers):
             if conn.closed:
                 self._watchers.discard(conn)
             else:
-                conn.push(codec.encode(message))
+                conn.push(frame)

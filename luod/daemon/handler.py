@@ -94,7 +94,12 @@ class LuodHandler:
         if not isinstance(request, codec.Hello):
             self.registry.admit(conn.peer)
         body, fds = await self.verbs.of(request)(conn, request)
-        return codec.encode(codec.ok_reply(request.cmd, request.seq, body), fds)
+        try:
+            return codec.encode(codec.ok_reply(request.cmd, request.seq, body), fds)
+        except BaseException:  # reply-too-large: the fds it would have carried are ours
+            for fd in fds:
+                fd.close()
+            raise
 
     def disconnected(self, conn: VmmConnection) -> None:
         self.events.unwatch(conn)
@@ -146,7 +151,10 @@ class LuodHandler:
         return {"files": [_file(f) for f in files]}, ()
 
     async def _list(self, conn: VmmConnection, req: codec.ListVms) -> Reply:
-        return {"vms": [_vm(v) for v in self.registry.listing(conn.peer, req.id)]}, ()
+        vms = sorted(self.registry.listing(conn.peer, req.id), key=lambda v: v.id)
+        after = [_vm(v) for v in vms if req.after is None or v.id > req.after]
+        page, following = codec.page(after, req.limit, lambda vm: str(vm["id"]))
+        return {"vms": page, "next": following}, ()
 
     async def _drop(self, conn: VmmConnection, req: codec.Drop) -> Reply:
         await self._run(self.registry.drop, conn.peer, req.id)
@@ -154,6 +162,8 @@ class LuodHandler:
         return {}, ()
 
     async def _reclaim(self, conn: VmmConnection, req: codec.Reclaim) -> Reply:
+        if req.names is None:
+            _fits_one_reply(self.registry.get(req.id, conn.peer))
         nics = await self.nics.ready(req.id)  # rebuilt before RECLAIM answers (bounded wait)
         pairs = await self._run(reclaim.reclaim, self.registry, conn.peer, req.id, req.names)
         self.connections.track(req.id, conn)
@@ -259,12 +269,35 @@ class LuodHandler:
         }, ()
 
     async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
-        return {"history": timeline.read_history(self.registry.state_dir)}, ()
+        records = timeline.read_history(self.registry.state_dir)
+        if req.after is not None:
+            ids = [str(r.get("id")) for r in records]
+            if req.after not in ids:
+                raise LuodError(
+                    "bad-request",
+                    f"no update {codec.shown(req.after)} in the history",
+                    "start again without 'after' (old records are dropped, docs/limits.md)",
+                )
+            records = records[ids.index(req.after) + 1 :]
+        page, following = codec.page(records, req.limit, lambda r: str(r.get("id")))
+        return {"history": page, "next": following}, ()
 
 
 def _root_only(conn: VmmConnection, verb: str) -> None:
     if conn.peer.uid != 0:
         raise LuodError("not-allowed", f"{verb} needs root", "ask the host operator")
+
+
+def _fits_one_reply(vm: VmRecord) -> None:
+    """A reply carries at most MAX_FDS fds: a RECLAIM of every file of a bigger VM is refused
+    before anything is retrieved (the client names its files in batches)."""
+    if len(vm.files) > codec.MAX_FDS:
+        raise LuodError(
+            "too-many-fds",
+            f"VM {vm.id!r} has {len(vm.files)} files; a reply carries at most {codec.MAX_FDS} fds",
+            f"RECLAIM at most {codec.MAX_FDS} files at a time, named in 'files' (LIST shows "
+            "them); luod.vmm.client does this itself",
+        )
 
 
 def _only(ids: set[str]) -> str:

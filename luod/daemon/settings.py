@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from luod.core.access import AccessPolicy
+from luod.core.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Settings:
     unload_on_abort: bool = True
     running_image: Path | None = None  # the running kernel's image (the handover-abi preflight)
     deadlines: Mapping[str, float] = field(default_factory=dict)  # per phase, seconds
+    limits: Limits = field(default_factory=Limits)  # docs/limits.md
     managed_bridges: frozenset[str] = frozenset()  # rebuilt with their settings after a kexec
     nic_wait: float = 60.0  # how long a RECLAIM waits for its VM's NICs to be rebuilt
 

@@ -90,12 +90,15 @@ def _fill(fd: int, record: FileRecord, data: Path | None) -> None:
 
 
 def check_preservable(fd: int) -> Identity:
-    """EBADF if not open, ENOENT unless unlinked non-hugetlb shmem (docs/kernel.md §4.6, §6.1)."""
+    """EBADF if not open or O_PATH, ENOENT unless unlinked non-hugetlb shmem
+    (docs/kernel.md §4.6, §6.1)."""
     try:
         st = os.fstat(fd)
     except OSError as exc:
         raise fail(errno.EBADF) from exc
     info = memfd.inspect(_Borrowed(fd))
+    if info.path_only:
+        raise fail(errno.EBADF)
     if not info.preservable:
         raise fail(errno.ENOENT)
     return st.st_dev, st.st_ino

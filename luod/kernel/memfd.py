@@ -43,11 +43,14 @@ class MemfdInfo:
     hugetlb: bool
     unlinked: bool
     seals: int
+    path_only: bool = False
+    """An ``O_PATH`` fd: it names a file but cannot be used for I/O; PRESERVE_FD answers
+    ``EBADF`` (the kernel's ``fdget`` skips such files), so luod refuses it first."""
 
     @property
     def preservable(self) -> bool:
         """Whether the 7.2/7.3 memfd handler accepts it (docs/kernel.md §6.1)."""
-        return self.shmem and self.unlinked
+        return self.shmem and self.unlinked and not self.path_only
 
     @property
     def exec_sealed(self) -> bool:
@@ -60,12 +63,14 @@ def inspect(fd: SupportsFileno) -> MemfdInfo:
     number = fd.fileno()
     st = os.fstat(number)
     fstype = libc.fstatfs_type(number)
+    path_only = bool(fcntl.fcntl(number, fcntl.F_GETFL) & os.O_PATH)
     return MemfdInfo(
         size=st.st_size,
         shmem=fstype == TMPFS_MAGIC,
         hugetlb=fstype == HUGETLBFS_MAGIC,
         unlinked=st.st_nlink == 0,
-        seals=get_seals(fd),
+        seals=0 if path_only else get_seals(fd),
+        path_only=path_only,
     )
 
 

@@ -43,7 +43,13 @@ from typing import Any, Final, TypeVar
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import transport, verbs
-from luod.vmm.protocol import DEFAULT_CAPABILITIES, ClientProtocol, ConnectionBroken, Event
+from luod.vmm.protocol import (
+    DEFAULT_CAPABILITIES,
+    ClientProtocol,
+    ConnectionBroken,
+    Event,
+    close_all,
+)
 from luod.vmm.verbs import Call, Files, Nics, Reclaimed, StrPath
 
 __all__ = ["DEFAULT_SOCKET", "AsyncClient", "Client", "ConnectionBroken", "Event", "LuodError"]
@@ -93,14 +99,36 @@ class Client:
         return self._call(verbs.preserve(vm, files))
 
     def list(self, vm: str | None = None) -> Records:
-        return self._call(verbs.list_vms(vm))
+        """Every page of LIST (api/vmm-protocol.md: LIST pages by ``next``)."""
+        records, after = self._call(verbs.list_vms(vm))
+        while after is not None:
+            more, after = self._call(verbs.list_vms(vm, after))
+            records += more
+        return records
 
     def drop(self, vm: str) -> None:
         self._call(verbs.drop(vm))
 
     def reclaim(self, vm: str, names: Iterable[str] | None = None) -> Reclaimed:
-        """The files by name; ``.nics``: whether the VM's declared NICs are ready."""
-        return self._call(verbs.reclaim(vm, names))
+        """The files by name, in as many RECLAIMs as one reply's fds need; ``.nics``: whether
+        the VM's declared NICs are ready."""
+        if names is None:
+            try:
+                return self._call(verbs.reclaim(vm, None))
+            except LuodError as exc:
+                if exc.code != "too-many-fds":
+                    raise
+            names = verbs.file_names(self.list(vm))
+        got = Reclaimed()
+        try:
+            for batch in verbs.batches(names):
+                more = self._call(verbs.reclaim(vm, batch))
+                got.update(more)
+                got.nics = more.nics
+        except BaseException:
+            close_all(got.values())
+            raise
+        return got
 
     def done(self, vm: str, force: bool = False) -> None:
         self._call(verbs.done(vm, force))
@@ -135,7 +163,12 @@ class Client:
         return self._call(verbs.watch())
 
     def history(self) -> builtins.list[dict[str, Any]]:
-        return self._call(verbs.history())
+        """Every page of HISTORY, oldest first."""
+        records, after = self._call(verbs.history())
+        while after is not None:
+            more, after = self._call(verbs.history(after))
+            records += more
+        return records
 
     def wait_event(self, name: str | None = None, timeout: float | None = None) -> Event | None:
         """The next event (named ``name``, others stay queued); None once ``timeout`` passed."""
@@ -234,14 +267,36 @@ class AsyncClient:
         return await self._call(verbs.preserve(vm, files))
 
     async def list(self, vm: str | None = None) -> Records:
-        return await self._call(verbs.list_vms(vm))
+        """Every page of LIST (api/vmm-protocol.md: LIST pages by ``next``)."""
+        records, after = await self._call(verbs.list_vms(vm))
+        while after is not None:
+            more, after = await self._call(verbs.list_vms(vm, after))
+            records += more
+        return records
 
     async def drop(self, vm: str) -> None:
         await self._call(verbs.drop(vm))
 
     async def reclaim(self, vm: str, names: Iterable[str] | None = None) -> Reclaimed:
-        """The files by name; ``.nics``: whether the VM's declared NICs are ready."""
-        return await self._call(verbs.reclaim(vm, names))
+        """The files by name, in as many RECLAIMs as one reply's fds need; ``.nics``: whether
+        the VM's declared NICs are ready."""
+        if names is None:
+            try:
+                return await self._call(verbs.reclaim(vm, None))
+            except LuodError as exc:
+                if exc.code != "too-many-fds":
+                    raise
+            names = verbs.file_names(await self.list(vm))
+        got = Reclaimed()
+        try:
+            for batch in verbs.batches(names):
+                more = await self._call(verbs.reclaim(vm, batch))
+                got.update(more)
+                got.nics = more.nics
+        except BaseException:
+            close_all(got.values())
+            raise
+        return got
 
     async def done(self, vm: str, force: bool = False) -> None:
         await self._call(verbs.done(vm, force))
@@ -276,7 +331,12 @@ class AsyncClient:
         return await self._call(verbs.watch())
 
     async def history(self) -> builtins.list[dict[str, Any]]:
-        return await self._call(verbs.history())
+        """Every page of HISTORY, oldest first."""
+        records, after = await self._call(verbs.history())
+        while after is not None:
+            more, after = await self._call(verbs.history(after))
+            records += more
+        return records
 
     async def wait_event(
         self, name: str | None = None, timeout: float | None = None

@@ -25,6 +25,12 @@ PROTOCOL: Final = "luod-vmm"
 VERSION: Final = 1
 MAX_LINE: Final = 64 * 1024
 MAX_FDS: Final = 64
+SHOWN_CHARS: Final = 64
+"""An echoed value (a bad id, name, command) is cut to this many characters: the reply that
+names it must stay far below MAX_LINE, whatever the client sent (issue 13, finding 1)."""
+MAX_ERROR_TEXT: Final = 1024
+"""An error's message and hint are cut to this many characters each, the last line of defence
+for an error reply that must always fit in one frame."""
 MAX_NICS: Final = 32
 
 
@@ -63,6 +69,12 @@ class FrameReader:
                     "line-too-long",
                     f"message exceeds {self._max_line} bytes",
                     "split the request; the connection is closed",
+                )
+            if len(self._fds) > self._max_fds:  # all for one frame that is not complete yet
+                raise LuodError(
+                    "too-many-fds",
+                    f"more than {self._max_fds} fds sent before the end of a message",
+                    f"attach at most {self._max_fds} fds per message; the connection is closed",
                 )
         except LuodError:
             for frame in frames:  # not returned, so nobody else would close them
@@ -145,6 +157,8 @@ class Preserve(Request):
 @dataclass(frozen=True)
 class ListVms(Request):
     id: str | None
+    limit: int | None = None  # at most this many VMs (and never more than a frame holds)
+    after: str | None = None  # the VMs whose id sorts after this one (the last page's next)
 
 
 @dataclass(frozen=True)
@@ -215,7 +229,8 @@ class Watch(Request):
 
 @dataclass(frozen=True)
 class History(Request):
-    pass
+    limit: int | None = None
+    after: str | None = None  # the records after the one with this id (the last page's next)
 
 
 COMMAND_OF: Final[dict[type[Request], str]] = {
@@ -251,7 +266,7 @@ def decode_request(frame: Frame) -> Request:
         if parser is None:
             raise LuodError(
                 "unknown-command",
-                f"unknown command {cmd!r}",
+                f"unknown command {shown(cmd)}",
                 f"known commands: {', '.join(sorted(_PARSERS))}",
             )
         if len(frame.fds) > MAX_FDS:
@@ -292,6 +307,12 @@ def _seq(data: dict[str, Any]) -> int | None:
     return None
 
 
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to SHOWN_CHARS characters: what an error may echo of the input."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+
+
 def _bad(key: str, wanted: str, got: str) -> LuodError:
     return LuodError("bad-request", f"field {key!r}: {got}", f"{key} must be {wanted}")
 
@@ -302,7 +323,9 @@ def _vm_id(data: dict[str, Any], key: str = "id", optional: bool = False) -> Any
         return None
     if not isinstance(value, str) or not VM_ID.fullmatch(value):
         raise LuodError(
-            "bad-id", f"invalid VM id {value!r}", "VM ids match [A-Za-z0-9][A-Za-z0-9._-]{0,57}"
+            "bad-id",
+            f"invalid VM id {shown(value)}",
+            "VM ids match [A-Za-z0-9][A-Za-z0-9._-]{0,57}",
         )
     return value
 
@@ -311,7 +334,7 @@ def _name(value: Any) -> str:
     if not isinstance(value, str) or not FILE_NAME.fullmatch(value):
         raise LuodError(
             "bad-name",
-            f"invalid file name {value!r}",
+            f"invalid file name {shown(value)}",
             "file names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
         )
     return value
@@ -322,7 +345,7 @@ def _optional_str(data: dict[str, Any], key: str, limit: int = 4096) -> str | No
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > limit or "\0" in value:
-        raise _bad(key, f"a string of at most {limit} characters without NUL", repr(value)[:80])
+        raise _bad(key, f"a string of at most {limit} characters without NUL", shown(value))
     return value
 
 
@@ -333,7 +356,7 @@ def _file_spec(item: Any) -> FileSpec:
         raise _bad("files[]", "a name or {name, kind}", type(item).__name__)
     kind = item.get("kind", "memfd")
     if kind not in KINDS:
-        raise _bad("files[].kind", f"one of {', '.join(KINDS)}", repr(kind))
+        raise _bad("files[].kind", f"one of {', '.join(KINDS)}", shown(kind))
     return FileSpec(_name(item.get("name")), kind)
 
 
@@ -341,7 +364,7 @@ def _preserve(data: dict[str, Any], seq: int | None, fds: tuple[OwnedFd, ...]) -
     vm = _vm_id(data)
     files = data.get("files")
     if not isinstance(files, list) or not files or len(files) > MAX_FDS:
-        raise _bad("files", f"a list of 1..{MAX_FDS} files", repr(files)[:80])
+        raise _bad("files", f"a list of 1..{MAX_FDS} files", shown(files))
     specs = tuple(_file_spec(item) for item in files)
     if len({s.name for s in specs}) != len(specs):
         raise _bad("files", "distinct names", "a name appears twice")
@@ -378,7 +401,7 @@ def _reclaim(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> R
     names = data.get("files")
     if names is not None:
         if not isinstance(names, list) or len(names) > MAX_FDS:
-            raise _bad("files", f"a list of at most {MAX_FDS} names", repr(names)[:80])
+            raise _bad("files", f"a list of at most {MAX_FDS} names", shown(names))
         names = tuple(_name(n) for n in names)
     return Reclaim(seq, _vm_id(data), names)
 
@@ -403,7 +426,7 @@ def _update(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Up
         raise _bad(
             "deadlines",
             f"seconds > 0 per phase of {', '.join(DEADLINE_PHASES)}",
-            repr(deadlines)[:80],
+            shown(deadlines),
         )
     return Update(
         seq,
@@ -424,7 +447,7 @@ MAX_CAPABILITIES: Final = 64
 def _hello(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Hello:
     version = data.get("version", VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
-        raise _bad("version", "an integer", repr(version))
+        raise _bad("version", "an integer", shown(version))
     asked = data.get("capabilities", [])
     if (
         not isinstance(asked, list)
@@ -434,9 +457,41 @@ def _hello(data: dict[str, Any], seq: int | None, _: tuple[OwnedFd, ...]) -> Hel
         raise _bad(
             "capabilities",
             f'a list of at most {MAX_CAPABILITIES} names like "freeze"',
-            repr(asked)[:80],
+            shown(asked),
         )
     return Hello(seq, version, tuple(asked))
+
+
+MAX_PAGE: Final = 1000
+PAGE_BYTES: Final = MAX_LINE - 4096
+"""What the items of one LIST or HISTORY page may take in a frame: the rest is the envelope."""
+
+
+def _page_limit(data: dict[str, Any]) -> int | None:
+    value = data.get("limit")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE:
+        raise _bad("limit", f"an integer from 1 to {MAX_PAGE}", shown(value))
+    return value
+
+
+def page(
+    items: list[dict[str, Any]], limit: int | None, cursor: Callable[[dict[str, Any]], str]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The first items that fit one frame (and ``limit``), and the cursor of the next page
+    (None on the last): LIST and HISTORY page this way (issue 13, finding 11)."""
+    taken: list[dict[str, Any]] = []
+    size = 0
+    for item in items[: limit or len(items)]:
+        size += len(json.dumps(item, separators=(",", ":"))) + 1
+        if size > PAGE_BYTES:
+            if not taken:
+                raise ReplyTooLarge(size)
+            break
+        taken.append(item)
+    more = len(taken) < len(items)
+    return taken, cursor(taken[-1]) if more and taken else None
 
 
 Parser = Callable[[dict[str, Any], int | None, tuple[OwnedFd, ...]], Request]
@@ -445,7 +500,9 @@ _PARSERS: Final[dict[str, Parser]] = {
     "REGISTER": _register,
     "NICS": _declare,
     "PRESERVE": _preserve,
-    "LIST": lambda d, s, _: ListVms(s, _vm_id(d, optional=True)),
+    "LIST": lambda d, s, _: ListVms(
+        s, _vm_id(d, optional=True), _page_limit(d), _vm_id(d, "after", optional=True)
+    ),
     "DROP": lambda d, s, _: Drop(s, _vm_id(d)),
     "RECLAIM": _reclaim,
     "DONE": lambda d, s, _: Done(s, _vm_id(d), d.get("force") is True),
@@ -457,7 +514,7 @@ _PARSERS: Final[dict[str, Parser]] = {
     "UPDATE": _update,
     "ABORT": lambda d, s, _: Abort(s, _optional_str(d, "reason", 512)),
     "WATCH": lambda d, s, _: Watch(s),
-    "HISTORY": lambda d, s, _: History(s),
+    "HISTORY": lambda d, s, _: History(s, _page_limit(d), _optional_str(d, "after", 64)),
 }
 
 
@@ -470,10 +527,22 @@ class Outgoing:
     fds: tuple[OwnedFd, ...] = ()
 
 
+class ReplyTooLarge(LuodError):
+    """``reply-too-large``: an answer that does not fit in one frame (the caller pages)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            "reply-too-large",
+            f"the reply would be {size} bytes, a frame holds at most {MAX_LINE}",
+            "ask for less at a time: LIST and HISTORY take 'limit' and a cursor",
+        )
+
+
 def encode(message: dict[str, Any], fds: tuple[OwnedFd, ...] = ()) -> Outgoing:
+    """One frame; ReplyTooLarge (a LuodError) when it would exceed MAX_LINE."""
     line = json.dumps(message, separators=(",", ":"), sort_keys=True).encode() + b"\n"
     if len(line) > MAX_LINE:
-        raise ValueError(f"outgoing message of {len(line)} bytes exceeds {MAX_LINE}")
+        raise ReplyTooLarge(len(line))
     return Outgoing(line, fds)
 
 
@@ -485,7 +554,13 @@ def ok_reply(cmd: str, seq: int | None, result: dict[str, Any] | None = None) ->
 
 
 def error_reply(cmd: str | None, seq: int | None, error: LuodError) -> dict[str, Any]:
-    message: dict[str, Any] = {"reply": cmd or "?", "ok": False, "error": error.to_dict()}
+    """A failure reply; its texts are cut to MAX_ERROR_TEXT so that it always fits a frame."""
+    details = error.to_dict()
+    for key in ("message", "hint"):
+        if isinstance(details.get(key), str) and len(details[key]) > MAX_ERROR_TEXT:
+            details[key] = details[key][: MAX_ERROR_TEXT - 1] + "…"
+    name = cmd if cmd is None or len(cmd) <= SHOWN_CHARS else cmd[:SHOWN_CHARS]
+    message: dict[str, Any] = {"reply": name or "?", "ok": False, "error": details}
     if seq is not None:
         message["seq"] = seq
     return message

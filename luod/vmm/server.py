@@ -13,6 +13,7 @@ import contextlib
 import socket
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 import structlog
@@ -28,6 +29,10 @@ log = structlog.get_logger("luod.vmm")
 RECV_BYTES: Final = 65536
 ANCILLARY: Final = room(codec.MAX_FDS)
 MAX_QUEUED_BYTES: Final = 4 * 1024 * 1024
+ACCEPT_BACKOFF: Final = 0.1
+"""After accept(2) fails (EMFILE: luod is out of fds), stop accepting for this long."""
+ACCEPT_LOG_EVERY: Final = 10.0
+"""At most one ``accept-failed`` line per this many seconds; it counts the failures since."""
 
 
 class Handler(Protocol):
@@ -48,6 +53,21 @@ class Connection:
         self._out: deque[tuple[memoryview, tuple[OwnedFd, ...]]] = deque()
         self._queued = 0
         self.closed = False
+        self.reading = False
+
+    def read_from(self, callback: Callable[[Connection], None]) -> None:
+        """Watch the socket for input (``callback(self)``) while a frame is not being served."""
+        if not self.closed and not self.reading:
+            self._loop.add_reader(self.sock.fileno(), callback, self)
+            self.reading = True
+
+    def stop_reading(self) -> None:
+        """One frame at a time (issue 13, finding 4): until it is answered, what the client
+        sends next, and its fds, wait in the client's socket, not in luod."""
+        if self.reading:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self.sock.fileno())
+            self.reading = False
 
     def push(self, message: codec.Outgoing) -> None:
         """Queue a frame (reply or event); its fds are closed once sent or dropped."""
@@ -86,9 +106,9 @@ class Connection:
     def close(self) -> None:
         if self.closed:
             return
+        self.stop_reading()
         self.closed = True
         with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(self.sock.fileno())
             self._loop.remove_writer(self.sock.fileno())
         for _, fds in self._out:
             _close_all(fds)
@@ -99,11 +119,17 @@ class Connection:
 
 
 class VmmServer:
-    def __init__(self, listener: socket.socket, handler: Handler) -> None:
+    def __init__(
+        self, listener: socket.socket, handler: Handler, connections_per_uid: int = 1100
+    ) -> None:
         self.listener = listener
         self.handler = handler
         self.connections: set[Connection] = set()
+        self.connections_per_uid = connections_per_uid
         self._tasks: asyncio.TaskGroup | None = None
+        self._accept_failures = 0
+        self._next_accept_log = 0.0
+        self._resume: asyncio.TimerHandle | None = None
 
     async def serve(self) -> None:
         """Accept clients until cancelled; each connection is served by a task of this group."""
@@ -116,6 +142,8 @@ class VmmServer:
                 await asyncio.Future()
             finally:
                 loop.remove_reader(self.listener.fileno())
+                if self._resume is not None:
+                    self._resume.cancel()
                 for conn in list(self.connections):
                     conn.close()
 
@@ -125,14 +153,55 @@ class VmmServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:  # EMFILE and friends: keep serving the others
-            log.error("accept-failed", error=str(exc))
+            self._back_off(loop, exc)
             return
-        sock.setblocking(False)
-        conn = Connection(sock, peer_of(sock), loop)
+        try:
+            sock.setblocking(False)
+            peer = peer_of(sock)
+        except OSError as exc:  # the client left already
+            log.info("accept-failed", error=str(exc))
+            sock.close()
+            return
+        conn = Connection(sock, peer, loop)
+        if sum(c.peer.uid == peer.uid for c in self.connections) >= self.connections_per_uid:
+            self._refuse(conn)
+            return
         self.connections.add(conn)
-        loop.add_reader(sock.fileno(), self._readable, conn)
+        conn.read_from(self._readable)
         assert self._tasks is not None
         self._tasks.create_task(self._serve_connection(conn))
+
+    def _refuse(self, conn: Connection) -> None:
+        log.warning("too-many-connections", uid=conn.peer.uid, pid=conn.peer.pid)
+        error = LuodError(
+            "too-many-connections",
+            f"uid {conn.peer.uid} has {self.connections_per_uid} connections open already",
+            "close connections you do not use, or raise limits.connections_per_uid",
+        )
+        conn.push(codec.encode(codec.error_reply(None, None, error)))
+        conn.close()
+
+    def _back_off(self, loop: asyncio.AbstractEventLoop, exc: OSError) -> None:
+        """Stop accepting for ACCEPT_BACKOFF (the listener stays readable while the failure
+        lasts: accepting again at once would spin), and log at most once per ACCEPT_LOG_EVERY."""
+        self._accept_failures += 1
+        now = loop.time()
+        if now >= self._next_accept_log:
+            log.error(
+                "accept-failed",
+                error=str(exc),
+                failures=self._accept_failures,
+                connections=len(self.connections),
+                hint="luod is out of file descriptors: raise LimitNOFILE, or lower limits.*",
+            )
+            self._accept_failures = 0
+            self._next_accept_log = now + ACCEPT_LOG_EVERY
+        loop.remove_reader(self.listener.fileno())
+        self._resume = loop.call_later(ACCEPT_BACKOFF, self._resume_accepting, loop)
+
+    def _resume_accepting(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._resume = None
+        loop.add_reader(self.listener.fileno(), self._accept, loop)
 
     def _readable(self, conn: Connection) -> None:
         try:
@@ -165,6 +234,8 @@ class VmmServer:
             return
         for frame in frames:
             conn.inbox.put_nowait(frame)
+        if frames:
+            conn.stop_reading()  # _serve_connection reads on once it has answered them
 
     def _fatal(self, conn: Connection, error: LuodError) -> None:
         """Framing is lost: answer once, then drop the connection."""
@@ -173,9 +244,15 @@ class VmmServer:
         conn.close()
 
     async def _serve_connection(self, conn: Connection) -> None:
+        """Answer the connection's frames in order. Nothing raised here may reach the task
+        group: one client's failure would stop luod (issue 13, finding 1)."""
         try:
             while (frame := await conn.inbox.get()) is not None:
                 conn.push(await self._answer(conn, frame))
+                if conn.inbox.empty():
+                    conn.read_from(self._readable)
+        except Exception:
+            log.exception("connection-failed", pid=conn.peer.pid, uid=conn.peer.uid)
         finally:
             while not conn.inbox.empty():
                 leftover = conn.inbox.get_nowait()
@@ -183,7 +260,10 @@ class VmmServer:
                     _close_all(leftover.fds)
             conn.close()
             self.connections.discard(conn)
-            self.handler.disconnected(conn)
+            try:
+                self.handler.disconnected(conn)
+            except Exception:
+                log.exception("disconnect-failed", pid=conn.peer.pid)
 
     async def _answer(self, conn: Connection, frame: codec.Frame) -> codec.Outgoing:
         try:
@@ -191,16 +271,23 @@ class VmmServer:
         except LuodError as exc:
             _close_all(frame.fds)
             return codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))
+        except Exception:  # a codec bug: the frame is answered, luod goes on
+            _close_all(frame.fds)
+            log.exception("decode-crashed")
+            return codec.encode(codec.error_reply(None, None, _internal()))
         try:
             return await self.handler.handle(conn, request)
         except LuodError as exc:
             return codec.encode(codec.error_reply(request.cmd, request.seq, exc))
-        except Exception as exc:  # a bug must not take the daemon (and its sessions) down
+        except Exception:  # a bug must not take the daemon (and its sessions) down
             log.exception("handler-crashed", cmd=request.cmd)
-            error = LuodError("internal", f"internal error: {exc!r}", "see luod's log")
-            return codec.encode(codec.error_reply(request.cmd, request.seq, error))
+            return codec.encode(codec.error_reply(request.cmd, request.seq, _internal()))
         finally:
             _close_all(request.fds)  # the handler dup'd or consumed what it kept
+
+
+def _internal() -> LuodError:
+    return LuodError("internal", "internal error in luod", "see luod's log (handler-crashed)")
 
 
 def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:

@@ -54,8 +54,12 @@ def preserve(vm: str, files: Files) -> Call[list[dict[str, Any]]]:
     return Call("PRESERVE", lambda r: field_of(r, "files", list), {"id": vm, "files": specs}, fds)
 
 
-def list_vms(vm: str | None) -> Call[list[dict[str, Any]]]:
-    return Call("LIST", lambda r: field_of(r, "vms", list), {"id": vm})
+Page = tuple[list[dict[str, Any]], str | None]
+
+
+def list_vms(vm: str | None, after: str | None = None) -> Call[Page]:
+    """One page of LIST; the shells ask for the next while ``next`` is not None."""
+    return Call("LIST", lambda r: paged(r, "vms"), {"id": vm, "after": after})
 
 
 def drop(vm: str) -> Call[None]:
@@ -65,6 +69,17 @@ def drop(vm: str) -> Call[None]:
 def reclaim(vm: str, names: Iterable[str] | None) -> Call[Reclaimed]:
     wanted = None if names is None else [*names]
     return Call("RECLAIM", named_fds, {"id": vm, "files": wanted})
+
+
+def batches(names: Iterable[str]) -> list[list[str]]:
+    """File names in groups of MAX_FDS: one RECLAIM reply carries at most that many fds."""
+    every = [*names]
+    return [every[i : i + codec.MAX_FDS] for i in range(0, len(every), codec.MAX_FDS)]
+
+
+def file_names(vms: list[dict[str, Any]]) -> list[str]:
+    """The names of the one VM's files in a LIST answer."""
+    return [str(f["name"]) for vm in vms for f in vm.get("files", [])]
 
 
 def done(vm: str, force: bool) -> Call[None]:
@@ -106,8 +121,8 @@ def watch() -> Call[dict[str, Any]]:
     return Call("WATCH", body)
 
 
-def history() -> Call[list[dict[str, Any]]]:
-    return Call("HISTORY", lambda r: field_of(r, "history", list))
+def history(after: str | None = None) -> Call[Page]:
+    return Call("HISTORY", lambda r: paged(r, "history"), {"after": after})
 
 
 # --- requests and replies ------------------------------------------------------------------
@@ -170,6 +185,13 @@ def field_of(reply: Reply, key: str, kind: type[T]) -> T:
     if not isinstance(value, kind):
         raise LuodError("internal", f"{reply.data.get('reply')} reply without {key!r}", "")
     return value
+
+
+def paged(reply: Reply, key: str) -> Page:
+    """A page's items and its ``next`` cursor (absent from a luod that does not page)."""
+    items = field_of(reply, key, list)
+    following = reply.data.get("next")
+    return items, following if isinstance(following, str) else None
 
 
 def one_fd(reply: Reply) -> OwnedFd:

@@ -136,6 +136,15 @@ def test_preserve_closed_fd_is_ebadf(luo: Luo) -> None:
     expect_errno(errno.EBADF, lambda: session.preserve(_Number(number), 1))
 
 
+def test_preserve_an_o_path_fd_is_ebadf(luo: Luo) -> None:
+    """``fget`` skips O_PATH files: the kernel sees no file at all (luod refuses it first,
+    as ``bad-fd``: issue 13, finding 10)."""
+    fd = luo.own(memfd.create("o-path", 4096))
+    path_only = luo.own(OwnedFd(os.open(f"/proc/self/fd/{fd.fileno()}", os.O_PATH | os.O_CLOEXEC)))
+    session = luo.create("o-path-fd")
+    expect_errno(errno.EBADF, lambda: session.preserve(path_only, 1))
+
+
 def test_preserve_negative_fd_is_rejected_before_the_syscall(luo: Luo) -> None:
     session = luo.create("negative-fd")
     expect_errno(errno.EBADF, lambda: session.preserve(_Number(-1), 1))

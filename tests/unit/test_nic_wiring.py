@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from luod.core import manifest_check
 from luod.core.model import VmRecord, VmState
 from luod.core.nic import NetRecord, NicDecl, NicRecord, TapFlags
 from luod.daemon import nics
@@ -79,7 +80,7 @@ def test_an_unreadable_net_record_is_that_vms_network_failure_not_a_lost_vm() ->
     data = VmRecord("vm1", ROOT.as_owner(), "handover").to_dict()  # type: ignore[arg-type]
     data["nics"] = [{"name": "vm1-net0", "bridge": None}]
     data["net"] = {**NET.to_dict(), "nics": [{"name": "vm1-net0", "kind": "tap"}]}
-    vm = VmRecord.from_dict(data)
+    vm = manifest_check.vm_record(data, "vms[0]")  # how the manifest reads a VM
     assert vm.net is None and vm.net_report is not None
     told = nics.summary(vm.net_report)
     assert not told["ready"] and "unreadable" in told["problems"][0]

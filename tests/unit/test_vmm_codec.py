@@ -486,8 +486,47 @@ def test_server_messages_round_trip(message: dict[str, Any]) -> None:
 
 
 def test_an_outgoing_frame_over_max_line_is_refused() -> None:
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(codec.ReplyTooLarge) as refused:
         codec.encode({"event": "X", "pad": "x" * codec.MAX_LINE})
+    assert refused.value.code == "reply-too-large"
+
+
+def test_an_error_reply_always_fits_one_frame() -> None:
+    """Finding 1: however long the texts of an error, its reply fits (cut, not refused)."""
+    huge = LuodError("bad-id", "é" * codec.MAX_LINE, "\u2028" * codec.MAX_LINE)
+    out = codec.encode(codec.error_reply("X" * codec.MAX_LINE, 1, huge))
+    message = json.loads(out.line)
+    assert len(out.line) < 16 * 1024
+    assert len(message["error"]["message"]) == codec.MAX_ERROR_TEXT
+    assert message["reply"] == "X" * codec.SHOWN_CHARS
+
+
+@pytest.mark.parametrize("value", ["é" * 30000, ["x" * 100] * 300, {"k": "v" * 70000}])
+def test_an_echoed_value_is_cut(value: Any) -> None:
+    assert len(codec.shown(value)) == codec.SHOWN_CHARS
+
+
+def test_limits_of_ids_names_and_files_per_request() -> None:
+    """docs/limits.md: each at the limit and one past it."""
+
+    def code(message: dict[str, Any], nfds: int = 0) -> str | None:
+        fds = tuple(OwnedFd(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)) for _ in range(nfds))
+        try:
+            codec.decode_request(codec.Frame(json.dumps(message).encode(), fds))
+        except LuodError as exc:
+            return exc.code
+        finally:
+            for fd in fds:
+                fd.close()
+        return None
+
+    assert code({"cmd": "REGISTER", "id": "v" * 58}) is None
+    assert code({"cmd": "REGISTER", "id": "v" * 59}) == "bad-id"
+    assert code({"cmd": "PRESERVE", "id": "v", "files": ["f" * 64]}, 1) is None
+    assert code({"cmd": "PRESERVE", "id": "v", "files": ["f" * 65]}, 1) == "bad-name"
+    files = [f"f{n}" for n in range(codec.MAX_FDS + 1)]
+    assert code({"cmd": "PRESERVE", "id": "v", "files": files[:-1]}, codec.MAX_FDS) is None
+    assert code({"cmd": "PRESERVE", "id": "v", "files": files}, codec.MAX_FDS) == "bad-request"
 
 
 @pytest.mark.parametrize(

@@ -208,7 +208,8 @@ def ok(**fields: Any) -> Reply:
 
 def test_reply_fields_come_without_the_envelope() -> None:
     assert verbs.status().parse(ok(phase="idle")) == {"phase": "idle"}
-    assert verbs.history().parse(ok(history=[{"id": "u"}])) == [{"id": "u"}]
+    assert verbs.history().parse(ok(history=[{"id": "u"}])) == ([{"id": "u"}], None)
+    assert verbs.list_vms(None).parse(ok(vms=[{"id": "a"}], next="a")) == ([{"id": "a"}], "a")
 
 
 def test_a_reply_without_its_result_field_is_an_internal_error() -> None:

@@ -15,6 +15,7 @@ kill -USR1 $A $B && wait $A $B  # stop writing, record digests
 kill -9 "$LUOD_PID"; wait "$LUOD_PID" 2>/dev/null
 start_luod 1b                   # back from the keeper + disk manifest
 luod_list >"$SHARE/list-after-restart.json"
+python "$SCRIPTS/partial_preserve.py" hand "$SOCK" "$SHARE/partial-hand.json"   # issue 13 #8
 luod-demo-vmm run --id vm-c --mode delegation --ram ram0=16M --record "$SHARE/vm-c.json" >"$SHARE/vm-c-run.log" 2>&1 &
 wait_for "$SHARE/vm-c-run.log" subscribed
 sync

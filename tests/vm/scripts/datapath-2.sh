@@ -15,6 +15,7 @@ echo $$ >/sys/fs/cgroup/cgroup.procs        # the VMMs are not luod
 status=0
 sh -c "echo \$\$ >/sys/fs/cgroup/vm-a/cgroup.procs && exec luod-demo-vmm reclaim --id vm-a \
     --record $SHARE/vm-a.json" >"$SHARE/vm-a-reclaim.log" 2>&1 || status=1
+python "$SCRIPTS/partial_preserve.py" reclaim "$SOCK" "$SHARE/partial-reclaim.json" || status=1
 for vm in vm-b vm-c; do
     luod-demo-vmm reclaim --id $vm --record "$SHARE/$vm.json" >"$SHARE/$vm-reclaim.log" 2>&1 || status=1
 done
