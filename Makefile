@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run sim test lint typecheck unit vm chaos bench fuzz kernel host-tools clean
+.PHONY: run sim test lint typecheck unit vm chaos bench fuzz kernel host-tools clean man
 
 # The main job: a real LUO kernel under QEMU, luod + three VMMs, an update watched live,
 # the kexec, and every VM's memory checked after it (< 3 minutes once the kernel exists).
@@ -34,6 +34,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check luod tests bench
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/vulture
+
+man: $(STAMP)  # luoctl's man pages, from its parser (tests/unit/test_manpages.py checks them)
+	$(PY) man/generate.py man
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy luod

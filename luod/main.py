@@ -28,10 +28,43 @@ from luod.rest.serving import serve_api
 log = logs.get_logger()
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 """EXIT_LOCKED: another luod runs on the same state directory (this one touched nothing)."""
+DESCRIPTION = """\
+luod keeps VMs' memory across a live kernel update (kexec with Linux's Live Update
+Orchestrator, /dev/liveupdate). VMMs hand their guest RAM over on its VMM socket; operators
+drive updates with luoctl(1) over its REST API. It runs as root, normally as the systemd unit
+luod.service; after a live update it takes the VMs' sessions back and hands them to their
+VMMs."""
+EPILOG = """\
+examples:
+  luod                          serve with /etc/luod/luod.toml (as luod.service does)
+  luod --check-config           print the effective settings and exit
+  luod --simulate /tmp/luo      try it without a LUO kernel (an in-process simulator)
+
+files:
+  /etc/luod/luod.toml           configuration (--config); options here override it
+  /var/lib/luod                 state: the manifest and the update history (--state-dir)
+  /run/luod/liveupdate.sock     the VMM socket (--socket)
+  /run/luod/api.sock            the REST API (--api-socket); luoctl talks to it
+
+signals:
+  SIGTERM, SIGINT               stop; an update before the freeze is aborted (VMs resume);
+                                while VMs are frozen the stop waits for the update
+
+exit status:
+  0  stopped cleanly (or --check-config found the configuration valid)
+  1  failed: luod could not start or run (the log says why, with a hint)
+  2  usage: a bad option or configuration
+  3  another luod runs on the same state directory (this one touched nothing)"""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="luod", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="luod",
+        usage="%(prog)s [--simulate STATE_DIR] [--config FILE] [options]",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"luod {luod.__version__}")
     parser.add_argument(
         "--simulate",
@@ -71,7 +104,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="validate the configuration, print the effective settings, exit",
     )
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="the least severe log events written (default %(default)s)",
+    )
     parser.add_argument("--sim-cmdline", help=argparse.SUPPRESS)  # tests: the simulated boot
     return parser.parse_args(argv)
 

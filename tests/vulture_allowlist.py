@@ -27,6 +27,7 @@ qm.StepTimings.kexec_seconds
 qm.StepTimings.verify_seconds
 qm.QualificationStep.from_release
 qm.QualificationStep.to_release
+models.Vm.disconnected_since
 models.Transition.from_
 models.Transition.to
 models.Problem.errno_name

@@ -13,17 +13,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 import httpx
 
-from luod.cli import sse
+from luod.cli import args, sse
 
 DEFAULT_SOCKET: Final = Path("/run/luod/api.sock")
 UNIX_BASE: Final = "http://luod"
 
 
 class LocalError(Exception):
-    """Something on this side is wrong (an unreadable token file)."""
+    """Something on this side is wrong (an unreadable token file): a usage error."""
 
 
 class ApiError(Exception):
@@ -67,15 +68,16 @@ class Target:
     def _token(self) -> str:
         assert self.token_file is not None
         try:
-            return self.token_file.read_text().strip()
-        except OSError as exc:
-            raise LocalError(f"cannot read the token file {self.token_file}: {exc}") from exc
+            return args.read_token(self.token_file)
+        except ValueError as exc:
+            raise LocalError(str(exc)) from exc
 
 
 class Api:
     def __init__(self, http: httpx.Client, where: str) -> None:
         self.http = http
         self.where = where
+        self.retry_seconds: float | None = None  # the event stream's retry: (luod's advice)
 
     def get(self, path: str) -> Any:
         return self._call("GET", path)
@@ -83,14 +85,23 @@ class Api:
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._call("POST", path, body)
 
-    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Follow /v1/events until luod ends the stream (or goes away: Unreachable)."""
+    def delete(self, path: str) -> Any:
+        return self._call("DELETE", path)
+
+    def events(self, last_id: str | None = None) -> Iterator[sse.Event]:
+        """Follow /v1/events until luod ends the stream (or goes away: Unreachable); with
+        ``last_id``, from the event after that one (as far as luod still holds them)."""
+        headers = {"Last-Event-ID": last_id} if last_id else None
         try:
-            with self.http.stream("GET", "/v1/events") as reply:
+            with self.http.stream("GET", "/v1/events", headers=headers) as reply:
                 if reply.is_error:
                     reply.read()
                     raise ApiError(_problem(reply))
-                yield from sse.events(reply.iter_lines())
+                parser = sse.EventParser()
+                for event in sse.events(reply.iter_lines(), parser):
+                    if parser.retry_ms is not None:
+                        self.retry_seconds = parser.retry_ms / 1000
+                    yield event
         except httpx.TransportError as exc:
             raise Unreachable(self.where, exc) from exc
 
@@ -102,6 +113,11 @@ class Api:
         if reply.is_error:
             raise ApiError(_problem(reply))
         return reply.json()
+
+
+def vm_path(vm_id: str) -> str:
+    """A VM's resource; the id is checked (luod.cli.args.vm_id) and escaped all the same."""
+    return "/v1/vms/" + quote(vm_id, safe="")
 
 
 def _problem(reply: httpx.Response) -> dict[str, Any]:

@@ -16,8 +16,10 @@ from typing import Any
 
 from luod.cli import render
 from luod.cli.client import Api, LocalError
+from luod.cli.output import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT
 
-EXIT_OK, EXIT_FAILED, EXIT_RUNNING = 0, 1, 6
+EXIT_FAILED = EXIT_ERROR
+EXIT_RUNNING = EXIT_TIMEOUT  # `show` of a qualification that has not ended yet
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -36,9 +36,25 @@ def epoch(moment: str) -> float:
 
 
 def clock(moment: str | None) -> str:
-    """Local wall time of an API time; now for events that carry none (they are live)."""
-    realtime = epoch(moment) if moment else time.time()
+    """Local wall time of an API time (luod's clock: luoctl never stamps with its own)."""
+    return clock_of(epoch(moment) if moment else None)
+
+
+def clock_of(realtime: float | None) -> str:
+    if realtime is None:
+        return "--:--:--.---"
     return time.strftime("%H:%M:%S", time.localtime(realtime)) + f".{int(realtime % 1 * 1000):03d}"
+
+
+def since(moment: str | None, now: float | None = None) -> str:
+    """How long ago an API time was, in whole units (luod's time against this host's)."""
+    if not moment:
+        return "-"
+    seconds = max(0.0, (now if now is not None else time.time()) - epoch(moment))
+    for unit, size_ in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size_:
+            return f"{seconds / size_:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def local_time(moment: str | None) -> str:
@@ -48,6 +64,10 @@ def local_time(moment: str | None) -> str:
 
 
 def status(doc: dict[str, Any]) -> list[str]:
+    return _status_lines(doc)
+
+
+def _status_lines(doc: dict[str, Any]) -> list[str]:
     luo = "yes" if doc["luo_supported"] else "NO (no /dev/liveupdate)"
     return [
         f"host      {doc['host']}",
@@ -76,6 +96,7 @@ def vms(doc: dict[str, Any]) -> list[str]:
             vm["id"],
             vm["mode"],
             vm["state"],
+            liveness(vm),
             str(vm["owner_uid"]),
             str(len(vm["files"])),
             size(sum(f["size"] for f in vm["files"])),
@@ -84,7 +105,16 @@ def vms(doc: dict[str, Any]) -> list[str]:
     ]
     if not rows:
         return ["no VMs"]
-    return table(rows, ["ID", "MODE", "STATE", "OWNER", "FILES", "SIZE"])
+    return table(rows, ["ID", "MODE", "STATE", "VMM", "OWNER", "FILES", "SIZE"])
+
+
+def liveness(vm: dict[str, Any]) -> str:
+    """Its VMM's connection: ``connected``, or ``gone 5 min`` (since it disconnected)."""
+    if "connected" not in vm:
+        return "-"  # an older luod
+    if vm["connected"]:
+        return "connected"
+    return f"gone {since(vm.get('disconnected_since'))}"
 
 
 def nics(doc: dict[str, Any]) -> list[str]:
@@ -105,6 +135,7 @@ def vm(doc: dict[str, Any]) -> list[str]:
     lines = [
         f"VM        {doc['id']} ({doc['mode']}, {doc['state']})",
         f"owner     uid {doc['owner_uid']}",
+        f"VMM       {_vmm_line(doc)}",
         f"session   {doc['session']}",
     ]
     if doc.get("note"):
@@ -119,10 +150,54 @@ def vm(doc: dict[str, Any]) -> list[str]:
     return [*lines, "", *table(rows, ["FILE", "KIND", "SIZE", "TOKEN", "RECLAIMED"])]
 
 
+def _vmm_line(doc: dict[str, Any]) -> str:
+    if doc.get("connected", True):
+        return liveness(doc)
+    return f"disconnected since {local_time(doc.get('disconnected_since'))}"
+
+
+def dropped(doc: dict[str, Any]) -> list[str]:
+    released = doc["released"]
+    forced = " (forced)" if doc.get("forced") else ""
+    return [
+        f"dropped VM {doc['id']}{forced}: released session {released['session']}, "
+        f"{released['files']} files, {size(released['bytes'])}"
+    ]
+
+
+def glance(doc: dict[str, Any]) -> list[str]:
+    """``luoctl status``: the host, its VMs by state and liveness, the update."""
+    status, vms_, state = doc["status"], doc["vms"], doc["update"]
+    by_state: dict[str, int] = {}
+    for vm in vms_:
+        by_state[vm["state"]] = by_state.get(vm["state"], 0) + 1
+    gone = sum(1 for vm in vms_ if vm.get("connected") is False)
+    counts = ", ".join(f"{n} {name}" for name, n in sorted(by_state.items())) or "none"
+    lines = _status_lines(status)
+    lines.insert(3, f"VM states {counts}" + (f"; {gone} with their VMM gone" if gone else ""))
+    return [*lines, *update_state(state)]
+
+
+def update_state(doc: dict[str, Any]) -> list[str]:
+    """The running update (phase, elapsed), or the last one's outcome."""
+    record = doc.get("update")
+    if record is None:
+        return [f"update    none yet (phase {doc['phase']})"]
+    kernel = record["request"]["kernel"]
+    more = [f"          {line}" for line in [*abi(record), *blackout(record)]]
+    if record["outcome"] == "running":
+        elapsed = since(record.get("started_at"))
+        return [f"update    {record['id']} {doc['phase']} for {elapsed} -> {kernel}", *more]
+    reason = f": {record['reason']}" if record.get("reason") else ""
+    by = f" (by {record['aborted_by']})" if record.get("aborted_by") else ""
+    when = local_time(record.get("ended_at"))
+    return [f"last      update {record['id']} {record['outcome']}{by} at {when}{reason}", *more]
+
+
 def started(record: dict[str, Any]) -> list[str]:
     return [
         f"update {record['id']} started: next kernel {record['request']['kernel']}",
-        "follow it with: luoctl update watch",
+        "follow it with: luoctl update watch (or wait for it: luoctl update wait)",
     ]
 
 
@@ -130,7 +205,9 @@ def ended(record: dict[str, Any] | None) -> list[str]:
     if record is None:
         return ["no update"]
     reason = f": {record['reason']}" if record.get("reason") else ""
-    return [f"update {record['id']} {record['outcome']}{reason}", *abi(record), *blackout(record)]
+    by = f" (by {record['aborted_by']})" if record.get("aborted_by") else ""
+    headline = f"update {record['id']} {record['outcome']}{by}{reason}"
+    return [headline, *abi(record), *blackout(record)]
 
 
 def abi(record: dict[str, Any]) -> list[str]:
@@ -166,14 +243,17 @@ def event(name: str, data: dict[str, Any]) -> list[str]:
     """One line per event of ``luoctl update watch``."""
     if name == "STATE":
         update = data.get("update")
-        running = f", update {update['id']} ({update['outcome']})" if update else ""
+        if data["phase"] == "idle":
+            last = f" (last: update {update['id']} {update['outcome']})" if update else ""
+            return [f"phase idle: no update is running{last}; waiting for one"]
+        running = f", update {update['id']} -> {update['request']['kernel']}" if update else ""
         return [f"phase {data['phase']}{running}"]
     if name == "PHASE":
         why = f" ({data['reason']})" if data.get("reason") else ""
         return [f"{clock(data.get('at'))}  phase {data['from']} -> {data['to']}{why}"]
     if name == "VM_PROGRESS":
         note = f" ({data['note']})" if data.get("note") else ""
-        return [f"{clock(None)}  {data['id']}: {data['step']}{note}"]
+        return [f"{clock(data.get('at'))}  {data['id']}: {data['step']}{note}"]
     if name == "UPDATE_END":
         reason = f": {data['reason']}" if data.get("reason") else ""
         return [f"update {data['id']} {data['outcome']}{reason}"]
@@ -193,7 +273,7 @@ def history(doc: dict[str, Any]) -> list[str]:
                 record["request"]["kernel"],
                 f"{max(measured):.3f} s" if measured else "-",
                 _abi_cell(record),
-                record.get("reason", "")[:60],
+                record.get("reason", ""),
             ]
         )
     if not rows:

@@ -1,7 +1,7 @@
-"""Server-Sent Events parsing, pure: lines in, (event name, JSON data) out.
+"""Server-Sent Events parsing, pure: lines in, events (name, JSON data, id) out.
 
-Only what luod sends is needed (``event:``, one ``data:`` line, comments), but multi-line data
-and unnamed events are handled as the SSE specification says.
+Only what luod sends is needed (``id:``, ``event:``, one ``data:`` line, ``retry:``, comments),
+but multi-line data and unnamed events are handled as the SSE specification says.
 """
 
 from __future__ import annotations
@@ -9,15 +9,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class Event(NamedTuple):
+    name: str
+    data: dict[str, Any]
+    id: str | None = None  # the stream's last event id (resume with Last-Event-ID)
 
 
 @dataclass
 class EventParser:
     name: str = ""
     data: list[str] = field(default_factory=list)
+    last_id: str | None = None
+    retry_ms: int | None = None
 
-    def feed(self, line: str) -> tuple[str, dict[str, Any]] | None:
+    def feed(self, line: str) -> Event | None:
         """One line (without its newline); an event when a blank line completes one."""
         if not line:
             return self._dispatch()
@@ -29,19 +37,23 @@ class EventParser:
             self.name = value
         elif key == "data":
             self.data.append(value)
+        elif key == "id" and "\0" not in value:
+            self.last_id = value
+        elif key == "retry" and value.isdigit():
+            self.retry_ms = int(value)
         return None
 
-    def _dispatch(self) -> tuple[str, dict[str, Any]] | None:
+    def _dispatch(self) -> Event | None:
         name, data = self.name or "message", "\n".join(self.data)
         self.name, self.data = "", []
         if not data:
             return None
         parsed = json.loads(data)
-        return name, parsed if isinstance(parsed, dict) else {"data": parsed}
+        return Event(name, parsed if isinstance(parsed, dict) else {"data": parsed}, self.last_id)
 
 
-def events(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    parser = EventParser()
+def events(lines: Iterable[str], parser: EventParser | None = None) -> Iterator[Event]:
+    parser = parser or EventParser()
     for line in lines:
         event = parser.feed(line.rstrip("\r\n"))
         if event is not None:

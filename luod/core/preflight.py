@@ -58,11 +58,13 @@ class PreflightInput:
     kexec: KexecPlan | None = None
     vmms: Mapping[str, frozenset[str]] = field(default_factory=dict)  # VM -> its VMM's HELLO
     abi: Assessment | None = None  # luod.core.compat.assess: the handover ABI of A and B
+    running: str | None = None  # the phase of an update in progress (None: none runs)
 
 
 def run(ctx: PreflightInput) -> list[Check]:
     vms = list(ctx.vms)
     return [
+        idle(ctx.running),
         device(ctx.info),
         kho(ctx.info),
         kernel_image(ctx.kernel),
@@ -73,6 +75,7 @@ def run(ctx: PreflightInput) -> list[Check]:
         names(vms),
         handed_over(vms, ctx.subscribed),
         pausable(vms, ctx.vmms),
+        vmms_connected(vms, ctx.subscribed),
         kexec_mode(ctx.kexec),
         *handover_abi(ctx.abi),
     ]
@@ -94,6 +97,31 @@ class Refused(LuodError):
             "; ".join(f"{c.id}: {c.message} ({c.hint})" for c in refusing),
         )
         self.checks = checks
+
+
+def idle(running: str | None) -> Check:
+    if running is not None:
+        return Check(
+            "update-idle",
+            Status.FAIL,
+            f"an update is already in progress ({running})",
+            "wait for it (luoctl update wait), or abort it",
+        )
+    return Check("update-idle", Status.PASS, "no update is in progress")
+
+
+def vmms_connected(vms: list[VmRecord], connected: frozenset[str]) -> Check:
+    """VMs whose VMM is gone: luod keeps their memory, but nobody pauses or reclaims them."""
+    gone = sorted(vm.id for vm in vms if vm.state is not VmState.LOST and vm.id not in connected)
+    if gone:
+        return Check(
+            "vmm-connected",
+            Status.WARN,
+            "VMs whose VMM is disconnected: " + ", ".join(gone),
+            "their memory crosses the update, but no VMM pauses or reclaims it: restart "
+            "their VMMs, or 'luoctl vm drop ID' the VMs that are gone for good",
+        )
+    return Check("vmm-connected", Status.PASS, "every VM's VMM is connected")
 
 
 def device(info: KernelInfo) -> Check:

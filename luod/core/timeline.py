@@ -32,6 +32,7 @@ class UpdateRecord:
     events: dict[str, dict[str, float]] = field(default_factory=dict)
     outcome: str = "running"
     reason: str = ""
+    aborted_by: str = ""  # who asked for the abort: "uid 0", or the REST token's name
 
     def phase(self, transition: dict[str, Any]) -> None:
         self.phases.append(transition)
@@ -43,10 +44,11 @@ class UpdateRecord:
         self.events[name] = at.to_dict()
 
     def blackout(self) -> dict[str, float | None]:
-        """Seconds from each VM's freeze ack to its done (None while incomplete)."""
+        """Seconds from each VM's freeze ack to its done, or to its resume when the update was
+        aborted (None while incomplete)."""
         result: dict[str, float | None] = {}
         for vm, stamps in self.vms.items():
-            start, end = stamps.get("freeze_ack"), stamps.get("done")
+            start, end = stamps.get("freeze_ack"), stamps.get("done") or stamps.get("resumed")
             result[vm] = round(end["realtime"] - start["realtime"], 6) if start and end else None
         return result
 
@@ -59,6 +61,7 @@ class UpdateRecord:
             "events": self.events,
             "outcome": self.outcome,
             "reason": self.reason,
+            "aborted_by": self.aborted_by,
             "blackout": self.blackout(),
         }
 
@@ -72,6 +75,7 @@ class UpdateRecord:
             events=dict(data.get("events", {})),
             outcome=str(data.get("outcome", "running")),
             reason=str(data.get("reason", "")),
+            aborted_by=str(data.get("aborted_by", "")),
         )
 
 

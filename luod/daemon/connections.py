@@ -1,9 +1,15 @@
 """Which VMM connection speaks for each VM: the one that last registered, preserved, reclaimed
-or subscribed it. The update pushes its events there; a VM without one has nothing to pause."""
+or subscribed it. The update pushes its events there; a VM without one has nothing to pause.
+
+It also knows each VM's liveness: connected, or disconnected since when (its VMM closed the
+connection, or it came through a kexec or a luod restart and no VMM spoke for it since: then
+since this luod started)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from luod.core.access import Peer
@@ -21,25 +27,44 @@ class VmmConnection(Protocol):
     def push(self, message: codec.Outgoing) -> None: ...
 
 
+@dataclass(frozen=True)
+class Liveness:
+    connected: bool
+    since: float | None  # realtime it disconnected (None while connected)
+
+
 class VmmConnections:
-    def __init__(self) -> None:
+    def __init__(self, started: float | None = None) -> None:
         self._by_vm: dict[str, VmmConnection] = {}
+        self._gone_at: dict[str, float] = {}
+        self._started = time.time() if started is None else started
 
     def track(self, vm_id: str, conn: VmmConnection) -> None:
         self._by_vm[vm_id] = conn
+        self._gone_at.pop(vm_id, None)
         conn.subscribed.add(vm_id)
+
+    def liveness(self, vm_id: str) -> Liveness:
+        conn = self._by_vm.get(vm_id)
+        if conn is not None and not conn.closed:
+            return Liveness(True, None)
+        return Liveness(False, self._gone_at.get(vm_id, self._started))
 
     def of(self, vm_id: str) -> VmmConnection | None:
         return self._by_vm.get(vm_id)
 
     def forget(self, vm_id: str) -> None:
+        """The VM is done with (DONE, or dropped): nothing to track any more."""
         self._by_vm.pop(vm_id, None)
+        self._gone_at.pop(vm_id, None)
 
     def gone(self, conn: VmmConnection) -> list[str]:
         """``conn`` closed: the VMs it spoke for, which now have no connection."""
         vms = [vm for vm, c in self._by_vm.items() if c is conn]
+        now = time.time()
         for vm in vms:
             del self._by_vm[vm]
+            self._gone_at[vm] = now
         return vms
 
     def connected(self) -> list[str]:

@@ -225,11 +225,12 @@ class Daemon:
         self.qualifications.resume(after_kexec)  # after the update's: its record is reopened
         if after_kexec or reclaiming:
             background.append(tasks.create_task(self._reclaim_grace()))
-        if after_kexec:
+        if after_kexec and self.backend.name == "kernel":  # a simulated kexec kept the link
             background.append(tasks.create_task(uplink_watch.watch(self.driver.log)))
         await self._stop.wait()
         systemd.stopping()
         self.driver.shutdown()  # an update before the freeze is aborted: VMMs resume
+        self.events.stopping()  # the REST event streams end now, not at uvicorn's grace
         for task in background:
             task.cancel()
         self.nics.close()

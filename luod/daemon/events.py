@@ -31,6 +31,12 @@ class EventBus:
     def unwatch(self, conn: VmmConnection) -> None:
         self._watchers.discard(conn)
 
+    def stopping(self) -> None:
+        """luod stops: listeners get SHUTDOWN, the last event (VMM watchers see the socket
+        close, as before)."""
+        for listener in self._listeners:
+            listener({"event": "SHUTDOWN", "reason": "luod is stopping"})
+
     def publish(self, message: dict[str, Any]) -> None:
         for listener in self._listeners:
             listener(message)

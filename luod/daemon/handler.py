@@ -160,6 +160,7 @@ class LuodHandler:
 
     async def _drop(self, conn: VmmConnection, req: codec.Drop) -> Reply:
         await self._run(self.registry.drop, conn.peer, req.id)
+        self.connections.forget(req.id)
         return {}, ()
 
     async def _reclaim(self, conn: VmmConnection, req: codec.Reclaim) -> Reply:
@@ -253,7 +254,8 @@ class LuodHandler:
 
     async def _abort(self, conn: VmmConnection, req: codec.Abort) -> Reply:
         _root_only(conn, "ABORT")
-        self.driver.abort(req.reason or f"abort requested by uid {conn.peer.uid}")
+        by = f"uid {conn.peer.uid}"
+        self.driver.abort(req.reason or f"abort requested by {by}", by)
         record = await self.driver.wait()
         return {"update": record.to_dict() if record else None}, ()
 

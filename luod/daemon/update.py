@@ -87,7 +87,7 @@ class UpdateDriver:
         self.log = UpdateLog(clock, events, registry.state_dir, registry.info.boot_id)
         self.clock = clock
         self._owed_resume: dict[str, str] = {}  # VM -> reason: a killed luod's abort (RESUME)
-        self.machine = UpdateMachine(clock, emit=self.log.phase)
+        self.machine = UpdateMachine(clock, emit=self._phase)
         self._base_deadlines = {
             **self.machine.deadlines,
             **{Phase(k): float(v) for k, v in (deadlines or {}).items()},
@@ -98,6 +98,9 @@ class UpdateDriver:
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
         self._abort_reason = "abort requested"
+
+    def _phase(self, transition: Transition) -> None:
+        self.log.phase(transition, self.machine.deadlines.get(transition.target))
 
     @property
     def record(self) -> timeline.UpdateRecord | None:
@@ -119,9 +122,13 @@ class UpdateDriver:
                 compat.CACHE.facts(path)
 
     def check(self, request: UpdateRequest) -> list[preflight.Check]:
-        return self._preflight(request)[0]
+        """The preflight checks alone (an update in progress is one that fails)."""
+        running = None if self.machine.phase is Phase.IDLE else str(self.machine.phase)
+        return self._preflight(request, running)[0]
 
-    def _preflight(self, request: UpdateRequest) -> tuple[list[preflight.Check], compat.Assessment]:
+    def _preflight(
+        self, request: UpdateRequest, running: str | None = None
+    ) -> tuple[list[preflight.Check], compat.Assessment]:
         info = self.backend.info()
         cmdline = request.cmdline if request.cmdline is not None else info.cmdline
         vms = list(self.registry.vms.values())
@@ -147,6 +154,7 @@ class UpdateDriver:
             self.kexec.plan(),
             self.connections.granted(),
             assessment,
+            running,
         )
         declared = nics.declared(self.registry)
         checks = preflight.run(ctx) + nics.preflight_checks(declared, self.managed_bridges)
@@ -181,7 +189,8 @@ class UpdateDriver:
         self._task.add_done_callback(self._task_done)
         return record
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, by: str = "") -> None:
+        """``by``: who asked (recorded in the update: "uid N", or the REST token)."""
         if self._task is None or not self.machine.abortable:
             raise LuodError(
                 "wrong-state",
@@ -189,6 +198,8 @@ class UpdateDriver:
                 "abort works before the kexec starts",
             )
         self._abort_reason = reason
+        if self.log.record is not None:
+            self.log.record.aborted_by = by
         self._task.cancel(reason)
 
     async def wait(self) -> timeline.UpdateRecord | None:
@@ -322,6 +333,8 @@ class UpdateDriver:
         for vm_id, conn in self.connections:
             if dialect.may_send("RESUME", conn.capabilities):
                 conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
+        if self.log.running():
+            self.log.resumed(list(self.registry.vms))
 
     def _unload(self) -> None:
         try:

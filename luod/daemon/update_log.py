@@ -49,11 +49,15 @@ class UpdateLog:
         return record if record is not None and record.outcome == "running" else None
 
     # --- what happens -------------------------------------------------------------------------
-    def phase(self, transition: Transition) -> None:
+    def phase(self, transition: Transition, deadline: float | None = None) -> None:
+        """``deadline``: seconds the phase entered may last (None: it waits for something else);
+        the event carries it, so a view can count down on luod's clock."""
         if self.record is not None:
             self.record.phase(transition.to_dict())
             self._save()
-        self.events.publish({"event": "PHASE", **transition.to_dict()})
+        self.events.publish(
+            {"event": "PHASE", **transition.to_dict(), "deadline_seconds": deadline}
+        )
         log.info("phase", **{k: v for k, v in transition.to_dict().items() if k != "at"})
 
     def sent(self, vm_id: str, event: str) -> None:
@@ -70,15 +74,26 @@ class UpdateLog:
     def acked(self, vm_id: str, event: str, note: str = "") -> None:
         assert self.record is not None
         name = "freeze_ack" if event == "FREEZE" else "preserve_ack"
-        self.record.vm_event(vm_id, name, self.clock.now())
-        self.events.publish({"event": "VM_PROGRESS", "id": vm_id, "step": name, "note": note})
+        self._progress(vm_id, name, note)
 
     def reclaim_step(self, vm_id: str, step: str) -> None:
-        """After the kexec: a VM ``reclaimed`` (or claimed) its files, or is ``done``."""
-        assert self.record is not None
-        self.record.vm_event(vm_id, step, self.clock.now())
+        """After the kexec: a VM ``reclaimed`` (or claimed) its files, or is ``done``; kept on
+        disk at once, so that a luod restarted mid-reclaim goes on from there."""
+        self._progress(vm_id, step)
         self._save()
-        self.events.publish({"event": "VM_PROGRESS", "id": vm_id, "step": step})
+
+    def resumed(self, vm_ids: list[str]) -> None:
+        """An abort sent RESUME: the VMs it had paused run again (their blackout ends)."""
+        for vm_id in vm_ids:
+            if self.stamped(vm_id, "freeze_ack"):
+                self._progress(vm_id, "resumed")
+
+    def _progress(self, vm_id: str, step: str, note: str = "") -> None:
+        assert self.record is not None
+        now = self.clock.now()
+        self.record.vm_event(vm_id, step, now)
+        event = {"event": "VM_PROGRESS", "id": vm_id, "step": step, "at": now.to_dict()}
+        self.events.publish({**event, "note": note} if note else event)
 
     def uplink(self, link: str | None) -> None:
         """Before the kexec: the link guests are reached by, timed after the kexec."""

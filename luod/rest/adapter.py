@@ -22,16 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import luod
 from luod.core import preflight, qualify, timeline
-from luod.core.model import VmRecord
+from luod.core.model import VmRecord, VmState
 from luod.core.registry import Registry
+from luod.daemon import drop
+from luod.daemon.connections import Liveness
 from luod.daemon.nics import summary
 from luod.daemon.qualification import QualificationDriver, QualifyRequest
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.rest import models, records
 from luod.rest import qualification_models as qm
-from luod.rest.events import EventHub, Subscription
-from luod.rest.facade import PreflightRefused
+from luod.rest.events import EventHub
+from luod.rest.facade import PreflightRefused, Watch
 
 ROOT = 0
 
@@ -54,12 +56,15 @@ class DaemonFacade:
     def publish(self, event: dict[str, Any]) -> None:
         self.hub.publish(event)
 
-    async def watch(self) -> tuple[models.UpdateState, Subscription]:
-        return await self.update(), self.hub.subscribe()
+    async def watch(self, last_id: str | None = None) -> Watch:
+        return self.watch_from(asyncio.get_running_loop(), last_id)
 
-    def subscribe_for(self, loop: asyncio.AbstractEventLoop) -> Subscription:
-        """A subscription read on another thread's ``loop``."""
-        return self.hub.subscribe(loop)
+    def watch_from(self, loop: asyncio.AbstractEventLoop, last_id: str | None) -> Watch:
+        """The state and a subscription read on ``loop`` (maybe another thread's), taken
+        together on this loop."""
+        state = self._update()
+        stream, resumed = self.hub.subscribe(loop, last_id)
+        return Watch(state, self.hub.last_id, stream, resumed)
 
     # --- reads ----------------------------------------------------------------------------------
     def version(self) -> str:
@@ -107,10 +112,30 @@ class DaemonFacade:
         )
 
     def _vms(self) -> models.VmList:
-        return models.VmList(vms=[_vm(vm) for vm in self.registry.vms.values()])
+        return models.VmList(vms=[self._vm(vm) for vm in self.registry.vms.values()])
 
     async def vm(self, vm_id: str) -> models.Vm:
-        return _vm(self.registry.get(vm_id))
+        return self._vm(self.registry.get(vm_id))
+
+    def _vm(self, vm: VmRecord) -> models.Vm:
+        return _vm(vm, self.driver.connections.liveness(vm.id))
+
+    async def drop_vm(self, vm_id: str, force: bool, uid: int | None) -> models.DropResult:
+        caller = ROOT if uid is None else uid
+        _root_only(caller, "dropping a VM")
+        by = "token" if uid is None else f"uid {uid}"
+        released = drop.drop_vm(self.registry, self.driver, vm_id, force, by)
+        return models.DropResult(
+            id=released.id,
+            state=VmState(released.state),
+            forced=released.forced,
+            released=models.Released(
+                session=released.session,
+                files=released.files,
+                bytes=released.bytes,
+                destroyed=released.destroyed,
+            ),
+        )
 
     def _update(self) -> models.UpdateState:
         record = self.driver.record
@@ -174,7 +199,8 @@ class DaemonFacade:
     async def abort(self, reason: str | None, uid: int | None) -> models.AbortResult:
         caller = ROOT if uid is None else uid
         _root_only(caller, "aborting an update")
-        self.driver.abort(reason or "abort requested over the REST API")
+        by = "token" if uid is None else f"uid {uid}"
+        self.driver.abort(reason or f"abort requested over the REST API by {by}", by)
         record = await self.driver.wait()
         return models.AbortResult(update=_record(record) if record else None)
 
@@ -206,7 +232,7 @@ def _record(record: timeline.UpdateRecord) -> models.UpdateRecord:
     return records.update_record(record.to_dict())
 
 
-def _vm(vm: VmRecord) -> models.Vm:
+def _vm(vm: VmRecord, liveness: Liveness) -> models.Vm:
     return models.Vm(
         id=vm.id,
         owner_uid=vm.owner.uid,
@@ -216,6 +242,8 @@ def _vm(vm: VmRecord) -> models.Vm:
         files=[models.VmFile.model_validate(f.to_dict()) for f in vm.files.values()],
         note=vm.note,
         rejected=dict(vm.rejected),
+        connected=liveness.connected,
+        disconnected_since=records.time_of(liveness.since),
         nics=[models.VmNic.model_validate(nic.to_dict()) for nic in vm.nics],
         net=None if vm.net_report is None else models.VmNet.model_validate(summary(vm.net_report)),
     )

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -35,7 +36,7 @@ from luod.rest.auth import (
     require_operator,
     require_owner,
 )
-from luod.rest.events import KEEPALIVE, sse
+from luod.rest.events import KEEPALIVE, RETRY, sse
 from luod.rest.facade import EventStream, RestFacade
 from luod.rest.metrics import Scrape
 
@@ -81,11 +82,15 @@ SSE_SCHEMA: Final = {
         },
     },
 }
-SSE_DOC: Final = """Server-Sent Events: first `STATE` (the phase and the running or last
-update, as `GET /v1/update`), then the update events as on the VMM socket's WATCH: `PHASE`
-{from, to, reason, at}, `VM_PROGRESS` {id, step, note?}, `UPDATE_END` {id, outcome, reason}.
-Each event's `data` is one JSON object with its `event` name. Comment lines keep the
-connection alive. The stream ends if the client falls too far behind: reconnect."""
+SSE_DOC: Final = """Server-Sent Events: `retry:` first, then `STATE` (the phase and the running
+or last update, as `GET /v1/update`, and luod's time `at`), then the update events as on the
+VMM socket's WATCH: `PHASE` {from, to, reason, at, deadline_seconds}, `VM_PROGRESS` {id, step,
+note?, at}, `UPDATE_END` {id, outcome, reason}. Each event's `data` is one JSON object with its
+`event` name, and each event has an `id:`. A client that reconnects with `Last-Event-ID` gets
+every event after that one that luod still holds (the last 1024), without a STATE first; if
+luod no longer holds them all (or restarted), the stream starts with STATE again. Comment
+lines keep the connection alive. When luod stops, `SHUTDOWN` is the last event and the stream
+ends at once. The stream also ends if the client falls too far behind: reconnect."""
 
 
 def create_app(facade: RestFacade, *, keepalive: float = KEEPALIVE_SECONDS) -> FastAPI:
@@ -121,18 +126,27 @@ def _v1(facade: RestFacade, keepalive: float) -> APIRouter:
         response_class=StreamingResponse,
         responses={
             200: {
-                "description": "The event stream, until the client goes or falls behind.",
+                "description": "The event stream, until the client goes or falls behind, or "
+                "luod stops (after SHUTDOWN).",
                 "content": {"text/event-stream": {"schema": {"$ref": SSE_REF}}},
-            }
+            },
+            **problems.responses(422),
         },
         description=SSE_DOC,
     )
-    async def events(request: Request) -> StreamingResponse:
+    async def events(
+        request: Request,
+        last_event_id: Annotated[
+            str | None,
+            Header(max_length=64, description="The id of the last event the client got: the "
+                   "stream resumes after it (no STATE first) if luod still holds what followed."),
+        ] = None,
+    ) -> StreamingResponse:  # fmt: skip
         require_operator(facade, request, "the event stream")
-        state, stream = await facade.watch()
-        first = {"event": "STATE", **_dump(state)}
+        watch = await facade.watch(last_event_id)
+        first = None if watch.resumed else _state_event(watch.state)
         return StreamingResponse(
-            _event_stream(stream, first, keepalive),
+            _event_stream(watch.stream, (watch.state_id, first), keepalive),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -190,6 +204,24 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
         found = await facade.vm(vm_id)
         require_owner(facade, request, found.owner_uid, vm_id)
         return vm_json(found)
+
+    @router.delete(
+        "/vms/{vm_id}", operation_id="dropVm", tags=["host"],
+        summary="Drop a VM whose VMM is gone", responses=problems.responses(403, 404, 409, 422),
+    )  # fmt: skip
+    async def drop(
+        vm_id: Annotated[str, PathParam(pattern=f"^{VM_ID.pattern}$", description="The VM's id.")],
+        request: Request,
+        force: Annotated[
+            bool, Query(description="Drop it even while its VMM is connected, an update "
+                        "runs, or files it came through the update with are not reclaimed.")
+        ] = False,
+    ) -> models.DropResult:  # fmt: skip
+        """Unpreserve and forget a VM (root, or the bearer token): its LUO session is closed
+        (finished, for a VM that came through an update) and luod forgets it; the answer says
+        what was released. 409 `vm-connected`, `update-running` or `unreclaimed-files` unless
+        `force`; 409 `wrong-state` during the kexec itself."""
+        return await facade.drop_vm(vm_id, force, peer_uid(request))
 
     @router.get(
         "/history", response_model=models.History, operation_id="getHistory",
@@ -360,26 +392,35 @@ def _metrics(app: FastAPI, facade: RestFacade) -> None:
 
 
 async def _event_stream(
-    stream: EventStream, first: dict[str, Any], keepalive: float
+    stream: EventStream, first: tuple[str, dict[str, Any] | None], keepalive: float
 ) -> AsyncIterator[bytes]:
+    """``retry:``, then the STATE (unless the stream resumes), then the events, each with its
+    id; it ends after SHUTDOWN (luod stops) or when the client fell too far behind."""
     try:
-        yield sse(first)
+        state_id, state = first
+        yield RETRY + (sse(state, state_id) if state is not None else b"")
         while True:
             try:
-                event = await asyncio.wait_for(anext(stream), keepalive)
+                event_id, event = await asyncio.wait_for(anext(stream), keepalive)
             except TimeoutError:
                 yield KEEPALIVE
                 continue
             except StopAsyncIteration:
                 return
-            yield sse(_rest_event(event))
+            yield sse(_rest_event(event), event_id)
     finally:
         stream.close()
 
 
+def _state_event(state: models.UpdateState) -> dict[str, Any]:
+    """STATE: where things stand, and luod's time now (a view counts from it)."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {"event": "STATE", **_dump(state), "at": now}
+
+
 def _rest_event(event: dict[str, Any]) -> dict[str, Any]:
-    """A driver event as the API describes it: a PHASE's clock stamp as an RFC 3339 time."""
-    if event.get("event") == "PHASE" and isinstance(event.get("at"), dict):
+    """A driver event as the API describes it: a clock stamp as an RFC 3339 time."""
+    if isinstance(event.get("at"), dict):
         return {**event, "at": TIME.dump_python(records.time_of(event["at"]), mode="json")}
     return event
 

@@ -38,7 +38,7 @@ import structlog
 
 from luod.rest import models
 from luod.rest import qualification_models as qm
-from luod.rest.facade import EventStream, RestFacade
+from luod.rest.facade import RestFacade, Watch
 
 log = structlog.get_logger("luod.rest")
 MAX_AGE: Final = 0.05
@@ -56,8 +56,8 @@ class LoopFacade(RestFacade, Protocol):
         """On the facade's loop, synchronously: ``status``, ``vms``, ``update``, ``history``."""
         ...
 
-    def subscribe_for(self, loop: asyncio.AbstractEventLoop) -> EventStream:
-        """On the facade's loop: events handed over to a reader on ``loop``."""
+    def watch_from(self, loop: asyncio.AbstractEventLoop, last_id: str | None) -> Watch:
+        """On the facade's loop: the state, and events handed over to a reader on ``loop``."""
         ...
 
 
@@ -209,14 +209,17 @@ class LoopBridge:
     ) -> models.UpdateRecord:
         return await self._on_main(lambda: self.inner.start_update(request, uid), mutates=True)
 
+    async def drop_vm(self, vm_id: str, force: bool, uid: int | None) -> models.DropResult:
+        return await self._on_main(lambda: self.inner.drop_vm(vm_id, force, uid), mutates=True)
+
     async def abort(self, reason: str | None, uid: int | None) -> models.AbortResult:
         return await self._on_main(lambda: self.inner.abort(reason, uid), mutates=True)
 
-    async def watch(self) -> tuple[models.UpdateState, EventStream]:
+    async def watch(self, last_id: str | None = None) -> Watch:
         rest = asyncio.get_running_loop()
 
-        async def together() -> tuple[models.UpdateState, EventStream]:
-            return await self.inner.update(), self.inner.subscribe_for(rest)
+        async def together() -> Watch:
+            return self.inner.watch_from(rest, last_id)
 
         return await self._on_main(together)
 

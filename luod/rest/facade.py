@@ -11,6 +11,7 @@ answering may take a hop to the loop that owns luod's state.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from luod.errors import LuodError
@@ -19,14 +20,15 @@ from luod.rest import qualification_models as qm
 
 
 class EventStream(Protocol):
-    """One subscriber's events (PHASE, VM_PROGRESS, UPDATE_END dicts, as on the VMM socket).
+    """One subscriber's events: (event id, event) pairs, the events being PHASE, VM_PROGRESS,
+    UPDATE_END dicts as on the VMM socket, and SHUTDOWN last when luod stops.
 
     Registered when ``watch()`` returns, so nothing published after that is missed;
     ``close()`` unregisters (safe to call twice)."""
 
     def __aiter__(self) -> EventStream: ...
 
-    async def __anext__(self) -> dict[str, Any]:
+    async def __anext__(self) -> tuple[str, dict[str, Any]]:
         """The next event; StopAsyncIteration once closed (or dropped for falling behind)."""
         ...
 
@@ -54,6 +56,12 @@ class RestFacade(Protocol):
 
     async def vm(self, vm_id: str) -> models.Vm:
         """Raises LuodError ``unknown-vm``."""
+        ...
+
+    async def drop_vm(self, vm_id: str, force: bool, uid: int | None) -> models.DropResult:
+        """Unpreserve and forget a VM whose VMM is gone (root; ``uid`` as ``start_update``).
+        Raises ``unknown-vm``, ``not-allowed``, ``vm-connected``, ``update-running``,
+        ``unreclaimed-files`` (the last three unless ``force``)."""
         ...
 
     async def start_update(
@@ -87,10 +95,20 @@ class RestFacade(Protocol):
         """Raises LuodError ``unknown-qualification``."""
         ...
 
-    async def watch(self) -> tuple[models.UpdateState, EventStream]:
+    async def watch(self, last_id: str | None = None) -> Watch:
         """Where things stand, and every event after that: taken together, so an event is
-        either already in the state or in the stream, never lost between the two."""
+        either already in the state or in the stream, never lost between the two. With
+        ``last_id`` (a client's Last-Event-ID), the stream starts with the events after it,
+        when luod still holds them all (``Watch.resumed``)."""
         ...
+
+
+@dataclass(frozen=True)
+class Watch:
+    state: models.UpdateState
+    state_id: str  # the id of the last event the state includes
+    stream: EventStream
+    resumed: bool  # the stream replays what followed the client's Last-Event-ID
 
 
 class PreflightRefused(LuodError):

@@ -248,12 +248,33 @@ class Vm(Response):
     files: list[VmFile] = Field(description="The files preserved for it.")
     note: str = Field(description="luod's last remark about it (empty if none).")
     rejected: dict[str, str] = Field(description="Files luod refused to preserve, and why.")
+    connected: bool = Field(description="A VMM connection speaks for it now.")
+    disconnected_since: Time | None = Field(
+        description="Since when no VMM speaks for it: its VMM closed the connection, or (after "
+        "a kexec or a luod restart) none spoke for it since luod started. Null while connected."
+    )
     nics: list[VmNic] = Field(
         default_factory=list, description="The network devices its VMM declared."
     )
     net: VmNet | None = Field(
         None, description="After a kexec: its NICs' rebuild (null: no NICs recorded)."
     )
+
+
+class Released(Response):
+    session: str = Field(description="The LUO session closed (unpreserved, or finished).")
+    files: int = Field(description="Files that were preserved in it.")
+    bytes: int = Field(description="Their bytes.")
+    destroyed: list[str] = Field(
+        description="Files that came through an update and were never reclaimed (force only)."
+    )
+
+
+class DropResult(Response):
+    id: str = Field(description="The VM dropped.")
+    state: VmState = Field(description="Its state when it was dropped.")
+    forced: bool = Field(description="force=true was given.")
+    released: Released = Field(description="What luod released.")
 
 
 class VmList(Response):
@@ -332,11 +353,16 @@ class UpdateRecord(Response):
     outcome: Outcome = Field(description="How it ended (running until it does).")
     reason: str = Field(description="Why it ended so, in words (empty when it completed).")
     reason_code: ReasonCode = Field(description="The same, as a stable word.")
+    aborted_by: str = Field(
+        "",
+        description="Who aborted it: `uid N` (unix socket or VMM socket), `token` (the REST "
+        "bearer token); empty unless an operator aborted it.",
+    )
     started_at: Time | None = Field(description="When it started (its first transition).")
     ended_at: Time | None = Field(description="When it ended (null while running).")
     blackout_seconds: dict[str, float | None] = Field(
-        description="Per VM, seconds from its freeze ack to its done after the kexec (null "
-        "until both happened)."
+        description="Per VM, seconds from its freeze ack to its done after the kexec, or to "
+        "its resume when the update was aborted (null until both happened)."
     )
 
 
@@ -394,15 +420,22 @@ class Problem(Response):
 
 # --- events (GET /v1/events) --------------------------------------------------------------------
 class StateEvent(UpdateState):
-    """First on every stream: where things stand when the client subscribed."""
+    """First on every stream (unless it resumes after Last-Event-ID): where things stand
+    when the client subscribed."""
 
     event: Literal["STATE"] = Field(description="The event's name.")
+    at: Time | None = Field(
+        default=None, description="luod's time then (a view counts elapsed time from it)."
+    )
 
 
 class PhaseEvent(Transition):
     """A phase transition of the running update."""
 
     event: Literal["PHASE"] = Field(description="The event's name.")
+    deadline_seconds: float | None = Field(
+        default=None, description="How long the phase entered may last (null: no deadline)."
+    )
 
 
 class VmProgressEvent(Response):
@@ -415,6 +448,14 @@ class VmProgressEvent(Response):
         description="Its step. Clients must accept steps they do not know.",
     )
     note: str | None = Field(default=None, description="luod's remark, if any.")
+    at: Time | None = Field(default=None, description="When (luod's clock).")
+
+
+class ShutdownEvent(Response):
+    """luod is stopping: the last event of every stream, which ends right after it."""
+
+    event: Literal["SHUTDOWN"] = Field(description="The event's name.")
+    reason: str = Field(description="Why, in words.")
 
 
 class UpdateEndEvent(Response):
@@ -427,5 +468,6 @@ class UpdateEndEvent(Response):
 
 
 Event = Annotated[
-    StateEvent | PhaseEvent | VmProgressEvent | UpdateEndEvent, Field(discriminator="event")
+    StateEvent | PhaseEvent | VmProgressEvent | UpdateEndEvent | ShutdownEvent,
+    Field(discriminator="event"),
 ]

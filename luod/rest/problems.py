@@ -49,6 +49,8 @@ KINDS: Final[dict[str, Kind]] = {
     "unknown-qualification": Kind(404, "No such qualification"),
     "wrong-state": Kind(409, "Not possible in the current state"),
     "wrong-mode": Kind(409, "Not possible in the VM's mode"),
+    "vm-connected": Kind(409, "The VM's VMM is connected"),
+    "unreclaimed-files": Kind(409, "The VM has files not reclaimed"),
     "preflight-failed": Kind(422, "The preflight checks refused the update"),
     "custody-unavailable": Kind(503, "luod's fd custody is unavailable"),
     "custody-full": Kind(503, "luod's fd custody is full"),

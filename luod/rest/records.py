@@ -69,6 +69,7 @@ def update_record(data: Mapping[str, Any], finished: float | None = None) -> mod
         outcome=models.Outcome(outcome),
         reason=str(data.get("reason", "")),
         reason_code=reason_code(outcome, str(data.get("reason", ""))),
+        aborted_by=str(data.get("aborted_by", "")),
         started_at=phases[0].at if phases else None,
         ended_at=ended,
         blackout_seconds=dict(data.get("blackout", {})),

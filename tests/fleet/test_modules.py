@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.fleet.harness import PYTHON, SimHost, ansible_env, bzimage
+from tests.fleet.harness import PYTHON, SimHost, ansible_env, bzimage, wait_until
 
 pytestmark = pytest.mark.fleet
 
@@ -25,6 +26,12 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimHost]:
         yield one
     finally:
         one.stop()
+
+
+def connected(host: SimHost, vm: str) -> bool:
+    transport = httpx.HTTPTransport(uds=str(host.api_socket))
+    with httpx.Client(transport=transport, base_url="http://luod") as client:
+        return bool(client.get(f"/v1/vms/{vm}").json()["connected"])
 
 
 def module(host: SimHost, name: str, check: bool = False, **args: Any) -> dict[str, Any]:
@@ -104,15 +111,29 @@ def test_check_mode_predicts_then_an_update_then_nothing_to_do(
     assert (checked["_status"], checked["changed"]) == ("SUCCESS", False)
 
 
-def test_vm_show_and_drop_on_a_luod_without_vm_drop(host: SimHost) -> None:
+def test_vm_show_and_drop_refused_while_connected_then_dropped(host: SimHost) -> None:
     shown = module(host, "luod_vm", id="solo-vm0")
     assert (shown["_status"], shown["vm"]["state"]) == ("SUCCESS", "preserved")
+    assert shown["vm"]["connected"] is True
     unknown = module(host, "luod_vm", id="nobody")
     assert unknown["_status"] == "FAILED!" and "no VM 'nobody'" in unknown["msg"]
     assert module(host, "luod_vm", id="nobody", state="absent")["changed"] is False
     predicted = module(host, "luod_vm", check=True, id="solo-vm1", state="absent")
     assert (predicted["_status"], predicted["changed"]) == ("CHANGED", True)
-    dropped = module(host, "luod_vm", id="solo-vm1", state="absent")
-    assert dropped["_status"] == "FAILED!" and dropped["code"] == "method-not-allowed"
-    assert "not supported by this luod" in dropped["msg"]
+    refused = module(host, "luod_vm", id="solo-vm1", state="absent")
+    assert refused["_status"] == "FAILED!" and refused["code"] == "vm-connected"
     assert host.vm_states()["solo-vm1"] == "preserved"
+    gone = host.vmms.pop("solo-vm1")  # its VMM is gone for good
+    gone.kill()
+    gone.wait()
+    wait_until(lambda: not connected(host, "solo-vm1"), "luod sees solo-vm1's VMM gone")
+    dropped = module(host, "luod_vm", id="solo-vm1", state="absent")
+    assert (dropped["_status"], dropped["changed"]) == ("CHANGED", True)
+    released = dropped["released"]
+    assert (released["session"], released["files"], released["bytes"]) == (
+        "luod.solo-vm1", 1, 256 * 1024,
+    )  # fmt: skip
+    assert "solo-vm1" not in host.vm_states()
+    forced = module(host, "luod_vm", id="solo-vm0", state="absent", force=True)
+    assert (forced["_status"], forced["changed"]) == ("CHANGED", True)
+    assert "solo-vm0" not in host.vm_states()

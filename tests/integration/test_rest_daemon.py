@@ -98,3 +98,36 @@ def test_public_metrics_from_luod_toml_open_metrics_and_health_on_tcp(tmp_path: 
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert metrics.status_code == 200 and "luod_build_info{" in metrics.text
     assert status.status_code == 401 and status.json()["code"] == "unauthorized"
+
+
+def test_stopping_luod_ends_the_event_stream_with_shutdown_at_once(tmp_path: Path) -> None:
+    """Issue 16 §4: SIGTERM sends SHUTDOWN as the last event and closes the stream at once
+    (not at uvicorn's grace period), and luod's JSON log has no traceback."""
+    from luod.cli.sse import EventParser
+
+    daemon = start_daemon(tmp_path / "luod", api=True)
+    api = tmp_path / "luod" / "run" / "api.sock"
+    deadline = time.monotonic() + 20
+    while not api.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    parser, seen = EventParser(), []
+    transport = httpx.HTTPTransport(uds=str(api))
+    with (
+        httpx.Client(transport=transport, base_url="http://luod", timeout=10) as client,
+        client.stream("GET", "/v1/events") as reply,
+    ):
+        lines = reply.iter_lines()
+        while not seen:
+            if (event := parser.feed(next(lines))) is not None:
+                seen.append(event)
+        stopping = time.monotonic()
+        daemon.process.terminate()
+        for line in lines:
+            if (event := parser.feed(line)) is not None:
+                seen.append(event)
+        ended = time.monotonic() - stopping
+    assert daemon.process.wait(timeout=20) == 0
+    assert [e.name for e in seen] == ["STATE", "SHUTDOWN"] and seen[1].id
+    assert ended < 1.0, f"the stream ended {ended:.2f} s after SIGTERM"
+    log = daemon.log.read_text()
+    assert "Traceback" not in log and '"exception"' not in log

@@ -93,6 +93,8 @@ def test_update_kexec_restart_reclaim(tmp_path: Path) -> None:
         restarted.stop()
     assert history[-1]["outcome"] == "completed"
     assert all(seconds and seconds > 0 for seconds in history[-1]["blackout"].values())
+    # a simulated kexec never took the host's link down: no uplink figure, rather than a fake
+    assert "uplink_up" not in history[-1]["events"]
 
 
 def test_aborts_resume_every_vmm_and_a_retry_works(tmp_path: Path) -> None:

@@ -117,7 +117,8 @@ async def test_delete_update_aborts_and_nothing_to_abort_is_409(
     assert (await client.post("/v1/update", json=update_body(luod))).status_code == 202
     await until(lambda: vmm.events("FREEZE"))  # an abort before the update task ran is lost
     deleted = await client.delete("/v1/update")
-    assert deleted.json()["update"]["reason"] == "abort requested over the REST API"
+    assert deleted.json()["update"]["reason"] == "abort requested over the REST API by token"
+    assert deleted.json()["update"]["aborted_by"] == "token"
     again = await client.delete("/v1/update")
     assert again.status_code == 409 and again.json()["code"] == "wrong-state"
     assert (await client.post("/v1/update/abort")).status_code == 409

@@ -28,6 +28,7 @@ OPERATIONS = {
     ("delete", "/v1/update"): "cancelUpdate",
     ("get", "/v1/history"): "getHistory",
     ("get", "/v1/events"): "watchEvents",
+    ("delete", "/v1/vms/{vm_id}"): "dropVm",
     ("get", "/metrics"): "getMetrics",
     ("post", "/v1/qualifications"): "startQualification",
     ("get", "/v1/qualifications"): "listQualifications",

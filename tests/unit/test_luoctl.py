@@ -103,6 +103,7 @@ async def test_vms_and_one_vm(host: Host) -> None:
         "vm1",
         "handover",
         "preserved",
+        "connected",
         "0",
         "1",
         "1.0",
@@ -150,7 +151,7 @@ async def test_start_conflict_and_abort(host: Host) -> None:
     again = await host.luoctl("update", "start", *host.kernel_args())
     assert again.code == 1 and "[update-running]" in again.err
     aborted = await host.luoctl("update", "abort", "--reason", "window closed")
-    assert aborted.code == 0 and "aborted: window closed" in aborted.out
+    assert aborted.code == 0 and "aborted (by uid 0): window closed" in aborted.out
     nothing = await host.luoctl("update", "abort")
     assert nothing.code == 1 and "[wrong-state]" in nothing.err
     past = await host.luoctl("history")
@@ -185,7 +186,7 @@ async def test_watch_follows_an_update_a_vmm_refuses_and_exits_4(host: Host) -> 
     ran = await watching
     assert ran.code == 4
     phases = [line.split("phase ")[1] for line in ran.out.splitlines() if "phase " in line]
-    assert phases[0] == "idle"
+    assert phases[0] == "idle: no update is running; waiting for one"
     assert [p.split(" (")[0] for p in phases[1:]] == [
         "idle -> preparing",
         "preparing -> prepared",
@@ -266,8 +267,16 @@ def test_help_documents_the_exit_codes() -> None:
 def test_completion_script_knows_the_commands(shell: str) -> None:
     out = io.StringIO()
     assert main(["completion", shell], out=out) == 0
-    for word in ("luoctl", "preflight", "--reuse-cmdline", "watch"):
+    for word in ("luoctl", "preflight", "--reuse-cmdline", "watch", "wait", "--force"):
         assert word in out.getvalue()
+    # VM ids come from the running luod: `luoctl vms --ids`, wired to the VM id argument
+    assert "_shtab_luoctl_vm_ids()" in out.getvalue() and "luoctl vms --ids" in out.getvalue()
+    assert out.getvalue().count("_shtab_luoctl_vm_ids") >= 2  # defined, and used for vm
+
+
+async def test_vms_ids_are_what_completion_reads(host: Host) -> None:
+    ran = await host.luoctl("vms", "--ids")
+    assert (ran.code, ran.out) == (0, "vm1\n")
 
 
 async def test_over_tcp_with_a_token_file(tmp_path: Path) -> None:
@@ -285,8 +294,11 @@ async def test_over_tcp_with_a_token_file(tmp_path: Path) -> None:
         wrong.write_text("not-the-token-0123456789")
         refused = await host.luoctl("--url", url, "--token-file", str(wrong), "status")
         assert refused.code == 1 and "[unauthorized]" in refused.err
+        tokenless = await host.luoctl("--url", url, "status")
+        assert tokenless.code == 1 and "[unauthorized]" in tokenless.err
+        assert "hint: over TCP luod wants its bearer token: pass --token-file" in tokenless.err
         missing = await host.luoctl("--url", url, "--token-file", str(tmp_path / "no"), "vms")
-        assert missing.code == 1 and "cannot read the token file" in missing.err
+        assert missing.code == 2 and "cannot read the token file" in missing.err
     finally:
         await host.stop()
         host.luod.close()

@@ -25,9 +25,13 @@ def load(share: Path, name: str) -> Any:
     return json.loads((share / name).read_text())
 
 
+def _text(share: Path, name: str) -> str:
+    return (share / name).read_text()
+
+
 def test_aborts_then_update_across_kexec(luo_kernel: Path, vm_python: Path, tmp_path: Path) -> None:
     stages = [stage(f"update-{n}.sh", vm_python, luo_kernel) for n in (1, 2)]
-    result = run_guest(stages, kernel=luo_kernel, timeout=540, workdir=tmp_path)
+    result = run_guest(stages, kernel=luo_kernel, timeout=720, workdir=tmp_path)
     share = result.run_dir / "share"
     result.check()
     assert result.boots == 2
@@ -44,6 +48,13 @@ def test_aborts_then_update_across_kexec(luo_kernel: Path, vm_python: Path, tmp_
         verdict = json.loads((share / f"{vm}-reclaim.log").read_text().splitlines()[-1])
         assert verdict["event"] == "verified" and all(verdict["files"].values()), verdict
     assert "freezing" in (share / "update-watch.txt").read_text()  # live progress was shown
+    assert (share / "wait-timeout.rc").read_text().strip() == "6"  # luoctl update wait
+    assert "timed out after 5 s: " in _text(share, "wait-timeout.txt")  # freezing, under load
+    assert (share / "wait-abort.rc").read_text().strip() == "4"
+    assert " aborted (by uid 0)" in _text(share, "wait-abort.txt")
+    after = _text(share, "wait-after-kexec.txt")
+    assert (share / "wait-after-kexec.rc").read_text().strip() == "0", after
+    assert " completed" in after.splitlines()[0] and "blackout per VM:" in after
     history = load(share, "history.json")["history"]  # luoctl --json history
     assert [h["outcome"] for h in history] == ["aborted", "aborted", "aborted", "completed"]
     final = history[-1]

@@ -38,12 +38,20 @@ wait_for "$SHARE/vm-y-run.log" handed-over
 luoctl update --kernel "$NEXT_KERNEL" --freezing 10 >"$SHARE/abort-refused.json"
 kill -TERM $Y; wait $Y
 
-# 3. an explicit ABORT while a VMM stalls the freeze
+# 3. an explicit ABORT while a VMM stalls the freeze; luoctl update wait times out, then
+#    sees the abort (exit 6, then 4)
+for _ in $(seq 1 300); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
 vmm vm-z handover ignore --ram ram0=4M; Z=$!
 wait_for "$SHARE/vm-z-run.log" handed-over
 luoctl update --kernel "$NEXT_KERNEL" --freezing 120 --no-wait >"$SHARE/abort-started.json"
 wait_for "$SHARE/vm-z-run.log" ignoring-freeze
+command luoctl update wait --timeout 5 >"$SHARE/wait-timeout.txt" 2>&1
+echo $? >"$SHARE/wait-timeout.rc"
+( command luoctl update wait --timeout 120 >"$SHARE/wait-abort.txt" 2>&1
+  echo $? >"$SHARE/wait-abort.rc" ) & WAITING=$!
+sleep 2
 luoctl abort >"$SHARE/abort-explicit.json"
+wait $WAITING
 kill -TERM $Z; wait $Z
 luod_list >"$SHARE/list-after-aborts.json"
 grep -c resumed "$SHARE/vm-b-run.log" >"$SHARE/vm-b-resumes"

@@ -22,10 +22,10 @@ import time
 
 try:
     from http import client as http_client
-    from urllib.parse import urlencode, urlsplit
+    from urllib.parse import quote, urlencode, urlsplit
 except ImportError:  # pragma: no cover - Python 2 has no place here, but sanity imports it
     http_client = None
-    urlencode = urlsplit = None
+    quote = urlencode = urlsplit = None
 
 DEFAULT_SOCKET = "/run/luod/api.sock"
 
@@ -127,10 +127,11 @@ class LuodClient:
         return self.request("GET", "/v1/vms")["vms"]
 
     def vm(self, vm_id):
-        return self.request("GET", "/v1/vms/%s" % vm_id)
+        return self.request("GET", "/v1/vms/%s" % quote(vm_id, safe=""))
 
-    def drop_vm(self, vm_id):
-        return self.request("DELETE", "/v1/vms/%s" % vm_id)
+    def drop_vm(self, vm_id, force=False):
+        query = {"force": "true"} if force else None
+        return self.request("DELETE", "/v1/vms/%s" % quote(vm_id, safe=""), query=query)
 
     def update(self):
         return self.request("GET", "/v1/update")

@@ -15,8 +15,11 @@ description:
   - With O(state=present), returns the VM luod holds under O(id), its state and its files, and
     fails when luod has no such VM (VMs are registered by their VMM, never by this module).
   - With O(state=absent), drops the VM (C(DELETE /v1/vms/{id})) so it is no longer preserved
-    across an update. A luod without that endpoint answers 404 or 405, and the module fails
-    saying this luod does not support it.
+    across an update; luod closes its LUO session and forgets it, and the module returns what
+    luod released. luod refuses while the VM's VMM is connected, while an update runs, or when
+    the VM came through an update with files not reclaimed, unless O(force=true).
+    A luod without that endpoint answers 404 or 405, and the module fails saying this luod
+    does not support it.
 author:
   - luod contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -33,6 +36,12 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  force:
+    description:
+      - With O(state=absent), drop the VM even while its VMM is connected, an update runs, or
+        files it came through an update with are not reclaimed (they are destroyed).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -55,6 +64,24 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+released:
+  description: With O(state=absent), what luod released (null when nothing was dropped).
+  returned: always
+  type: dict
+  contains:
+    session:
+      description: The LUO session closed.
+      type: str
+    files:
+      description: Files that were preserved in it.
+      type: int
+    bytes:
+      description: Their bytes.
+      type: int
+    destroyed:
+      description: Files that came through an update and were never reclaimed (force only).
+      type: list
+      elements: str
 vm:
   description: The VM as luod holds it (null once dropped or when it does not exist).
   returned: always
@@ -87,6 +114,7 @@ from ansible_collections.luod.liveupdate.plugins.module_utils.luod_api import (
 ARGS = dict(
     id=dict(type="str", required=True),
     state=dict(type="str", choices=["present", "absent"], default="present"),
+    force=dict(type="bool", default=False),
 )
 
 
@@ -101,11 +129,12 @@ def current(client, vm_id):
 
 
 def drop(module, client, vm_id):
+    """What luod released, or None when the VM was gone meanwhile."""
     try:
-        client.drop_vm(vm_id)
+        return client.drop_vm(vm_id, module.params["force"])["released"]
     except LuodApiError as exc:
         if exc.code == "unknown-vm":
-            return False  # gone meanwhile
+            return None  # gone meanwhile
         if exc.status == 405 or exc.code in ("not-found", "method-not-allowed"):
             module.fail_json(
                 msg="dropping a VM is not supported by this luod (DELETE /v1/vms/{id} "
@@ -114,7 +143,6 @@ def drop(module, client, vm_id):
                 **problem_result(exc)
             )
         raise
-    return True
 
 
 def main():
@@ -127,14 +155,15 @@ def main():
             if vm is None:
                 module.fail_json(msg="luod holds no VM %r" % vm_id, vm=None)
             module.exit_json(changed=False, vm=vm)
-        changed = vm is not None
+        changed, released = vm is not None, None
         if changed and not module.check_mode:
-            changed = drop(module, client, vm_id)
+            released = drop(module, client, vm_id)
+            changed = released is not None
     except LuodUnreachable as exc:
         module.fail_json(msg=str(exc))
     except LuodApiError as exc:
         module.fail_json(msg="luod refused: %s" % exc, **problem_result(exc))
-    module.exit_json(changed=changed, vm=None)
+    module.exit_json(changed=changed, vm=None, released=released)
 
 
 if __name__ == "__main__":

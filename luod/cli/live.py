@@ -1,0 +1,178 @@
+"""``luoctl update watch`` on a terminal: a live table (rich) of the update as luod sees it.
+
+Only luod's clock: every time shown is one luod stamped (an event's ``at``); what ticks between
+events (elapsed, deadline left, blackout so far) is the last luod stamp plus the time since it
+arrived, measured on luoctl's monotonic clock. When stdout is not a terminal, or with
+``--json``, ``watch`` prints plain lines (luod.cli.follow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from luod.cli import follow, render
+from luod.cli.client import Api
+from luod.cli.output import EXIT_ERROR, Output
+from luod.cli.sse import Event
+
+Command = Callable[[Api, argparse.Namespace, Output], int]
+STATE_OF_STEP = {
+    "preserve_ack": "preserved",
+    "freeze_sent": "freezing",
+    "freeze_ack": "paused",
+    "resumed": "resumed",
+    "reclaimed": "reclaimed",
+    "done": "done",
+}
+
+
+def choose(args: argparse.Namespace, out: Output) -> Command:
+    """The command to run: ``update watch`` draws the live view on a terminal."""
+    run: Command = args.run
+    if run is follow.update_watch and not out.as_json and out.out.isatty():
+        return update_watch
+    return run
+
+
+@dataclass
+class VmRow:
+    state: str
+    connected: bool | None = None
+    step: str = ""
+    step_at: float | None = None
+    paused_at: float | None = None  # freeze ack (luod's realtime)
+    running_at: float | None = None  # done, or resumed after an abort
+
+
+@dataclass
+class Board:
+    """The view's state, fed events; pure (tests/unit/test_luoctl_live.py)."""
+
+    vms: dict[str, VmRow] = field(default_factory=dict)
+    phase: str = ""
+    update: dict[str, Any] | None = None
+    started: float | None = None
+    phase_at: float | None = None
+    deadline: float | None = None
+    stamp: float | None = None  # luod's realtime of the last stamped event ...
+    received: float = 0.0  # ... and luoctl's monotonic time when it arrived
+
+    @classmethod
+    def of(cls, vms: list[dict[str, Any]]) -> Board:
+        rows = {vm["id"]: VmRow(str(vm["state"]), vm.get("connected")) for vm in vms}
+        return cls(vms=rows)
+
+    def take(self, event: Event, received: float) -> None:
+        data, at = event.data, _at(event.data)
+        if at is not None:
+            self.stamp, self.received = at, received
+        if event.name == "STATE":
+            self.phase, self.update = str(data.get("phase")), data.get("update")
+            self._from_record(self.update or {})
+        elif event.name == "PHASE":
+            self.phase, self.phase_at = str(data.get("to")), at
+            self.deadline = data.get("deadline_seconds")
+            if data.get("from") == "idle":
+                self.started = at  # a new update: the last one's steps are history
+                self.vms = {k: VmRow(v.state, v.connected) for k, v in self.vms.items()}
+        elif event.name == "VM_PROGRESS":
+            self._step(str(data.get("id")), str(data.get("step")), at)
+
+    def _from_record(self, record: dict[str, Any]) -> None:
+        if record.get("outcome") != "running":
+            return
+        self.started = _epoch(record.get("started_at"))
+        phases = record.get("phases") or []
+        self.phase_at = _epoch(phases[-1]["at"]) if phases else None
+        for vm_id, steps in (record.get("vms") or {}).items():
+            for step, moment in sorted(steps.items(), key=lambda kv: str(kv[1])):
+                self._step(vm_id, step, _epoch(moment))
+
+    def _step(self, vm_id: str, step: str, at: float | None) -> None:
+        row = self.vms.setdefault(vm_id, VmRow("?"))
+        row.step, row.step_at = step, at
+        row.state = STATE_OF_STEP.get(step, row.state)
+        if step == "freeze_ack":
+            row.paused_at, row.running_at = at, None
+        elif step in ("done", "resumed"):
+            row.running_at = at
+
+    def now(self, monotonic: float) -> float | None:
+        """luod's realtime now, as far as luoctl can tell."""
+        return None if self.stamp is None else self.stamp + (monotonic - self.received)
+
+    def render(self, monotonic: float) -> Group:
+        now = self.now(monotonic)
+        return Group(Text(self.headline(now)), self.table(now))
+
+    def headline(self, now: float | None) -> str:
+        record = self.update or {}
+        if self.phase == "idle" or not self.phase:
+            last = f" (last: update {record['id']} {record['outcome']})" if record else ""
+            return f"phase idle: no update is running{last}; waiting for one"
+        kernel = (record.get("request") or {}).get("kernel", "")
+        parts = [f"phase {self.phase}"]
+        if now is not None and self.started is not None:
+            parts.append(f"elapsed {now - self.started:.1f} s")
+        if now is not None and self.deadline is not None and self.phase_at is not None:
+            parts.append(f"deadline in {max(0.0, self.deadline - (now - self.phase_at)):.1f} s")
+        which = f"\nupdate {record.get('id', '?')} -> {kernel}" if kernel else ""
+        return "  ".join(parts) + which
+
+    def table(self, now: float | None) -> Table:
+        table = Table(box=None, pad_edge=False)
+        for column in ("VM", "STATE", "VMM", "LAST EVENT", "BLACKOUT"):
+            table.add_column(column)
+        for vm_id, row in sorted(self.vms.items()):
+            link = {True: "connected", False: "disconnected", None: "-"}[row.connected]
+            last = f"{row.step} {render.clock_of(row.step_at)}" if row.step else "-"
+            table.add_row(vm_id, row.state, link, last, _blackout(row, now))
+        return table
+
+
+def _blackout(row: VmRow, now: float | None) -> str:
+    if row.paused_at is None:
+        return "-"
+    end = row.running_at if row.running_at is not None else now
+    if end is None:
+        return "-"
+    ongoing = "" if row.running_at is not None else " …"
+    return f"{end - row.paused_at:.3f} s{ongoing}"
+
+
+def _at(data: dict[str, Any]) -> float | None:
+    return _epoch(data.get("at")) if isinstance(data.get("at"), str) else None
+
+
+def _epoch(moment: Any) -> float | None:
+    return render.epoch(moment) if isinstance(moment, str) else None
+
+
+def update_watch(api: Api, args: argparse.Namespace, out: Output) -> int:
+    """The live table until the update ends; then its summary, as ``update wait`` prints it."""
+    board = Board.of(api.get("/v1/vms")["vms"])
+    progress = follow.Progress()
+    console = Console(file=out.out)
+    with Live(board.render(time.monotonic()), console=console, auto_refresh=False) as screen:
+        for event in follow.events(api, math.inf, progress):
+            if event is not None:
+                progress.take(event)
+                board.take(event, time.monotonic())
+            screen.update(board.render(time.monotonic()), refresh=True)
+            if progress.phase == "rebooting" or progress.outcome is not None:
+                break
+    if progress.phase == "rebooting":
+        return follow.rebooting(out, progress)
+    if progress.outcome is not None:
+        return follow.ended(api, out, progress.outcome)
+    return EXIT_ERROR
