@@ -117,6 +117,8 @@ class UpdateDriver:
     def read_images(self, kernel: Path) -> None:
         """Read (and decompress) the images a preflight compares into ``compat.CACHE``. Call
         it in a worker thread first: the checks on the loop then only stat them."""
+        from luod.core import compat  # the handover-ABI readers: loaded by the first update
+
         for path in (kernel, self.running_image or self.backend.running_image()):
             if path is not None:
                 compat.CACHE.facts(path)
