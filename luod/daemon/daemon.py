@@ -50,6 +50,8 @@ ApiServer = Callable[
 qualifications)."""
 SOCKET_GROUP = "luod"
 CUSTODY_CHECK_SECONDS = 2.0
+REPLY_GRACE_SECONDS = 1.0
+"""On stop: how long requests being answered may take to get their replies out."""
 API_DELAY_AFTER_KEXEC = 1.0
 """Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
 reclaiming their memory."""
@@ -118,8 +120,8 @@ class Daemon:
         """luod's directories, checked (luod.core.statedir), and the state directory locked
         before anything is touched: a second luod there stops here (``state-dir-locked``)."""
         statedir.prepare(self.settings.state_dir, statedir.STATE_DIR_MODE)
-        lock = statedir.StateLock(self.settings.state_dir)
-        self._opened.callback(lock.close)
+        self.state_lock = statedir.StateLock(self.settings.state_dir)
+        self._opened.callback(self.state_lock.close)
         statedir.prepare(self.settings.runtime_dir, statedir.RUNTIME_DIR_MODE)
         for name in statedir.STATE_FILES:
             statedir.tighten(self.settings.state_dir / name)
@@ -231,6 +233,7 @@ class Daemon:
         systemd.stopping()
         self.driver.shutdown()  # an update before the freeze is aborted: VMMs resume
         self.events.stopping()  # the REST event streams end now, not at uvicorn's grace
+        await server.drain(REPLY_GRACE_SECONDS)  # an ABORT that ended the update gets its reply
         for task in background:
             task.cancel()
         self.nics.close()
@@ -262,14 +265,15 @@ class Daemon:
         kexec the stop is systemd's shutdown and goes ahead (UpdateDriver.defers_signals)."""
         loop = asyncio.get_running_loop()
 
-        def requested(signum: int) -> None:
+        def requested(signum: int, logged: bool = False) -> None:
             if self.driver.defers_signals:
-                log.warning(
-                    "signal-deferred",
-                    signal=signal.Signals(signum).name,
-                    phase=str(self.driver.machine.phase),
-                )
-                loop.call_later(0.1, requested, signum)
+                if not logged:  # once per signal; then checked again silently every 0.1 s
+                    log.warning(
+                        "signal-deferred",
+                        signal=signal.Signals(signum).name,
+                        phase=str(self.driver.machine.phase),
+                    )
+                loop.call_later(0.1, requested, signum, True)
                 return
             self.stop()
 

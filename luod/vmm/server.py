@@ -132,6 +132,16 @@ class VmmServer:
         self._accept_failures = 0
         self._next_accept_log = 0.0
         self._resume: asyncio.TimerHandle | None = None
+        self._answering: set[Connection] = set()  # a request of theirs is being answered
+
+    async def drain(self, timeout: float) -> None:
+        """luod is stopping: read no more requests, and give those being answered (an ABORT
+        waits for the update's end) up to ``timeout`` seconds to get their replies out."""
+        for conn in self.connections:
+            conn.stop_reading()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._answering and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
     async def serve(self) -> None:
         """Accept clients until cancelled; each connection is served by a task of this group."""
@@ -250,7 +260,11 @@ class VmmServer:
         group: one client's failure would stop luod (issue 13, finding 1)."""
         try:
             while (frame := await conn.inbox.get()) is not None:
-                conn.push(await self._answer(conn, frame))
+                self._answering.add(conn)
+                try:
+                    conn.push(await self._answer(conn, frame))
+                finally:
+                    self._answering.discard(conn)
                 if conn.inbox.empty():
                     conn.read_from(self._readable)
         except Exception:

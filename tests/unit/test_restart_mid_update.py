@@ -27,7 +27,7 @@ class Restarted(Luod):
     """The next luod on the same kernel and custody (same boot): the old one was killed."""
 
     def __init__(self, old: Luod) -> None:
-        old.registry.close()  # its fds die with it; custody keeps its copies
+        old.die()  # its fds die with it (its lock too); custody keeps its copies
         self.state, self.kernel = old.state, old.kernel
         settings = Settings.simulated(old.state, access=AccessPolicy.default())
         self.daemon = Daemon(settings, backend=old.daemon.backend, custody=old.custody)
@@ -114,6 +114,7 @@ def test_killed_during_reclaiming_the_update_goes_on_and_reaches_the_history(
         await before.driver.wait()
         assert before.kexeced
 
+        before.die()  # the kexec ended it
         after = Luod(tmp_path / "luod", custody=MemoryCustody())
         after.driver.resume_after_kexec(after.daemon.started)
         assert after.driver.machine.phase is Phase.RECLAIMING
@@ -168,6 +169,7 @@ def test_a_state_session_lost_after_its_retrieve_falls_back_to_the_disk_manifest
         await before.driver.wait()
         assert before.kexeced
 
+        before.die()  # the kexec ended it
         backend = open_backend(tmp_path / "luod" / "kernel")
         with backend.device.open() as device:  # a luod killed right after this retrieve
             device.retrieve_session("luod").close()  # its last close: implicit FINISH
