@@ -183,6 +183,15 @@ def test_man_pages_come_from_help(root: Path) -> None:
         assert option.replace("-", "\\-") in text, page
 
 
+def test_every_luoctl_command_has_its_man_page(root: Path) -> None:
+    """The pages make man generates from luoctl's parser (man/), one per command."""
+    repo = Path(__file__).resolve().parents[2] / "man"
+    for page in sorted(repo.glob("luoctl-*.1")):
+        installed = root / "usr/share/man/man1" / f"{page.name}.gz"
+        text = gzip.decompress(installed.read_bytes()).decode()
+        assert text.splitlines()[:2] == page.read_text().splitlines()[:2], page.name
+
+
 def test_luoctl_has_shell_completion(root: Path) -> None:
     bash = (root / "usr/share/bash-completion/completions/luoctl").read_text()
     assert "complete " in bash and "luoctl" in bash
