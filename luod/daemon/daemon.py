@@ -233,7 +233,8 @@ class Daemon:
         systemd.stopping()
         self.driver.shutdown()  # an update before the freeze is aborted: VMMs resume
         self.events.stopping()  # the REST event streams end now, not at uvicorn's grace
-        await server.drain(REPLY_GRACE_SECONDS)  # an ABORT that ended the update gets its reply
+        if not self.kernel_gone:  # after a kexec nothing answers (the simulator's neither)
+            await server.drain(REPLY_GRACE_SECONDS)  # an ABORT that ended an update: replied
         for task in background:
             task.cancel()
         self.nics.close()

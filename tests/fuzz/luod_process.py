@@ -108,7 +108,9 @@ def well_behaved_update(daemon: Daemon) -> str:
             freeze.start()
             with Client(daemon.socket, timeout=60) as operator:
                 reply = operator.update(image, wait=True, deadlines={"freezing": 30})
-                return f"the update ended without a kexec: {reply}"[:500]
+                record = reply.get("update") or {}
+                said = f"{record.get('outcome')}: {record.get('reason')}"
+                return f"the update ended without a kexec ({said})"[:500]
     except (LuodError, OSError):
         pass  # the kexec ended luod while the operator waited
     try:
