@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: run sim test lint typecheck unit vm chaos bench fuzz kernel host-tools clean man
 
 # The main job: a real LUO kernel under QEMU, luod + three VMMs, an update watched live,
-# the kexec, and every VM's memory checked after it (< 3 minutes once the kernel exists).
+# the kexec, and every VM's memory checked after it (5-8 minutes under TCG once the kernel exists).
 run: $(STAMP) host-tools
 	LUOD_TEST_KERNEL="$$(tests/vm/get-kernel)" $(PY) -m tests.vm.showcase
 
