@@ -103,6 +103,18 @@ class GuestRam:
         }
 
 
+def ram_given_to(qemu_args: list[str]) -> GuestRam:
+    """The guest RAM among QEMU's arguments (``mem-path=/proc/self/fd/N``, as luod-qemu
+    passes it), for a launcher that stands in for the QEMU binary."""
+    found = re.search(r"mem-path=(/proc/self/fd/[0-9]+)", " ".join(qemu_args))
+    assert found, "no mem-path=/proc/self/fd/N among QEMU's arguments"
+    return GuestRam(None, Path(found[1]))
+
+
+def exec_qemu(qemu_args: list[str]) -> None:
+    os.execvp(QEMU, [QEMU, *qemu_args])
+
+
 def wait_for_boot(ram: GuestRam, timeout: float = 120) -> None:
     """Until the boot code ran (the magic is in RAM): SeaBIOS first, under nested TCG."""
     deadline = time.monotonic() + timeout
@@ -120,10 +132,8 @@ def main(argv: list[str]) -> int:
     elif command == "args":
         print("\n".join(qemu_args(path)))
     elif command == "launch":
-        found = re.search(r"mem-path=(/proc/self/fd/[0-9]+)", " ".join(argv[2:]))
-        assert found, "no mem-path=/proc/self/fd/N among QEMU's arguments"
-        path.write_text(json.dumps(GuestRam(None, Path(found[1])).probe()))
-        os.execvp(QEMU, [QEMU, *argv[2:]])
+        path.write_text(json.dumps(ram_given_to(argv[2:]).probe()))
+        exec_qemu(argv[2:])
     elif command == "twice":  # one process (a python start is seconds in a nested guest)
         ram = GuestRam(path)
         wait_for_boot(ram)

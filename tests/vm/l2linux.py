@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import re
 import struct
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.vm.l2guest import QEMU, GuestRam
+from tests.vm.l2guest import GuestRam, exec_qemu, ram_given_to
 
 MAGIC = b"LUOD-L2-LINUX:-)"
 KEYS = (0x5A17C0DE600DF00D, 0x0BADC0FFEE15D00D)
@@ -149,13 +147,12 @@ def main(argv: list[str]) -> int:
         Path(argv[3]).write_text(json.dumps(second))
         print(f"linux L2: counter {second['counter']}, uptime {second['uptime']:.2f} s")
     elif command == "launch":
-        found = re.search(r"mem-path=(/proc/self/fd/[0-9]+)", " ".join(argv[2:]))
-        assert found, "no mem-path=/proc/self/fd/N among QEMU's arguments"
-        ram = GuestRam(None, Path(found[1]))
+        ram = ram_given_to(argv[2:])
         found_at = find(ram)
-        probed = probe(ram, found_at) if found_at is not None else {"magic": None}
-        path.write_text(json.dumps(probed))
-        os.execvp(QEMU, [QEMU, *argv[2:]])
+        path.write_text(
+            json.dumps(probe(ram, found_at) if found_at is not None else {"magic": None})
+        )
+        exec_qemu(argv[2:])
     else:
         print(__doc__, file=sys.stderr)
         return 2
