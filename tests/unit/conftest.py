@@ -1,7 +1,28 @@
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
+
+from tests.unit.test_luoctl import Host
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/unit/" in str(item.path):
             item.add_marker(pytest.mark.unit)
+
+
+# luoctl's tests (test_luoctl*.py): one luod on the simulator behind the REST app, one VM in it.
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def host(tmp_path: Path) -> AsyncIterator[Host]:
+    running = Host(tmp_path / "luod")
+    await running.serve()
+    await running.luod.handover_vm("vm1", size=1 << 20)
+    yield running
+    await running.stop()
+    running.luod.close()

@@ -8,7 +8,6 @@ import contextlib
 import io
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,6 @@ from tests.rest.harness import Luod, until
 
 pytestmark = pytest.mark.anyio
 TOKEN = "luoctl-test-token-0123456789"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @dataclass
@@ -77,16 +71,6 @@ class Host:
 
     def kernel_args(self, *more: str) -> tuple[str, ...]:
         return ("--kernel", str(self.luod.kernel), "--reuse-cmdline", *more)
-
-
-@pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[Host]:
-    running = Host(tmp_path / "luod")
-    await running.serve()
-    await running.luod.handover_vm("vm1", size=1 << 20)
-    yield running
-    await running.stop()
-    running.luod.close()
 
 
 async def test_status_human_and_json_anywhere_on_the_line(host: Host) -> None:

@@ -3,9 +3,6 @@ history show the override (a luod on the simulator behind its REST API, as test_
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from luod.kernel import _simimage
@@ -13,21 +10,6 @@ from tests.bzimages import B_7_3, B_ABI_V6, bzimage
 from tests.unit.test_luoctl import Host
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[Host]:
-    running = Host(tmp_path / "luod")
-    await running.serve()
-    await running.luod.handover_vm("vm1", size=1 << 20)
-    yield running
-    await running.stop()
-    running.luod.close()
 
 
 def kernel(host: Host, name: str, data: bytes) -> tuple[str, ...]:

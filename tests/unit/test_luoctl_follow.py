@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -17,21 +15,6 @@ from tests.rest.harness import FakeVmm, Luod, until
 from tests.unit.test_luoctl import Host
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[Host]:
-    running = Host(tmp_path / "luod")
-    await running.serve()
-    await running.luod.handover_vm("vm1", size=1 << 20)
-    yield running
-    await running.stop()
-    running.luod.close()
 
 
 def vmm_of(host: Host) -> FakeVmm:
