@@ -52,9 +52,11 @@ SOCKET_GROUP = "luod"
 CUSTODY_CHECK_SECONDS = 2.0
 REPLY_GRACE_SECONDS = 1.0
 """On stop: how long requests being answered may take to get their replies out."""
-API_DELAY_AFTER_KEXEC = 1.0
-"""Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
-reclaiming their memory."""
+API_WAIT_AFTER_KEXEC = 5.0
+"""Right after a kexec the REST stack waits for the update's end (every VM reclaimed and done),
+at most this long: its import (FastAPI, pydantic, uvicorn) is CPU, in a thread sharing luod's
+GIL, that the VMMs starting and reclaiming need more (in the systemd test guest under TCG it ran
+for 30-46 s, beside the VMMs' 23-29 s from exec to RECLAIM: bench/NOTES.md)."""
 
 
 class Daemon:
@@ -210,16 +212,8 @@ class Daemon:
             background.append(tasks.create_task(systemd.watchdog(interval)))
         after_kexec = self.report.mode == "after-kexec"
         if self.settings.api is not None and self._api is not None:
-            delay = API_DELAY_AFTER_KEXEC if after_kexec else 0.0
-            api = self._api(
-                self.registry,
-                self.driver,
-                self.events,
-                self.settings.api,
-                delay,
-                self.qualifications,
-            )
-            background.append(tasks.create_task(api))
+            ended = self._update_ended() if after_kexec else None
+            background.append(tasks.create_task(self._serve_api(self._api, ended)))
         reclaiming = self.driver.resume_interrupted(after_kexec, self.started)  # a killed luod's
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
@@ -241,6 +235,27 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _update_ended(self) -> asyncio.Event:
+        """Set when the running update ends (or luod stops); listening from now on."""
+        ended = asyncio.Event()
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("event") in ("UPDATE_END", "SHUTDOWN"):
+                ended.set()
+
+        self.events.listen(on_event)
+        return ended
+
+    async def _serve_api(self, api: ApiServer, ended: asyncio.Event | None) -> None:
+        """The REST API; after a kexec once the update ended, at most API_WAIT_AFTER_KEXEC."""
+        if ended is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), API_WAIT_AFTER_KEXEC)
+        assert self.settings.api is not None
+        await api(
+            self.registry, self.driver, self.events, self.settings.api, 0.0, self.qualifications
+        )
 
     async def _custody_watch(self) -> None:
         """Every few seconds: is the custodian there? A keeper that died is replaced and
