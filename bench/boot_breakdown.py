@@ -115,6 +115,7 @@ def rows_for(record: dict[str, Any], data: dict[str, Any], boot: int) -> list[li
         _unit(units, "sdg-stamp.service", exec_),
         _unit(units, "systemd-remount-fs.service", "ActiveEnterTimestampMonotonic"),
         _unit(units, "luod.service", exec_),
+        [since(epoch(record["events"]["luod_start"]))],
         [since(epoch(record["events"]["sessions_retrieved"]))],
         _unit(units, "luod.service", "ActiveEnterTimestampMonotonic"),
         [v for unit in reclaims for v in _unit(units, unit, exec_)],
@@ -126,9 +127,10 @@ def rows_for(record: dict[str, Any], data: dict[str, Any], boot: int) -> list[li
 
 STEPS = (
     "PID 1 (systemd) starts",
-    "bare unit runs (luod's explicit ordering)",
+    "bare unit runs (luod's ordering)",
     "systemd-remount-fs done (luod's implicit After=, from StateDirectory=)",
     "luod exec'd",
+    "luod imported, its Daemon built (luod_start)",
     "luod: sessions retrieved, serving",
     "luod.service active (READY=1 seen by systemd)",
     "VMM units exec'd",

@@ -213,7 +213,7 @@ def reclaim_table(samples: list[dict[str, Any]]) -> str:
             ]
         )
     header = ["after kexec", "exec -> 1st RECLAIM", "pass: 1st / rest", "/ 1st pass"]
-    header += ["/ warm pass", "-> luod_start", "-> retrieved+serving", "-> RECLAIM handled"]
+    header += ["/ warm pass", "exec -> luod_start (imported)", "-> serving", "-> RECLAIM handled"]
     return table(header, rows)
 
 
@@ -227,7 +227,7 @@ def after_text(after: dict[str, Any]) -> str:
         f"warm, same guest: python3 -c pass {human(median(after['bare']))}, "
         f"import luod.main {human(median(after['import']))}, "
         f"luod exec -> serving (empty state, no REST) {human(after['serving'])}\n"
-        f"costliest top-level imports of luod.main (-X importtime, cumulative): {imports}"
+        f"luod.main's costliest imports (-X importtime, one level down, cumulative): {imports}"
     )
 
 
