@@ -17,6 +17,7 @@ import grp
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,13 @@ CUSTODY_CHECK_SECONDS = 2.0
 REPLY_GRACE_SECONDS = 1.0
 """On stop: how long requests being answered may take to get their replies out."""
 API_WAIT_AFTER_KEXEC = 5.0
+API_WAIT_STARTS = 3.0
 """Right after a kexec the REST stack waits for the update's end (every VM reclaimed and done),
-at most this long: its import (FastAPI, pydantic, uvicorn) is CPU, in a thread sharing luod's
-GIL, that the VMMs starting and reclaiming need more (in the systemd test guest under TCG it ran
-for 30-46 s, beside the VMMs' 23-29 s from exec to RECLAIM: bench/NOTES.md)."""
+at most API_WAIT_AFTER_KEXEC seconds or API_WAIT_STARTS times luod's own start (exec to
+serving: on a slow machine the VMMs, started after luod serves, take as long to start). Its
+import (FastAPI, pydantic, uvicorn) is CPU, in a thread holding luod's GIL, that the VMMs
+starting and reclaiming need more: in the systemd test guest under TCG it ran for 30-46 s
+beside the VMMs' start, and luod took 1-2 s to answer a RECLAIM meanwhile (bench/NOTES.md)."""
 
 
 class Daemon:
@@ -213,7 +217,8 @@ class Daemon:
         after_kexec = self.report.mode == "after-kexec"
         if self.settings.api is not None and self._api is not None:
             ended = self._update_ended() if after_kexec else None
-            background.append(tasks.create_task(self._serve_api(self._api, ended)))
+            wait = max(API_WAIT_AFTER_KEXEC, API_WAIT_STARTS * seconds_since_exec())
+            background.append(tasks.create_task(self._serve_api(self._api, ended, wait)))
         reclaiming = self.driver.resume_interrupted(after_kexec, self.started)  # a killed luod's
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
@@ -247,11 +252,12 @@ class Daemon:
         self.events.listen(on_event)
         return ended
 
-    async def _serve_api(self, api: ApiServer, ended: asyncio.Event | None) -> None:
-        """The REST API; after a kexec once the update ended, at most API_WAIT_AFTER_KEXEC."""
+    async def _serve_api(self, api: ApiServer, ended: asyncio.Event | None, wait: float) -> None:
+        """The REST API; after a kexec once the update ended (``ended``), at most ``wait``
+        seconds from now."""
         if ended is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), API_WAIT_AFTER_KEXEC)
+                await asyncio.wait_for(ended.wait(), wait)
         assert self.settings.api is not None
         await api(
             self.registry, self.driver, self.events, self.settings.api, 0.0, self.qualifications
@@ -302,6 +308,15 @@ class Daemon:
         owns it) and custody's local resources (what custody holds outside luod stays held)."""
         self._opened.close()
         log.info("stopped")
+
+
+def seconds_since_exec() -> float:
+    """How long this process has run: its start in /proc/self/stat (clock ticks since boot)
+    against CLOCK_BOOTTIME."""
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rpartition(b")")[2].split()
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started
 
 
 def _declared_abi(image: Path) -> Declared | None:
