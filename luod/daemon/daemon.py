@@ -17,7 +17,6 @@ import grp
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -53,14 +52,9 @@ SOCKET_GROUP = "luod"
 CUSTODY_CHECK_SECONDS = 2.0
 REPLY_GRACE_SECONDS = 1.0
 """On stop: how long requests being answered may take to get their replies out."""
-API_WAIT_AFTER_KEXEC = 5.0
-API_WAIT_STARTS = 3.0
-"""Right after a kexec the REST stack waits for the update's end (every VM reclaimed and done),
-at most API_WAIT_AFTER_KEXEC seconds or API_WAIT_STARTS times luod's own start (exec to
-serving: on a slow machine the VMMs, started after luod serves, take as long to start). Its
-import (FastAPI, pydantic, uvicorn) is CPU, in a thread holding luod's GIL, that the VMMs
-starting and reclaiming need more: in the systemd test guest under TCG it ran for 30-46 s
-beside the VMMs' start, and luod took 1-2 s to answer a RECLAIM meanwhile (bench/NOTES.md)."""
+API_DELAY_AFTER_KEXEC = 1.0
+"""Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
+reclaiming their memory."""
 
 
 class Daemon:
@@ -216,9 +210,16 @@ class Daemon:
             background.append(tasks.create_task(systemd.watchdog(interval)))
         after_kexec = self.report.mode == "after-kexec"
         if self.settings.api is not None and self._api is not None:
-            ended = self._update_ended() if after_kexec else None
-            wait = max(API_WAIT_AFTER_KEXEC, API_WAIT_STARTS * seconds_since_exec())
-            background.append(tasks.create_task(self._serve_api(self._api, ended, wait)))
+            delay = API_DELAY_AFTER_KEXEC if after_kexec else 0.0
+            api = self._api(
+                self.registry,
+                self.driver,
+                self.events,
+                self.settings.api,
+                delay,
+                self.qualifications,
+            )
+            background.append(tasks.create_task(api))
         reclaiming = self.driver.resume_interrupted(after_kexec, self.started)  # a killed luod's
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
@@ -240,28 +241,6 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _update_ended(self) -> asyncio.Event:
-        """Set when the running update ends (or luod stops); listening from now on."""
-        ended = asyncio.Event()
-
-        def on_event(event: dict[str, Any]) -> None:
-            if event.get("event") in ("UPDATE_END", "SHUTDOWN"):
-                ended.set()
-
-        self.events.listen(on_event)
-        return ended
-
-    async def _serve_api(self, api: ApiServer, ended: asyncio.Event | None, wait: float) -> None:
-        """The REST API; after a kexec once the update ended (``ended``), at most ``wait``
-        seconds from now."""
-        if ended is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), wait)
-        assert self.settings.api is not None
-        await api(
-            self.registry, self.driver, self.events, self.settings.api, 0.0, self.qualifications
-        )
 
     async def _custody_watch(self) -> None:
         """Every few seconds: is the custodian there? A keeper that died is replaced and
@@ -308,15 +287,6 @@ class Daemon:
         owns it) and custody's local resources (what custody holds outside luod stays held)."""
         self._opened.close()
         log.info("stopped")
-
-
-def seconds_since_exec() -> float:
-    """How long this process has run: its start in /proc/self/stat (clock ticks since boot)
-    against CLOCK_BOOTTIME."""
-    with open("/proc/self/stat", "rb") as stat:
-        fields = stat.read().rpartition(b")")[2].split()
-    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
-    return time.clock_gettime(time.CLOCK_BOOTTIME) - started
 
 
 def _declared_abi(image: Path) -> Declared | None:

@@ -1,12 +1,11 @@
 """The REST API of a running luod: imported and started once the VMM socket serves.
 
 FastAPI and uvicorn are imported in a worker thread, so that the event loop keeps serving VMMs
-meanwhile; right after a kexec the daemon starts this only once the update ended (every VM
-reclaimed and done), or after a bound (luod.daemon.daemon.API_WAIT_AFTER_KEXEC): that CPU
-belongs to the VMMs reclaiming their memory. uvicorn then serves from a thread and event loop
-of its own (luod.rest.thread), reading snapshots of luod's state and marshalling mutations to
-luod's loop (luod.rest.bridge): API traffic never queues in front of a VMM. The REST layer sits
-above the daemon and reaches it only through ``DaemonFacade`` (luod.rest.adapter), which implements
+meanwhile; right after a kexec the import also waits ``delay`` seconds, which belong to the VMMs
+reclaiming their memory. uvicorn then serves from a thread and event loop of its own
+(luod.rest.thread), reading snapshots of luod's state and marshalling mutations to luod's loop
+(luod.rest.bridge): API traffic never queues in front of a VMM. The REST layer sits above the
+daemon and reaches it only through ``DaemonFacade`` (luod.rest.adapter), which implements
 luod.rest.facade.RestFacade; the daemon gets ``serve_api`` plugged in by luod.main.
 """
 
