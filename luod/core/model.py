@@ -18,6 +18,8 @@ from luod.errors import LuodError
 SESSION_PREFIX: Final = "luod."
 STATE_SESSION: Final = "luod"
 MANIFEST_TOKEN: Final = 0
+HANDOFF_JOURNAL_TOKEN: Final = 1
+"""Session ``luod``: the changes after the snapshot at token 0 (luod.core.manifest)."""
 VM_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,57}")
 FILE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 FILE_KINDS: Final = ("memfd", "vfio", "iommufd", "guest_memfd")

@@ -251,8 +251,9 @@ class UpdateDriver:
             )
             self.machine.go(Phase.PREPARED, "every VM preserved")
             await holds.hold("prepared")
-            # the host's dirty pages flushed before the freeze: the sync before reboot()
-            # (Registry.begin_kexec) then has little left, inside the VMs' pause (issue 17)
+            self._stage_handoff()
+            # the handoff's snapshot and the host's dirty pages flushed before the freeze: the
+            # sync before reboot() then has little left, inside the VMs' pause (issue 17)
             await asyncio.to_thread(os.sync)
             self.machine.go(Phase.FREEZING, "operator or automatic freeze")
             await self.barrier.cross(list(self.registry.vms), "FREEZE", Phase.FREEZING)
@@ -268,6 +269,14 @@ class UpdateDriver:
                 self.log.finish("failed", f"{exc.code}: {exc.message}")
         finally:
             self._task = None
+
+    def _stage_handoff(self) -> None:
+        """Before the freeze: the manifest's snapshot, with the record so far, written where
+        the next kernel's luod looks (Registry.stage_kexec); after the last READY only the
+        changes since are added (Registry.begin_kexec, in the kexec step)."""
+        assert self.log.record is not None
+        self.registry.carry("update", self.log.record.to_dict())
+        self.registry.stage_kexec()
 
     async def _kexec(self) -> None:
         plan = self.kexec.plan()
@@ -335,6 +344,10 @@ class UpdateDriver:
         for vm_id, conn in self.connections:
             if dialect.may_send("RESUME", conn.capabilities):
                 conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
+        try:
+            self.registry.end_kexec()  # the handoff staged before the freeze, if it was
+        except (LuodError, LuoError, OSError) as exc:  # the VMs resume all the same
+            log.error("handoff-not-withdrawn", error=str(exc))
         if self.log.running():
             self.log.resumed(list(self.registry.vms))
 
