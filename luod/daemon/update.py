@@ -402,9 +402,14 @@ class UpdateDriver:
             self.log.finish("completed-with-unreclaimed", f"unreclaimed: {', '.join(left)}")
 
     def _maybe_complete(self) -> None:
-        if self.machine.phase is Phase.RECLAIMING and not self._unfinished():
+        if self.machine.phase is Phase.RECLAIMING and not self._any_unfinished():
             self.machine.go(Phase.IDLE, "every VM reclaimed and done")
             self.log.finish("completed", "")
+
+    def _any_unfinished(self) -> bool:
+        """Stops at the first (after every DONE: O(VMs) at most, not a list of them)."""
+        came = (VmState.INCOMING, VmState.RECLAIMED)
+        return any(v.state in came for v in self.registry.vms.values())
 
     def _unfinished(self) -> list[str]:
         """VMs that came through the update and are not done (new registrations don't count)."""
@@ -419,7 +424,7 @@ class UpdateDriver:
         if found is None or after_kexec:  # after the kexec the manifest carries the record
             running.clear(self.registry.state_dir)
             return False
-        if found.phase is Phase.REBOOTING and not found.same_boot and self._unfinished():
+        if found.phase is Phase.REBOOTING and not found.same_boot and self._any_unfinished():
             self._reclaim_from(found.record.to_dict(), started)  # killed before it got here
             return self.machine.phase is Phase.RECLAIMING
         self.log.adopt(found.record)
