@@ -15,5 +15,5 @@ def test_a_stamp_as_asdict_has_it() -> None:
 
 
 def test_an_owner_as_asdict_has_it() -> None:
-    owner = Owner(1000, 1001, 42, "/system.slice/vmm.service")
+    owner = Owner(1000, 1001, 42, "vmm.slice")
     assert owner.to_dict() == asdict(owner)
