@@ -78,9 +78,11 @@ class UpdateLog:
 
     def reclaim_step(self, vm_id: str, step: str) -> None:
         """After the kexec: a VM ``reclaimed`` (or claimed) its files, or is ``done``; kept on
-        disk at once, so that a luod restarted mid-reclaim goes on from there."""
-        self._progress(vm_id, step)
-        self._save()
+        disk at once (one line appended), so that a luod restarted mid-reclaim goes on from
+        there."""
+        at = self._progress(vm_id, step)
+        if self.record is not None and self.record.outcome == "running":
+            on_disk.append_step(self.state_dir, vm_id, step, at)
 
     def resumed(self, vm_ids: list[str]) -> None:
         """An abort sent RESUME: the VMs it had paused run again (their blackout ends)."""
@@ -88,12 +90,13 @@ class UpdateLog:
             if self.stamped(vm_id, "freeze_ack"):
                 self._progress(vm_id, "resumed")
 
-    def _progress(self, vm_id: str, step: str, note: str = "") -> None:
+    def _progress(self, vm_id: str, step: str, note: str = "") -> Stamp:
         assert self.record is not None
         now = self.clock.now()
         self.record.vm_event(vm_id, step, now)
         event = {"event": "VM_PROGRESS", "id": vm_id, "step": step, "at": now.to_dict()}
         self.events.publish({**event, "note": note} if note else event)
+        return now
 
     def uplink(self, link: str | None) -> None:
         """Before the kexec: the link guests are reached by, timed after the kexec."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from luod.core import reclaim
+from luod.core import reclaim, running
 from luod.daemon import handler
 from luod.daemon.update import UpdateRequest
 from tests.rest.harness import Luod, until
@@ -54,3 +54,32 @@ def test_small_reclaims_run_inline_and_big_ones_in_a_thread(
 
 
 BIG = handler.INLINE_BYTES  # sparse: the simulator copies nothing
+
+
+def test_each_reclaim_step_is_one_appended_line_not_the_record_again(tmp_path: Path) -> None:
+    """Rewriting the whole record at every RECLAIM and DONE cost O(VMs) each, O(VMs²) in all."""
+
+    async def scenario() -> None:
+        before = Luod(tmp_path / "luod")
+        vmms = [await before.handover_vm(f"vm{i}") for i in range(3)]
+        before.driver.start(UpdateRequest(before.kernel))
+        await until(lambda: all(v.events("FREEZE") for v in vmms))
+        for i, vmm in enumerate(vmms):
+            await before.ask(vmm, {"cmd": "READY", "id": f"vm{i}"})
+        await before.driver.wait()
+        before.die()
+
+        after = Luod(tmp_path / "luod")
+        after.driver.resume_after_kexec(after.daemon.started)
+        on_disk = tmp_path / "luod" / running.RUNNING
+        written = on_disk.read_text().splitlines()
+        vmm = await register_again(after, "vm0")
+        assert (await after.ask(vmm, {"cmd": "RECLAIM", "id": "vm0"}))["ok"]
+        assert (await after.ask(vmm, {"cmd": "DONE", "id": "vm0"}))["ok"]
+        lines = on_disk.read_text().splitlines()
+        assert lines[: len(written)] == written and len(lines) == len(written) + 2
+        found = running.read(after.state, after.registry.info.boot_id)
+        assert found is not None and {"reclaimed", "done"} <= set(found.record.vms["vm0"])
+        after.close()
+
+    asyncio.run(scenario())
