@@ -1,16 +1,19 @@
 """The running update's record on disk (STATE_DIR/update-running.json), rewritten at every
-phase transition and removed when the update ends; between transitions each VM's reclaim step
-is appended as one line (rewriting the record for each would cost O(VMs) per step, O(VMs²) per
-update: 13 ms a step at 1000 VMs, bench/NOTES.md). A luod killed in the middle of an update
-reads it when it starts again and ends or continues that update (docs/operations.md §8.13):
-before the reboot it ends as aborted (every VMM is owed a RESUME); in ``reclaiming`` it goes
-on; after a boot that did not come through the live update it ends as failed."""
+phase transition and removed when the update ends. Where rewriting the whole record costs too
+much, what changed since it was written is appended as one line instead: each VM's reclaim step
+(a rewrite per step costs O(VMs), O(VMs²) per update: 13 ms a step at 1000 VMs), and the
+transitions inside the VMs' pause, with the freeze acks (bench/NOTES.md). A luod killed in
+the middle of an update reads it when it starts again and ends or continues that update
+(docs/operations.md §8.13): before the reboot it ends as aborted (every VMM is owed a RESUME);
+in ``reclaiming`` it goes on; after a boot that did not come through the live update it ends
+as failed."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -47,10 +50,15 @@ def write(state_dir: Path, record: UpdateRecord, boot_id: str) -> None:
     os.replace(temporary, state_dir / RUNNING)
 
 
-def append_step(state_dir: Path, vm_id: str, step: str, at: Stamp) -> None:
-    """One VM's step (``reclaimed``, ``done``) after the record last written: one line."""
-    line = json.dumps({"vm": vm_id, "step": step, "at": at.to_dict()}) + "\n"
-    statedir.append(state_dir / RUNNING, line.encode())
+def append(
+    state_dir: Path, phase: dict[str, Any] | None, steps: Sequence[tuple[str, str, Stamp]]
+) -> None:
+    """The VMs' steps (vm, name, when) since the record was written, and a phase transition
+    (``Transition.to_dict()``) if one: one line."""
+    line: dict[str, Any] = {"steps": [[vm, name, at.to_dict()] for vm, name, at in steps]}
+    if phase is not None:
+        line["phase"] = phase
+    statedir.append(state_dir / RUNNING, (json.dumps(line) + "\n").encode())
 
 
 def clear(state_dir: Path) -> None:
@@ -61,11 +69,11 @@ def clear(state_dir: Path) -> None:
 def read(state_dir: Path, boot_id: str) -> Interrupted | None:
     """The update a previous luod left running, or None (no file, or one luod cannot read)."""
     try:
-        first, *steps = (state_dir / RUNNING).read_text().split("\n")
+        first, *lines = (state_dir / RUNNING).read_text().split("\n")
         data: dict[str, Any] = json.loads(first)
         record = UpdateRecord.from_dict(data["record"])
-        for line in steps:
-            _replay_step(record, line)
+        for line in lines:
+            _replay(record, line)
         phases = record.phases
         phase = Phase(phases[-1]["to"]) if phases else Phase.PREPARING
     except (OSError, ValueError, KeyError, TypeError):
@@ -73,13 +81,16 @@ def read(state_dir: Path, boot_id: str) -> Interrupted | None:
     return Interrupted(record, phase, data.get("boot_id") == boot_id)
 
 
-def _replay_step(record: UpdateRecord, line: str) -> None:
-    """A line ``append_step`` wrote; a torn or malformed one (a luod killed mid-write) is
-    skipped."""
+def _replay(record: UpdateRecord, line: str) -> None:
+    """A line ``append`` wrote; a torn or malformed one (a luod killed mid-write) is skipped."""
     try:
-        step = json.loads(line)
-        vm_id, name, at = step["vm"], step["step"], step["at"]
-    except (ValueError, KeyError, TypeError):
+        data = json.loads(line)
+        steps, phase = data["steps"], data.get("phase")
+        checked = [(vm, name, at) for vm, name, at in steps]
+    except (ValueError, KeyError, TypeError, AttributeError):
         return
-    if isinstance(vm_id, str) and isinstance(name, str) and isinstance(at, dict):
-        record.vms.setdefault(vm_id, {})[name] = at
+    for vm, name, at in checked:
+        if isinstance(vm, str) and isinstance(name, str) and isinstance(at, dict):
+            record.vms.setdefault(vm, {})[name] = at
+    if isinstance(phase, dict):
+        record.phase(phase)

@@ -6,11 +6,12 @@ update's record as carried last."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
-from luod.core import handoff, manifest
+from luod.core import handoff, holds, manifest, running, timeline
 from luod.core.model import (
     HANDOFF_JOURNAL_TOKEN,
     MANIFEST_TOKEN,
@@ -19,12 +20,14 @@ from luod.core.model import (
     Mode,
     VmState,
 )
+from luod.core.orchestrator import Phase
 from luod.daemon.update import UpdateRequest
 from luod.kernel.sim import SimulatedKexec
 from tests.contract.harness import FAKE_BZIMAGE
 from tests.rest.harness import Luod, until
 from tests.unit.test_core import ROOT, World, preserve, ram
 from tests.unit.test_core import world as world
+from tests.unit.test_restart_mid_update import Restarted, kill_during_update
 
 
 def _load(world: World, tmp_path: Path) -> None:
@@ -163,5 +166,33 @@ def test_the_snapshot_is_staged_before_freeze_and_withdrawn_by_an_abort(tmp_path
             fd.close()
         assert STATE_SESSION not in left
         luod.close()
+
+    asyncio.run(scenario())
+
+
+def test_inside_the_pause_the_running_record_grows_by_a_line_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FROZEN is appended (with the freeze acks), not the record rewritten; a luod killed there
+    ends the update with every stamp it had."""
+    monkeypatch.setenv(holds.ENV, "frozen=30")
+
+    async def scenario() -> None:
+        luod = Luod(tmp_path / "luod")
+        vmm = await luod.handover_vm("vm1")
+        luod.driver.start(UpdateRequest(luod.kernel))
+        await until(lambda: vmm.events("FREEZE"))
+        await luod.ask(vmm, {"cmd": "READY", "id": "vm1"})
+        await until(lambda: luod.driver.machine.phase is Phase.FROZEN)
+        last = json.loads((luod.state / running.RUNNING).read_text().splitlines()[-1])
+        assert last["phase"]["to"] == "frozen" and ["vm1", "freeze_ack"] in [
+            step[:2] for step in last["steps"]
+        ]
+        kill_during_update(luod)
+        again = Restarted(luod)
+        [record] = timeline.read_history(again.state)
+        assert [p["to"] for p in record["phases"]][-3:] == ["frozen", "aborting", "idle"]
+        assert {"freeze_sent", "freeze_ack"} <= set(record["vms"]["vm1"])
+        again.close()
 
     asyncio.run(scenario())
