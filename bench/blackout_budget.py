@@ -114,13 +114,16 @@ def spawn(state: Path, tree: Path, log: Path | None = None) -> subprocess.Popen[
         )
 
 
-def reboot_called(log: Path) -> float:
-    """luod's own stamp of its call of the backend's reboot: its ``kexec`` log line's time."""
+def reboot_called(log: Path) -> tuple[float, float | None]:
+    """luod's own stamp of its call of the backend's reboot (its ``kexec`` log line's time),
+    and how long the host's sync(2) just before took (None: a luod that does not say)."""
     for line in log.read_text().splitlines():
         with contextlib.suppress(ValueError):
             entry = json.loads(line)
             if isinstance(entry, dict) and entry.get("event") == "kexec":
-                return datetime.datetime.fromisoformat(entry["timestamp"]).timestamp()
+                at = datetime.datetime.fromisoformat(entry["timestamp"]).timestamp()
+                sync = entry.get("sync_ms")
+                return at, None if sync is None else float(sync) / 1e3
     raise RuntimeError(f"luod logged no kexec in {log}")
 
 
@@ -157,9 +160,11 @@ async def one_update(workdir: Path, count: int, tree: Path = REPO) -> dict[str, 
         new.terminate()
         await asyncio.to_thread(new.wait, 10)
     record = json.loads((state / "history.jsonl").read_text().splitlines()[-1])
+    rebooted, synced = reboot_called(old_log)
     return {
         "record": record,
-        "rebooted": reboot_called(old_log),
+        "rebooted": rebooted,
+        "sync": synced,
         "handed_over": handed_over,
         "exec": started,
         "vmms": vmms,
@@ -188,6 +193,12 @@ def parts_of(run: dict[str, Any]) -> list[list[float | None]]:
     return out
 
 
+def pre_reboot(run: dict[str, Any]) -> float:
+    """Part 2 of the run: the last READY -> luod's call of reboot()."""
+    last_ready = max(float(v["freeze_ack"]["realtime"]) for v in run["record"]["vms"].values())
+    return float(run["rebooted"]) - last_ready
+
+
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
@@ -195,19 +206,20 @@ def p99(values: list[float]) -> float:
 
 def fan_out(run: dict[str, Any]) -> float:
     """The last VM's RECLAIM after the first's."""
-    sent = [vmm.reclaim_sent for vmm in run["vmms"]]
+    sent = [float(vmm.reclaim_sent) for vmm in run["vmms"]]
     return max(sent) - min(sent)
 
 
 def first_reclaim(run: dict[str, Any]) -> float:
     """luod's exec -> the first RECLAIM sent (parts 4 + 5 of the first VM)."""
-    return min(vmm.reclaim_sent for vmm in run["vmms"]) - float(run["exec"])
+    return min(float(vmm.reclaim_sent) for vmm in run["vmms"]) - float(run["exec"])
 
 
 class Measures:
     def __init__(self) -> None:
         self.parts: dict[int, list[list[float | None]]] = {}
         self.fan_out: dict[int, list[float]] = {}
+        self.own: dict[int, list[float]] = {}  # part 2 without the host's sync(2), per run
         self.first: list[float] = []
         self.bare: list[float] = []
 
@@ -218,6 +230,7 @@ def measure(trees: dict[str, Path]) -> dict[str, Measures]:
     for count in COUNTS:
         for name in trees:
             found[name].parts[count], found[name].fan_out[count] = [], []
+            found[name].own[count] = []
         for _ in range(ROUNDS):
             bare = run_once(BARE)
             for name, tree in trees.items():
@@ -225,6 +238,8 @@ def measure(trees: dict[str, Path]) -> dict[str, Measures]:
                     run = asyncio.run(one_update(Path(tmp), count, tree))
                 found[name].parts[count] += parts_of(run)
                 found[name].fan_out[count].append(fan_out(run))
+                if run["sync"] is not None:
+                    found[name].own[count].append(pre_reboot(run) - run["sync"])
                 found[name].first.append(first_reclaim(run))
                 found[name].bare.append(bare)
     return found
@@ -268,16 +283,23 @@ def plot(per_count: dict[int, list[list[float | None]]]) -> list[Path]:
 def targets(found: Measures, python: float) -> str:
     """Issue 17 §2's targets that this bench measures, PASS or MISS."""
     most = max(COUNTS)
-    pre_reboot = summary(found.parts[most], 1)
+    part2 = summary(found.parts[most], 1)
     fan = statistics.median(found.fan_out[most])
     first = statistics.median(found.first) / python
+    own = statistics.median(found.own[most]) if found.own[most] else float("nan")
     lines = [
-        [f"pre-reboot part (2) at {most} VMs", human(pre_reboot[0]) if pre_reboot else "-"],
+        [f"pre-reboot part (2) at {most} VMs", human(part2[0]) if part2 else "-"],
+        [f"  of it luod's own (without the host's sync(2)) at {most} VMs", human(own)],
         [f"reclaim fan-out at {most} VMs (last RECLAIM - first)", human(fan)],
         ["exec -> first RECLAIM / python3 -c pass", f"{first:.2f}"],
     ]
-    limits = [(pre_reboot[0] if pre_reboot else float("inf"), 5e-3), (fan, 20e-3), (first, 3.0)]
-    shown = ["<= 5 ms", "<= 20 ms", "<= 3"]
+    limits = [
+        (part2[0] if part2 else float("inf"), 5e-3),
+        (own, 5e-3),
+        (fan, 20e-3),
+        (first, 3.0),
+    ]
+    shown = ["<= 5 ms", "<= 5 ms", "<= 20 ms", "<= 3"]
     rows = [
         [*line, limit, "PASS" if value <= bound else "MISS"]
         for line, limit, (value, bound) in zip(lines, shown, limits, strict=True)
