@@ -196,3 +196,13 @@ def test_inside_the_pause_the_running_record_grows_by_a_line_and_loses_nothing(
         again.close()
 
     asyncio.run(scenario())
+
+
+def test_a_malformed_journal_line_is_skipped_not_trusted(world: World) -> None:
+    preserve(world.registry, "vm1", ram0=b"guest")
+    snapshot = world.registry.manifest()
+    snapshot.extra = {"qualification": {"step": 1}}
+    bad = b'{"kexec":{"extra":{"update":{"id":7}}}}\n{"kexec":{"extra":[]}}\n{"forget":'
+    replayed = manifest.replay(snapshot, bad)
+    assert replayed.extra == {"qualification": {"step": 1}} and not replayed.kexec_pending
+    assert list(replayed.vms) == ["vm1"]
