@@ -1,7 +1,9 @@
 """The last step before the kexec: put the manifest where the next kernel's luod will find it.
 
-``Registry.begin_kexec`` writes it as a sealed memfd at token 0 of session ``luod`` (the
-kernel cannot list sessions or tokens) plus the disk copy; then sync and reboot. Direct mode:
+The manifest's snapshot went to token 0 of session ``luod`` and to disk before the freeze
+(``Registry.stage_kexec``; the kernel cannot list sessions or tokens); here
+``Registry.begin_kexec`` adds what changed since (token 1, the disk journal); then sync and
+reboot. Direct mode:
 luod, alive and holding every session, calls reboot(KEXEC). Systemd mode: every session is in
 luod's fd store and ``systemctl kexec`` reboots (luod.core.kexec_mode). No other LUO call runs
 meanwhile: luod's event loop awaits this step.
