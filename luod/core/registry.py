@@ -21,6 +21,7 @@ from luod.core.access import AccessPolicy, Peer, check_owner
 from luod.core.custody_guard import CustodyGuard, CustodyHealth
 from luod.core.limits import Limits
 from luod.core.model import (
+    HANDOFF_JOURNAL_TOKEN,
     MANIFEST_TOKEN,
     STATE_SESSION,
     FileRecord,
@@ -105,6 +106,7 @@ class Registry:
         self._sessions: dict[str, Session] = {}  # vm id -> its session
         self._state_session: Session | None = None  # session "luod", just before a kexec
         self._kexec_pending = False
+        self._staged: list[bytes] | None = None  # journal lines since the handoff's snapshot
         self._carried: dict[str, object] = {}  # carried in the manifest (the update timeline)
         self._journaled = 0
         self._snapshot_written = False  # journal lines need a snapshot of this boot before them
@@ -127,6 +129,11 @@ class Registry:
     @property
     def kexec_pending(self) -> bool:
         return self._kexec_pending
+
+    @property
+    def kexec_staged(self) -> bool:
+        """The handoff's snapshot is written (``stage_kexec``), the kexec not yet called off."""
+        return self._staged is not None
 
     @property
     def backend_name(self) -> str:
@@ -203,10 +210,13 @@ class Registry:
 
     def _journal(self, entry: dict[str, object]) -> None:
         self._journaled += 1
+        line = manifest_io.journal_line(entry)
+        if self._staged is not None:  # the handoff carries it too (begin_kexec)
+            self._staged.append(line)
         if self._journaled > JOURNAL_LIMIT or not self._snapshot_written:
             self.persist()
         else:
-            manifest_io.append_journal(self._state_dir, entry)
+            manifest_io.append_journal(self._state_dir, line)
 
     # --- lookups ------------------------------------------------------------------------
     def get(self, vm_id: str, peer: Peer | None = None) -> VmRecord:
@@ -357,33 +367,54 @@ class Registry:
         self._previous = previous
         self.persist()
 
+    def stage_kexec(self) -> None:
+        """Before the freeze: the handoff's snapshot (kexec pending), serialized once, to the
+        disk and to token 0 of a new session ``luod``. From now on every change is also kept
+        for ``begin_kexec``. The caller syncs. Undone by ``end_kexec``."""
+        snapshot = self.manifest()
+        snapshot.kexec_pending = True
+        raw = manifest_io.serialize(snapshot)
+        manifest_io.write_serialized(self._state_dir, raw)
+        self._journaled, self._snapshot_written = 0, True
+        self._write_state_session(raw)
+        self._staged = []
+
     def begin_kexec(self) -> None:
-        """From now on nothing may change: the manifest on disk and in session ``luod`` (token
-        0) is what the next kernel's luod starts from. Undone by ``end_kexec``."""
+        """After the last READY: from now on nothing may change. The handoff gets only what
+        changed since ``stage_kexec`` (staged now if it was not): journal lines ending with
+        the carried record, at token 1 of session ``luod`` and on the disk journal. The
+        next kernel's luod starts from that. Undone by ``end_kexec``."""
+        if self._staged is None:
+            self.stage_kexec()
+        assert self._staged is not None and self._state_session is not None
         self._kexec_pending = True
-        self.persist(durable=True)
-        self._write_state_session()
+        kexec = manifest_io.journal_line(manifest_io.kexec_entry(self._carried))
+        manifest_io.append_journal(self._state_dir, kexec)
+        with manifest_io.to_memfd(b"".join(self._staged) + kexec, "luod-journal") as fd:
+            self._state_session.preserve(fd, HANDOFF_JOURNAL_TOKEN)
 
     def end_kexec(self) -> None:
-        """The kexec did not happen (reboot failed, or systemd never ran it): changes are
-        allowed again. The state session stays until the next attempt replaces it."""
-        self._kexec_pending = False
+        """The kexec did not happen (an abort after ``stage_kexec``, a reboot that failed,
+        systemd never ran it): changes are allowed again, and session ``luod`` is closed
+        (custody's copy too), so that no later kexec hands over a stale manifest."""
+        if self._staged is None and self._state_session is None and not self._kexec_pending:
+            return
+        self._kexec_pending, self._staged = False, None
+        self._close_state_session()
         self.persist()
 
     def close(self) -> None:
         """Close luod's session fds (custody keeps its copies): tests and tools only."""
         for session in self._sessions.values():
             session.close()
+        if self._state_session is not None:
+            self._state_session.close()
 
-    def _write_state_session(self) -> None:
-        """Session ``luod`` with the manifest at token 0. A previous attempt's one (a reboot
-        that failed) is closed first, custody's copy included, so the create never meets
-        EEXIST."""
-        old, self._state_session = self._state_session, None
-        if old is not None:
-            old.close()
-            self._custody.withdraw(STATE_SESSION)
-        with manifest_io.to_memfd(self.manifest()) as fd:
+    def _write_state_session(self, raw: bytes) -> None:
+        """Session ``luod`` with the snapshot ``raw`` at token 0. A previous one (an attempt
+        that was not called off cleanly) is closed first, so the create never meets EEXIST."""
+        self._close_state_session()
+        with manifest_io.to_memfd(raw) as fd:
             session = self._backend.device.create_session(STATE_SESSION)
             try:
                 session.preserve(fd, MANIFEST_TOKEN)
@@ -392,6 +423,12 @@ class Registry:
                 raise
         self._state_session = session
         self._custody.deposit(STATE_SESSION, session)
+
+    def _close_state_session(self) -> None:
+        old, self._state_session = self._state_session, None
+        if old is not None:
+            old.close()
+            self._custody.withdraw(STATE_SESSION)
 
     # --- internals ----------------------------------------------------------------------
     def _open_session(self, vm: VmRecord) -> None:
