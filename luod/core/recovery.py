@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from luod.core import manifest as manifest_io
+from luod.core.custodian import Custody
 from luod.core.model import (
     HANDOFF_JOURNAL_TOKEN,
     MANIFEST_TOKEN,
@@ -22,7 +23,7 @@ from luod.core.model import (
     VmRecord,
     VmState,
 )
-from luod.core.registry import Custody, Registry
+from luod.core.registry import Registry
 from luod.errors import LuodError
 from luod.kernel import Backend, LuoDevice, LuoError, OpenDevice, Session
 
