@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from bench import handover
-from bench.stats import human, median, table, timed
+from bench.stats import human, median, signed, table, timed
 from luod.core.access import Peer
 from luod.core.model import FileSpec, Mode
 from luod.daemon import logs
@@ -180,7 +180,7 @@ def rows(where: str, measures: dict[str, dict[str, float]]) -> list[list[str]]:
                 f"{human(m['core'])} ({m['core'] / raw:.2f})",
                 f"{human(m['floor'])} ({m['floor'] / raw:.2f})",
                 f"{human(m['luod'])} ({m['luod'] / raw:.2f})",
-                human(m["luod"] - m["floor"]),
+                signed(m["luod"] - m["floor"]),
                 batched_text(m["batched"], raw),
             ]
         )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import boot_breakdown, handover, preserve_cost
-from bench.stats import human, median, table
+from bench.stats import human, median, signed, table
 from luod.vmm.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def preserve_table(measures: dict[str, dict[str, float]]) -> str:
         ratio, target = m["luod"] / m["raw"], TARGETS[label]
         verdict = "PASS" if ratio <= target else "MISS"
         rows.append([label, human(m["raw"]), human(m["luod"]), f"{ratio:.2f} {verdict}"])
-        rows[-1] += [f"<= {target:g}", human(m["luod"] - m["floor"])]
+        rows[-1] += [f"<= {target:g}", signed(m["luod"] - m["floor"])]
         rows[-1].append(preserve_cost.batched_text(m["batched"], m["raw"]))
     header = ["PRESERVE (median)", "raw ioctl", "through luod", "ratio", "target"]
     header += ["luod - minimal agent", f"{preserve_cost.BATCH} per request, per file (/raw)"]
