@@ -28,6 +28,7 @@ from luod.core.orchestrator import Phase
 from luod.core.registry import Custody, Registry
 from luod.daemon.events import EventBus
 from luod.daemon.qualification_canaries import Canaries
+from luod.daemon.qualification_chain import ChainKernel, check_boot, describe
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import Backend
@@ -42,7 +43,7 @@ Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 @dataclass(frozen=True)
 class QualifyRequest:
-    chain: tuple[Path, ...]  # A (the running kernel's image), B, ...
+    chain: tuple[ChainKernel, ...]  # A (the running kernel's), B, ...
     options: qualify.Options = field(default_factory=qualify.Options)
     with_vms: bool = False
     requested_by: int = 0
@@ -92,7 +93,7 @@ class QualificationDriver:
             "outcome": "running",
             "reason": "",
             "request": request.to_dict(),
-            "chain": [self._kernel(path) for path in request.chain],
+            "chain": [describe(kernel) for kernel in request.chain],
             "steps": [],
             "started": time.time(),
         }
@@ -127,31 +128,16 @@ class QualificationDriver:
                 f"VMs are preserved on this host: {', '.join(sorted(preserved))}",
                 "qualify on a canary host, or pass --with-vms to take them through the kexec",
             )
+        for kernel in request.chain:
+            check_boot(kernel)
         running = self.registry.info.release
-        first = self._kernel(request.chain[0])["release"]
+        first = describe(request.chain[0])["release"]
         if first != running:
             raise LuodError(
                 "bad-chain",
                 f"the chain starts with {first}, but {running} is running",
                 "the chain's first kernel is the running kernel's image",
             )
-
-    @staticmethod
-    def _kernel(path: Path) -> dict[str, Any]:
-        from luod.core import compat  # the handover-ABI readers: loaded by the first request
-
-        facts, problem = compat.CACHE.facts(path)
-        if facts is None:
-            raise LuodError("bad-chain", problem, "name kernel images luod can read")
-        declared = facts.declared
-        return {
-            "image": str(path),
-            "release": declared.release,
-            "version": declared.version,
-            "kho": declared.kho,
-            "luo": declared.luo,
-            "handlers": dict(declared.handlers),
-        }
 
     # --- one step ------------------------------------------------------------------------------
     async def _step(self, index: int) -> None:
@@ -177,8 +163,11 @@ class QualificationDriver:
 
     def _go(self, index: int, step: dict[str, Any], request: dict[str, Any]) -> None:
         assert self.record is not None
+        kernel = self.record["chain"][index + 1]
         update = UpdateRequest(
-            Path(request["chain"][index + 1]),
+            Path(kernel["image"]),
+            initrd=Path(kernel["initrd"]) if kernel.get("initrd") else None,
+            cmdline=kernel.get("cmdline"),
             deadlines=dict(request.get("deadlines", {})),
             requested_by=int(request.get("uid", 0)),
         )

@@ -7,19 +7,48 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag
 
 NO_NUL = r"^[^\x00]*$"
 ImagePath = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_NUL)]
+Cmdline = Annotated[str, Field(max_length=4096, pattern=NO_NUL)]
 Time = Annotated[datetime, AwareDatetime]
 
 
-class QualifyRequest(BaseModel):
-    """A chain of kernel images: the running kernel's first, then each next one."""
+class ChainKernel(BaseModel):
+    """One kernel of a chain and how it boots: its image, its initrd, its command line."""
 
     model_config = ConfigDict(extra="forbid")
-    chain: list[ImagePath] = Field(
-        min_length=2, max_length=8, description="Kernel images: A (running), B[, A, ...]."
+    image: ImagePath = Field(description="Path of the kernel image (a bzImage) on the host.")
+    initrd: ImagePath | None = Field(
+        default=None, description="Path of its initrd (a Debian host's kernels need theirs)."
+    )
+    cmdline: Cmdline | None = Field(
+        default=None,
+        description="Its command line (keep liveupdate=on); absent: the command line of the "
+        "kernel each step leaves.",
+    )
+
+
+def _form(value: object) -> str:
+    return "path" if isinstance(value, str) else "object"
+
+
+ChainEntry = Annotated[
+    Annotated[ImagePath, Tag("path")] | Annotated[ChainKernel, Tag("object")],
+    Discriminator(_form),  # one form judged, not both: errors name the member given
+]
+
+
+class QualifyRequest(BaseModel):
+    """A chain of kernels: the running kernel's first, then each next one."""
+
+    model_config = ConfigDict(extra="forbid")
+    chain: list[ChainEntry] = Field(
+        min_length=2,
+        max_length=8,
+        description="Kernels: A (running), B[, A, ...]; each an image path, or an object with "
+        "its image, initrd and command line.",
     )
     with_vms: StrictBool = Field(
         default=False, description="Run although VMs are preserved (they go through the kexec)."
@@ -51,6 +80,10 @@ class QualifiedKernel(Response):
     kho: str | None = Field(description="KHO's compatible string it declares.")
     luo: str | None = Field(description="LUO's compatible string it declares.")
     handlers: dict[str, str] = Field(description="File handler strings, per fd kind.")
+    initrd: str | None = Field(None, description="The initrd it boots with (null: none).")
+    cmdline: str | None = Field(
+        None, description="Its command line (null: that of the kernel the step leaves)."
+    )
 
 
 class QualificationCheck(Response):
