@@ -41,6 +41,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="the command line of a chain's kernel (default: that of the kernel a step leaves)",
     )  # fmt: skip
     start.add_argument("--with-vms", action="store_true", help="run although VMs are preserved")
+    start.add_argument(
+        "--qemu-canary", action="store_true",
+        help="a real QEMU guest (luod-qemu) crosses each kexec too, checked after each",
+    )  # fmt: skip
     start.add_argument("--large-mib", type=int, help="size of the large canary (default 256)")
     start.add_argument("--many-files", type=int, help="files in one session (default 130)")
     start.add_argument("--sessions", type=int, help="one-file sessions (default 16)")
@@ -109,6 +113,8 @@ def chain_body(ns: argparse.Namespace) -> list[Any]:
 # --- commands ---------------------------------------------------------------------------------
 def qualify_start(api: Api, args: argparse.Namespace, out: Any) -> int:
     body: dict[str, Any] = {"chain": chain_body(args), "with_vms": args.with_vms}
+    if args.qemu_canary:
+        body["qemu_canary"] = True
     for option in ("large_mib", "many_files", "sessions"):
         if getattr(args, option) is not None:
             body[option] = getattr(args, option)

@@ -109,6 +109,7 @@ def observe(low: bytes) -> dict[str, Any]:
         "stamp": int.from_bytes(at(STAMP, 8), "little"),
         "magic": at(MAGIC, 4).decode("latin-1"),
         "fill_sha256": hashlib.sha256(fill).hexdigest(),
+        "fill_expected": expected_fill_sha256(int.from_bytes(at(STAMP, 8), "little")),
     }
 
 

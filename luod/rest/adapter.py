@@ -159,7 +159,11 @@ class DaemonFacade:
         _root_only(caller, "qualifying a live update")
         options = qualify.Options(request.large_mib, request.many_files, request.sessions)
         wanted = QualifyRequest(
-            tuple(_chain_kernel(k) for k in request.chain), options, request.with_vms, caller
+            tuple(_chain_kernel(k) for k in request.chain),
+            options,
+            with_vms=request.with_vms,
+            qemu_canary=request.qemu_canary,
+            requested_by=caller,
         )
         return records.qualification_record(self._qualifier().start(wanted))
 

@@ -53,6 +53,12 @@ class QualifyRequest(BaseModel):
     with_vms: StrictBool = Field(
         default=False, description="Run although VMs are preserved (they go through the kexec)."
     )
+    qemu_canary: StrictBool = Field(
+        default=False,
+        description="A real QEMU guest (under luod-qemu) crosses each kexec too, checked after "
+        "each: restored, its RAM intact, never reset, running on. 422 "
+        "`qemu-canary-unavailable` on a host without QEMU.",
+    )
     large_mib: int = Field(
         default=256, ge=1, le=65536, strict=True, description="Size of the large canary memfd."
     )
@@ -99,6 +105,12 @@ class StepTimings(Response):
         None, description="From asking for the update to verifying in the next kernel."
     )
     verify_seconds: float | None = Field(None, description="Verifying every canary.")
+    qemu_canary_seconds: float | None = Field(
+        None, description="Starting (first step) and probing the QEMU canary before the kexec."
+    )
+    qemu_restore_seconds: float | None = Field(
+        None, description="Restoring and probing the QEMU canary after the kexec."
+    )
 
 
 class QualificationStep(Response):
@@ -121,6 +133,7 @@ class RecordedQualifyRequest(Response):
     chain: list[str] = Field(description="The kernel images asked for.")
     options: QualificationOptions = Field(description="The canaries' sizes.")
     with_vms: bool = Field(description="Whether preserved VMs were allowed.")
+    qemu_canary: bool = Field(False, description="Whether a QEMU canary guest came along.")
     uid: int = Field(description="Who asked.")
 
 
