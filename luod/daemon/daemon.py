@@ -157,6 +157,7 @@ class Daemon:
                 settings.socket_path,
                 settings.state_dir / "qcanary",
                 settings.runtime_dir / "qcanary.qmp",
+                settings.runtime_dir / "qcanary",
             ),
         )  # fmt: skip
 

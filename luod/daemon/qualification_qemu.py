@@ -41,6 +41,7 @@ class CanarySettings:
     socket: Path  # luod's VMM socket
     directory: Path  # the floppy, luod-qemu's status and lock, its logs (survives the kexec)
     probe: Path  # the probe's QMP socket (a short path: in luod's runtime directory)
+    runtime: Path  # luod-qemu's status and lock files, the probe's scratch (tmpfs)
     qemu: str = QEMU
 
 
@@ -83,8 +84,9 @@ class QemuCanary:
     async def _launch(self, command: str, qid: str) -> None:
         settings = self.settings
         settings.directory.mkdir(parents=True, exist_ok=True)
+        settings.runtime.mkdir(parents=True, exist_ok=True)
         argv = ["--id", self.vm_id(qid), "--dir", str(settings.directory)]
-        argv += ["--socket", str(settings.socket)]
+        argv += ["--socket", str(settings.socket), "--runtime-dir", str(settings.runtime)]
         if command == "run":
             settings.probe.unlink(missing_ok=True)
             argv += ["--probe", str(settings.probe), "--qemu", settings.qemu]
@@ -167,7 +169,7 @@ class QemuCanary:
         """The guest's RAM over its probe QMP socket: counter, stamp, magic, fill_sha256."""
         done = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "luod.qemu.canary", "probe",
-            "--probe", str(self.settings.probe), "--dir", str(self.settings.directory),
+            "--probe", str(self.settings.probe), "--dir", str(self.settings.runtime),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip

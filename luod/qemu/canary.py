@@ -14,11 +14,12 @@ stamp, the magic and the pattern's sha256, which must be the one the stamp predi
 
     python -m luod.qemu.canary run --id ID --dir DIR --probe SOCKET [--socket LUOD]
     python -m luod.qemu.canary restore --id ID --dir DIR [--socket LUOD]
-    python -m luod.qemu.canary probe --probe SOCKET --dir DIR     # one JSON line
+    python -m luod.qemu.canary probe --probe SOCKET --dir SCRATCH # one JSON line
     python -m luod.qemu.canary floppy PATH                        # QEMU's arguments, one a line
 
 ``run`` and ``restore`` are ``luod-qemu run`` and ``luod-qemu restore`` for the canary (its
-floppy written into DIR, its status and lock files under DIR/run); luod starts them.
+floppy written into DIR, which outlives the kexec; its status and lock files under
+``--runtime-dir``); luod starts them.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def parser() -> argparse.ArgumentParser:
         if name != "probe":
             each.add_argument("--id", required=True, help="the canary VM's id in luod")
             each.add_argument("--socket", default=cli.DEFAULT_SOCKET, help="luod's VMM socket")
+            each.add_argument("--runtime-dir", type=Path, help="luod-qemu's (default DIR/run)")
         if name != "restore":
             each.add_argument("--probe", type=Path, required=True, help="the probe QMP socket")
         if name == "run":
@@ -157,7 +159,8 @@ def parser() -> argparse.ArgumentParser:
 
 def luod_qemu_argv(args: argparse.Namespace) -> list[str]:
     """The luod-qemu command line of ``run`` or ``restore``."""
-    common = ["--id", args.id, "--socket", args.socket, "--runtime-dir", str(args.dir / "run")]
+    runtime = args.runtime_dir or args.dir / "run"
+    common = ["--id", args.id, "--socket", args.socket, "--runtime-dir", str(runtime)]
     if args.command == "restore":
         return ["restore", *common]
     floppy = write_floppy(args.dir / "floppy.img")

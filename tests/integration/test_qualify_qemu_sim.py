@@ -79,7 +79,7 @@ def test_the_qemu_canary_crosses_each_kexec_of_the_chain_and_is_checked_after_ea
     vm = f"luodq-{record['id']}"
     for step in record["steps"]:
         checks = {c["name"]: c for c in step["checks"]}
-        assert QEMU_CHECKS <= set(checks), sorted(checks)
+        assert set(checks) >= QEMU_CHECKS, sorted(checks)
         assert all(c["result"] == "pass" for c in checks.values()), step
         assert checks[f"vm {vm}: reclaimed and done"]["result"] == "pass"
         stamp = checks["qemu canary: boot stamp (never reset)"]
