@@ -1,7 +1,7 @@
 """The QEMU canary of a qualification (issue 14 §1): the smallest real VM that shows a guest came
 through a live update with its RAM intact and running on, and the probe that reads it over QMP.
 
-The guest is a 1.44 MB floppy whose boot sector (77 bytes of real-mode code, built here from
+The guest is a 1.44 MB floppy whose boot sector (78 bytes of real-mode code, built here from
 bytes; no disk, no kernel) stores the TSC at boot in ``STAMP``, fills the 512 KiB at ``FILL``
 with a pattern derived from that stamp, writes the magic ``LUOD`` in ``MAGIC`` (so the magic
 means the fill is complete), zeroes ``COUNTER`` and then increments it at every interrupt (the
@@ -25,6 +25,7 @@ floppy written into DIR, which outlives the kexec; its status and lock files und
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ from luod.qemu.qmp import Qmp
 
 COUNTER, STAMP, MAGIC = 0x8000, 0x8008, 0x8010
 FILL, FILL_SIZE, FILL_STEP = 0x10000, 0x80000, 0x9E3779B9
-MAGIC_VALUE = b"LUOD"
+MAGIC_VALUE = b"LUOD"  # the boot code's "mov dword [MAGIC]" immediate
 RAM = "16M"
 FLOPPY_SIZE = 1_474_560
 BOOT_CODE = bytes.fromhex(
@@ -93,6 +94,7 @@ def expected_fill(stamp: int) -> bytes:
     return struct.pack(f"<{count}I", *words)
 
 
+@functools.lru_cache(maxsize=8)
 def expected_fill_sha256(stamp: int) -> str:
     return hashlib.sha256(expected_fill(stamp)).hexdigest()
 
@@ -108,7 +110,7 @@ def observe(low: bytes) -> dict[str, Any]:
     return {
         "counter": int.from_bytes(at(COUNTER, 4), "little"),
         "stamp": int.from_bytes(at(STAMP, 8), "little"),
-        "magic": at(MAGIC, 4).decode("latin-1"),
+        "magic": at(MAGIC, 4).decode("latin-1"),  # MAGIC_VALUE once the boot code ran
         "fill_sha256": hashlib.sha256(fill).hexdigest(),
         "fill_expected": expected_fill_sha256(int.from_bytes(at(STAMP, 8), "little")),
     }
