@@ -53,7 +53,7 @@ class QualifyRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "chain": [str(p) for p in self.chain],
+            "chain": [str(k.image) for k in self.chain],
             "options": self.options.to_dict(),
             "with_vms": self.with_vms,
             "qemu_canary": self.qemu_canary,
@@ -77,7 +77,7 @@ class QualificationDriver:
         self.updates = updates
         self.spawn = spawn
         self.canaries = Canaries(backend, custody)
-        self.qemu = QemuCanary(canary) if canary else None
+        self.qemu = QemuCanary(canary, spawn) if canary else None
         self.record: dict[str, Any] | None = None  # the running qualification, or the last
         self._plan: list[qualify.CanarySession] = []
         self._update_id: str | None = None  # the update of the running step

@@ -19,7 +19,7 @@ import json
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import structlog
 from luod.core import qualify
 
 log = structlog.get_logger("luod.qualify")
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 QEMU = "qemu-system-x86_64"
 PREFIX = "luodq-"
 START_SECONDS = 300.0  # QEMU's start, SeaBIOS and the boot code (minutes under nested TCG)
@@ -48,8 +49,9 @@ class CanarySettings:
 class QemuCanary:
     """The canary guest's luod-qemu process in this boot, and its probes."""
 
-    def __init__(self, settings: CanarySettings) -> None:
+    def __init__(self, settings: CanarySettings, spawn: Spawn) -> None:
         self.settings = settings
+        self.spawn = spawn  # luod's task group: luod-qemu's output is read there
         self._process: asyncio.subprocess.Process | None = None
         self._seen: list[dict[str, Any]] = []  # luod-qemu's JSON lines, in order
         self._changed = asyncio.Event()
@@ -98,12 +100,19 @@ class QemuCanary:
             stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         log.info("qemu-canary-launched", command=command, pid=self._process.pid)
-        asyncio.get_running_loop().create_task(self._read(self._process, command))
+        self.spawn(self._read(self._process, command))
 
     async def _read(self, process: asyncio.subprocess.Process, command: str) -> None:
         """luod-qemu's output into its log file (beside the floppy), its events remembered."""
+        try:
+            await self._copy(process, self.settings.directory / f"{command}.log")
+        except (OSError, ValueError) as exc:  # a full disk: the canary's checks say the rest
+            log.warning("qemu-canary-output-lost", error=str(exc))
+        await process.wait()
+        self._changed.set()
+
+    async def _copy(self, process: asyncio.subprocess.Process, path: Path) -> None:
         assert process.stdout is not None
-        path = self.settings.directory / f"{command}.log"
         with path.open("ab") as out:
             async for line in process.stdout:
                 out.write(line)
@@ -117,8 +126,6 @@ class QemuCanary:
                 elif line.startswith(b"luod-qemu: "):  # its error, said once on stderr
                     self._said = line.decode(errors="replace").strip()
                 self._changed.set()
-        await process.wait()
-        self._changed.set()
 
     async def _until(self, event: str, name: str, after: str = "") -> qualify.Check:
         """A check: luod-qemu said ``event`` (after ``after``), or why not."""

@@ -252,6 +252,7 @@ def test_each_step_boots_its_kernel_with_its_initrd_and_command_line(
     assert code == 0, started
     assert started["chain"][1]["initrd"] == str(initrd) and started["chain"][1]["cmdline"] == line
     assert started["chain"][0]["initrd"] is None and started["chain"][0]["cmdline"] is None
+    assert started["request"]["chain"] == [str(a), str(b)]  # the images asked for
     kexeced(daemon)
     after = api_daemon(state)
     try:
