@@ -184,7 +184,9 @@ def report(record: dict[str, Any]) -> list[str]:
 
 
 def _step(step: dict[str, Any]) -> list[str]:
-    timings = ", ".join(f"{k.removesuffix('_seconds')} {v}s" for k, v in step["timings"].items())
+    timings = ", ".join(
+        f"{k.removesuffix('_seconds')} {v}s" for k, v in step["timings"].items() if v is not None
+    )
     checks = step["checks"]
     failed = [c for c in checks if c["result"] != "pass"]
     lines = [
@@ -212,7 +214,7 @@ def junit(record: dict[str, Any]) -> bytes:
         properties = ET.SubElement(suite, "properties")
         for name, value in (
             ("liveupdate_number", step["liveupdate_number"]),
-            *((f"{k}", v) for k, v in step["timings"].items()),
+            *((f"{k}", v) for k, v in step["timings"].items() if v is not None),
         ):
             ET.SubElement(properties, "property", name=name, value=str(value))
         for check in checks:

@@ -93,7 +93,8 @@ def test_chain_a_b_a_checks_every_canary_and_records_the_report(
         assert sum(n.endswith(": sha256") and "/f" in n for n in names) == 70
         assert {"kernel: release", "kernel: version", "kernel: liveupdate number"} <= set(names)
         assert names["update: outcome"]["actual"] == "completed"
-        assert set(step["timings"]) == {"canaries_seconds", "kexec_seconds", "verify_seconds"}
+        timed = {k for k, v in step["timings"].items() if v is not None}
+        assert timed == {"canaries_seconds", "kexec_seconds", "verify_seconds"}  # no QEMU canary
     assert first["update"] == updates[0]["id"] and second["update"] == updates[1]["id"]
     assert history["history"] and all(h["kind"] == "update" for h in history["history"])
     suites = ET.parse(junit).getroot()

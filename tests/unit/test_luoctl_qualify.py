@@ -149,6 +149,15 @@ def test_boot_options_that_name_no_kernel_of_the_chain_are_usage_errors(
     assert message in capsys.readouterr().err
 
 
+def test_timings_a_step_did_not_take_are_left_out() -> None:
+    shown = record()
+    shown["steps"][0]["timings"] |= {"qemu_canary_seconds": None, "qemu_restore_seconds": 4.5}
+    text = "\n".join(qualify.report(shown))
+    assert "verify 2.0s, qemu_restore 4.5s)" in text and "None" not in text
+    assert b'name="qemu_restore_seconds" value="4.5"' in qualify.junit(shown)
+    assert b"qemu_canary_seconds" not in qualify.junit(shown)
+
+
 def test_the_report_shows_how_each_kernel_boots() -> None:
     shown = record()
     shown["chain"][1] |= {"initrd": "/boot/initrd.img-7.3.4", "cmdline": "liveupdate=on"}
