@@ -220,4 +220,5 @@ def qemu_canary_went_on(*steps: dict[str, Any]) -> None:
         assert int(went_on["actual"]) >= int(went_on["expected"].removeprefix(">= ")) > 0
         shas.add(checks["qemu canary: RAM pattern sha256"]["actual"])
         assert step["timings"]["qemu_restore_seconds"] > 0
+        print(json.dumps({"qemu canary": step["index"], **step["timings"]}))  # what it costs
     assert len(shas) == 1  # one boot of the guest: the same pattern after both kexecs
