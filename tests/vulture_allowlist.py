@@ -60,8 +60,6 @@ daemon.Daemon.kernel_gone
 handler.Verbs.kinds
 codec.FrameReader.pending_fds
 
-# luod.vmm.client and codec are being reworked on another branch (one protocol core): revisit
-# there. The client's __exit__ names its unused arguments; FrameReader keeps max_fds unused.
+# The client's __exit__ names its unused arguments (the context-manager protocol).
 client.Client.tb
-codec.FrameReader._max_fds
 canary.MAGIC_VALUE  # tests/unit/test_qemu_canary.py builds guest RAM with it

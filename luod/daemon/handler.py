@@ -23,7 +23,7 @@ from luod.daemon.nics import Rebuilds, warm_up
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
-from luod.vmm import codec
+from luod.vmm import codec, fields, paging
 
 log = structlog.get_logger("luod.handler")
 INLINE_BYTES = 128 << 20
@@ -155,7 +155,7 @@ class LuodHandler:
     async def _list(self, conn: VmmConnection, req: codec.ListVms) -> Reply:
         vms = sorted(self.registry.listing(conn.peer, req.id), key=lambda v: v.id)
         after = [_vm(v) for v in vms if req.after is None or v.id > req.after]
-        page, following = codec.page(after, req.limit, lambda vm: str(vm["id"]))
+        page, following = paging.page(after, req.limit, lambda vm: str(vm["id"]))
         return {"vms": page, "next": following}, ()
 
     async def _drop(self, conn: VmmConnection, req: codec.Drop) -> Reply:
@@ -283,11 +283,11 @@ class LuodHandler:
             if req.after not in ids:
                 raise LuodError(
                     "bad-request",
-                    f"no update {codec.shown(req.after)} in the history",
+                    f"no update {fields.shown(req.after)} in the history",
                     "start again without 'after' (old records are dropped, docs/limits.md)",
                 )
             records = records[ids.index(req.after) + 1 :]
-        page, following = codec.page(records, req.limit, lambda r: str(r.get("id")))
+        page, following = paging.page(records, req.limit, lambda r: str(r.get("id")))
         return {"history": page, "next": following}, ()
 
 

@@ -23,7 +23,7 @@ from luod.errors import LuodError
 from luod.fdpass import pack_rights, room, unpack_rights
 from luod.kernel import OwnedFd
 from luod.kernel.charged import cgroup_of
-from luod.vmm import codec
+from luod.vmm import codec, parse
 
 log = structlog.get_logger("luod.vmm")
 RECV_BYTES: Final = 65536
@@ -283,7 +283,7 @@ class VmmServer:
 
     async def _answer(self, conn: Connection, frame: codec.Frame) -> codec.Outgoing:
         try:
-            request = codec.decode_request(frame)
+            request = parse.decode_request(frame)
         except LuodError as exc:
             _close_all(frame.fds)
             return codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from luod.errors import LuodError
-from luod.vmm import codec
+from luod.vmm import codec, parse
 from tests.rest.harness import FakeVmm, Luod
 
 pytestmark = pytest.mark.unit
@@ -23,7 +23,7 @@ def test_a_lone_surrogate_in_a_text_field_is_a_bad_request(cmd: str, key: str) -
     fields = {"kernel": "/boot/vmlinuz", key: "/x\\ud800"}
     line = "{" + ",".join(f'"{k}":"{v}"' for k, v in {"cmd": cmd, **fields}.items()) + "}"
     with pytest.raises(LuodError) as caught:
-        codec.decode_request(codec.Frame(line.encode()))
+        parse.decode_request(codec.Frame(line.encode()))
     assert caught.value.code == "bad-request" and key in str(caught.value)
 
 

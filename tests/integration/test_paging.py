@@ -11,7 +11,7 @@ import pytest
 
 from luod.core import timeline
 from luod.kernel import memfd
-from luod.vmm import codec
+from luod.vmm import codec, fields
 from luod.vmm.client import AsyncClient, Client
 from tests.integration.conftest import Daemon, start_daemon
 from tests.integration.test_vmm_bad_input import Raw, error_of
@@ -80,7 +80,7 @@ def test_history_pages_and_an_unknown_cursor_is_refused(crowded: Daemon) -> None
 
 
 @pytest.mark.parametrize(
-    ("limit", "ok"), [(codec.MAX_PAGE, True), (codec.MAX_PAGE + 1, False), (0, False)]
+    ("limit", "ok"), [(fields.MAX_PAGE, True), (fields.MAX_PAGE + 1, False), (0, False)]
 )
 def test_the_page_limit_at_its_bounds(crowded: Daemon, limit: int, ok: bool) -> None:
     raw = Raw(crowded.socket)

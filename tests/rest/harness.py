@@ -18,7 +18,7 @@ from luod.daemon.settings import Settings
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.rest.adapter import DaemonFacade
-from luod.vmm import codec
+from luod.vmm import codec, parse
 from luod.vmm.codec import Frame
 from tests.contract.harness import FAKE_BZIMAGE as FAKE
 
@@ -80,7 +80,7 @@ class Luod:
         self, vmm: FakeVmm, message: dict[str, Any], fds: tuple[OwnedFd, ...] = ()
     ) -> dict[str, Any]:
         try:
-            request = codec.decode_request(Frame(json.dumps(message).encode(), fds))
+            request = parse.decode_request(Frame(json.dumps(message).encode(), fds))
             out = await self.handler.handle(vmm, request)  # type: ignore[arg-type]
         except LuodError as exc:
             out = codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))

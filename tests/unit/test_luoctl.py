@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from luod.cli import main as main_module
-from luod.cli import render
+from luod.cli import commands, render
+from luod.cli.client import Api
 from luod.cli.main import main
 from luod.core.clock import SystemClock
 from luod.rest.app import create_app
@@ -142,18 +142,26 @@ async def test_start_conflict_and_abort(host: Host) -> None:
     assert "aborted" in past.out and "window closed" in past.out
 
 
-async def test_history_follows_the_cursor_oldest_first_and_last_n(host: Host) -> None:
+async def test_history_follows_the_cursor_oldest_first_and_last_n(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """luod pages newest first; luoctl shows a log (oldest first), across pages."""
     for n in range(5):
         refused = await host.luoctl("update", "start", "--kernel", f"/none-{n}", "--reuse-cmdline")
         assert refused.code == 3
-    main_module.HISTORY_PAGE = 2  # three pages for five records
-    try:
-        every = (await host.luoctl("history", "--json")).json()["history"]
-        last = (await host.luoctl("history", "--json", "--last", "3")).json()["history"]
-        table = (await host.luoctl("history")).out.splitlines()
-    finally:
-        main_module.HISTORY_PAGE = 500
+    monkeypatch.setattr(commands, "HISTORY_PAGE", 2)  # three pages for five records
+    asked: list[str] = []
+    get = Api.get
+
+    def counted(api: Api, path: str) -> Any:
+        asked.append(path)
+        return get(api, path)
+
+    monkeypatch.setattr(Api, "get", counted)
+    every = (await host.luoctl("history", "--json")).json()["history"]
+    assert [path.split("&")[0] for path in asked] == ["/v1/history?limit=2"] * 3
+    last = (await host.luoctl("history", "--json", "--last", "3")).json()["history"]
+    table = (await host.luoctl("history")).out.splitlines()
     assert [r["request"]["kernel"] for r in every] == [f"/none-{n}" for n in range(5)]
     assert last == every[-3:]
     assert table[0].split()[:2] == ["FINISHED", "ID"] and len(table) == 6
@@ -306,7 +314,7 @@ def test_times_are_shown_in_local_time_from_rfc3339() -> None:
 
 
 def test_the_blackout_summary_says_when_the_uplink_came_back() -> None:
-    record = {
+    record: dict[str, Any] = {
         "blackout_seconds": {"vm1": 4.5},
         "request": {"uplink": "eth0"},
         "events": {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from luod.cli import qualify
-from luod.cli.main import build_parser
+from luod.cli.parser import build_parser
 from luod.rest import records
 
 pytestmark = pytest.mark.unit

@@ -10,7 +10,7 @@ import pytest
 
 from luod.core import statedir, timeline
 from luod.errors import LuodError
-from luod.vmm import codec
+from luod.vmm import codec, fields, paging, parse
 
 
 def item(size: int, name: str = "a") -> dict[str, str]:
@@ -20,37 +20,37 @@ def item(size: int, name: str = "a") -> dict[str, str]:
 
 
 def test_items_of_exactly_a_page_come_in_one_page() -> None:
-    half = codec.PAGE_BYTES // 2
-    items = [item(half, "a"), item(codec.PAGE_BYTES - half, "b")]
-    assert codec.page(items, None, lambda i: i["id"]) == (items, None)
+    half = paging.PAGE_BYTES // 2
+    items = [item(half, "a"), item(paging.PAGE_BYTES - half, "b")]
+    assert paging.page(items, None, lambda i: i["id"]) == (items, None)
 
 
 def test_one_byte_more_makes_a_second_page() -> None:
-    half = codec.PAGE_BYTES // 2
-    items = [item(half, "a"), item(codec.PAGE_BYTES - half + 1, "b")]
-    assert codec.page(items, None, lambda i: i["id"]) == (items[:1], "a")
+    half = paging.PAGE_BYTES // 2
+    items = [item(half, "a"), item(paging.PAGE_BYTES - half + 1, "b")]
+    assert paging.page(items, None, lambda i: i["id"]) == (items[:1], "a")
 
 
 def test_one_item_larger_than_a_page_is_reply_too_large() -> None:
-    assert codec.page([item(codec.PAGE_BYTES)], None, lambda i: i["id"])[1] is None
+    assert paging.page([item(paging.PAGE_BYTES)], None, lambda i: i["id"])[1] is None
     with pytest.raises(LuodError) as info:
-        codec.page([item(codec.PAGE_BYTES + 1)], None, lambda i: i["id"])
+        paging.page([item(paging.PAGE_BYTES + 1)], None, lambda i: i["id"])
     assert info.value.code == "reply-too-large"
 
 
 def test_the_limit_cuts_a_page() -> None:
     items = [item(10, str(n)) for n in range(5)]
-    assert codec.page(items, 2, lambda i: i["id"]) == (items[:2], "1")
-    assert codec.page(items, 5, lambda i: i["id"]) == (items, None)
+    assert paging.page(items, 2, lambda i: i["id"]) == (items[:2], "1")
+    assert paging.page(items, 5, lambda i: i["id"]) == (items, None)
 
 
 @pytest.mark.parametrize(
     ("limit", "ok"),
     [
         (1, True),
-        (codec.MAX_PAGE, True),
+        (fields.MAX_PAGE, True),
         (0, False),
-        (codec.MAX_PAGE + 1, False),
+        (fields.MAX_PAGE + 1, False),
         (True, False),
         ("5", False),
     ],
@@ -58,10 +58,10 @@ def test_the_limit_cuts_a_page() -> None:
 def test_limit_is_checked(limit: object, ok: bool) -> None:
     frame = codec.Frame(json.dumps({"cmd": "LIST", "limit": limit}).encode())
     if ok:
-        assert codec.decode_request(frame) == codec.ListVms(None, None, limit, None)  # type: ignore[arg-type]
+        assert parse.decode_request(frame) == codec.ListVms(None, None, limit, None)  # type: ignore[arg-type]
     else:
         with pytest.raises(LuodError):
-            codec.decode_request(frame)
+            parse.decode_request(frame)
 
 
 def test_history_keeps_its_newest_records(tmp_path: Path) -> None:

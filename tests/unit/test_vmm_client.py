@@ -25,7 +25,7 @@ from luod.core import dialect
 from luod.core.nic import NicDecl
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
-from luod.vmm import codec
+from luod.vmm import codec, parse
 from luod.vmm.client import DEFAULT_SOCKET, AsyncClient, Client, ConnectionBroken, Event
 from tests.fds import fd_table
 
@@ -106,7 +106,7 @@ class FakeLuod:
                 if not data:
                     return
                 for frame in reader.feed(data, fds):
-                    self._handle(codec.decode_request(frame))
+                    self._handle(parse.decode_request(frame))
         finally:
             reader.close()
 

@@ -21,10 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from luod.core import model
 from luod.core.nic import NicDecl
+from luod.core.orchestrator import DEADLINE_PHASES
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
-from luod.vmm import codec
+from luod.vmm import codec, fields, parse
 from luod.vmm.codec import FileSpec, Frame, FrameReader
 
 pytestmark = pytest.mark.unit
@@ -70,10 +72,10 @@ class Sample:
         return self.make(self.message.get("seq"), fds)
 
 
-VM_IDS = st.from_regex(codec.VM_ID, fullmatch=True)
-NAMES = st.from_regex(codec.FILE_NAME, fullmatch=True)
+VM_IDS = st.from_regex(model.VM_ID, fullmatch=True)
+NAMES = st.from_regex(model.FILE_NAME, fullmatch=True)
 TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), max_size=40)
-KINDS = st.sampled_from(codec.KINDS)
+KINDS = st.sampled_from(model.FILE_KINDS)
 
 
 def _entry(name: str, kind: str, form: int) -> Any:
@@ -143,7 +145,7 @@ FIELDS: dict[str, st.SearchStrategy[tuple[dict[str, Any], int, Make]]] = {
         {},
         optional={
             "version": st.integers(-5, 2**40),
-            "capabilities": st.lists(st.from_regex(codec.CAPABILITY, fullmatch=True), max_size=6),
+            "capabilities": st.lists(st.from_regex(parse.CAPABILITY, fullmatch=True), max_size=6),
         },
     ).map(
         lambda d: (
@@ -185,7 +187,7 @@ FIELDS: dict[str, st.SearchStrategy[tuple[dict[str, Any], int, Make]]] = {
     "UPDATE": st.tuples(
         TEXT.filter(bool),
         st.fixed_dictionaries({}, optional={"initrd": TEXT, "cmdline": TEXT}),
-        st.dictionaries(st.sampled_from(codec.DEADLINE_PHASES), st.floats(0.001, 6e5), max_size=3),
+        st.dictionaries(st.sampled_from(DEADLINE_PHASES), st.floats(0.001, 6e5), max_size=3),
         st.booleans(),
         st.booleans(),
     ).map(
@@ -267,7 +269,7 @@ def test_requests_round_trip_through_any_chunking(samples: list[Sample], data: A
         assert [f.line + b"\n" for f in frames] == lines
         for sample, frame, sent in zip(samples, frames, fds, strict=True):
             assert frame.fds == tuple(sent)
-            assert codec.decode_request(frame) == sample.expected(tuple(sent))
+            assert parse.decode_request(frame) == sample.expected(tuple(sent))
             assert not any(fd.closed for fd in sent)  # decoding never closes
 
 
@@ -278,7 +280,7 @@ def test_each_request_type_decodes_to_its_class(cmd: str, data: Any) -> None:
     sample = data.draw(requests(cmd))
     with fd_pool() as pool:
         fds = tuple(pool.take(sample.nfds))
-        request = codec.decode_request(Frame(line_of(sample.message)[:-1], fds))
+        request = parse.decode_request(Frame(line_of(sample.message)[:-1], fds))
         assert request.cmd == cmd and request.seq == sample.message.get("seq")
         assert request == sample.expected(fds) and request.fds == fds
 
@@ -357,7 +359,7 @@ def test_decode_request_raises_only_luod_errors(
     with fd_pool() as pool:
         fds = tuple(pool.take(nfds))
         try:
-            codec.decode_request(Frame(json.dumps({**fields, "cmd": cmd}).encode(), fds))
+            parse.decode_request(Frame(json.dumps({**fields, "cmd": cmd}).encode(), fds))
         except LuodError as exc:
             assert exc.code in CODES
         assert not any(fd.closed for fd in fds)
@@ -383,7 +385,7 @@ def test_arbitrary_bytes_only_raise_luod_errors_and_every_fd_is_accounted_for(
                 for frame in reader.feed(data, fds):
                     returned += frame.fds
                     try:
-                        codec.decode_request(frame)
+                        parse.decode_request(frame)
                     except LuodError as exc:
                         assert exc.code in CODES
         except LuodError as exc:
@@ -396,13 +398,13 @@ def test_arbitrary_bytes_only_raise_luod_errors_and_every_fd_is_accounted_for(
 
 def test_deeply_nested_json_is_bad_json_not_a_crash() -> None:
     with pytest.raises(LuodError) as caught:
-        codec.decode_request(Frame(b"[" * 60_000))
+        parse.decode_request(Frame(b"[" * 60_000))
     assert caught.value.code == "bad-json"
 
 
 def test_errors_carry_the_upper_case_command_and_the_seq() -> None:
     with pytest.raises(LuodError) as caught:
-        codec.decode_request(Frame(b'{"cmd": "register", "seq": 5, "id": "-x"}'))
+        parse.decode_request(Frame(b'{"cmd": "register", "seq": 5, "id": "-x"}'))
     assert (caught.value.code, caught.value.cmd, caught.value.seq) == ("bad-id", "REGISTER", 5)
 
 
@@ -436,7 +438,7 @@ def test_65_fds_are_too_many() -> None:
             line_of({"cmd": "PRESERVE", "id": "vm1", "files": files}), tuple(pool.take(65))
         )
         with pytest.raises(LuodError) as caught:
-            codec.decode_request(frame)
+            parse.decode_request(frame)
         assert caught.value.code == "too-many-fds"
 
 
@@ -446,7 +448,7 @@ def test_64_fds_are_fine() -> None:
         frame = Frame(
             line_of({"cmd": "PRESERVE", "id": "vm1", "files": files})[:-1], tuple(pool.take(64))
         )
-        assert len(codec.decode_request(frame).fds) == 64
+        assert len(parse.decode_request(frame).fds) == 64
 
 
 @pytest.mark.parametrize(("names", "nfds"), [(["a", "b"], 1), (["a"], 2), (["a"], 0)])
@@ -456,14 +458,14 @@ def test_fd_count_must_match_the_files(names: list[str], nfds: int) -> None:
             line_of({"cmd": "PRESERVE", "id": "vm1", "files": names}), tuple(pool.take(nfds))
         )
         with pytest.raises(LuodError) as caught:
-            codec.decode_request(frame)
+            parse.decode_request(frame)
         assert caught.value.code == "fd-count-mismatch"
 
 
 def test_fds_on_a_request_that_takes_none_are_unexpected() -> None:
     with fd_pool() as pool:
         with pytest.raises(LuodError) as caught:
-            codec.decode_request(Frame(b'{"cmd":"LIST"}', tuple(pool.take(1))))
+            parse.decode_request(Frame(b'{"cmd":"LIST"}', tuple(pool.take(1))))
         assert caught.value.code == "unexpected-fds"
 
 
@@ -498,12 +500,12 @@ def test_an_error_reply_always_fits_one_frame() -> None:
     message = json.loads(out.line)
     assert len(out.line) < 16 * 1024
     assert len(message["error"]["message"]) == codec.MAX_ERROR_TEXT
-    assert message["reply"] == "X" * codec.SHOWN_CHARS
+    assert message["reply"] == "X" * fields.SHOWN_CHARS
 
 
 @pytest.mark.parametrize("value", ["é" * 30000, ["x" * 100] * 300, {"k": "v" * 70000}])
 def test_an_echoed_value_is_cut(value: Any) -> None:
-    assert len(codec.shown(value)) == codec.SHOWN_CHARS
+    assert len(fields.shown(value)) == fields.SHOWN_CHARS
 
 
 def test_limits_of_ids_names_and_files_per_request() -> None:
@@ -512,7 +514,7 @@ def test_limits_of_ids_names_and_files_per_request() -> None:
     def code(message: dict[str, Any], nfds: int = 0) -> str | None:
         fds = tuple(OwnedFd(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)) for _ in range(nfds))
         try:
-            codec.decode_request(codec.Frame(json.dumps(message).encode(), fds))
+            parse.decode_request(codec.Frame(json.dumps(message).encode(), fds))
         except LuodError as exc:
             return exc.code
         finally:
@@ -534,7 +536,7 @@ def test_limits_of_ids_names_and_files_per_request() -> None:
     [
         ("tap0", "bad-request", "nics"),
         ([{"name": "tap0"}] * 2, "bad-request", "twice"),
-        ([{"name": f"tap{i}"} for i in range(codec.MAX_NICS + 1)], "bad-request", "nics"),
+        ([{"name": f"tap{i}"} for i in range(parse.MAX_NICS + 1)], "bad-request", "nics"),
         ([{"name": "tap/0"}], "bad-nic-name", "nics[0].name"),
         ([{"name": "tap0", "bridge": "a" * 16}], "bad-nic-name", "nics[0].bridge"),
         ([{"name": "tap0", "queues": 4}], "bad-nic-record", "unknown field"),
@@ -544,12 +546,12 @@ def test_bad_nic_declarations_are_refused_naming_the_field(nics: Any, code: str,
     for cmd in ("REGISTER", "NICS"):
         line = json.dumps({"cmd": cmd, "seq": 3, "id": "vm1", "nics": nics}).encode()
         with pytest.raises(LuodError) as caught:
-            codec.decode_request(Frame(line))
+            parse.decode_request(Frame(line))
         assert (caught.value.code, caught.value.cmd, caught.value.seq) == (code, cmd, 3)
         assert said in caught.value.message and caught.value.hint
 
 
 def test_nics_needs_its_list() -> None:
     with pytest.raises(LuodError) as caught:
-        codec.decode_request(Frame(b'{"cmd":"NICS","id":"vm1"}'))
+        parse.decode_request(Frame(b'{"cmd":"NICS","id":"vm1"}'))
     assert caught.value.code == "bad-request"

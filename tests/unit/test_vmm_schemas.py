@@ -27,13 +27,13 @@ from referencing import Registry, Resource
 from luod.core import dialect, preflight, timeline
 from luod.core.access import AccessPolicy, Peer
 from luod.core.clock import FakeClock, SystemClock
-from luod.core.orchestrator import Phase, Transition
+from luod.core.orchestrator import DEADLINE_PHASES, Phase, Transition
 from luod.daemon.daemon import Daemon
 from luod.daemon.settings import Settings
 from luod.daemon.update import UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
-from luod.vmm import codec
+from luod.vmm import codec, parse
 from luod.vmm.codec import Frame
 from tests.contract.harness import FAKE_BZIMAGE as FAKE
 from tests.unit.test_vmm_codec import JSON, Sample, fd_pool, requests
@@ -144,7 +144,7 @@ def test_the_spec_and_the_schema_list_the_same_error_codes() -> None:
 def test_the_schemas_name_the_phases_deadlines_and_check_states_of_the_code() -> None:
     common = SCHEMAS["common.json"]["$defs"]
     assert common["phase"]["examples"] == [str(p) for p in Phase]
-    assert common["deadlinePhase"]["enum"] == list(codec.DEADLINE_PHASES)
+    assert common["deadlinePhase"]["enum"] == list(DEADLINE_PHASES)
     assert common["check"]["properties"]["status"]["enum"] == [str(s) for s in preflight.Status]
     record = common["updateRecord"]
     assert set(record["required"]) == set(timeline.UpdateRecord().to_dict())
@@ -165,7 +165,7 @@ def test_spec_example_is_valid(example: Example) -> None:
     with fd_pool() as pool:
         frame = Frame(example.text.encode(), tuple(pool.take(example.nfds)))
         if example.side == "C":
-            assert codec.decode_request(frame).cmd == message["cmd"].upper()
+            assert parse.decode_request(frame).cmd == message["cmd"].upper()
         else:
             assert codec.decode_server_message(frame) == message
             assert rebuilt_by_codec(message) == message
@@ -197,7 +197,7 @@ def test_spec_refused_example_is_refused_by_schema_and_codec(
     if _json(asked) and schema_name(asked.message) in SCHEMAS:
         assert problems(asked.message, asked.nfds)
     with fd_pool() as pool, pytest.raises(LuodError) as caught:
-        codec.decode_request(Frame(asked.text.encode(), tuple(pool.take(asked.nfds))))
+        parse.decode_request(Frame(asked.text.encode(), tuple(pool.take(asked.nfds))))
     exc = caught.value
     assert exc.code == expected["error"]["code"]
     reply = codec.error_reply(exc.cmd, exc.seq, exc)
@@ -260,7 +260,7 @@ def test_bad_requests_are_refused_by_schema_and_codec(
 ) -> None:
     assert problems(message, nfds)
     with fd_pool() as pool, pytest.raises(LuodError) as caught:
-        codec.decode_request(Frame(json.dumps(message).encode(), tuple(pool.take(nfds))))
+        parse.decode_request(Frame(json.dumps(message).encode(), tuple(pool.take(nfds))))
     assert caught.value.code == (code or "bad-request")
     reply = codec.error_reply(caught.value.cmd, caught.value.seq, caught.value)
     assert problems(reply, 0) == []
@@ -289,7 +289,7 @@ def test_what_a_schema_accepts_the_codec_accepts(mutation: tuple[Sample, str, An
     if problems(message, nfds):
         return
     with fd_pool() as pool:
-        codec.decode_request(Frame(json.dumps(message).encode(), tuple(pool.take(nfds))))
+        parse.decode_request(Frame(json.dumps(message).encode(), tuple(pool.take(nfds))))
 
 
 def _record() -> timeline.UpdateRecord:
@@ -412,7 +412,7 @@ class Luod:
     ) -> dict[str, Any]:
         frame = Frame(json.dumps(message).encode(), fds)
         try:
-            request = codec.decode_request(frame)
+            request = parse.decode_request(frame)
             out = await self.handler.handle(conn, request)
         except LuodError as exc:
             out = codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))

@@ -31,7 +31,6 @@ BEFORE_REBOOT = {  # point -> the phase luod was killed in
     "frozen": "frozen",
     "reboot": "rebooting",
 }
-KEEPER_FIX = "luod reconnects to a new keeper: the hostsec branch (issue 13 finding 5)"
 ALL = [*BEFORE_REBOOT, "before-retrieve", "reclaiming", "keeper", "freezing-systemd"]
 QUICK = ("freezing", "reboot", "before-retrieve", "reclaiming")
 """`make test` runs these (one guest, three boots); LUOD_CHAOS=full (`make chaos`) all."""
@@ -39,10 +38,7 @@ SELECTED = ALL if os.environ.get("LUOD_CHAOS") == "full" else list(QUICK)
 POINTS = [
     pytest.param(
         point,
-        marks=[
-            *([pytest.mark.xfail(reason=KEEPER_FIX, strict=False)] if point == "keeper" else []),
-            *([] if point in SELECTED else [pytest.mark.skip(reason="LUOD_CHAOS=full only")]),
-        ],
+        marks=[] if point in SELECTED else [pytest.mark.skip(reason="LUOD_CHAOS=full only")],
     )
     for point in ALL
 ]
