@@ -307,8 +307,10 @@ class QualificationDriver:
         assert self.record is not None
         began = time.time()
         step["timings"]["kexec_seconds"] = round(began - step.pop("kexec_requested"), 3)
-        checks = self._kernel_checks(step) + await self._qemu_after(step)
-        checks += await asyncio.to_thread(self.canaries.verify, plan)
+        qemu, memfds = await asyncio.gather(  # QEMU's start waits, the hashing computes
+            self._qemu_after(step), asyncio.to_thread(self.canaries.verify, plan)
+        )
+        checks = self._kernel_checks(step) + qemu + memfds
         step["timings"]["verify_seconds"] = round(time.time() - began, 3)
         step["checks"] = step.pop("checks_before", []) + [c.to_dict() for c in checks]
         step["update"] = self.updates.record.id if self.updates.record else None

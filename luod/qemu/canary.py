@@ -14,7 +14,7 @@ stamp, the magic and the pattern's sha256, which must be the one the stamp predi
 
     python -m luod.qemu.canary run --id ID --dir DIR --probe SOCKET [--socket LUOD]
     python -m luod.qemu.canary restore --id ID --dir DIR [--socket LUOD]
-    python -m luod.qemu.canary probe --probe SOCKET --dir SCRATCH # one JSON line
+    python -m luod.qemu.canary probe --probe SOCKET --dir SCRATCH [--twice SECONDS]  # JSON
     python -m luod.qemu.canary floppy PATH                        # QEMU's arguments, one a line
 
 ``run`` and ``restore`` are ``luod-qemu run`` and ``luod-qemu restore`` for the canary (its
@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from luod.qemu import cli
 from luod.qemu.errors import QemuAdapterError
 from luod.qemu.qmp import Qmp
 
@@ -44,6 +43,8 @@ COUNTER, STAMP, MAGIC = 0x8000, 0x8008, 0x8010
 FILL, FILL_SIZE, FILL_STEP = 0x10000, 0x80000, 0x9E3779B9
 MAGIC_VALUE = b"LUOD"  # the boot code's "mov dword [MAGIC]" immediate
 RAM = "16M"
+DEFAULT_SOCKET = "/run/luod/liveupdate.sock"  # luod-qemu's (luod.qemu.cli is imported by run
+DEFAULT_QEMU = "qemu-system-x86_64"  # and restore only: a probe starts fast in a slow guest)
 FLOPPY_SIZE = 1_474_560
 BOOT_CODE = bytes.fromhex(
     "fa31c08ed8"  # cli; xor ax, ax; mov ds, ax
@@ -140,6 +141,18 @@ def probe(monitor: Path, scratch: Path, timeout: float = 10.0) -> dict[str, Any]
     return {**seen, "at": time.time()}
 
 
+def twice(monitor: Path, scratch: Path, apart: float, boot: float = 300.0) -> list[dict[str, Any]]:
+    """Two probes ``apart`` seconds apart, once the boot code has run (its magic is there:
+    SeaBIOS boots it in seconds, minutes under nested TCG)."""
+    deadline = time.monotonic() + boot
+    while (first := probe(monitor, scratch))["magic"] != MAGIC_VALUE.decode():
+        if time.monotonic() > deadline:
+            break  # the checks say what the magic was
+        time.sleep(0.5)  # nothing to wait on but the guest's progress
+    time.sleep(apart)
+    return [first, probe(monitor, scratch)]
+
+
 # --- the commands ---------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m luod.qemu.canary", description=__doc__)
@@ -149,12 +162,15 @@ def parser() -> argparse.ArgumentParser:
         each.add_argument("--dir", type=Path, required=True, help="the canary's directory")
         if name != "probe":
             each.add_argument("--id", required=True, help="the canary VM's id in luod")
-            each.add_argument("--socket", default=cli.DEFAULT_SOCKET, help="luod's VMM socket")
+            each.add_argument("--socket", default=DEFAULT_SOCKET, help="luod's VMM socket")
             each.add_argument("--runtime-dir", type=Path, help="luod-qemu's (default DIR/run)")
         if name != "restore":
             each.add_argument("--probe", type=Path, required=True, help="the probe QMP socket")
+        if name == "probe":
+            each.add_argument("--twice", type=float, metavar="SECONDS",
+                              help="once the boot code ran: two probes SECONDS apart")  # fmt: skip
         if name == "run":
-            each.add_argument("--qemu", default=cli.DEFAULT_QEMU, help="the QEMU binary")
+            each.add_argument("--qemu", default=DEFAULT_QEMU, help="the QEMU binary")
     sub.add_parser("floppy").add_argument("path", type=Path)
     return top
 
@@ -177,11 +193,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "probe":
         try:
-            print(json.dumps(probe(args.probe, args.dir)), flush=True)
+            seen = (
+                twice(args.probe, args.dir, args.twice)
+                if args.twice
+                else probe(args.probe, args.dir)
+            )
+            print(json.dumps(seen), flush=True)
         except (QemuAdapterError, OSError) as exc:
             print(json.dumps({"error": str(exc)}), flush=True)
             return 1
         return 0
+    from luod.qemu import cli  # luod-qemu itself
+
     args.dir.mkdir(parents=True, exist_ok=True)
     return cli.main(luod_qemu_argv(args))
 
