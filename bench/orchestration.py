@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from bench.handover import daemon, spawn_simulated, wait_for_socket
 from bench.stats import human, table
+from luod.core import manifest
 from luod.errors import LuodError
 from luod.kernel import memfd
 from luod.vmm.client import AsyncClient, Client
@@ -61,7 +61,9 @@ def freeze_barrier(workdir: Path) -> float:
     state = workdir / "freeze"
     with daemon(state) as socket:
         asyncio.run(freeze_run(socket, image))
-    update = json.loads((state / "manifest.json").read_text())["extra"]["update"]
+    handed_over = manifest.read_disk(state)  # the snapshot and the journal's kexec line
+    assert handed_over is not None
+    update = handed_over.extra["update"]
     sent = min(v["freeze_sent"]["monotonic"] for v in update["vms"].values())
     acked = max(v["freeze_ack"]["monotonic"] for v in update["vms"].values())
     return acked - sent

@@ -23,6 +23,7 @@ from luod.daemon import config, logs
 from luod.daemon.daemon import Daemon
 from luod.daemon.settings import ApiSettings, Settings
 from luod.errors import LuodError
+from luod.kernel import fdtable
 from luod.rest.serving import serve_api
 
 log = logs.get_logger()
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"luod: {problem}", file=sys.stderr)
         return EXIT_USAGE
     logs.configure(args.log_level)
+    fdtable.reserve()  # while luod has one thread (luod.kernel.fdtable)
     try:
         asyncio.run(Daemon(settings, api=serve_api).run())
     except LuodError as exc:

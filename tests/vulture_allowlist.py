@@ -4,7 +4,7 @@ nobody, here or in luod, is dead code and goes.
 """
 
 import luod.kernel
-from luod.core import bzimage, clock
+from luod.core import bzimage, clock, registry
 from luod.custody import sdnotify
 from luod.daemon import daemon, facade, handler
 from luod.kernel import images, probes, sim, uapi
@@ -53,6 +53,7 @@ uapi.IOC_READ
 sdnotify.notify_barrier  # sd_notify's BARRIER=1 (the tests' fake fd store settles with it)
 
 # Test hooks: how tests drive the fakes and look inside.
+registry.Registry.kexec_staged
 clock.FakeClock.advance
 sim.SimKernel.fail_next_retrieve
 sim.SimKernel.fail_next_reboot

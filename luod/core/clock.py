@@ -6,7 +6,7 @@ A fake clock in tests drives deadlines without sleeping.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -17,7 +17,9 @@ class Stamp:
     boottime: float
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        """As ``dataclasses.asdict`` would, without its deep copy (10x slower; every step of
+        every VM in an update's record is stamped)."""
+        return {"realtime": self.realtime, "monotonic": self.monotonic, "boottime": self.boottime}
 
 
 class Clock(Protocol):

@@ -14,15 +14,13 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import structlog
 
+from luod.core.custodian import Custody
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, SupportsFileno
-
-if TYPE_CHECKING:
-    from luod.core.registry import Custody
 
 log = structlog.get_logger("luod.custody")
 LOST: Final = frozenset({"custody-unavailable", "custody-closed"})
@@ -41,7 +39,7 @@ class CustodyHealth:
 
 
 class CustodyGuard:
-    """Implements luod.core.registry.Custody over ``custody``, renewing it when it is lost."""
+    """Implements luod.core.custodian.Custody over ``custody``, renewing it when it is lost."""
 
     def __init__(self, custody: Custody, held: Callable[[], Mapping[str, SupportsFileno]]):
         self._custody = custody

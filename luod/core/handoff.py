@@ -1,7 +1,9 @@
 """The last step before the kexec: put the manifest where the next kernel's luod will find it.
 
-``Registry.begin_kexec`` writes it as a sealed memfd at token 0 of session ``luod`` (the
-kernel cannot list sessions or tokens) plus the disk copy; then sync and reboot. Direct mode:
+The manifest's snapshot went to token 0 of session ``luod`` and to disk before the freeze
+(``Registry.stage_kexec``; the kernel cannot list sessions or tokens); here
+``Registry.begin_kexec`` adds what changed since (token 1, the disk journal); then sync and
+reboot. Direct mode:
 luod, alive and holding every session, calls reboot(KEXEC). Systemd mode: every session is in
 luod's fd store and ``systemctl kexec`` reboots (luod.core.kexec_mode). No other LUO call runs
 meanwhile: luod's event loop awaits this step.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,11 +82,20 @@ def _hand_over(
             errno.EINVAL,
         )
     try:
+        began = time.monotonic()
         registry.begin_kexec()
-        os.sync()
+        written = time.monotonic()
+        os.sync()  # the host's (the VMs' disk images too): reboot(2) does not (docs/kernel.md §5.2)
+        synced = time.monotonic()
         in_time()
         holds.hold_blocking("reboot")
-        log.info("kexec", vms=len(registry.vms), custody=registry.custody_kind)
+        log.info(
+            "kexec",
+            vms=len(registry.vms),
+            custody=registry.custody_kind,
+            handoff_ms=round((written - began) * 1e3, 3),
+            sync_ms=round((synced - written) * 1e3, 3),
+        )
         reboot()
     except (LuoError, LuodError) as exc:
         registry.end_kexec()

@@ -1,8 +1,15 @@
 """The manifest: luod's record of every VM, session, file and token, versioned JSON.
 
-Written atomically to the state directory on every change, and — just before a kexec — into a
+Written atomically to the state directory on every change, and — before a kexec — into a
 sealed memfd preserved at token 0 of session ``luod``, because the kernel cannot list incoming
 sessions or tokens (docs/kernel.md §2.4). Readers accept older versions and refuse newer ones.
+
+The handoff is written in two steps, so that the VMs' pause holds only the second (issue 17):
+before the freeze, the snapshot (serialized once, for the disk and token 0); after the last
+READY, the changes since, as journal lines (the disk journal's format, ending with a ``kexec``
+line that carries the update's record) at token 1 (``HANDOFF_JOURNAL_TOKEN``) and appended to
+the disk journal. A luod that knows no token 1 reads token 0 alone: a complete version-1
+manifest of every VM, session and file as they were before the freeze.
 """
 
 from __future__ import annotations
@@ -125,47 +132,77 @@ def _merge_files(manifest: Manifest, entry: object) -> None:
         vm.rejected.pop(record.name, None)
 
 
+def serialize(manifest: Manifest) -> bytes:
+    """The snapshot's bytes, stamped now: one serialization serves every copy."""
+    manifest.written = time.time()
+    return manifest.to_json()
+
+
 def write_atomic(state_dir: Path, manifest: Manifest, durable: bool = False) -> Path:
     """Write STATE_DIR/manifest.json so that a luod crash leaves the old or the new one.
 
     Not fsync'd per change: a crash of luod keeps the page cache, and a crash of the machine
     loses every preserved session anyway. ``durable`` syncs (the kexec path does).
     """
-    manifest.written = time.time()
+    return write_serialized(state_dir, serialize(manifest), durable)
+
+
+def write_serialized(state_dir: Path, raw: bytes, durable: bool = False) -> Path:
+    """``write_atomic`` of a snapshot already serialized (``serialize``)."""
     target = state_dir / FILENAME
-    statedir.write_atomic(target, manifest.to_json())  # 0600, no symlink followed
+    statedir.write_atomic(target, raw)  # 0600, no symlink followed
     statedir.unlink(state_dir / JOURNAL)  # the snapshot contains everything it said
     if durable:
         os.sync()
     return target
 
 
-def append_journal(state_dir: Path, entry: dict[str, Any]) -> None:
-    """Record one change (``{"vm": {...}}`` upsert or ``{"forget": id}``) cheaply."""
-    line = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+def journal_line(entry: dict[str, Any]) -> bytes:
+    """One change (``{"vm": {...}}`` upsert, ``{"vm_files": ...}``, ``{"forget": id}``, or
+    ``kexec_entry``) as the journal's line."""
+    return json.dumps(entry, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+
+
+def kexec_entry(extra: dict[str, Any]) -> dict[str, Any]:
+    """The handoff's last line: the kexec is under way, with ``extra`` carried (the update's
+    record); replayed, it sets ``kexec_pending`` and replaces ``extra``."""
+    return {"kexec": {"extra": extra}}
+
+
+def append_journal(state_dir: Path, line: bytes) -> None:
+    """Record one change (``journal_line``) cheaply."""
     statedir.append(state_dir / JOURNAL, line)
 
 
-def _replay(state_dir: Path, manifest: Manifest) -> Manifest:
-    journal = statedir.read(state_dir / JOURNAL)
-    if journal is None:
-        return manifest
+def replay(manifest: Manifest, journal: bytes) -> Manifest:
+    """Apply journal lines (the disk journal's, or the handoff's at token 1) to ``manifest``."""
     for line in journal.splitlines():
         try:
-            entry = manifest_check.parse(line)
-            if not isinstance(entry, dict):
-                continue
-            if "vm" in entry:
-                vm = manifest_check.vm_record(entry["vm"], "journal")
-                manifest.vms[vm.id] = vm
-            elif "vm_files" in entry:
-                _merge_files(manifest, entry["vm_files"])
-            elif "forget" in entry:
-                manifest.vms.pop(str(entry["forget"]), None)
+            _apply(manifest, manifest_check.parse(line))
         except (ValueError, KeyError, TypeError):
             continue  # a torn last line from a luod killed mid-append, or a line that fails
             # the manifest's own checks (manifest_check): neither is replayed
     return manifest
+
+
+def _apply(manifest: Manifest, entry: object) -> None:
+    if not isinstance(entry, dict):
+        return
+    if "vm" in entry:
+        vm = manifest_check.vm_record(entry["vm"], "journal")
+        manifest.vms[vm.id] = vm
+    elif "vm_files" in entry:
+        _merge_files(manifest, entry["vm_files"])
+    elif "forget" in entry:
+        manifest.vms.pop(str(entry["forget"]), None)
+    elif "kexec" in entry:
+        manifest.extra = _extra(manifest_check.Reader(entry["kexec"], "kexec"))
+        manifest.kexec_pending = True
+
+
+def _replay(state_dir: Path, manifest: Manifest) -> Manifest:
+    journal = statedir.read(state_dir / JOURNAL)
+    return manifest if journal is None else replay(manifest, journal)
 
 
 def read_disk(state_dir: Path) -> Manifest | None:
@@ -185,10 +222,10 @@ def read_disk(state_dir: Path) -> Manifest | None:
     return _replay(state_dir, Manifest.from_json(raw, str(path)))
 
 
-def to_memfd(manifest: Manifest) -> OwnedFd:
-    """A sealed memfd holding the manifest, ready for PRESERVE_FD at token 0."""
-    raw = manifest.to_json()
-    fd = memfd.create("luod-manifest", len(raw))
+def to_memfd(raw: bytes, name: str = "luod-manifest") -> OwnedFd:
+    """A sealed memfd holding ``raw`` (the snapshot, or the handoff's journal), ready for
+    PRESERVE_FD."""
+    fd = memfd.create(name, len(raw))
     try:
         os.pwrite(fd.fileno(), raw, 0)
         memfd.add_seals(fd, SEALS)
@@ -198,6 +235,9 @@ def to_memfd(manifest: Manifest) -> OwnedFd:
     return fd
 
 
+def read_fd(fd: OwnedFd) -> bytes:
+    return os.pread(fd.fileno(), os.fstat(fd.fileno()).st_size, 0)
+
+
 def from_fd(fd: OwnedFd) -> Manifest:
-    size = os.fstat(fd.fileno()).st_size
-    return Manifest.from_json(os.pread(fd.fileno(), size, 0), "manifest memfd (session luod)")
+    return Manifest.from_json(read_fd(fd), "manifest memfd (session luod)")

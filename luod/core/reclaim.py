@@ -36,6 +36,18 @@ def reclaim(
     return list(zip(wanted, fds, strict=True))
 
 
+def retrieve_bytes(vm: VmRecord, names: tuple[str, ...] | None) -> int:
+    """What a RECLAIM of ``names`` (None: every file) would retrieve, in bytes: the kernel's
+    work is linear in it (docs/kernel.md §6.4). Unknown names count nothing (refused later)."""
+    files = vm.files.values() if names is None else [vm.files[n] for n in names if n in vm.files]
+    return sum(f.size for f in files if not f.reclaimed)
+
+
+def finish_bytes(vm: VmRecord) -> int:
+    """What a DONE would destroy (force): the files never reclaimed, in bytes."""
+    return sum(f.size for f in vm.files.values() if not f.reclaimed)
+
+
 def claim(registry: Registry, peer: Peer, vm_id: str) -> OwnedFd:
     """Delegation: the owner gets the retrieved session fd itself (luod keeps a duplicate)."""
     vm = _incoming(registry, peer, vm_id, Mode.DELEGATION)

@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 import structlog
 
 from luod.core import manifest as manifest_io
-from luod.core.model import MANIFEST_TOKEN, STATE_SESSION, VmRecord, VmState
-from luod.core.registry import Custody, Registry
+from luod.core.custodian import Custody
+from luod.core.model import (
+    HANDOFF_JOURNAL_TOKEN,
+    MANIFEST_TOKEN,
+    STATE_SESSION,
+    VmRecord,
+    VmState,
+)
+from luod.core.registry import Registry
 from luod.errors import LuodError
 from luod.kernel import Backend, LuoDevice, LuoError, OpenDevice, Session
 
@@ -101,7 +108,19 @@ def _take_state_session(
         custody.withdraw(STATE_SESSION)
         return None
     custody.deposit(STATE_SESSION, session)  # until every VM session is safe
-    return session, manifest
+    return session, _with_handoff_journal(session, manifest)
+
+
+def _with_handoff_journal(session: Session, manifest: manifest_io.Manifest) -> manifest_io.Manifest:
+    """The changes written after the last READY (luod.core.manifest). None from a luod that
+    wrote only token 0, or from a kexec that came before that luod's last READY."""
+    try:
+        with session.retrieve(HANDOFF_JOURNAL_TOKEN) as fd:
+            return manifest_io.replay(manifest, manifest_io.read_fd(fd))
+    except LuoError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+        return manifest
 
 
 def _kexec_on_disk(registry: Registry) -> manifest_io.Manifest | None:

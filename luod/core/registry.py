@@ -11,17 +11,17 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from luod.core import manifest as manifest_io
 from luod.core import vetting
 from luod.core.access import AccessPolicy, Peer, check_owner
+from luod.core.custodian import Custody
 from luod.core.custody_guard import CustodyGuard, CustodyHealth
 from luod.core.limits import Limits
 from luod.core.model import (
-    MANIFEST_TOKEN,
     STATE_SESSION,
     FileRecord,
     FileSpec,
@@ -30,52 +30,14 @@ from luod.core.model import (
     VmState,
 )
 from luod.core.nic import NetRecord, NicDecl
+from luod.core.state_session import StateSession
 from luod.errors import LuodError
-from luod.kernel import Backend, LuoError, OwnedFd, Session, SupportsFileno, memfd
+from luod.kernel import Backend, LuoError, OwnedFd, Session, memfd
 from luod.kernel.charged import retrieve_charged
 
 log = structlog.get_logger("luod.registry")
 JOURNAL_LIMIT = 512
 Retriever = Callable[[Session, Sequence[int], str | None], list[OwnedFd]]
-
-
-class Custody(Protocol):
-    """Who else holds every session fd luod holds, so that a luod that dies loses nothing
-    (implementations: luod.custody)."""
-
-    @property
-    def kind(self) -> str:
-        """One of "systemd", "keeper", "memory"."""
-        ...
-
-    def deposit(self, name: str, fd: SupportsFileno) -> None:
-        """Hold a duplicate of ``fd`` (the caller keeps ``fd``); replaces an entry ``name``.
-
-        ``fd`` is an OwnedFd or anything with ``fileno()`` (a ``Session``); ValueError for a
-        name systemd would refuse (``luod.custody.fdname``).
-        """
-        ...
-
-    def withdraw(self, name: str) -> None:
-        """Forget ``name`` and close custody's copy (the session ended); unknown: no-op."""
-        ...
-
-    def recover(self) -> dict[str, OwnedFd]:
-        """Every fd held, by name, as new duplicates owned by the caller."""
-        ...
-
-    def close(self) -> None:
-        """Release local resources; fds held outside this process stay held."""
-        ...
-
-    def check(self) -> None:
-        """Raise LuodError ``custody-unavailable`` when the custodian is gone."""
-        ...
-
-    def renew(self) -> None:
-        """After a loss: a custodian again (a new keeper), empty; ``custody-unavailable`` when
-        none can be had."""
-        ...
 
 
 class Registry:
@@ -103,8 +65,9 @@ class Registry:
         self.info = backend.info()
         self._vms: dict[str, VmRecord] = {}
         self._sessions: dict[str, Session] = {}  # vm id -> its session
-        self._state_session: Session | None = None  # session "luod", just before a kexec
+        self._state_session = StateSession(backend, self._custody)  # just before a kexec
         self._kexec_pending = False
+        self._staged: list[bytes] | None = None  # journal lines since the handoff's snapshot
         self._carried: dict[str, object] = {}  # carried in the manifest (the update timeline)
         self._journaled = 0
         self._snapshot_written = False  # journal lines need a snapshot of this boot before them
@@ -129,6 +92,11 @@ class Registry:
         return self._kexec_pending
 
     @property
+    def kexec_staged(self) -> bool:
+        """The handoff's snapshot is written (``stage_kexec``), the kexec not yet called off."""
+        return self._staged is not None
+
+    @property
     def backend_name(self) -> str:
         return self._backend.name
 
@@ -147,8 +115,8 @@ class Registry:
     def _held(self) -> dict[str, Session]:
         """Every session luod holds, by its custody name (what a new custodian must get)."""
         held = {self._vms[v].session: s for v, s in self._sessions.items() if v in self._vms}
-        if self._state_session is not None:
-            held[STATE_SESSION] = self._state_session
+        if self._state_session.session is not None:
+            held[STATE_SESSION] = self._state_session.session
         return {name: session for name, session in held.items() if not session.closed}
 
     def open_sessions(self) -> int:
@@ -203,10 +171,13 @@ class Registry:
 
     def _journal(self, entry: dict[str, object]) -> None:
         self._journaled += 1
+        line = manifest_io.journal_line(entry)
+        if self._staged is not None:  # the handoff carries it too (begin_kexec)
+            self._staged.append(line)
         if self._journaled > JOURNAL_LIMIT or not self._snapshot_written:
             self.persist()
         else:
-            manifest_io.append_journal(self._state_dir, entry)
+            manifest_io.append_journal(self._state_dir, line)
 
     # --- lookups ------------------------------------------------------------------------
     def get(self, vm_id: str, peer: Peer | None = None) -> VmRecord:
@@ -357,41 +328,46 @@ class Registry:
         self._previous = previous
         self.persist()
 
+    def stage_kexec(self) -> None:
+        """Before the freeze: the handoff's snapshot (kexec pending), serialized once, to the
+        disk and to token 0 of a new session ``luod``. From now on every change is also kept
+        for ``begin_kexec``. The caller syncs. Undone by ``end_kexec``."""
+        snapshot = self.manifest()
+        snapshot.kexec_pending = True
+        raw = manifest_io.serialize(snapshot)
+        manifest_io.write_serialized(self._state_dir, raw)
+        self._journaled, self._snapshot_written = 0, True
+        self._state_session.write_snapshot(raw)
+        self._staged = []
+
     def begin_kexec(self) -> None:
-        """From now on nothing may change: the manifest on disk and in session ``luod`` (token
-        0) is what the next kernel's luod starts from. Undone by ``end_kexec``."""
+        """After the last READY: from now on nothing may change. The handoff gets only what
+        changed since ``stage_kexec`` (staged now if it was not): journal lines ending with
+        the carried record, at token 1 of session ``luod`` and on the disk journal. The
+        next kernel's luod starts from that. Undone by ``end_kexec``."""
+        if self._staged is None:
+            self.stage_kexec()
+        assert self._staged is not None
         self._kexec_pending = True
-        self.persist(durable=True)
-        self._write_state_session()
+        kexec = manifest_io.journal_line(manifest_io.kexec_entry(self._carried))
+        manifest_io.append_journal(self._state_dir, kexec)
+        self._state_session.write_journal(b"".join(self._staged) + kexec)
 
     def end_kexec(self) -> None:
-        """The kexec did not happen (reboot failed, or systemd never ran it): changes are
-        allowed again. The state session stays until the next attempt replaces it."""
-        self._kexec_pending = False
+        """The kexec did not happen (an abort after ``stage_kexec``, a reboot that failed,
+        systemd never ran it): changes are allowed again, and session ``luod`` is closed
+        (custody's copy too), so that no later kexec hands over a stale manifest."""
+        if self._staged is None and self._state_session.session is None and not self._kexec_pending:
+            return
+        self._kexec_pending, self._staged = False, None
+        self._state_session.close()
         self.persist()
 
     def close(self) -> None:
         """Close luod's session fds (custody keeps its copies): tests and tools only."""
         for session in self._sessions.values():
             session.close()
-
-    def _write_state_session(self) -> None:
-        """Session ``luod`` with the manifest at token 0. A previous attempt's one (a reboot
-        that failed) is closed first, custody's copy included, so the create never meets
-        EEXIST."""
-        old, self._state_session = self._state_session, None
-        if old is not None:
-            old.close()
-            self._custody.withdraw(STATE_SESSION)
-        with manifest_io.to_memfd(self.manifest()) as fd:
-            session = self._backend.device.create_session(STATE_SESSION)
-            try:
-                session.preserve(fd, MANIFEST_TOKEN)
-            except BaseException:
-                session.close()
-                raise
-        self._state_session = session
-        self._custody.deposit(STATE_SESSION, session)
+        self._state_session.release()
 
     # --- internals ----------------------------------------------------------------------
     def _open_session(self, vm: VmRecord) -> None:

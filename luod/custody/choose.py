@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from luod.core.registry import Custody
+from luod.core.custodian import Custody
 from luod.custody.fdstore import SystemdFdStore, available
 from luod.custody.memory import MemoryCustody
 

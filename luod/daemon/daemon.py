@@ -26,8 +26,9 @@ import structlog
 import luod
 from luod.core import holds, statedir
 from luod.core.clock import Clock, SystemClock
+from luod.core.custodian import Custody
 from luod.core.recovery import RecoveryReport, recover
-from luod.core.registry import Custody, Registry
+from luod.core.registry import Registry
 from luod.custody.choose import choose_custody
 from luod.daemon import nics, systemd, uplink_watch
 from luod.daemon.connections import VmmConnections

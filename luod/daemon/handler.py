@@ -27,9 +27,10 @@ from luod.vmm import codec, fields, paging
 
 log = structlog.get_logger("luod.handler")
 INLINE_BYTES = 128 << 20
-"""Below this a preserve costs at most tens of ms of kernel time: done on the loop, since the
-thread hop costs more than it saves. Above it (GiBs of guest RAM take seconds, docs/kernel.md §6.2)
-it runs in a worker thread so other clients keep being served."""
+"""Below this a preserve, a reclaim or a DONE costs at most tens of ms of kernel time: done on
+the loop, since the thread hop costs more than it saves (100 VMMs reclaiming at once queued
+behind each other's hops, bench/blackout_budget.py). Above it (GiBs of guest RAM take seconds,
+docs/kernel.md §6.2, §6.4) it runs in a worker thread so other clients keep being served."""
 
 Reply = tuple[dict[str, Any], tuple[OwnedFd, ...]]
 R = TypeVar("R", bound=codec.Request)
@@ -116,6 +117,12 @@ class LuodHandler:
                 return call(*args)
             return await asyncio.to_thread(call, *args)
 
+    def _small(self, vm_id: str, size: Callable[[VmRecord], int]) -> bool:
+        """Whether the kernel work on ``vm_id`` is small enough to run on the loop (an unknown
+        VM: yes, the call refuses it at once)."""
+        vm = self.registry.vms.get(vm_id)
+        return vm is None or size(vm) < INLINE_BYTES
+
     # --- verbs ------------------------------------------------------------------------------
     async def _hello(self, conn: VmmConnection, req: codec.Hello) -> Reply:
         conn.capabilities = dialect.grant(req.capabilities)
@@ -167,14 +174,18 @@ class LuodHandler:
         if req.names is None:
             _fits_one_reply(self.registry.get(req.id, conn.peer))
         nics = await self.nics.ready(req.id)  # rebuilt before RECLAIM answers (bounded wait)
-        pairs = await self._run(reclaim.reclaim, self.registry, conn.peer, req.id, req.names)
+        small = self._small(req.id, lambda vm: reclaim.retrieve_bytes(vm, req.names))
+        pairs = await self._run(
+            reclaim.reclaim, self.registry, conn.peer, req.id, req.names, inline=small
+        )
         self.connections.track(req.id, conn)
         self.driver.vm_step(req.id, "reclaimed")
         files = {"files": [_file(f) for f, _ in pairs]}
         return files | ({} if nics is None else {"nics": nics}), tuple(fd for _, fd in pairs)
 
     async def _done(self, conn: VmmConnection, req: codec.Done) -> Reply:
-        await self._run(reclaim.done, self.registry, conn.peer, req.id, req.force)
+        small = self._small(req.id, reclaim.finish_bytes)
+        await self._run(reclaim.done, self.registry, conn.peer, req.id, req.force, inline=small)
         self.connections.forget(req.id)
         self.driver.vm_step(req.id, "done")
         return {}, ()

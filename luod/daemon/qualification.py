@@ -23,9 +23,10 @@ from typing import Any
 import structlog
 
 from luod.core import preflight, qualify, timeline
+from luod.core.custodian import Custody
 from luod.core.model import VmState
 from luod.core.orchestrator import Phase
-from luod.core.registry import Custody, Registry
+from luod.core.registry import Registry
 from luod.daemon.events import EventBus
 from luod.daemon.qualification_canaries import Canaries
 from luod.daemon.qualification_chain import ChainKernel, check_boot, describe

@@ -13,7 +13,7 @@ import hashlib
 import os
 
 from luod.core import qualify
-from luod.core.registry import Custody
+from luod.core.custodian import Custody
 from luod.kernel import Backend, LuoError, OwnedFd, Session, memfd
 
 

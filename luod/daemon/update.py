@@ -251,8 +251,9 @@ class UpdateDriver:
             )
             self.machine.go(Phase.PREPARED, "every VM preserved")
             await holds.hold("prepared")
-            # the host's dirty pages flushed before the freeze: the sync before reboot()
-            # (Registry.begin_kexec) then has little left, inside the VMs' pause (issue 17)
+            self._stage_handoff()
+            # the handoff's snapshot and the host's dirty pages flushed before the freeze: the
+            # sync before reboot() then has little left, inside the VMs' pause (issue 17)
             await asyncio.to_thread(os.sync)
             self.machine.go(Phase.FREEZING, "operator or automatic freeze")
             await self.barrier.cross(list(self.registry.vms), "FREEZE", Phase.FREEZING)
@@ -268,6 +269,14 @@ class UpdateDriver:
                 self.log.finish("failed", f"{exc.code}: {exc.message}")
         finally:
             self._task = None
+
+    def _stage_handoff(self) -> None:
+        """Before the freeze: the manifest's snapshot, with the record so far, written where
+        the next kernel's luod looks (Registry.stage_kexec); after the last READY only the
+        changes since are added (Registry.begin_kexec, in the kexec step)."""
+        assert self.log.record is not None
+        self.registry.carry("update", self.log.record.to_dict())
+        self.registry.stage_kexec()
 
     async def _kexec(self) -> None:
         plan = self.kexec.plan()
@@ -335,6 +344,10 @@ class UpdateDriver:
         for vm_id, conn in self.connections:
             if dialect.may_send("RESUME", conn.capabilities):
                 conn.push(codec.encode(codec.event("RESUME", id=vm_id, reason=reason)))
+        try:
+            self.registry.end_kexec()  # the handoff staged before the freeze, if it was
+        except (LuodError, LuoError, OSError) as exc:  # the VMs resume all the same
+            log.error("handoff-not-withdrawn", error=str(exc))
         if self.log.running():
             self.log.resumed(list(self.registry.vms))
 
@@ -389,9 +402,14 @@ class UpdateDriver:
             self.log.finish("completed-with-unreclaimed", f"unreclaimed: {', '.join(left)}")
 
     def _maybe_complete(self) -> None:
-        if self.machine.phase is Phase.RECLAIMING and not self._unfinished():
+        if self.machine.phase is Phase.RECLAIMING and not self._any_unfinished():
             self.machine.go(Phase.IDLE, "every VM reclaimed and done")
             self.log.finish("completed", "")
+
+    def _any_unfinished(self) -> bool:
+        """Stops at the first (after every DONE: O(VMs) at most, not a list of them)."""
+        came = (VmState.INCOMING, VmState.RECLAIMED)
+        return any(v.state in came for v in self.registry.vms.values())
 
     def _unfinished(self) -> list[str]:
         """VMs that came through the update and are not done (new registrations don't count)."""
@@ -406,7 +424,7 @@ class UpdateDriver:
         if found is None or after_kexec:  # after the kexec the manifest carries the record
             running.clear(self.registry.state_dir)
             return False
-        if found.phase is Phase.REBOOTING and not found.same_boot and self._unfinished():
+        if found.phase is Phase.REBOOTING and not found.same_boot and self._any_unfinished():
             self._reclaim_from(found.record.to_dict(), started)  # killed before it got here
             return self.machine.phase is Phase.RECLAIMING
         self.log.adopt(found.record)

@@ -11,10 +11,13 @@ import structlog
 from luod.core import running as on_disk
 from luod.core import timeline
 from luod.core.clock import Clock, Stamp
-from luod.core.orchestrator import Transition
+from luod.core.orchestrator import Phase, Transition
 from luod.daemon.events import EventBus
 
 log = structlog.get_logger("luod.update")
+IN_THE_PAUSE = frozenset({Phase.FROZEN, Phase.REBOOTING})
+"""Entered after the last READY: the record on disk grows by a line (the transition and the
+freeze acks), it is not rewritten inside the VMs' pause (issue 17)."""
 
 
 class UpdateLog:
@@ -24,19 +27,20 @@ class UpdateLog:
         self.state_dir = state_dir
         self.boot_id = boot_id
         self.record: timeline.UpdateRecord | None = None
+        self._unsaved: list[tuple[str, str, Stamp]] = []  # VM steps since the record's write
 
     def open(self, request: dict[str, Any]) -> timeline.UpdateRecord:
-        self.record = timeline.UpdateRecord(request=request)
+        self.record, self._unsaved = timeline.UpdateRecord(request=request), []
         return self.record
 
     def adopt(self, record: timeline.UpdateRecord) -> None:
         """The record of an update a killed luod left running (luod.core.running)."""
-        self.record = record
+        self.record, self._unsaved = record, []
 
     def reopen(self, data: dict[str, Any], started: Stamp) -> timeline.UpdateRecord:
         """After the kexec: the record the previous kernel's luod carried over, with this
         boot's first stamps (kernel boot, luod's start, sessions retrieved)."""
-        self.record = timeline.UpdateRecord.from_dict(data)
+        self.record, self._unsaved = timeline.UpdateRecord.from_dict(data), []
         now = self.clock.now()
         self.record.event("kernel_boot", timeline.kernel_boot_stamp(now))
         self.record.event("luod_start", started)
@@ -54,7 +58,10 @@ class UpdateLog:
         the event carries it, so a view can count down on luod's clock."""
         if self.record is not None:
             self.record.phase(transition.to_dict())
-            self._save()
+            if transition.target in IN_THE_PAUSE:
+                self._append(transition.to_dict())
+            else:
+                self._save()
         self.events.publish(
             {"event": "PHASE", **transition.to_dict(), "deadline_seconds": deadline}
         )
@@ -65,7 +72,9 @@ class UpdateLog:
 
     def stamp(self, vm_id: str, name: str) -> None:
         assert self.record is not None
-        self.record.vm_event(vm_id, name, self.clock.now())
+        now = self.clock.now()
+        self.record.vm_event(vm_id, name, now)
+        self._unsaved.append((vm_id, name, now))
 
     def stamped(self, vm_id: str, name: str) -> bool:
         """Whether this update's record has step ``name`` for the VM."""
@@ -78,9 +87,10 @@ class UpdateLog:
 
     def reclaim_step(self, vm_id: str, step: str) -> None:
         """After the kexec: a VM ``reclaimed`` (or claimed) its files, or is ``done``; kept on
-        disk at once, so that a luod restarted mid-reclaim goes on from there."""
+        disk at once (one line appended), so that a luod restarted mid-reclaim goes on from
+        there."""
         self._progress(vm_id, step)
-        self._save()
+        self._append(None)
 
     def resumed(self, vm_ids: list[str]) -> None:
         """An abort sent RESUME: the VMs it had paused run again (their blackout ends)."""
@@ -92,6 +102,7 @@ class UpdateLog:
         assert self.record is not None
         now = self.clock.now()
         self.record.vm_event(vm_id, step, now)
+        self._unsaved.append((vm_id, step, now))
         event = {"event": "VM_PROGRESS", "id": vm_id, "step": step, "at": now.to_dict()}
         self.events.publish({**event, "note": note} if note else event)
 
@@ -116,6 +127,13 @@ class UpdateLog:
         """On disk while it runs: a luod killed now finds it when it starts (core.running)."""
         if self.record is not None and self.record.outcome == "running":
             on_disk.write(self.state_dir, self.record, self.boot_id)
+        self._unsaved.clear()
+
+    def _append(self, transition: dict[str, Any] | None) -> None:
+        """What changed since ``_save``, as one line (luod.core.running)."""
+        if self.record is not None and self.record.outcome == "running":
+            on_disk.append(self.state_dir, transition, self._unsaved)
+        self._unsaved.clear()
 
     def finish(self, outcome: str, reason: str) -> None:
         if self.record is None:

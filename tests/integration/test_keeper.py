@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from luod.core.registry import Custody
+from luod.core.custodian import Custody
 from luod.custody.choose import choose_custody
 from luod.custody.keeper import EXIT_BUSY
 from luod.custody.keeper_client import KeeperCustody

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from luod.core.access import AccessPolicy, Peer
-from luod.core.registry import Custody
+from luod.core.custodian import Custody
 from luod.daemon.daemon import Daemon
 from luod.daemon.kexec_step import KexecSettings
 from luod.daemon.settings import Settings

@@ -135,7 +135,7 @@ def test_manifest_from_a_newer_luod_is_refused(tmp_path: Path) -> None:
 
 
 def test_manifest_memfd_is_sealed_without_exec_seal(world: World) -> None:
-    with manifest.to_memfd(world.registry.manifest()) as fd:
+    with manifest.to_memfd(world.registry.manifest().to_json()) as fd:
         seals = memfd.get_seals(fd)
     assert seals & memfd.F_SEAL_WRITE and not seals & memfd.F_SEAL_EXEC
 

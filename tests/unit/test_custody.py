@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from luod.core.registry import Custody
+from luod.core.custodian import Custody
 from luod.custody import sdnotify
 from luod.custody.choose import choose_custody
 from luod.custody.fdname import check_name, name_problem
