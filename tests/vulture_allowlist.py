@@ -8,6 +8,7 @@ from luod.core import bzimage, clock, registry
 from luod.custody import sdnotify
 from luod.daemon import daemon, facade, handler
 from luod.kernel import images, probes, sim, uapi
+from luod.qemu import canary
 from luod.rest import app, metrics, models, problems, serve
 from luod.rest import qualification_models as qm
 from luod.vmm import client, codec
@@ -25,6 +26,8 @@ models.Vm.owner_uid
 qm.StepTimings.canaries_seconds  # the qualification report's serialised fields
 qm.StepTimings.kexec_seconds
 qm.StepTimings.verify_seconds
+qm.StepTimings.qemu_canary_seconds
+qm.StepTimings.qemu_restore_seconds
 qm.QualificationStep.from_release
 qm.QualificationStep.to_release
 models.Vm.disconnected_since
@@ -60,3 +63,4 @@ codec.FrameReader.pending_fds
 
 # The client's __exit__ names its unused arguments (the context-manager protocol).
 client.Client.tb
+canary.MAGIC_VALUE  # tests/unit/test_qemu_canary.py builds guest RAM with it

@@ -54,6 +54,8 @@ def _main(argv: list[str] | None, http: httpx.Client | None, out: TextIO, err: T
         args = parser.parse_args(argv)
         if args.command == "vm":
             check_vm_words(parser, args)
+        if (check := getattr(args, "check", None)) is not None:
+            check(args)  # a subcommand's checks across its options (exit 2)
     except SystemExit as exc:  # --help, --version, or a usage error (2)
         return int(exc.code or 0)
     output = Output(getattr(args, "json", False), out, err)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from luod.cli import render
+from luod.cli.args import absolute_path
 from luod.cli.client import Api, LocalError
 from luod.cli.output import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT
 
@@ -30,11 +32,23 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--chain", required=True, type=_chain, metavar="A,B[,A]",
         help="kernel images: the running kernel's, then each next one",
     )  # fmt: skip
+    start.add_argument(
+        "--initrd", type=_keyed(absolute_path), action="append", default=[], metavar="IMAGE=INITRD",
+        help="the initrd of a chain's kernel, named by its image (repeat for each kernel)",
+    )  # fmt: skip
+    start.add_argument(
+        "--cmdline", type=_keyed(_text), action="append", default=[], metavar="IMAGE=CMDLINE",
+        help="the command line of a chain's kernel (default: that of the kernel a step leaves)",
+    )  # fmt: skip
     start.add_argument("--with-vms", action="store_true", help="run although VMs are preserved")
+    start.add_argument(
+        "--qemu-canary", action="store_true",
+        help="a real QEMU guest (luod-qemu) crosses each kexec too, checked after each",
+    )  # fmt: skip
     start.add_argument("--large-mib", type=int, help="size of the large canary (default 256)")
     start.add_argument("--many-files", type=int, help="files in one session (default 130)")
     start.add_argument("--sessions", type=int, help="one-file sessions (default 16)")
-    start.set_defaults(run=qualify_start)
+    start.set_defaults(run=qualify_start, check=lambda ns: _check_boot_options(start, ns))
     show = verbs.add_parser("show", parents=[common], help="a qualification's report")
     show.add_argument("id", nargs="?", help="its id (default: the latest)")
     show.add_argument("--junit", type=Path, metavar="FILE", help="also write it as JUnit XML")
@@ -48,12 +62,59 @@ def _chain(text: str) -> list[str]:
     kernels = [k for k in text.split(",") if k]
     if len(kernels) < 2:
         raise argparse.ArgumentTypeError("a chain names two kernels at least: A,B[,A]")
-    return [str(Path(k).absolute()) for k in kernels]
+    return [absolute_path(k) for k in kernels]
+
+
+def _text(text: str) -> str:
+    if "\0" in text:
+        raise argparse.ArgumentTypeError("a command line has no NUL byte")
+    return text
+
+
+def _keyed(value: Callable[[str], str]) -> Callable[[str], tuple[str, str]]:
+    """``IMAGE=VALUE``: the image made absolute (as in --chain), the value checked."""
+
+    def parse(text: str) -> tuple[str, str]:
+        image, equals, rest = text.partition("=")
+        if not equals or not image:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not IMAGE=VALUE (IMAGE: a --chain kernel)"
+            )
+        return absolute_path(image), value(rest)
+
+    return parse
+
+
+def _check_boot_options(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    """Each --initrd and --cmdline names a kernel of --chain, once (exit 2 otherwise)."""
+    for option in ("initrd", "cmdline"):
+        pairs: list[tuple[str, str]] = getattr(ns, option)
+        for image, _ in pairs:
+            if image not in ns.chain:
+                parser.error(f"--{option} {image}=...: {image} is not in --chain")
+        images = [image for image, _ in pairs]
+        if len(set(images)) != len(images):
+            parser.error(f"--{option} names a kernel twice")
+
+
+def chain_body(ns: argparse.Namespace) -> list[Any]:
+    """The chain as REST takes it: image paths, or objects where a kernel has boot options."""
+    initrds, cmdlines = dict(ns.initrd), dict(ns.cmdline)
+    body: list[Any] = []
+    for image in ns.chain:
+        if image not in initrds and image not in cmdlines:
+            body.append(image)
+            continue
+        kernel = {"image": image, "initrd": initrds.get(image), "cmdline": cmdlines.get(image)}
+        body.append({k: v for k, v in kernel.items() if v is not None})
+    return body
 
 
 # --- commands ---------------------------------------------------------------------------------
 def qualify_start(api: Api, args: argparse.Namespace, out: Any) -> int:
-    body: dict[str, Any] = {"chain": args.chain, "with_vms": args.with_vms}
+    body: dict[str, Any] = {"chain": chain_body(args), "with_vms": args.with_vms}
+    if args.qemu_canary:
+        body["qemu_canary"] = True
     for option in ("large_mib", "many_files", "sessions"):
         if getattr(args, option) is not None:
             body[option] = getattr(args, option)
@@ -113,13 +174,19 @@ def report(record: dict[str, Any]) -> list[str]:
             f"  kernel {kernel['release']} {kernel['version']}: {kernel['kho']}, "
             f"{kernel['luo']}, {handlers or 'no handlers'} ({kernel['image']})"
         )
+        if kernel.get("initrd"):
+            lines.append(f"    initrd {kernel['initrd']}")
+        if kernel.get("cmdline") is not None:
+            lines.append(f"    cmdline {kernel['cmdline']}")
     for step in record["steps"]:
         lines.extend(_step(step))
     return lines
 
 
 def _step(step: dict[str, Any]) -> list[str]:
-    timings = ", ".join(f"{k.removesuffix('_seconds')} {v}s" for k, v in step["timings"].items())
+    timings = ", ".join(
+        f"{k.removesuffix('_seconds')} {v}s" for k, v in step["timings"].items() if v is not None
+    )
     checks = step["checks"]
     failed = [c for c in checks if c["result"] != "pass"]
     lines = [
@@ -147,7 +214,7 @@ def junit(record: dict[str, Any]) -> bytes:
         properties = ET.SubElement(suite, "properties")
         for name, value in (
             ("liveupdate_number", step["liveupdate_number"]),
-            *((f"{k}", v) for k, v in step["timings"].items()),
+            *((f"{k}", v) for k, v in step["timings"].items() if v is not None),
         ):
             ET.SubElement(properties, "property", name=name, value=str(value))
         for check in checks:

@@ -199,6 +199,12 @@ def check(name: str, expected: object, actual: object) -> Check:
     return Check(name, result, _shown(expected), _shown(actual))
 
 
+def at_least(name: str, floor: int, actual: object) -> Check:
+    """Passes when ``actual`` is an integer ≥ ``floor``."""
+    good = isinstance(actual, int) and not isinstance(actual, bool) and actual >= floor
+    return Check(name, "pass" if good else "fail", f">= {floor}", str(actual))
+
+
 def _shown(value: object) -> str:
     return hex(value) if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
@@ -228,3 +234,55 @@ def verify_file(session: str, canary: CanaryFile, seen: Observed) -> list[Check]
 def zero_holes(canary: CanaryFile) -> frozenset[int]:
     """Hole blocks that must still read as zeros (not rewritten after preserve)."""
     return frozenset(canary.holes) - frozenset(canary.late)
+
+
+# --- the QEMU canary (luod.daemon.qualification_qemu runs it; luod.qemu.canary probes it) -----
+QEMU = "qemu canary"
+
+
+def qemu_before(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[Check]:
+    """Two probes of the canary guest before the kexec: its boot code ran, its pattern is the
+    one its stamp predicts, it runs."""
+    if "error" in first or "error" in second:
+        return [
+            check(
+                f"{QEMU}: probed over QMP",
+                "yes",
+                f"no: {first.get('error') or second.get('error')}",
+            )
+        ]
+    return [
+        check(f"{QEMU}: magic before the kexec", "LUOD", second["magic"]),
+        check(
+            f"{QEMU}: RAM pattern before the kexec", second["fill_expected"], second["fill_sha256"]
+        ),
+        at_least(
+            f"{QEMU}: counter rises before the kexec", first["counter"] + 1, second["counter"]
+        ),
+    ]
+
+
+def qemu_after(
+    before: Mapping[str, Any], first: Mapping[str, Any], second: Mapping[str, Any]
+) -> list[Check]:
+    """The canary guest after the kexec, against its last probe before it: its RAM intact
+    (magic; the pattern the stamp of before predicts), never reset (the same boot stamp),
+    running on (the counter went on from before the kexec and still rises)."""
+    if "error" in first or "error" in second:
+        return [
+            check(
+                f"{QEMU}: probed over QMP",
+                "yes",
+                f"no: {first.get('error') or second.get('error')}",
+            )
+        ]
+    return [
+        check(f"{QEMU}: magic", "LUOD", first["magic"]),
+        check(f"{QEMU}: boot stamp (never reset)", before["stamp"], first["stamp"]),
+        check(f"{QEMU}: RAM pattern sha256", before["fill_expected"], first["fill_sha256"]),
+        at_least(
+            f"{QEMU}: counter went on from before the kexec", before["counter"], first["counter"]
+        ),
+        at_least(f"{QEMU}: counter rises after the kexec", first["counter"] + 1, second["counter"]),
+        check(f"{QEMU}: status", "running", second["status"]),
+    ]

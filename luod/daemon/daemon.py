@@ -36,6 +36,7 @@ from luod.daemon.events import EventBus
 from luod.daemon.handler import LuodHandler
 from luod.daemon.kexec_step import KexecSettings
 from luod.daemon.qualification import QualificationDriver
+from luod.daemon.qualification_qemu import CanarySettings
 from luod.daemon.settings import ApiSettings, Settings
 from luod.daemon.update import Spawn, UpdateDriver
 from luod.kernel import Backend, open_backend
@@ -152,8 +153,14 @@ class Daemon:
             self.registry, self.driver, self.connections, self.events, self.nics
         )
         self.qualifications = QualificationDriver(
-            self.registry, self.backend, self.custody, self.driver, self.events, spawn
-        )
+            self.registry, self.backend, self.custody, self.driver, self.events, spawn,
+            canary=CanarySettings(
+                settings.socket_path,
+                settings.state_dir / "qcanary",
+                settings.runtime_dir / "qcanary.qmp",
+                settings.runtime_dir / "qcanary",
+            ),
+        )  # fmt: skip
 
     def _host_kexec(self) -> KexecSettings:
         custody = self.custody

@@ -29,6 +29,8 @@ from luod.core.orchestrator import Phase
 from luod.core.registry import Registry
 from luod.daemon.events import EventBus
 from luod.daemon.qualification_canaries import Canaries
+from luod.daemon.qualification_chain import ChainKernel, check_boot, describe
+from luod.daemon.qualification_qemu import CanarySettings, QemuCanary
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import Backend
@@ -43,17 +45,19 @@ Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 @dataclass(frozen=True)
 class QualifyRequest:
-    chain: tuple[Path, ...]  # A (the running kernel's image), B, ...
+    chain: tuple[ChainKernel, ...]  # A (the running kernel's), B, ...
     options: qualify.Options = field(default_factory=qualify.Options)
     with_vms: bool = False
+    qemu_canary: bool = False  # a real QEMU guest crosses each kexec too
     requested_by: int = 0
     deadlines: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "chain": [str(p) for p in self.chain],
+            "chain": [str(k.image) for k in self.chain],
             "options": self.options.to_dict(),
             "with_vms": self.with_vms,
+            "qemu_canary": self.qemu_canary,
             "uid": self.requested_by,
             "deadlines": self.deadlines,
         }
@@ -68,11 +72,13 @@ class QualificationDriver:
         updates: UpdateDriver,
         events: EventBus,
         spawn: Spawn,
+        canary: CanarySettings | None = None,
     ) -> None:
         self.registry = registry
         self.updates = updates
         self.spawn = spawn
         self.canaries = Canaries(backend, custody)
+        self.qemu = QemuCanary(canary, spawn) if canary else None
         self.record: dict[str, Any] | None = None  # the running qualification, or the last
         self._plan: list[qualify.CanarySession] = []
         self._update_id: str | None = None  # the update of the running step
@@ -93,7 +99,7 @@ class QualificationDriver:
             "outcome": "running",
             "reason": "",
             "request": request.to_dict(),
-            "chain": [self._kernel(path) for path in request.chain],
+            "chain": [describe(kernel) for kernel in request.chain],
             "steps": [],
             "started": time.time(),
         }
@@ -128,8 +134,12 @@ class QualificationDriver:
                 f"VMs are preserved on this host: {', '.join(sorted(preserved))}",
                 "qualify on a canary host, or pass --with-vms to take them through the kexec",
             )
+        for kernel in request.chain:
+            check_boot(kernel)
+        if request.qemu_canary:
+            self._check_qemu()
         running = self.registry.info.release
-        first = self._kernel(request.chain[0])["release"]
+        first = describe(request.chain[0])["release"]
         if first != running:
             raise LuodError(
                 "bad-chain",
@@ -137,22 +147,14 @@ class QualificationDriver:
                 "the chain's first kernel is the running kernel's image",
             )
 
-    @staticmethod
-    def _kernel(path: Path) -> dict[str, Any]:
-        from luod.core import compat  # the handover-ABI readers: loaded by the first request
-
-        facts, problem = compat.CACHE.facts(path)
-        if facts is None:
-            raise LuodError("bad-chain", problem, "name kernel images luod can read")
-        declared = facts.declared
-        return {
-            "image": str(path),
-            "release": declared.release,
-            "version": declared.version,
-            "kho": declared.kho,
-            "luo": declared.luo,
-            "handlers": dict(declared.handlers),
-        }
+    def _check_qemu(self) -> None:
+        why = self.qemu.unavailable() if self.qemu else "this luod runs no QEMU canary"
+        if why:
+            raise LuodError(
+                "qemu-canary-unavailable",
+                f"no QEMU canary on this host: {why}",
+                "install QEMU (qemu-system-x86 on Debian) or qualify without --qemu-canary",
+            )
 
     # --- one step ------------------------------------------------------------------------------
     async def _step(self, index: int) -> None:
@@ -172,14 +174,41 @@ class QualificationDriver:
         step = {"index": index, "from_release": self.record["chain"][index]["release"]}
         step["to_release"] = self.record["chain"][index + 1]["release"]
         step["timings"] = {"canaries_seconds": round(time.time() - began, 3)}
+        if request.get("qemu_canary") and not await self._qemu_before(index, step):
+            return
         step["kexec_requested"] = time.time()
         self.registry.carry(CARRIED, {"record": self.record, "step": step, "plan": self._dump()})
         self._go(index, step, request)
 
+    async def _qemu_before(self, index: int, step: dict[str, Any]) -> bool:
+        """The QEMU canary runs and is preserved (booted at the first step; restored and
+        preserved again by the previous step's verify); its state before this step's kexec
+        rides in ``step``. False: the qualification failed (the step records why)."""
+        assert self.record is not None and self.qemu is not None
+        began = time.time()
+        checks = await self.qemu.start(self.record["id"]) if index == 0 else []
+        if all(c.result == "pass" for c in checks):
+            first, second = await self.qemu.running_probes()
+            checks += qualify.qemu_before(first, second)
+            step["qemu_canary"] = second
+        step["timings"]["qemu_canary_seconds"] = round(time.time() - began, 3)
+        if all(c.result == "pass" for c in checks):
+            step["checks_before"] = [c.to_dict() for c in checks]
+            return True
+        self.canaries.drop()
+        self.record["steps"].append(
+            {**step, "update": None, "checks": [c.to_dict() for c in checks]}
+        )
+        self._failed(self.record["steps"][-1])
+        return False
+
     def _go(self, index: int, step: dict[str, Any], request: dict[str, Any]) -> None:
         assert self.record is not None
+        kernel = self.record["chain"][index + 1]
         update = UpdateRequest(
-            Path(request["chain"][index + 1]),
+            Path(kernel["image"]),
+            initrd=Path(kernel["initrd"]) if kernel.get("initrd") else None,
+            cmdline=kernel.get("cmdline"),
             deadlines=dict(request.get("deadlines", {})),
             requested_by=int(request.get("uid", 0)),
         )
@@ -197,8 +226,11 @@ class QualificationDriver:
 
     def _on_event(self, event: dict[str, Any]) -> None:
         """The step's update ended before the kexec (aborted, failed): the step failed."""
-        if event.get("event") == "PHASE" and event.get("to") == str(Phase.IDLE):
+        phase = event.get("to") if event.get("event") == "PHASE" else None
+        if phase == str(Phase.IDLE):
             self._idle.set()
+        if phase == str(Phase.REBOOTING) and self.qemu is not None and self.running:
+            self.qemu.end()  # frozen: QEMU killed, its RAM and state stay with luod
         if event.get("event") != "UPDATE_END" or event.get("id") != self._update_id:
             return
         self._update_id = None
@@ -215,12 +247,28 @@ class QualificationDriver:
     def _finish(self, outcome: str, reason: str) -> None:
         assert self.record is not None
         self.canaries.drop()
+        if self.qemu is not None and self.record["request"].get("qemu_canary"):
+            self.spawn(self.qemu.stop(self._forget_canary_vm(self.record["id"])))
         self.registry.carry(CARRIED, None)
         with contextlib.suppress(FileNotFoundError):
             (self.registry.state_dir / RUNNING_FILE).unlink()
         self.record.update(outcome=outcome, reason=reason, finished=time.time())
         timeline.append_entry(self.registry.state_dir, self.record)
         log.info("qualification-end", id=self.record["id"], outcome=outcome, reason=reason)
+
+    def _forget_canary_vm(self, qid: str) -> Callable[[], None]:
+        """Drops the canary VM a failed luod-qemu left (registered, preserved or lost: an
+        incoming one is the update's, until its reclaim deadline)."""
+        assert self.qemu is not None
+        vm_id = self.qemu.vm_id(qid)
+
+        def forget() -> None:
+            vm = self.registry.vms.get(vm_id)
+            if vm is not None and vm.state not in (VmState.INCOMING, VmState.RECLAIMED):
+                self.registry.forget(vm, finish=False)
+                log.info("qemu-canary-forgotten", vm=vm_id, state=str(vm.state))
+
+        return forget
 
     # --- at start-up ---------------------------------------------------------------------------
     def resume(self, after_kexec: bool) -> None:
@@ -260,9 +308,12 @@ class QualificationDriver:
         assert self.record is not None
         began = time.time()
         step["timings"]["kexec_seconds"] = round(began - step.pop("kexec_requested"), 3)
-        checks = self._kernel_checks(step) + await asyncio.to_thread(self.canaries.verify, plan)
+        qemu, memfds = await asyncio.gather(  # QEMU's start waits, the hashing computes
+            self._qemu_after(step), asyncio.to_thread(self.canaries.verify, plan)
+        )
+        checks = self._kernel_checks(step) + qemu + memfds
         step["timings"]["verify_seconds"] = round(time.time() - began, 3)
-        step["checks"] = [c.to_dict() for c in checks]
+        step["checks"] = step.pop("checks_before", []) + [c.to_dict() for c in checks]
         step["update"] = self.updates.record.id if self.updates.record else None
         step["liveupdate_number"] = self.registry.info.liveupdate_number
         self.record["steps"].append(step)
@@ -277,6 +328,18 @@ class QualificationDriver:
             self._finish("passed", "")
         else:
             await self._step(next_index)
+
+    async def _qemu_after(self, step: dict[str, Any]) -> list[qualify.Check]:
+        """The QEMU canary restored (first: the update waits for its DONE) and judged."""
+        before = step.get("qemu_canary")
+        if before is None or self.qemu is None or self.record is None:
+            return []
+        began = time.time()
+        checks = await self.qemu.restore(self.record["id"])
+        if all(c.result == "pass" for c in checks):
+            checks += qualify.qemu_after(before, *await self.qemu.running_probes())
+        step["timings"]["qemu_restore_seconds"] = round(time.time() - began, 3)
+        return checks
 
     def _failed(self, step: dict[str, Any]) -> bool:
         """Fails the qualification if a check of ``step`` failed."""

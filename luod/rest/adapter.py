@@ -28,6 +28,7 @@ from luod.daemon import drop
 from luod.daemon.connections import Liveness
 from luod.daemon.nics import summary
 from luod.daemon.qualification import QualificationDriver, QualifyRequest
+from luod.daemon.qualification_chain import ChainKernel
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.rest import models, records
@@ -158,7 +159,11 @@ class DaemonFacade:
         _root_only(caller, "qualifying a live update")
         options = qualify.Options(request.large_mib, request.many_files, request.sessions)
         wanted = QualifyRequest(
-            tuple(Path(p) for p in request.chain), options, request.with_vms, caller
+            tuple(_chain_kernel(k) for k in request.chain),
+            options,
+            with_vms=request.with_vms,
+            qemu_canary=request.qemu_canary,
+            requested_by=caller,
         )
         return records.qualification_record(self._qualifier().start(wanted))
 
@@ -247,6 +252,13 @@ def _vm(vm: VmRecord, liveness: Liveness) -> models.Vm:
         nics=[models.VmNic.model_validate(nic.to_dict()) for nic in vm.nics],
         net=None if vm.net_report is None else models.VmNet.model_validate(summary(vm.net_report)),
     )
+
+
+def _chain_kernel(kernel: str | qm.ChainKernel) -> ChainKernel:
+    if isinstance(kernel, str):
+        return ChainKernel(Path(kernel))
+    initrd = Path(kernel.initrd) if kernel.initrd else None
+    return ChainKernel(Path(kernel.image), initrd, kernel.cmdline)
 
 
 if TYPE_CHECKING:

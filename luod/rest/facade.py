@@ -86,7 +86,8 @@ class RestFacade(Protocol):
 
     async def qualify(self, request: qm.QualifyRequest, uid: int | None) -> qm.QualificationRecord:
         """Start a qualification (issue 14 §1). Raises LuodError ``vms-preserved``,
-        ``qualification-running``, ``update-running``, ``bad-chain`` or ``not-allowed``."""
+        ``qualification-running``, ``update-running``, ``bad-chain``,
+        ``qemu-canary-unavailable`` or ``not-allowed``."""
         ...
 
     async def qualifications(self) -> qm.QualificationList: ...

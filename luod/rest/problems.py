@@ -46,6 +46,7 @@ KINDS: Final[dict[str, Kind]] = {
     "qualification-running": Kind(409, "A qualification is already running"),
     "vms-preserved": Kind(409, "VMs are preserved: qualify with --with-vms or on a canary"),
     "bad-chain": Kind(422, "The chain of kernels is not valid"),
+    "qemu-canary-unavailable": Kind(422, "This host cannot run a QEMU canary"),
     "unknown-qualification": Kind(404, "No such qualification"),
     "wrong-state": Kind(409, "Not possible in the current state"),
     "wrong-mode": Kind(409, "Not possible in the VM's mode"),

@@ -7,22 +7,57 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag
 
 NO_NUL = r"^[^\x00]*$"
 ImagePath = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_NUL)]
+Cmdline = Annotated[str, Field(max_length=4096, pattern=NO_NUL)]
 Time = Annotated[datetime, AwareDatetime]
 
 
-class QualifyRequest(BaseModel):
-    """A chain of kernel images: the running kernel's first, then each next one."""
+class ChainKernel(BaseModel):
+    """One kernel of a chain and how it boots: its image, its initrd, its command line."""
 
     model_config = ConfigDict(extra="forbid")
-    chain: list[ImagePath] = Field(
-        min_length=2, max_length=8, description="Kernel images: A (running), B[, A, ...]."
+    image: ImagePath = Field(description="Path of the kernel image (a bzImage) on the host.")
+    initrd: ImagePath | None = Field(
+        default=None, description="Path of its initrd (a Debian host's kernels need theirs)."
+    )
+    cmdline: Cmdline | None = Field(
+        default=None,
+        description="Its command line (keep liveupdate=on); absent: the command line of the "
+        "kernel each step leaves.",
+    )
+
+
+def _form(value: object) -> str:
+    return "path" if isinstance(value, str) else "object"
+
+
+ChainEntry = Annotated[
+    Annotated[ImagePath, Tag("path")] | Annotated[ChainKernel, Tag("object")],
+    Discriminator(_form),  # one form judged, not both: errors name the member given
+]
+
+
+class QualifyRequest(BaseModel):
+    """A chain of kernels: the running kernel's first, then each next one."""
+
+    model_config = ConfigDict(extra="forbid")
+    chain: list[ChainEntry] = Field(
+        min_length=2,
+        max_length=8,
+        description="Kernels: A (running), B[, A, ...]; each an image path, or an object with "
+        "its image, initrd and command line.",
     )
     with_vms: StrictBool = Field(
         default=False, description="Run although VMs are preserved (they go through the kexec)."
+    )
+    qemu_canary: StrictBool = Field(
+        default=False,
+        description="A real QEMU guest (under luod-qemu) crosses each kexec too, checked after "
+        "each: restored, its RAM intact, never reset, running on. 422 "
+        "`qemu-canary-unavailable` on a host without QEMU.",
     )
     large_mib: int = Field(
         default=256, ge=1, le=65536, strict=True, description="Size of the large canary memfd."
@@ -51,6 +86,10 @@ class QualifiedKernel(Response):
     kho: str | None = Field(description="KHO's compatible string it declares.")
     luo: str | None = Field(description="LUO's compatible string it declares.")
     handlers: dict[str, str] = Field(description="File handler strings, per fd kind.")
+    initrd: str | None = Field(None, description="The initrd it boots with (null: none).")
+    cmdline: str | None = Field(
+        None, description="Its command line (null: that of the kernel the step leaves)."
+    )
 
 
 class QualificationCheck(Response):
@@ -66,6 +105,12 @@ class StepTimings(Response):
         None, description="From asking for the update to verifying in the next kernel."
     )
     verify_seconds: float | None = Field(None, description="Verifying every canary.")
+    qemu_canary_seconds: float | None = Field(
+        None, description="Starting (first step) and probing the QEMU canary before the kexec."
+    )
+    qemu_restore_seconds: float | None = Field(
+        None, description="Restoring and probing the QEMU canary after the kexec."
+    )
 
 
 class QualificationStep(Response):
@@ -88,6 +133,7 @@ class RecordedQualifyRequest(Response):
     chain: list[str] = Field(description="The kernel images asked for.")
     options: QualificationOptions = Field(description="The canaries' sizes.")
     with_vms: bool = Field(description="Whether preserved VMs were allowed.")
+    qemu_canary: bool = Field(False, description="Whether a QEMU canary guest came along.")
     uid: int = Field(description="Who asked.")
 
 

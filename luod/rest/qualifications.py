@@ -31,8 +31,11 @@ def routes(router: APIRouter, facade: RestFacade) -> None:
         """Preserve canary sessions (memfds of several sizes, sealed, `MFD_NOEXEC_SEAL`,
         sparse, written after preserve, an empty session, many files, many sessions), live
         update into each next kernel of `chain`, and check every canary byte and property
-        after each kexec. The report lands in the history (kind `qualification`). 409
-        `vms-preserved` while VMs are preserved, unless `with_vms`."""
+        after each kexec. Each kernel of `chain` may carry its initrd and command line.
+        `qemu_canary`: a real QEMU guest crosses each kexec too, checked after each. The report
+        lands in the history (kind `qualification`). 409 `vms-preserved` while VMs are
+        preserved, unless `with_vms`; 422 `bad-chain` (an unreadable initrd, a command line
+        without `liveupdate=on`), `qemu-canary-unavailable` (no QEMU on this host)."""
         return await facade.qualify(body, peer_uid(request))
 
     @router.get(

@@ -101,3 +101,66 @@ def test_the_history_models_and_filters_both_kinds() -> None:
     only = records.only(everything, "qualification").history
     assert [r.id for r in only] == ["0123abcd"]
     assert records.history(entries).history[0].kind == "update"  # the default: updates
+
+
+def start_args(*argv: str) -> argparse.Namespace:
+    args = build_parser().parse_args(["qualify", "start", *argv])
+    args.check(args)
+    return args
+
+
+def test_each_kernel_of_the_chain_carries_its_initrd_and_command_line() -> None:
+    args = start_args(
+        "--chain", "/boot/a,b,/boot/a",
+        "--initrd", "b=initrd.img-b",
+        "--cmdline", "b=root=/dev/vda ro liveupdate=on kho=on console=ttyS0,115200",
+        "--cmdline", "/boot/a=liveupdate=on",
+    )  # fmt: skip
+    b = args.chain[1]
+    assert b.startswith("/") and b.endswith("/b")
+    assert qualify.chain_body(args) == [
+        {"image": "/boot/a", "cmdline": "liveupdate=on"},
+        {
+            "image": b,
+            "initrd": f"{b.removesuffix('/b')}/initrd.img-b",  # made absolute here
+            "cmdline": "root=/dev/vda ro liveupdate=on kho=on console=ttyS0,115200",
+        },
+        {"image": "/boot/a", "cmdline": "liveupdate=on"},
+    ]
+    plain = start_args("--chain", "/boot/a,/boot/b")
+    assert qualify.chain_body(plain) == ["/boot/a", "/boot/b"]  # as before: image paths
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--initrd", "/boot/c=/boot/initrd-c"], "/boot/c is not in --chain"),
+        (["--cmdline", "/boot/b=x", "--cmdline", "/boot/b=y"], "--cmdline names a kernel twice"),
+        (["--initrd", "/boot/b"], "is not IMAGE=VALUE"),
+        (["--initrd", "=/boot/initrd"], "is not IMAGE=VALUE"),
+    ],
+)
+def test_boot_options_that_name_no_kernel_of_the_chain_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        start_args("--chain", "/boot/a,/boot/b", *argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_timings_a_step_did_not_take_are_left_out() -> None:
+    shown = record()
+    shown["steps"][0]["timings"] |= {"qemu_canary_seconds": None, "qemu_restore_seconds": 4.5}
+    text = "\n".join(qualify.report(shown))
+    assert "verify 2.0s, qemu_restore 4.5s)" in text and "None" not in text
+    assert b'name="qemu_restore_seconds" value="4.5"' in qualify.junit(shown)
+    assert b"qemu_canary_seconds" not in qualify.junit(shown)
+
+
+def test_the_report_shows_how_each_kernel_boots() -> None:
+    shown = record()
+    shown["chain"][1] |= {"initrd": "/boot/initrd.img-7.3.4", "cmdline": "liveupdate=on"}
+    text = "\n".join(qualify.report(shown))
+    assert "    initrd /boot/initrd.img-7.3.4\n    cmdline liveupdate=on" in text
+    assert text.count("\n    initrd ") == 1  # a kernel without one says nothing

@@ -1,11 +1,11 @@
 """The smallest guest that proves a VM went on across a live update, and probes of its RAM.
 
-A 1.44 MB floppy whose boot sector (41 bytes of real-mode code, built here from bytes) stores
-the TSC at boot in ``STAMP``, the magic ``LUOD`` in ``MAGIC``, zeroes ``COUNTER`` and then
-increments it at every interrupt (the BIOS timer: 18.2 times a second), halted in between, so
-that a nested guest costs its host next to no CPU. A reset would run the boot sector again: a
-new stamp and the counter back at zero. Above it, a pattern the guest never touches is written
-into its RAM from outside.
+The boot-sector guest of luod's QEMU canary (``luod.qemu.canary``: a 1.44 MB floppy whose boot
+code stores the TSC at boot in ``STAMP``, fills 512 KiB below 640 KiB with a pattern, writes the
+magic ``LUOD`` in ``MAGIC``, zeroes ``COUNTER`` and then increments it at every interrupt, the
+BIOS timer's 18.2 a second, halted in between, so that a nested guest costs its host next to no
+CPU). A reset would run the boot sector again: a new stamp and the counter back at zero. At 16
+MiB, a pattern the guest never touches is written into its RAM from outside.
 
 Probes read the guest RAM where it lives: the memfd luod-qemu made, through
 ``/proc/QEMU_PID/fd/RAM_FD`` as its status file (``RUNTIME_DIR/VM.json``) names them.
@@ -32,39 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-COUNTER, STAMP, MAGIC = 0x8000, 0x8008, 0x8010
+from luod.qemu.canary import COUNTER, MAGIC, STAMP, qemu_args, write_floppy
+
 PATTERN_OFFSET, PATTERN_SIZE = 16 << 20, 4 << 20
-FLOPPY_SIZE = 1_474_560
 QEMU = "qemu-system-x86_64"
-BOOT_CODE = bytes.fromhex(
-    "fa31c08ed8"  # cli; xor ax, ax; mov ds, ax
-    "0f31"  # rdtsc
-    "66a30880"  # mov [STAMP], eax
-    "6689160c80"  # mov [STAMP + 4], edx
-    "66c70610804c554f44"  # mov dword [MAGIC], "LUOD"
-    "6631c066a30080"  # xor eax, eax; mov [COUNTER], eax
-    "fbf4"  # again: sti; hlt (until the next interrupt: SeaBIOS's 18.2 Hz timer tick)
-    "66ff060080"  # inc dword [COUNTER]
-    "ebf7"  # jmp again
-)
-
-
-def floppy_image() -> bytes:
-    sector = BOOT_CODE.ljust(510, b"\0") + b"\x55\xaa"
-    return sector.ljust(FLOPPY_SIZE, b"\0")
-
-
-def write_floppy(path: Path) -> Path:
-    path.write_bytes(floppy_image())
-    return path
-
-
-def qemu_args(floppy: Path) -> list[str]:
-    """A PC with nothing but the floppy (no display, no NIC, no serial): the least state."""
-    return [
-        "-machine", "pc", "-accel", "tcg", "-nodefaults", "-display", "none",
-        "-drive", f"if=floppy,format=raw,file={floppy},readonly=on",
-    ]  # fmt: skip
 
 
 def pattern() -> bytes:

@@ -29,8 +29,9 @@ print(json.dumps({'vms': c.list(), 'history': c.history()}))" >"$SHARE/after-v6.
 # canary is 16 MiB here (TCG hashes ~2 MiB/s: about 15 s per verify); make bench runs 256 MiB.
 luoctl --json qualify start --chain "$RUNNING_KERNEL,$NEXT_KERNEL" >"$SHARE/qualify-novms.json"
 echo $? >"$SHARE/qualify-novms.rc"
+# --qemu-canary: a real QEMU guest (nested TCG, under luod-qemu) crosses both kexecs too.
 luoctl --json qualify start --chain "$RUNNING_KERNEL,$NEXT_KERNEL,$RUNNING_KERNEL" --with-vms \
-    --large-mib "${QUALIFY_LARGE_MIB:-16}" --many-files 70 --sessions 4 \
+    --qemu-canary --large-mib "${QUALIFY_LARGE_MIB:-16}" --many-files 70 --sessions 4 \
     >"$SHARE/update-1.txt" 2>&1 || { cat "$SHARE/update-1.txt"; exit 1; }
 wait
 echo "the update returned instead of kexecing"; exit 1

@@ -10,8 +10,13 @@ luod-demo-vmm reclaim --id vm-b --record "$SHARE/vm-b.json" >"$SHARE/vm-b-reclai
     { cat "$SHARE/vm-b-reclaim.log"; exit 1; }
 for _ in $(seq 1 600); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
 luoctl --json history >"$SHARE/history.json"
-for _ in $(seq 1 600); do  # the last step's canaries verified: the report
+for _ in $(seq 1 1500); do  # the last step's canaries verified (the QEMU canary restored): the report
     luoctl --json qualify show >"$SHARE/qualification.json"; [ $? -ne 6 ] && break
     sleep 0.2
 done
 luoctl qualify show --junit "$SHARE/qualification.xml" >"$SHARE/qualification.txt"
+for _ in $(seq 1 300); do  # the end of the qualification stops its QEMU canary: luod drops it
+    luod_list >"$SHARE/vms-after-qualification.json"
+    grep -q luodq- "$SHARE/vms-after-qualification.json" || break
+    sleep 0.2
+done

@@ -1,0 +1,144 @@
+"""``luoctl qualify start --qemu-canary`` through a running luod on the simulator (issue 14 §1):
+a real QEMU guest (the host's QEMU, TCG, under luod-qemu) crosses each simulated kexec of the
+chain A,B,A and is checked after each over QMP (restored, RAM intact, never reset, running
+on); a canary that cannot start fails a check, and a host without QEMU is refused, with a code
+and a hint; luod keeps running."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from luod.vmm.client import Client
+from tests.integration.conftest import Daemon, start_daemon
+from tests.integration.test_qualify_sim import SMALL, ctl, images, kexeced
+
+__all__ = ["images"]  # the fixture
+QEMU_CHECKS = {
+    "qemu canary: restored", "qemu canary: preserved again", "qemu canary: magic",
+    "qemu canary: boot stamp (never reset)", "qemu canary: RAM pattern sha256",
+    "qemu canary: counter went on from before the kexec",
+    "qemu canary: counter rises after the kexec", "qemu canary: status",
+    "qemu canary: magic before the kexec", "qemu canary: RAM pattern before the kexec",
+    "qemu canary: counter rises before the kexec",
+}  # fmt: skip
+
+
+def api_daemon(state: Path, env: dict[str, str] | None = None) -> Daemon:
+    daemon = start_daemon(state, api=True, env=env)
+    deadline = time.monotonic() + 20
+    while not (state / "run" / "api.sock").exists():
+        assert time.monotonic() < deadline and daemon.alive(), daemon.log.read_text()
+        time.sleep(0.05)
+    return daemon
+
+
+def ended(daemon: Daemon, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (record := ctl(daemon, "qualify", "show")[1])["outcome"] == "running":
+        assert time.monotonic() < deadline and daemon.alive(), record
+        time.sleep(0.2)
+    return dict(record)
+
+
+def vms(daemon: Daemon) -> list[str]:
+    with Client(daemon.socket) as client:
+        return [vm["id"] for vm in client.list()]
+
+
+@pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="no QEMU on this host")
+@pytest.mark.timeout(600)
+def test_the_qemu_canary_crosses_each_kexec_of_the_chain_and_is_checked_after_each(
+    tmp_path: Path, images: tuple[Path, Path]
+) -> None:
+    state = tmp_path / "luod"
+    a, b = images
+    daemon = api_daemon(state)
+    code, started = ctl(
+        daemon, "qualify", "start", "--chain", f"{a},{b},{a}", "--qemu-canary", *SMALL
+    )
+    assert code == 0, started
+    assert started["request"]["qemu_canary"] is True
+    kexeced(daemon)  # A → B: the canary froze with the update, luod ended its luod-qemu
+    kexeced(start_daemon(state))  # B restores and checks it, then B → A
+    last = api_daemon(state)
+    try:
+        record = ended(last)
+        deadline = time.monotonic() + 30
+        while vms(last):  # the end: QEMU quits, luod-qemu drops the canary VM
+            assert time.monotonic() < deadline, vms(last)
+            time.sleep(0.2)
+    finally:
+        last.stop()
+    assert record["outcome"] == "passed", record
+    vm = f"luodq-{record['id']}"
+    for step in record["steps"]:
+        checks = {c["name"]: c for c in step["checks"]}
+        assert set(checks) >= QEMU_CHECKS, sorted(checks)
+        assert all(c["result"] == "pass" for c in checks.values()), step
+        assert checks[f"vm {vm}: reclaimed and done"]["result"] == "pass"
+        stamp = checks["qemu canary: boot stamp (never reset)"]
+        assert stamp["expected"] == stamp["actual"]
+        went_on = checks["qemu canary: counter went on from before the kexec"]
+        assert int(went_on["actual"]) >= int(went_on["expected"].removeprefix(">= "))
+        assert step["timings"]["qemu_canary_seconds"] > 0
+        assert step["timings"]["qemu_restore_seconds"] > 0
+    first, second = record["steps"]
+    sha = "qemu canary: RAM pattern sha256"
+    assert {c["name"]: c for c in first["checks"]}[sha]["actual"] == {
+        c["name"]: c for c in second["checks"]
+    }[sha]["actual"]  # one boot of the guest across both kexecs: the same pattern
+
+
+def fake_qemu(tmp_path: Path) -> dict[str, str]:
+    """A PATH whose qemu-system-x86_64 fails at once, as a broken QEMU install would."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    qemu = bin_dir / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\necho 'qemu: cannot start' >&2\nexit 1\n")
+    qemu.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_a_canary_guest_that_cannot_start_fails_a_check_and_luod_goes_on(
+    tmp_path: Path, images: tuple[Path, Path]
+) -> None:
+    a, b = images
+    daemon = api_daemon(tmp_path / "luod", env=fake_qemu(tmp_path))
+    try:
+        code, started = ctl(
+            daemon, "qualify", "start", "--chain", f"{a},{b}", "--qemu-canary", *SMALL
+        )
+        assert code == 0, started
+        record = ended(daemon)
+        assert daemon.alive()  # nothing kexeced, nothing crashed
+        assert vms(daemon) == []  # the canary VM never stayed in luod
+        code, again = ctl(daemon, "qualify", "start", "--chain", f"{a},{b}", *SMALL)
+        assert code == 0, again  # the canaries of the failed one are gone: a new one starts
+    finally:
+        daemon.stop()
+    assert record["outcome"] == "failed"
+    [step] = record["steps"]
+    [check] = step["checks"]
+    assert check["name"] == "qemu canary: started and preserved" and check["result"] == "fail"
+    assert "qemu-start-failed" in check["actual"], check
+    assert "qemu canary: started and preserved" in record["reason"]
+
+
+def test_a_host_without_qemu_is_refused_with_a_code_and_a_hint(
+    tmp_path: Path, images: tuple[Path, Path]
+) -> None:
+    a, b = images
+    daemon = api_daemon(tmp_path / "luod", env={"PATH": str(tmp_path / "empty")})
+    try:
+        code, problem = ctl(daemon, "qualify", "start", "--chain", f"{a},{b}", "--qemu-canary")
+        assert daemon.alive()
+    finally:
+        daemon.stop()
+    assert code == 1 and problem["code"] == "qemu-canary-unavailable", problem
+    assert "qemu-system-x86_64" in problem["detail"] and "--qemu-canary" in problem["hint"]
