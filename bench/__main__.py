@@ -22,6 +22,7 @@ from bench import (
     scaling,
     startup,
     systemd_blackout,
+    vm_targets,
 )
 
 
@@ -31,6 +32,7 @@ def main() -> int:
         startup,
         handover,
         preserve_cost,
+        vm_targets,  # preserve and exec -> first RECLAIM on the real kernel, one guest run
         blackout_budget,
         memory,
         scaling,

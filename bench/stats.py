@@ -26,6 +26,11 @@ def human(seconds: float) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
+def signed(seconds: float) -> str:
+    """``human`` with a sign: a difference of two medians can be negative."""
+    return ("-" if seconds < 0 else "+") + human(abs(seconds))
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]

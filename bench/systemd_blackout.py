@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import boot_breakdown
 from bench.stats import table
 from luod.cli.render import epoch
 from tests.vm.qemu import resolve_kernel
@@ -23,6 +24,8 @@ from tests.vm.systemd import guest
 VMS = ("vm-a", "vm-b", "vm-c")
 RAM = {"vm-a": "--ram ram0=64M --ram state=4K", "vm-b": "--ram ram0=16M", "vm-c": "--ram ram0=8M"}
 MODES = ("direct", "systemd")
+AFTER = (2, 3)  # the boots after each kexec
+TIMEOUT = 900  # 727 s measured at load average 10 (two TCG guests and a fuzz run on 2 cores)
 GLOBAL = [  # (label, where): phase transitions by their target, or events
     ("freeze sent", ("phase", "freezing")),
     ("all frozen", ("phase", "frozen")),
@@ -45,9 +48,12 @@ def guest_files() -> dict[str, str]:
     return files
 
 
-def run_bench(workdir: Path) -> tuple[list[dict[str, Any]], list[float | None]]:
-    """The two update records (direct, systemd), from the history in the last boot, and the
-    bare unit's stamps of the boots they led to."""
+Run = tuple[list[dict[str, Any]], list[float | None], dict[str, Any]]
+
+
+def run_bench(workdir: Path, timeout: float = TIMEOUT) -> Run:
+    """The two update records (direct, systemd), from the history in the last boot, the
+    bare unit's stamps of the boots they led to, and what bench.boot_breakdown collects."""
     names = ("stage-bench-update.sh", "stage-bench-update.sh", "stage-bench-last.sh")
     result = guest.run(
         [(guest.HERE / name).read_text() for name in names],
@@ -55,9 +61,9 @@ def run_bench(workdir: Path) -> tuple[list[dict[str, Any]], list[float | None]]:
         root=guest.rootfs(guest.luod_deb()),
         workdir=workdir,
         files=guest_files(),
-        timeout=420,
+        timeout=timeout,
     ).check()
-    for boot in (2, 3):
+    for boot in AFTER:
         results = (result.share / f"reclaim-results-{boot}.txt").read_text().split()
         if results[1::2] != ["success"] * len(VMS):
             raise AssertionError(f"boot {boot}: reclaim units {results}")
@@ -66,7 +72,8 @@ def run_bench(workdir: Path) -> tuple[list[dict[str, Any]], list[float | None]]:
     modes = [mode_of(r) for r in records]
     if modes != list(MODES):
         raise AssertionError(f"expected a direct then a systemd update, got {modes}")
-    return records, [_stamp_file(result.share / f"stamp-{boot}") for boot in (2, 3)]
+    bare = [_stamp_file(result.share / f"stamp-{boot}") for boot in AFTER]
+    return records, bare, boot_breakdown.collect(result.share, AFTER, VMS)
 
 
 def _stamp_file(path: Path) -> float | None:
@@ -166,12 +173,18 @@ def _verdict(value: float | None, target: float) -> str:
 
 def report() -> str:
     with tempfile.TemporaryDirectory() as workdir:
-        records, bare = run_bench(Path(workdir))
+        records, bare, data = run_bench(Path(workdir))
     title = (
         "Blackout timeline, direct reboot(KEXEC) vs systemctl kexec "
         "(systemd 262 guest, QEMU TCG, same 3 VMs)"
     )
-    return title + "\n" + timeline(records, bare) + "\n\n" + targets(records, bare)
+    return "\n\n".join(
+        [
+            title + "\n" + timeline(records, bare),
+            targets(records, bare),
+            boot_breakdown.render(records, data, AFTER),
+        ]
+    )
 
 
 if __name__ == "__main__":

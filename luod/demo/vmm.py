@@ -179,6 +179,7 @@ class Runner:
 def reclaim(args: argparse.Namespace) -> int:
     record = json.loads(args.record.read_text())
     nics = None
+    _say("reclaiming", vm=args.id, at=time.time())  # started and imported (bench timelines)
     with Client(args.socket) as client:
         fds: dict[str, Any]
         if record["mode"] == "handover":
@@ -186,6 +187,7 @@ def reclaim(args: argparse.Namespace) -> int:
             nics = fds.nics
         else:
             fds = _claim_and_retrieve(client, args.id, record)
+        _say("got-memory", vm=args.id, at=time.time())
         digests = {name: digest(fd) for name, fd in fds.items()}
         results = {name: digests[name] == record["files"][name]["sha256"] for name in fds}
         for fd in fds.values():

@@ -60,3 +60,36 @@ start_update() {
     luoctl update start --kernel "$NEXT_KERNEL" --reuse-cmdline --deadline freezing=30 \
         >"$SHARE/update-start-$BOOT.txt" 2>&1
 }
+
+# unit_times: when this boot's units started, as systemd saw them (CLOCK_MONOTONIC µs, 0 =
+# kernel up), and the journal so far: where the time between the kernel and luod went.
+unit_times() {
+    for prop in UserspaceTimestampMonotonic FinishTimestampMonotonic; do
+        echo "manager $prop $(systemctl show -P "$prop")"
+    done >"$SHARE/unit-times-$BOOT.txt"
+    for unit in luod.socket luod.service luod-ready.target sdg-stamp.service \
+        systemd-remount-fs.service $(for vm in $VMS; do echo "sdg-reclaim@$vm.service"; done) \
+        sdg-driver.service; do
+        for prop in InactiveExitTimestampMonotonic ExecMainStartTimestampMonotonic \
+            ActiveEnterTimestampMonotonic; do
+            echo "$unit $prop $(systemctl show -P "$prop" "$unit")"
+        done
+    done >>"$SHARE/unit-times-$BOOT.txt"
+    systemd-analyze time >"$SHARE/analyze-time-$BOOT.txt" 2>&1 || true
+    systemd-analyze critical-chain luod.service >>"$SHARE/analyze-time-$BOOT.txt" 2>&1 || true
+    systemctl show -P After luod.service >>"$SHARE/analyze-time-$BOOT.txt" 2>&1 || true
+    journalctl -b -o short-monotonic --no-pager >"$SHARE/journal-early-$BOOT.txt" 2>&1 || true
+}
+
+# python_times: python3 -c pass and import luod.main, 3 runs each (uptime seconds before and
+# after), and -X importtime of luod.main: what luod's start costs before it does anything.
+python_times() {
+    for code in pass 'import luod.main'; do
+        for _ in 1 2 3; do
+            a=$(now)
+            python3 -c "$code"
+            echo "$code|$a|$(now)"
+        done
+    done >"$SHARE/python-times-$BOOT.txt"
+    python3 -X importtime -c 'import luod.main' 2>"$SHARE/importtime-$BOOT.txt"
+}

@@ -4,6 +4,7 @@
 . "$SHARE/lib.sh"
 set -x
 luod_up
+unit_times
 if [ "$BOOT" -gt 1 ]; then
     for vm in $VMS; do
         echo "$vm $(systemctl show -P Result "sdg-reclaim@$vm.service")" >>"$SHARE/reclaim-results-$BOOT.txt"
