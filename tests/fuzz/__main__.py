@@ -6,13 +6,14 @@ any target failed its outcome checks (Outcome.failures)."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tests.fuzz.luod_process import RSS_SLACK
+from tests.fuzz.luod_process import RSS_SLACK, SCRATCH_ENV, scratch_dir
 from tests.fuzz.outcome import SUMMARY, Outcome
 
 TARGETS = ("dispatch", "socket", "rest")
@@ -41,9 +42,14 @@ def run(target: str, inputs: int, artifacts: Path, special: bool = True) -> tupl
     """One target's outcome; a process that ends without its summary (a libFuzzer timeout: a
     hang; a crash of the fuzzer) is a failure with the end of its output."""
     started = time.monotonic()
-    done = subprocess.run(
-        command(target, inputs, artifacts, special), capture_output=True, text=True, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix=f"luod-fuzz-{target}-", dir=scratch_dir()) as root:
+        done = subprocess.run(
+            command(target, inputs, artifacts, special),
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, SCRATCH_ENV: root},  # the target's luod state, removed after
+        )
     output = done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith(SUMMARY)]
     if lines:

@@ -49,6 +49,8 @@ from tests.rest.harness import Luod
 
 EPOCH = 300
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the manifest is rewritten often
+"""Unless LUOD_FUZZ_SCRATCH names the parent (luod_process.SCRATCH_ENV; not imported here:
+luod.vmm must be imported first by the instrumentation)."""
 
 
 class Conn:
@@ -164,7 +166,11 @@ TARGET: Target | None = None
 def target() -> Target:
     global TARGET
     if TARGET is None:
-        scratch = Path(tempfile.mkdtemp(prefix="luod-fuzz-dispatch-", dir=SCRATCH))
+        scratch = Path(
+            tempfile.mkdtemp(
+                prefix="luod-fuzz-dispatch-", dir=os.environ.get("LUOD_FUZZ_SCRATCH") or SCRATCH
+            )
+        )
         _log_to(scratch / "luod.log")
         TARGET = Target(scratch)
     return TARGET

@@ -24,7 +24,17 @@ from tests.integration.conftest import Daemon, start_daemon
 RSS_SLACK = 32 << 20
 """RSS may grow this much over a run: the allocator keeps pages of the largest lines and
 replies it handled (70 KB lines, MB-size history reads), which is not a leak."""
-SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # manifests rewritten often
+SCRATCH_ENV = "LUOD_FUZZ_SCRATCH"
+"""Where a target puts luod's state: ``python -m tests.fuzz`` sets it to a directory of its own
+that it removes once the target ends."""
+
+
+def scratch_dir() -> str | None:
+    """The target's scratch parent: SCRATCH_ENV, else /dev/shm (manifests are rewritten
+    often), else the default temp directory."""
+    return os.environ.get(SCRATCH_ENV) or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+
+
 FD_SETTLE = 10.0  # seconds for luod's fd table to return to its size once the peers are gone
 GUEST = b"well-behaved guest memory " * 1000
 AFTER_DEADLINES = {"freezing": 30, "frozen": 300}

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inputs", type=int, default=100_000)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # luod is stopped on the way out
-    scratch = Path(tempfile.mkdtemp(prefix="luod-fuzz-rest-", dir=luod_process.SCRATCH))
+    scratch = Path(tempfile.mkdtemp(prefix="luod-fuzz-rest-", dir=luod_process.scratch_dir()))
     print(SUMMARY + run(args.inputs, scratch).to_json(), flush=True)
 
 

@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # luod is stopped on the way out
-    scratch = Path(tempfile.mkdtemp(prefix="luod-fuzz-socket-", dir=luod_process.SCRATCH))
+    scratch = Path(tempfile.mkdtemp(prefix="luod-fuzz-socket-", dir=luod_process.scratch_dir()))
     outcome = run(args.inputs, args.seed, scratch, special_files=not args.no_special)
     print(SUMMARY + outcome.to_json(), flush=True)
 
