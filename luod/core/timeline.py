@@ -104,14 +104,33 @@ def _rotate(path: Path, keep: int) -> None:
     statedir.write_atomic(path, b"".join(lines[-keep:]))
 
 
-def read_history(state_dir: Path) -> list[dict[str, Any]]:
+QUALIFICATION_MARK: Final = b'"kind": "qualification"'
+"""How a qualification's line reads (json.dumps with sort_keys): no update record holds it, as
+a quote inside a JSON string value is escaped."""
+
+
+def history_lines(state_dir: Path, kind: str | None = None) -> list[bytes]:
+    """The history's lines, oldest first, unparsed; with ``kind`` ("update" or
+    "qualification") only the lines of that kind. Up to HISTORY_KEEP records of up to ~12 KB
+    (a request's paths and command line): parse only what is needed (issue 13: a luod that
+    parsed it all for every UPDATE and HISTORY grew by tens of MB)."""
     raw = statedir.read(state_dir / HISTORY)
-    if raw is None:
-        return []
-    records = []
-    for line in raw.decode(errors="replace").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+    lines = raw.splitlines() if raw else []
+    if kind is None:
+        return lines
+    wanted = kind == "qualification"
+    return [line for line in lines if (QUALIFICATION_MARK in line) is wanted]
+
+
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """One line's record; None for a line that is not a JSON object (a torn write)."""
+    try:
+        record = json.loads(line.decode(errors="replace"))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read_history(state_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    records = (parse_line(line) for line in history_lines(state_dir, kind))
+    return [record for record in records if record is not None]

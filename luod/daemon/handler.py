@@ -5,6 +5,7 @@ do what at the transport level; kernel work runs off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -287,19 +288,46 @@ class LuodHandler:
 
     async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
         self.registry.require_operator(conn.peer, "HISTORY")
-        entries = timeline.read_history(self.registry.state_dir)  # qualifications: over REST
-        records = [e for e in entries if e.get("kind", "update") == "update"]
+        lines = timeline.history_lines(self.registry.state_dir, kind="update")  # not over REST
         if req.after is not None:
-            ids = [str(r.get("id")) for r in records]
-            if req.after not in ids:
-                raise LuodError(
-                    "bad-request",
-                    f"no update {fields.shown(req.after)} in the history",
-                    "start again without 'after' (old records are dropped, docs/limits.md)",
-                )
-            records = records[ids.index(req.after) + 1 :]
-        page, following = paging.page(records, req.limit, lambda r: str(r.get("id")))
+            lines = lines[_after(lines, req.after) :]
+        page, following = paging.page(
+            _enough(lines, req.limit), req.limit, lambda r: str(r.get("id"))
+        )
         return {"history": page, "next": following}, ()
+
+
+def _after(lines: list[bytes], after: str) -> int:
+    """Where the records after update ``after`` start (only the lines that may be it are
+    parsed)."""
+    mark = json.dumps(after).encode()
+    for index, line in enumerate(lines):
+        if (
+            mark in line
+            and (record := timeline.parse_line(line))
+            and str(record.get("id")) == after
+        ):
+            return index + 1
+    raise LuodError(
+        "bad-request",
+        f"no update {fields.shown(after)} in the history",
+        "start again without 'after' (old records are dropped, docs/limits.md)",
+    )
+
+
+def _enough(lines: list[bytes], limit: int | None) -> list[dict[str, Any]]:
+    """The update records one page can hold, and one more (so that the page knows there are
+    more), parsed; the lines after them are not."""
+    taken: list[dict[str, Any]] = []
+    size = 0
+    for line in lines:
+        if len(taken) > (limit or fields.MAX_PAGE) or size > paging.PAGE_BYTES:
+            break
+        record = timeline.parse_line(line)
+        if record is not None and record.get("kind", "update") == "update":
+            taken.append(record)
+            size += len(json.dumps(record, separators=(",", ":"))) + 1  # as paging.page counts
+    return taken
 
 
 def _root_only(conn: VmmConnection, verb: str) -> None:

@@ -108,7 +108,8 @@ class QualificationDriver:
 
     def listing(self) -> list[dict[str, Any]]:
         """Every qualification on record, newest first (the running one first)."""
-        done = [r for r in timeline.read_history(self.registry.state_dir) if _is_qualification(r)]
+        entries = timeline.read_history(self.registry.state_dir, kind="qualification")
+        done = [r for r in entries if _is_qualification(r)]
         running = [self.record] if self.running and self.record else []
         return [*running, *reversed(done)]
 

@@ -143,7 +143,7 @@ class UpdateDriver:
             {f.kind for vm in vms for f in vm.files.values()},
             any(vm.mode is Mode.DELEGATION for vm in vms),
             request.allow_unknown_abi,
-            timeline.read_history(self.registry.state_dir),
+            timeline.read_history(self.registry.state_dir, kind="qualification"),
         )
         ctx = preflight.PreflightInput(
             info,

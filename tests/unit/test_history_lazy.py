@@ -1,0 +1,79 @@
+"""HISTORY and the update preflight parse only the history lines they need (issue 13: luod
+parsed every record, up to 1,000 of ~12 KB, for each UPDATE and HISTORY, and grew by tens of
+MB under the socket fuzz)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from luod.core import timeline
+from luod.daemon import handler
+from luod.vmm import paging
+
+
+def _write(state: Path, count: int, size: int) -> None:
+    lines = [
+        json.dumps({"id": f"u{n:04}", "outcome": "refused", "kernel": "k" * size}, sort_keys=True)
+        for n in range(count)
+    ]
+    lines.insert(5, json.dumps({"kind": "qualification", "id": "q1", "outcome": "passed"}))
+    lines.insert(7, '{"id": "torn')
+    (state / timeline.HISTORY).write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    seen: list[bytes] = []
+    parse = timeline.parse_line
+
+    def counting(line: bytes) -> dict[str, object] | None:
+        seen.append(line)
+        return parse(line)
+
+    monkeypatch.setattr(timeline, "parse_line", counting)
+    return seen
+
+
+def test_a_page_parses_only_the_records_it_can_hold(tmp_path: Path, parsed: list[bytes]) -> None:
+    _write(tmp_path, 1000, 12_000)
+    lines = timeline.history_lines(tmp_path, kind="update")
+    assert len(lines) == 1001  # the qualification left out unparsed, the torn line kept
+    taken = handler._enough(lines, None)
+    page, following = paging.page(taken, None, lambda r: str(r.get("id")))
+    assert [r["id"] for r in page] == ["u0000", "u0001", "u0002", "u0003", "u0004"]
+    assert following == "u0004"
+    assert len(parsed) <= 8  # not the 1,001 lines: the page, the torn line, one more
+
+
+def test_paging_with_the_cursor_reaches_every_update_once(tmp_path: Path) -> None:
+    _write(tmp_path, 40, 5_000)
+    lines = timeline.history_lines(tmp_path, kind="update")
+    ids: list[str] = []
+    after: str | None = None
+    while True:
+        rest = lines[handler._after(lines, after) :] if after else lines
+        page, after = paging.page(handler._enough(rest, 7), 7, lambda r: str(r.get("id")))
+        ids += [r["id"] for r in page]
+        if after is None:
+            break
+    assert ids == [f"u{n:04}" for n in range(40)]
+
+
+def test_the_cursor_parses_only_the_lines_that_name_it(tmp_path: Path, parsed: list[bytes]) -> None:
+    _write(tmp_path, 1000, 1_000)
+    lines = timeline.history_lines(tmp_path, kind="update")
+    assert handler._after(lines, "u0998") == 999 + 1  # the torn line is among the lines
+    assert len(parsed) == 1
+
+
+def test_qualifications_are_read_without_parsing_the_updates(
+    tmp_path: Path, parsed: list[bytes]
+) -> None:
+    _write(tmp_path, 1000, 1_000)
+    assert [r["id"] for r in timeline.read_history(tmp_path, kind="qualification")] == ["q1"]
+    assert len(parsed) == 1
+    every = timeline.read_history(tmp_path)
+    assert len(every) == 1001 and every[5]["kind"] == "qualification"  # the torn line skipped
