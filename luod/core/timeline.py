@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -97,11 +98,17 @@ def append_entry(state_dir: Path, entry: dict[str, Any], keep: int = HISTORY_KEE
 
 def _rotate(path: Path, keep: int) -> None:
     """Keep the newest ``keep`` lines, written anew as the manifest is (luod.core.statedir:
-    0600, an O_EXCL temporary, no symlink followed)."""
-    lines = (statedir.read(path) or b"").splitlines(keepends=True)
-    if len(lines) <= keep:
+    0600, an O_EXCL temporary, no symlink followed). The file is cut where its oldest kept
+    line starts, never split into lines: at every update's end, up to ~12 MB of history must
+    not become a thousand objects (the heap they leave behind is luod's RSS; issue 13)."""
+    raw = statedir.read(path) or b""
+    extra = raw.count(b"\n") - keep
+    if extra <= 0:
         return
-    statedir.write_atomic(path, b"".join(lines[-keep:]))
+    cut = 0
+    for _ in range(extra):
+        cut = raw.index(b"\n", cut) + 1
+    statedir.write_atomic(path, raw[cut:])
 
 
 QUALIFICATION_MARK: Final = b'"kind": "qualification"'
@@ -114,12 +121,25 @@ def history_lines(state_dir: Path, kind: str | None = None) -> list[bytes]:
     "qualification") only the lines of that kind. Up to HISTORY_KEEP records of up to ~12 KB
     (a request's paths and command line): parse only what is needed (issue 13: a luod that
     parsed it all for every UPDATE and HISTORY grew by tens of MB)."""
-    raw = statedir.read(state_dir / HISTORY)
-    lines = raw.splitlines() if raw else []
+    raw = statedir.read(state_dir / HISTORY) or b""
+    if kind == "qualification":
+        return list(_lines_with(raw, QUALIFICATION_MARK))
+    lines = raw.splitlines()
     if kind is None:
         return lines
-    wanted = kind == "qualification"
-    return [line for line in lines if (QUALIFICATION_MARK in line) is wanted]
+    return [line for line in lines if QUALIFICATION_MARK not in line]
+
+
+def _lines_with(raw: bytes, mark: bytes) -> Iterator[bytes]:
+    """The lines of ``raw`` that hold ``mark``, found without splitting the others out (the
+    update preflight reads the qualifications at every UPDATE)."""
+    at = raw.find(mark)
+    while at >= 0:
+        start = raw.rfind(b"\n", 0, at) + 1
+        end = raw.find(b"\n", at)
+        end = len(raw) if end < 0 else end
+        yield raw[start:end]
+        at = raw.find(mark, end)
 
 
 def parse_line(line: bytes) -> dict[str, Any] | None:

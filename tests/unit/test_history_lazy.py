@@ -77,3 +77,20 @@ def test_qualifications_are_read_without_parsing_the_updates(
     assert len(parsed) == 1
     every = timeline.read_history(tmp_path)
     assert len(every) == 1001 and every[5]["kind"] == "qualification"  # the torn line skipped
+
+
+def test_qualification_lines_first_last_and_without_a_final_newline(tmp_path: Path) -> None:
+    first = json.dumps({"kind": "qualification", "id": "q0"}, sort_keys=True)
+    last = json.dumps({"kind": "qualification", "id": "q9"}, sort_keys=True)
+    update = json.dumps({"id": "u1", "reason": '"kind": "qualification"'}, sort_keys=True)
+    (tmp_path / timeline.HISTORY).write_text(f"{first}\n{update}\n{last}")  # a torn end
+    found = timeline.read_history(tmp_path, kind="qualification")
+    assert [r["id"] for r in found] == ["q0", "q9"]  # the update's quoted text is escaped
+    assert [r["id"] for r in timeline.read_history(tmp_path, kind="update")] == ["u1"]
+
+
+def test_rotation_keeps_the_newest_lines_byte_for_byte(tmp_path: Path) -> None:
+    for n in range(7):
+        timeline.append_entry(tmp_path, {"id": f"u{n}", "text": "é" * n}, keep=4)
+    kept = (tmp_path / timeline.HISTORY).read_bytes().splitlines()
+    assert [json.loads(line)["id"] for line in kept] == ["u3", "u4", "u5", "u6"]
