@@ -18,6 +18,7 @@ import luod
 from luod.core import dialect, reclaim, timeline
 from luod.core.model import Mode, VmRecord
 from luod.core.registry import Registry
+from luod.daemon import heap
 from luod.daemon.connections import VmmConnection, VmmConnections
 from luod.daemon.events import EventBus
 from luod.daemon.nics import Rebuilds, warm_up
@@ -109,6 +110,7 @@ class LuodHandler:
         for vm_id in self.connections.gone(conn):
             log.info("vmm-gone", vm=vm_id, note="luod keeps the session")
             self.driver.vmm_gone(vm_id)
+        heap.give_back()
 
     async def _run(self, call: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
         """Run a core call under the registry lock; off the loop unless it is known small

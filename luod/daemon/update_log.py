@@ -12,6 +12,7 @@ from luod.core import running as on_disk
 from luod.core import timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.orchestrator import Phase, Transition
+from luod.daemon import heap
 from luod.daemon.events import EventBus
 
 log = structlog.get_logger("luod.update")
@@ -146,3 +147,4 @@ class UpdateLog:
             {"event": "UPDATE_END", "id": self.record.id, "outcome": outcome, "reason": reason}
         )
         log.info("update-end", id=self.record.id, outcome=outcome, reason=reason)
+        heap.give_back()
