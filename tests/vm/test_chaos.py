@@ -86,7 +86,9 @@ def chaos_systemd(luo_kernel: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def check_freezing_systemd(share: Path) -> None:
     """Under systemd: restarted by Restart=on-failure, sessions from the fd store."""
     names = set(fd_names(share / "listen-env-chaos.txt")) - {"api", "liveupdate"}  # sockets
-    assert names == {f"luod.{vm}" for vm in SYSTEMD_VMS}, names  # no state session, no other
+    # the handoff is staged before FREEZE: session luod is in the fd store while VMs freeze;
+    # the restarted luod closes it (the later update, which creates it anew, completes below)
+    assert names - {"luod"} == {f"luod.{vm}" for vm in SYSTEMD_VMS}, names  # no other
     ended = load(share / "history-chaos.json")["history"][-1]
     assert ended["outcome"] == "aborted", ended
     assert ended["reason"].startswith("luod restarted during freezing"), ended
