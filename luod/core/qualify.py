@@ -240,17 +240,19 @@ def zero_holes(canary: CanaryFile) -> frozenset[int]:
 QEMU = "qemu canary"
 
 
+def _probe_failed(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[Check]:
+    """The one failed check when either probe of a pair got no answer over QMP, else none."""
+    if "error" not in first and "error" not in second:
+        return []
+    error = first.get("error") or second.get("error")
+    return [check(f"{QEMU}: probed over QMP", "yes", f"no: {error}")]
+
+
 def qemu_before(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[Check]:
     """Two probes of the canary guest before the kexec: its boot code ran, its pattern is the
     one its stamp predicts, it runs."""
-    if "error" in first or "error" in second:
-        return [
-            check(
-                f"{QEMU}: probed over QMP",
-                "yes",
-                f"no: {first.get('error') or second.get('error')}",
-            )
-        ]
+    if failed := _probe_failed(first, second):
+        return failed
     return [
         check(f"{QEMU}: magic before the kexec", "LUOD", second["magic"]),
         check(
@@ -268,14 +270,8 @@ def qemu_after(
     """The canary guest after the kexec, against its last probe before it: its RAM intact
     (magic; the pattern the stamp of before predicts), never reset (the same boot stamp),
     running on (the counter went on from before the kexec and still rises)."""
-    if "error" in first or "error" in second:
-        return [
-            check(
-                f"{QEMU}: probed over QMP",
-                "yes",
-                f"no: {first.get('error') or second.get('error')}",
-            )
-        ]
+    if failed := _probe_failed(first, second):
+        return failed
     return [
         check(f"{QEMU}: magic", "LUOD", first["magic"]),
         check(f"{QEMU}: boot stamp (never reset)", before["stamp"], first["stamp"]),
