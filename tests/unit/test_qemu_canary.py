@@ -108,3 +108,13 @@ def test_run_and_restore_are_luod_qemu_commands(tmp_path: Path) -> None:
     assert canary.luod_qemu_argv(restore) == [
         "restore", "--id", "luodq-1", "--socket", "/run/l.sock", "--runtime-dir", "/run/r",
     ]  # fmt: skip
+
+
+def test_a_probe_without_an_answer_is_one_failed_check_before_and_after() -> None:
+    lost = {"error": "QMP: connection refused"}
+    before = qualify.qemu_before(probed(5, 1), lost)
+    after = qualify.qemu_after(probed(5, 20), lost, probed(5, 40))
+    for checks in (before, after):
+        assert [(c.name, c.result, c.actual) for c in checks] == [
+            ("qemu canary: probed over QMP", "fail", "no: QMP: connection refused")
+        ]
