@@ -10,9 +10,7 @@ as failed."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +42,10 @@ class Interrupted:
 
 
 def write(state_dir: Path, record: UpdateRecord, boot_id: str) -> None:
-    """Replace the file atomically: a crash leaves the old record or the new one."""
-    temporary = state_dir / f".{RUNNING}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps({"boot_id": boot_id, "record": record.to_dict()}) + "\n")
-    os.replace(temporary, state_dir / RUNNING)
+    """Replace the file atomically: a crash leaves the old record or the new one (0600, no
+    symlink followed: luod.core.statedir)."""
+    data = json.dumps({"boot_id": boot_id, "record": record.to_dict()}) + "\n"
+    statedir.write_atomic(state_dir / RUNNING, data.encode())
 
 
 def append(
@@ -62,14 +60,16 @@ def append(
 
 
 def clear(state_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / RUNNING).unlink()
+    statedir.unlink(state_dir / RUNNING)
 
 
 def read(state_dir: Path, boot_id: str) -> Interrupted | None:
     """The update a previous luod left running, or None (no file, or one luod cannot read)."""
     try:
-        first, *lines = (state_dir / RUNNING).read_text().split("\n")
+        raw = statedir.read(state_dir / RUNNING)
+        if raw is None:
+            return None
+        first, *lines = raw.decode().split("\n")
         data: dict[str, Any] = json.loads(first)
         record = UpdateRecord.from_dict(data["record"])
         for line in lines:

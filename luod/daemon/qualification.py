@@ -11,7 +11,6 @@ it came through is done with its VMs) or writes the report to the history (kind
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -22,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from luod.core import preflight, qualify, timeline
+from luod.core import preflight, qualify, statedir, timeline
 from luod.core.custodian import Custody
 from luod.core.model import VmState
 from luod.core.orchestrator import Phase
@@ -241,9 +240,7 @@ class QualificationDriver:
     def _write_running(self) -> None:
         names = [s.name for s in self._plan]
         data = json.dumps({"record": self.record, "canaries": names})
-        staging = self.registry.state_dir / f".{RUNNING_FILE}"
-        staging.write_text(data)
-        staging.replace(self.registry.state_dir / RUNNING_FILE)
+        statedir.write_atomic(self.registry.state_dir / RUNNING_FILE, data.encode())
 
     def _finish(self, outcome: str, reason: str) -> None:
         assert self.record is not None
@@ -251,8 +248,7 @@ class QualificationDriver:
         if self.qemu is not None and self.record["request"].get("qemu_canary"):
             self.spawn(self.qemu.stop(self._forget_canary_vm(self.record["id"])))
         self.registry.carry(CARRIED, None)
-        with contextlib.suppress(FileNotFoundError):
-            (self.registry.state_dir / RUNNING_FILE).unlink()
+        statedir.unlink(self.registry.state_dir / RUNNING_FILE)
         self.record.update(outcome=outcome, reason=reason, finished=time.time())
         timeline.append_entry(self.registry.state_dir, self.record)
         log.info("qualification-end", id=self.record["id"], outcome=outcome, reason=reason)
@@ -281,8 +277,12 @@ class QualificationDriver:
             self._resume_after_kexec(carried)
             return
         try:
-            left = json.loads((self.registry.state_dir / RUNNING_FILE).read_text())
-        except (FileNotFoundError, ValueError):
+            raw = statedir.read(self.registry.state_dir / RUNNING_FILE)
+            left = json.loads(raw) if raw is not None else None
+        except (OSError, ValueError) as exc:  # a link or a FIFO planted there: not followed
+            log.warning("qualification-record-unreadable", error=str(exc))
+            return
+        if not isinstance(left, dict):
             return
         for name in left.get("canaries", []):
             self.canaries.custody.withdraw(name)  # recovery closed luod's copy

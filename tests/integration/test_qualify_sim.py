@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -63,6 +64,7 @@ def test_chain_a_b_a_checks_every_canary_and_records_the_report(
     assert started["outcome"] == "running"
     assert [k["release"] for k in started["chain"]] == ["7.2.13-luodsim", "7.3.4", "7.2.13-luodsim"]
     kexeced(daemon)  # A → B
+    assert stat.S_IMODE((state / "qualification.json").stat().st_mode) == 0o600  # state policy
     kexeced(start_daemon(state))  # B verifies, then B → A
     last = api_daemon(state)
     try:

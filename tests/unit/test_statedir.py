@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from luod.core import manifest as manifest_io
-from luod.core import statedir, timeline
+from luod.core import running, statedir, timeline
 from luod.errors import LuodError
 
 
@@ -93,8 +93,29 @@ def test_every_state_file_is_0600_whatever_the_umask(state: Path) -> None:
     manifest_io.write_atomic(state, _manifest())
     manifest_io.append_journal(state, manifest_io.journal_line({"forget": "vm1"}))
     timeline.append_history(state, timeline.UpdateRecord())
-    for name in (manifest_io.FILENAME, manifest_io.JOURNAL, timeline.HISTORY):
+    running.write(state, timeline.UpdateRecord(), "boot")
+    for name in (manifest_io.FILENAME, manifest_io.JOURNAL, timeline.HISTORY, running.RUNNING):
         assert _mode(state / name) == statedir.FILE_MODE, name
+
+
+def test_the_running_record_ignores_a_link_at_its_old_temporary_name(
+    state: Path, victim: Path
+) -> None:
+    (state / f".{running.RUNNING}.{os.getpid()}.tmp").symlink_to(victim)
+    running.write(state, timeline.UpdateRecord(), "boot")
+    assert victim.read_bytes() == b"precious\n"
+    interrupted = running.read(state, "boot")
+    assert interrupted is not None and interrupted.same_boot
+
+
+def test_a_link_at_the_running_record_is_neither_read_nor_removed_through(
+    state: Path, victim: Path
+) -> None:
+    (state / running.RUNNING).symlink_to(victim)
+    assert running.read(state, "boot") is None
+    running.clear(state)
+    assert victim.read_bytes() == b"precious\n"
+    assert not (state / running.RUNNING).is_symlink()
 
 
 @pytest.mark.usefixtures("loose_umask")
