@@ -16,9 +16,10 @@ from luod.daemon import heap
 from luod.daemon.events import EventBus
 
 log = structlog.get_logger("luod.update")
-IN_THE_PAUSE = frozenset({Phase.FROZEN, Phase.REBOOTING})
-"""Entered after the last READY: the record on disk grows by a line (the transition and the
-freeze acks), it is not rewritten inside the VMs' pause (issue 17)."""
+AFTER_THE_SYNC = frozenset({Phase.FREEZING, Phase.FROZEN, Phase.REBOOTING})
+"""Entered after the host's sync before FREEZE: the record on disk grows by a line (the
+transition, the freeze acks), it is not rewritten (a new file and a rename) where the sync
+before reboot() would have to write it inside the VMs' pause (issue 17)."""
 
 
 class UpdateLog:
@@ -59,7 +60,7 @@ class UpdateLog:
         the event carries it, so a view can count down on luod's clock."""
         if self.record is not None:
             self.record.phase(transition.to_dict())
-            if transition.target in IN_THE_PAUSE:
+            if transition.target in AFTER_THE_SYNC:
                 self._append(transition.to_dict())
             else:
                 self._save()

@@ -173,8 +173,9 @@ def test_the_snapshot_is_staged_before_freeze_and_withdrawn_by_an_abort(tmp_path
 def test_inside_the_pause_the_running_record_grows_by_a_line_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """FROZEN is appended (with the freeze acks), not the record rewritten; a luod killed there
-    ends the update with every stamp it had."""
+    """FREEZING (after the host's sync before FREEZE) and FROZEN are appended, with the freeze
+    acks, not the record rewritten; a luod killed there ends the update with every stamp it
+    had."""
     monkeypatch.setenv(holds.ENV, "frozen=30")
 
     async def scenario() -> None:
@@ -184,7 +185,12 @@ def test_inside_the_pause_the_running_record_grows_by_a_line_and_loses_nothing(
         await until(lambda: vmm.events("FREEZE"))
         await luod.ask(vmm, {"cmd": "READY", "id": "vm1"})
         await until(lambda: luod.driver.machine.phase is Phase.FROZEN)
-        last = json.loads((luod.state / running.RUNNING).read_text().splitlines()[-1])
+        first, *appended = (luod.state / running.RUNNING).read_text().splitlines()
+        written = json.loads(first)["record"]["phases"]
+        assert written[-1]["to"] == "prepared"  # the last rewrite: before the sync
+        lines = [json.loads(line) for line in appended]
+        assert [line["phase"]["to"] for line in lines if "phase" in line] == ["freezing", "frozen"]
+        last = lines[-1]
         assert last["phase"]["to"] == "frozen" and ["vm1", "freeze_ack"] in [
             step[:2] for step in last["steps"]
         ]
