@@ -31,7 +31,7 @@ from luod.daemon.qualification import QualificationDriver, QualifyRequest
 from luod.daemon.qualification_chain import ChainKernel
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
-from luod.rest import models, records
+from luod.rest import history_reads, models, records
 from luod.rest import qualification_models as qm
 from luod.rest.events import EventHub
 from luod.rest.facade import PreflightRefused, Watch
@@ -52,6 +52,7 @@ class DaemonFacade:
         self.driver = driver
         self.qualifier = qualifications
         self.hub = EventHub()
+        self._ended = history_reads.EndedUpdates(registry.state_dir)
 
     # --- events ---------------------------------------------------------------------------------
     def publish(self, event: dict[str, Any]) -> None:
@@ -75,8 +76,8 @@ class DaemonFacade:
         return self.registry.sees_all(uid)
 
     def read(self, name: str) -> models.Response:
-        """``status``, ``vms``, ``update`` or ``history``, synchronously (the bridge's
-        snapshots are taken in a plain callback on this loop)."""
+        """``status``, ``vms`` or ``update``, synchronously (the bridge's snapshots are taken
+        in a plain callback on this loop)."""
         reader: Callable[[], models.Response] = getattr(self, f"_{name}")
         return reader()
 
@@ -89,8 +90,17 @@ class DaemonFacade:
     async def update(self) -> models.UpdateState:
         return self._update()
 
-    async def history(self) -> models.History:
-        return self._history()
+    async def history(self, kind: str, cursor: str | None, limit: int) -> models.History:
+        return await asyncio.to_thread(self.history_page, kind, cursor, limit)
+
+    async def ended_updates(self) -> list[history_reads.Ended]:
+        return await asyncio.to_thread(self.ended)
+
+    def history_page(self, kind: str, cursor: str | None, limit: int) -> models.History:
+        return history_reads.page(self.registry.state_dir, kind, cursor, limit)
+
+    def ended(self) -> list[history_reads.Ended]:
+        return self._ended.read()
 
     def _status(self) -> models.Status:
         """From the boot's KernelInfo the registry keeps: ``backend.info()`` probes again,
@@ -144,9 +154,6 @@ class DaemonFacade:
             phase=self.driver.machine.phase,
             update=_record(record) if record else None,
         )
-
-    def _history(self) -> models.History:
-        return records.history(timeline.read_history(self.registry.state_dir), kind="all")
 
     # --- qualifications -------------------------------------------------------------------------
     def _qualifier(self) -> QualificationDriver:

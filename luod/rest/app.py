@@ -247,7 +247,7 @@ def _read_routes(router: APIRouter, facade: RestFacade) -> None:
         not hand out (a cursor belongs to one kind); 403 `not-allowed` for a uid outside
         `access.uids`."""
         require_operator(facade, request, "the history")
-        return records.page(records.only(await facade.history(), kind), cursor, limit)
+        return await facade.history(kind, cursor, limit)
 
     @router.post(
         "/preflight", operation_id="runPreflight", tags=["update"],
@@ -385,10 +385,9 @@ def _metrics(app: FastAPI, facade: RestFacade) -> None:
         Over TCP it needs no token when `api.public_metrics` is on; over the unix socket a uid
         outside `access.uids` gets 403 (the metrics name every VM)."""
         require_operator(facade, request, "the metrics")
-        status, vms, history = await facade.status(), await facade.vms(), await facade.history()
-        return Response(
-            generate_latest(Scrape(status, vms, history)), media_type=CONTENT_TYPE_LATEST
-        )
+        status, vms = await facade.status(), await facade.vms()
+        ended = await facade.ended_updates()
+        return Response(generate_latest(Scrape(status, vms, ended)), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _event_stream(

@@ -3,7 +3,7 @@
 The REST API runs in a thread of its own (luod.rest.thread) so that a burst of requests never
 queues in front of a VMM's READY. The bridge keeps it away from the main loop's state:
 
-- Reads (status, VMs, update, history) come from snapshots: response models the main loop built
+- Reads (status, VMs, update) come from snapshots: response models the main loop built
   (copies, which no later change touches) and stamped with when. A snapshot is served while it
   is younger than ``MAX_AGE``; from half that age a read also asks the main loop for a new one,
   without waiting, so a steady poller never waits for the main loop. An older snapshot (the
@@ -29,7 +29,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final, Generic, Protocol, TypeVar
@@ -39,6 +39,7 @@ import structlog
 from luod.rest import models
 from luod.rest import qualification_models as qm
 from luod.rest.facade import RestFacade, Watch
+from luod.rest.history_reads import Ended
 
 log = structlog.get_logger("luod.rest")
 MAX_AGE: Final = 0.05
@@ -53,7 +54,15 @@ T = TypeVar("T")
 
 class LoopFacade(RestFacade, Protocol):
     def read(self, name: str) -> models.Response:
-        """On the facade's loop, synchronously: ``status``, ``vms``, ``update``, ``history``."""
+        """On the facade's loop, synchronously: ``status``, ``vms`` or ``update``."""
+        ...
+
+    def history_page(self, kind: str, cursor: str | None, limit: int) -> models.History:
+        """From any thread: it reads the history file only (luod.rest.history_reads)."""
+        ...
+
+    def ended(self) -> list[Ended]:
+        """From any thread, as ``history_page``."""
         ...
 
     def watch_from(self, loop: asyncio.AbstractEventLoop, last_id: str | None) -> Watch:
@@ -129,8 +138,11 @@ class LoopBridge:
     async def update(self) -> models.UpdateState:
         return (await self._snapshot("update")).value  # type: ignore[no-any-return]
 
-    async def history(self) -> models.History:
-        return (await self._snapshot("history")).value  # type: ignore[no-any-return]
+    async def history(self, kind: str, cursor: str | None, limit: int) -> models.History:
+        return await asyncio.to_thread(self.inner.history_page, kind, cursor, limit)
+
+    async def ended_updates(self) -> Sequence[Ended]:
+        return await asyncio.to_thread(self.inner.ended)
 
     async def qualify(self, request: qm.QualifyRequest, uid: int | None) -> qm.QualificationRecord:
         return await self._on_main(lambda: self.inner.qualify(request, uid), mutates=True)

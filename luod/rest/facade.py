@@ -11,12 +11,14 @@ answering may take a hop to the loop that owns luod's state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from luod.errors import LuodError
 from luod.rest import models
 from luod.rest import qualification_models as qm
+from luod.rest.history_reads import Ended
 
 
 class EventStream(Protocol):
@@ -80,8 +82,13 @@ class RestFacade(Protocol):
         """Abort the running update and wait until every VM resumed. Raises ``wrong-state``."""
         ...
 
-    async def history(self) -> models.History:
-        """Every entry of every kind (updates and qualifications), newest first."""
+    async def history(self, kind: str, cursor: str | None, limit: int) -> models.History:
+        """``limit`` entries of ``kind`` (update, qualification or all) older than ``cursor``,
+        newest first (luod.rest.history_reads.page). Raises LuodError ``bad-cursor``."""
+        ...
+
+    async def ended_updates(self) -> Sequence[Ended]:
+        """What the metrics count of every ended update, newest first."""
         ...
 
     async def qualify(self, request: qm.QualifyRequest, uid: int | None) -> qm.QualificationRecord:

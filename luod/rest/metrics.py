@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from luod.core.model import VmState
 from luod.core.orchestrator import Phase
 from luod.rest import models
+from luod.rest.history_reads import Ended
 
 BLACKOUT_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 PHASE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
@@ -35,12 +36,12 @@ PROCESS: Final = ProcessCollector(registry=None)
 
 
 class Scrape(Collector):
-    """One scrape's metrics (``generate_latest(Scrape(status, vms, history))``); ``history``
-    is the whole history, newest first (``RestFacade.history``)."""
+    """One scrape's metrics (``generate_latest(Scrape(status, vms, ended))``); ``ended``: every
+    ended update's facts, newest first (``RestFacade.ended_updates``)."""
 
-    def __init__(self, status: models.Status, vms: models.VmList, history: models.History):
+    def __init__(self, status: models.Status, vms: models.VmList, ended: Sequence[Ended]):
         self.status, self.vms = status, vms
-        self.history = [r for r in history.history if isinstance(r, models.UpdateRecord)]
+        self.history = ended
 
     def collect(self) -> Iterator[Metric]:
         status = self.status
@@ -130,7 +131,7 @@ def _outcomes(outcomes: Iterable[str]) -> CounterMetricFamily:
     return family
 
 
-def _failures(history: Sequence[models.UpdateRecord]) -> CounterMetricFamily:
+def _failures(history: Sequence[Ended]) -> CounterMetricFamily:
     family = CounterMetricFamily(
         "luod_update_failures",
         "Updates that did not complete cleanly, by outcome and reason code",
@@ -146,14 +147,13 @@ def _failures(history: Sequence[models.UpdateRecord]) -> CounterMetricFamily:
     return family
 
 
-def _phase_durations(history: Sequence[models.UpdateRecord]) -> dict[tuple[str, ...], list[float]]:
+def _phase_durations(history: Sequence[Ended]) -> dict[tuple[str, ...], list[float]]:
     """Per phase, how long each update stayed in it: from entering it to the next transition
     (a phase the update is still in is not counted yet)."""
     found: dict[tuple[str, ...], list[float]] = defaultdict(list)
     for record in history:
-        for entered, left in zip(record.phases, record.phases[1:], strict=False):
-            seconds = (left.at - entered.at).total_seconds()
-            found[(str(entered.to),)].append(max(seconds, 0.0))
+        for phase, seconds in record.phase_seconds:
+            found[(phase,)].append(seconds)
     return found
 
 
@@ -177,7 +177,7 @@ def _histogram(
     return family
 
 
-def _last_blackout(history: Sequence[models.UpdateRecord]) -> GaugeMetricFamily:
+def _last_blackout(history: Sequence[Ended]) -> GaugeMetricFamily:
     """The newest update that measured a blackout: it stays visible until the next does."""
     family = GaugeMetricFamily(
         "luod_last_update_blackout_seconds",

@@ -1,6 +1,10 @@
 """luod's internal update records (luod.core.timeline: clock stamps, epoch floats) as the REST
 API's models (RFC 3339 times, durations in ``_seconds`` fields, a stable reason code), and the
-history's cursor paging. Pure functions: the adapter calls them, the app pages with them."""
+history's cursors. Pure functions: the adapter and luod.rest.history_reads call them.
+
+A cursor is an entry's index from the oldest: the history is append-only, so that index never
+changes, and paging while updates end stays consistent (new entries land before the first
+page, never in the middle). Opaque to clients."""
 
 from __future__ import annotations
 
@@ -78,23 +82,21 @@ def update_record(data: Mapping[str, Any], finished: float | None = None) -> mod
 
 def history(entries: Sequence[Mapping[str, Any]], kind: str = "update") -> models.History:
     """The history file's entries (oldest first, each with ``finished``) of ``kind`` (update,
-    qualification or all) as one page holding every record, newest first (``page`` cuts it)."""
-    records: list[models.HistoryEntry] = []
-    for entry in reversed(entries):
-        entry_kind = entry.get("kind", "update")
-        if kind not in ("all", entry_kind):
-            continue
-        if entry_kind == "qualification":
-            records.append(qualification_record(entry))
-        else:
-            records.append(update_record(entry, float(entry.get("finished", 0)) or None))
+    qualification or all) as one page holding every record, newest first (``page`` cuts it).
+    For a few entries (luoctl, tests): luod's API pages lazily (luod.rest.history_reads)."""
+    records = [history_entry(e) for e in reversed(entries) if kind in ("all", _kind(e))]
     return models.History(history=records, next_cursor=None)
 
 
-def only(whole: models.History, kind: str) -> models.History:
-    """The entries of ``kind`` (update, qualification or all)."""
-    chosen = [r for r in whole.history if kind in ("all", r.kind)]
-    return models.History(history=chosen, next_cursor=whole.next_cursor)
+def history_entry(entry: Mapping[str, Any]) -> models.HistoryEntry:
+    """One history line's record, an update's or a qualification's."""
+    if _kind(entry) == "qualification":
+        return qualification_record(entry)
+    return update_record(entry, float(entry.get("finished", 0)) or None)
+
+
+def _kind(entry: Mapping[str, Any]) -> str:
+    return str(entry.get("kind", "update"))
 
 
 def qualification_record(data: Mapping[str, Any]) -> QualificationRecord:
@@ -109,25 +111,12 @@ def qualification_record(data: Mapping[str, Any]) -> QualificationRecord:
     )
 
 
-def page(whole: models.History, cursor: str | None, limit: int) -> models.History:
-    """``limit`` records of ``whole`` (newest first) older than ``cursor`` (from the newest
-    without one).
-
-    The history is append-only, so a record's index from the oldest never changes: the
-    cursor is that index (opaque to clients), and paging while updates end stays consistent
-    (new records land before the first page, never in the middle)."""
-    oldest_first = whole.history[::-1]
-    end = len(oldest_first) if cursor is None else _position(cursor, len(oldest_first))
-    start = max(0, end - limit)
-    chosen = oldest_first[start:end][::-1]
-    return models.History(history=chosen, next_cursor=_cursor(start) if start > 0 else None)
-
-
-def _cursor(index: int) -> str:
+def cursor_of(index: int) -> str:
     return base64.urlsafe_b64encode(f"h{index}".encode()).decode().rstrip("=")
 
 
-def _position(cursor: str, size: int) -> int:
+def position(cursor: str, size: int) -> int:
+    """The index a cursor names; LuodError ``bad-cursor`` for one luod did not hand out."""
     try:
         decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):

@@ -97,8 +97,8 @@ def test_the_history_models_and_filters_both_kinds() -> None:
     entries = [{**update, "finished": 1_800_000_000.0}, record("passed")]
     everything = records.history(entries, kind="all")
     assert [r.kind for r in everything.history] == ["qualification", "update"]
-    assert [r.id for r in records.only(everything, "update").history] == ["u1"]
-    only = records.only(everything, "qualification").history
+    assert [r.id for r in records.history(entries, kind="update").history] == ["u1"]
+    only = records.history(entries, kind="qualification").history
     assert [r.id for r in only] == ["0123abcd"]
     assert records.history(entries).history[0].kind == "update"  # the default: updates
 

@@ -71,7 +71,6 @@ def test_the_metrics_carry_it() -> None:
         version=VERSION,
         custody=models.CustodyHealth(kind="memory", healthy=True, renewals=0, problem=""),
     )
-    vms, history = models.VmList(vms=[]), models.History(history=[], next_cursor=None)
-    text = generate_latest(Scrape(status, vms, history)).decode()
+    text = generate_latest(Scrape(status, models.VmList(vms=[]), [])).decode()
     build = [line for line in text.splitlines() if line.startswith("luod_build_info{")]
     assert len(build) == 1 and f'version="{VERSION}"' in build[0], build
