@@ -246,7 +246,8 @@ class QualificationDriver:
         assert self.record is not None
         self.canaries.drop()
         if self.qemu is not None and self.record["request"].get("qemu_canary"):
-            self.spawn(self.qemu.stop(self._forget_canary_vm(self.record["id"])))
+            qid = self.record["id"]
+            self.spawn(self.qemu.stop(qid, self._forget_canary_vm(qid)))
         self.registry.carry(CARRIED, None)
         statedir.unlink(self.registry.state_dir / RUNNING_FILE)
         self.record.update(outcome=outcome, reason=reason, finished=time.time())

@@ -154,15 +154,38 @@ class QemuCanary:
         said = f": {self._said[:400]}" if self._said else ""
         return f"luod-qemu exited with status {code}{said} (see {self.settings.directory}/*.log)"
 
-    async def stop(self, forget: Callable[[], None]) -> None:
+    async def stop(self, qid: str, forget: Callable[[], None]) -> None:
         """The qualification ended: luod-qemu stops the canary (QEMU quits, the VM is
-        dropped); then ``forget`` drops what a luod-qemu that failed left registered."""
+        dropped); then ``forget`` drops what a luod-qemu that failed left registered. A
+        luod-qemu this luod did not launch (a killed luod's) is stopped too."""
         self.end()
         if self._process is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_SECONDS):
                     await self._process.wait()
+        else:
+            await asyncio.to_thread(self._stop_orphan, self.vm_id(qid))
         forget()
+
+    def _stop_orphan(self, vm_id: str) -> None:
+        """A luod killed during a step left its canary's luod-qemu running, as any VMM
+        outlives luod: SIGTERM (QEMU quits), SIGKILL after STOP_SECONDS. Found by the status
+        file luod-qemu keeps (RUNTIME/VM.json), and only if that pid still runs it."""
+        import psutil  # here only: luod's start need not import it
+
+        try:
+            status = json.loads((self.settings.runtime / f"{vm_id}.json").read_text())
+            process = psutil.Process(int(status["supervisor_pid"]))
+            if vm_id not in process.cmdline():
+                return  # that pid is another process now
+            process.terminate()
+            try:
+                process.wait(STOP_SECONDS)
+            except psutil.TimeoutExpired:
+                process.kill()
+            log.info("qemu-canary-orphan-stopped", vm=vm_id, pid=process.pid)
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            return
 
     def end(self) -> None:
         """SIGTERM to luod-qemu: frozen, it kills QEMU and keeps what luod holds (the kexec

@@ -186,6 +186,17 @@ def luod_qemu_argv(args: argparse.Namespace) -> list[str]:
     return ["run", *common, "--ram", RAM, "--qemu", args.qemu, "--", *guest]
 
 
+def say(seen: object) -> bool:
+    """The probe's answer, one JSON line to luod; False when luod, which reads it, is gone
+    (killed during the step): no traceback for that, in the log luod shares with it."""
+    try:
+        print(json.dumps(seen), flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit's flush
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "floppy":
@@ -198,11 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.twice
                 else probe(args.probe, args.dir)
             )
-            print(json.dumps(seen), flush=True)
         except (QemuAdapterError, OSError) as exc:
-            print(json.dumps({"error": str(exc)}), flush=True)
+            say({"error": str(exc)})
             return 1
-        return 0
+        return 0 if say(seen) else 1
     from luod.qemu import cli  # luod-qemu itself
 
     args.dir.mkdir(parents=True, exist_ok=True)

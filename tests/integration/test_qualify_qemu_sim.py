@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from luod.core import holds
 from luod.vmm.client import Client
 from tests.integration.conftest import Daemon, start_daemon
 from tests.integration.test_qualify_sim import SMALL, ctl, images, kexeced
@@ -142,3 +144,48 @@ def test_a_host_without_qemu_is_refused_with_a_code_and_a_hint(
         daemon.stop()
     assert code == 1 and problem["code"] == "qemu-canary-unavailable", problem
     assert "qemu-system-x86_64" in problem["detail"] and "--qemu-canary" in problem["hint"]
+
+
+def canary_processes(vm: str) -> list[psutil.Process]:
+    """luod-qemu and QEMU processes of canary VM ``vm`` (its id is in their command lines)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if vm in cmdline and ("luod.qemu" in cmdline or "qemu-system" in cmdline):
+            found.append(process)
+    return found
+
+
+@pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="no QEMU on this host")
+@pytest.mark.timeout(600)
+def test_a_luod_killed_during_a_qemu_qualification_leaves_no_canary_running(
+    tmp_path: Path, images: tuple[Path, Path]
+) -> None:
+    """luod is killed while the canary guest runs (its update held in preparing): the restarted
+    luod fails the qualification, and the canary's luod-qemu and QEMU, which outlive a luod as
+    any VMM must, are stopped and its VM dropped, not left running for good."""
+    state = tmp_path / "luod"
+    a, b = images
+    daemon = api_daemon(state, env={holds.ENV: "preparing=120"})
+    code, started = ctl(daemon, "qualify", "start", "--chain", f"{a},{b}", "--qemu-canary", *SMALL)
+    assert code == 0, started
+    vm = f"luodq-{started['id']}"
+    deadline = time.monotonic() + 240
+    while vm not in vms(daemon) or not canary_processes(vm):
+        assert time.monotonic() < deadline and daemon.alive(), daemon.log.read_text()[-2000:]
+        time.sleep(0.2)
+    daemon.process.kill()
+    daemon.process.wait()
+    (state / "run" / "api.sock").unlink()  # the killed luod's: wait for the new one's
+    again = api_daemon(state)
+    try:
+        record = ended(again, timeout=30)
+        deadline = time.monotonic() + 60
+        while canary_processes(vm) or vm in vms(again):
+            assert time.monotonic() < deadline, (canary_processes(vm), again.log.read_text())
+            time.sleep(0.2)
+    finally:
+        again.stop()
+        for process in canary_processes(vm):
+            process.kill()
+    assert record["outcome"] == "failed" and "luod restarted" in record["reason"], record

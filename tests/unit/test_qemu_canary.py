@@ -4,7 +4,10 @@ of guest RAM, the verdicts before and after a kexec, and the luod-qemu command l
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +121,19 @@ def test_a_probe_without_an_answer_is_one_failed_check_before_and_after() -> Non
         assert [(c.name, c.result, c.actual) for c in checks] == [
             ("qemu canary: probed over QMP", "fail", "no: QMP: connection refused")
         ]
+
+
+def test_a_probe_whose_reader_is_gone_exits_without_a_traceback(tmp_path: Path) -> None:
+    """luod killed during a step: its probe's stdout pipe has no reader any more, and the
+    probe's stderr is luod's log, where a traceback would read as luod's own."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "luod.qemu.canary", "probe",
+             "--probe", str(tmp_path / "no.qmp"), "--dir", str(tmp_path)],
+            stdout=write, stderr=subprocess.PIPE, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and done.stderr == b""
