@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from luod.core import timeline
 from tests.unit.test_luoctl import Host
 
 
@@ -26,3 +27,17 @@ async def host(tmp_path: Path) -> AsyncIterator[Host]:
     yield running
     await running.stop()
     running.luod.close()
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every history line parsed from now on (luod.core.timeline.parse_line), in order."""
+    seen: list[bytes] = []
+    parse = timeline.parse_line
+
+    def counting(line: bytes) -> dict[str, object] | None:
+        seen.append(line)
+        return parse(line)
+
+    monkeypatch.setattr(timeline, "parse_line", counting)
+    return seen

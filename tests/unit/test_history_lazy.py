@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from luod.core import timeline
 from luod.daemon import handler
 from luod.vmm import paging
@@ -22,19 +20,6 @@ def _write(state: Path, count: int, size: int) -> None:
     lines.insert(5, json.dumps({"kind": "qualification", "id": "q1", "outcome": "passed"}))
     lines.insert(7, '{"id": "torn')
     (state / timeline.HISTORY).write_text("\n".join(lines) + "\n")
-
-
-@pytest.fixture
-def parsed(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    seen: list[bytes] = []
-    parse = timeline.parse_line
-
-    def counting(line: bytes) -> dict[str, object] | None:
-        seen.append(line)
-        return parse(line)
-
-    monkeypatch.setattr(timeline, "parse_line", counting)
-    return seen
 
 
 def test_a_page_parses_only_the_records_it_can_hold(tmp_path: Path, parsed: list[bytes]) -> None:

@@ -44,16 +44,8 @@ def _write(state: Path, entries: list[dict[str, Any] | str]) -> None:
     (state / timeline.HISTORY).write_text("".join(line + "\n" for line in lines))
 
 
-def test_a_page_parses_only_its_own_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_page_parses_only_its_own_lines(tmp_path: Path, parsed: list[bytes]) -> None:
     _write(tmp_path, [_update(n) for n in range(1000)])
-    parsed: list[bytes] = []
-    parse = timeline.parse_line
-
-    def counted(line: bytes) -> dict[str, Any] | None:
-        parsed.append(line)
-        return parse(line)
-
-    monkeypatch.setattr(timeline, "parse_line", counted)
     first = history_reads.page(tmp_path, "update", None, 3)
     assert [r.id for r in first.history] == ["u999", "u998", "u997"]
     assert len(parsed) == 3 and first.next_cursor is not None
