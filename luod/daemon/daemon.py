@@ -149,9 +149,6 @@ class Daemon:
             managed_bridges=settings.managed_bridges,
         )
         self.nics = nics.Rebuilds(self.registry, settings.managed_bridges, settings.nic_wait)
-        self.handler = LuodHandler(
-            self.registry, self.driver, self.connections, self.events, self.nics
-        )
         self.qualifications = QualificationDriver(
             self.registry, self.backend, self.custody, self.driver, self.events, spawn,
             canary=CanarySettings(
@@ -160,6 +157,10 @@ class Daemon:
                 settings.runtime_dir / "qcanary.qmp",
                 settings.runtime_dir / "qcanary",
             ),
+        )  # fmt: skip
+        self.handler = LuodHandler(
+            self.registry, self.driver, self.connections, self.events, self.nics,
+            reserved=self.qualifications.reserved_id,
         )  # fmt: skip
 
     def _host_kexec(self) -> KexecSettings:

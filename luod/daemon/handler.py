@@ -34,6 +34,8 @@ the loop, since the thread hop costs more than it saves (100 VMMs reclaiming at 
 behind each other's hops, bench/blackout_budget.py). Above it (GiBs of guest RAM take seconds,
 docs/kernel.md §6.2, §6.4) it runs in a worker thread so other clients keep being served."""
 
+RESERVED_HINT = "choose another id: luod names its own VMs (a qualification's QEMU canary: luodq-*)"
+
 Reply = tuple[dict[str, Any], tuple[OwnedFd, ...]]
 R = TypeVar("R", bound=codec.Request)
 Verb = Callable[[VmmConnection, R], Awaitable[Reply]]
@@ -64,8 +66,10 @@ class LuodHandler:
         connections: VmmConnections,
         events: EventBus,
         nics: Rebuilds | None = None,
+        reserved: Callable[[str], str] = lambda _: "",
     ) -> None:
         self.registry = registry
+        self.reserved = reserved  # why a VM id is not a VMM's to take ("": it is)
         self.nics = nics or Rebuilds(registry, frozenset())
         self.driver = driver
         self.connections = connections
@@ -139,6 +143,7 @@ class LuodHandler:
         return info, ()
 
     async def _register(self, conn: VmmConnection, req: codec.Register) -> Reply:
+        self._refuse_reserved(req.id)
         if req.id not in self.registry.vms:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.HANDOVER, inline=True)
@@ -147,6 +152,10 @@ class LuodHandler:
         if req.nics is not None:
             return await self._declare_nics(conn, codec.Nics(req.seq, req.id, req.nics))
         return {"vm": _vm(vm)}, ()
+
+    def _refuse_reserved(self, vm_id: str) -> None:
+        if why := self.reserved(vm_id):
+            raise LuodError("reserved-id", f"VM id {vm_id!r} is reserved: {why}", RESERVED_HINT)
 
     async def _declare_nics(self, conn: VmmConnection, req: codec.Nics) -> Reply:
         vm = await self._run(self.registry.declare_nics, conn.peer, req.id, req.nics, inline=True)
@@ -194,6 +203,7 @@ class LuodHandler:
         return {}, ()
 
     async def _subscribe(self, conn: VmmConnection, req: codec.Subscribe) -> Reply:
+        self._refuse_reserved(req.id)
         if req.id not in self.registry.vms:
             self.driver.refuse_new_vms()
         vm = await self._run(self.registry.register, conn.peer, req.id, Mode.DELEGATION)

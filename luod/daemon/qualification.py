@@ -29,7 +29,7 @@ from luod.core.registry import Registry
 from luod.daemon.events import EventBus
 from luod.daemon.qualification_canaries import Canaries
 from luod.daemon.qualification_chain import ChainKernel, check_boot, describe
-from luod.daemon.qualification_qemu import CanarySettings, QemuCanary
+from luod.daemon.qualification_qemu import PREFIX, CanarySettings, QemuCanary
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import Backend
@@ -253,6 +253,17 @@ class QualificationDriver:
         self.record.update(outcome=outcome, reason=reason, finished=time.time())
         timeline.append_entry(self.registry.state_dir, self.record)
         log.info("qualification-end", id=self.record["id"], outcome=outcome, reason=reason)
+
+    def reserved_id(self, vm_id: str) -> str:
+        """Why a VMM may not REGISTER or SUBSCRIBE ``vm_id`` ("": it may): ids of the QEMU
+        canary's form are luod's, for the running qualification's canary alone (a killed
+        luod's luod-qemu would take its VM again after this luod dropped it)."""
+        if not vm_id.startswith(PREFIX):
+            return ""
+        record = self.record if self.running else None
+        if record and record["request"].get("qemu_canary") and vm_id == PREFIX + record["id"]:
+            return ""
+        return "the QEMU canary of a qualification that is not running"
 
     def _forget_canary_vm(self, qid: str) -> Callable[[], None]:
         """Drops the canary VM a failed luod-qemu left (registered, preserved or lost: an
