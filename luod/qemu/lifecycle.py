@@ -44,9 +44,9 @@ def boot(
     except BaseException:
         ram.close()
         raise
-    log.say("started", qemu_pid=qemu.pid, ram_bytes=spec.ram, qemu_version=qemu.qmp.version)
-    running(ram, qemu)
-    try:
+    try:  # from here on, however this ends, QEMU is not left running on its own
+        log.say("started", qemu_pid=qemu.pid, ram_bytes=spec.ram, qemu_version=qemu.qmp.version)
+        running(ram, qemu)
         preserve_running(client, spec, ram, log)
     except BaseException:
         qemu.kill()
