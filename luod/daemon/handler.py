@@ -299,19 +299,14 @@ class LuodHandler:
         }, ()
 
     async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
-        """Read in a worker thread, as the REST API's: the file holds up to 1000 records of
-        up to ~12 KB, which luod's main loop should not split for every request."""
         self.registry.require_operator(conn.peer, "HISTORY")
-        state_dir = self.registry.state_dir
-        return await asyncio.to_thread(_history_page, state_dir, req.after, req.limit), ()
-
-
-def _history_page(state_dir: Path, after: str | None, limit: int | None) -> dict[str, Any]:
-    lines = timeline.history_lines(state_dir, kind="update")  # qualifications: over REST
-    if after is not None:
-        lines = lines[_after(lines, after) :]
-    page, following = paging.page(_enough(lines, limit), limit, lambda r: str(r.get("id")))
-    return {"history": page, "next": following}
+        lines = timeline.history_lines(self.registry.state_dir, kind="update")  # not over REST
+        if req.after is not None:
+            lines = lines[_after(lines, req.after) :]
+        page, following = paging.page(
+            _enough(lines, req.limit), req.limit, lambda r: str(r.get("id"))
+        )
+        return {"history": page, "next": following}, ()
 
 
 def _after(lines: list[bytes], after: str) -> int:

@@ -4,18 +4,12 @@ MB under the socket fuzz)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from luod.core import timeline
 from luod.daemon import handler
 from luod.vmm import paging
-from tests.rest.harness import FakeVmm, Luod
 
 
 def _write(state: Path, count: int, size: int) -> None:
@@ -85,28 +79,3 @@ def test_rotation_keeps_the_newest_lines_byte_for_byte(tmp_path: Path) -> None:
         timeline.append_entry(tmp_path, {"id": f"u{n}", "text": "é" * n}, keep=4)
     kept = (tmp_path / timeline.HISTORY).read_bytes().splitlines()
     assert [json.loads(line)["id"] for line in kept] == ["u3", "u4", "u5", "u6"]
-
-
-def test_the_socket_history_is_read_off_the_main_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As the REST API's: luod's main loop never reads or splits the history file."""
-    (tmp_path / "luod").mkdir()
-    _write(tmp_path / "luod", 50, 100)
-    threads: list[str] = []
-    lines = timeline.history_lines
-
-    def recorded(*args: Any, **kwargs: Any) -> list[bytes]:
-        threads.append(threading.current_thread().name)
-        return lines(*args, **kwargs)
-
-    monkeypatch.setattr(timeline, "history_lines", recorded)
-
-    async def scenario() -> None:
-        luod = Luod(tmp_path / "luod")
-        reply = await luod.ask(FakeVmm(), {"cmd": "HISTORY", "limit": 5})
-        assert reply["ok"] and len(reply["history"]) == 5, reply
-        luod.close()
-
-    asyncio.run(scenario())
-    assert threads and threading.main_thread().name not in threads
