@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -78,14 +78,6 @@ def update_record(data: Mapping[str, Any], finished: float | None = None) -> mod
         ended_at=ended,
         blackout_seconds=dict(data.get("blackout", {})),
     )
-
-
-def history(entries: Sequence[Mapping[str, Any]], kind: str = "update") -> models.History:
-    """The history file's entries (oldest first, each with ``finished``) of ``kind`` (update,
-    qualification or all) as one page holding every record, newest first (``page`` cuts it).
-    For a few entries (luoctl, tests): luod's API pages lazily (luod.rest.history_reads)."""
-    records = [history_entry(e) for e in reversed(entries) if kind in ("all", _kind(e))]
-    return models.History(history=records, next_cursor=None)
 
 
 def history_entry(entry: Mapping[str, Any]) -> models.HistoryEntry:

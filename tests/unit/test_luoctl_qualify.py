@@ -4,14 +4,17 @@ the history's kinds over REST (records: updates and qualifications, filtered by 
 from __future__ import annotations
 
 import argparse
+import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from luod.cli import qualify
 from luod.cli.parser import build_parser
-from luod.rest import records
+from luod.core import timeline
+from luod.rest import history_reads, records
 
 pytestmark = pytest.mark.unit
 KERNEL = {"image": "/boot/a", "version": "#1", "kho": "kho-v4", "luo": "luo-v5"}
@@ -92,15 +95,17 @@ def test_the_chain_needs_two_kernels_and_becomes_absolute_paths() -> None:
         qualify._chain("only-one")
 
 
-def test_the_history_models_and_filters_both_kinds() -> None:
+def test_the_history_models_and_filters_both_kinds(tmp_path: Path) -> None:
     update = {"id": "u1", "request": {"kernel": "/boot/b", "uid": 0}, "outcome": "completed"}
     entries = [{**update, "finished": 1_800_000_000.0}, record("passed")]
-    everything = records.history(entries, kind="all")
+    lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)  # as luod writes
+    (tmp_path / timeline.HISTORY).write_text(lines)
+    everything = history_reads.page(tmp_path, "all", None, 50)
     assert [r.kind for r in everything.history] == ["qualification", "update"]
-    assert [r.id for r in records.history(entries, kind="update").history] == ["u1"]
-    only = records.history(entries, kind="qualification").history
+    assert [r.id for r in history_reads.page(tmp_path, "update", None, 50).history] == ["u1"]
+    only = history_reads.page(tmp_path, "qualification", None, 50).history
     assert [r.id for r in only] == ["0123abcd"]
-    assert records.history(entries).history[0].kind == "update"  # the default: updates
+    assert records.history_entry(entries[0]).kind == "update"  # no kind: an update
 
 
 def start_args(*argv: str) -> argparse.Namespace:
