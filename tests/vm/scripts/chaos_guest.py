@@ -123,8 +123,11 @@ class Guest:
         path = self.share / name
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            if path.exists() and path.read_text().count(word) >= times:
-                return
+            try:
+                if path.read_text().count(word) >= times:
+                    return
+            except OSError:  # not written yet, or ENODATA: 9p read it mid-append; read again
+                pass
             time.sleep(0.1)
         sys.exit(f"timed out waiting for {times} x {word!r} in {name}")
 
