@@ -10,10 +10,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from luod.core.nic import NetRecord, NicDecl
 from luod.errors import LuodError
+
+if TYPE_CHECKING:  # luod.core.nic is imported only for a VM that has NICs (see net_fields)
+    from luod.core.nic import NetRecord, NicDecl
 
 SESSION_PREFIX: Final = "luod."
 STATE_SESSION: Final = "luod"
@@ -141,6 +143,10 @@ def net_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     failure reported for that VM (its rebuild result), never a manifest refused, which would
     hold its memory back."""
     report = data.get("net_report")
+    if not data.get("nics") and data.get("net") is None:  # no NICs: luod.core.nic not imported
+        return {"nics": (), "net": None, "net_report": report if isinstance(report, dict) else None}
+    from luod.core.nic import NetRecord, NicDecl
+
     try:
         nics = tuple(NicDecl.from_dict(nic) for nic in data.get("nics", []))
         net = None if data.get("net") is None else NetRecord.from_dict(data["net"])

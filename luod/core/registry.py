@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -29,11 +29,13 @@ from luod.core.model import (
     VmRecord,
     VmState,
 )
-from luod.core.nic import NetRecord, NicDecl
 from luod.core.state_session import StateSession
 from luod.errors import LuodError
 from luod.kernel import Backend, LuoError, OwnedFd, Session, memfd
 from luod.kernel.charged import retrieve_charged
+
+if TYPE_CHECKING:
+    from luod.core.nic import NetRecord, NicDecl
 
 log = structlog.get_logger("luod.registry")
 JOURNAL_LIMIT = 512

@@ -22,7 +22,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,7 +91,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` by a file holding ``data`` (mode 0600): the old or the new, never a
     mix, and never through a symlink planted at the temporary or the final name."""
     with opened_dir(path.parent) as directory:
-        temporary = f".{path.name}.{secrets.token_hex(8)}.tmp"
+        temporary = f".{path.name}.{os.urandom(8).hex()}.tmp"  # as secrets.token_hex
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
         fd = os.open(temporary, flags, FILE_MODE, dir_fd=directory)
         try:

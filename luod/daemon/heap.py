@@ -8,7 +8,6 @@ once per INTERVAL. Elsewhere than glibc this does nothing."""
 
 from __future__ import annotations
 
-import ctypes
 import time
 from collections.abc import Callable
 from typing import Final
@@ -35,6 +34,8 @@ def _malloc_trim() -> Callable[[int], int] | None:
     global _trim, _resolved
     if not _resolved:
         _resolved = True
+        import ctypes  # at the first trim (a VMM's hang-up), not at luod's start: ~2 ms
+
         try:
             _trim = ctypes.CDLL(None).malloc_trim
         except (OSError, AttributeError):  # not glibc

@@ -14,14 +14,16 @@ import asyncio
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from luod.core import preflight
 from luod.core.model import VmState, unreadable_net
-from luod.core.nic import NetRecord, NicDecl
 from luod.core.registry import Registry
+
+if TYPE_CHECKING:  # an update's preflight and VMs with NICs import them, not luod's start
+    from luod.core import preflight
+    from luod.core.nic import NetRecord, NicDecl
 
 log = structlog.get_logger("luod.nics")
 WAIT: Final = 60.0
@@ -105,6 +107,7 @@ def preflight_checks(
     own, joined (a few ms per device, once pyroute2 is imported)."""
     if not nics:
         return []
+    from luod.core import preflight
     from luod.net.plumbing import preflight as nic_preflight
     from luod.net.rebuild import explain
 

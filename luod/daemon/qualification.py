@@ -11,28 +11,32 @@ it came through is done with its VMs) or writes the report to the history (kind
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from luod.core import preflight, qualify, statedir, timeline
+from luod.core import statedir, timeline
 from luod.core.custodian import Custody
 from luod.core.model import VmState
 from luod.core.orchestrator import Phase
 from luod.core.registry import Registry
 from luod.daemon.events import EventBus
-from luod.daemon.qualification_canaries import Canaries
-from luod.daemon.qualification_chain import ChainKernel, check_boot, describe
 from luod.daemon.qualification_qemu import PREFIX, CanarySettings, QemuCanary
 from luod.daemon.update import UpdateDriver, UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import Backend
+
+if TYPE_CHECKING:  # a qualification's own work: imported by the first one, not at luod's start
+    from luod.core import qualify
+    from luod.daemon.qualification_canaries import Canaries
+    from luod.daemon.qualification_chain import ChainKernel
 
 log = structlog.get_logger("luod.qualify")
 CARRIED = "qualification"
@@ -42,10 +46,16 @@ restarts (or a boot that did not come through the step's kexec) fails it and dro
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 
+def _default_options() -> qualify.Options:
+    from luod.core import qualify
+
+    return qualify.Options()
+
+
 @dataclass(frozen=True)
 class QualifyRequest:
     chain: tuple[ChainKernel, ...]  # A (the running kernel's), B, ...
-    options: qualify.Options = field(default_factory=qualify.Options)
+    options: qualify.Options = field(default_factory=_default_options)
     with_vms: bool = False
     qemu_canary: bool = False  # a real QEMU guest crosses each kexec too
     requested_by: int = 0
@@ -76,13 +86,20 @@ class QualificationDriver:
         self.registry = registry
         self.updates = updates
         self.spawn = spawn
-        self.canaries = Canaries(backend, custody)
+        self._backend, self._custody = backend, custody
         self.qemu = QemuCanary(canary, spawn) if canary else None
         self.record: dict[str, Any] | None = None  # the running qualification, or the last
         self._plan: list[qualify.CanarySession] = []
         self._update_id: str | None = None  # the update of the running step
         self._idle = asyncio.Event()
         events.listen(self._on_event)
+
+    @functools.cached_property
+    def canaries(self) -> Canaries:
+        """The canary sessions' preservation and check, made when a qualification needs them."""
+        from luod.daemon.qualification_canaries import Canaries
+
+        return Canaries(self._backend, self._custody)
 
     @property
     def running(self) -> bool:
@@ -92,6 +109,8 @@ class QualificationDriver:
     def start(self, request: QualifyRequest) -> dict[str, Any]:
         """Refuse (LuodError) or start the first step in the background; the record so far."""
         self._refuse(request)
+        from luod.daemon.qualification_chain import describe
+
         self.record = {
             "kind": "qualification",
             "id": uuid.uuid4().hex[:12],
@@ -119,6 +138,8 @@ class QualificationDriver:
         raise LuodError("unknown-qualification", f"no qualification {qid!r}", "list them")
 
     def _refuse(self, request: QualifyRequest) -> None:
+        from luod.daemon.qualification_chain import check_boot, describe
+
         if self.running:
             raise LuodError("qualification-running", "a qualification is running", "wait")
         if self.updates.machine.phase is not Phase.IDLE:
@@ -159,6 +180,8 @@ class QualificationDriver:
     # --- one step ------------------------------------------------------------------------------
     async def _step(self, index: int) -> None:
         """Canaries into the outgoing sessions, then the update into chain[index + 1]."""
+        from luod.core import preflight, qualify
+
         assert self.record is not None
         request = self.record["request"]
         options = qualify.Options.from_dict(request["options"])
@@ -184,6 +207,8 @@ class QualificationDriver:
         """The QEMU canary runs and is preserved (booted at the first step; restored and
         preserved again by the previous step's verify); its state before this step's kexec
         rides in ``step``. False: the qualification failed (the step records why)."""
+        from luod.core import qualify
+
         assert self.record is not None and self.qemu is not None
         began = time.time()
         checks = await self.qemu.start(self.record["id"]) if index == 0 else []
@@ -304,6 +329,8 @@ class QualificationDriver:
         )
 
     def _resume_after_kexec(self, carried: dict[str, Any]) -> None:
+        from luod.core import qualify
+
         self.record = dict(carried["record"])
         plan = [qualify.CanarySession.from_dict(s) for s in carried["plan"]]
         self.spawn(self._guarded(self._verify(dict(carried["step"]), plan)))
@@ -344,6 +371,8 @@ class QualificationDriver:
 
     async def _qemu_after(self, step: dict[str, Any]) -> list[qualify.Check]:
         """The QEMU canary restored (first: the update waits for its DONE) and judged."""
+        from luod.core import qualify
+
         before = step.get("qemu_canary")
         if before is None or self.qemu is None or self.record is None:
             return []
@@ -363,26 +392,30 @@ class QualificationDriver:
 
     def _update_checks(self) -> list[qualify.Check]:
         """The update that carried the step: it completed, every VM it carried is done."""
+        from luod.core.qualify import check
+
         record = self.updates.record
         if record is None:
-            return [qualify.check("update: outcome", "completed", "no update record")]
-        checks = [qualify.check("update: outcome", "completed", record.outcome)]
+            return [check("update: outcome", "completed", "no update record")]
+        checks = [check("update: outcome", "completed", record.outcome)]
         for vm, steps in sorted(record.vms.items()):
             if "freeze_ack" in steps:
                 done = "done" if "done" in steps else "not done"
-                checks.append(qualify.check(f"vm {vm}: reclaimed and done", "done", done))
+                checks.append(check(f"vm {vm}: reclaimed and done", "done", done))
         return checks
 
     def _kernel_checks(self, step: dict[str, Any]) -> list[qualify.Check]:
         assert self.record is not None
+        from luod.core.qualify import check
+
         info = self.registry.info
         expected = self.record["chain"][step["index"] + 1]
         previous = self.registry.previous
         before = previous.liveupdate_number if previous else None
         return [
-            qualify.check("kernel: release", expected["release"], info.release),
-            qualify.check("kernel: version", expected["version"], info.version),
-            qualify.check(
+            check("kernel: release", expected["release"], info.release),
+            check("kernel: version", expected["version"], info.version),
+            check(
                 "kernel: liveupdate number",
                 (before or 0) + 1,
                 info.liveupdate_number,

@@ -16,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from luod.core import qualify
+if TYPE_CHECKING:  # the checks: imported by a qualification's first QEMU canary
+    from luod.core import qualify
 
 log = structlog.get_logger("luod.qualify")
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
@@ -59,6 +59,8 @@ class QemuCanary:
 
     def unavailable(self) -> str:
         """Why this host cannot run the canary ('' when it can)."""
+        import shutil  # with bz2 and lzma: ~2 ms that luod's start does not need
+
         if shutil.which(self.settings.qemu) is None:
             return f"{self.settings.qemu} is not on luod's PATH"
         return ""
@@ -129,6 +131,8 @@ class QemuCanary:
 
     async def _until(self, event: str, name: str, after: str = "") -> qualify.Check:
         """A check: luod-qemu said ``event`` (after ``after``), or why not."""
+        from luod.core import qualify
+
         try:
             async with asyncio.timeout(START_SECONDS):
                 while (found := self._found(event, after)) is None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from luod.core import dialect, handoff, holds, preflight, running, timeline
+from luod.core import dialect, handoff, holds, running, timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.model import Mode, VmState
 from luod.core.orchestrator import Phase, Transition, UpdateMachine
@@ -32,7 +32,7 @@ from luod.net import uplink
 from luod.vmm import codec
 
 if TYPE_CHECKING:
-    from luod.core import compat
+    from luod.core import compat, preflight
 
 log = structlog.get_logger("luod.update")
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
@@ -134,7 +134,7 @@ class UpdateDriver:
         info = self.backend.info()
         cmdline = request.cmdline if request.cmdline is not None else info.cmdline
         vms = list(self.registry.vms.values())
-        from luod.core import compat  # the handover-ABI readers: loaded by the first update
+        from luod.core import compat, preflight  # the ABI readers, the checks: the first update's
 
         assessment = compat.assess(
             self.backend,
@@ -178,6 +178,8 @@ class UpdateDriver:
         }
         self.machine.go(Phase.PREPARING, f"requested by uid {request.requested_by}")
         checks, assessment = self._preflight(request)
+        from luod.core import preflight
+
         record.request["handover_abi"] = assessment.to_record()
         if assessment.to_record()["override"]:
             log.warning("abi-unverified", override=True, reason=assessment.verdict.message)

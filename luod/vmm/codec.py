@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from luod.core.model import FileSpec
-from luod.core.nic import NicDecl
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import fields as check
+
+if TYPE_CHECKING:
+    from luod.core.nic import NicDecl
 
 PROTOCOL: Final = "luod-vmm"
 VERSION: Final = 1

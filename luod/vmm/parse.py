@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from luod.core.nic import NicDecl
 from luod.core.orchestrator import DEADLINE_PHASES, MAX_DEADLINE
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import codec
 from luod.vmm import fields as check
+
+if TYPE_CHECKING:
+    from luod.core.nic import NicDecl
 
 MAX_NICS: Final = 32
 
@@ -83,6 +85,8 @@ def _nics(data: dict[str, Any], optional: bool) -> tuple[NicDecl, ...] | None:
         return None
     if not isinstance(items, list) or len(items) > MAX_NICS:
         raise check.bad("nics", f"a list of at most {MAX_NICS} {{name, bridge}}", repr(items)[:80])
+    from luod.core.nic import NicDecl  # only a VMM that declares NICs needs it
+
     decls = tuple(NicDecl.from_dict(item, f"nics[{i}]") for i, item in enumerate(items))
     if len({decl.name for decl in decls}) != len(decls):
         raise check.bad("nics", "distinct device names", "a device appears twice")
