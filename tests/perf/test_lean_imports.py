@@ -22,6 +22,15 @@ AFTER_FIRST_RECLAIM = (
     "luod.core.compat",  # the handover-ABI readers: the first update's preflight
     "luod.core.bzimage",
     "luod.custody.keeper_client",  # custody by the keeper: hosts without systemd, chosen at start
+    "luod.core.nic",  # a VM's NICs (9 dataclasses): when a VMM declares them or a manifest has them
+    "luod.core.nic_fields",
+    "luod.core.preflight",  # an update's preflight
+    "luod.core.qualify",  # a qualification's canaries and checks
+    "luod.daemon.qualification_chain",
+    "luod.daemon.qualification_canaries",
+    "shutil",  # with bz2 and lzma: the QEMU canary's availability check
+    "ctypes",  # malloc_trim, at the first VMM's hang-up (luod.daemon.heap)
+    "secrets",  # with hmac and random: statedir's temporary names use os.urandom
 )
 NOT_FOR_A_VMM = (
     "luod.kernel.backend",
