@@ -66,11 +66,13 @@ def daemon(state: Path, *extra: str, real_kernel: bool = False) -> Iterator[Path
         process.wait(10)
 
 
-def spawn_simulated(state: Path) -> subprocess.Popen[bytes]:
-    """``luod --simulate STATE``, quiet (timed from here by the callers)."""
+def spawn_simulated(state: Path, tree: Path | None = None) -> subprocess.Popen[bytes]:
+    """``luod --simulate STATE``, quiet (timed from here by the callers); ``tree``: the source
+    tree whose luod runs (default: the working directory's, as ``-m`` puts it first)."""
     return subprocess.Popen(
         [sys.executable, "-m", "luod.main", "--simulate", str(state)],
         stderr=subprocess.DEVNULL,
+        cwd=tree,
     )
 
 
@@ -156,7 +158,7 @@ def prepared_state(workdir: Path) -> Path:
     return template
 
 
-def exec_to_first_reclaim(template: Path, workdir: Path) -> float:
+def exec_to_first_reclaim(template: Path, workdir: Path, tree: Path | None = None) -> float:
     state = workdir / "start"
     if state.exists():
         shutil.rmtree(state)
@@ -165,7 +167,7 @@ def exec_to_first_reclaim(template: Path, workdir: Path) -> float:
     with contextlib.suppress(FileNotFoundError):
         socket.unlink()
     started = time.perf_counter()
-    process = spawn_simulated(state)
+    process = spawn_simulated(state, tree)
     try:
         wait_for_socket(socket)
         with Client(socket) as client:

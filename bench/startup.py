@@ -8,12 +8,19 @@
 - the cffi mode luod ships (out-of-line ABI: generated modules, no C parser at run time)
   against in-line ABI mode (``ffi.cdef`` parsed at import).
 
+``python -m bench.startup --against TREE`` instead compares this tree's luod with another
+source tree's (e.g. ``git archive main | tar -x -C TREE``: its modules get byte-compiled), the
+two interleaved in one run: import CPU, exec -> first RECLAIM, and the time ``import
+luod.main`` spends making dataclasses (``dataclasses._process_class``: the generated methods
+are compiled at import).
+
 Every sample pair runs interleaved, so load on the machine hits both sides alike; the ratio
 uses the minimum of each side (the least disturbed run), the table shows medians too.
 """
 
 from __future__ import annotations
 
+import argparse
 import compileall
 import contextlib
 import os
@@ -42,6 +49,22 @@ CFFI_OUT_OF_LINE = (
     "-c",
     f"import sys; sys.path.insert(0, {str(KERNEL_DIR)!r}); import _uapi_cffi, _libc_cffi",
 )
+DATACLASS_TIME = (
+    sys.executable,
+    "-c",
+    """\
+import dataclasses, time
+made, spent = dataclasses._process_class, [0.0]
+def timed(*args, **kwargs):
+    began = time.process_time()
+    try:
+        return made(*args, **kwargs)
+    finally:
+        spent[0] += time.process_time() - began
+dataclasses._process_class = timed
+import luod.main
+print(spent[0])""",
+)
 ROUNDS = 9
 FIRST_RECLAIM_TARGET = 3.0  # issue 17: exec -> first RECLAIM <= 3x a bare `python3 -c pass`
 
@@ -65,10 +88,10 @@ def run_once(command: tuple[str, ...]) -> float:
     return time.perf_counter() - started
 
 
-def cpu_once(command: tuple[str, ...]) -> float:
+def cpu_once(command: tuple[str, ...], tree: Path = REPO) -> float:
     """The CPU time (user + system) the process used: unlike wall time, not stretched by other
     processes on a busy machine, so the import's ratio holds under load."""
-    process = subprocess.Popen(command, cwd=REPO)
+    process = subprocess.Popen(command, cwd=tree)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
@@ -84,11 +107,16 @@ def interleaved(rounds: int, **sides: Callable[[], float]) -> dict[str, Side]:
     return {name: Side(values) for name, values in samples.items()}
 
 
-def byte_compile() -> None:
+def printed_once(command: tuple[str, ...], tree: Path = REPO) -> float:
+    done = subprocess.run(command, cwd=tree, check=True, capture_output=True, text=True)
+    return float(done.stdout)
+
+
+def byte_compile(tree: Path = REPO) -> None:
     """luod's modules byte-compiled first, as an installed luod is (dh_python3 compiles at
     install): with PYTHONDONTWRITEBYTECODE set, or a fresh clone, every start would otherwise
     compile the sources again, and that is not what a host pays."""
-    compileall.compile_dir(REPO / "luod", quiet=1)
+    compileall.compile_dir(tree / "luod", quiet=1)
 
 
 def import_sides(rounds: int = ROUNDS) -> dict[str, Side]:
@@ -128,6 +156,62 @@ def cffi_sides(rounds: int = ROUNDS) -> dict[str, Side]:
     )
 
 
+def against_sides(other: Path, rounds: int = ROUNDS) -> dict[str, dict[str, Side]]:
+    """This tree's luod and ``other``'s, interleaved (see the module's docstring)."""
+    from bench import handover
+
+    byte_compile()
+    byte_compile(other)
+    sides = {
+        "import": interleaved(
+            rounds,
+            bare_s=lambda: cpu_once(BARE_S),
+            this=lambda: cpu_once(IMPORT_LUOD),
+            other=lambda: cpu_once(IMPORT_LUOD, other),
+        ),
+        "dataclasses": interleaved(
+            rounds,
+            this=lambda: printed_once(DATACLASS_TIME),
+            other=lambda: printed_once(DATACLASS_TIME, other),
+        ),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        template = handover.prepared_state(workdir)
+        sides["reclaim"] = interleaved(
+            rounds,
+            bare=lambda: run_once(BARE),
+            this=lambda: handover.exec_to_first_reclaim(template, workdir, REPO),
+            other=lambda: handover.exec_to_first_reclaim(template, workdir, other),
+        )
+    return sides
+
+
+def against_report(other: Path) -> str:
+    sides = against_sides(other)
+    rows = []
+    for what, key in (
+        ("import luod.main (CPU)", "import"),
+        ("of which making dataclasses (CPU)", "dataclasses"),
+        ("exec -> first RECLAIM (sim, wall)", "reclaim"),
+    ):
+        measured = sides[key]
+        this, theirs = measured["this"], measured["other"]
+        change = f"{this.best / theirs.best:.2f}"
+        row = [what, human(theirs.best), human(this.best), change]
+        rows.append([*row, human(theirs.median), human(this.median)])
+    imports, reclaims = sides["import"], sides["reclaim"]
+    text = f"luod start-up, this tree against {other}, interleaved in one run ({ROUNDS} runs)\n"
+    text += table(["", "other min", "this min", "this/other", "other med", "this med"], rows)
+    text += (
+        f"\n\nimport luod.main / python3 -S -c pass ({human(imports['bare_s'].best)}): other "
+        f"{ratio(imports, 'other'):.2f}, this {ratio(imports, 'this'):.2f}; exec -> first "
+        f"RECLAIM / python3 -c pass ({human(reclaims['bare'].best)}): other "
+        f"{ratio(reclaims, 'other', 'bare'):.2f}, this {ratio(reclaims, 'this', 'bare'):.2f}"
+    )
+    return text
+
+
 def ratio(sides: dict[str, Side], over: str = "luod", under: str = "bare_s") -> float:
     return sides[over].best / sides[under].best
 
@@ -164,6 +248,13 @@ def report() -> str:
     return text
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__)
+    parser.add_argument("--against", type=Path, help="another source tree of luod, compared")
+    args = parser.parse_args(argv)
     with contextlib.suppress(BrokenPipeError):
-        print(report())
+        print(against_report(args.against.resolve()) if args.against else report())
+
+
+if __name__ == "__main__":
+    main()
