@@ -19,7 +19,7 @@ import signal
 import socket
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,8 +40,10 @@ from luod.daemon.qualification_qemu import CanarySettings
 from luod.daemon.settings import ApiSettings, Settings
 from luod.daemon.update import Spawn, UpdateDriver
 from luod.kernel import Backend, open_backend
-from luod.kernel.images import Declared
 from luod.vmm.server import VmmServer
+
+if TYPE_CHECKING:
+    from luod.kernel.images import Declared
 
 log = structlog.get_logger("luod")
 ApiServer = Callable[

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from luod.kernel import kexec
 from luod.kernel.device import DEFAULT_PATH, LuoDevice
-from luod.kernel.images import HandoverBlobs
 from luod.kernel.platform import KernelPlatform, Platform
 from luod.kernel.probes import KernelInfo
+
+if TYPE_CHECKING:
+    from luod.kernel.images import HandoverBlobs
 
 
 class Backend:

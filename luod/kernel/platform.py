@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from luod.kernel import images, libc, probes
+from luod.kernel import libc, probes
 from luod.kernel.fd import OwnedFd
-from luod.kernel.images import HandoverBlobs
 from luod.kernel.probes import Holder, KernelInfo
+
+if TYPE_CHECKING:  # the image readers: an update's (luod.kernel.images), not luod's start
+    from luod.kernel.images import HandoverBlobs
 
 
 class KernelGone(BaseException):
@@ -92,10 +94,14 @@ class KernelPlatform:
         return probes.probe(self.roots)
 
     def handover_blobs(self) -> HandoverBlobs:
+        from luod.kernel import images
+
         return images.read_handover_blobs(self.roots.sys)
 
     def running_image(self) -> Path | None:
         """Where Debian installs the running kernel's image (luod's kexec.running_image
         overrides it)."""
+        from luod.kernel import images
+
         release = (self.roots.proc / "sys/kernel/osrelease").read_text().strip()
         return images.installed_image(release)

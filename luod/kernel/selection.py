@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from luod.kernel.backend import Backend, kernel_backend
-from luod.kernel.images import Declared
+
+if TYPE_CHECKING:
+    from luod.kernel.images import Declared
 
 
 def open_backend(

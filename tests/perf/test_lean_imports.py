@@ -31,6 +31,7 @@ AFTER_FIRST_RECLAIM = (
     "shutil",  # with bz2 and lzma: the QEMU canary's availability check
     "ctypes",  # malloc_trim, at the first VMM's hang-up (luod.daemon.heap)
     "secrets",  # with hmac and random: statedir's temporary names use os.urandom
+    "luod.kernel.images",  # the image readers: an update's (and the simulator's, not a host's)
 )
 NOT_FOR_A_VMM = (
     "luod.kernel.backend",
