@@ -15,10 +15,11 @@ from pathlib import Path
 
 from bench import handover, startup
 
-IMPORT_MEASURED = 15.8
+IMPORT_MEASURED = 15.5
 """``import luod.main`` / ``python -S -c pass`` in CPU time, byte-compiled, when set (host;
 24.2 before structlog's rich, psutil, luod.kernel's eager imports, the handover-ABI readers and
-the keeper's client were taken off the start-up path)."""
+the keeper's client were taken off the start-up path; 18.1 in the same run before the NICs,
+preflight, qualification, image readers, shutil, ctypes and secrets were: bench/NOTES.md)."""
 PRESERVE_MEASURED = 17.0
 """luod's PRESERVE of one 4 KiB memfd / the raw PRESERVE_FD ioctl (simulator) when set."""
 ATTEMPTS = 3
