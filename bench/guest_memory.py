@@ -15,7 +15,7 @@ VM's RAM in use.
 
 Each curve of luod's own time and RSS gets a linear fit (its cost per GiB) and its growth
 exponent over the two largest sizes (1.0 is linear); above bench.scaling.SUPERLINEAR it is
-flagged. Plot: build/bench/guest_memory.svg and .png.
+flagged. Plot: build/bench/guest_memory.svg and .png, the samples in guest_memory.json.
 """
 
 from __future__ import annotations
