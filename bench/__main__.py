@@ -11,6 +11,7 @@ from bench import (
     blackout_budget,
     flame,
     fleet,
+    guest_memory,
     handover,
     memory,
     net_rebuild,
@@ -36,6 +37,7 @@ def main() -> int:
         blackout_budget,
         memory,
         scaling,
+        guest_memory,  # luod's own cost against the guest memory size, real kernel
         qemu_handover,
         orchestration,
         rest_load,

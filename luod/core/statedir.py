@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import mmap
 import os
 import secrets
 import stat
@@ -88,7 +89,7 @@ def opened_dir(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | memoryview) -> None:
     """Replace ``path`` by a file holding ``data`` (mode 0600): the old or the new, never a
     mix, and never through a symlink planted at the temporary or the final name."""
     with opened_dir(path.parent) as directory:
@@ -125,6 +126,38 @@ def append(path: Path, data: bytes) -> None:
 def read(path: Path) -> bytes | None:
     """The content of regular file ``path``; None when there is none. A symlink, a FIFO or a
     device there raises OSError (ELOOP, or EINVAL for what is not a regular file)."""
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as source:
+            return source.read()
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def mapped(path: Path) -> Iterator[mmap.mmap | bytes]:
+    """Regular file ``path`` mapped read-only, as ``read`` checks it (b"" when missing or
+    empty): a reader copies out only what it takes, and the heap holds none of the rest. luod
+    never truncates its files in place (``write_atomic`` renames a new inode over them), so the
+    mapping cannot lose its pages under the reader (SIGBUS)."""
+    fd = _open_regular(path)
+    if fd is None:
+        yield b""
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            yield b""
+            return
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as data:
+            yield data
+    finally:
+        os.close(fd)
+
+
+def _open_regular(path: Path) -> int | None:
     try:
         with opened_dir(path.parent) as directory:
             fd = os.open(path.name, os.O_RDONLY | _FILE_FLAGS, dir_fd=directory)
@@ -132,10 +165,10 @@ def read(path: Path) -> bytes | None:
         return None
     try:
         _regular(fd, path)
-        with os.fdopen(fd, "rb", closefd=False) as source:
-            return source.read()
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def unlink(path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -300,23 +300,22 @@ class LuodHandler:
 
     async def _history(self, conn: VmmConnection, req: codec.History) -> Reply:
         self.registry.require_operator(conn.peer, "HISTORY")
-        lines = timeline.history_lines(self.registry.state_dir, kind="update")  # not over REST
-        if req.after is not None:
-            lines = lines[_after(lines, req.after) :]
-        page, following = paging.page(
-            _enough(lines, req.limit), req.limit, lambda r: str(r.get("id"))
-        )
+        with timeline.history(self.registry.state_dir, kind="update") as lines:  # not over REST
+            if req.after is not None:
+                lines = lines[_after(lines, req.after) :]
+            taken = _enough(lines, req.limit)
+        page, following = paging.page(taken, req.limit, lambda r: str(r.get("id")))
         return {"history": page, "next": following}, ()
 
 
-def _after(lines: list[bytes], after: str) -> int:
+def _after(lines: timeline.HistoryLines, after: str) -> int:
     """Where the records after update ``after`` start (only the lines that may be it are
-    parsed)."""
+    copied out and parsed)."""
     mark = json.dumps(after).encode()
-    for index, line in enumerate(lines):
+    for index in range(len(lines)):
         if (
-            mark in line
-            and (record := timeline.parse_line(line))
+            lines.holds(index, mark)
+            and (record := timeline.parse_line(lines[index]))
             and str(record.get("id")) == after
         ):
             return index + 1
@@ -327,7 +326,7 @@ def _after(lines: list[bytes], after: str) -> int:
     )
 
 
-def _enough(lines: list[bytes], limit: int | None) -> list[dict[str, Any]]:
+def _enough(lines: Iterable[bytes], limit: int | None) -> list[dict[str, Any]]:
     """The update records one page can hold, and one more (so that the page knows there are
     more), parsed; the lines after them are not."""
     taken: list[dict[str, Any]] = []

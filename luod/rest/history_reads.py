@@ -35,15 +35,14 @@ def page(state_dir: Path, kind: str, cursor: str | None, limit: int) -> models.H
     """``limit`` entries of ``kind`` (update, qualification or all) older than ``cursor``,
     newest first; only their lines are parsed. The cursor is a line's index from the oldest
     (luod.rest.records): a torn line (not a JSON object) is skipped and shifts no cursor."""
-    lines = timeline.history_lines(state_dir, None if kind == "all" else kind)
-    end = len(lines) if cursor is None else records.position(cursor, len(lines))
     chosen: list[models.HistoryEntry] = []
-    index = end
-    while index > 0 and len(chosen) < limit:
-        index -= 1
-        entry = timeline.parse_line(lines[index])
-        if entry is not None:
-            chosen.append(records.history_entry(entry))
+    with timeline.history(state_dir, None if kind == "all" else kind) as lines:
+        index = len(lines) if cursor is None else records.position(cursor, len(lines))
+        while index > 0 and len(chosen) < limit:
+            index -= 1
+            entry = timeline.parse_line(lines[index])
+            if entry is not None:
+                chosen.append(records.history_entry(entry))
     return models.History(
         history=chosen, next_cursor=records.cursor_of(index) if index > 0 else None
     )
@@ -97,8 +96,9 @@ class EndedUpdates:
 
     def _parse(self) -> list[Ended]:
         facts = []
-        for line in reversed(timeline.history_lines(self.path.parent, "update")):
-            data = timeline.parse_line(line)
-            if data is not None and data.get("kind", "update") == "update":
-                facts.append(ended(data))
+        with timeline.history(self.path.parent, "update") as lines:
+            for line in reversed(lines):
+                data = timeline.parse_line(line)
+                if data is not None and data.get("kind", "update") == "update":
+                    facts.append(ended(data))
         return facts

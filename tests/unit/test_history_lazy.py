@@ -24,9 +24,9 @@ def _write(state: Path, count: int, size: int) -> None:
 
 def test_a_page_parses_only_the_records_it_can_hold(tmp_path: Path, parsed: list[bytes]) -> None:
     _write(tmp_path, 1000, 12_000)
-    lines = timeline.history_lines(tmp_path, kind="update")
-    assert len(lines) == 1001  # the qualification left out unparsed, the torn line kept
-    taken = handler._enough(lines, None)
+    with timeline.history(tmp_path, kind="update") as lines:
+        assert len(lines) == 1001  # the qualification left out unparsed, the torn line kept
+        taken = handler._enough(lines, None)
     page, following = paging.page(taken, None, lambda r: str(r.get("id")))
     assert [r["id"] for r in page] == ["u0000", "u0001", "u0002", "u0003", "u0004"]
     assert following == "u0004"
@@ -35,12 +35,13 @@ def test_a_page_parses_only_the_records_it_can_hold(tmp_path: Path, parsed: list
 
 def test_paging_with_the_cursor_reaches_every_update_once(tmp_path: Path) -> None:
     _write(tmp_path, 40, 5_000)
-    lines = timeline.history_lines(tmp_path, kind="update")
     ids: list[str] = []
     after: str | None = None
     while True:
-        rest = lines[handler._after(lines, after) :] if after else lines
-        page, after = paging.page(handler._enough(rest, 7), 7, lambda r: str(r.get("id")))
+        with timeline.history(tmp_path, kind="update") as lines:
+            rest = lines[handler._after(lines, after) :] if after else lines
+            taken = handler._enough(rest, 7)
+        page, after = paging.page(taken, 7, lambda r: str(r.get("id")))
         ids += [r["id"] for r in page]
         if after is None:
             break
@@ -49,8 +50,8 @@ def test_paging_with_the_cursor_reaches_every_update_once(tmp_path: Path) -> Non
 
 def test_the_cursor_parses_only_the_lines_that_name_it(tmp_path: Path, parsed: list[bytes]) -> None:
     _write(tmp_path, 1000, 1_000)
-    lines = timeline.history_lines(tmp_path, kind="update")
-    assert handler._after(lines, "u0998") == 999 + 1  # the torn line is among the lines
+    with timeline.history(tmp_path, kind="update") as lines:
+        assert handler._after(lines, "u0998") == 999 + 1  # the torn line is among the lines
     assert len(parsed) == 1
 
 
