@@ -279,7 +279,7 @@ def plot(data: dict[str, dict[int, float]]) -> list[Path]:
     for key in ("preserve rss", "reclaim rss"):
         sizes = list(data[key])
         memory.semilogx(sizes, [data[key][s] / 1e6 for s in sizes], marker="o", label=key)
-    memory.set_ylim(bottom=0)
+    memory.set_ylim(0, 1.25 * max(data["preserve rss"].values()) / 1e6)
     memory.set_ylabel("luod RSS (MB)")
     for axes in (times, own, memory):
         axes.set_xlabel("memfd size (MiB)")

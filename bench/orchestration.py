@@ -1,16 +1,18 @@
 """Issue-4 benchmarks (simulator, this host): the freeze barrier with 100 instantly-acking
-clients, and taking back 2000 sessions after a simulated kexec."""
+clients, and taking back 1000 sessions after a simulated kexec (issue 17)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from bench.handover import daemon, spawn_simulated, wait_for_socket
-from bench.stats import human, table
+from bench.stats import human, median, table
 from luod.core import manifest
 from luod.errors import LuodError
 from luod.kernel import memfd
@@ -19,6 +21,7 @@ from tests.contract.harness import FAKE_BZIMAGE
 
 CLIENTS = 100
 SESSIONS = 1000  # issue 17: the kernel's practical limit; exec -> serving <= 200 ms
+STARTS = 7  # exec -> serving: the median of this many starts, each from a copy of one state
 
 
 async def instant_vmm(socket: Path, vm: str, registered: asyncio.Event, count: list[int]) -> None:
@@ -69,11 +72,14 @@ def freeze_barrier(workdir: Path) -> float:
     return acked - sent
 
 
-def reclaim_sessions(workdir: Path) -> tuple[float, float]:
+def reclaim_sessions(workdir: Path) -> tuple[list[float], list[float], float]:
+    """Exec -> serving with SESSIONS sessions to take back, STARTS times from copies of one
+    simulated kexec (wall to the socket, and luod's CPU by then); then RECLAIM + DONE of every
+    VM by one client."""
     image = workdir / "bzImage"
     image.write_bytes(FAKE_BZIMAGE)
-    state = workdir / "many"
-    with daemon(state) as socket:
+    template = workdir / "many"
+    with daemon(template) as socket:
         with Client(socket) as vmm:  # then gone: luod holds the sessions, nothing to freeze
             for i in range(SESSIONS):
                 vmm.register(f"vm{i}")
@@ -83,30 +89,57 @@ def reclaim_sessions(workdir: Path) -> tuple[float, float]:
         with client, contextlib.suppress(LuodError, ConnectionError, OSError):
             client.update(image, wait=True)
     time.sleep(0.5)
-    socket = state / "run" / "liveupdate.sock"
-    started = time.perf_counter()
-    process = spawn_simulated(state)
-    try:
-        wait_for_socket(socket)
-        serving = time.perf_counter() - started
-        with Client(socket) as client:
-            begun = time.perf_counter()
-            for i in range(SESSIONS):
-                for fd in client.reclaim(f"vm{i}").values():
-                    fd.close()
-                client.done(f"vm{i}")
-            reclaimed = time.perf_counter() - begun
-    finally:
-        process.terminate()
-        process.wait(10)
-    return serving, reclaimed
+    walls, cpus, reclaimed = [], [], float("nan")
+    for start in range(STARTS):
+        state = _copied(template, workdir / "start")
+        started = time.perf_counter()
+        process = spawn_simulated(state)
+        try:
+            wait_for_socket(state / "run" / "liveupdate.sock")
+            walls.append(time.perf_counter() - started)
+            cpus.append(cpu_seconds(process.pid))
+            if start == STARTS - 1:
+                reclaimed = _reclaim_all(state / "run" / "liveupdate.sock")
+        finally:
+            process.terminate()
+            process.wait(10)
+    return walls, cpus, reclaimed
+
+
+def _copied(template: Path, state: Path) -> Path:
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.copytree(template, state, symlinks=True)
+    with contextlib.suppress(FileNotFoundError):
+        (state / "run" / "liveupdate.sock").unlink()
+    return state
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time of ``pid`` so far, every thread, from the scheduler's nanoseconds
+    (``/proc/PID/stat``'s 10 ms ticks are too coarse for a start of 0.2 s)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def _reclaim_all(socket: Path) -> float:
+    with Client(socket) as client:
+        begun = time.perf_counter()
+        for i in range(SESSIONS):
+            for fd in client.reclaim(f"vm{i}").values():
+                fd.close()
+            client.done(f"vm{i}")
+        return time.perf_counter() - begun
 
 
 def report() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         barrier = freeze_barrier(workdir)
-        serving, reclaimed = reclaim_sessions(workdir)
+        walls, cpus, reclaimed = reclaim_sessions(workdir)
+    serving = median(walls)
     rows = [
         [
             f"freeze barrier, {CLIENTS} instant clients (FREEZE sent -> last READY)",
@@ -115,10 +148,16 @@ def report() -> str:
             "PASS" if barrier <= 0.05 else "MISS",
         ],
         [
-            f"exec -> serving with {SESSIONS} sessions retrieved",
-            human(serving),
+            f"exec -> serving with {SESSIONS} sessions retrieved (median of {STARTS} starts)",
+            f"{human(serving)} (min {human(min(walls))})",
             "<= 200 ms",
             "PASS" if serving <= 0.2 else "MISS",
+        ],
+        [
+            "  luod's CPU time by then (median)",
+            f"{human(median(cpus))} (min {human(min(cpus))})",
+            "-",
+            "",
         ],
         [f"RECLAIM + DONE of {SESSIONS} VMs, one client", human(reclaimed), "-", ""],
     ]

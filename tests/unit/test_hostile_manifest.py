@@ -167,3 +167,56 @@ def test_a_bad_carried_update_record_is_manifest_corrupt(changes: dict[str, Any]
     text = json.dumps(carried(**changes)).replace('"HUGE"', HUGE_INT)
     error = corrupt(text.encode())
     assert "extra.update" in error.message
+
+
+def _two_vms() -> dict[str, Any]:
+    data = valid()
+    second = json.loads(json.dumps(data["vms"][0]))
+    second["id"] = "vm2"
+    data["vms"].append(second)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (lambda d: d["vms"][1]["files"][0].update(token="1"), "vms[1].files[0].token: '1' is"),
+        (lambda d: d["vms"][1].update(owner=7), "vms[1].owner: expected an object, got int"),
+        (lambda d: d["vms"][1]["owner"].pop("gid"), "vms[1].owner.gid: missing"),
+        (lambda d: d["vms"][1]["files"].append(d["vms"][1]["files"][0]), "vms[1].files: file"),
+        (lambda d: d["vms"][1].update(rejected={"ram0": 1}), "vms[1].rejected: expected"),
+        (lambda d: d["vms"][1].update(mode="Handover"), "vms[1].mode: 'Handover' is not"),
+        (lambda d: d["vms"].append(d["vms"][0]), "vms[2]: VM 'vm1' listed twice"),
+    ],
+    ids=["token", "owner", "gid", "file-twice", "rejected", "mode", "vm-twice"],
+)
+def test_the_error_names_the_whole_path_to_the_bad_field(edit: Edit, where: str) -> None:
+    """The place is added as the error leaves each enclosing object (nothing is built for a
+    valid manifest): the whole path still comes out, from the manifest's top."""
+    data = _two_vms()
+    edit(data)
+    assert (
+        f"manifest.json: malformed manifest ({where}" in corrupt(json.dumps(data).encode()).message
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        (
+            {"vms": {"vm1": {"freeze_ack": {"realtime": "x", "monotonic": 1, "boottime": 1}}}},
+            "extra.update.vms.vm1.freeze_ack.realtime: 'x' is not a time",
+        ),
+        (
+            {"vms": {"vm1": {"freeze_ack": {"realtime": 1, "monotonic": 1}}}},
+            "extra.update.vms.vm1.freeze_ack.boottime: missing",
+        ),
+        ({"vms": {"vm1": {"freeze_ack": 5}}}, "extra.update.vms.vm1.freeze_ack: expected an"),
+        ({"events": {"kernel_boot": []}}, "extra.update.events.kernel_boot: expected an object"),
+        ({"request": {"deadlines": {"freezing": 0}}}, "extra.update.request.deadlines.freezing"),
+        ({"phases": [{}, 3]}, "extra.update.phases[1]: expected an object"),
+    ],
+    ids=["stamp-str", "stamp-missing", "stamp-int", "event-list", "deadline-0", "phase-int"],
+)
+def test_a_bad_carried_update_names_the_whole_path(changes: dict[str, Any], where: str) -> None:
+    assert where in corrupt(json.dumps(carried(**changes)).encode()).message
