@@ -108,7 +108,7 @@ def spawn(state: Path, tree: Path, log: Path | None = None) -> subprocess.Popen[
     """luod from source ``tree`` (``-m`` puts the working directory first on sys.path)."""
     with open(log or os.devnull, "wb") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "luod.main", "--simulate", str(state), "--no-api"],
+            [sys.executable, "-m", "luod", "--simulate", str(state), "--no-api"],
             stderr=stderr,
             cwd=tree,
         )

@@ -35,7 +35,7 @@ def record(output: Path, state: Path) -> subprocess.Popen[bytes]:
     spy = py_spy()
     assert spy is not None
     command = [spy, "record", "--rate", RATE, "--format", "flamegraph", "--output", str(output)]
-    command += ["--nonblocking", "--", sys.executable, "-m", "luod.main"]
+    command += ["--nonblocking", "--", sys.executable, "-m", "luod"]
     command += ["--simulate", str(state), "--no-api"]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

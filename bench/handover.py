@@ -53,7 +53,7 @@ def daemon(state: Path, *extra: str, real_kernel: bool = False) -> Iterator[Path
     else:
         where = ["--simulate", str(state)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "luod.main", *where, *extra],
+        [sys.executable, "-m", "luod", *where, *extra],
         stderr=subprocess.DEVNULL,
     )
     try:
@@ -68,9 +68,12 @@ def daemon(state: Path, *extra: str, real_kernel: bool = False) -> Iterator[Path
 
 def spawn_simulated(state: Path, tree: Path | None = None) -> subprocess.Popen[bytes]:
     """``luod --simulate STATE``, quiet (timed from here by the callers); ``tree``: the source
-    tree whose luod runs (default: the working directory's, as ``-m`` puts it first)."""
+    tree whose luod runs (default: the working directory's, as ``-m`` puts it first), started
+    as that tree's ``luod`` command starts it (``python -m luod``; a tree older than luod.start
+    has only ``python -m luod.main``)."""
+    command = "luod" if ((tree or Path.cwd()) / "luod" / "__main__.py").exists() else "luod.main"
     return subprocess.Popen(
-        [sys.executable, "-m", "luod.main", "--simulate", str(state)],
+        [sys.executable, "-m", command, "--simulate", str(state)],
         stderr=subprocess.DEVNULL,
         cwd=tree,
     )

@@ -42,7 +42,7 @@ def rss(pid: int) -> float:
 @contextlib.contextmanager
 def luod(state: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "luod.main", "--simulate", str(state), *extra],
+        [sys.executable, "-m", "luod", "--simulate", str(state), *extra],
         stderr=subprocess.DEVNULL,
         cwd=REPO,
     )

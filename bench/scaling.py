@@ -69,7 +69,7 @@ def _luod_rss(state: Path) -> float:
     for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
         with contextlib.suppress(OSError):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"luod.main" in cmdline and str(state).encode() in cmdline:
+            if cmdline[1:3] == [b"-m", b"luod"] and str(state).encode() in cmdline:
                 return rss(pid)
     return float("nan")
 

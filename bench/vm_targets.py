@@ -46,7 +46,7 @@ def _luod(state: Path, tag: str = "", *extra: str) -> subprocess.Popen[bytes]:
     config = state.parent / "luod-vm.toml"  # no /boot/vmlinuz-RELEASE: the image booted
     config.write_text(f'[kexec]\nrunning_image = "{os.environ["NEXT_KERNEL"]}"\n')
     log = (_share() / f"luod-{os.environ['LUOD_VM_STAGE']}{tag}.log").open("ab")
-    command = [sys.executable, "-m", "luod.main", "--config", str(config), "--state-dir"]
+    command = [sys.executable, "-m", "luod", "--config", str(config), "--state-dir"]
     command += [str(state), "--runtime-dir", str(state.parent / "run"), "--custody", "memory"]
     return subprocess.Popen([*command, *extra], stdout=log, stderr=log)
 

@@ -217,6 +217,7 @@ class Daemon:
         background = [tasks.create_task(server.serve()), tasks.create_task(self._custody_watch())]
         systemd.ready(f"serving {len(self.registry.vms)} VMs ({self.report.mode})")
         gc.freeze()  # the start-up heap lives as long as luod: later collections skip it
+        gc.enable()  # off while luod started (luod.start)
         if (interval := systemd.watchdog_interval()) is not None:
             background.append(tasks.create_task(systemd.watchdog(interval)))
         after_kexec = self.report.mode == "after-kexec"

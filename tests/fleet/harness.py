@@ -115,7 +115,7 @@ class SimHost:
         for sock in (self.vmm_socket, self.api_socket):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
-        command = [PYTHON, "-m", "luod.main", "--simulate", str(self.root)]
+        command = [PYTHON, "-m", "luod", "--simulate", str(self.root)]
         with open(self.root / "logs" / f"luod.boot{self.boots}.log", "ab") as log:
             self.luod = subprocess.Popen(
                 [*command, "--custody", "memory", "--log-level", "warning"],

@@ -61,7 +61,7 @@ def start_daemon(
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
     process = subprocess.Popen(
-        [sys.executable, "-m", "luod.main", "--simulate", str(state), *extra],
+        [sys.executable, "-m", "luod", "--simulate", str(state), *extra],
         stdout=subprocess.DEVNULL,
         stderr=open(log, "ab"),  # noqa: SIM115
         env={**os.environ, **(env or {})},

@@ -141,7 +141,7 @@ def test_finding12_a_corrupt_manifest_stops_luod_cleanly(tmp_path: Path, content
     state.mkdir()
     (state / "manifest.json").write_bytes(content)
     done = subprocess.run(
-        [sys.executable, "-m", "luod.main", "--simulate", str(state), "--no-api"],
+        [sys.executable, "-m", "luod", "--simulate", str(state), "--no-api"],
         capture_output=True,
         timeout=60,
     )

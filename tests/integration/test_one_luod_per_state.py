@@ -20,7 +20,7 @@ def test_a_second_luod_on_the_same_state_dir_refuses_and_touches_nothing(
     manifest = (daemon.state / "manifest.json").read_bytes()
     socket_inode = daemon.socket.stat().st_ino
     second = subprocess.run(
-        [sys.executable, "-m", "luod.main", "--simulate", str(daemon.state), "--no-api"],
+        [sys.executable, "-m", "luod", "--simulate", str(daemon.state), "--no-api"],
         capture_output=True,
         timeout=30,
         check=False,

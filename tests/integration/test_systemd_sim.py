@@ -14,7 +14,7 @@ from pathlib import Path
 
 from luod.vmm.client import Client
 
-MAIN = [sys.executable, "-m", "luod.main"]
+MAIN = [sys.executable, "-m", "luod"]
 
 
 def notify_socket(path: Path) -> socket.socket:

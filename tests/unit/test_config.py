@@ -58,7 +58,7 @@ def test_broken_toml_is_a_clear_error(tmp_path: Path) -> None:
 def test_check_config_prints_the_effective_settings(tmp_path: Path) -> None:
     path = write(tmp_path, "[deadlines]\nfreezing = 4\n")
     done = subprocess.run(
-        [sys.executable, "-m", "luod.main", "--config", str(path), "--check-config"],
+        [sys.executable, "-m", "luod", "--config", str(path), "--check-config"],
         capture_output=True,
         text=True,
         check=False,
@@ -70,7 +70,7 @@ def test_check_config_prints_the_effective_settings(tmp_path: Path) -> None:
 def test_check_config_refuses_with_the_key_and_exit_2(tmp_path: Path) -> None:
     path = write(tmp_path, '[custody]\nmode = "tape"\n')
     done = subprocess.run(
-        [sys.executable, "-m", "luod.main", "--config", str(path), "--check-config"],
+        [sys.executable, "-m", "luod", "--config", str(path), "--check-config"],
         capture_output=True,
         text=True,
         check=False,

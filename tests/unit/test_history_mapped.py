@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import tracemalloc
-from collections.abc import Callable
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,39 +33,47 @@ def full_history(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _peak_heap(read: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        read()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+def _peak_heap(state: Path, call: str) -> int:
+    """The peak traced heap while ``call`` (one statement, with ``state``) runs, in a fresh
+    interpreter: tracemalloc counts every thread's allocations, and other tests leave threads
+    running in this process (a full-suite run once went over the bound that way)."""
+    script = (
+        "import tracemalloc\nfrom pathlib import Path\nfrom luod.core import timeline\n"
+        "from luod.daemon import handler\nfrom luod.rest import history_reads\n"
+        f"state = Path({str(state)!r})\ntracemalloc.start()\n{call}\n"
+        "print(tracemalloc.get_traced_memory()[1])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    return int(done.stdout.split()[-1])
 
 
 def test_a_socket_history_page_after_a_late_cursor_copies_only_its_lines(
     full_history: Path,
 ) -> None:
-    def socket_page() -> list[str]:
-        with timeline.history(full_history, kind="update") as lines:
-            rest = lines[handler._after(lines, "u0990") :]
-            return [r["id"] for r in handler._enough(rest, 5)]
-
-    assert socket_page() == ["u0991", "u0992", "u0993", "u0994", "u0995", "u0996"]
-    assert _peak_heap(socket_page) < HEAP_BOUND
+    with timeline.history(full_history, kind="update") as lines:
+        rest = lines[handler._after(lines, "u0990") :]
+        page = [r["id"] for r in handler._enough(rest, 5)]
+    assert page == ["u0991", "u0992", "u0993", "u0994", "u0995", "u0996"]
+    call = (
+        'with timeline.history(state, kind="update") as lines: '
+        'handler._enough(lines[handler._after(lines, "u0990") :], 5)'
+    )
+    assert _peak_heap(full_history, call) < HEAP_BOUND
 
 
 def test_a_rest_history_page_copies_only_its_lines(full_history: Path) -> None:
-    def rest_page() -> list[str]:
-        return [e.id for e in history_reads.page(full_history, "update", None, 3).history]
-
-    assert rest_page() == ["u0999", "u0998", "u0997"]
-    assert _peak_heap(rest_page) < HEAP_BOUND
+    page = history_reads.page(full_history, "update", None, 3)
+    assert [e.id for e in page.history] == ["u0999", "u0998", "u0997"]
+    call = 'history_reads.page(state, "update", None, 3)'
+    assert _peak_heap(full_history, call) < HEAP_BOUND
 
 
 def test_the_rotation_cuts_the_file_without_reading_it_onto_the_heap(full_history: Path) -> None:
     path = full_history / timeline.HISTORY
     before = path.read_bytes()
-    peak = _peak_heap(lambda: timeline._rotate(path, RECORDS - 10))
+    peak = _peak_heap(full_history, f"timeline._rotate(state / timeline.HISTORY, {RECORDS - 10})")
     kept = path.read_bytes()
     assert kept == before[before.index(b'{"id": "u0011"') :]  # byte for byte, the newest kept
     assert len(kept.splitlines()) == RECORDS - 10
