@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import plots
 from bench.handover import wait_for_socket
 from bench.startup import BARE, run_once
 from bench.stats import human, table
@@ -48,7 +49,6 @@ from luod.vmm.client import AsyncClient, Client
 from tests.contract.harness import FAKE_BZIMAGE
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "build" / "bench"
 COUNTS = (1, 10, 100)
 ROUNDS = 3
 PARTS = (
@@ -254,11 +254,7 @@ def summary(rows: list[list[float | None]], index: int) -> tuple[float, float] |
 
 
 def plot(per_count: dict[int, list[list[float | None]]]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
+    pyplot = plots.pyplot()
     figure, axes = pyplot.subplots(figsize=(7, 4))
     labels = [f"{count} VM" + ("s" if count > 1 else "") for count in per_count]
     bottoms = [0.0] * len(per_count)
@@ -272,12 +268,7 @@ def plot(per_count: dict[int, list[list[float | None]]]) -> list[Path]:
     axes.set_ylabel("ms per VM (median)")
     axes.set_title("Blackout budget per VM (simulator, this host)")
     axes.legend(fontsize="small")
-    OUT.mkdir(parents=True, exist_ok=True)
-    paths = [OUT / "blackout_budget.svg", OUT / "blackout_budget.png"]
-    for path in paths:
-        figure.savefig(path)
-    pyplot.close(figure)
-    return paths
+    return plots.save(figure, "blackout_budget")
 
 
 def targets(found: Measures, python: float) -> str:

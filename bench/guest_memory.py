@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import handover
+from bench import handover, plots
 from bench.memory import rss
 from bench.scaling import SUPERLINEAR
 from bench.stats import human, median, signed, table, timed
@@ -39,7 +39,6 @@ from luod.kernel import Backend, OwnedFd, Session, kernel_backend
 from luod.vmm.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "build" / "bench"
 MIB = 1 << 20
 PRESERVE_MIB = (64, 256, 1024, 4096)
 ROUNDS = 5
@@ -224,23 +223,16 @@ def run_vm(workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def curves(preserved: dict[str, Any], reclaimed: dict[str, Any]) -> dict[str, dict[int, float]]:
-    """Per measure, by size in MiB: the medians (seconds, or bytes for RSS)."""
-    out: dict[str, dict[int, float]] = {
-        "preserve raw": {}, "preserve luod": {}, "preserve own": {}, "preserve rss": {},
-        "reclaim raw": {}, "reclaim luod": {}, "reclaim own": {}, "reclaim rss": {},
-    }  # fmt: skip
-    for mib, m in preserved.items():
-        size = int(mib)
-        raw, via = median(m["raw"]), median(m["luod"])
-        out["preserve raw"][size], out["preserve luod"][size] = raw, via
-        out["preserve own"][size] = via - raw
-        out["preserve rss"][size] = median(m["rss"])
-    for mib, m in reclaimed.items():
-        size = int(mib)
-        raw, via = median(m["raw"]), median(m["luod"])
-        out["reclaim raw"][size], out["reclaim luod"][size] = raw, via
-        out["reclaim own"][size] = via - raw
-        out["reclaim rss"][size] = median(m["rss"])
+    """Per step and measure ("preserve raw", "reclaim own", ...), by size in MiB: the medians
+    (seconds, or bytes for RSS); "own" is through luod minus raw."""
+    out: dict[str, dict[int, float]] = {}
+    for step, samples in (("preserve", preserved), ("reclaim", reclaimed)):
+        for mib, m in samples.items():
+            size = int(mib)
+            raw, via = median(m["raw"]), median(m["luod"])
+            measured = {"raw": raw, "luod": via, "own": via - raw, "rss": median(m["rss"])}
+            for measure, value in measured.items():
+                out.setdefault(f"{step} {measure}", {})[size] = value
     return out
 
 
@@ -261,11 +253,7 @@ def growth(curve: dict[int, float]) -> str:
 
 
 def plot(data: dict[str, dict[int, float]]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
+    pyplot = plots.pyplot()
     figure, (times, own, memory) = pyplot.subplots(1, 3, figsize=(15, 4))
     for key in ("preserve raw", "preserve luod", "reclaim raw", "reclaim luod"):
         sizes = list(data[key])
@@ -285,12 +273,7 @@ def plot(data: dict[str, dict[int, float]]) -> list[Path]:
         axes.set_xlabel("memfd size (MiB)")
         axes.legend()
     figure.suptitle("luod's cost against the guest memory size (real kernel, TCG guest)")
-    OUT.mkdir(parents=True, exist_ok=True)
-    paths = [OUT / "guest_memory.svg", OUT / "guest_memory.png"]
-    for path in paths:
-        figure.savefig(path)
-    pyplot.close(figure)
-    return paths
+    return plots.save(figure, "guest_memory")
 
 
 def report_of(preserved: dict[str, Any], reclaimed: dict[str, Any]) -> str:
@@ -327,9 +310,9 @@ def report() -> str:
         return "Guest memory size (bench/guest_memory.py): skipped (LUOD_BENCH_NO_VM=1)"
     with tempfile.TemporaryDirectory() as tmp:
         preserved, reclaimed = run_vm(Path(tmp))
-    OUT.mkdir(parents=True, exist_ok=True)  # the samples beside the plot, to look at again
+    plots.OUT.mkdir(parents=True, exist_ok=True)  # the samples beside the plot, to look at again
     samples = {"preserve": preserved, "reclaim": reclaimed}
-    (OUT / "guest_memory.json").write_text(json.dumps(samples, indent=1))
+    (plots.OUT / "guest_memory.json").write_text(json.dumps(samples, indent=1))
     return report_of(preserved, reclaimed)
 
 

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import plots
 from bench.handover import daemon, spawn_simulated, wait_for_socket
 from bench.memory import rss
 from bench.stats import human, table
@@ -26,7 +27,6 @@ from luod.vmm.client import Client
 from tests.contract.harness import FAKE_BZIMAGE
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "build" / "bench"
 COUNTS = (1, 10, 100, 1000)
 SUPERLINEAR = 1.15
 
@@ -86,11 +86,7 @@ def exponent(xs: list[float], ys: list[float]) -> float:
 
 
 def plot(results: dict[int, dict[str, float]]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
+    pyplot = plots.pyplot()
     counts = list(results)
     figure, (times, memory) = pyplot.subplots(1, 2, figsize=(10, 4))
     for key, label in (("serving", "exec -> serving"), ("reclaim", "RECLAIM + DONE, all")):
@@ -102,12 +98,7 @@ def plot(results: dict[int, dict[str, float]]) -> list[Path]:
     memory.set_xlabel("VMs")
     memory.set_ylabel("luod RSS (MB)")
     figure.suptitle("luod's cost against the number of VMs (simulator, this host)")
-    OUT.mkdir(parents=True, exist_ok=True)
-    paths = [OUT / "scaling.svg", OUT / "scaling.png"]
-    for path in paths:
-        figure.savefig(path)
-    pyplot.close(figure)
-    return paths
+    return plots.save(figure, "scaling")
 
 
 def report() -> str:
