@@ -87,6 +87,17 @@ def wait_for_socket(socket: Path, timeout: float = 60) -> None:
         time.sleep(0.001)
 
 
+def reclaim_every(socket: Path, count: int) -> float:
+    """RECLAIM and DONE of VMs vm0 .. vm{count-1} by one client, in turn: the seconds taken."""
+    with Client(socket) as client:
+        begun = time.perf_counter()
+        for index in range(count):
+            for fd in client.reclaim(f"vm{index}").values():
+                fd.close()
+            client.done(f"vm{index}")
+        return time.perf_counter() - begun
+
+
 def raw_preserve(backend: Backend, size: int, rounds: int) -> list[float]:
     samples = []
     session = backend.device.create_session(f"bench-raw-{size}")

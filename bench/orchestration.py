@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.handover import daemon, spawn_simulated, wait_for_socket
+from bench.handover import daemon, reclaim_every, spawn_simulated, wait_for_socket
 from bench.stats import human, median, table
 from luod.core import manifest
 from luod.errors import LuodError
@@ -99,7 +99,7 @@ def reclaim_sessions(workdir: Path) -> tuple[list[float], list[float], float]:
             walls.append(time.perf_counter() - started)
             cpus.append(cpu_seconds(process.pid))
             if start == STARTS - 1:
-                reclaimed = _reclaim_all(state / "run" / "liveupdate.sock")
+                reclaimed = reclaim_every(state / "run" / "liveupdate.sock", SESSIONS)
         finally:
             process.terminate()
             process.wait(10)
@@ -122,16 +122,6 @@ def cpu_seconds(pid: int) -> float:
         with contextlib.suppress(FileNotFoundError):  # a thread that just ended
             total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
     return total / 1e9
-
-
-def _reclaim_all(socket: Path) -> float:
-    with Client(socket) as client:
-        begun = time.perf_counter()
-        for i in range(SESSIONS):
-            for fd in client.reclaim(f"vm{i}").values():
-                fd.close()
-            client.done(f"vm{i}")
-        return time.perf_counter() - begun
 
 
 def report() -> str:

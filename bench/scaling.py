@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench import plots
-from bench.handover import daemon, spawn_simulated, wait_for_socket
+from bench.handover import daemon, reclaim_every, spawn_simulated, wait_for_socket
 from bench.memory import rss
 from bench.stats import human, table
 from luod.errors import LuodError
@@ -51,13 +51,7 @@ def one(workdir: Path, count: int) -> dict[str, float]:
     try:
         wait_for_socket(socket)
         serving = time.perf_counter() - started
-        with Client(socket) as client:
-            begun = time.perf_counter()
-            for index in range(count):
-                for fd in client.reclaim(f"vm{index}").values():
-                    fd.close()
-                client.done(f"vm{index}")
-            reclaimed = time.perf_counter() - begun
+        reclaimed = reclaim_every(socket, count)
     finally:
         process.terminate()
         process.wait(30)
