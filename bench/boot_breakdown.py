@@ -16,8 +16,11 @@ from typing import Any
 from bench.stats import table
 from luod.cli.render import epoch
 
-UNIT_PROPS = ("InactiveExitTimestampMonotonic", "ExecMainStartTimestampMonotonic")
-UNIT_PROPS += ("ActiveEnterTimestampMonotonic",)
+UNIT_PROPS = (
+    "InactiveExitTimestampMonotonic",
+    "ExecMainStartTimestampMonotonic",
+    "ActiveEnterTimestampMonotonic",
+)
 
 
 def collect(share: Path, boots: tuple[int, ...], vms: tuple[str, ...]) -> dict[str, Any]:

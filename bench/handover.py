@@ -12,10 +12,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from bench.stats import human, median, table, timed
-from luod.kernel import Backend, kernel_backend, memfd
+from luod.kernel import Backend, OwnedFd, kernel_backend, memfd
 from luod.kernel.sim import sim_backend
 from luod.vmm.client import Client
 from tests.contract.harness import FAKE_BZIMAGE
@@ -27,7 +28,7 @@ STARTS = 7
 DAEMON_ARGS: tuple[str, ...] = ()
 
 
-def filled(size: int) -> memfd.OwnedFd:
+def filled(size: int) -> OwnedFd:
     """A memfd whose every page is written, like guest RAM in use (a sparse one would make the
     kernel allocate and zero the holes inside PRESERVE_FD, docs/kernel.md §6.2)."""
     fd = memfd.create("bench", size)
@@ -103,7 +104,7 @@ def raw_preserve(backend: Backend, size: int, rounds: int) -> list[float]:
     session = backend.device.create_session(f"bench-raw-{size}")
     for token in range(rounds):
         with filled(size) as fd:
-            samples.append(timed(lambda f=fd, t=token: session.preserve(f, t)))
+            samples.append(timed(partial(session.preserve, fd, token)))
     session.close()
     return samples
 
@@ -113,7 +114,7 @@ def luod_preserve(client: Client, vm: str, size: int, rounds: int) -> list[float
     samples = []
     for index in range(rounds):
         with filled(size) as fd:
-            samples.append(timed(lambda f=fd, i=index: client.preserve(vm, {f"ram{i}": f})))
+            samples.append(timed(partial(client.preserve, vm, {f"ram{index}": fd})))
     client.drop(vm)
     return samples
 

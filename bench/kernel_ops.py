@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +35,7 @@ def before_kexec(backend: Backend) -> dict[str, float]:
             session = backend.device.create_session(f"bench-{kind}-{index}")
             with memfd.create("bench", size) as fd:
                 _touch(fd.fileno(), size)
-                samples.append(timed(lambda s=session, f=fd: s.preserve(f, 1)))
+                samples.append(timed(partial(session.preserve, fd, 1)))
             KEEP.append(session)
         results[f"preserve_{kind}"] = median(samples)
     return results
@@ -47,10 +48,10 @@ def after_kexec(backend: Backend) -> dict[str, float]:
         retrieve, finish = [], []
         for index in range(ROUNDS[kind]):
             session, seconds = _timed_result(
-                lambda n=f"bench-{kind}-{index}": backend.device.retrieve_session(n)
+                partial(backend.device.retrieve_session, f"bench-{kind}-{index}")
             )
             retrieve_session.append(seconds)
-            fd, seconds = _timed_result(lambda s=session: s.retrieve(1))
+            fd, seconds = _timed_result(partial(session.retrieve, 1))
             retrieve.append(seconds)
             finish.append(timed(session.finish))
             session.close()

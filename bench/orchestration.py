@@ -45,7 +45,8 @@ async def instant_vmm(socket: Path, vm: str, registered: asyncio.Event, count: l
 
 
 async def freeze_run(socket: Path, image: Path) -> None:
-    registered, count = asyncio.Event(), []
+    registered = asyncio.Event()
+    count: list[int] = []
     vmms = [
         asyncio.create_task(instant_vmm(socket, f"vm{i}", registered, count))
         for i in range(CLIENTS)
@@ -69,7 +70,7 @@ def freeze_barrier(workdir: Path) -> float:
     update = handed_over.extra["update"]
     sent = min(v["freeze_sent"]["monotonic"] for v in update["vms"].values())
     acked = max(v["freeze_ack"]["monotonic"] for v in update["vms"].values())
-    return acked - sent
+    return float(acked - sent)
 
 
 def reclaim_sessions(workdir: Path) -> tuple[list[float], list[float], float]:

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from bench import handover
@@ -58,7 +59,7 @@ def batched_samples(workdir: Path, size: int, rounds: int, real_kernel: bool) ->
         for index in range(max(rounds // BATCH, 3)):
             fds = [handover.filled(size) for _ in range(BATCH)]
             files = {f"ram{index}-{n}": fd for n, fd in enumerate(fds)}
-            samples.append(timed(lambda f=files: client.preserve("vm-batch", f)) / BATCH)
+            samples.append(timed(partial(client.preserve, "vm-batch", files)) / BATCH)
             for fd in fds:
                 fd.close()
         client.drop("vm-batch")
@@ -88,7 +89,7 @@ def core_samples(state: Path, size: int, rounds: int, real_kernel: bool) -> list
     for index in range(rounds):
         fd = handover.filled(size)
         spec = [FileSpec(f"ram{index}")]
-        samples.append(timed(lambda s=spec, f=fd: registry.preserve(peer, "vm-core", s, [f])))
+        samples.append(timed(partial(registry.preserve, peer, "vm-core", spec, [fd])))
     registry.drop(peer, "vm-core")
     daemon.shutdown()
     return samples
@@ -129,7 +130,7 @@ def floor_samples(workdir: Path, size: int, rounds: int) -> list[float]:
                     rights = [
                         (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd.fileno()]))
                     ]
-                    samples.append(timed(lambda r=rights: _round_trip(client, r)))
+                    samples.append(timed(partial(_round_trip, client, rights)))
     finally:
         try:
             server.wait(10)

@@ -104,7 +104,7 @@ def freeze_seconds(vms: dict[str, dict[str, Any]]) -> float:
 
 async def measure(workdir: Path) -> dict[str, Any]:
     switch = Switch()
-    bridge = LoopBridge(switch, asyncio.get_running_loop())  # type: ignore[arg-type]
+    bridge = LoopBridge(switch, asyncio.get_running_loop())
     sock = workdir / "api.sock"
     app = create_app(bridge)
     server = asyncio.create_task(
