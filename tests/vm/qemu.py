@@ -158,7 +158,9 @@ def env_file_text(env: Mapping[str, str]) -> str:
     return "".join(f"{name}={shlex.quote(value)}\n" for name, value in env.items())
 
 
-def kernel_cmdline(extra: str = "", *, root: str = "hostroot", init: str = GUEST_INIT) -> str:
+def kernel_cmdline(
+    extra: str = "", *, root: str = "hostroot", init: str | Path = GUEST_INIT
+) -> str:
     """A 9p root file system (the share tagged ``root``), read-only, and ``init`` on it."""
     parts = [
         "console=ttyS0 liveupdate=on panic=-1",
