@@ -81,7 +81,7 @@ class Luod:
     ) -> dict[str, Any]:
         try:
             request = parse.decode_request(Frame(json.dumps(message).encode(), fds))
-            out = await self.handler.handle(vmm, request)  # type: ignore[arg-type]
+            out = await self.handler.handle(vmm, request)
         except LuodError as exc:
             out = codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))
         for fd in out.fds:

@@ -144,7 +144,12 @@ async def test_a_refused_update_runs_the_preflight_checks_once(
 ) -> None:
     runs: list[preflight.PreflightInput] = []
     checks = preflight.run
-    monkeypatch.setattr(preflight, "run", lambda ctx: runs.append(ctx) or checks(ctx))
+
+    def counted(ctx: preflight.PreflightInput) -> list[preflight.Check]:
+        runs.append(ctx)
+        return checks(ctx)
+
+    monkeypatch.setattr(preflight, "run", counted)
     reply = await client.post("/v1/update", json=update_body(luod, kernel="/nonexistent"))
     assert reply.status_code == 422 and reply.json()["checks"]
     assert len(runs) == 1  # the problem shows the checks of the refusal, not a second run
@@ -189,7 +194,13 @@ async def test_metrics_histograms_and_the_last_blackout_outlive_the_update(
     """Two ended updates in the history: one completed (blackouts 0.3 s and 7 s), then one
     aborted (none): the histograms count both, the last blackout is the completed one's."""
     t0 = 1_800_000_000.0
-    asked = {"kernel": "/boot/next", "initrd": None, "cmdline": None, "deadlines": {}, "uid": 0}
+    asked: dict[str, Any] = {
+        "kernel": "/boot/next",
+        "initrd": None,
+        "cmdline": None,
+        "deadlines": {},
+        "uid": 0,
+    }
     done = timeline.UpdateRecord(request=asked, outcome="completed")
     for offset, (source, target) in enumerate(
         [("idle", "preparing"), ("preparing", "prepared"), ("prepared", "freezing")]

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import schemathesis
@@ -22,6 +22,9 @@ from schemathesis.specs.openapi.checks import (
 
 from luod.rest.app import create_app
 from tests.rest.harness import Luod
+
+if TYPE_CHECKING:
+    from schemathesis.specs.openapi.schemas import OpenApiCase  # Case[an OpenAPI operation]
 
 pytestmark = pytest.mark.unit
 STATE = Path(tempfile.mkdtemp(prefix="luod-schemathesis-"))
@@ -51,5 +54,5 @@ def _cleanup() -> Iterator[None]:
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_no_5xx_and_every_answer_conforms(case: schemathesis.Case) -> None:
+def test_no_5xx_and_every_answer_conforms(case: OpenApiCase) -> None:
     case.call_and_validate(checks=CHECKS)

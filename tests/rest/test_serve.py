@@ -19,7 +19,7 @@ import httpx
 import pytest
 from pydantic import TypeAdapter
 
-from luod.cli.sse import EventParser
+from luod.cli.sse import Event, EventParser
 from luod.errors import LuodError
 from luod.rest import models
 from luod.rest.app import create_app
@@ -167,10 +167,10 @@ async def test_tls_needs_both_files(luod: Luod, tmp_path: Path) -> None:
 
 # --- Server-Sent Events ------------------------------------------------------------------------
 class Watcher:
-    """Follows /v1/events in a task, keeping each (event, data)."""
+    """Follows /v1/events in a task, keeping each (event, data, id)."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
-        self.seen: list[tuple[str, dict[str, Any]]] = []
+        self.seen: list[Event] = []
         self.cut = False  # the server went away mid-stream
         self.task = asyncio.create_task(self._follow(client))
 

@@ -3,6 +3,8 @@ INTERVAL (luod.daemon.heap): its RSS had stayed at the fuzz's high-water mark (i
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from luod.daemon import heap
@@ -12,15 +14,20 @@ from tests.unit.test_luoctl import Host
 @pytest.fixture
 def trims(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
+
+    def malloc_trim(pad: int) -> int:
+        calls.append(pad)
+        return 1  # "some memory was released"
+
     monkeypatch.setattr(heap, "_resolved", True)
-    monkeypatch.setattr(heap, "_trim", lambda pad: calls.append(pad) or 1)
+    monkeypatch.setattr(heap, "_trim", malloc_trim)
     monkeypatch.setattr(heap, "_last", float("-inf"))
     return calls
 
 
 def test_at_most_once_per_interval(trims: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(heap.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])  # the clock heap reads
     assert heap.give_back() and not heap.give_back()
     now[0] += heap.INTERVAL
     assert heap.give_back()
@@ -42,7 +49,12 @@ async def test_a_vmm_hanging_up_and_an_update_ending_give_heap_back(
     host: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(heap, "give_back", lambda: calls.append("trim") or True)
+
+    def give_back() -> bool:
+        calls.append("trim")
+        return True
+
+    monkeypatch.setattr(heap, "give_back", give_back)
     host.luod.handler.disconnected(await host.luod.handover_vm("vm2", size=8192))
     assert calls == ["trim"]
     refused = await host.luoctl("update", "start", "--kernel", "/none", "--reuse-cmdline")
