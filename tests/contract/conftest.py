@@ -52,7 +52,8 @@ def boots_of(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         if "contract" not in item.keywords:
             item.add_marker(pytest.mark.contract)

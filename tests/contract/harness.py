@@ -12,13 +12,20 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from luod.kernel import Backend, OpenDevice, OwnedFd, Session, memfd
+from luod.kernel import Backend, LuoDevice, OpenDevice, OwnedFd, Session, memfd
 from luod.kernel.sim import SimulatedKexec, sim_backend
 from tests.bzimages import B_7_3, bzimage
 
 Stage = Callable[["Luo", dict[str, Any]], dict[str, Any] | None]
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+Owned = TypeVar("Owned", bound=Closeable)
 
 CARRIED: list[Any] = []
 """Objects kept open across the kexec in a real-kernel stage run; never closed (the machine
@@ -33,14 +40,14 @@ class Luo:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self._owned: list[Any] = []
+        self._owned: list[Closeable] = []
         self._carried: list[Any] = []
 
     @property
-    def device(self):  # type: ignore[no-untyped-def]
+    def device(self) -> LuoDevice:
         return self.backend.device
 
-    def own(self, obj: Any) -> Any:
+    def own(self, obj: Owned) -> Owned:
         self._owned.append(obj)
         return obj
 

@@ -23,7 +23,7 @@ def create_arg(name: bytes, size: int = CREATE_SIZE, length: int = CREATE_SIZE) 
 def raw_create(luo: Luo, buf: bytearray, cmd: int = uapi.CREATE_SESSION) -> int:
     with luo.opened() as device:
         device.ioctl(cmd, buf)
-    fd = struct.unpack_from("<i", buf, 4)[0]
+    fd: int = struct.unpack_from("<i", buf, 4)[0]
     luo.own(OwnedFd(fd))
     return fd
 

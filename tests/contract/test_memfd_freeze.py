@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from luod.kernel import memfd
+from luod.kernel import OwnedFd, memfd
 from tests.contract.harness import Luo
 
 pytestmark = pytest.mark.kernel_only
 
 
-def preserved(luo: Luo, name: str) -> memfd.OwnedFd:
+def preserved(luo: Luo, name: str) -> OwnedFd:
     fd = luo.memfd(b"x" * 4096)
     luo.create(name).preserve(fd, 1)
     return fd

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from luod.kernel import LuoError, OwnedFd, memfd
+from luod.kernel import LuoError, OwnedFd, libc, memfd
 from tests.contract.harness import Luo, read_all
 
 TMPFS_CANDIDATES = ("/dev/shm", "/tmp", "/run")
@@ -24,7 +24,7 @@ def tmpfs_dir() -> Path:
         except OSError:
             continue
         with fd:
-            if memfd.libc.fstatfs_type(fd.fileno()) == memfd.TMPFS_MAGIC:
+            if libc.fstatfs_type(fd.fileno()) == memfd.TMPFS_MAGIC:
                 return Path(candidate)
     pytest.fail(f"no tmpfs among {TMPFS_CANDIDATES}")
 
