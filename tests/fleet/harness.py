@@ -340,6 +340,8 @@ def run_playbook(
     )  # fmt: skip
     seconds = time.monotonic() - started
     lines = [json.loads(line) for line in SimHost._read(record).splitlines() if line]
-    stats = next((line["stats"] for line in lines if "stats" in line), {})
+    stats: dict[str, dict[str, int]] = next(
+        (line["stats"] for line in lines if "stats" in line), {}
+    )
     results = [line for line in lines if "stats" not in line]
     return PlaybookRun(done.returncode, seconds, results, stats, done.stdout + done.stderr)

@@ -57,15 +57,12 @@ def when(record: dict[str, Any], which: int) -> float:
 def on(host: SimHost, kernel: Path) -> bool:
     """The host's last update is a completed one into ``kernel``, and its VMs came back."""
     last = updates(host)[-1] if updates(host) else None
-    done = last is not None and last["outcome"] == "completed"
-    return (
-        done
-        and last["request"]["kernel"] == str(kernel)
-        and all(
-            v["event"] == "verified" and all(v["files"].values())
-            for v in host.verdicts
-            if v["boot"] == host.boots
-        )
+    if last is None or last["outcome"] != "completed":
+        return False
+    return last["request"]["kernel"] == str(kernel) and all(
+        v["event"] == "verified" and all(v["files"].values())
+        for v in host.verdicts
+        if v["boot"] == host.boots
     )
 
 

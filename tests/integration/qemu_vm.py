@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.vm.l2guest import GuestRam, qemu_args, write_floppy
+from luod.qemu.canary import qemu_args, write_floppy
+from tests.vm.l2guest import GuestRam
 
 QEMU = "qemu-system-x86_64"
 WAIT = 30.0

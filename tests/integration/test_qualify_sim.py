@@ -176,9 +176,14 @@ def test_a_qualification_cut_short_by_a_restart_fails_and_drops_its_canaries(
     qualification on file fails, saying why, and custody lets go of its canaries."""
     state = tmp_path / "luod"
     state.mkdir()
-    kernel = {"image": "/boot/x", "release": "7.2.13-luodsim", "version": "#1", "kho": "kho-v4"}
+    kernel: dict[str, Any] = {
+        "image": "/boot/x",
+        "release": "7.2.13-luodsim",
+        "version": "#1",
+        "kho": "kho-v4",
+    }
     kernel |= {"luo": "luo-v5", "handlers": {"memfd": "memfd-v2"}}
-    record = {
+    record: dict[str, Any] = {  # the record on file, as JSON
         "kind": "qualification",
         "id": "0cut0",
         "outcome": "running",

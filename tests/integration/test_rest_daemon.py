@@ -103,14 +103,15 @@ def test_public_metrics_from_luod_toml_open_metrics_and_health_on_tcp(tmp_path: 
 def test_stopping_luod_ends_the_event_stream_with_shutdown_at_once(tmp_path: Path) -> None:
     """Issue 16 §4: SIGTERM sends SHUTDOWN as the last event and closes the stream at once
     (not at uvicorn's grace period), and luod's JSON log has no traceback."""
-    from luod.cli.sse import EventParser
+    from luod.cli.sse import Event, EventParser
 
     daemon = start_daemon(tmp_path / "luod", api=True)
     api = tmp_path / "luod" / "run" / "api.sock"
     deadline = time.monotonic() + 20
     while not api.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    parser, seen = EventParser(), []
+    parser = EventParser()
+    seen: list[Event] = []
     transport = httpx.HTTPTransport(uds=str(api))
     with (
         httpx.Client(transport=transport, base_url="http://luod", timeout=10) as client,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,7 +119,7 @@ def test_a_delegated_vmm_needs_every_handler_of_the_running_kernel() -> None:
 def test_qualification_lookup_on_hand_made_records() -> None:
     a, b = running(), abi.next_side(facts(B_7_3))
     chain = [{"release": "7.2.13", "version": A_7_2.version}, {"release": "7.3.4"}]
-    records = [
+    records: list[dict[str, Any]] = [  # history records, as JSON
         {"kind": "update", "outcome": "completed"},
         {"kind": "qualification", "outcome": "failed", "chain": chain, "id": "q1"},
     ]

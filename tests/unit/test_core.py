@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Registry
 from luod.custody.memory import MemoryCustody
 from luod.errors import LuodError
-from luod.kernel import Backend, memfd
+from luod.kernel import Backend, OwnedFd, memfd
 from luod.kernel.sim import SimulatedKexec, sim_backend
 from tests.contract.harness import FAKE_BZIMAGE
 
@@ -48,7 +49,7 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+def world(tmp_path: Path) -> Iterator[World]:
     state = tmp_path / "state"
     state.mkdir()
     world = World.boot(tmp_path / "kernel", state)
@@ -56,7 +57,7 @@ def world(tmp_path: Path):  # type: ignore[no-untyped-def]
     world.power_off()
 
 
-def ram(data: bytes) -> memfd.OwnedFd:
+def ram(data: bytes) -> OwnedFd:
     fd = memfd.create("ram", len(data))
     os.pwrite(fd.fileno(), data, 0)
     return fd
@@ -110,7 +111,7 @@ def test_kernel_refusal_keeps_errno_and_hint(world: World) -> None:
     reader, writer = os.pipe()
     os.close(writer)
     with pytest.raises(LuodError) as info:
-        world.registry.preserve(ROOT, "vm1", [FileSpec("ram0")], [memfd.OwnedFd(reader)])
+        world.registry.preserve(ROOT, "vm1", [FileSpec("ram0")], [OwnedFd(reader)])
     assert (info.value.code, info.value.errno) == ("luo-enoent", 2)
     assert "handler" in info.value.hint
 

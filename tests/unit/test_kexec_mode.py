@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from luod.core import preflight
 from luod.core.kexec_mode import KexecPlan, SystemdFacts, choose
 from luod.daemon import systemd
+from luod.errors import LuodError
 
 GOOD = SystemdFacts("systemd", 262, True, "luod.service")
 
@@ -87,7 +89,7 @@ def test_facts_without_the_fd_store_ask_nothing_of_systemctl(
     def no_subprocess(*args: object, **kwargs: object) -> None:
         raise AssertionError("systemctl was run")
 
-    monkeypatch.setattr(systemd.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "run", no_subprocess)  # what luod.daemon.systemd calls
     assert systemd.kexec_facts("keeper") == SystemdFacts("keeper")
 
 
@@ -95,8 +97,8 @@ def test_start_kexec_reports_systemctls_refusal(monkeypatch: pytest.MonkeyPatch)
     class Done:
         returncode, stdout, stderr = 1, "", 'Operation inhibited by "x"\n'
 
-    monkeypatch.setattr(systemd.subprocess, "run", lambda *a, **k: Done())
-    with pytest.raises(systemd.LuodError) as caught:
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
+    with pytest.raises(LuodError) as caught:
         systemd.start_kexec()
     assert caught.value.code == "systemctl-kexec-failed"
     assert "inhibited" in caught.value.message and caught.value.hint

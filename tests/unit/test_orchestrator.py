@@ -22,7 +22,8 @@ def machine_in(phase: Phase, clock: FakeClock | None = None) -> UpdateMachine:
 
 @pytest.mark.parametrize(("source", "target"), LEGAL, ids=[f"{s}->{t}" for s, t in LEGAL])
 def test_legal_transition_is_emitted_with_reason_and_time(source: Phase, target: Phase) -> None:
-    clock, seen = FakeClock(), []
+    clock = FakeClock()
+    seen: list[Transition] = []
     machine = UpdateMachine(clock, emit=seen.append)
     machine.phase = source
     clock.advance(5)

@@ -164,6 +164,7 @@ def test_kexec_systemd_needs_the_fd_store_as_custody(tmp_path: Path) -> None:
         with pytest.raises(LuodError) as refused:
             handoff.kexec_systemd(luod.registry, luod.daemon.backend, lambda: None)
         assert refused.value.code == "kexec-mode"
+        assert isinstance(luod.custody, MemoryCustody)  # --simulate's: it lists what it holds
         assert "luod" not in luod.custody
     finally:
         luod.close()

@@ -197,6 +197,7 @@ def public_methods(cls: type) -> dict[str, inspect.Signature]:
         if key.startswith("_") and key not in ("__init__", "__enter__", "__exit__"):
             continue
         target = member.fget if isinstance(member, property) else member
+        assert target is not None, f"{name}: a property without a getter"
         methods[key] = inspect.signature(target)
     return methods
 

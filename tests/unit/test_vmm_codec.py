@@ -22,12 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from luod.core import model
+from luod.core.model import FileSpec
 from luod.core.nic import NicDecl
 from luod.core.orchestrator import DEADLINE_PHASES
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import codec, fields, parse
-from luod.vmm.codec import FileSpec, Frame, FrameReader
+from luod.vmm.codec import Frame, FrameReader
 
 pytestmark = pytest.mark.unit
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -74,7 +75,7 @@ class Sample:
 
 VM_IDS = st.from_regex(model.VM_ID, fullmatch=True)
 NAMES = st.from_regex(model.FILE_NAME, fullmatch=True)
-TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), max_size=40)
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=40)
 KINDS = st.sampled_from(model.FILE_KINDS)
 
 
@@ -104,7 +105,7 @@ def _nics(draw: st.DrawFn) -> tuple[list[dict[str, Any]], tuple[NicDecl, ...]]:
     bridges = [draw(st.one_of(st.none(), IFNAMES)) for _ in names]
     forms = [draw(st.booleans()) for _ in names]
     entries = [
-        {"name": n} | ({"bridge": b} if b is not None or form else {})
+        {"name": n, **({"bridge": b} if b is not None or form else {})}
         for n, b, form in zip(names, bridges, forms, strict=True)
     ]
     return entries, tuple(NicDecl(n, b) for n, b in zip(names, bridges, strict=True))
@@ -124,6 +125,16 @@ def _declare(draw: st.DrawFn) -> tuple[dict[str, Any], int, Make]:
     vm = draw(VM_IDS)
     entries, decls = draw(_nics())
     return {"id": vm, "nics": entries}, 0, lambda s, _: codec.Nics(s, vm, decls)
+
+
+def _hello(message: dict[str, Any]) -> tuple[dict[str, Any], int, Make]:
+    return (
+        message,
+        0,
+        lambda s, _: codec.Hello(
+            s, message.get("version", codec.VERSION), tuple(message.get("capabilities", ()))
+        ),
+    )
 
 
 def _optional(key: str, values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -147,15 +158,7 @@ FIELDS: dict[str, st.SearchStrategy[tuple[dict[str, Any], int, Make]]] = {
             "version": st.integers(-5, 2**40),
             "capabilities": st.lists(st.from_regex(parse.CAPABILITY, fullmatch=True), max_size=6),
         },
-    ).map(
-        lambda d: (
-            d,
-            0,
-            lambda s, _: codec.Hello(
-                s, d.get("version", codec.VERSION), tuple(d.get("capabilities", ()))
-            ),
-        )
-    ),
+    ).map(_hello),
     "REGISTER": _register(),
     "NICS": _declare(),
     "PRESERVE": _preserve(),
@@ -377,7 +380,9 @@ def test_arbitrary_bytes_only_raise_luod_errors_and_every_fd_is_accounted_for(
     chunks: list[tuple[bytes, int]],
 ) -> None:
     with fd_pool() as pool:
-        reader, handed, returned = FrameReader(max_line=100), [], []
+        reader = FrameReader(max_line=100)
+        handed: list[OwnedFd] = []
+        returned: list[OwnedFd] = []
         try:
             for data, count in chunks:
                 fds = pool.take(count)

@@ -418,7 +418,7 @@ class Luod:
             out = codec.encode(codec.error_reply(exc.cmd, exc.seq, exc))
         for fd in out.fds:
             fd.close()
-        reply = json.loads(out.line)
+        reply: dict[str, Any] = json.loads(out.line)
         self.sent.append((reply, len(out.fds)))
         return reply
 

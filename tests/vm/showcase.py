@@ -86,12 +86,14 @@ def qemu_summary(share: Path) -> bool:
     )
     report = share / "vm-q-report.jsonl"
     reports = report.read_text().splitlines() if report.exists() else []
-    restored = next((json.loads(r) for r in reports if '"restored"' in r), {})
+    restored: dict[str, Any] = next((json.loads(r) for r in reports if '"restored"' in r), {})
     if not (before and after and later and restored):
         print(f"  no result (see {share / 'vm-q-run-2.log'})")
         return False
-    same = before["stamp"] == later["stamp"] and before["pattern_sha256"] == later["pattern_sha256"]
-    went_on = later["counter"] > after["counter"] >= before["counter"]
+    same: bool = (
+        before["stamp"] == later["stamp"] and before["pattern_sha256"] == later["pattern_sha256"]
+    )
+    went_on: bool = later["counter"] > after["counter"] >= before["counter"]
     print(f"  counter before the update  {before['counter']:#010x}")
     print(f"  counter after it           {after['counter']:#010x}, "
           f"1 s later {later['counter']:#010x}")  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 from tests.vm.qemu import GuestResult, run_guest
 
@@ -91,7 +92,7 @@ def _check_partial_preserve(share: Path) -> None:
     assert reclaimed == {"content": expected}, reclaimed
 
 
-def _last_event(log: Path) -> dict[str, object]:
+def _last_event(log: Path) -> dict[str, Any]:
     lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
     assert lines, f"{log.name}: no result line:\n{log.read_text()}"
     return dict(json.loads(lines[-1]))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from luod.qemu.canary import qemu_args
 from tests.vm import l2guest
 from tests.vm.systemd import guest
 
@@ -19,7 +20,7 @@ SHARE_FLOPPY = Path("/run/sdg-share/floppy.img")
 
 
 def guest_files() -> dict[str, str]:
-    args = " ".join(l2guest.qemu_args(SHARE_FLOPPY))
+    args = " ".join(qemu_args(SHARE_FLOPPY))  # what l2guest.py runs
     return {
         "l2guest.py": Path(l2guest.__file__).read_text(),
         "etc/luod/qemu/l2.conf": f"RAM=64M\nQEMU_ARGS={args}\n",
