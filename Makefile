@@ -39,7 +39,7 @@ man: $(STAMP)  # luoctl's man pages, from its parser (tests/unit/test_manpages.p
 	$(PY) man/generate.py man
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy luod
+	$(VENV)/bin/mypy luod bench tests
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -m "not vm"
