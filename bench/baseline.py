@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import kernel_ops
 from bench.stats import human, table
 from luod.kernel.sim import SimulatedKexec, sim_backend
-from tests.contract.harness import FAKE_BZIMAGE
+from tests.contract.harness import FAKE_BZIMAGE, sim_kernel
 from tests.vm.qemu import resolve_kernel, run_guest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def sim_costs() -> dict[str, float]:
         kernel_ops.KEEP.clear()
         after = sim_backend(state)
         results.update(kernel_ops.after_kexec(after))
-        after.platform.close()  # type: ignore[attr-defined]
+        sim_kernel(after).close()
         return results
 
 

@@ -19,7 +19,7 @@ from bench.stats import human, median, table, timed
 from luod.kernel import Backend, OwnedFd, kernel_backend, memfd
 from luod.kernel.sim import sim_backend
 from luod.vmm.client import Client
-from tests.contract.harness import FAKE_BZIMAGE
+from tests.contract.harness import FAKE_BZIMAGE, sim_kernel
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -139,7 +139,7 @@ def preserve_samples(
                 luod_preserve(client, f"bench-{size}", size, rounds),
             )
     if not real_kernel:
-        backend.platform.close()  # type: ignore[attr-defined]
+        sim_kernel(backend).close()
     return samples
 
 

@@ -34,6 +34,7 @@ from luod.daemon.settings import Settings
 from luod.kernel import Backend, kernel_backend
 from luod.kernel.sim import sim_backend
 from luod.vmm.client import Client
+from tests.contract.harness import sim_kernel
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -166,7 +167,7 @@ def measure(workdir: Path, real_kernel: bool = False) -> dict[str, dict[str, flo
             "batched": batch,
         }
     if not real_kernel:
-        backend.platform.close()  # type: ignore[attr-defined]
+        sim_kernel(backend).close()
     return result
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from luod.kernel import kernel_backend
 from luod.kernel.sim import sim_backend
-from tests.contract.harness import CARRIED, KernelStageRunner, Luo, SimRunner
+from tests.contract.harness import CARRIED, KernelStageRunner, Luo, SimRunner, sim_kernel
 from tests.fds import fd_table
 
 BACKENDS = ("sim", "kernel")
@@ -78,7 +78,9 @@ def fd_guard() -> Iterator[None]:
 
 
 @pytest.fixture
-def luo(fd_guard: None, backend_name: str, tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def luo(
+    fd_guard: None, backend_name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Luo]:
     if backend_name == "sim" and request.node.get_closest_marker("kernel_only"):
         pytest.skip("kernel-only: the simulator cannot reproduce this (luod.kernel.sim docstring)")
     if backend_name == "kernel":
@@ -95,11 +97,13 @@ def luo(fd_guard: None, backend_name: str, tmp_path: Path, request: pytest.Fixtu
     for each in luos:
         each.close_all(carried=True)
         if backend_name == "sim":
-            each.backend.platform.close()  # type: ignore[attr-defined]
+            sim_kernel(each.backend).close()
 
 
 @pytest.fixture
-def boots(luo: Luo, backend_name: str, tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def boots(
+    luo: Luo, backend_name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> SimRunner | KernelStageRunner:
     """Runner for multi-boot tests: ``boots.run(stage1, stage2, ...)``."""
     if backend_name == "sim":
         runner: SimRunner | KernelStageRunner = SimRunner(tmp_path / "sim", luo)

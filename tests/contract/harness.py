@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from luod.kernel import Backend, LuoDevice, OpenDevice, OwnedFd, Session, memfd
-from luod.kernel.sim import SimulatedKexec, sim_backend
+from luod.kernel.sim import SimKernel, SimulatedKexec, sim_backend
 from tests.bzimages import B_7_3, bzimage
 
 Stage = Callable[["Luo", dict[str, Any]], dict[str, Any] | None]
@@ -90,6 +90,12 @@ class Luo:
     def hand_over_carried(self) -> None:
         CARRIED.extend(self._carried)
         self._carried.clear()
+
+
+def sim_kernel(backend: Backend) -> SimKernel:
+    """The simulated kernel under a backend that ``sim_backend`` made (its test hooks)."""
+    assert isinstance(backend.platform, SimKernel), backend.platform
+    return backend.platform
 
 
 def _closed(obj: Any) -> bool:

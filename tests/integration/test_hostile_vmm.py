@@ -43,7 +43,7 @@ def healthy(daemon: Daemon) -> Iterator[Client]:
 
 
 @pytest.fixture
-def raw(daemon: Daemon, healthy: Client):  # type: ignore[no-untyped-def]
+def raw(daemon: Daemon, healthy: Client) -> Iterator[Raw]:
     before = daemon.fds()
     client = Raw(daemon.socket)
     yield client

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ VMS = 1101  # the count that made LIST an internal error
 
 
 @pytest.fixture(scope="module")
-def crowded(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """luod holding 1,101 VMs of root's, and 300 update records of about 1 KiB each."""
     home = tmp_path_factory.mktemp("paging")
     config = home / "luod.toml"

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ class Raw:
 
 
 @pytest.fixture
-def healthy(daemon: Daemon):  # type: ignore[no-untyped-def]
+def healthy(daemon: Daemon) -> Iterator[Client]:
     """Another client with a preserved VM, checked after every bad input."""
     with Client(daemon.socket) as client:
         client.register("healthy")
@@ -95,7 +96,7 @@ def error_of(reply: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def raw(daemon: Daemon, healthy: Client):  # type: ignore[no-untyped-def]
+def raw(daemon: Daemon, healthy: Client) -> Iterator[Raw]:
     before = daemon.fds()
     client = Raw(daemon.socket)
     yield client

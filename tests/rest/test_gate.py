@@ -41,7 +41,9 @@ class Recorder:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def http_scope(path: str = "/v1/preflight", headers: list[tuple[bytes, bytes]] | None = None):  # type: ignore[no-untyped-def]
+def http_scope(
+    path: str = "/v1/preflight", headers: list[tuple[bytes, bytes]] | None = None
+) -> Scope:
     return {"type": "http", "method": "POST", "path": path, "headers": headers or []}
 
 

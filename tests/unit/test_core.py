@@ -20,7 +20,7 @@ from luod.custody.memory import MemoryCustody
 from luod.errors import LuodError
 from luod.kernel import Backend, OwnedFd, memfd
 from luod.kernel.sim import SimulatedKexec, sim_backend
-from tests.contract.harness import FAKE_BZIMAGE
+from tests.contract.harness import FAKE_BZIMAGE, sim_kernel
 
 ROOT = Peer(0, 0, os.getpid())
 OTHER = Peer(1000, 1000, os.getpid())
@@ -45,7 +45,7 @@ class World:
         return recover(self.registry, self.backend, self.custody)
 
     def power_off(self) -> None:
-        self.backend.platform.close()  # type: ignore[attr-defined]
+        sim_kernel(self.backend).close()
 
 
 @pytest.fixture
@@ -196,7 +196,7 @@ def test_a_failed_reboot_is_reported_and_a_retry_works(world: World, tmp_path: P
     image = tmp_path / "bzImage"
     image.write_bytes(FAKE_BZIMAGE)
     handoff.load_next_kernel(world.backend, image, None, None)
-    world.backend.platform.fail_next_reboot()  # type: ignore[attr-defined]
+    sim_kernel(world.backend).fail_next_reboot()
     with pytest.raises(LuodError) as info:
         handoff.kexec_direct(world.registry, world.backend)
     assert (info.value.code, info.value.errno) == ("luo-eio", 5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def o_path(fd: OwnedFd) -> OwnedFd:
 
 
 @pytest.fixture
-def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+def world(tmp_path: Path) -> Iterator[World]:
     state = tmp_path / "state"
     state.mkdir()
     world = World.boot(tmp_path / "kernel", state)
@@ -54,7 +55,9 @@ def test_finding10_an_o_path_fd_is_bad_fd_not_internal(world: World) -> None:
 
 
 @pytest.mark.parametrize("second", [pipe_reader, o_path], ids=["pipe", "o-path"])
-def test_finding8_every_fd_is_checked_before_any_is_preserved(world: World, second) -> None:  # type: ignore[no-untyped-def]
+def test_finding8_every_fd_is_checked_before_any_is_preserved(
+    world: World, second: Callable[..., OwnedFd]
+) -> None:
     """A memfd plus a bad fd preserved the memfd anyway: a retry got file-exists (pipe) or the
     journal disagreed with the session (O_PATH)."""
     world.registry.register(ROOT, "vm1", Mode.HANDOVER)

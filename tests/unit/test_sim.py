@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from luod.kernel import LuoError, memfd
+from luod.kernel import Backend, LuoError, memfd
 from luod.kernel.sim import SIM_RELEASE, SimKernel, SimulatedKexec, SimulatedPanic, sim_backend
 from tests import bzimages
-from tests.contract.harness import FAKE_BZIMAGE
+from tests.contract.harness import FAKE_BZIMAGE, sim_kernel
 
 
-def kexec(backend, tmp_path: Path, cmdline: str = "liveupdate=on") -> None:  # type: ignore[no-untyped-def]
+def kexec(backend: Backend, tmp_path: Path, cmdline: str = "liveupdate=on") -> None:
     image = tmp_path / "bzImage"
     image.write_bytes(FAKE_BZIMAGE)
     backend.load_kernel(image, cmdline=cmdline)
@@ -28,7 +28,7 @@ def test_eexist_at_a_51_session_boundary_poisons_the_next_boot(tmp_path: Path) -
     sessions = [backend.device.create_session(f"s{i}") for i in range(51)]
     with pytest.raises(LuoError):
         backend.device.create_session("s0")
-    assert backend.platform.poisoned  # type: ignore[attr-defined]
+    assert sim_kernel(backend).poisoned
     kexec(backend, tmp_path)
     with pytest.raises(SimulatedPanic):
         SimKernel(state)
@@ -55,7 +55,7 @@ def test_eexist_off_the_boundary_does_not_poison(tmp_path: Path) -> None:
     sessions = [backend.device.create_session(f"s{i}") for i in range(50)]
     with pytest.raises(LuoError):
         backend.device.create_session("s0")
-    assert not backend.platform.poisoned  # type: ignore[attr-defined]
+    assert not sim_kernel(backend).poisoned
     for s in sessions:
         s.close()
 
@@ -68,7 +68,7 @@ def test_retrieve_failure_is_sticky_and_loses_the_data(tmp_path: Path) -> None:
         session.preserve(fd, 1)
     kexec(backend, tmp_path)
     after = sim_backend(state)
-    after.platform.fail_next_retrieve("vm", 1)  # type: ignore[attr-defined]
+    sim_kernel(after).fail_next_retrieve("vm", 1)
     incoming = after.device.retrieve_session("vm")
     for _ in range(2):
         with pytest.raises(LuoError) as info:
