@@ -83,7 +83,8 @@ def sim_run(workdir: Path) -> dict[str, Any]:
         _wait_for(state / "run" / "api.sock")
         while luoctl([*api, "qualify", "show"], out=(out := io.StringIO())) == 6:
             time.sleep(0.2)
-        return json.loads(out.getvalue())  # type: ignore[no-any-return]
+        shown: dict[str, Any] = json.loads(out.getvalue())
+        return shown
     finally:
         last.stop()
 

@@ -57,7 +57,8 @@ def test_qmp_timeout_refuses_freeze_and_the_guest_goes_on(
     assert failed["code"] == "qmp-timeout" and failed["qemu_alive"] is True
     ram = vm.ram()
     counting(ram, above=ram.probe()["counter"])  # the stop, then the conts, all went through
-    vm.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    assert vm.process is not None
+    vm.process.send_signal(signal.SIGTERM)
     assert vm.wait_exit() == 0  # its QMP stream still in step: quit answered
     vm.wait_event("dropped")
 

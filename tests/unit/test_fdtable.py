@@ -40,4 +40,6 @@ def test_a_running_luod_has_its_table_grown(tmp_path: Path) -> None:
         status = Path(f"/proc/{daemon.process.pid}/status").read_text()
     finally:
         daemon.stop()
-    assert int(re.search(r"FDSize:\s+(\d+)", status)[1]) >= fdtable.RESERVED  # type: ignore[index]
+    size = re.search(r"FDSize:\s+(\d+)", status)
+    assert size is not None, status
+    assert int(size[1]) >= fdtable.RESERVED

@@ -21,7 +21,7 @@ from luod.cli.main import main
 from luod.core.clock import SystemClock
 from luod.rest.app import create_app
 from luod.rest.serve import Endpoints, serve_rest
-from tests.rest.harness import Luod, until
+from tests.rest.harness import FakeVmm, Luod, until
 
 pytestmark = pytest.mark.anyio
 TOKEN = "luoctl-test-token-0123456789"
@@ -71,6 +71,13 @@ class Host:
 
     def kernel_args(self, *more: str) -> tuple[str, ...]:
         return ("--kernel", str(self.luod.kernel), "--reuse-cmdline", *more)
+
+
+def fake_vmm(host: Host) -> FakeVmm:
+    """The VMM connection of the one VM the host's luod holds: the harness's FakeVmm."""
+    vmm = next(conn for _, conn in host.luod.connections)
+    assert isinstance(vmm, FakeVmm)
+    return vmm
 
 
 async def test_status_human_and_json_anywhere_on_the_line(host: Host) -> None:
@@ -130,8 +137,8 @@ async def test_update_start_refused_by_preflight_is_exit_3_with_the_checks(host:
 async def test_start_conflict_and_abort(host: Host) -> None:
     started = await host.luoctl("update", "start", *host.kernel_args("--deadline", "freezing=60"))
     assert started.code == 0 and "luoctl update watch" in started.out
-    vmm = next(conn for _, conn in host.luod.connections)
-    await until(lambda: vmm.events("FREEZE"))  # type: ignore[attr-defined]
+    vmm = fake_vmm(host)
+    await until(lambda: vmm.events("FREEZE"))
     again = await host.luoctl("update", "start", *host.kernel_args())
     assert again.code == 1 and "[update-running]" in again.err
     aborted = await host.luoctl("update", "abort", "--reason", "window closed")
@@ -169,12 +176,12 @@ async def test_history_follows_the_cursor_oldest_first_and_last_n(
 
 
 async def test_watch_follows_an_update_a_vmm_refuses_and_exits_4(host: Host) -> None:
-    vmm = next(conn for _, conn in host.luod.connections)
+    vmm = fake_vmm(host)
     watching = asyncio.create_task(host.luoctl("update", "watch"))
     await until(lambda: len(host.luod.facade.hub) == 1)
     assert (await host.luoctl("update", "start", *host.kernel_args())).code == 0
-    await until(lambda: vmm.events("FREEZE"))  # type: ignore[attr-defined]
-    await host.luod.ask(vmm, {"cmd": "READY", "id": "vm1", "error": "cannot pause"})  # type: ignore[arg-type]
+    await until(lambda: vmm.events("FREEZE"))
+    await host.luod.ask(vmm, {"cmd": "READY", "id": "vm1", "error": "cannot pause"})
     ran = await watching
     assert ran.code == 4
     phases = [line.split("phase ")[1] for line in ran.out.splitlines() if "phase " in line]
@@ -191,12 +198,12 @@ async def test_watch_follows_an_update_a_vmm_refuses_and_exits_4(host: Host) -> 
 
 
 async def test_watch_across_the_kexec_ends_with_the_blackout(host: Host) -> None:
-    vmm = next(conn for _, conn in host.luod.connections)
+    vmm = fake_vmm(host)
     watching = asyncio.create_task(host.luoctl("update", "watch", "--json"))
     await until(lambda: len(host.luod.facade.hub) == 1)
     await host.luoctl("update", "start", *host.kernel_args())
-    await until(lambda: vmm.events("FREEZE"))  # type: ignore[attr-defined]
-    await host.luod.ask(vmm, {"cmd": "READY", "id": "vm1"})  # type: ignore[arg-type]
+    await until(lambda: vmm.events("FREEZE"))
+    await host.luod.ask(vmm, {"cmd": "READY", "id": "vm1"})
     await until(lambda: host.luod.kexeced)
     await host.stop()  # the old kernel's luod is gone
     before = await watching
@@ -209,9 +216,10 @@ async def test_watch_across_the_kexec_ends_with_the_blackout(host: Host) -> None
     await host.serve()
     watching = asyncio.create_task(host.luoctl("update", "watch"))
     await until(lambda: len(host.luod.facade.hub) == 1)
-    vmm2 = host.luod.connections.of("vm1") or type(vmm)()
-    assert (await host.luod.ask(vmm2, {"cmd": "RECLAIM", "id": "vm1"}))["ok"]  # type: ignore[arg-type]
-    assert (await host.luod.ask(vmm2, {"cmd": "DONE", "id": "vm1"}))["ok"]  # type: ignore[arg-type]
+    vmm2 = host.luod.connections.of("vm1") or FakeVmm()
+    assert isinstance(vmm2, FakeVmm)  # the harness's connections
+    assert (await host.luod.ask(vmm2, {"cmd": "RECLAIM", "id": "vm1"}))["ok"]
+    assert (await host.luod.ask(vmm2, {"cmd": "DONE", "id": "vm1"}))["ok"]
     after = await watching
     assert after.code == 0, after.err
     assert "phase reclaiming" in after.out and "vm1: reclaimed" in after.out

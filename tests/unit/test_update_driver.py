@@ -44,10 +44,17 @@ def test_an_abort_before_the_update_task_ran_still_aborts(tmp_path: Path) -> Non
     asyncio.run(scenario())
 
 
+def kexec_pending(state: Path) -> bool:
+    """The manifest on disk says a kexec is under way."""
+    on_disk = manifest.read_disk(state)
+    assert on_disk is not None, f"no manifest in {state}"
+    return on_disk.kexec_pending
+
+
 class FdStoreStandIn(MemoryCustody):
     """MemoryCustody posing as systemd's fd store: what kexec_systemd insists on."""
 
-    kind = "systemd"  # type: ignore[misc]
+    kind = "systemd"  # type: ignore[misc]  # overrides a Final on purpose: the stand-in's point
 
 
 def _systemd_luod(tmp_path: Path, start: Callable[[], None], timeout: float = 30) -> Luod:
@@ -75,7 +82,7 @@ def test_systemd_mode_hands_everything_to_the_fd_store_then_lets_systemd_stop_lu
             phase=driver.machine.phase,
             deferring=driver.defers_signals,
             held=set(luod.custody.recover()),
-            pending=manifest.read_disk(luod.state).kexec_pending,  # type: ignore[union-attr]
+            pending=kexec_pending(luod.state),
         )
 
     async def scenario() -> None:
@@ -110,7 +117,7 @@ def test_systemd_refusing_the_kexec_rolls_back_and_resumes_every_vm(tmp_path: Pa
         assert record is not None and record.outcome == "failed"
         assert "systemctl-kexec-failed" in record.reason
         assert driver.machine.phase is Phase.IDLE and vmm.events("RESUME")
-        assert manifest.read_disk(luod.state).kexec_pending is False  # type: ignore[union-attr]
+        assert kexec_pending(luod.state) is False
         assert luod.registry.get("vm1").state.value == "preserved"
 
     luod = _systemd_luod(tmp_path, systemctl_kexec)
@@ -131,7 +138,7 @@ def test_a_kexec_systemd_never_carries_out_is_abandoned_after_the_timeout(
         assert "kexec-timeout" in record.reason
         assert driver.machine.phase is Phase.IDLE and driver.defers_signals is False
         assert vmm.events("RESUME")
-        assert manifest.read_disk(luod.state).kexec_pending is False  # type: ignore[union-attr]
+        assert kexec_pending(luod.state) is False
 
     luod = _systemd_luod(tmp_path, lambda: None, timeout=0.2)
     try:
