@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from luod.core import manifest_check
-from luod.core.model import VmRecord, VmState
+from luod.core.model import Mode, VmRecord, VmState
 from luod.core.nic import NetRecord, NicDecl, NicRecord, TapFlags
 from luod.daemon import nics
 from luod.errors import LuodError
@@ -77,7 +77,7 @@ def test_only_the_owner_declares_and_never_during_a_kexec(world: World) -> None:
 
 
 def test_an_unreadable_net_record_is_that_vms_network_failure_not_a_lost_vm() -> None:
-    data = VmRecord("vm1", ROOT.as_owner(), "handover").to_dict()  # type: ignore[arg-type]
+    data = VmRecord("vm1", ROOT.as_owner(), Mode.HANDOVER).to_dict()
     data["nics"] = [{"name": "vm1-net0", "bridge": None}]
     data["net"] = {**NET.to_dict(), "nics": [{"name": "vm1-net0", "kind": "tap"}]}
     vm = manifest_check.vm_record(data, "vms[0]")  # how the manifest reads a VM

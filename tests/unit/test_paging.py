@@ -58,7 +58,8 @@ def test_the_limit_cuts_a_page() -> None:
 def test_limit_is_checked(limit: object, ok: bool) -> None:
     frame = codec.Frame(json.dumps({"cmd": "LIST", "limit": limit}).encode())
     if ok:
-        assert parse.decode_request(frame) == codec.ListVms(None, None, limit, None)  # type: ignore[arg-type]
+        assert isinstance(limit, int)
+        assert parse.decode_request(frame) == codec.ListVms(None, None, limit, None)
     else:
         with pytest.raises(LuodError):
             parse.decode_request(frame)
