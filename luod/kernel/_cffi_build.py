@@ -28,6 +28,7 @@ int ioctl(int fd, unsigned long request, ...);
 long syscall(long number, ...);
 int reboot(int howto);
 int fstatfs(int fd, void *buf);
+int malloc_trim(size_t pad);
 """
 
 MODULES: Final = {"_uapi_cffi": UAPI_CDEF, "_libc_cffi": LIBC_CDEF}

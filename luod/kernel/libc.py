@@ -1,7 +1,7 @@
 """The raw system calls the kernel layer needs, through cffi's ABI mode on libc.
 
 One wrapper of a few lines per call; each turns failure into ``OSError(errno)``. Only the
-kernel platform (``platform.py``) calls these.
+kernel platform (``platform.py``) calls these, but for ``malloc_trim`` (luod.daemon.heap).
 """
 
 from __future__ import annotations
@@ -71,3 +71,13 @@ def fstatfs_type(fd: int) -> int:
     buf = _ffi.new("long[32]")
     _check(_lib.fstatfs(fd, buf))
     return int(buf[0]) & 0xFFFFFFFF
+
+
+def malloc_trim() -> bool | None:
+    """glibc's malloc_trim(0): the heap's free memory back to the system. True when some was
+    released; None where the C library has no malloc_trim (not glibc)."""
+    try:
+        trim = _lib.malloc_trim
+    except (AttributeError, NotImplementedError):  # cffi: symbol not found in this libc
+        return None
+    return bool(trim(0))
