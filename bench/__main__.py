@@ -9,6 +9,7 @@ from bench import (
     abi_preflight,
     baseline,
     blackout_budget,
+    blackout_vm,
     flame,
     fleet,
     guest_memory,
@@ -35,6 +36,7 @@ def main() -> int:
         preserve_cost,
         vm_targets,  # preserve and exec -> first RECLAIM on the real kernel, one guest run
         blackout_budget,
+        blackout_vm,  # the same six parts on the real kernel, across real kexecs
         memory,
         scaling,
         guest_memory,  # luod's own cost against the guest memory size, real kernel

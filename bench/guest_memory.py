@@ -58,11 +58,11 @@ def _state() -> Path:
 
 
 def _started_luod() -> tuple[Any, Path]:
-    from bench.vm_targets import _luod  # the guest's luod: custody in memory, the booted image
+    from bench.vm_targets import spawn_luod  # the guest's luod: custody in memory, the booted image
 
     state = _state()
     state.mkdir(parents=True, exist_ok=True)
-    process = _luod(state, "", "--no-api")
+    process = spawn_luod(state, "", "--no-api")
     socket = state.parent / "run" / "liveupdate.sock"
     handover.wait_for_socket(socket, 300)
     return process, socket

@@ -20,6 +20,8 @@ def median(samples: list[float]) -> float:
 def human(seconds: float) -> str:
     if seconds != seconds:  # NaN
         return "-"
+    if seconds < 0:  # a span between two processes' stamps can be (a blackout budget's part 5)
+        return "-" + human(-seconds)
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"

@@ -38,14 +38,14 @@ PASS = (sys.executable, "-c", "pass")
 
 
 # --- in the guest ----------------------------------------------------------------------------
-def _share() -> Path:
+def share() -> Path:
     return Path(os.environ["LUOD_VM_SHARE"])
 
 
-def _luod(state: Path, tag: str = "", *extra: str) -> subprocess.Popen[bytes]:
+def spawn_luod(state: Path, tag: str = "", *extra: str) -> subprocess.Popen[bytes]:
     config = state.parent / "luod-vm.toml"  # no /boot/vmlinuz-RELEASE: the image booted
     config.write_text(f'[kexec]\nrunning_image = "{os.environ["NEXT_KERNEL"]}"\n')
-    log = (_share() / f"luod-{os.environ['LUOD_VM_STAGE']}{tag}.log").open("ab")
+    log = (share() / f"luod-{os.environ['LUOD_VM_STAGE']}{tag}.log").open("ab")
     command = [sys.executable, "-m", "luod", "--config", str(config), "--state-dir"]
     command += [str(state), "--runtime-dir", str(state.parent / "run"), "--custody", "memory"]
     return subprocess.Popen([*command, *extra], stdout=log, stderr=log)
@@ -67,10 +67,10 @@ def _hand_over_and_kexec(state: Path, fd: Any) -> None:
 def guest_first() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         measures = preserve_cost.measure(Path(tmp), real_kernel=True)
-    (_share() / "preserve.json").write_text(json.dumps(measures))
+    (share() / "preserve.json").write_text(json.dumps(measures))
     state = Path("/run/bench-luod/state")  # tmpfs: the manifest crosses in session "luod"
     state.mkdir(parents=True)
-    _luod(state)
+    spawn_luod(state)
     _hand_over_and_kexec(state, handover.filled(4 << 20))
 
 
@@ -87,25 +87,25 @@ def guest_sample(last: bool) -> None:
     bare = [timed_run(PASS) for _ in range(BARE)]
     socket = state.parent / "run" / "liveupdate.sock"
     exec_at, started = time.time(), time.perf_counter()
-    luod = _luod(state)
+    luod = spawn_luod(state)
     handover.wait_for_socket(socket, 300)
     with Client(socket) as vmm:
         fds = vmm.reclaim(VM)
         first = time.perf_counter() - started
         vmm.done(VM)
     sample = {"bare": bare, "first_reclaim": first, "exec_at": exec_at}
-    sample["record"] = _completed(socket)
+    sample["record"] = completed(socket)
     if last:
         sample["after"] = after_measures()
     stage = os.environ["LUOD_VM_STAGE"]
-    (_share() / f"sample-{stage}.json").write_text(json.dumps(sample))
+    (share() / f"sample-{stage}.json").write_text(json.dumps(sample))
     if not last:
         _hand_over_and_kexec(state, fds["ram0"])
     luod.terminate()
     luod.wait(60)
 
 
-def _completed(socket: Path) -> dict[str, Any]:
+def completed(socket: Path) -> dict[str, Any]:
     """The update's record once the DONE completed it (written to the history)."""
     with Client(socket) as operator:
         for _ in range(600):
@@ -131,7 +131,7 @@ def after_measures() -> dict[str, Any]:
     state = Path("/run/bench-luod/warm/state")
     state.mkdir(parents=True)
     started = time.perf_counter()
-    luod = _luod(state, "-warm", "--no-api")
+    luod = spawn_luod(state, "-warm", "--no-api")
     handover.wait_for_socket(state.parent / "run" / "liveupdate.sock", 300)
     with Client(state.parent / "run" / "liveupdate.sock") as client:
         client.hello()

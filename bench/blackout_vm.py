@@ -1,0 +1,253 @@
+"""The blackout budget on the real kernel: bench.blackout_budget's six parts per VM for 1, 10
+and 100 VMs, in the bare 7.2.13 guest (tests/vm/qemu.py, QEMU TCG), across real kexecs.
+
+Boot 1 starts luod (no REST, custody in memory), hands COUNTS[0] VMs over (demo VMMs as asyncio
+clients: register, preserve 4 KiB, READY on FREEZE) and runs an update (prepare, freeze, luod's
+own reboot(KEXEC)). Each next boot starts luod, and the VMs reclaim and send DONE as soon as its
+socket appears; then ``python3 -c pass`` is timed, and, but in the last boot, the next count's
+VMs are handed over and the next update runs. One update per count: the medians and p99s are
+over the VMs of that update.
+
+reboot() -> luod's exec crosses the kexec; the guest's clock does not: the new kernel sets it
+from the CMOS clock, to the second. So each boot measures its clock against the host's: it
+creates files on the 9p share, whose mtime the host's file system sets from the host's clock
+(coarse: a few ms), and keeps the create that took least time. That span is luod's stamp of its
+reboot() call (boot k's clock, corrected) to the exec of luod (boot k+1's, corrected), split at
+the new kernel's start (CLOCK_BOOTTIME) and at PID 1's (/proc/1/stat). Part 3, the kernel's, ends
+at PID 1: what follows until luod's exec is this guest's init script and the bench's own Python
+start (about 3 s under TCG), which a host's init does its own way; it is shown apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import blackout_budget, handover, vm_targets
+from bench.blackout_budget import COUNTS, Measures, Vmm
+from bench.stats import human, median, table
+from luod.vmm.client import Client
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = Path("/run/bench-luod/state")  # tmpfs: the manifest crosses in session "luod"
+CLOCK_TRIES = 9
+WAIT = 600.0  # seconds, for the VMMs of one step under TCG
+
+
+# --- in the guest ----------------------------------------------------------------------------
+def host_offset(directory: Path | None = None, tries: int = CLOCK_TRIES) -> dict[str, float]:
+    """The host's clock minus this guest's, from the mtime of files created in ``directory``
+    (default: the 9p share, whose files the host's file system stamps); ``error``: half the
+    quickest create's duration (the host's coarse file time adds up to a tick)."""
+    best: tuple[float, float] | None = None
+    for n in range(tries):
+        path = (directory or vm_targets.share()) / f".clock-{os.getpid()}-{n}"
+        before = time.time()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        after = time.time()
+        os.close(fd)
+        host = os.stat(path).st_mtime_ns / 1e9
+        path.unlink()
+        half = (after - before) / 2
+        if best is None or half < best[1]:
+            best = (host - (before + after) / 2, half)
+    assert best is not None
+    return {"offset": best[0], "error": best[1]}
+
+
+def _socket() -> Path:
+    return STATE.parent / "run" / "liveupdate.sock"
+
+
+def _stage() -> int:
+    return int(os.environ["LUOD_VM_STAGE"])
+
+
+async def hand_over_and_update(count: int) -> None:
+    """``count`` VMs handed over, then an update whose kexec ends this boot (never returns)."""
+    await asyncio.to_thread(handover.wait_for_socket, _socket(), 300)
+    vmms = [Vmm(f"vm{i}") for i in range(count)]
+    registered, left = asyncio.Event(), [v.vm for v in vmms]
+    holding = [asyncio.create_task(v.hand_over(_socket(), registered, left)) for v in vmms]
+    await asyncio.wait_for(registered.wait(), WAIT)
+    clock = vm_targets.share() / f"clock-{_stage()}.json"
+    clock.write_text(json.dumps(host_offset()))  # seconds before the kexec: no drift to speak of
+    cmdline = Path("/proc/cmdline").read_text().strip()  # the next boot runs the next stage
+    with Client(_socket(), timeout=WAIT) as operator:
+        await asyncio.to_thread(
+            operator.update,
+            os.environ["NEXT_KERNEL"],
+            cmdline=cmdline,
+            deadlines={"freezing": 120},
+            wait=True,
+        )
+    await asyncio.gather(*holding, return_exceptions=True)
+    raise RuntimeError("the update returned: no kexec")
+
+
+def guest_first(count: int) -> None:
+    STATE.mkdir(parents=True)
+    vm_targets.spawn_luod(STATE, "", "--no-api")
+    asyncio.run(hand_over_and_update(count))
+
+
+def guest_reclaim(count: int, next_count: int | None) -> None:
+    """This boot's sample: the ``count`` VMs of the last update reclaim (parts 3 to 6 end
+    here); then the next count's VMs are handed over and updated, unless ``next_count`` is
+    None."""
+    STATE.mkdir(parents=True)
+    clock = host_offset()
+    exec_at, since_boot = time.time(), time.clock_gettime(time.CLOCK_BOOTTIME)
+    luod = vm_targets.spawn_luod(STATE, "", "--no-api")
+    vmms = [Vmm(f"vm{i}") for i in range(count)]
+    asyncio.run(blackout_budget.reclaim_all(vmms, _socket(), WAIT))
+    sample = _sample(vmms, exec_at, {"exec": since_boot, "init": init_started()}, clock)
+    sample["bare"] = [vm_targets.timed_run(vm_targets.PASS) for _ in range(vm_targets.BARE)]
+    (vm_targets.share() / f"sample-{_stage()}.json").write_text(json.dumps(sample))
+    if next_count is not None:
+        asyncio.run(hand_over_and_update(next_count))
+    luod.terminate()
+    luod.wait(60)
+
+
+def across_kexec(
+    stamp: float, before: dict[str, float], later: float, after: dict[str, float]
+) -> float:
+    """Seconds from ``stamp`` (read on the clock of the boot before the kexec, whose offset to
+    the host's is ``before``) to ``later`` (on the next boot's clock, offset ``after``)."""
+    return (later + after["offset"]) - (stamp + before["offset"])
+
+
+def init_started() -> float:
+    """When PID 1 started, in seconds since the kernel started (/proc/1/stat: clock ticks)."""
+    fields = Path("/proc/1/stat").read_text().rpartition(")")[2].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+
+
+def _sample(
+    vmms: list[Vmm], exec_at: float, since_boot: dict[str, float], clock: dict[str, float]
+) -> dict[str, Any]:
+    """Parts 1 to 6 per VM; part 3 is the kernel's: reboot() -> PID 1 starts (what follows
+    until luod's exec is this guest's init and the bench's own start, shown apart)."""
+    share, stage = vm_targets.share(), _stage()
+    rebooted, sync = blackout_budget.reboot_called(share / f"luod-{stage - 1}.log")
+    before = json.loads((share / f"clock-{stage - 1}.json").read_text())
+    to_exec = across_kexec(rebooted, before, exec_at, clock)
+    kernel = to_exec - (since_boot["exec"] - since_boot["init"])
+    run = {
+        "record": vm_targets.completed(_socket()),
+        "rebooted": rebooted,
+        "sync": sync,
+        "kernel": kernel,
+        "exec": exec_at,
+        "vmms": vmms,
+    }
+    return {
+        "count": len(vmms),
+        "parts": blackout_budget.parts_of(run),
+        "fan_out": blackout_budget.fan_out(run),
+        "first": blackout_budget.first_reclaim(run),
+        "own": None if sync is None else blackout_budget.pre_reboot(run) - sync,
+        "kernel": {
+            "reboot_to_start": to_exec - since_boot["exec"],
+            "start_to_init": since_boot["init"],
+            "init_to_exec": since_boot["exec"] - since_boot["init"],
+        },
+        "clock_error": clock["error"] + before["error"],
+    }
+
+
+# --- on the host -----------------------------------------------------------------------------
+def run_vm(workdir: Path) -> list[dict[str, Any]]:
+    from bench.startup import byte_compile
+    from tests.vm.qemu import resolve_kernel, run_guest
+
+    byte_compile()  # the guest reads the host's tree read-only: compiled here, once
+    kernel = resolve_kernel()
+    steps = [f"first {COUNTS[0]}"]
+    steps += [f"reclaim {done} {following}" for done, following in itertools.pairwise(COUNTS)]
+    steps.append(f"reclaim {COUNTS[-1]}")
+    stages = [f"cd {REPO} && exec {sys.executable} -m bench.blackout_vm {s}" for s in steps]
+    result = run_guest(
+        stages,
+        kernel=kernel,
+        timeout=300 + 300 * len(COUNTS),
+        workdir=workdir,
+        env={"NEXT_KERNEL": str(kernel)},
+    ).check()
+    return [
+        json.loads((result.share / f"sample-{boot}.json").read_text())
+        for boot in range(2, len(COUNTS) + 2)
+    ]
+
+
+def measures_of(samples: list[dict[str, Any]]) -> Measures:
+    found = Measures()
+    for sample in samples:
+        count = int(sample["count"])
+        found.parts[count] = sample["parts"]
+        found.fan_out[count] = [float(sample["fan_out"])]
+        found.own[count] = [] if sample["own"] is None else [float(sample["own"])]
+        found.first.append(float(sample["first"]))
+        found.bare.append(median(sample["bare"][1:]))  # the first pass reads cold files
+    return found
+
+
+def kernel_table(samples: list[dict[str, Any]]) -> str:
+    """reboot() -> luod's exec, split at the new kernel's start and at PID 1's, and the clock
+    correction's error bound."""
+    rows = []
+    for sample in samples:
+        split = sample["kernel"]
+        rows.append(
+            [
+                str(sample["count"]),
+                human(split["reboot_to_start"]),
+                human(split["start_to_init"]),
+                human(split["init_to_exec"]),
+                f"± {human(sample['clock_error'])}",
+            ]
+        )
+    header = ["VMs", "reboot() -> new kernel starts", "-> PID 1 starts (part 3 ends)"]
+    header += ["-> luod exec (guest-init, the bench's start)", "clock correction"]
+    return table(header, rows)
+
+
+def report() -> str:
+    if os.environ.get("LUOD_BENCH_NO_VM") == "1":
+        return "Blackout budget in the VM (bench/blackout_vm.py): skipped (LUOD_BENCH_NO_VM=1)"
+    with tempfile.TemporaryDirectory() as tmp:
+        samples = run_vm(Path(tmp))
+    found = measures_of(samples)
+    where = "real kernel, 7.2.13 guest, QEMU TCG"
+    paths = blackout_budget.plot(found.parts, where, "blackout_vm")
+    python = statistics.median(found.bare)
+    return (
+        f"Blackout budget in the VM ({where}; one update per VM count, real kexecs; "
+        f"python3 -c pass in the guest: {human(python)})\n"
+        f"plot: {', '.join(os.path.relpath(p, REPO) for p in paths)}\n\n"
+        + blackout_budget.budget_table(found)
+        + "\n\nreboot() -> luod's exec, split (part 3 is the kernel's share: until PID 1):\n"
+        + kernel_table(samples)
+    )
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "first":
+        guest_first(int(argv[1]))
+    elif argv[0] == "reclaim":
+        guest_reclaim(int(argv[1]), int(argv[2]) if len(argv) > 2 else None)
+    else:
+        print(report())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["report"])
