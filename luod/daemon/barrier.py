@@ -83,24 +83,40 @@ class ReadyBarrier:
         return "late" if vm_id in self._asked else None
 
     async def _collect(self, event: str, phase: Phase) -> None:
+        """Each READY as it comes, in O(1): an ``asyncio.wait`` over the pending futures per
+        READY cost O(VMs^2) callbacks, 100 ms of the freeze at 100 VMs in the TCG guest
+        (bench/blackout_vm.py, part 1)."""
         pending = {f: vm for vm, f in self._waiting.items()}
+        answered: asyncio.Queue[asyncio.Future[str | None]] = asyncio.Queue()
+        for future in pending:
+            future.add_done_callback(answered.put_nowait)
         while pending:
-            done, _ = await asyncio.wait(
-                pending, timeout=self.machine.remaining(), return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                late = ", ".join(sorted(pending.values()))
+            future = await self._next(answered, pending, event, phase)
+            vm_id = pending.pop(future)
+            if error := future.result():
                 raise LuodError(
-                    "deadline",
-                    f"no READY to {event} from {late} in time",
-                    f"{phase} deadline passed: those VMMs are stuck or gone",
+                    "vm-refused",
+                    f"VM {vm_id} answered {event} with: {error}",
+                    "the VMM could not pause or preserve; fix it and retry",
                 )
-            for future in done:
-                vm_id = pending.pop(future)
-                if error := future.result():
-                    raise LuodError(
-                        "vm-refused",
-                        f"VM {vm_id} answered {event} with: {error}",
-                        "the VMM could not pause or preserve; fix it and retry",
-                    )
-                self.log.acked(vm_id, event)
+            self.log.acked(vm_id, event)
+
+    async def _next(
+        self,
+        answered: asyncio.Queue[asyncio.Future[str | None]],
+        pending: dict[asyncio.Future[str | None], str],
+        event: str,
+        phase: Phase,
+    ) -> asyncio.Future[str | None]:
+        """The next answered future; an answer already in hand counts even past the deadline."""
+        if not answered.empty():
+            return answered.get_nowait()
+        try:
+            return await asyncio.wait_for(answered.get(), self.machine.remaining())
+        except TimeoutError:
+            late = ", ".join(sorted(pending.values()))
+            raise LuodError(
+                "deadline",
+                f"no READY to {event} from {late} in time",
+                f"{phase} deadline passed: those VMMs are stuck or gone",
+            ) from None
