@@ -84,8 +84,8 @@ class ReadyBarrier:
 
     async def _collect(self, event: str, phase: Phase) -> None:
         """Each READY as it comes, in O(1): an ``asyncio.wait`` over the pending futures per
-        READY cost O(VMs^2) callbacks, 100 ms of the freeze at 100 VMs in the TCG guest
-        (bench/blackout_vm.py, part 1)."""
+        READY cost O(VMs^2) callbacks: taking 1000 READYs took 111 ms of the event loop on a
+        host, now 7 ms (100: 1.9 -> 0.8 ms)."""
         pending = {f: vm for vm, f in self._waiting.items()}
         answered: asyncio.Queue[asyncio.Future[str | None]] = asyncio.Queue()
         for future in pending:

@@ -1,6 +1,6 @@
 """The READY barrier takes each READY in O(1) (luod/daemon/barrier.py): it waited with an
-``asyncio.wait`` over every pending VM per READY, O(VMs^2) callbacks, which was 100 ms of the
-freeze at 100 VMs in the TCG guest (bench/blackout_vm.py, part 1)."""
+``asyncio.wait`` over every pending VM per READY, O(VMs^2) callbacks: 111 ms of the event loop
+for 1000 READYs on a host, inside every VM's pause."""
 
 from __future__ import annotations
 
