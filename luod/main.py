@@ -8,6 +8,9 @@ of the REST stack (FastAPI, uvicorn): serve_api imports those once the VMM socke
 
 from __future__ import annotations
 
+import luod.lean  # first: structlog and asyncio, without rich and ssl (see there)
+
+# isort: split
 import argparse
 import asyncio
 import dataclasses
@@ -16,7 +19,6 @@ import sys
 from pathlib import Path
 
 import luod
-import luod.lean  # first: structlog without rich (see there)
 from luod.core.access import AccessPolicy
 from luod.core.limits import Limits
 from luod.daemon import config, logs

@@ -81,7 +81,9 @@ async def serve_api(
 
 def _import_rest() -> None:
     """Load the REST stack (about 0.3 s of CPU) in a worker thread; serve_api then finds it in
-    ``sys.modules``."""
+    ``sys.modules``. uvicorn imports ``ssl``: asyncio gets it back too (luod.lean)."""
+    from luod import lean
     from luod.rest import adapter, app, bridge, serve, thread
 
+    lean.asyncio_tls()
     del adapter, app, bridge, serve, thread

@@ -29,7 +29,8 @@ AFTER_FIRST_RECLAIM = (
     "luod.daemon.qualification_chain",
     "luod.daemon.qualification_canaries",
     "shutil",  # with bz2 and lzma: the QEMU canary's availability check
-    "ctypes",  # malloc_trim, at the first VMM's hang-up (luod.daemon.heap)
+    "ctypes",  # nowhere: malloc_trim goes through the kernel layer's cffi libc
+    "ssl",  # asyncio's TLS: linked once the REST stack imports (luod.lean)
     "secrets",  # with hmac and random: statedir's temporary names use os.urandom
     "luod.kernel.images",  # the image readers: an update's (and the simulator's, not a host's)
 )
