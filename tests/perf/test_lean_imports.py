@@ -31,6 +31,7 @@ AFTER_FIRST_RECLAIM = (
     "shutil",  # with bz2 and lzma: the QEMU canary's availability check
     "ctypes",  # nowhere: malloc_trim goes through the kernel layer's cffi libc
     "ssl",  # asyncio's TLS: linked once the REST stack imports (luod.lean)
+    "argparse",  # only for a command line with arguments (luod.service gives none)
     "secrets",  # with hmac and random: statedir's temporary names use os.urandom
     "luod.kernel.images",  # the image readers: an update's (and the simulator's, not a host's)
 )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+import sys
 
 import pytest
 
-from luod.main import parse_args
+from luod.main import DEFAULTS, parse_args, parser
 
 pytestmark = pytest.mark.unit
 
@@ -28,3 +30,16 @@ def test_a_wrong_log_level_is_a_usage_error() -> None:
     with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit) as ended:
         parse_args(["--log-level", "loud"])
     assert ended.value.code == 2
+
+
+def test_an_empty_command_line_means_the_parsers_defaults() -> None:
+    """luod.service runs ``luod`` without arguments: those defaults come without argparse
+    (luod.main.DEFAULTS), and must be what the parser would give."""
+    assert vars(parser().parse_args([])) == DEFAULTS
+    assert vars(parse_args([])) == DEFAULTS
+
+
+def test_the_luod_command_without_arguments_does_not_import_argparse() -> None:
+    code = "import sys, luod.main; luod.main.parse_args([]); print('argparse' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
