@@ -8,9 +8,10 @@ its import fail as if absent, which structlog handles). Nothing else changes: a 
 ``import rich`` in this process works as usual. Measured in bench/startup.py.
 
 structlog also imports asyncio, whose event loop and SSL protocol modules import ``ssl``: with
-OpenSSL's libraries, about 6 ms and 6 MB on a host, 0.1-0.3 s in the TCG test guest
-(bench/NOTES.md), and luod's event loop serves unix sockets only. So ``ssl`` is hidden too while
-asyncio is imported; its modules then hold ``ssl = None``, as on a Python built without it.
+OpenSSL's libraries, about 6 ms and 6 MB on a host, 0.1-0.3 s of ``import asyncio`` in the TCG
+test guest (bench/NOTES.md, Start-up), and luod's event loop serves unix sockets only. So
+``ssl`` is hidden too while asyncio is imported; its modules then hold ``ssl = None``, as on a
+Python built without it.
 ``asyncio_tls()`` links them to ``ssl`` again: the REST stack calls it before it serves (its
 TLS runs on uvloop, which imports ``ssl`` itself, but nothing in luod's process is left with
 an asyncio that cannot do TLS once that stack is up).
