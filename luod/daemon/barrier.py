@@ -62,6 +62,7 @@ class ReadyBarrier:
             deadline_ms = None if remaining is None else int(remaining * 1000)
             message = codec.event(event, id=vm_id, deadline_ms=deadline_ms)
             conn.push(codec.encode(message, fds_for(vm_id)))
+        self.log.flush()  # the events' stamps, while the VMMs pause
         try:
             await self._collect(event, phase)
         finally:
@@ -100,6 +101,8 @@ class ReadyBarrier:
                     "the VMM could not pause or preserve; fix it and retry",
                 )
             self.log.acked(vm_id, event)
+            if pending and answered.empty():
+                self.log.flush()  # waiting for the next READY: what came so far goes to disk
 
     async def _next(
         self,

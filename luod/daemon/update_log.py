@@ -125,6 +125,13 @@ class UpdateLog:
             record.event("uplink_up", now)
         log.info("uplink-up", link=link, since_kernel_boot=round(now.boottime, 3))
 
+    def flush(self) -> None:
+        """The steps not yet on disk, appended now: the barrier calls it while it waits for the
+        VMMs, so that the line the last READY's transition writes, inside every VM's pause, is
+        short (at 100 VMs it carried 200 stamps: a millisecond on a host)."""
+        if self._unsaved:
+            self._append(None)
+
     def _save(self) -> None:
         """On disk while it runs: a luod killed now finds it when it starts (core.running)."""
         if self.record is not None and self.record.outcome == "running":
