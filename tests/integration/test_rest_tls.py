@@ -4,29 +4,19 @@ start-up imports asyncio without ``ssl`` (luod.lean): a real luod process, an HT
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
-import subprocess
 import urllib.request
 from pathlib import Path
 
-import pytest
-
+from tests.certs import self_signed
 from tests.integration.conftest import start_daemon
 from tests.integration.test_rest_memory import _free_port, _wait_listening
 
 TOKEN = "tls-test-token-0123456789"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a cert")
 def test_the_luod_command_serves_rest_over_tls(tmp_path: Path) -> None:
-    cert, key, token = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "token"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    (cert, key), token = self_signed(tmp_path), tmp_path / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
     port = _free_port()

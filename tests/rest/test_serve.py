@@ -7,10 +7,8 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import ssl
 import stat
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from luod.rest import models
 from luod.rest.app import create_app
 from luod.rest.auth import PEER_UID_KEY
 from luod.rest.serve import Endpoints, serve_rest
+from tests.certs import self_signed
 from tests.rest.harness import Luod, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -137,15 +136,8 @@ async def test_tcp_with_the_token_serves_beside_the_unix_socket(luod: Luod, tmp_
     assert reply.status_code == 200
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a cert")
 async def test_tls_when_a_certificate_and_key_are_configured(luod: Luod, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     options = {"token_file": token_file(tmp_path), "tls_cert": cert, "tls_key": key}
     async with serving(
         create_app(luod.facade), unix_path=None, tcp=("127.0.0.1", 0), **options
