@@ -178,7 +178,7 @@ async def reclaim_all(vmms: list[Vmm], socket: Path, timeout: float = 120) -> No
 
 def parts_of(run: dict[str, Any]) -> list[list[float | None]]:
     """Per VM, the six parts in seconds (part 3, ``run["kernel"]``: on the simulator, the
-    simulated kernel's serialization; in the VM, reboot() -> luod's exec, bench.blackout_vm)."""
+    simulated kernel's serialization; in the VM, reboot() -> PID 1, bench.blackout_vm)."""
     record = run["record"]
     vms = record["vms"]
     last_ready = max(v["freeze_ack"]["realtime"] for v in vms.values())

@@ -56,7 +56,6 @@ class Connection:
         self._queued = 0
         self.closed = False
         self.reading = False
-        self.busy = False  # frames of this client are queued or being answered
         self._writing = False  # a reply waits for the socket to take it (add_writer)
 
     def read_from(self, callback: Callable[[Connection], None]) -> None:
@@ -225,7 +224,7 @@ class VmmServer:
         loop.add_reader(self.listener.fileno(), self._accept, loop)
 
     def _readable(self, conn: Connection) -> None:
-        if conn.busy:  # more input while a frame is answered: it waits in the client's socket
+        if conn in self._answering or not conn.inbox.empty():  # busy: input waits in the socket
             conn.stop_reading()
             return
         try:
@@ -258,7 +257,6 @@ class VmmServer:
             return
         for frame in frames:
             conn.inbox.put_nowait(frame)
-        conn.busy = bool(frames)  # _serve_connection clears it once it has answered them
 
     def _fatal(self, conn: Connection, error: LuodError) -> None:
         """Framing is lost: answer once, then drop the connection."""
@@ -277,7 +275,6 @@ class VmmServer:
                 finally:
                     self._answering.discard(conn)
                 if conn.inbox.empty():
-                    conn.busy = False
                     conn.read_from(self._readable)
         except Exception:
             log.exception("connection-failed", pid=conn.peer.pid, uid=conn.peer.uid)
