@@ -78,6 +78,10 @@ class Vmm:
             with memfd.create(self.vm, 4096) as fd:
                 await client.register(self.vm)
                 await client.preserve(self.vm, {"ram0": fd})
+        except (LuodError, ConnectionError, OSError) as exc:
+            client.close()
+            raise RuntimeError(f"{self.vm} did not hand over: {exc}") from exc
+        try:
             left.remove(self.vm)
             if not left:
                 registered.set()
@@ -133,14 +137,17 @@ async def one_update(workdir: Path, count: int, tree: Path = REPO) -> dict[str, 
     socket = state / "run" / "liveupdate.sock"
     old_log = workdir / "old-luod.log"
     old = spawn(state, tree, old_log)
-    await asyncio.to_thread(wait_for_socket, socket)
     vmms = [Vmm(f"vm{i}") for i in range(count)]
-    registered, left = asyncio.Event(), [v.vm for v in vmms]
-    holding = [asyncio.create_task(v.hand_over(socket, registered, left)) for v in vmms]
-    await asyncio.wait_for(registered.wait(), 120)
-    with Client(socket) as operator, contextlib.suppress(LuodError, ConnectionError, OSError):
-        await asyncio.to_thread(operator.update, image, wait=True)
-    await asyncio.to_thread(old.wait, 30)
+    try:
+        await asyncio.to_thread(wait_for_socket, socket)
+        holding = await hand_over_all(vmms, socket)
+        with Client(socket) as operator, contextlib.suppress(LuodError, ConnectionError, OSError):
+            await asyncio.to_thread(operator.update, image, wait=True)
+        await asyncio.to_thread(old.wait, 30)
+    finally:
+        if old.poll() is None:  # the bench failed before the kexec: no luod left behind
+            old.terminate()
+            await asyncio.to_thread(old.wait, 10)
     handed_over = (state / "kernel" / "handover" / "handover.json").stat().st_mtime
     for task in holding:
         task.cancel()
@@ -164,6 +171,24 @@ async def one_update(workdir: Path, count: int, tree: Path = REPO) -> dict[str, 
         "exec": started,
         "vmms": vmms,
     }
+
+
+async def hand_over_all(vmms: list[Vmm], socket: Path) -> list[asyncio.Task[None]]:
+    """Every VMM registered with its memory preserved (then each waits for FREEZE in its
+    task, returned); a VMM that could not hand over fails the run, saying which and why."""
+    registered, left = asyncio.Event(), [v.vm for v in vmms]
+    holding = [asyncio.create_task(v.hand_over(socket, registered, left)) for v in vmms]
+    waiter = asyncio.create_task(registered.wait())
+    first = asyncio.FIRST_COMPLETED
+    done, _ = await asyncio.wait([waiter, *holding], timeout=120, return_when=first)
+    if waiter in done:
+        return holding
+    waiter.cancel()
+    for task in holding:
+        task.cancel()
+    failed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+    why = failed[0] if failed else f"{len(left)} VMs not registered after 120 s"
+    raise RuntimeError(f"the VMMs did not all hand over: {why}")
 
 
 async def reclaim_all(vmms: list[Vmm], socket: Path, timeout: float = 120) -> None:

@@ -326,6 +326,6 @@ def bind(path: Path, group: str = SOCKET_GROUP) -> socket.socket:
     os.chmod(staging, 0o660)
     with contextlib.suppress(KeyError):  # group luod when it exists (as luod.socket does)
         os.chown(staging, -1, grp.getgrnam(group).gr_gid)
-    listener.listen(128)
+    listener.listen(socket.SOMAXCONN)  # as luod.socket's default: every VMM reconnects at once
     os.replace(staging, path)
     return listener

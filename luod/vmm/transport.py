@@ -6,6 +6,7 @@ MAX_FDS fds per read, every received fd wrapped at once, MSG_CTRUNC reported to 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 from typing import Final
@@ -16,6 +17,8 @@ from luod.vmm import codec
 from luod.vmm.protocol import ClientProtocol, ConnectionBroken, OutFrame
 
 ANCILLARY: Final = room(codec.MAX_FDS)
+CONNECT_TIMEOUT: Final = 30.0
+"""How long ``connect_async`` waits for room in luod's listen backlog."""
 
 
 def connect(path: str | os.PathLike[str]) -> socket.socket:
@@ -28,15 +31,40 @@ def connect(path: str | os.PathLike[str]) -> socket.socket:
     return sock
 
 
-async def connect_async(path: str | os.PathLike[str]) -> socket.socket:
+async def connect_async(
+    path: str | os.PathLike[str], timeout: float = CONNECT_TIMEOUT
+) -> socket.socket:
+    """Connected without blocking the loop. While luod's listen backlog is full (many VMMs
+    connecting at once, after a kexec), a non-blocking connect(2) on a unix socket fails with
+    EAGAIN, and no connection is in progress: asyncio's ``sock_connect`` would then hand back
+    an unconnected socket (ENOTCONN at the first send). The connect is retried instead, as a
+    blocking connect would wait, for at most ``timeout`` seconds."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        await asyncio.get_running_loop().sock_connect(sock, os.fspath(path))
+        await _retrying_connect(sock, os.fspath(path), timeout)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+async def _retrying_connect(sock: socket.socket, path: str, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + timeout, 0.001
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError as exc:  # EAGAIN: the backlog is full, nothing in progress
+            if loop.time() >= deadline:
+                raise ConnectionError(
+                    errno.EAGAIN,
+                    f"luod's socket {path} accepted no connection within {timeout:g} s "
+                    "(its listen backlog stayed full): is luod stuck?",
+                ) from exc
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
