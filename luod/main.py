@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"luod: {problem}", file=sys.stderr)
         return EXIT_USAGE
     logs.configure(args.log_level)
+    fdtable.raise_limit()  # 1024 fds hold ~300 VMs; the kernel carries 1000 and more
     fdtable.reserve()  # while luod has one thread (luod.kernel.fdtable)
     try:
         asyncio.run(Daemon(settings, api=serve_api).run())
