@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from luod.core import manifest as manifest_io
-from luod.core import vetting
+from luod.core import statedir, vetting
 from luod.core.access import AccessPolicy, Peer, check_owner
 from luod.core.custodian import Custody
 from luod.core.custody_guard import CustodyGuard, CustodyHealth
@@ -176,10 +176,14 @@ class Registry:
         line = manifest_io.journal_line(entry)
         if self._staged is not None:  # the handoff carries it too (begin_kexec)
             self._staged.append(line)
-        if self._journaled > JOURNAL_LIMIT or not self._snapshot_written:
-            self.persist()
-        else:
-            manifest_io.append_journal(self._state_dir, line)
+        try:
+            if self._journaled > JOURNAL_LIMIT or not self._snapshot_written:
+                self.persist()
+            else:
+                manifest_io.append_journal(self._state_dir, line)
+        except OSError as exc:  # disk full, out of fds...: the next change writes it all
+            self._snapshot_written = False
+            raise statedir.write_failed(self._state_dir, exc) from exc
 
     # --- lookups ------------------------------------------------------------------------
     def get(self, vm_id: str, peer: Peer | None = None) -> VmRecord:

@@ -110,6 +110,28 @@ def write_atomic(path: Path, data: bytes | memoryview) -> None:
             raise
 
 
+_WRITE_HINTS: Final = {
+    errno.EMFILE: "luod is out of file descriptors: raise its LimitNOFILE= (docs/limits.md)",
+    errno.ENFILE: "the host is out of file descriptors (fs.file-max)",
+    errno.ENOSPC: "the state directory's file system is full: make room there",
+    errno.EDQUOT: "luod's disk quota on the state directory is used up",
+    errno.EROFS: "the state directory's file system is mounted read-only",
+    errno.EIO: "the state directory's disk reports I/O errors: see the kernel log",
+}
+
+
+def write_failed(state_dir: Path, exc: OSError) -> LuodError:
+    """``state-write-failed`` for a change luod made (in its registry and the kernel) but could
+    not record in ``state_dir``; its caller writes the whole manifest at the next change."""
+    return LuodError(
+        "state-write-failed",
+        f"the change is made, but luod could not record it in {state_dir}: "
+        f"{exc.strerror or exc}; the next change writes the whole manifest",
+        _WRITE_HINTS.get(exc.errno or 0, "see luod's state directory and its log"),
+        exc.errno,
+    )
+
+
 def append(path: Path, data: bytes) -> None:
     """Append ``data`` to ``path`` with one write(2), creating it 0600."""
     with opened_dir(path.parent) as directory:

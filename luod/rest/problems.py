@@ -55,6 +55,7 @@ KINDS: Final[dict[str, Kind]] = {
     "preflight-failed": Kind(422, "The preflight checks refused the update"),
     "custody-unavailable": Kind(503, "luod's fd custody is unavailable"),
     "custody-full": Kind(503, "luod's fd custody is full"),
+    "state-write-failed": Kind(503, "luod could not record the change in its state directory"),
     "internal": Kind(500, "A bug in luod"),
 }
 KERNEL_ERROR: Final = Kind(500, "The kernel refused a LUO operation")
