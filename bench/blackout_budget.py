@@ -173,21 +173,23 @@ async def one_update(workdir: Path, count: int, tree: Path = REPO) -> dict[str, 
     }
 
 
-async def hand_over_all(vmms: list[Vmm], socket: Path) -> list[asyncio.Task[None]]:
+async def hand_over_all(
+    vmms: list[Vmm], socket: Path, timeout: float = 120
+) -> list[asyncio.Task[None]]:
     """Every VMM registered with its memory preserved (then each waits for FREEZE in its
     task, returned); a VMM that could not hand over fails the run, saying which and why."""
     registered, left = asyncio.Event(), [v.vm for v in vmms]
     holding = [asyncio.create_task(v.hand_over(socket, registered, left)) for v in vmms]
     waiter = asyncio.create_task(registered.wait())
     first = asyncio.FIRST_COMPLETED
-    done, _ = await asyncio.wait([waiter, *holding], timeout=120, return_when=first)
+    done, _ = await asyncio.wait([waiter, *holding], timeout=timeout, return_when=first)
     if waiter in done:
         return holding
     waiter.cancel()
     for task in holding:
         task.cancel()
     failed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
-    why = failed[0] if failed else f"{len(left)} VMs not registered after 120 s"
+    why = failed[0] if failed else f"{len(left)} VMs not registered after {timeout:g} s"
     raise RuntimeError(f"the VMMs did not all hand over: {why}")
 
 

@@ -34,10 +34,11 @@ from typing import Any
 from bench import blackout_budget, handover, vm_targets
 from bench.blackout_budget import COUNTS, Measures, Vmm
 from bench.stats import human, median, table
+from luod.kernel import fdtable
 from luod.vmm.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
-STATE = Path("/run/bench-luod/state")  # tmpfs: the manifest crosses in session "luod"
+STATE = vm_targets.STATE
 CLOCK_TRIES = 9
 WAIT = 600.0  # seconds, for the VMMs of one step under TCG
 
@@ -75,9 +76,7 @@ async def hand_over_and_update(count: int) -> None:
     """``count`` VMs handed over, then an update whose kexec ends this boot (never returns)."""
     await asyncio.to_thread(handover.wait_for_socket, _socket(), 300)
     vmms = [Vmm(f"vm{i}") for i in range(count)]
-    registered, left = asyncio.Event(), [v.vm for v in vmms]
-    holding = [asyncio.create_task(v.hand_over(_socket(), registered, left)) for v in vmms]
-    await asyncio.wait_for(registered.wait(), WAIT)
+    holding = await blackout_budget.hand_over_all(vmms, _socket(), WAIT)
     clock = vm_targets.share() / f"clock-{_stage()}.json"
     clock.write_text(json.dumps(host_offset()))  # seconds before the kexec: no drift to speak of
     cmdline = Path("/proc/cmdline").read_text().strip()  # the next boot runs the next stage
@@ -143,7 +142,7 @@ def _sample(
     to_exec = across_kexec(rebooted, before, exec_at, clock)
     kernel = to_exec - (since_boot["exec"] - since_boot["init"])
     run = {
-        "record": vm_targets.completed(_socket()),
+        "record": vm_targets.completed(STATE),
         "rebooted": rebooted,
         "sync": sync,
         "kernel": kernel,
@@ -241,6 +240,7 @@ def report() -> str:
 
 
 def main(argv: list[str]) -> None:
+    fdtable.raise_limit()  # a socket and a memfd per VM: more than 1024 fds at 1000 VMs
     if argv[0] == "first":
         guest_first(int(argv[1]))
     elif argv[0] == "reclaim":

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import handover, plots
+from bench import handover, plots, vm_targets
 from bench.memory import rss
 from bench.scaling import SUPERLINEAR
 from bench.stats import human, median, signed, table, timed
@@ -54,7 +54,7 @@ def _share() -> Path:
 
 
 def _state() -> Path:
-    return Path("/run/bench-luod/state")  # tmpfs: the manifest crosses in session "luod"
+    return vm_targets.STATE
 
 
 def _started_luod() -> tuple[Any, Path]:

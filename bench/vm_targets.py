@@ -26,12 +26,14 @@ from typing import Any
 
 from bench import boot_breakdown, handover, preserve_cost
 from bench.stats import human, median, signed, table
+from luod.core import timeline
 from luod.vmm.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 KEXECS = 2
 BARE = 5
 VM = "vm1"
+STATE = Path("/run/bench-luod/state")  # tmpfs: the manifest crosses in session "luod"
 TARGETS = {"4 KiB": 2.0, "64 MiB": 1.10}  # luod / raw PRESERVE_FD
 FIRST_RECLAIM_TARGET = 3.0  # exec -> first RECLAIM / python3 -c pass
 PASS = (sys.executable, "-c", "pass")
@@ -68,7 +70,7 @@ def guest_first() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         measures = preserve_cost.measure(Path(tmp), real_kernel=True)
     (share() / "preserve.json").write_text(json.dumps(measures))
-    state = Path("/run/bench-luod/state")  # tmpfs: the manifest crosses in session "luod"
+    state = STATE
     state.mkdir(parents=True)
     spawn_luod(state)
     _hand_over_and_kexec(state, handover.filled(4 << 20))
@@ -82,7 +84,7 @@ def timed_run(command: tuple[str, ...]) -> float:
 
 def guest_sample(last: bool) -> None:
     """exec -> first RECLAIM answered, beside python3 -c pass, right after this kexec."""
-    state = Path("/run/bench-luod/state")
+    state = STATE
     state.mkdir(parents=True)
     bare = [timed_run(PASS) for _ in range(BARE)]
     socket = state.parent / "run" / "liveupdate.sock"
@@ -94,7 +96,7 @@ def guest_sample(last: bool) -> None:
         first = time.perf_counter() - started
         vmm.done(VM)
     sample = {"bare": bare, "first_reclaim": first, "exec_at": exec_at}
-    sample["record"] = completed(socket)
+    sample["record"] = completed(state)
     if last:
         sample["after"] = after_measures()
     stage = os.environ["LUOD_VM_STAGE"]
@@ -105,14 +107,16 @@ def guest_sample(last: bool) -> None:
     luod.wait(60)
 
 
-def completed(socket: Path) -> dict[str, Any]:
-    """The update's record once the DONE completed it (written to the history)."""
-    with Client(socket) as operator:
-        for _ in range(600):
-            records = operator.history()
-            if records and records[-1]["outcome"] == "completed":
-                return dict(records[-1])
-            time.sleep(0.1)
+def completed(state: Path) -> dict[str, Any]:
+    """The update's record once the DONE completed it, from luod's history file: HISTORY on the
+    VMM socket cannot carry the record of an update of 150 VMs or more (one frame), and the
+    guest's luod serves no REST."""
+    records: list[dict[str, Any]] = []
+    for _ in range(600):
+        records = timeline.read_history(state)
+        if records and records[-1]["outcome"] == "completed":
+            return records[-1]
+        time.sleep(0.1)
     raise TimeoutError(f"the update did not complete: {records[-1:]}")
 
 

@@ -270,14 +270,17 @@ class Outgoing:
     fds: tuple[OwnedFd, ...] = ()
 
 
+ASK_FOR_LESS: Final = "ask for less at a time: LIST and HISTORY take 'limit' and a cursor"
+
+
 class ReplyTooLarge(LuodError):
     """``reply-too-large``: an answer that does not fit in one frame (the caller pages)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, hint: str = ASK_FOR_LESS) -> None:
         super().__init__(
             "reply-too-large",
             f"the reply would be {size} bytes, a frame holds at most {MAX_LINE}",
-            "ask for less at a time: LIST and HISTORY take 'limit' and a cursor",
+            hint,
         )
 
 

@@ -10,6 +10,10 @@ from luod.vmm.codec import MAX_LINE, ReplyTooLarge
 
 PAGE_BYTES: Final = MAX_LINE - 4096
 """What the items of one LIST or HISTORY page may take in a frame: the rest is the envelope."""
+ONE_RECORD_HINT: Final = (
+    "this one record is larger than a frame (an update of about 150 VMs or more): no 'limit' "
+    "makes it fit; the REST API serves it whole (luoctl history, GET /v1/history)"
+)
 
 
 def page(
@@ -23,7 +27,7 @@ def page(
         size += len(json.dumps(item, separators=(",", ":"))) + 1
         if size > PAGE_BYTES:
             if not taken:
-                raise ReplyTooLarge(size)
+                raise ReplyTooLarge(size, ONE_RECORD_HINT)
             break
         taken.append(item)
     more = len(taken) < len(items)
