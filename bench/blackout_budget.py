@@ -50,6 +50,7 @@ from tests.contract.harness import FAKE_BZIMAGE
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTS = (1, 10, 100)
+TARGET_VMS = 100  # issue 17 §2 sets the pre-reboot and fan-out targets at 100 VMs
 ROUNDS = 3
 PARTS = (
     "1 FREEZE -> READY",
@@ -257,10 +258,10 @@ class Measures:
         self.bare: list[float] = []
 
 
-def measure(trees: dict[str, Path]) -> dict[str, Measures]:
+def measure(trees: dict[str, Path], counts: tuple[int, ...] = COUNTS) -> dict[str, Measures]:
     """Every tree's luod, in turn for each VM count and round (interleaved: the same load)."""
     found = {name: Measures() for name in trees}
-    for count in COUNTS:
+    for count in counts:
         for name in trees:
             found[name].parts[count], found[name].fan_out[count] = [], []
             found[name].own[count] = []
@@ -310,7 +311,9 @@ def plot(
 
 def targets(found: Measures, python: float) -> str:
     """Issue 17 §2's targets that this bench measures, PASS or MISS."""
-    most = max(COUNTS)
+    most = TARGET_VMS
+    if most not in found.parts:
+        return f"(the targets are set at {most} VMs, not measured in this run)"
     part2 = summary(found.parts[most], 1)
     fan = statistics.median(found.fan_out[most])
     first = statistics.median(found.first) / python
@@ -356,9 +359,9 @@ def budget_table(measures: Measures) -> str:
     return table(header, rows) + "\n\n" + targets(measures, python)
 
 
-def report(baseline: Path | None = None) -> str:
+def report(baseline: Path | None = None, counts: tuple[int, ...] = COUNTS) -> str:
     trees = {"this tree": REPO, **({f"baseline {baseline}": baseline} if baseline else {})}
-    found = measure(trees)
+    found = measure(trees, counts)
     paths = plot(found["this tree"].parts)
     python = statistics.median(found["this tree"].bare)
     text = (
@@ -374,4 +377,8 @@ def report(baseline: Path | None = None) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", type=Path, help="another source tree's luod, side by side")
-    print(report(parser.parse_args().baseline))
+    parser.add_argument(
+        "--vms", type=int, nargs="+", default=COUNTS, help=f"VM counts (default {COUNTS})"
+    )
+    args = parser.parse_args()
+    print(report(args.baseline, tuple(args.vms)))

@@ -10,9 +10,9 @@ costs one copy and no wait.
 Before that, ``raise_limit`` lifts the soft RLIMIT_NOFILE to the hard one. Each VM costs luod a
 session fd, custody's copy (in ``memory`` custody) and its VMM's connection; under the usual soft
 limit of 1024 (a shell, an init without ``LimitNOFILE=``) luod ran out at about 200 VMs on the
-simulator and 340 on a kernel, where the kernel carries 1000 and more. luod waits on epoll, not
-select(2), so fds past 1023 are fine: the soft limit of 1024 exists for programs that use
-select(2) (systemd raises only the hard limit by default for that reason).
+simulator (and would at about 340 on a kernel), where the kernel carries 1000 and more. luod
+waits on epoll, not select(2), so fds past 1023 are fine: the soft limit of 1024 exists for
+programs that use select(2) (systemd raises only the hard limit by default for that reason).
 """
 
 from __future__ import annotations
