@@ -11,8 +11,8 @@ from luod.vmm.codec import MAX_LINE, ReplyTooLarge
 PAGE_BYTES: Final = MAX_LINE - 4096
 """What the items of one LIST or HISTORY page may take in a frame: the rest is the envelope."""
 ONE_RECORD_HINT: Final = (
-    "this one record is larger than a frame (an update's is, from about 150 VMs): no 'limit' "
-    "makes it fit; the REST API serves it whole (luoctl vms, luoctl history)"
+    "this one record is larger than a frame (as an update's record is from about 150 VMs on): "
+    "no 'limit' makes it fit; the REST API serves it whole (luoctl vms, luoctl history)"
 )
 
 
