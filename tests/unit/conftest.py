@@ -1,9 +1,10 @@
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from luod.core import timeline
+from tests.unit.test_core import World
 from tests.unit.test_luoctl import Host
 
 
@@ -41,3 +42,14 @@ def parsed(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
     monkeypatch.setattr(timeline, "parse_line", counting)
     return seen
+
+
+# The core's tests (test_core.py and the tests that import its World): a registry on one boot of
+# the simulated kernel, its state directory empty.
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    state = tmp_path / "state"
+    state.mkdir()
+    booted = World.boot(tmp_path / "kernel", state)
+    yield booted
+    booted.power_off()

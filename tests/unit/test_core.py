@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,15 +45,6 @@ class World:
 
     def power_off(self) -> None:
         sim_kernel(self.backend).close()
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    state = tmp_path / "state"
-    state.mkdir()
-    world = World.boot(tmp_path / "kernel", state)
-    yield world
-    world.power_off()
 
 
 def ram(data: bytes) -> OwnedFd:

@@ -26,7 +26,6 @@ from luod.kernel.sim import SimulatedKexec
 from tests.contract.harness import FAKE_BZIMAGE
 from tests.rest.harness import Luod, until
 from tests.unit.test_core import ROOT, World, preserve, ram
-from tests.unit.test_core import world as world
 from tests.unit.test_restart_mid_update import Restarted, kill_during_update
 
 

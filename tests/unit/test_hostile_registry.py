@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,15 +20,6 @@ from tests.unit.test_core import ROOT, World, kexec, ram
 def o_path(fd: OwnedFd) -> OwnedFd:
     """The same memfd reopened with O_PATH: fstat works, F_GET_SEALS and read do not."""
     return OwnedFd(os.open(f"/proc/self/fd/{fd.fileno()}", os.O_PATH | os.O_CLOEXEC))
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    state = tmp_path / "state"
-    state.mkdir()
-    world = World.boot(tmp_path / "kernel", state)
-    yield world
-    world.power_off()
 
 
 def pipe_reader() -> OwnedFd:

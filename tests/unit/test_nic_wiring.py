@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,6 @@ REPORT = {
     "devices": [{"name": "vm1-net0", "role": "nic", "status": "rebuilt", "reason": ""}],
     "problems": [],
 }
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    state = tmp_path / "state"
-    state.mkdir()
-    booted = World.boot(tmp_path / "kernel", state)
-    yield booted
-    booted.power_off()
 
 
 def declared(world: World) -> None:

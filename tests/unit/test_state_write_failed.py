@@ -6,7 +6,6 @@ from the disk (a journal line after a lost one would describe a VM the disk neve
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,6 @@ from luod.core import manifest
 from luod.core.model import FileSpec, Mode
 from luod.errors import LuodError
 from tests.unit.test_core import ROOT, World, ram
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    state = tmp_path / "state"
-    state.mkdir()
-    world = World.boot(tmp_path / "kernel", state)
-    yield world
-    world.power_off()
 
 
 def test_a_journal_that_cannot_be_written_is_state_write_failed(
