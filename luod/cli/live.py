@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,9 +163,7 @@ def _rank(item: tuple[str, VmRow]) -> tuple[int, float, str]:
 
 
 def _count(rows: list[tuple[str, VmRow]]) -> str:
-    counts: dict[str, int] = {}
-    for _, row in rows:
-        counts[row.state] = counts.get(row.state, 0) + 1
+    counts = Counter(row.state for _, row in rows)
     return ", ".join(f"{n} {state}" for state, n in counts.items())
 
 
