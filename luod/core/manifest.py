@@ -14,14 +14,14 @@ manifest of every VM, session and file as they were before the freeze.
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from luod.core import manifest_check, statedir
+from luod.core import jsontext, manifest_check, statedir
 from luod.core.model import VmRecord, VmState
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, memfd
@@ -58,9 +58,7 @@ class Manifest:
             "vms": [vm.to_dict() for vm in self.vms.values()],
             "extra": self.extra,
         }
-        # compact: the C encoder (indent= falls back to the pure-Python one, 5x slower: a
-        # snapshot is on the pre-reboot path, bench/blackout_budget.py)
-        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+        return jsontext.dumps(data).encode()  # compact: a snapshot is on the pre-reboot path
 
     @classmethod
     def from_json(cls, raw: bytes, source: str) -> Manifest:
@@ -159,14 +157,22 @@ def write_serialized(state_dir: Path, raw: bytes, durable: bool = False) -> Path
 
 def journal_line(entry: dict[str, Any]) -> bytes:
     """One change (``{"vm": {...}}`` upsert, ``{"vm_files": ...}``, ``{"forget": id}``, or
-    ``kexec_entry``) as the journal's line."""
-    return json.dumps(entry, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+    ``kexec_line``'s) as the journal's line."""
+    return jsontext.dumps(entry).encode() + b"\n"
 
 
-def kexec_entry(extra: dict[str, Any]) -> dict[str, Any]:
-    """The handoff's last line: the kexec is under way, with ``extra`` carried (the update's
-    record); replayed, it sets ``kexec_pending`` and replaces ``extra``."""
-    return {"kexec": {"extra": extra}}
+def kexec_line(extra: Mapping[str, object], encoded: Mapping[str, str]) -> bytes:
+    """The handoff's last line, ``{"kexec":{"extra":extra}}``: the kexec is under way, with
+    ``extra`` carried (the update's record); replayed, it sets ``kexec_pending`` and replaces
+    ``extra``. The values of ``extra`` named in ``encoded`` are given as their text
+    (``jsontext.dumps``): the update's record, composed from what was encoded while the READY
+    barrier waited (issue 17). Byte for byte ``journal_line`` of that entry."""
+    values = {
+        key: encoded[key] if key in encoded else jsontext.dumps(value)
+        for key, value in extra.items()
+    }
+    entry = jsontext.compose({"kexec": jsontext.compose({"extra": jsontext.compose(values)})})
+    return entry.encode() + b"\n"
 
 
 def append_journal(state_dir: Path, line: bytes) -> None:

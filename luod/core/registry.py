@@ -71,6 +71,7 @@ class Registry:
         self._kexec_pending = False
         self._staged: list[bytes] | None = None  # journal lines since the handoff's snapshot
         self._carried: dict[str, object] = {}  # carried in the manifest (the update timeline)
+        self._carried_json: dict[str, str] = {}  # of those, the JSON given with them
         self._journaled = 0
         self._snapshot_written = False  # journal lines need a snapshot of this boot before them
         self._previous: manifest_io.Manifest | None = None  # the manifest the last kernel left
@@ -166,10 +167,16 @@ class Registry:
         }
         self._journal({"vm_files": entry})
 
-    def carry(self, key: str, value: object) -> None:
+    def carry(self, key: str, value: object, text: str | None = None) -> None:
         """Keep ``value`` in the manifest under ``key``, so the next kernel's luod reads it
-        (``previous.extra``): the running update's record, written just before the kexec."""
+        (``previous.extra``): the running update's record, written just before the kexec.
+        ``text``: ``value`` as ``jsontext.dumps`` writes it, composed by the caller ahead (the
+        update record's, ``UpdateRecord.to_json``): ``begin_kexec`` writes it as it is."""
         self._carried[key] = value
+        if text is None:
+            self._carried_json.pop(key, None)
+        else:
+            self._carried_json[key] = text
 
     def _journal(self, entry: dict[str, object]) -> None:
         self._journaled += 1
@@ -355,7 +362,7 @@ class Registry:
             self.stage_kexec()
         assert self._staged is not None
         self._kexec_pending = True
-        kexec = manifest_io.journal_line(manifest_io.kexec_entry(self._carried))
+        kexec = manifest_io.kexec_line(self._carried, self._carried_json)
         manifest_io.append_journal(self._state_dir, kexec)
         self._state_session.write_journal(b"".join(self._staged) + kexec)
 

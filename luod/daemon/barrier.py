@@ -102,7 +102,9 @@ class ReadyBarrier:
                 )
             self.log.acked(vm_id, event)
             if pending and answered.empty():
-                self.log.flush()  # waiting for the next READY: what came so far goes to disk
+                # waiting for the next READY: what came so far goes to disk, and is encoded
+                # for the handoff's copy of the record
+                self.log.flush(encode=True)
 
     async def _next(
         self,

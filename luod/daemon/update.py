@@ -284,8 +284,10 @@ class UpdateDriver:
         plan = self.kexec.plan()
         frozen_until = self.machine.deadline()  # the `frozen` deadline bounds the VMs' pause
         self.machine.go(Phase.REBOOTING, f"kexec ({plan.mode})")
-        assert self.log.record is not None
-        self.registry.carry("update", self.log.record.to_dict())
+        record = self.log.record
+        assert record is not None
+        # its VMs' steps were encoded while the barrier waited (UpdateLog.flush)
+        self.registry.carry("update", record.to_dict(), record.to_json())
         try:
             await self.kexec.run(plan, lambda: self._frozen_in_time(frozen_until))
         except KernelGone:  # luod outlived the kexec (the simulator): it stops as if rebooted
