@@ -57,13 +57,14 @@ class UpdateRecord:
             self._encoded[vm] = jsontext.member(vm, jsontext.dumps(self.vms[vm]))
             self._changed.discard(vm)
 
-    def to_json(self) -> str:
-        """``jsontext.dumps(self.to_dict())``, byte for byte (tests/unit/test_carried_json.py),
-        with ``vms`` composed from the VMs' steps as ``encode_steps`` encoded them: the handoff
-        carries it (issue 17: at 1000 VMs one ``json.dumps`` of it took 5-8 ms of the VMs'
-        pause on a host, 91 ms in a TCG guest)."""
+    def to_json(self, data: dict[str, Any] | None = None) -> str:
+        """``jsontext.dumps(data)``, byte for byte (tests/unit/test_carried_json.py), ``data``
+        being this record's ``to_dict()`` as it is now (made here if not given), with ``vms``
+        composed from the VMs' steps as ``encode_steps`` encoded them: the handoff carries it
+        (issue 17: at 1000 VMs one ``json.dumps`` of it took 5-8 ms of the VMs' pause on a
+        host, 91 ms in a TCG guest)."""
         self.encode_steps(self._changed | (self.vms.keys() - self._encoded.keys()))
-        data = self.to_dict()
+        data = self.to_dict() if data is None else data
         members = {key: jsontext.dumps(value) for key, value in data.items() if key != "vms"}
         members["vms"] = jsontext.join(self._encoded)
         return jsontext.compose(members)

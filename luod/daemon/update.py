@@ -287,7 +287,8 @@ class UpdateDriver:
         record = self.log.record
         assert record is not None
         # its VMs' steps were encoded while the barrier waited (UpdateLog.flush)
-        self.registry.carry("update", record.to_dict(), record.to_json())
+        carried = record.to_dict()
+        self.registry.carry("update", carried, record.to_json(carried))
         try:
             await self.kexec.run(plan, lambda: self._frozen_in_time(frozen_until))
         except KernelGone:  # luod outlived the kexec (the simulator): it stops as if rebooted
