@@ -364,7 +364,7 @@ class Registry:
         self._kexec_pending = True
         kexec = manifest_io.kexec_line(self._carried, self._carried_json)
         manifest_io.append_journal(self._state_dir, kexec)
-        self._state_session.write_journal(b"".join(self._staged) + kexec)
+        self._state_session.write_journal(b"".join([*self._staged, kexec]))
 
     def end_kexec(self) -> None:
         """The kexec did not happen (an abort after ``stage_kexec``, a reboot that failed,
