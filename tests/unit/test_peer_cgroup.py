@@ -17,8 +17,8 @@ def _proc(tmp_path: Path, content: bytes, pid: int = 42) -> Path:
 
 
 def test_the_v2_line(tmp_path: Path) -> None:
-    proc = _proc(tmp_path, b"1:name=systemd:/x\n0::/vmms.slice/vm1.scope\n")
-    assert cgroup_of(42, proc) == "/vmms.slice/vm1.scope"
+    proc = _proc(tmp_path, b"1:name=systemd:/x\n0::/vm1.scope\n")
+    assert cgroup_of(42, proc) == "/vm1.scope"
 
 
 def test_the_root_and_no_v2_line(tmp_path: Path) -> None:
