@@ -20,6 +20,7 @@ from bench import (
     preserve_cost,
     qemu_handover,
     qualification,
+    reclaim_cost,
     rest_load,
     scaling,
     startup,
@@ -37,6 +38,7 @@ def main() -> int:
         vm_targets,  # preserve and exec -> first RECLAIM on the real kernel, one guest run
         blackout_budget,
         blackout_vm,  # the same six parts on the real kernel, across real kexecs
+        reclaim_cost,  # part 6 and luod's CPU a VM in it, simulator
         memory,
         scaling,
         guest_memory,  # luod's own cost against the guest memory size, real kernel

@@ -13,7 +13,7 @@
 6. RECLAIM -> the VM's DONE.
 
 Measured on the simulator on this host, with VMMs as asyncio clients of luod's socket in this
-process (luod.vmm.client.AsyncClient: register, preserve 4 KiB, READY on FREEZE, reconnect,
+process (luod.vmm.async_client.AsyncClient: register, preserve 4 KiB, READY on FREEZE, reconnect,
 RECLAIM, DONE), ROUNDS runs per VM count; median and p99 over every VM of every run. luod's
 parts (2, 4, 5) are also shown against a bare ``python3 -c pass`` timed in the same run. The
 parts are plotted as stacked bars (median) per VM count into build/bench/ (SVG and PNG).
@@ -45,7 +45,8 @@ from bench.startup import BARE, run_once
 from bench.stats import human, table
 from luod.errors import LuodError
 from luod.kernel import memfd
-from luod.vmm.client import AsyncClient, Client
+from luod.vmm.async_client import AsyncClient
+from luod.vmm.client import Client
 from tests.contract.harness import FAKE_BZIMAGE
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,8 @@ from bench.stats import human, median, table
 from luod.core import manifest
 from luod.errors import LuodError
 from luod.kernel import memfd
-from luod.vmm.client import AsyncClient, Client
+from luod.vmm.async_client import AsyncClient
+from luod.vmm.client import Client
 from tests.contract.harness import FAKE_BZIMAGE
 
 CLIENTS = 100

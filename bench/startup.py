@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 BARE_S = (sys.executable, "-S", "-c", "pass")
 BARE = (sys.executable, "-c", "pass")
 IMPORT_LUOD = (sys.executable, "-c", "import luod.main")
+IMPORT_VMM = (sys.executable, "-c", "import luod.qemu.cli")  # luod-qemu, before it reclaims
 KERNEL_DIR = REPO / "luod" / "kernel"  # the generated modules imported on their own
 CFFI_INLINE = (
     sys.executable,
@@ -127,6 +128,7 @@ def import_sides(rounds: int = ROUNDS) -> dict[str, Side]:
         bare_s=lambda: cpu_once(BARE_S),
         bare=lambda: cpu_once(BARE),
         luod=lambda: cpu_once(IMPORT_LUOD),
+        vmm=lambda: cpu_once(IMPORT_VMM),
     )
 
 
@@ -169,6 +171,11 @@ def against_sides(other: Path, rounds: int = ROUNDS) -> dict[str, dict[str, Side
             this=lambda: cpu_once(IMPORT_LUOD),
             other=lambda: cpu_once(IMPORT_LUOD, other),
         ),
+        "vmm": interleaved(
+            rounds,
+            this=lambda: cpu_once(IMPORT_VMM),
+            other=lambda: cpu_once(IMPORT_VMM, other),
+        ),
         "dataclasses": interleaved(
             rounds,
             this=lambda: printed_once(DATACLASS_TIME),
@@ -193,6 +200,7 @@ def against_report(other: Path) -> str:
     for what, key in (
         ("import luod.main (CPU)", "import"),
         ("of which making dataclasses (CPU)", "dataclasses"),
+        ("a VMM: import luod.qemu.cli (CPU)", "vmm"),
         ("exec -> first RECLAIM (sim, wall)", "reclaim"),
     ):
         measured = sides[key]
@@ -231,6 +239,7 @@ def report() -> str:
         _row("python3 -S -c pass (CPU)", imports, "bare_s"),
         _row("python3 -c pass (CPU)", imports, "bare"),
         _row("import luod.main (CPU)", imports, "luod"),
+        _row("a VMM: import luod.qemu.cli (CPU)", imports, "vmm"),
         _row("python3 -c pass (wall)", reclaims, "bare"),
         _row("exec -> first RECLAIM (sim)", reclaims, "luod"),
         _row("cffi modules, out-of-line ABI (shipped)", cffi, "out_of_line"),

@@ -62,6 +62,7 @@ class Registry:
         self._backend = backend
         self._custody = CustodyGuard(custody, self._held)
         self._state_dir = state_dir
+        self._journal_file = statedir.AppendFile(state_dir / manifest_io.JOURNAL)
         self._policy = policy
         self._retriever: Retriever = retriever or _default_retriever(backend)
         self.info = backend.info()
@@ -187,7 +188,7 @@ class Registry:
             if self._journaled > JOURNAL_LIMIT or not self._snapshot_written:
                 self.persist()
             else:
-                manifest_io.append_journal(self._state_dir, line)
+                self._journal_file.write(line)
         except OSError as exc:  # disk full, out of fds...: the next change writes it all
             self._snapshot_written = False
             raise statedir.write_failed(self._state_dir, exc) from exc
@@ -381,6 +382,11 @@ class Registry:
         for session in self._sessions.values():
             session.close()
         self._state_session.release()
+        self.close_journal()
+
+    def close_journal(self) -> None:
+        """Close the journal's kept fd (luod's shutdown); a later change opens it again."""
+        self._journal_file.close()
 
     # --- internals ----------------------------------------------------------------------
     def _open_session(self, vm: VmRecord) -> None:

@@ -48,15 +48,22 @@ def write(state_dir: Path, record: UpdateRecord, boot_id: str) -> None:
     statedir.write_atomic(state_dir / RUNNING, data.encode())
 
 
+def appender(state_dir: Path) -> statedir.AppendFile:
+    """The record's file, kept open for ``append`` (its owner closes it)."""
+    return statedir.AppendFile(state_dir / RUNNING)
+
+
 def append(
-    state_dir: Path, phase: dict[str, Any] | None, steps: Sequence[tuple[str, str, Stamp]]
+    out: statedir.AppendFile,
+    phase: dict[str, Any] | None,
+    steps: Sequence[tuple[str, str, Stamp]],
 ) -> None:
     """The VMs' steps (vm, name, when) since the record was written, and a phase transition
-    (``Transition.to_dict()``) if one: one line."""
+    (``Transition.to_dict()``) if one: one line, to ``out`` (``appender``)."""
     line: dict[str, Any] = {"steps": [[vm, name, at.to_dict()] for vm, name, at in steps]}
     if phase is not None:
         line["phase"] = phase
-    statedir.append(state_dir / RUNNING, (json.dumps(line) + "\n").encode())
+    out.write((json.dumps(line) + "\n").encode())
 
 
 def clear(state_dir: Path) -> None:

@@ -24,11 +24,13 @@ import fcntl
 import mmap
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 from luod.errors import LuodError
+from luod.kernel import OwnedFd
 
 STATE_DIR_MODE: Final = 0o750
 RUNTIME_DIR_MODE: Final = 0o755
@@ -134,14 +136,67 @@ def write_failed(state_dir: Path, exc: OSError) -> LuodError:
 
 def append(path: Path, data: bytes) -> None:
     """Append ``data`` to ``path`` with one write(2), creating it 0600."""
+    with _open_append(path) as fd:
+        os.write(fd.fileno(), data)
+
+
+class AppendFile:
+    """An append-only file of luod's (the journal, the running update's record), kept open
+    between lines: each line is one write(2) to an ``O_APPEND`` fd, where ``append`` opens the
+    directory and the file, checks it, writes and closes both (the RECLAIM/DONE path writes
+    four lines a VM: bench/NOTES.md). A line is where ``append`` would put it, when it would:
+    in the file at ``path`` once ``write`` returns (no fsync in either; luod.core.manifest).
+
+    luod replaces these files only by renaming a new one over them (``write_atomic``) or
+    unlinking them, which leaves the kept fd on an inode no longer linked: before each line
+    its link count is checked (one fstat), and such a file is closed and ``path`` opened
+    again. A write that fails closes it too (the next line opens ``path`` again). Its owner
+    closes it at shutdown; ``close`` may be called twice, and a later line opens it again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: OwnedFd | None = None
+        self._lock = threading.Lock()  # a registry call may run in a worker thread
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            fd = self._current()
+            try:
+                os.write(fd.fileno(), data)
+            except BaseException:
+                self._drop()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _current(self) -> OwnedFd:
+        fd = self._fd
+        if fd is not None and os.fstat(fd.fileno()).st_nlink > 0:
+            return fd
+        self._drop()
+        self._fd = _open_append(self.path)
+        return self._fd
+
+    def _drop(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            fd.close()
+
+
+def _open_append(path: Path) -> OwnedFd:
+    """``path`` opened to append (created 0600), refused unless a regular file."""
     with opened_dir(path.parent) as directory:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _FILE_FLAGS
-        fd = os.open(path.name, flags, FILE_MODE, dir_fd=directory)
-        try:
-            _regular(fd, path)
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        fd = OwnedFd(os.open(path.name, flags, FILE_MODE, dir_fd=directory))
+    try:
+        _regular(fd.fileno(), path)
+    except BaseException:
+        fd.close()
+        raise
+    return fd
 
 
 def read(path: Path) -> bytes | None:

@@ -117,6 +117,7 @@ class Daemon:
         self.registry = Registry(
             self.backend, self.custody, settings.state_dir, settings.access, limits=settings.limits
         )
+        self._opened.callback(self.registry.close_journal)
         holds.hold_blocking("recovery")
         self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
 
@@ -150,6 +151,7 @@ class Daemon:
             running_image=settings.running_image,
             managed_bridges=settings.managed_bridges,
         )
+        self._opened.callback(self.driver.log.close)
         self.nics = nics.Rebuilds(self.registry, settings.managed_bridges, settings.nic_wait)
         self.qualifications = QualificationDriver(
             self.registry, self.backend, self.custody, self.driver, self.events, spawn,

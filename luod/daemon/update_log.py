@@ -30,6 +30,7 @@ class UpdateLog:
         self.boot_id = boot_id
         self.record: timeline.UpdateRecord | None = None
         self._unsaved: list[tuple[str, str, Stamp]] = []  # VM steps since the record's write
+        self._lines = on_disk.appender(state_dir)  # kept open while an update runs
 
     def open(self, request: dict[str, Any]) -> timeline.UpdateRecord:
         self.record, self._unsaved = timeline.UpdateRecord(request=request), []
@@ -146,8 +147,12 @@ class UpdateLog:
     def _append(self, transition: dict[str, Any] | None) -> None:
         """What changed since ``_save``, as one line (luod.core.running)."""
         if self.record is not None and self.record.outcome == "running":
-            on_disk.append(self.state_dir, transition, self._unsaved)
+            on_disk.append(self._lines, transition, self._unsaved)
         self._unsaved.clear()
+
+    def close(self) -> None:
+        """Close the record's kept fd (luod's shutdown); a later line opens it again."""
+        self._lines.close()
 
     def finish(self, outcome: str, reason: str) -> None:
         if self.record is None:
@@ -156,6 +161,7 @@ class UpdateLog:
         if outcome != "running":
             timeline.append_history(self.state_dir, self.record)
             on_disk.clear(self.state_dir)
+            self._lines.close()
         self.events.publish(
             {"event": "UPDATE_END", "id": self.record.id, "outcome": outcome, "reason": reason}
         )

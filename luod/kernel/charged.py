@@ -22,16 +22,26 @@ from luod.kernel.fd import OwnedFd
 from luod.kernel.session import Session
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+CGROUP_READ_BYTES: Final = 1 << 13
+"""/proc/PID/cgroup is a line per hierarchy: one read(2) of this takes all of it, but for a
+path near PATH_MAX (then it reads on to the end)."""
 
 
 def cgroup_of(pid: int, proc: Path = Path("/proc")) -> str | None:
-    """The cgroup v2 path of ``pid`` ("0::/path"), or None without cgroup v2."""
+    """The cgroup v2 path of ``pid`` ("0::/path"), or None without cgroup v2. Read with raw
+    read(2)s: luod reads it at every VMM connection, and ``Path.read_text`` took 3x as long
+    (a buffered text file: fstat, ioctl, two lseeks on top of the reads)."""
     try:
-        for line in (proc / str(pid) / "cgroup").read_text().splitlines():
-            if line.startswith("0::"):
-                return line[3:] or "/"
+        fd = os.open(f"{proc}/{pid}/cgroup", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = list(iter(lambda: os.read(fd, CGROUP_READ_BYTES), b""))
+        finally:
+            os.close(fd)
     except OSError:
         return None
+    for line in os.fsdecode(b"".join(chunks)).splitlines():
+        if line.startswith("0::"):
+            return line[3:] or "/"
     return None
 
 

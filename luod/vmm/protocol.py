@@ -26,7 +26,7 @@ from typing import Any, Final, NoReturn
 from luod.core.dialect import ALL
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
-from luod.vmm import codec
+from luod.vmm import framing
 
 DEFAULT_CAPABILITIES: Final = tuple(sorted(ALL))
 
@@ -76,7 +76,7 @@ class ClientProtocol:
     """One connection's protocol state; see the module docstring."""
 
     def __init__(self, capabilities: Iterable[str] | None = DEFAULT_CAPABILITIES) -> None:
-        self._reader = codec.FrameReader()
+        self._reader = framing.FrameReader()
         self._outbox: list[OutFrame] = []
         self._pending: dict[int, str] = {}  # seq -> command, oldest first
         self._replies: dict[int, Reply] = {}
@@ -94,7 +94,7 @@ class ClientProtocol:
         if cmd == "HELLO" and fields.get("capabilities") is None:  # what this client asks for
             fields = {**fields, "capabilities": list(self._wanted or ())}
         elif self._wanted is not None and cmd != "HELLO" and not self._hello_sent():
-            hello = {"version": codec.VERSION, "capabilities": list(self._wanted)}
+            hello = {"version": framing.VERSION, "capabilities": list(self._wanted)}
             self._auto_hello = self._queue("HELLO", hello, ())
         return self._queue(cmd, fields, fds)
 
@@ -105,7 +105,7 @@ class ClientProtocol:
     def _queue(self, cmd: str, fields: dict[str, Any], fds: tuple[int, ...]) -> int:
         seq, self._next_seq = self._next_seq, self._next_seq + 1
         given = {key: value for key, value in fields.items() if value is not None}
-        self._outbox.append(OutFrame(codec.encode({"cmd": cmd, "seq": seq, **given}).line, fds))
+        self._outbox.append(OutFrame(framing.encode({"cmd": cmd, "seq": seq, **given}).line, fds))
         self._pending[seq] = cmd
         return seq
 
@@ -150,8 +150,8 @@ class ClientProtocol:
         if reply is not None:
             close_all(reply.fds)
 
-    def _dispatch(self, frame: codec.Frame) -> None:
-        message = codec.decode_server_message(frame)
+    def _dispatch(self, frame: framing.Frame) -> None:
+        message = framing.decode_server_message(frame)
         if "event" in message:
             data = {key: value for key, value in message.items() if key != "event"}
             self._events.append(Event(str(message["event"]).upper(), data, frame.fds))

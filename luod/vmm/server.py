@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -136,6 +136,8 @@ class VmmServer:
         self.handler = handler
         self.connections: set[Connection] = set()
         self.connections_per_uid = connections_per_uid
+        self._per_uid: Counter[int] = Counter()  # open connections by uid: counted at each
+        # accept, where summing over every connection cost O(connections) (bench/NOTES.md)
         self._tasks: asyncio.TaskGroup | None = None
         self._accept_failures = 0
         self._next_accept_log = 0.0
@@ -183,13 +185,21 @@ class VmmServer:
             sock.close()
             return
         conn = Connection(sock, peer, loop)
-        if sum(c.peer.uid == peer.uid for c in self.connections) >= self.connections_per_uid:
+        if self._per_uid[peer.uid] >= self.connections_per_uid:
             self._refuse(conn)
             return
         self.connections.add(conn)
+        self._per_uid[peer.uid] += 1
         conn.read_from(self._readable)
         assert self._tasks is not None
         self._tasks.create_task(self._serve_connection(conn))
+
+    def _forget(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self._per_uid[conn.peer.uid] -= 1
+            if not self._per_uid[conn.peer.uid]:
+                del self._per_uid[conn.peer.uid]
 
     def _refuse(self, conn: Connection) -> None:
         log.warning("too-many-connections", uid=conn.peer.uid, pid=conn.peer.pid)
@@ -284,7 +294,7 @@ class VmmServer:
                 if leftover is not None:
                     _close_all(leftover.fds)
             conn.close()
-            self.connections.discard(conn)
+            self._forget(conn)
             try:
                 self.handler.disconnected(conn)
             except Exception:

@@ -1,24 +1,22 @@
-"""Moving frames and fds over the VMM socket, blocking and asyncio: the only I/O of the client
-shells (``luod.vmm.client``). SCM_RIGHTS hygiene: one sendmsg per frame with its fds, room for
-MAX_FDS fds per read, every received fd wrapped at once, MSG_CTRUNC reported to the protocol.
+"""Moving frames and fds over the VMM socket, blocking: the only I/O of the blocking client
+(``luod.vmm.client``; the asyncio side is ``luod.vmm.async_transport``, kept apart so that a
+VMM that blocks never imports asyncio). SCM_RIGHTS hygiene: one sendmsg per frame with its
+fds, room for MAX_FDS fds per read, every received fd wrapped at once, MSG_CTRUNC reported to the
+protocol.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import os
 import socket
 from typing import Final
 
 from luod.fdpass import pack_rights, room, unpack_rights
 from luod.kernel import OwnedFd
-from luod.vmm import codec
+from luod.vmm import framing
 from luod.vmm.protocol import ClientProtocol, ConnectionBroken, OutFrame
 
-ANCILLARY: Final = room(codec.MAX_FDS)
-CONNECT_TIMEOUT: Final = 30.0
-"""How long ``connect_async`` waits for room in luod's listen backlog."""
+ANCILLARY: Final = room(framing.MAX_FDS)
 
 
 def connect(path: str | os.PathLike[str]) -> socket.socket:
@@ -31,45 +29,9 @@ def connect(path: str | os.PathLike[str]) -> socket.socket:
     return sock
 
 
-async def connect_async(
-    path: str | os.PathLike[str], timeout: float = CONNECT_TIMEOUT
-) -> socket.socket:
-    """Connected without blocking the loop. While luod's listen backlog is full (many VMMs
-    connecting at once, after a kexec), a non-blocking connect(2) on a unix socket fails with
-    EAGAIN, and no connection is in progress: asyncio's ``sock_connect`` would then hand back
-    an unconnected socket (ENOTCONN at the first send). The connect is retried instead, as a
-    blocking connect would wait, for at most ``timeout`` seconds."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        await _retrying_connect(sock, os.fspath(path), timeout)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def _retrying_connect(sock: socket.socket, path: str, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline, pause = loop.time() + timeout, 0.001
-    while True:
-        try:
-            sock.connect(path)
-            return
-        except BlockingIOError as exc:  # EAGAIN: the backlog is full, nothing in progress
-            if loop.time() >= deadline:
-                raise ConnectionError(
-                    errno.EAGAIN,
-                    f"luod's socket {path} accepted no connection within {timeout:g} s "
-                    "(its listen backlog stayed full): is luod stuck?",
-                ) from exc
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.05)
-
-
 def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
     """One recvmsg with room for MAX_FDS fds, each wrapped at once; (data, fds, truncated)."""
-    data, ancillary, flags, _ = sock.recvmsg(codec.MAX_LINE, ANCILLARY, socket.MSG_CMSG_CLOEXEC)
+    data, ancillary, flags, _ = sock.recvmsg(framing.MAX_LINE, ANCILLARY, socket.MSG_CMSG_CLOEXEC)
     fds = [OwnedFd(n) for n in unpack_rights(ancillary)]
     return data, fds, bool(flags & socket.MSG_CTRUNC)
 
@@ -82,39 +44,3 @@ def send(sock: socket.socket, frame: OutFrame, protocol: ClientProtocol) -> None
             sock.sendall(frame.line[sent:])
     except OSError as exc:
         protocol.fail(ConnectionBroken(f"sending to luod: {exc}"), exc)
-
-
-async def send_async(sock: socket.socket, frame: OutFrame, protocol: ClientProtocol) -> None:
-    view, rights = memoryview(frame.line), pack_rights(frame.fds)
-    try:
-        while view:
-            try:
-                sent = sock.sendmsg([view], rights)
-            except (BlockingIOError, InterruptedError):
-                await io_ready(sock, writing=True)
-                continue
-            view, rights = view[sent:], []
-    except OSError as exc:
-        protocol.fail(ConnectionBroken(f"sending to luod: {exc}"), exc)
-    except BaseException:  # cancelled half-way: the stream is cut mid-frame
-        if len(view) < len(frame.line):
-            protocol.mark_broken(ConnectionBroken("a request was cut off half-way (cancelled)"))
-        raise
-
-
-async def io_ready(sock: socket.socket, *, writing: bool) -> None:
-    loop = asyncio.get_running_loop()
-    woken: asyncio.Future[None] = loop.create_future()
-    if writing:
-        loop.add_writer(sock.fileno(), _wake, woken)
-    else:
-        loop.add_reader(sock.fileno(), _wake, woken)
-    try:
-        await woken
-    finally:
-        (loop.remove_writer if writing else loop.remove_reader)(sock.fileno())
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

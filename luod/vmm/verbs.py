@@ -15,7 +15,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, SupportsFileno
-from luod.vmm import codec
+from luod.vmm import framing
 from luod.vmm.protocol import Reply, close_all
 
 T = TypeVar("T")
@@ -37,7 +37,7 @@ class Call(Generic[T]):
 
 def hello(capabilities: Iterable[str] | None) -> Call[dict[str, Any]]:
     wanted = None if capabilities is None else list(capabilities)
-    return Call("HELLO", body, {"version": codec.VERSION, "capabilities": wanted})
+    return Call("HELLO", body, {"version": framing.VERSION, "capabilities": wanted})
 
 
 def register(vm: str, nics: Nics | None = None) -> Call[dict[str, Any]]:
@@ -74,7 +74,7 @@ def reclaim(vm: str, names: Iterable[str] | None) -> Call[Reclaimed]:
 def batches(names: Iterable[str]) -> list[list[str]]:
     """File names in groups of MAX_FDS: one RECLAIM reply carries at most that many fds."""
     every = [*names]
-    return [every[i : i + codec.MAX_FDS] for i in range(0, len(every), codec.MAX_FDS)]
+    return [every[i : i + framing.MAX_FDS] for i in range(0, len(every), framing.MAX_FDS)]
 
 
 def file_names(vms: list[dict[str, Any]]) -> list[str]:
@@ -143,10 +143,10 @@ def nic_specs(nics: Nics) -> list[dict[str, str]]:
 
 
 def file_specs(files: Files) -> tuple[list[dict[str, str]], tuple[int, ...]]:
-    if len(files) > codec.MAX_FDS:
+    if len(files) > framing.MAX_FDS:
         raise LuodError(
             "too-many-fds",
-            f"{len(files)} files in one PRESERVE, at most {codec.MAX_FDS}",
+            f"{len(files)} files in one PRESERVE, at most {framing.MAX_FDS}",
             "send the files in several PRESERVE requests",
         )
     specs, numbers = [], []

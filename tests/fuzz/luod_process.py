@@ -62,10 +62,13 @@ def stop(daemon: Daemon) -> None:
 
 
 def baseline(daemon: Daemon) -> tuple[int, int]:
-    """fds and RSS of an idle luod that has answered a client once (lazy imports done)."""
+    """fds and RSS of an idle luod that has answered a client once (lazy imports done) and
+    journaled a change (luod keeps its journal open from the first: core.statedir.AppendFile)."""
     with Client(daemon.socket, timeout=10) as client:
         client.status()
         client.list()
+        client.register("fuzz-baseline")
+        client.drop("fuzz-baseline")
     return settled_fds(daemon, None), rss_bytes(daemon.process.pid)
 
 

@@ -19,7 +19,8 @@ import pytest
 
 from luod.kernel import OwnedFd, memfd
 from luod.vmm import codec
-from luod.vmm.client import AsyncClient, Client
+from luod.vmm.async_client import AsyncClient
+from luod.vmm.client import Client
 from tests.contract.harness import FAKE_BZIMAGE
 from tests.integration.conftest import Daemon, start_daemon
 from tests.integration.test_vmm_bad_input import Raw, error_of

@@ -13,7 +13,8 @@ import pytest
 from luod.core import timeline
 from luod.kernel import memfd
 from luod.vmm import codec, fields
-from luod.vmm.client import AsyncClient, Client
+from luod.vmm.async_client import AsyncClient
+from luod.vmm.client import Client
 from tests.integration.conftest import Daemon, start_daemon
 from tests.integration.test_vmm_bad_input import Raw, error_of
 

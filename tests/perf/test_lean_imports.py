@@ -42,6 +42,11 @@ NOT_FOR_A_VMM = (
     "luod.kernel.platform",
     "psutil",
     "structlog",
+    "asyncio",  # the blocking Client: AsyncClient (luod.vmm.async_client) loads on first use
+    "ssl",  # which asyncio would pull in
+    "luod.vmm.async_client",
+    "luod.vmm.async_transport",
+    "luod.vmm.codec",  # the request types are luod's side; the client frames with luod.vmm.framing
 )
 
 
@@ -75,3 +80,16 @@ def test_structlog_still_works_without_rich() -> None:
     )
     assert '"event": "hello"' in done.stderr and '"n": 1' in done.stderr
     assert "rich ok" in done.stdout  # hidden only while structlog was imported
+
+
+def test_the_asyncio_client_still_comes_from_the_client_module() -> None:
+    code = (
+        "import luod.vmm.client as c, sys; assert 'asyncio' not in sys.modules;"
+        "from luod.vmm.client import AsyncClient; from luod.vmm import async_client;"
+        "assert AsyncClient is async_client.AsyncClient and 'asyncio' in sys.modules;"
+        "print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "ok"

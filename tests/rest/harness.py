@@ -105,6 +105,7 @@ class Luod:
         """What kill -9 (or the kexec) leaves of this luod: its fds close, its registry's and
         its state-directory lock among them; nothing else runs."""
         self.registry.close()
+        self.driver.log.close()
         self.daemon.state_lock.close()
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from luod.daemon.daemon import bind
-from luod.vmm import transport
+from luod.vmm import async_transport
 
 pytestmark = pytest.mark.unit
 VMMS = 300
@@ -79,7 +79,7 @@ def test_async_connect_waits_for_room_in_the_backlog(tmp_path: Path) -> None:
         got = accept_later(sock, count, after=0.3)
 
         async def one(i: int) -> None:
-            conn = await transport.connect_async(path, timeout=10)
+            conn = await async_transport.connect_async(path, timeout=10)
             with conn:
                 await asyncio.get_running_loop().sock_sendall(conn, bytes([i]))
 
@@ -105,7 +105,7 @@ def test_async_connect_to_a_luod_that_never_accepts_says_so(tmp_path: Path) -> N
             fillers.append(filler)
         started = time.monotonic()
         with pytest.raises(ConnectionError) as caught:
-            asyncio.run(transport.connect_async(path, timeout=0.3))
+            asyncio.run(async_transport.connect_async(path, timeout=0.3))
         waited = time.monotonic() - started
         for filler in fillers:
             filler.close()

@@ -21,7 +21,7 @@ from typing import Any
 
 from luod.core import timeline
 from luod.kernel import fdtable, memfd
-from luod.vmm.client import AsyncClient
+from luod.vmm.async_client import AsyncClient
 
 SIZE = 4096
 
