@@ -174,11 +174,6 @@ def kexec_line(extra: Mapping[str, object], encoded: Mapping[str, str]) -> bytes
     return f'{{"kexec":{{"extra":{jsontext.compose(values)}}}}}\n'.encode()  # one copy, not 3
 
 
-def append_journal(state_dir: Path, line: bytes) -> None:
-    """Record one change (``journal_line``) cheaply."""
-    statedir.append(state_dir / JOURNAL, line)
-
-
 def replay(manifest: Manifest, journal: bytes) -> Manifest:
     """Apply journal lines (the disk journal's, or the handoff's at token 1) to ``manifest``."""
     for line in journal.splitlines():

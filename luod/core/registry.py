@@ -364,7 +364,7 @@ class Registry:
         assert self._staged is not None
         self._kexec_pending = True
         kexec = manifest_io.kexec_line(self._carried, self._carried_json)
-        manifest_io.append_journal(self._state_dir, kexec)
+        self._journal_file.write(kexec)  # the kept fd: no open and close inside the pause
         self._state_session.write_journal(b"".join([*self._staged, kexec]))
 
     def end_kexec(self) -> None:

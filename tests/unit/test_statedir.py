@@ -71,7 +71,9 @@ def test_a_link_at_the_manifest_is_not_read(state: Path, victim: Path) -> None:
 def test_journal_append_refuses_a_planted_link(state: Path, victim: Path) -> None:
     (state / manifest_io.JOURNAL).symlink_to(victim)
     with pytest.raises(OSError):
-        manifest_io.append_journal(state, manifest_io.journal_line({"forget": "vm1"}))
+        statedir.AppendFile(state / manifest_io.JOURNAL).write(
+            manifest_io.journal_line({"forget": "vm1"})
+        )
     assert victim.read_bytes() == b"precious\n"
 
 
@@ -91,7 +93,9 @@ def test_a_fifo_as_history_does_not_hang_the_reader(state: Path) -> None:
 @pytest.mark.usefixtures("loose_umask")
 def test_every_state_file_is_0600_whatever_the_umask(state: Path) -> None:
     manifest_io.write_atomic(state, _manifest())
-    manifest_io.append_journal(state, manifest_io.journal_line({"forget": "vm1"}))
+    journal = statedir.AppendFile(state / manifest_io.JOURNAL)
+    journal.write(manifest_io.journal_line({"forget": "vm1"}))
+    journal.close()
     timeline.append_history(state, timeline.UpdateRecord())
     running.write(state, timeline.UpdateRecord(), "boot")
     for name in (manifest_io.FILENAME, manifest_io.JOURNAL, timeline.HISTORY, running.RUNNING):
