@@ -133,12 +133,16 @@ def reboot_called(log: Path) -> tuple[float, float | None]:
     raise RuntimeError(f"luod logged no kexec in {log}")
 
 
-async def one_update(workdir: Path, count: int, tree: Path = REPO) -> dict[str, Any]:
+async def updated(
+    workdir: Path, count: int, tree: Path = REPO, log: Path | None = None
+) -> tuple[Path, Path, list[Vmm]]:
+    """``count`` VMMs hand over to a luod of ``tree`` (its stderr to ``log``), which updates
+    them through the simulated kexec and exits: the state directory and socket path its
+    successor starts from, and the VMMs, holding what they will reclaim."""
     state, image = workdir / "luod", workdir / "bzImage"
     image.write_bytes(FAKE_BZIMAGE)
     socket = state / "run" / "liveupdate.sock"
-    old_log = workdir / "old-luod.log"
-    old = spawn(state, tree, old_log)
+    old = spawn(state, tree, log)
     vmms = [Vmm(f"vm{i}") for i in range(count)]
     try:
         await asyncio.to_thread(wait_for_socket, socket)
@@ -150,12 +154,17 @@ async def one_update(workdir: Path, count: int, tree: Path = REPO) -> dict[str, 
         if old.poll() is None:  # the bench failed before the kexec: no luod left behind
             old.terminate()
             await asyncio.to_thread(old.wait, 10)
-    handed_over = (state / "kernel" / "handover" / "handover.json").stat().st_mtime
     for task in holding:
         task.cancel()
     await asyncio.gather(*holding, return_exceptions=True)
-    with contextlib.suppress(FileNotFoundError):
-        socket.unlink()
+    socket.unlink(missing_ok=True)
+    return state, socket, vmms
+
+
+async def one_update(workdir: Path, count: int, tree: Path = REPO) -> dict[str, Any]:
+    old_log = workdir / "old-luod.log"
+    state, socket, vmms = await updated(workdir, count, tree, old_log)
+    handed_over = (state / "kernel" / "handover" / "handover.json").stat().st_mtime
     started = time.time()
     new = spawn(state, tree)
     try:

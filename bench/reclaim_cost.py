@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import subprocess
@@ -23,12 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.blackout_budget import REPO, Vmm, hand_over_all, p99, spawn
-from bench.handover import wait_for_socket
+from bench.blackout_budget import REPO, Vmm, p99, spawn, updated
 from bench.stats import human, table
-from luod.errors import LuodError
-from luod.vmm.client import Client
-from tests.contract.harness import FAKE_BZIMAGE
 
 COUNTS = (100, 1000)
 RUNS = 3
@@ -44,23 +39,7 @@ def cpu_seconds(pid: int) -> float:
 
 async def one_run(workdir: Path, count: int, tree: Path) -> tuple[float, float, float, float]:
     """One update of ``count`` VMs, then their reclaim: the four COLUMNS, in seconds."""
-    state, image = workdir / "luod", workdir / "bzImage"
-    image.write_bytes(FAKE_BZIMAGE)
-    socket = state / "run" / "liveupdate.sock"
-    vmms = [Vmm(f"vm{i}") for i in range(count)]
-    old = spawn(state, tree, workdir / "old-luod.log")
-    try:
-        await asyncio.to_thread(wait_for_socket, socket)
-        holding = await hand_over_all(vmms, socket)
-        with Client(socket) as operator, contextlib.suppress(LuodError, ConnectionError, OSError):
-            await asyncio.to_thread(operator.update, image, wait=True)
-        await asyncio.to_thread(old.wait, 30)
-    finally:
-        await _ended(old)
-    for task in holding:
-        task.cancel()
-    await asyncio.gather(*holding, return_exceptions=True)
-    socket.unlink(missing_ok=True)
+    state, socket, vmms = await updated(workdir, count, tree, workdir / "old-luod.log")
     new = spawn(state, tree)
     try:
         return await _reclaim(vmms, socket, new)
