@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from luod import kernel  # its backend loads on first use: only delegation needs it
 from luod.demo.ram import RamRegion, digest, parse_size
 from luod.errors import LuodError
-from luod.kernel import LuoError, kernel_backend
+from luod.kernel.errors import LuoError
 from luod.vmm.client import Client, ConnectionBroken
 
 DEFAULT_SOCKET = "/run/luod/liveupdate.sock"
@@ -139,7 +140,7 @@ class Runner:
     def _on_event(self, client: Client, event: Any) -> None:
         if event.name == "START_PRESERVATION":
             if not self.tokens:  # after an aborted update they are still preserved
-                with kernel_backend().device.adopt_session(event.fds[0].dup()) as session:
+                with kernel.kernel_backend().device.adopt_session(event.fds[0].dup()) as session:
                     for token, region in enumerate(self.regions, start=1):
                         session.preserve(region.fd, token)
                         self.tokens[region.name] = token
@@ -202,7 +203,7 @@ def reclaim(args: argparse.Namespace) -> int:
 
 
 def _claim_and_retrieve(client: Client, vm: str, record: dict[str, Any]) -> dict[str, Any]:
-    with kernel_backend().device.adopt_session(client.claim(vm)) as session:
+    with kernel.kernel_backend().device.adopt_session(client.claim(vm)) as session:
         fds = {name: session.retrieve(info["token"]) for name, info in record["files"].items()}
         session.finish()
     return fds
