@@ -148,10 +148,11 @@ class AppendFile:
     in the file at ``path`` once ``write`` returns (no fsync in either; luod.core.manifest).
 
     luod replaces these files only by renaming a new one over them (``write_atomic``) or
-    unlinking them, which leaves the kept fd on an inode no longer linked: before each line
-    its link count is checked (one fstat), and such a file is closed and ``path`` opened
-    again. A write that fails closes it too (the next line opens ``path`` again). Its owner
-    closes it at shutdown; ``close`` may be called twice, and a later line opens it again.
+    unlinking them, which leaves the kept fd on a file ``path`` no longer names: before each
+    line the fd's file and ``path``'s are compared (an fstat and a stat), and on a difference
+    the fd is closed and ``path`` opened again. A write that fails closes it too (the next line
+    opens ``path`` again). Its owner closes it at shutdown; ``close`` may be called twice, and
+    a later line opens it again.
     """
 
     def __init__(self, path: Path) -> None:
@@ -174,11 +175,22 @@ class AppendFile:
 
     def _current(self) -> OwnedFd:
         fd = self._fd
-        if fd is not None and os.fstat(fd.fileno()).st_nlink > 0:
+        if fd is not None and self._still_named(fd):
             return fd
         self._drop()
         self._fd = _open_append(self.path)
         return self._fd
+
+    def _still_named(self, fd: OwnedFd) -> bool:
+        """Whether ``path`` still names the file ``fd`` is open on, by identity (device and
+        inode): not by fstat's link count, which on 9p (cache=loose; a state directory on a
+        share) still reads 1 for a file renamed over, and fstat of a removed one fails there."""
+        try:
+            held = os.fstat(fd.fileno())
+            named = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
     def _drop(self) -> None:
         fd, self._fd = self._fd, None

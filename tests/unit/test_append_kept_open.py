@@ -117,3 +117,48 @@ def test_luods_shutdown_closes_the_journal_and_the_record(tmp_path: Path) -> Non
     luod.daemon.shutdown()
     assert [target for path in kept for target in _open_on(path)] == []
     luod.registry.close()
+
+
+class NinePeeStat:
+    """fstat as the 7.2.13 guest's 9p (cache=loose) answers it for files under ``under``,
+    measured: an fd on a file renamed over still reads one link (``renamed``), and fstat of a
+    removed file fails with ENOENT."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, under: Path, renamed: bool) -> None:
+        self.real, self.under, self.renamed = os.fstat, str(under), renamed
+        monkeypatch.setattr(os, "fstat", self)
+
+    def __call__(self, fd: int) -> os.stat_result:
+        found = self.real(fd)
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if found.st_nlink or not target.startswith(self.under):
+            return found
+        if not self.renamed:
+            raise FileNotFoundError(2, "No such file or directory")
+        fields = list(found)
+        fields[3] = 1  # st_nlink
+        return os.stat_result(fields)
+
+
+def test_a_record_renamed_over_is_followed_where_fstat_keeps_its_link_count(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    NinePeeStat(monkeypatch, state, renamed=True)
+    kept = statedir.AppendFile(state / "record.jsonl")
+    kept.write(b"first\n")
+    statedir.write_atomic(state / "record.jsonl", b"whole\n")  # as running.write does
+    kept.write(b"after\n")
+    kept.close()
+    assert (state / "record.jsonl").read_bytes() == b"whole\nafter\n"
+
+
+def test_a_removed_journal_is_reopened_where_fstat_of_it_fails(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    NinePeeStat(monkeypatch, state, renamed=False)
+    kept = statedir.AppendFile(state / "journal.jsonl")
+    kept.write(b"first\n")
+    statedir.unlink(state / "journal.jsonl")  # as a snapshot does
+    kept.write(b"after\n")
+    kept.close()
+    assert (state / "journal.jsonl").read_bytes() == b"after\n"
