@@ -1,11 +1,19 @@
 """The ``luod`` command's entry point (and ``python -m luod``): luod starts with the garbage
-collector off.
+collector off, and says READY=1 at once when systemd holds its VMM socket.
 
 Everything luod allocates while it starts (its modules, classes, settings, the sessions taken
 back after a kexec) lives as long as luod: the collector would scan it again and again for
 nothing, 8–10 ms before the first RECLAIM on a host and many times that under TCG (issue 17,
 bench/NOTES.md "Start-up"). luod.daemon.daemon freezes that heap (``gc.freeze()``) once it
 serves, and turns the collector on again there.
+
+READY=1 at exec (docs/operations.md §2.2): with socket activation (luod.socket) a VMM may
+connect before luod serves; its connection waits in the socket's backlog and is answered once
+luod has taken its sessions back. So the VMM units ordered after luod-ready.target start
+beside luod's own start instead of after it: after a kexec, their interpreters and imports no
+longer follow luod's (bench/NOTES.md "Early boot"). The stop order is unchanged: VMMs still
+stop before luod. WatchdogSec= is stretched to ``STARTING_WATCHDOG_USEC`` until luod serves
+(its pings start then) and given back in the READY=1 it sends once serving.
 """
 
 from __future__ import annotations
@@ -13,9 +21,31 @@ from __future__ import annotations
 import gc
 import sys
 
+STARTING_WATCHDOG_USEC = 300_000_000
+"""How long luod may take from exec to serving once it said READY=1 early: the slowest start
+measured, in a loaded TCG guest after a kexec, took about 60 s."""
+
 
 def entry() -> None:
     gc.disable()
+    ready_at_exec()
     from luod.main import main  # every module luod needs, imported with the collector off
 
     sys.exit(main())
+
+
+def ready_at_exec() -> bool:
+    """READY=1 before luod's imports, when systemd passed the VMM socket (else: once serving,
+    luod.daemon.systemd.ready). Returns whether it was sent."""
+    from luod.custody import sdnotify
+
+    if not sdnotify.passed_listener(sdnotify.VMM_SOCKET):
+        return False
+    state = "READY=1\nSTATUS=starting: VMMs wait in luod.socket until luod serves"
+    usec = sdnotify.watchdog_usec()
+    if usec is not None:
+        state += f"\nWATCHDOG_USEC={max(usec, STARTING_WATCHDOG_USEC)}"
+    try:
+        return sdnotify.notify(state)
+    except (OSError, ValueError):
+        return False  # luod says READY=1 again once serving, and reports a failure then

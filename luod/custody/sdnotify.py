@@ -23,6 +23,8 @@ SD_LISTEN_FDS_START: Final = 3
 SEND_TIMEOUT: Final = 5.0
 """systemd drains its notify socket quickly; a longer block means PID 1 is wedged."""
 
+VMM_SOCKET: Final = "liveupdate"
+"""luod.socket's FileDescriptorName=: the VMM socket, when systemd passes it."""
 _LISTEN_VARS: Final = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 _listen_lock = threading.Lock()
 _listen_cache: list[tuple[str, OwnedFd]] | None = None
@@ -99,6 +101,34 @@ def parse_listen_env(environ: Mapping[str, str], pid: int) -> list[str]:
     if len(names) != count:
         names = ["unknown"] * count
     return names
+
+
+def passed_listener(name: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether systemd passed this process a listening stream socket called ``name``, looked at
+    without taking the fds (``listen_fds()`` still takes them later)."""
+    try:
+        names = parse_listen_env(environ, os.getpid())
+    except ValueError:
+        return False
+    if name not in names:
+        return False
+    try:
+        probe = socket.socket(fileno=os.dup(SD_LISTEN_FDS_START + names.index(name)))
+    except OSError:
+        return False
+    with probe:
+        return probe.type == socket.SOCK_STREAM and bool(
+            probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        )
+
+
+def watchdog_usec(environ: Mapping[str, str] = os.environ) -> int | None:
+    """WatchdogSec= in µs when systemd watches this process (``$WATCHDOG_USEC``), else None."""
+    usec = environ.get("WATCHDOG_USEC", "")
+    pid = environ.get("WATCHDOG_PID", str(os.getpid()))
+    if not usec.isdigit() or int(usec) == 0 or pid != str(os.getpid()):
+        return None
+    return int(usec)
 
 
 def listen_fds() -> list[tuple[str, OwnedFd]]:

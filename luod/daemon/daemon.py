@@ -29,6 +29,7 @@ from luod.core.clock import Clock, SystemClock
 from luod.core.custodian import Custody
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Registry
+from luod.custody import sdnotify
 from luod.custody.choose import choose_custody
 from luod.daemon import nics, systemd, uplink_watch
 from luod.daemon.connections import VmmConnections
@@ -182,7 +183,7 @@ class Daemon:
 
     def _bind(self) -> socket.socket:
         """The VMM socket: systemd's (socket activation), else bound here."""
-        listener = systemd.activated_socket("liveupdate")
+        listener = systemd.activated_socket(sdnotify.VMM_SOCKET)
         if listener is None:
             listener = bind(self.settings.socket_path)
             self._opened.callback(_unlink, self.settings.socket_path)

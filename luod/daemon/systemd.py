@@ -55,7 +55,10 @@ def _listening(sock: socket.socket) -> bool:
 
 
 def ready(status: str) -> None:
-    _send(f"READY=1\nSTATUS={status}")
+    """Serving. Also gives WatchdogSec= back its configured length, which ``luod.start``
+    stretched over the start when it said READY=1 at exec (socket activation)."""
+    usec = sdnotify.watchdog_usec()
+    _send(f"READY=1\nSTATUS={status}" + (f"\nWATCHDOG_USEC={usec}" if usec else ""))
 
 
 def status(text: str) -> None:
@@ -74,11 +77,8 @@ def on_event(message: dict[str, Any]) -> None:
 
 def watchdog_interval() -> float | None:
     """Half of WatchdogSec=, when systemd watches this process."""
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    pid = os.environ.get("WATCHDOG_PID", str(os.getpid()))
-    if not usec.isdigit() or int(usec) == 0 or pid != str(os.getpid()):
-        return None
-    return int(usec) / 2e6
+    usec = sdnotify.watchdog_usec()
+    return None if usec is None else usec / 2e6
 
 
 async def watchdog(interval: float) -> None:

@@ -65,7 +65,9 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
 
 
-def activated(tmp_path: Path, sock: socket.socket) -> subprocess.Popen[bytes]:
+def activated(
+    tmp_path: Path, sock: socket.socket, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """luod started as systemd would start it from luod.socket."""
     number = sock.fileno()
     command = [
@@ -78,7 +80,7 @@ def activated(tmp_path: Path, sock: socket.socket) -> subprocess.Popen[bytes]:
         str(tmp_path / "luod"),
         "--no-api",
     ]
-    return subprocess.Popen(command, pass_fds=[number], stderr=subprocess.PIPE)
+    return subprocess.Popen(command, pass_fds=[number], stderr=subprocess.PIPE, env=env)
 
 
 def test_the_vmm_socket_comes_from_socket_activation(tmp_path: Path) -> None:
@@ -101,12 +103,83 @@ def test_the_vmm_socket_comes_from_socket_activation(tmp_path: Path) -> None:
 
 
 def test_an_activated_socket_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
+    notify = notify_socket(tmp_path / "notify")
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    process = activated(tmp_path, udp)
+    process = activated(tmp_path, udp, {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")})
     udp.close()
     _, err = process.communicate(timeout=20)
     assert process.returncode == 1
     assert b"bad-activated-socket" in err or b"from systemd is" in err
+    assert not any("READY=1" in m for m in drain(notify, 0.3))  # no VMM was told to come
+    notify.close()
+
+
+def until_serving(notify: socket.socket, seconds: float = 30.0) -> list[str]:
+    messages, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline and not any("STATUS=serving" in m for m in messages):
+        messages += drain(notify, 0.2)
+    return messages
+
+
+def test_socket_activated_luod_says_ready_at_exec_and_again_once_serving(tmp_path: Path) -> None:
+    """READY=1 before luod's imports (VMM units start beside luod's start: issue 17), with
+    WatchdogSec= stretched over the start and given back once serving; a VMM that connects
+    in between waits in the socket's backlog and is answered."""
+    notify = notify_socket(tmp_path / "notify")
+    path = tmp_path / "activated.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "30000000"}
+    process = activated(tmp_path, listener, env)
+    listener.close()
+    try:
+        first = drain_one(notify, 20)
+        assert first.startswith("READY=1\nSTATUS=starting"), first
+        assert "WATCHDOG_USEC=300000000" in first.split("\n"), first
+        with Client(path, timeout=20) as client:  # connected before luod serves
+            assert client.hello()["protocol"] == "luod-vmm", process.stderr
+        ready = [m for m in until_serving(notify) if "READY=1" in m]
+        assert ready and "STATUS=serving" in ready[0], ready
+        assert "WATCHDOG_USEC=30000000" in ready[0].split("\n"), ready
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait()
+        notify.close()
+
+
+def test_no_watchdog_is_turned_on_where_none_was_configured(tmp_path: Path) -> None:
+    notify = notify_socket(tmp_path / "notify")
+    path = tmp_path / "activated.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHDOG_")}
+    process = activated(tmp_path, listener, {**env, "NOTIFY_SOCKET": str(tmp_path / "notify")})
+    listener.close()
+    try:
+        messages = [drain_one(notify, 20), *until_serving(notify)]
+        assert [m.split("\n")[1] for m in messages if "READY=1" in m][:1] == [
+            "STATUS=starting: VMMs wait in luod.socket until luod serves"
+        ], messages
+        assert sum("STATUS=serving" in m for m in messages) == 1, messages
+        assert not any("WATCHDOG_USEC" in m for m in messages), messages
+    finally:
+        process.kill()
+        process.wait()
+        notify.close()
+
+
+def drain_one(sock: socket.socket, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return sock.recv(4096).decode()
+        except TimeoutError:
+            continue
+    raise AssertionError(f"no sd_notify message in {seconds} s")
 
 
 API_LAUNCH = LAUNCH.replace('LISTEN_FDNAMES="liveupdate"', 'LISTEN_FDNAMES="api"')
