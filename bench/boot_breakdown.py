@@ -135,7 +135,7 @@ STEPS = (
     "luod exec'd",
     "luod imported, its Daemon built (luod_start)",
     "luod: sessions retrieved, serving",
-    "luod.service active (READY=1 seen by systemd)",
+    "luod.service active (READY=1: at exec when socket-activated)",
     "VMM units exec'd",
     "VMMs started and imported: RECLAIM sent",
     "luod handled each RECLAIM",

@@ -14,6 +14,7 @@ beside luod's own start instead of after it: after a kexec, their interpreters a
 longer follow luod's (bench/NOTES.md "Early boot"). The stop order is unchanged: VMMs still
 stop before luod. WatchdogSec= is stretched to ``STARTING_WATCHDOG_USEC`` until luod serves
 (its pings start then) and given back in the READY=1 it sends once serving.
+``LUOD_READY_AT_EXEC=no`` in the unit's environment keeps READY=1 for once luod serves.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def ready_at_exec() -> bool:
     luod.daemon.systemd.ready). Returns whether it was sent."""
     from luod.custody import sdnotify
 
-    if not sdnotify.passed_listener(sdnotify.VMM_SOCKET):
+    if sdnotify.ready_at_exec() is False or not sdnotify.passed_listener(sdnotify.VMM_SOCKET):
         return False
     state = "READY=1\nSTATUS=starting: VMMs wait in luod.socket until luod serves"
     usec = sdnotify.watchdog_usec()

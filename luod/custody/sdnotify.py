@@ -103,6 +103,16 @@ def parse_listen_env(environ: Mapping[str, str], pid: int) -> list[str]:
     return names
 
 
+READY_AT_EXEC: Final = "LUOD_READY_AT_EXEC"
+"""yes (the default) or no: READY=1 at exec under socket activation (luod.start)."""
+_SWITCH: Final = {"yes": True, "1": True, "true": True, "no": False, "0": False, "false": False}
+
+
+def ready_at_exec(environ: Mapping[str, str] = os.environ) -> bool | None:
+    """``$LUOD_READY_AT_EXEC``: True when unset; None when it is neither yes nor no."""
+    return _SWITCH.get(environ.get(READY_AT_EXEC, "yes").strip().lower())
+
+
 def passed_listener(name: str, environ: Mapping[str, str] = os.environ) -> bool:
     """Whether systemd passed this process a listening stream socket called ``name``, looked at
     without taking the fds (``listen_fds()`` still takes them later)."""

@@ -1,5 +1,6 @@
-"""luod as a systemd service: READY=1 once the VMM socket serves, STATUS= with the phase,
-WATCHDOG=1 pings, and sockets from socket activation (LISTEN_FDS, checked by family/type).
+"""luod as a systemd service: READY=1 once the VMM socket serves (with socket activation also at
+exec: luod.start), STATUS= with the phase, WATCHDOG=1 pings, and sockets from socket
+activation (LISTEN_FDS, checked by family/type).
 
 Everything is a no-op outside systemd (no $NOTIFY_SOCKET, no LISTEN_FDS).
 """
@@ -59,6 +60,13 @@ def ready(status: str) -> None:
     stretched over the start when it said READY=1 at exec (socket activation)."""
     usec = sdnotify.watchdog_usec()
     _send(f"READY=1\nSTATUS={status}" + (f"\nWATCHDOG_USEC={usec}" if usec else ""))
+    if sdnotify.ready_at_exec() is None:
+        log.warning(
+            "bad-setting",
+            variable=sdnotify.READY_AT_EXEC,
+            value=os.environ.get(sdnotify.READY_AT_EXEC),
+            hint="yes or no; taken as yes (READY=1 at exec under socket activation)",
+        )
 
 
 def status(text: str) -> None:

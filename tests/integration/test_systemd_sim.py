@@ -220,3 +220,32 @@ def test_the_api_socket_comes_from_socket_activation(tmp_path: Path) -> None:
         process.terminate()
         process.wait(10)
     assert path.exists()
+
+
+def test_ready_at_exec_can_be_turned_off_and_a_bad_value_is_named(tmp_path: Path) -> None:
+    """LUOD_READY_AT_EXEC=no: READY=1 only once serving; a value neither yes nor no is taken as
+    yes and named in luod's log."""
+    for value, early in (("no", False), ("maybe", True)):
+        notify = notify_socket(tmp_path / f"notify-{value}")
+        path = tmp_path / f"activated-{value}.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(8)
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(tmp_path / f"notify-{value}"),
+            "LUOD_READY_AT_EXEC": value,
+        }
+        process = activated(tmp_path / value, listener, env)
+        listener.close()
+        try:
+            ready = [m for m in until_serving(notify) if "READY=1" in m]
+            assert ready[-1].startswith("READY=1\nSTATUS=serving"), ready
+            assert len(ready) == (2 if early else 1), (value, ready)
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=10)
+            assert (b'"bad-setting"' in err and b"LUOD_READY_AT_EXEC" in err) is early, err
+        finally:
+            process.kill()
+            process.wait()
+            notify.close()

@@ -276,3 +276,17 @@ def test_fds_passed_to_another_pid_are_left_alone(tmp_path: Path) -> None:
     assert result["left"] == []
     assert result["cloexec_after"] == [False, False, False]
     assert result["env"] == []  # never passed on to children either
+
+
+def test_the_ready_at_exec_switch_and_the_watchdog_length_from_the_environment() -> None:
+    assert sdnotify.ready_at_exec({}) is True
+    assert [sdnotify.ready_at_exec({"LUOD_READY_AT_EXEC": v}) for v in ("no", " No ", "0")] == [
+        False
+    ] * 3
+    assert sdnotify.ready_at_exec({"LUOD_READY_AT_EXEC": "maybe"}) is None
+    pid = str(os.getpid())
+    assert sdnotify.watchdog_usec({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": pid}) == 30000000
+    assert sdnotify.watchdog_usec({"WATCHDOG_USEC": "30000000"}) == 30000000
+    assert sdnotify.watchdog_usec({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+    assert sdnotify.watchdog_usec({"WATCHDOG_USEC": "0"}) is None
+    assert sdnotify.watchdog_usec({}) is None
