@@ -1,10 +1,13 @@
-"""The blackout timeline of the systemd path next to the direct path: one run each, in the same
-systemd-262 guest (tests/vm/systemd/) with the same three demo VMMs (running, answering FREEZE).
+"""The blackout timeline of the systemd path next to the direct path, and of luod's READY=1 at
+exec next to READY=1 once serving: one update each, in the same systemd-262 guest
+(tests/vm/systemd/) with the same three demo VMMs (running, answering FREEZE).
 
-Boot 1: kexec.mode = direct (luod calls reboot(KEXEC) itself). Boot 2: the VMMs reclaim, hand
-over again, and kexec.mode = systemd (luod hands its fds to the fd store and runs
-``systemctl kexec``). Boot 3: the VMMs reclaim. Both timelines come from ``luoctl --json
-history`` and are printed relative to the start of the freeze.
+Boot 1: kexec.mode = direct (luod calls reboot(KEXEC) itself). Boot 2 runs luod with
+``LUOD_READY_AT_EXEC=no`` (a drop-in): the VMM units start once luod serves. Its VMMs reclaim,
+hand over again, and a second direct update leads to boot 3, where luod says READY=1 at exec
+(the default): the VMM units start beside luod's start. Then kexec.mode = systemd (luod hands
+its fds to the fd store and runs ``systemctl kexec``) leads to boot 4. The timelines come from
+``luoctl --json history`` and are printed relative to the start of the freeze.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from tests.vm.systemd import guest
 
 VMS = ("vm-a", "vm-b", "vm-c")
 RAM = {"vm-a": "--ram ram0=64M --ram state=4K", "vm-b": "--ram ram0=16M", "vm-c": "--ram ram0=8M"}
-MODES = ("direct", "systemd")
-AFTER = (2, 3)  # the boots after each kexec
-TIMEOUT = 900  # 727 s measured at load average 10 (two TCG guests and a fuzz run on 2 cores)
+UPDATES = (("direct", False), ("direct", True), ("systemd", True))
+"""Each update's kexec.mode, and whether luod says READY=1 at exec in the boot after it."""
+AFTER = (2, 3, 4)  # the boots after each kexec
+TIMEOUT = 1200  # 3 boots took 727 s at load average 10 (two TCG guests and a fuzz run, 2 cores)
+DROP_IN = "systemd/system/luod.service.d/ready-at-exec.conf"
 GLOBAL = [  # (label, where): phase transitions by their target, or events
     ("freeze sent", ("phase", "freezing")),
     ("all frozen", ("phase", "frozen")),
@@ -39,22 +44,29 @@ PER_VM = [("freeze ack", "freeze_ack"), ("reclaimed", "reclaimed"), ("done", "do
 
 def guest_files() -> dict[str, str]:
     files = {f"vmm-{vm}.env": f"RAM={ram}\n" for vm, ram in RAM.items()}
-    for boot, mode in enumerate(MODES, start=1):
+    for boot, (mode, early) in enumerate(UPDATES, start=1):
         files[f"etc-{boot}/luod/luod.toml"] = (
             f'[kexec]\nmode = "{mode}"\nrunning_image = "/run/sdg-share/bzImage"\n'
         )
         reclaims = "".join(f"sdg-reclaim@{vm}.service\n" for vm in VMS)
         files[f"enable-{boot + 1}"] = reclaims + "sdg-stamp.service\n"
+        if not early:
+            files[f"etc-{boot + 1}/{DROP_IN}"] = "[Service]\nEnvironment=LUOD_READY_AT_EXEC=no\n"
     return files
+
+
+def update_label(update: tuple[str, bool]) -> str:
+    mode, early = update
+    return f"{mode} kexec, READY=1 {'at exec' if early else 'once serving'}"
 
 
 Run = tuple[list[dict[str, Any]], list[float | None], dict[str, Any]]
 
 
 def run_bench(workdir: Path, timeout: float = TIMEOUT) -> Run:
-    """The two update records (direct, systemd), from the history in the last boot, the
-    bare unit's stamps of the boots they led to, and what bench.boot_breakdown collects."""
-    names = ("stage-bench-update.sh", "stage-bench-update.sh", "stage-bench-last.sh")
+    """The update records (as ``UPDATES``), from the history in the last boot, the bare
+    unit's stamps of the boots they led to, and what bench.boot_breakdown collects."""
+    names = (*["stage-bench-update.sh"] * len(UPDATES), "stage-bench-last.sh")
     result = guest.run(
         [(guest.HERE / name).read_text() for name in names],
         kernel=resolve_kernel(),
@@ -67,11 +79,12 @@ def run_bench(workdir: Path, timeout: float = TIMEOUT) -> Run:
         results = (result.share / f"reclaim-results-{boot}.txt").read_text().split()
         if results[1::2] != ["success"] * len(VMS):
             raise AssertionError(f"boot {boot}: reclaim units {results}")
-    history = json.loads((result.share / "history-3.json").read_text())["history"]
-    records = [h for h in history if h["outcome"] == "completed"][-2:]
+    last = AFTER[-1]
+    history = json.loads((result.share / f"history-{last}.json").read_text())["history"]
+    records = [h for h in history if h["outcome"] == "completed"][-len(UPDATES) :]
     modes = [mode_of(r) for r in records]
-    if modes != list(MODES):
-        raise AssertionError(f"expected a direct then a systemd update, got {modes}")
+    if modes != [mode for mode, _ in UPDATES]:
+        raise AssertionError(f"expected updates {UPDATES}, got {modes}")
     bare = [_stamp_file(result.share / f"stamp-{boot}") for boot in AFTER]
     return records, bare, boot_breakdown.collect(result.share, AFTER, VMS)
 
@@ -123,10 +136,7 @@ def timeline(records: list[dict[str, Any]], bare: list[float | None]) -> str:
             )
         blackouts = [r["blackout_seconds"].get(vm) or 0 for r in records]
         rows.append([f"{vm} blackout", *(f"{b:.3f} s" for b in blackouts)])
-    header = [
-        "step (t = 0: FREEZE sent)",
-        *(f"{mode_of(r)} kexec" for r in records),
-    ]
+    header = ["step (t = 0: FREEZE sent)", *(update_label(u) for u in UPDATES)]
     return table(header, rows)
 
 
@@ -134,7 +144,7 @@ def targets(records: list[dict[str, Any]], bare: list[float | None]) -> str:
     """Issue 17 §0: kernel up -> luod serving <= 2 s, serving -> every VM reclaimed <= 1 s,
     beside the bare unit with luod's ordering (the earliest userspace can be)."""
     rows = []
-    for record, stamp_bare in zip(records, bare, strict=True):
+    for update, record, stamp_bare in zip(UPDATES, records, bare, strict=True):
         boot = stamp(record, ("event", "kernel_boot"))
         serving = stamp(record, ("event", "sessions_retrieved"))
         reclaimed = [_epoch(v.get("reclaimed")) for v in record["vms"].values()]
@@ -144,7 +154,7 @@ def targets(records: list[dict[str, Any]], bare: list[float | None]) -> str:
         fan = _span(serving, last)
         rows.append(
             [
-                f"{mode_of(record)} kexec",
+                update_label(update),
                 _verdict(up, 2.0),
                 "-" if bare_up is None else f"{bare_up:.3f} s",
                 "-" if up is None or not bare_up else f"{up / bare_up:.2f}",
@@ -175,8 +185,8 @@ def report() -> str:
     with tempfile.TemporaryDirectory() as workdir:
         records, bare, data = run_bench(Path(workdir))
     title = (
-        "Blackout timeline, direct reboot(KEXEC) vs systemctl kexec "
-        "(systemd 262 guest, QEMU TCG, same 3 VMs)"
+        "Blackout timeline: READY=1 once serving vs at exec, direct reboot(KEXEC) vs systemctl "
+        "kexec (systemd 262 guest, QEMU TCG, same 3 VMs)"
     )
     return "\n\n".join(
         [

@@ -115,7 +115,8 @@ def test_an_activated_socket_of_the_wrong_kind_is_refused(tmp_path: Path) -> Non
 
 
 def until_serving(notify: socket.socket, seconds: float = 30.0) -> list[str]:
-    messages, deadline = [], time.monotonic() + seconds
+    messages: list[str] = []
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not any("STATUS=serving" in m for m in messages):
         messages += drain(notify, 0.2)
     return messages
