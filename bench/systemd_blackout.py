@@ -4,10 +4,12 @@ exec next to READY=1 once serving: one update each, in the same systemd-262 gues
 
 Boot 1: kexec.mode = direct (luod calls reboot(KEXEC) itself). Boot 2 runs luod with
 ``LUOD_READY_AT_EXEC=no`` (a drop-in): the VMM units start once luod serves. Its VMMs reclaim,
-hand over again, and a second direct update leads to boot 3, where luod says READY=1 at exec
-(the default): the VMM units start beside luod's start. Then kexec.mode = systemd (luod hands
-its fds to the fd store and runs ``systemctl kexec``) leads to boot 4. The timelines come from
-``luoctl --json history`` and are printed relative to the start of the freeze.
+hand over again, and a second direct update leads to boot 3, where luod says READY=1 at exec:
+the VMM units start beside luod's start, and share the CPU with it (``StartupCPUWeight=100``,
+systemd's default). Boot 4 runs luod.service as shipped (READY=1 at exec, luod first for the
+CPU while the boot starts up). Then kexec.mode = systemd (luod hands its fds to the fd store and
+runs ``systemctl kexec``) leads to boot 5. The timelines come from ``luoctl --json history``
+and are printed relative to the start of the freeze.
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ from tests.vm.systemd import guest
 
 VMS = ("vm-a", "vm-b", "vm-c")
 RAM = {"vm-a": "--ram ram0=64M --ram state=4K", "vm-b": "--ram ram0=16M", "vm-c": "--ram ram0=8M"}
-UPDATES = (("direct", False), ("direct", True), ("systemd", True))
-"""Each update's kexec.mode, and whether luod says READY=1 at exec in the boot after it."""
-AFTER = (2, 3, 4)  # the boots after each kexec
-TIMEOUT = 1200  # 3 boots took 727 s at load average 10 (two TCG guests and a fuzz run, 2 cores)
-DROP_IN = "systemd/system/luod.service.d/ready-at-exec.conf"
+UPDATES = (
+    ("direct", "READY=1 once serving", "[Service]\nEnvironment=LUOD_READY_AT_EXEC=no\n"),
+    ("direct", "READY=1 at exec, CPU shared", "[Service]\nStartupCPUWeight=100\n"),
+    ("direct", "as shipped", None),
+    ("systemd", "as shipped", None),
+)
+"""Each update's kexec.mode, what the boot after it shows, and the drop-in for luod.service
+that makes it so (None: luod.service as shipped: READY=1 at exec, StartupCPUWeight=1000)."""
+AFTER = (2, 3, 4, 5)  # the boots after each kexec
+TIMEOUT = 1500  # 3 boots took 727 s at load average 10 (two TCG guests and a fuzz run, 2 cores)
+DROP_IN = "systemd/system/luod.service.d/bench.conf"
 GLOBAL = [  # (label, where): phase transitions by their target, or events
     ("freeze sent", ("phase", "freezing")),
     ("all frozen", ("phase", "frozen")),
@@ -44,20 +52,20 @@ PER_VM = [("freeze ack", "freeze_ack"), ("reclaimed", "reclaimed"), ("done", "do
 
 def guest_files() -> dict[str, str]:
     files = {f"vmm-{vm}.env": f"RAM={ram}\n" for vm, ram in RAM.items()}
-    for boot, (mode, early) in enumerate(UPDATES, start=1):
+    for boot, (mode, _, drop_in) in enumerate(UPDATES, start=1):
         files[f"etc-{boot}/luod/luod.toml"] = (
             f'[kexec]\nmode = "{mode}"\nrunning_image = "/run/sdg-share/bzImage"\n'
         )
         reclaims = "".join(f"sdg-reclaim@{vm}.service\n" for vm in VMS)
         files[f"enable-{boot + 1}"] = reclaims + "sdg-stamp.service\n"
-        if not early:
-            files[f"etc-{boot + 1}/{DROP_IN}"] = "[Service]\nEnvironment=LUOD_READY_AT_EXEC=no\n"
+        if drop_in is not None:
+            files[f"etc-{boot + 1}/{DROP_IN}"] = drop_in
     return files
 
 
-def update_label(update: tuple[str, bool]) -> str:
-    mode, early = update
-    return f"{mode} kexec, READY=1 {'at exec' if early else 'once serving'}"
+def update_label(update: tuple[str, str, str | None]) -> str:
+    mode, what, _ = update
+    return f"{mode} kexec, {what}"
 
 
 Run = tuple[list[dict[str, Any]], list[float | None], dict[str, Any]]
@@ -83,7 +91,7 @@ def run_bench(workdir: Path, timeout: float = TIMEOUT) -> Run:
     history = json.loads((result.share / f"history-{last}.json").read_text())["history"]
     records = [h for h in history if h["outcome"] == "completed"][-len(UPDATES) :]
     modes = [mode_of(r) for r in records]
-    if modes != [mode for mode, _ in UPDATES]:
+    if modes != [mode for mode, _, _ in UPDATES]:
         raise AssertionError(f"expected updates {UPDATES}, got {modes}")
     bare = [_stamp_file(result.share / f"stamp-{boot}") for boot in AFTER]
     return records, bare, boot_breakdown.collect(result.share, AFTER, VMS)
