@@ -1,6 +1,6 @@
-# bench/systemd_blackout.py, boots 1 to 4: (after boot 1: the reclaim units ran first, record
+# bench/systemd_blackout.py, boots 1 to 3: (after boot 1: the reclaim units ran first, record
 # them and the history so far) three demo VMM units hand over and keep writing; an update whose
-# kexec.mode comes from etc-N/luod/luod.toml (1-3: direct, 4: systemd). The VMMs answer FREEZE.
+# kexec.mode comes from etc-N/luod/luod.toml (1, 2: direct, 3: systemd). The VMMs answer FREEZE.
 . "$SHARE/lib.sh"
 set -x
 luod_up
