@@ -24,7 +24,7 @@ import sys
 
 STARTING_WATCHDOG_USEC = 300_000_000
 """How long luod may take from exec to serving once it said READY=1 early: the slowest start
-measured, in a loaded TCG guest after a kexec, took about 60 s."""
+measured, in a TCG guest after a kexec on a host at load 10, took 32 s (bench/NOTES.md)."""
 
 
 def entry() -> None:
