@@ -26,6 +26,7 @@ from luod.kernel.errors import LuoError
 from luod.vmm.client import Client, ConnectionBroken
 
 DEFAULT_SOCKET = "/run/luod/liveupdate.sock"
+WAIT_FOR_LUOD = 60.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         each.add_argument("--id", required=True)
         each.add_argument("--socket", default=DEFAULT_SOCKET)
         each.add_argument("--record", type=Path, required=True, help="JSON record of digests")
+        each.add_argument(
+            "--wait-for-luod",
+            type=float,
+            default=WAIT_FOR_LUOD,
+            metavar="SECONDS",
+            help=f"wait for luod's socket while luod starts (default {WAIT_FOR_LUOD:g})",
+        )
     return parser.parse_args(argv)
 
 
@@ -72,7 +80,7 @@ class Runner:
     def run(self) -> int:
         signal.signal(signal.SIGUSR1, lambda *_: self.stop.set())
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        client: Client | None = Client(self.args.socket)
+        client: Client | None = Client(self.args.socket, wait=self.args.wait_for_luod)
         assert client is not None
         try:
             if self.args.mode == "handover":
@@ -181,7 +189,7 @@ def reclaim(args: argparse.Namespace) -> int:
     record = json.loads(args.record.read_text())
     nics = None
     _say("reclaiming", vm=args.id, at=time.time())  # started and imported (bench timelines)
-    with Client(args.socket) as client:
+    with Client(args.socket, wait=args.wait_for_luod) as client:
         fds: dict[str, Any]
         if record["mode"] == "handover":
             fds = client.reclaim(args.id)

@@ -28,6 +28,7 @@ from luod.vmm.client import ConnectionBroken, LuodError
 DEFAULT_SOCKET = "/run/luod/liveupdate.sock"
 DEFAULT_RUNTIME = "/run/luod-qemu"
 DEFAULT_QEMU = "qemu-system-x86_64"
+WAIT_FOR_LUOD = 60.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,6 +49,10 @@ def parser() -> argparse.ArgumentParser:
                           help="limit of each QMP command (default 5)")  # fmt: skip
         each.add_argument("--start-timeout", type=float, default=60.0, metavar="SECONDS",
                           help="limit of QEMU's start, to its monitor's greeting")  # fmt: skip
+        each.add_argument("--wait-for-luod", type=float, default=WAIT_FOR_LUOD, metavar="SECONDS",
+                          help=f"wait for luod's socket while luod starts (default "
+                          f"{WAIT_FOR_LUOD:g}): an init may start luod and the VMMs "
+                          "at once")  # fmt: skip
     run.add_argument("qemu_args", nargs=argparse.REMAINDER, help="-- then QEMU's arguments")
     return top
 
@@ -67,6 +72,7 @@ def options(args: argparse.Namespace) -> Options:
         spec=spec,
         qemu=args.qemu,
         report=args.report,
+        wait_for_luod=args.wait_for_luod,
     )
 
 

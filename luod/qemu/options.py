@@ -19,3 +19,4 @@ class Options:
     spec: VmSpec | None  # from the command line (``run``); None: ``restore`` only
     qemu: str | None  # a QEMU binary given on the command line: overrides the preserved one
     report: Path | None
+    wait_for_luod: float = 0.0  # seconds to wait for luod's socket at start (luod starting)

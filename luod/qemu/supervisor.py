@@ -60,7 +60,7 @@ class Supervisor:
     # --- start -------------------------------------------------------------------------------
     def run(self) -> int:
         self.options.runtime_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock(), Client(self.options.socket) as client:
+        with self._lock(), self._connect() as client:
             (self.options.runtime_dir / f"{self.vm}.json").unlink(missing_ok=True)
             self._install_signals()
             try:
@@ -69,6 +69,26 @@ class Supervisor:
                 return self._serve(client)
             finally:
                 self._shutdown_qemu()
+
+    def _connect(self) -> Client:
+        """luod's socket; while luod starts (no socket yet, or a dead luod's) it is waited for,
+        ``--wait-for-luod`` seconds, said once."""
+        wait = self.options.wait_for_luod
+        try:
+            return Client(self.options.socket)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            missing: OSError = exc
+        if wait > 0:
+            self.log.say("waiting-for-luod", socket=self.options.socket, error=str(missing))
+            try:
+                return Client(self.options.socket, wait=wait)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                missing = exc
+        raise QemuAdapterError(
+            "luod-unavailable",
+            f"no luod answers at {self.options.socket} ({missing.strerror}) after {wait:g} s",
+            "start luod (under systemd: luod.socket), or give it longer: --wait-for-luod",
+        ) from missing
 
     def _start(self, client: Client, record: dict[str, Any]) -> None:
         """Restore the VM if luod holds it from before a kexec, else boot it afresh."""

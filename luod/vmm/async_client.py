@@ -40,8 +40,10 @@ class AsyncClient:
         timeout: float | None = None,
         sock: socket.socket | None = None,
         capabilities: Iterable[str] | None = DEFAULT_CAPABILITIES,
+        wait: float = 0.0,
     ) -> None:
         self._path = path
+        self._wait = wait
         self._timeout = timeout
         self._protocol = ClientProtocol(capabilities)
         self._sock = sock
@@ -50,7 +52,7 @@ class AsyncClient:
 
     async def connect(self) -> AsyncClient:
         if self._sock is None:
-            self._sock = await async_transport.connect_async(self._path)
+            self._sock = await async_transport.connect_async(self._path, wait=self._wait)
         self._sock.setblocking(False)
         return self
 

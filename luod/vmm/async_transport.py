@@ -13,36 +13,44 @@ from typing import Final
 
 from luod.fdpass import pack_rights
 from luod.vmm.protocol import ClientProtocol, ConnectionBroken, OutFrame
+from luod.vmm.transport import CONNECT_POLL
 
 CONNECT_TIMEOUT: Final = 30.0
 """How long ``connect_async`` waits for room in luod's listen backlog."""
 
 
 async def connect_async(
-    path: str | os.PathLike[str], timeout: float = CONNECT_TIMEOUT
+    path: str | os.PathLike[str], timeout: float = CONNECT_TIMEOUT, wait: float = 0.0
 ) -> socket.socket:
     """Connected without blocking the loop. While luod's listen backlog is full (many VMMs
     connecting at once, after a kexec), a non-blocking connect(2) on a unix socket fails with
     EAGAIN, and no connection is in progress: asyncio's ``sock_connect`` would then hand back
     an unconnected socket (ENOTCONN at the first send). The connect is retried instead, as a
-    blocking connect would wait, for at most ``timeout`` seconds."""
+    blocking connect would wait, for at most ``timeout`` seconds. ``wait``: as
+    ``luod.vmm.transport.connect``, for a luod that is starting."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        await _retrying_connect(sock, os.fspath(path), timeout)
+        await _retrying_connect(sock, os.fspath(path), timeout, wait)
     except BaseException:
         sock.close()
         raise
     return sock
 
 
-async def _retrying_connect(sock: socket.socket, path: str, timeout: float) -> None:
+async def _retrying_connect(sock: socket.socket, path: str, timeout: float, wait: float) -> None:
     loop = asyncio.get_running_loop()
     deadline, pause = loop.time() + timeout, 0.001
+    absent_until = loop.time() + wait
     while True:
         try:
             sock.connect(path)
             return
+        except (FileNotFoundError, ConnectionRefusedError):  # no luod yet: wait for it
+            if loop.time() >= absent_until:
+                raise
+            await asyncio.sleep(CONNECT_POLL)
+            continue
         except BlockingIOError as exc:  # EAGAIN: the backlog is full, nothing in progress
             if loop.time() >= deadline:
                 raise ConnectionError(

@@ -76,7 +76,8 @@ def __getattr__(name: str) -> object:
 # --- the blocking client -------------------------------------------------------------------
 class Client:
     """Blocking client, connected at once. ``timeout`` bounds each request (None: as long as
-    luod works); ``capabilities`` is what it asks for in HELLO (None: sends no HELLO)."""
+    luod works); ``capabilities`` is what it asks for in HELLO (None: sends no HELLO);
+    ``wait``: seconds to wait for luod's socket to appear (a VMM started with luod)."""
 
     def __init__(
         self,
@@ -85,10 +86,11 @@ class Client:
         timeout: float | None = None,
         sock: socket.socket | None = None,
         capabilities: Iterable[str] | None = DEFAULT_CAPABILITIES,
+        wait: float = 0.0,
     ) -> None:
         self._timeout = timeout
         self._protocol = ClientProtocol(capabilities)
-        self._sock = sock if sock is not None else transport.connect(path)
+        self._sock = sock if sock is not None else transport.connect(path, wait)
         self._sock.setblocking(True)
 
     def connect(self) -> Client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Final
 
 from luod.fdpass import pack_rights, room, unpack_rights
@@ -19,14 +20,29 @@ from luod.vmm.protocol import ClientProtocol, ConnectionBroken, OutFrame
 ANCILLARY: Final = room(framing.MAX_FDS)
 
 
-def connect(path: str | os.PathLike[str]) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(os.fspath(path))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+CONNECT_POLL: Final = 0.05
+"""How often a client that waits for luod tries its socket again (seconds)."""
+
+
+def connect(path: str | os.PathLike[str], wait: float = 0.0) -> socket.socket:
+    """Connected to luod's socket. ``wait``: for that many seconds a socket that is not there
+    yet (FileNotFoundError) or that nobody listens on (ConnectionRefusedError: a luod that
+    died left it) is tried again, for a luod that is starting; then the error is raised."""
+    deadline = time.monotonic() + wait
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(os.fspath(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(CONNECT_POLL)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:

@@ -115,3 +115,31 @@ def test_supervisor_rides_out_luod_restarts_and_restores_in_place(tmp_path: Path
     finally:
         vm.kill()
         daemon.stop()
+
+
+def test_luod_qemu_started_before_luod_waits_for_its_socket(tmp_path: Path) -> None:
+    """An init that starts luod and its VMMs at once (bare init, docs/operations.md §2.3): the
+    VMM waits for luod's socket (--wait-for-luod), says so once, then hands its VM over."""
+    socket = tmp_path / "luod" / "run" / "liveupdate.sock"  # where start_daemon's luod listens
+    vm = LuodQemu(tmp_path, socket).start()
+    daemon = None
+    try:
+        waiting = vm.wait_event("waiting-for-luod")
+        assert waiting["socket"] == str(socket), waiting
+        time.sleep(0.5)  # luod starts a little later
+        daemon = start_daemon(tmp_path / "luod")
+        assert vm.wait_event("preserved")["ram_bytes"] == 64 << 20
+        assert vm_state(daemon, "vm1") == "preserved"
+        assert [e["event"] for e in vm.events()].count("waiting-for-luod") == 1
+    finally:
+        vm.kill()
+        if daemon is not None:
+            daemon.stop()
+
+
+def test_luod_qemu_without_luod_fails_clearly_after_its_wait(tmp_path: Path) -> None:
+    vm = LuodQemu(tmp_path, tmp_path / "nobody.sock").start("run", "--wait-for-luod", "0.5")
+    assert vm.wait_exit() == 1
+    text = vm.log.read_text()
+    assert "luod-unavailable: no luod answers at" in text and "after 0.5 s" in text, text
+    assert "hint: start luod" in text and "Traceback" not in text, text
