@@ -22,9 +22,10 @@ from __future__ import annotations
 import gc
 import sys
 
-STARTING_WATCHDOG_USEC = 300_000_000
-"""How long luod may take from exec to serving once it said READY=1 early: the slowest start
-measured, in a TCG guest after a kexec on a host at load 10, took 32 s (bench/NOTES.md)."""
+STARTING_WATCHDOG_USEC = 90_000_000
+"""How long luod may take from exec to serving once it said READY=1 early: systemd's default
+start timeout, which bounded that span before (the slowest start measured, in a TCG guest after
+a kexec on a host at load 10, took 32 s: bench/NOTES.md)."""
 
 
 def entry() -> None:
