@@ -60,6 +60,9 @@ def test_qemu_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
     frozen = events(share, "l2-run-1.log")["frozen"]
     restored = events(share, "l2-run-2.log")["restored"]
     assert restored["state_bytes"] == frozen["state_bytes"] > 0
+    # started before luod after the kexec (qemu-2.sh): it waited for luod's socket, then restored
+    waited = events(share, "l2-run-2.log")["waiting-for-luod"]
+    assert waited["socket"] == "/run/luod/liveupdate.sock" and waited["at"] < restored["at"]
     assert restored["pause"] > restored["reboot"] > 0
     again = load(share, "list-after.json")  # preserved again for the next update
     assert {vm["id"]: vm["state"] for vm in again} == {"l2": "preserved", "lx": "preserved"}

@@ -1,12 +1,12 @@
 # Boot 2: luod takes the sessions back; luod-qemu restores both guests (QEMU on the reclaimed
 # RAM, -incoming, the device state of the freeze, cont). Their QEMU binary is a launcher (of
 # l2guest, of l2linux) that probes the RAM as LUO carried it (the counter at QMP stop) before it
-# execs the real QEMU.
+# execs the real QEMU. As a bare init should (docs/operations.md §2.3), the VMMs start first and
+# wait for luod's socket (--wait-for-luod), then luod: their start overlaps luod's.
 MANAGED_BRIDGES='"br-l2"'
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
-start_luod 2
 L2="python -m tests.vm.l2guest"
 printf '#!/bin/sh\nexec %s/bin/python -m tests.vm.l2guest launch %s "$@"\n' \
     "$VENV" "$SHARE/l2-at-restore.json" >/tmp/probe-qemu
@@ -20,6 +20,9 @@ chmod +x /tmp/probe-qemu-lx
 luod-qemu restore --id lx --qemu /tmp/probe-qemu-lx --report "$SHARE/lx-report.jsonl" \
     >"$SHARE/lx-run-2.log" 2>&1 &
 XPID=$!
+wait_for "$SHARE/l2-run-2.log" '"waiting-for-luod"'
+wait_for "$SHARE/lx-run-2.log" '"waiting-for-luod"'
+start_luod 2
 wait_for "$SHARE/l2-run-2.log" '"restored"'
 cat /sys/class/net/l2-tap0/carrier >"$SHARE/l2-carrier-2"  # the restored QEMU has it open
 ip -d -j link show dev l2-tap0 >"$SHARE/l2-tap-after.json"
