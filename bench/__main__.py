@@ -7,6 +7,7 @@ import sys
 
 from bench import (
     abi_preflight,
+    bare_overlap,
     baseline,
     blackout_budget,
     blackout_vm,
@@ -46,6 +47,7 @@ def main() -> int:
         orchestration,
         rest_load,
         systemd_blackout,
+        bare_overlap,  # the same overlap without systemd: VMMs wait for luod's socket
         net_rebuild,
         fleet,
         qualification,  # before abi_preflight: its records feed the column qualified
