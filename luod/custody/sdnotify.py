@@ -114,8 +114,8 @@ def ready_at_exec(environ: Mapping[str, str] = os.environ) -> bool | None:
 
 
 def passed_listener(name: str, environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether systemd passed this process a listening stream socket called ``name``, looked at
-    without taking the fds (``listen_fds()`` still takes them later)."""
+    """Whether systemd passed this process a listening unix stream socket called ``name``,
+    looked at without taking the fds (``listen_fds()`` still takes them later)."""
     try:
         names = parse_listen_env(environ, os.getpid())
     except ValueError:
@@ -127,9 +127,16 @@ def passed_listener(name: str, environ: Mapping[str, str] = os.environ) -> bool:
     except OSError:
         return False
     with probe:
-        return probe.type == socket.SOCK_STREAM and bool(
-            probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-        )
+        return is_unix_listener(probe)
+
+
+def is_unix_listener(sock: socket.socket) -> bool:
+    """A listening AF_UNIX stream socket: what luod.socket and luod-api.socket pass."""
+    return (
+        sock.family == socket.AF_UNIX
+        and sock.type == socket.SOCK_STREAM
+        and bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    )
 
 
 def watchdog_usec(environ: Mapping[str, str] = os.environ) -> int | None:

@@ -39,7 +39,7 @@ def activated_socket(name: str) -> socket.socket | None:
                 f"fd {name!r} from systemd is no socket",
                 "luod.socket must be ListenStream= on a unix path",
             ) from exc
-        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not _listening(sock):
+        if not sdnotify.is_unix_listener(sock):
             kind = f"{sock.family.name}/{sock.type.name}"
             sock.close()
             raise LuodError(
@@ -49,10 +49,6 @@ def activated_socket(name: str) -> socket.socket | None:
             )
         return sock
     return None
-
-
-def _listening(sock: socket.socket) -> bool:
-    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
 
 
 def ready(status: str) -> None:
