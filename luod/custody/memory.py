@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Final
 
 from luod.custody.fdname import check_name
@@ -11,12 +12,16 @@ from luod.kernel.fd import OwnedFd, SupportsFileno
 
 
 class MemoryCustody:
-    """Duplicates in this process: they die with it (tests, ``--simulate``)."""
+    """Duplicates in this process: they die with it (tests, ``--simulate``). One lock around
+    the table: a qualification's verify recovers from a worker thread while the event loop
+    deposits and withdraws (without it: "dictionary changed size during iteration", or a dup
+    of an fd closed under it)."""
 
     kind: Final = "memory"
 
     def __init__(self) -> None:
         self._held: dict[str, OwnedFd] | None = {}
+        self._lock = threading.Lock()
 
     def deposit(self, name: str, fd: SupportsFileno) -> None:
         self._table()  # closed: say so before making a duplicate nobody would own
@@ -24,26 +29,29 @@ class MemoryCustody:
 
     def adopt(self, name: str, fd: OwnedFd) -> None:
         """Take ``fd`` itself (no duplicate); an older entry of that name is closed."""
-        held = self._table()
-        old = held.pop(name, None)
-        held[name] = fd
+        with self._lock:
+            held = self._table()
+            old = held.pop(name, None)
+            held[name] = fd
         if old is not None:
             old.close()
 
     def withdraw(self, name: str) -> None:
-        fd = self._table().pop(name, None)
-        if fd is not None:
-            fd.close()
+        with self._lock:
+            fd = self._table().pop(name, None)
+            if fd is not None:
+                fd.close()
 
     def recover(self) -> dict[str, OwnedFd]:
         recovered: dict[str, OwnedFd] = {}
-        try:
-            for name, fd in self._table().items():
-                recovered[name] = fd.dup()
-        except BaseException:
-            for dup in recovered.values():
-                dup.close()
-            raise
+        with self._lock:
+            try:
+                for name, fd in self._table().items():
+                    recovered[name] = fd.dup()
+            except BaseException:
+                for dup in recovered.values():
+                    dup.close()
+                raise
         return recovered
 
     def check(self) -> None:
@@ -54,7 +62,8 @@ class MemoryCustody:
 
     def close(self) -> None:
         """Close every copy: in-process custody has nothing that outlives it."""
-        held, self._held = self._held, None
+        with self._lock:
+            held, self._held = self._held, None
         for fd in (held or {}).values():
             fd.close()
 

@@ -259,3 +259,38 @@ def test_choose_custody_takes_systemd_when_it_has_a_store(
     custody = choose_custody(tmp_path)
     assert custody.kind == "systemd"
     custody.close()
+
+
+def test_memory_custody_recovers_from_a_thread_while_the_table_changes() -> None:
+    """A qualification's verify recovers in a worker thread while the event loop deposits and
+    withdraws (seen in CI: "dictionary changed size during iteration")."""
+    import threading
+
+    from luod.custody.memory import MemoryCustody
+
+    custody = MemoryCustody()
+    reader, writer = (OwnedFd(fd) for fd in os.pipe())
+    stop, errors = threading.Event(), []
+
+    def recover_again() -> None:
+        while not stop.is_set():
+            try:
+                for fd in custody.recover().values():
+                    fd.close()
+            except Exception as exc:  # what the race raised is the finding
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=recover_again)
+    thread.start()
+    try:
+        for n in range(3000):
+            custody.deposit(f"luod.vm{n % 50}", reader)
+            custody.withdraw(f"luod.vm{(n * 7) % 50}")
+    finally:
+        stop.set()
+        thread.join()
+        custody.close()
+        reader.close()
+        writer.close()
+    assert errors == []
