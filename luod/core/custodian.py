@@ -10,7 +10,9 @@ from luod.kernel import OwnedFd, SupportsFileno
 
 class Custody(Protocol):
     """Who else holds every session fd luod holds, so that a luod that dies loses nothing
-    (implementations: luod.custody)."""
+    (implementations: luod.custody). Every method may be called from any thread: the event
+    loop deposits and withdraws VMs while a qualification's canaries are preserved and verified
+    in a worker thread."""
 
     @property
     def kind(self) -> str:

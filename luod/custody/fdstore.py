@@ -6,6 +6,7 @@ sessions through ``systemctl kexec`` (``FileDescriptorStorePreserve=yes``, syste
 
 from __future__ import annotations
 
+import threading
 from typing import Final
 
 from luod.custody import sdnotify
@@ -29,6 +30,8 @@ class SystemdFdStore:
     Sends ``FDSTORE=1`` / ``FDSTOREREMOVE=1`` datagrams. systemd cannot be asked what it holds,
     so a local duplicate of every entry (the fds inherited through ``LISTEN_FDS`` at start, plus
     later deposits) answers ``recover()``; those local copies die with luod, systemd's do not.
+    One lock makes each deposit and withdraw whole: a deposit of a held name is a remove, then
+    a store, and two threads interleaving them would leave systemd two fds of one name.
     """
 
     kind: Final = "systemd"
@@ -49,10 +52,15 @@ class SystemdFdStore:
                 "luod.service; systemd older than 254 does not export $FDSTORE",
             )
         self._mirror = MemoryCustody()
+        self._lock = threading.Lock()
         self._adopt_inherited()
 
     def deposit(self, name: str, fd: SupportsFileno) -> None:
         check_name(name)
+        with self._lock:
+            self._deposit(name, fd)
+
+    def _deposit(self, name: str, fd: SupportsFileno) -> None:
         if name not in self._mirror and len(self._mirror) >= self._max:
             raise LuodError(
                 "custody-full",
@@ -77,8 +85,9 @@ class SystemdFdStore:
     def withdraw(self, name: str) -> None:
         # Sent even for names we do not know: removing what is absent is a no-op for systemd,
         # and it clears an entry a crashed luod may have stored.
-        self._notify(f"FDSTOREREMOVE=1\nFDNAME={check_name(name)}", None, name)
-        self._mirror.withdraw(name)
+        with self._lock:
+            self._notify(f"FDSTOREREMOVE=1\nFDNAME={check_name(name)}", None, name)
+            self._mirror.withdraw(name)
 
     def recover(self) -> dict[str, OwnedFd]:
         return self._mirror.recover()

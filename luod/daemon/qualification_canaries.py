@@ -65,14 +65,17 @@ class Canaries:
     # --- after the kexec -----------------------------------------------------------------------
     def verify(self, plan: list[qualify.CanarySession]) -> list[qualify.Check]:
         """Retrieve every canary, judge it, then finish and close its session."""
+        held = self._in_custody({canary.name for canary in plan})
         checks = []
         for canary in plan:
-            checks.extend(self._verify_session(canary))
+            checks.extend(self._verify_session(canary, held.pop(canary.name, None)))
         return checks
 
-    def _verify_session(self, canary: qualify.CanarySession) -> list[qualify.Check]:
+    def _verify_session(
+        self, canary: qualify.CanarySession, held: OwnedFd | None
+    ) -> list[qualify.Check]:
         try:
-            session = self._incoming(canary.name)
+            session = self._incoming(canary.name, held)
         except LuoError as exc:
             return [qualify.check(f"{canary.name}: retrieved", "yes", f"no: {exc}")]
         checks = [qualify.check(f"{canary.name}: retrieved", "yes", "yes")]
@@ -88,16 +91,21 @@ class Canaries:
             self.custody.withdraw(canary.name)
         return checks
 
-    def _incoming(self, name: str) -> Session:
-        """From custody (systemd's fd store hands it back), else retrieved by name."""
-        found = None
+    def _in_custody(self, names: set[str]) -> dict[str, OwnedFd]:
+        """The fds custody holds under ``names`` (systemd's fd store hands them back), from one
+        recover() for the whole plan: it duplicates every VM's session too, closed here."""
+        found = {}
         for held, fd in self.custody.recover().items():
-            if held == name and found is None:
-                found = fd
+            if held in names:
+                found[held] = fd
             else:
                 fd.close()
-        if found is not None:
-            return self.backend.device.adopt_session(found)
+        return found
+
+    def _incoming(self, name: str, held: OwnedFd | None) -> Session:
+        """Custody's fd adopted, else the session retrieved by name."""
+        if held is not None:
+            return self.backend.device.adopt_session(held)
         return self.backend.device.retrieve_session(name)
 
 

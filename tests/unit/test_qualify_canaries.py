@@ -13,7 +13,7 @@ import pytest
 from luod.core import compat, qualify
 from luod.custody.memory import MemoryCustody
 from luod.daemon.qualification_canaries import Canaries
-from luod.kernel import Backend, _simabi
+from luod.kernel import Backend, OwnedFd, _simabi
 from luod.kernel.sim import SimulatedKexec, sim_backend
 
 pytestmark = pytest.mark.unit
@@ -111,3 +111,34 @@ def test_a_session_custody_hands_back_is_adopted(tmp_path: Path) -> None:
     checks = Canaries(backend, custody).verify(plan)
     assert all(c.result == "pass" for c in checks), [c for c in checks if c.result != "pass"]
     assert len(custody) == 0 and os.path.isdir(state)
+
+
+class CountingCustody(MemoryCustody):
+    def __init__(self) -> None:
+        super().__init__()
+        self.recovered = 0
+
+    def recover(self) -> dict[str, OwnedFd]:
+        self.recovered += 1
+        return super().recover()
+
+
+def test_verify_asks_custody_once_and_leaves_the_vms_sessions_held(tmp_path: Path) -> None:
+    """custody.recover() duplicates every session held (a VM's too): one call for the plan,
+    and what is not a canary stays in custody."""
+    state = tmp_path / "kernel"
+    plan = qualify.plan("t6", OPTIONS, limit=100)[:3]
+    Canaries(first := boot(state), MemoryCustody()).preserve(plan)
+    kexec(first, state)
+    backend, custody = boot(state), CountingCustody()
+    for name in (plan[0].name, plan[2].name):  # as systemd's fd store would hand them back
+        session = backend.device.retrieve_session(name)
+        custody.deposit(name, session)
+        session.close()
+    vm = backend.device.create_session("luod.vm1")
+    custody.deposit("luod.vm1", vm)
+    checks = Canaries(backend, custody).verify(plan)
+    assert all(c.result == "pass" for c in checks), [c for c in checks if c.result != "pass"]
+    assert custody.recovered == 1
+    assert len(custody) == 1 and "luod.vm1" in custody
+    vm.close()
