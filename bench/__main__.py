@@ -10,6 +10,7 @@ from bench import (
     bare_overlap,
     baseline,
     blackout_budget,
+    blackout_qemu,
     blackout_vm,
     flame,
     fleet,
@@ -39,6 +40,7 @@ def main() -> int:
         vm_targets,  # preserve and exec -> first RECLAIM on the real kernel, one guest run
         blackout_budget,
         blackout_vm,  # the same six parts on the real kernel, across real kexecs
+        blackout_qemu,  # and with real QEMU VMs under luod-qemu (1, 4, 10)
         reclaim_cost,  # part 6 and luod's CPU a VM in it, simulator
         memory,
         scaling,
