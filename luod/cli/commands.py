@@ -79,7 +79,7 @@ def update_start(api: Api, args: argparse.Namespace, out: Output) -> int:
 
 
 def update_show(api: Api, args: argparse.Namespace, out: Output) -> int:
-    out.show(api.get("/v1/update"), render.update_state)
+    out.show(api.get("/v1/update"), lambda doc: render.update_state(doc, split=True))
     return EXIT_OK
 
 

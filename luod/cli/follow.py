@@ -151,7 +151,7 @@ def ended(api: Api, out: Output, outcome: str, prefix: str = "", watching: bool 
     record = api.get("/v1/update")["update"]
     if watching:
         if not out.as_json:
-            out.line("\n".join(render.blackout(record or {})) or "no blackout measured")
+            out.line("\n".join(render.blackout(record or {}, split=True)) or "no blackout measured")
     else:
         out.line(prefix + "\n".join(render.ended(record)), record)
     return EXIT_OF_OUTCOME.get(outcome, EXIT_ERROR)

@@ -10,6 +10,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from luod.cli import blackout as parts
+
 SYMBOL = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 
@@ -80,12 +82,14 @@ def _status_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def checks(doc: dict[str, Any]) -> list[str]:
+    """One line per check; the messages start in one column, past the longest id."""
     lines = []
+    width = max([12, *(len(check["id"]) for check in doc["checks"])]) + 1
     for check in doc["checks"]:
-        lines.append(f"{SYMBOL.get(check['status'], check['status'])}  {check['id']:<13}"
+        lines.append(f"{SYMBOL.get(check['status'], check['status'])}  {check['id']:<{width}}"
                      f"{check['message']}")  # fmt: skip
         if check["status"] != "pass" and check.get("hint"):
-            lines.append(f"      {'':<13}hint: {check['hint']}")
+            lines.append(f"      {'':<{width}}hint: {check['hint']}")
     verdict = "preflight passed" if doc.get("ok", True) else "preflight REFUSES this update"
     return [*lines, verdict]
 
@@ -178,13 +182,14 @@ def glance(doc: dict[str, Any]) -> list[str]:
     return [*lines, *update_state(state)]
 
 
-def update_state(doc: dict[str, Any]) -> list[str]:
-    """The running update (phase, elapsed), or the last one's outcome."""
+def update_state(doc: dict[str, Any], split: bool = False) -> list[str]:
+    """The running update (phase, elapsed), or the last one's outcome; ``split``: where each
+    VM's blackout went (``update show``; ``status`` keeps the totals)."""
     record = doc.get("update")
     if record is None:
         return [f"update    none yet (phase {doc['phase']})"]
     kernel = record["request"]["kernel"]
-    more = [f"          {line}" for line in [*abi(record), *blackout(record)]]
+    more = [f"          {line}" for line in [*abi(record), *blackout(record, split)]]
     if record["outcome"] == "running":
         elapsed = since(record.get("started_at"))
         return [f"update    {record['id']} {doc['phase']} for {elapsed} -> {kernel}", *more]
@@ -207,7 +212,7 @@ def ended(record: dict[str, Any] | None) -> list[str]:
     reason = f": {record['reason']}" if record.get("reason") else ""
     by = f" (by {record['aborted_by']})" if record.get("aborted_by") else ""
     headline = f"update {record['id']} {record['outcome']}{by}{reason}"
-    return [headline, *abi(record), *blackout(record)]
+    return [headline, *abi(record), *blackout(record, split=True)]
 
 
 def abi(record: dict[str, Any]) -> list[str]:
@@ -219,14 +224,20 @@ def abi(record: dict[str, Any]) -> list[str]:
     return [f"handover ABI {seen['status']}{override}: {seen['message']}"]
 
 
-def blackout(record: dict[str, Any]) -> list[str]:
-    """Per VM, freeze ack to done after the reboot: what the guests lived through."""
+def blackout(record: dict[str, Any], split: bool = False) -> list[str]:
+    """Per VM, freeze ack to done after the reboot: what the guests lived through; with
+    ``split``, where it went too, when luod stamped every step (luod.cli.blackout)."""
     measured = {vm: s for vm, s in record.get("blackout_seconds", {}).items() if s is not None}
     if not measured:
         return []
-    lines = [f"  {vm:<20}{seconds:.3f} s" for vm, seconds in sorted(measured.items())]
-    longest = f"  {'longest':<20}{max(measured.values()):.3f} s"
-    return ["blackout per VM:", *lines, longest, *uplink(record)]
+    rows = parts.rows(record, measured) if split else None
+    if rows is None:
+        lines = [f"  {vm:<20}{seconds:.3f} s" for vm, seconds in sorted(measured.items())]
+        longest = f"  {'longest':<20}{max(measured.values()):.3f} s"
+        return ["blackout per VM:", *lines, longest, *uplink(record)]
+    rows.append(["longest", f"{max(measured.values()):.3f} s"] + [""] * len(parts.STEPS))
+    lines = [f"  {line}" for line in table(rows, parts.header())]
+    return ["blackout per VM:", *lines, *parts.legend(), *uplink(record)]
 
 
 def uplink(record: dict[str, Any]) -> list[str]:

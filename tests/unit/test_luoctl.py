@@ -225,6 +225,17 @@ async def test_watch_across_the_kexec_ends_with_the_blackout(host: Host) -> None
     assert "phase reclaiming" in after.out and "vm1: reclaimed" in after.out
     assert "completed" in after.out and "blackout per VM:" in after.out
     assert "longest" in after.out
+    # where it went: every step luod stamped, across the simulated kexec
+    lines = after.out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["VM", "BLACKOUT"])
+    assert lines[head].split()[2:] == ["WAIT", "KEXEC*", "BOOT", "LUOD", "RECLAIM", "RESTORE"]
+    row = lines[head + 1].split()
+    assert row[0] == "vm1" and row[2::2] == ["s"] * 7
+    assert any(line.split()[0] == "restore" for line in lines[head + 3 :])
+    shown = await host.luoctl("update", "show")  # the same split; status keeps the totals
+    assert shown.code == 0 and "KEXEC*" in shown.out and "vm1" in shown.out
+    status = await host.luoctl("status")
+    assert status.code == 0 and "blackout per VM:" in status.out and "KEXEC*" not in status.out
 
 
 async def test_luod_unreachable_is_exit_5(tmp_path: Path) -> None:
@@ -334,3 +345,19 @@ def test_the_blackout_summary_says_when_the_uplink_came_back() -> None:
     assert lines[-1] == "host uplink eth0 up 2.250 s after the new kernel booted"
     del record["events"]["uplink_up"]  # not measured: no line rather than a guess
     assert not any("uplink" in line for line in render.blackout(record))
+
+
+def test_preflight_messages_start_past_the_longest_check_id() -> None:
+    """`vmm-connected` (13 characters) ran into its message ("vmm-connectedevery VM's...")."""
+    doc = {
+        "ok": False,
+        "checks": [
+            {"id": "kho", "status": "pass", "message": "kexec handover (KHO) is on"},
+            {"id": "vmm-connected", "status": "warn", "message": "gone", "hint": "start it"},
+        ],
+    }
+    lines = render.checks(doc)
+    assert lines[0] == "ok    kho           kexec handover (KHO) is on"
+    assert lines[1] == "WARN  vmm-connected gone"
+    assert lines[2] == "                    hint: start it"
+    assert lines[3] == "preflight REFUSES this update"

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from luod.cli import render
 from tests.vm.qemu import qemu_command, resolve_kernel, write_share
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,9 +69,8 @@ def summary(share: Path) -> int:
         else []
     )
     if history:
-        print("\n== blackout per VM (freeze ack -> done, across the kexec)")
-        for vm, seconds in sorted(history[-1]["blackout_seconds"].items()):
-            print(f"  {vm:6} {seconds:.2f} s")
+        print("\n== blackout per VM (freeze ack -> done, across the kexec), as luoctl shows it")
+        print("\n".join(render.blackout(history[-1], split=True)))
     return 0 if ok and history else 1
 
 
