@@ -15,7 +15,7 @@ from typing import Any
 
 STEPS = (
     ("wait", "the other VMs' READY, then luod's last bookkeeping before the kexec"),
-    ("kexec*", "luod's kexec step to the new kernel's start (across the kexec: up to 1 s off)"),
+    ("kexec*", "until the new kernel started (systemctl kexec: systemd's shutdown too); ±1 s"),
     ("boot", "the new kernel's boot until luod runs (init, luod's own start-up)"),
     ("luod", "luod taking the sessions back"),
     ("reclaim", "until the VM's VMM asked for its files and got them"),

@@ -55,6 +55,11 @@ def test_aborts_then_update_across_kexec(luo_kernel: Path, vm_python: Path, tmp_
     after = _text(share, "wait-after-kexec.txt")
     assert (share / "wait-after-kexec.rc").read_text().strip() == "0", after
     assert " completed" in after.splitlines()[0] and "blackout per VM:" in after
+    split = {line.split()[0]: line.split() for line in after.splitlines() if line.strip()}
+    assert split["VM"][2:] == ["WAIT", "KEXEC*", "BOOT", "LUOD", "RECLAIM", "RESTORE"], after
+    for vm in VMS:  # where each blackout went: seven durations, the parts adding up to it
+        row = [float(cell) for cell in split[vm][1::2]]
+        assert len(row) == 7 and abs(sum(row[1:]) - row[0]) < 0.01, split[vm]
     history = load(share, "history.json")["history"]  # luoctl --json history
     assert [h["outcome"] for h in history] == ["aborted", "aborted", "aborted", "completed"]
     final = history[-1]
