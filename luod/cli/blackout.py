@@ -16,16 +16,18 @@ from typing import Any
 STEPS = (
     ("wait", "the other VMs' READY, then luod's last bookkeeping before the kexec"),
     ("kexec*", "until the new kernel started (systemctl kexec: systemd's shutdown too); ±1 s"),
-    ("boot", "the new kernel's boot until luod runs (init, luod's own start-up)"),
+    ("boot", "the new kernel's boot until luod's process started (init, the units before it)"),
+    ("start", "luod's own start-up: its interpreter and imports"),
     ("luod", "luod taking the sessions back"),
     ("reclaim", "until the VM's VMM asked for its files and got them"),
     ("restore", "the VMM's restore, until its DONE"),
 )
 
 
-def parts(record: dict[str, Any], vm: str) -> list[float] | None:
+def parts(record: dict[str, Any], vm: str) -> list[float | None] | None:
     """Seconds of each of STEPS for ``vm``, in order; None unless luod stamped every step (an
-    aborted update, one still running, an older record)."""
+    aborted update, one still running, an older record). A record without ``luod_exec`` (an
+    older luod, no /proc) has ``boot`` until luod ran and ``start`` None."""
     stamps = record.get("vms", {}).get(vm, {})
     events = record.get("events", {})
     kexec_step = [p["at"] for p in record.get("phases", []) if p.get("to") == "rebooting"]
@@ -33,6 +35,7 @@ def parts(record: dict[str, Any], vm: str) -> list[float] | None:
         stamps.get("freeze_ack"),
         kexec_step[-1] if kexec_step else None,  # a reboot that failed froze again since
         events.get("kernel_boot"),
+        events.get("luod_exec", "unknown"),
         events.get("luod_start"),
         events.get("sessions_retrieved"),
         stamps.get("reclaimed"),
@@ -40,8 +43,11 @@ def parts(record: dict[str, Any], vm: str) -> list[float] | None:
     ]
     if any(mark is None for mark in marks):
         return None
-    seconds = [datetime.fromisoformat(mark).timestamp() for mark in marks]
-    return [later - earlier for earlier, later in itertools.pairwise(seconds)]
+    known = [datetime.fromisoformat(mark).timestamp() for mark in marks if mark != "unknown"]
+    spans: list[float | None] = [later - earlier for earlier, later in itertools.pairwise(known)]
+    if len(known) < len(marks):
+        spans.insert(3, None)
+    return spans
 
 
 def rows(record: dict[str, Any], measured: dict[str, float]) -> list[list[str]] | None:
@@ -52,7 +58,7 @@ def rows(record: dict[str, Any], measured: dict[str, float]) -> list[list[str]] 
         found = parts(record, vm)
         if found is None:
             return None
-        out.append([vm, _seconds(total), *(_seconds(part) for part in found)])
+        out.append([vm, _seconds(total), *("-" if p is None else _seconds(p) for p in found)])
     return out
 
 

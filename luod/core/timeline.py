@@ -113,6 +113,15 @@ def kernel_boot_stamp(now: Stamp) -> Stamp:
     return Stamp(now.realtime - now.boottime, now.monotonic - now.boottime, 0.0)
 
 
+def since_boot_stamp(now: Stamp, since_boot: float | None) -> Stamp | None:
+    """The moment ``since_boot`` seconds after this kernel started, on ``now``'s clocks; None
+    when it is not between the kernel's start and ``now`` (unknown, or another clock's)."""
+    if since_boot is None or not 0 <= since_boot <= now.boottime:
+        return None
+    ago = now.boottime - since_boot
+    return Stamp(now.realtime - ago, now.monotonic - ago, since_boot)
+
+
 def append_history(state_dir: Path, record: UpdateRecord, keep: int = HISTORY_KEEP) -> None:
     append_entry(state_dir, {"finished": time.time(), **record.to_dict()}, keep)
 

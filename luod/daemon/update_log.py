@@ -12,7 +12,7 @@ from luod.core import running as on_disk
 from luod.core import timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.orchestrator import Phase, Transition
-from luod.daemon import heap
+from luod.daemon import heap, process_start
 from luod.daemon.events import EventBus
 
 log = structlog.get_logger("luod.update")
@@ -46,6 +46,8 @@ class UpdateLog:
         self.record, self._unsaved = timeline.UpdateRecord.from_dict(data), []
         now = self.clock.now()
         self.record.event("kernel_boot", timeline.kernel_boot_stamp(now))
+        if execed := timeline.since_boot_stamp(started, process_start.since_boot()):
+            self.record.event("luod_exec", execed)  # the boot's part ends, luod's start-up begins
         self.record.event("luod_start", started)
         self.record.event("sessions_retrieved", now)
         return self.record

@@ -348,7 +348,8 @@ class UpdateRecord(Response):
         "done, ...; clients must accept steps they do not know)."
     )
     events: dict[str, Time] = Field(
-        description="Host events: kernel_boot, luod_start, sessions_retrieved, uplink_up."
+        description="Host events: kernel_boot, luod_exec, luod_start, sessions_retrieved, "
+        "uplink_up."
     )
     outcome: Outcome = Field(description="How it ended (running until it does).")
     reason: str = Field(description="Why it ended so, in words (empty when it completed).")

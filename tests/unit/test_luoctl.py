@@ -228,9 +228,10 @@ async def test_watch_across_the_kexec_ends_with_the_blackout(host: Host) -> None
     # where it went: every step luod stamped, across the simulated kexec
     lines = after.out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["VM", "BLACKOUT"])
-    assert lines[head].split()[2:] == ["WAIT", "KEXEC*", "BOOT", "LUOD", "RECLAIM", "RESTORE"]
+    assert lines[head].split()[2:] == ["WAIT", "KEXEC*", "BOOT", "START", "LUOD", "RECLAIM",
+                                       "RESTORE"]  # fmt: skip
     row = lines[head + 1].split()
-    assert row[0] == "vm1" and row[2::2] == ["s"] * 7
+    assert row[0] == "vm1" and row[2::2] == ["s"] * 8  # luod_exec: this process's start
     assert any(line.split()[0] == "restore" for line in lines[head + 3 :])
     shown = await host.luoctl("update", "show")  # the same split; status keeps the totals
     assert shown.code == 0 and "KEXEC*" in shown.out and "vm1" in shown.out

@@ -56,10 +56,12 @@ def test_aborts_then_update_across_kexec(luo_kernel: Path, vm_python: Path, tmp_
     assert (share / "wait-after-kexec.rc").read_text().strip() == "0", after
     assert " completed" in after.splitlines()[0] and "blackout per VM:" in after
     split = {line.split()[0]: line.split() for line in after.splitlines() if line.strip()}
-    assert split["VM"][2:] == ["WAIT", "KEXEC*", "BOOT", "LUOD", "RECLAIM", "RESTORE"], after
-    for vm in VMS:  # where each blackout went: seven durations, the parts adding up to it
+    header = ["WAIT", "KEXEC*", "BOOT", "START", "LUOD", "RECLAIM", "RESTORE"]
+    assert split["VM"][2:] == header, after
+    for vm in VMS:  # where each blackout went: the blackout, then parts adding up to it
         row = [float(cell) for cell in split[vm][1::2]]
-        assert len(row) == 7 and abs(sum(row[1:]) - row[0]) < 0.01, split[vm]
+        assert len(row) == 8 and abs(sum(row[1:]) - row[0]) < 0.01, split[vm]
+    assert "luod_exec" in load(share, "history.json")["history"][-1]["events"]
     history = load(share, "history.json")["history"]  # luoctl --json history
     assert [h["outcome"] for h in history] == ["aborted", "aborted", "aborted", "completed"]
     final = history[-1]
