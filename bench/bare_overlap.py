@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import table
-from luod.cli.render import epoch
+from luod.cli.moments import epoch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "vm" / "scripts"

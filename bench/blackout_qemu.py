@@ -23,7 +23,6 @@ in a 2-vCPU TCG guest; bench.blackout_vm runs 100 (and 1000) demo VMMs on the re
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import statistics
@@ -35,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import blackout_budget, blackout_vm, handover, vm_targets
-from bench.blackout_budget import Measures
-from bench.stats import human, median, table
+from bench.stats import human, table
 from luod.qemu.canary import qemu_args, write_floppy
 from luod.vmm.client import Client
 
@@ -221,39 +219,9 @@ def parts_pre_reboot(parts: dict[str, list[float | None]]) -> float:
 
 # --- on the host -----------------------------------------------------------------------------
 def run_vm(workdir: Path, counts: tuple[int, ...] = COUNTS) -> list[dict[str, Any]]:
-    from bench.startup import byte_compile
-    from tests.vm.qemu import resolve_kernel, run_guest
-
-    byte_compile()  # the guest reads the host's tree read-only: compiled here, once
-    kernel = resolve_kernel()
-    steps = [f"first {counts[0]}"]
-    steps += [f"reclaim {done} {following}" for done, following in itertools.pairwise(counts)]
-    steps.append(f"reclaim {counts[-1]}")
-    stages = [f"cd {REPO} && exec {sys.executable} -m bench.blackout_qemu {s}" for s in steps]
-    result = run_guest(
-        stages,
-        kernel=kernel,
-        timeout=600 + 240 * sum(counts),
-        memory="3G",
-        workdir=workdir,
-        env={"NEXT_KERNEL": str(kernel)},
-    ).check()
-    return [
-        json.loads((result.share / f"sample-{boot}.json").read_text())
-        for boot in range(2, len(counts) + 2)
-    ]
-
-
-def measures_of(samples: list[dict[str, Any]]) -> Measures:
-    found = Measures()
-    for sample in samples:
-        count = int(sample["count"])
-        found.parts[count] = sample["parts"]
-        found.fan_out[count] = [float(sample["fan_out"])]
-        found.own[count] = [] if sample["own"] is None else [float(sample["own"])]
-        found.first.append(float(sample["first"]))
-        found.bare.append(median(sample["bare"][1:]))  # the first pass reads cold files
-    return found
+    return blackout_vm.run_vm(
+        workdir, counts, "bench.blackout_qemu", timeout=600 + 240 * sum(counts), memory="3G"
+    )
 
 
 def pause_table(samples: list[dict[str, Any]]) -> str:
@@ -288,7 +256,7 @@ def report(counts: tuple[int, ...] = COUNTS) -> str:
         return "Blackout budget of QEMU VMs (bench/blackout_qemu.py): skipped (LUOD_BENCH_NO_VM=1)"
     with tempfile.TemporaryDirectory() as tmp:
         samples = run_vm(Path(tmp), counts)
-    found = measures_of(samples)
+    found = blackout_vm.measures_of(samples)
     where = "QEMU VMs, real kernel, 7.2.13 guest, nested TCG"
     paths = blackout_budget.plot(found.parts, where, "blackout_qemu")
     python = statistics.median(found.bare)

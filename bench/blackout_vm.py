@@ -34,6 +34,7 @@ from typing import Any
 from bench import blackout_budget, handover, vm_targets
 from bench.blackout_budget import COUNTS, Measures, Vmm
 from bench.stats import human, median, table
+from luod.daemon import process_start
 from luod.kernel import fdtable
 from luod.vmm.client import Client
 
@@ -127,8 +128,10 @@ def across_kexec(
 
 def init_started() -> float:
     """When PID 1 started, in seconds since the kernel started (/proc/1/stat: clock ticks)."""
-    fields = Path("/proc/1/stat").read_text().rpartition(")")[2].split()
-    return int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    started = process_start.since_boot(Path("/proc/1/stat"))
+    if started is None:
+        raise RuntimeError("/proc/1/stat does not say when PID 1 started")
+    return started
 
 
 def _sample(
@@ -165,7 +168,15 @@ def _sample(
 
 
 # --- on the host -----------------------------------------------------------------------------
-def run_vm(workdir: Path, counts: tuple[int, ...] = COUNTS) -> list[dict[str, Any]]:
+def run_vm(
+    workdir: Path,
+    counts: tuple[int, ...] = COUNTS,
+    module: str = "bench.blackout_vm",
+    timeout: float | None = None,
+    memory: str = "2G",
+) -> list[dict[str, Any]]:
+    """``module``'s guest stages (``first N``, ``reclaim N NEXT``..., ``reclaim N``) in one VM
+    run, and the sample each boot after a kexec wrote."""
     from bench.startup import byte_compile
     from tests.vm.qemu import resolve_kernel, run_guest
 
@@ -174,11 +185,13 @@ def run_vm(workdir: Path, counts: tuple[int, ...] = COUNTS) -> list[dict[str, An
     steps = [f"first {counts[0]}"]
     steps += [f"reclaim {done} {following}" for done, following in itertools.pairwise(counts)]
     steps.append(f"reclaim {counts[-1]}")
-    stages = [f"cd {REPO} && exec {sys.executable} -m bench.blackout_vm {s}" for s in steps]
+    stages = [f"cd {REPO} && exec {sys.executable} -m {module} {s}" for s in steps]
     result = run_guest(
         stages,
         kernel=kernel,
-        timeout=300 + 300 * len(counts) + sum(counts),  # 1000 VMs: about 4 min under TCG
+        # 1000 demo VMMs: about 4 min under TCG
+        timeout=timeout or 300 + 300 * len(counts) + sum(counts),
+        memory=memory,
         workdir=workdir,
         env={"NEXT_KERNEL": str(kernel)},
     ).check()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import table
-from luod.cli.render import epoch
+from luod.cli.moments import epoch
 
 UNIT_PROPS = (
     "InactiveExitTimestampMonotonic",

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import boot_breakdown
 from bench.stats import table
-from luod.cli.render import epoch
+from luod.cli.moments import epoch
 from tests.vm.qemu import resolve_kernel
 from tests.vm.systemd import guest
 

@@ -10,8 +10,9 @@ hardware clock, to the second (docs/operations.md §4).
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
 from typing import Any
+
+from luod.cli.moments import epoch
 
 STEPS = (
     ("wait", "the other VMs' READY, then luod's last bookkeeping before the kexec"),
@@ -35,7 +36,6 @@ def parts(record: dict[str, Any], vm: str) -> list[float | None] | None:
         stamps.get("freeze_ack"),
         kexec_step[-1] if kexec_step else None,  # a reboot that failed froze again since
         events.get("kernel_boot"),
-        events.get("luod_exec", "unknown"),
         events.get("luod_start"),
         events.get("sessions_retrieved"),
         stamps.get("reclaimed"),
@@ -43,11 +43,12 @@ def parts(record: dict[str, Any], vm: str) -> list[float | None] | None:
     ]
     if any(mark is None for mark in marks):
         return None
-    known = [datetime.fromisoformat(mark).timestamp() for mark in marks if mark != "unknown"]
-    spans: list[float | None] = [later - earlier for earlier, later in itertools.pairwise(known)]
-    if len(known) < len(marks):
-        spans.insert(3, None)
-    return spans
+    at = [epoch(mark) for mark in marks]
+    wait, kexec, boot, luod, reclaim, restore = (b - a for a, b in itertools.pairwise(at))
+    start = None
+    if execed := events.get("luod_exec"):  # the boot's part ends at luod's exec
+        boot, start = epoch(execed) - at[2], at[3] - epoch(execed)
+    return [wait, kexec, boot, start, luod, reclaim, restore]
 
 
 def rows(record: dict[str, Any], measured: dict[str, float]) -> list[list[str]] | None:

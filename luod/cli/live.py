@@ -29,6 +29,7 @@ from rich.text import Text
 
 from luod.cli import follow, render
 from luod.cli.client import Api
+from luod.cli.moments import epoch
 from luod.cli.output import EXIT_ERROR, Output
 from luod.cli.sse import Event
 
@@ -197,7 +198,7 @@ def _at(data: dict[str, Any]) -> float | None:
 
 
 def _epoch(moment: Any) -> float | None:
-    return render.epoch(moment) if isinstance(moment, str) else None
+    return epoch(moment) if isinstance(moment, str) else None
 
 
 def update_watch(api: Api, args: argparse.Namespace, out: Output) -> int:

@@ -7,10 +7,10 @@ shown as they come: luod may add some, and an old luoctl must still say somethin
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from luod.cli import blackout as parts
+from luod.cli.moments import epoch
 
 SYMBOL = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
@@ -30,11 +30,6 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     ]
-
-
-def epoch(moment: str) -> float:
-    """Seconds since the epoch of an API time (RFC 3339, UTC)."""
-    return datetime.fromisoformat(moment).timestamp()
 
 
 def clock(moment: str | None) -> str:

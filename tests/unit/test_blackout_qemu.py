@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench import blackout_qemu
+from bench import blackout_qemu, blackout_vm
 
 
 def stamp(at: float) -> dict[str, float]:
@@ -66,7 +66,7 @@ def test_a_sample_reads_the_kexec_and_the_pauses_on_the_hosts_clock(
     assert sample["first"] == pytest.approx(2.5)
     assert sample["own"] == pytest.approx(0.05 - 0.01)
     assert sample["clock_error"] == pytest.approx(0.003)
-    measures = blackout_qemu.measures_of([{**sample, "bare": [0.9, 0.4, 0.5, 0.6]}])
+    measures = blackout_vm.measures_of([{**sample, "bare": [0.9, 0.4, 0.5, 0.6]}])
     assert measures.parts[2] == sample["parts"] and measures.bare == [0.5]
     shown = blackout_qemu.pause_table([sample]).splitlines()[-1].split()
     assert shown[:7] == ["2", "406", "s", "407", "s", "403", "s"]  # median, p99, without init

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from luod.cli.render import epoch
+from luod.cli.moments import epoch
 from tests.vm.systemd import guest
 
 VMS = ("vm-a", "vm-b", "vm-c")
