@@ -139,7 +139,7 @@ def guest_reclaim(count: int, next_count: int | None) -> None:
     record = vm_targets.completed(STATE)
     run = {"record": record, "exec": exec_at, "restored": restored, "clock": clock}
     run["since_boot"] = {"exec": since_boot, "init": blackout_vm.init_started()}
-    sample = sample_of(run, vm_targets.share())
+    sample = sample_of(run, _stage())
     sample["bare"] = [vm_targets.timed_run(vm_targets.PASS) for _ in range(vm_targets.BARE)]
     (vm_targets.share() / f"sample-{_stage()}.json").write_text(json.dumps(sample))
     if next_count is not None:
@@ -153,17 +153,13 @@ def guest_reclaim(count: int, next_count: int | None) -> None:
     luod.wait(60)
 
 
-def sample_of(run: dict[str, Any], share: Path) -> dict[str, Any]:
-    """Parts 1 to 6 per VM from luod's record, the kernel's part across the kexec, and each
-    VM's guest-visible pause (both corrected to the host's clock: bench.blackout_vm)."""
-    stage = _stage()
-    rebooted, sync = blackout_budget.reboot_called(share / f"luod-{stage - 1}.log")
-    before = json.loads((share / f"clock-{stage - 1}.json").read_text())
-    to_exec = blackout_vm.across_kexec(rebooted, before, run["exec"], run["clock"])
-    since_boot = run["since_boot"]
-    kernel = to_exec - (since_boot["exec"] - since_boot["init"])
-    parts = parts_of(run["record"], rebooted, kernel, run["exec"])
-    shift = run["clock"]["offset"] - before["offset"]  # the pause spans the kexec
+def sample_of(run: dict[str, Any], stage: int) -> dict[str, Any]:
+    """Parts 1 to 6 per VM from luod's record, the kernel's part across the kexec
+    (bench.blackout_vm.crossing), and each VM's guest-visible pause on the host's clock."""
+    crossed = blackout_vm.crossing(stage, run["exec"], run["since_boot"], run["clock"])
+    sync = crossed["sync"]
+    parts = parts_of(run["record"], crossed["rebooted"], crossed["kernel"], run["exec"])
+    shift = run["clock"]["offset"] - crossed["before"]["offset"]  # the pause spans the kexec
     pauses = {vm: float(event["pause"]) + shift for vm, event in run["restored"].items()}
     stamps = [reclaimed(run["record"], vm) for vm in parts]
     return {
@@ -174,12 +170,8 @@ def sample_of(run: dict[str, Any], share: Path) -> dict[str, Any]:
         "first": min(stamps) - run["exec"],
         "sync": sync,
         "own": None if sync is None else parts_pre_reboot(parts) - sync,
-        "kernel": {
-            "reboot_to_start": to_exec - since_boot["exec"],
-            "start_to_init": since_boot["init"],
-            "init_to_exec": since_boot["exec"] - since_boot["init"],
-        },
-        "clock_error": run["clock"]["error"] + before["error"],
+        "kernel": crossed["split"],
+        "clock_error": crossed["clock_error"],
     }
 
 
@@ -256,14 +248,11 @@ def report(counts: tuple[int, ...] = COUNTS) -> str:
         return "Blackout budget of QEMU VMs (bench/blackout_qemu.py): skipped (LUOD_BENCH_NO_VM=1)"
     with tempfile.TemporaryDirectory() as tmp:
         samples = run_vm(Path(tmp), counts)
-    found = blackout_vm.measures_of(samples)
     where = "QEMU VMs, real kernel, 7.2.13 guest, nested TCG"
-    paths = blackout_budget.plot(found.parts, where, "blackout_qemu")
-    python = statistics.median(found.bare)
+    found, python, plotted = blackout_vm.summed_up(samples, where, "blackout_qemu")
     return (
         f"Blackout budget of QEMU VMs ({where}; luod-qemu, {RAM} each; one update per VM "
-        f"count, real kexecs; python3 -c pass in the guest: {human(python)})\n"
-        f"plot: {', '.join(os.path.relpath(p, REPO) for p in paths)}\n\n"
+        f"count, real kexecs; python3 -c pass in the guest: {human(python)})\n{plotted}\n\n"
         + blackout_budget.budget_table(found)
         + "\n\nEach VM's guest-visible pause (QMP stop before the kexec -> cont after it):\n"
         + pause_table(samples)

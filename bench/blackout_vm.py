@@ -134,21 +134,41 @@ def init_started() -> float:
     return started
 
 
-def _sample(
-    vmms: list[Vmm], exec_at: float, since_boot: dict[str, float], clock: dict[str, float]
+def crossing(
+    stage: int, exec_at: float, since_boot: dict[str, float], clock: dict[str, float]
 ) -> dict[str, Any]:
-    """Parts 1 to 6 per VM; part 3 is the kernel's: reboot() -> PID 1 starts (what follows
-    until luod's exec is this guest's init and the bench's own start, shown apart)."""
-    share, stage = vm_targets.share(), _stage()
+    """reboot() in boot ``stage - 1`` (luod's ``kexec`` line) -> luod's exec in this boot, on
+    the host's clock, split at the new kernel's start and PID 1's: ``kernel`` is part 3 (until
+    PID 1; what follows is this guest's init and the bench's own start, shown apart)."""
+    share = vm_targets.share()
     rebooted, sync = blackout_budget.reboot_called(share / f"luod-{stage - 1}.log")
     before = json.loads((share / f"clock-{stage - 1}.json").read_text())
     to_exec = across_kexec(rebooted, before, exec_at, clock)
-    kernel = to_exec - (since_boot["exec"] - since_boot["init"])
-    run = {
-        "record": vm_targets.completed(STATE),
+    return {
         "rebooted": rebooted,
         "sync": sync,
-        "kernel": kernel,
+        "before": before,
+        "kernel": to_exec - (since_boot["exec"] - since_boot["init"]),
+        "split": {
+            "reboot_to_start": to_exec - since_boot["exec"],
+            "start_to_init": since_boot["init"],
+            "init_to_exec": since_boot["exec"] - since_boot["init"],
+        },
+        "clock_error": clock["error"] + before["error"],
+    }
+
+
+def _sample(
+    vmms: list[Vmm], exec_at: float, since_boot: dict[str, float], clock: dict[str, float]
+) -> dict[str, Any]:
+    """Parts 1 to 6 per VM (part 3: ``crossing``)."""
+    crossed = crossing(_stage(), exec_at, since_boot, clock)
+    sync = crossed["sync"]
+    run = {
+        "record": vm_targets.completed(STATE),
+        "rebooted": crossed["rebooted"],
+        "sync": sync,
+        "kernel": crossed["kernel"],
         "exec": exec_at,
         "vmms": vmms,
     }
@@ -158,12 +178,8 @@ def _sample(
         "fan_out": blackout_budget.fan_out(run),
         "first": blackout_budget.first_reclaim(run),
         "own": None if sync is None else blackout_budget.pre_reboot(run) - sync,
-        "kernel": {
-            "reboot_to_start": to_exec - since_boot["exec"],
-            "start_to_init": since_boot["init"],
-            "init_to_exec": since_boot["exec"] - since_boot["init"],
-        },
-        "clock_error": clock["error"] + before["error"],
+        "kernel": crossed["split"],
+        "clock_error": crossed["clock_error"],
     }
 
 
@@ -233,19 +249,24 @@ def kernel_table(samples: list[dict[str, Any]]) -> str:
     return table(header, rows)
 
 
+def summed_up(samples: list[dict[str, Any]], where: str, name: str) -> tuple[Measures, float, str]:
+    """The samples' measures, ``python3 -c pass`` in the guest (median) and the plot's line."""
+    found = measures_of(samples)
+    paths = blackout_budget.plot(found.parts, where, name)
+    plotted = f"plot: {', '.join(os.path.relpath(p, REPO) for p in paths)}"
+    return found, statistics.median(found.bare), plotted
+
+
 def report(counts: tuple[int, ...] = COUNTS) -> str:
     if os.environ.get("LUOD_BENCH_NO_VM") == "1":
         return "Blackout budget in the VM (bench/blackout_vm.py): skipped (LUOD_BENCH_NO_VM=1)"
     with tempfile.TemporaryDirectory() as tmp:
         samples = run_vm(Path(tmp), counts)
-    found = measures_of(samples)
     where = "real kernel, 7.2.13 guest, QEMU TCG"
-    paths = blackout_budget.plot(found.parts, where, "blackout_vm")
-    python = statistics.median(found.bare)
+    found, python, plotted = summed_up(samples, where, "blackout_vm")
     return (
         f"Blackout budget in the VM ({where}; one update per VM count, real kexecs; "
-        f"python3 -c pass in the guest: {human(python)})\n"
-        f"plot: {', '.join(os.path.relpath(p, REPO) for p in paths)}\n\n"
+        f"python3 -c pass in the guest: {human(python)})\n{plotted}\n\n"
         + blackout_budget.budget_table(found)
         + "\n\nreboot() -> luod's exec, split (part 3 is the kernel's share: until PID 1):\n"
         + kernel_table(samples)

@@ -46,6 +46,7 @@ def test_a_sample_reads_the_kexec_and_the_pauses_on_the_hosts_clock(
     0.5 s and luod 3.0 s after the new kernel, so the kernel's part is 398.65 s. A pause
     luod-qemu reports as 404.0 s on the two boots' clocks is 404.8 s on the host's."""
     monkeypatch.setenv("LUOD_VM_STAGE", "2")
+    monkeypatch.setenv("LUOD_VM_SHARE", str(tmp_path))
     kexec_at = datetime.datetime.fromtimestamp(100.65, datetime.UTC).isoformat()
     line = {"event": "kexec", "timestamp": kexec_at, "sync_ms": 10.0}
     (tmp_path / "luod-1.log").write_text("not json\n" + json.dumps(line) + "\n")
@@ -57,7 +58,7 @@ def test_a_sample_reads_the_kexec_and_the_pauses_on_the_hosts_clock(
         "since_boot": {"exec": 3.0, "init": 0.5},
         "restored": {"q0": {"pause": 404.0}, "q1": {"pause": 406.0}},
     }
-    sample = blackout_qemu.sample_of(run, tmp_path)
+    sample = blackout_qemu.sample_of(run, 2)
     assert sample["count"] == 2
     assert sample["kernel"]["reboot_to_start"] == pytest.approx(401.15 - 3.0)
     assert sample["parts"][0][2] == pytest.approx(401.15 - 2.5)
