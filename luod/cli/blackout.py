@@ -1,18 +1,12 @@
-"""Where each VM's blackout went, from the stamps luod keeps in an update record: the span from
-its READY (freeze ack) to its DONE after the kexec, cut where luod stamped a step. The same
-parts as ``make bench``'s blackout budget (bench/NOTES.md), for an operator's real update.
-
-Every part is measured within one boot but ``kexec``: it runs from luod's kexec step on the old
-kernel's clock to the new kernel's start on the new one's, which the new kernel set from the
-hardware clock, to the second (docs/operations.md §4).
+"""Where each VM's blackout went, as luod's REST API tells it (``blackout_parts`` of an update
+record, luod.core.blackout_split): the same parts as ``make bench``'s blackout budget
+(bench/NOTES.md), for an operator's real update. ``kexec*`` is the one part measured across two
+kernels' clocks: ±1 s (docs/operations.md §4).
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
-
-from luod.cli.moments import epoch
 
 STEPS = (
     ("wait", "the other VMs' READY, then luod's last bookkeeping before the kexec"),
@@ -26,29 +20,13 @@ STEPS = (
 
 
 def parts(record: dict[str, Any], vm: str) -> list[float | None] | None:
-    """Seconds of each of STEPS for ``vm``, in order; None unless luod stamped every step (an
-    aborted update, one still running, an older record). A record without ``luod_exec`` (an
-    older luod, no /proc) has ``boot`` until luod ran and ``start`` None."""
-    stamps = record.get("vms", {}).get(vm, {})
-    events = record.get("events", {})
-    kexec_step = [p["at"] for p in record.get("phases", []) if p.get("to") == "rebooting"]
-    marks = [
-        stamps.get("freeze_ack"),
-        kexec_step[-1] if kexec_step else None,  # a reboot that failed froze again since
-        events.get("kernel_boot"),
-        events.get("luod_start"),
-        events.get("sessions_retrieved"),
-        stamps.get("reclaimed"),
-        stamps.get("done"),
-    ]
-    if any(mark is None for mark in marks):
+    """Seconds of each of STEPS for ``vm``, in order; None when luod did not split its blackout
+    (an aborted update, one still reclaiming, a luod older than the split). ``start`` is None
+    where luod could not tell its process's start: ``boot`` then runs until luod ran."""
+    found = record.get("blackout_parts", {}).get(vm)
+    if not isinstance(found, dict):
         return None
-    at = [epoch(mark) for mark in marks]
-    wait, kexec, boot, luod, reclaim, restore = (b - a for a, b in itertools.pairwise(at))
-    start = None
-    if execed := events.get("luod_exec"):  # the boot's part ends at luod's exec
-        boot, start = epoch(execed) - at[2], at[3] - epoch(execed)
-    return [wait, kexec, boot, start, luod, reclaim, restore]
+    return [found.get(name.rstrip("*")) for name, _ in STEPS]
 
 
 def rows(record: dict[str, Any], measured: dict[str, float]) -> list[list[str]] | None:

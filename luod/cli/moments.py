@@ -1,5 +1,5 @@
 """API times (RFC 3339, UTC, luod's realtime clock) as seconds since the epoch: one reader for
-luoctl's renderers (luod.cli.render, luod.cli.blackout, luod.cli.live)."""
+luoctl's renderers (luod.cli.render, luod.cli.live)."""
 
 from __future__ import annotations
 

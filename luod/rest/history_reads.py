@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from luod.core import timeline
+from luod.core import blackout_split, timeline
 from luod.rest import models, records
 
 
@@ -28,6 +28,7 @@ class Ended:
     outcome: str
     reason_code: str
     blackout_seconds: dict[str, float | None]
+    blackout_parts: dict[str, blackout_split.Parts]  # per VM stamped throughout, its parts
     phase_seconds: tuple[tuple[str, float], ...]  # (phase, seconds spent in it), in order
 
 
@@ -60,6 +61,7 @@ def ended(data: Mapping[str, Any]) -> Ended:
         outcome=outcome,
         reason_code=str(records.reason_code(outcome, reason)),
         blackout_seconds=dict(data.get("blackout", {})),
+        blackout_parts=blackout_split.split(data),
         phase_seconds=spent,
     )
 

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from luod.core import blackout_split
 from luod.core.model import VmState
 from luod.core.orchestrator import Phase
 from luod.rest import models
@@ -86,7 +87,16 @@ class Scrape(Collector):
             _phase_durations(history),
             label="phase",
         )
+        yield _histogram(
+            "luod_update_blackout_part_seconds",
+            "Per VM and update, each part of its blackout (wait, kexec, boot, start, luod, "
+            "reclaim, restore; docs/operations.md section 4)",
+            BLACKOUT_BUCKETS,
+            _blackout_parts(history),
+            label="part",
+        )
         yield _last_blackout(history)
+        yield _last_blackout_parts(history)
 
 
 def _phase(current: Phase) -> GaugeMetricFamily:
@@ -157,6 +167,18 @@ def _phase_durations(history: Sequence[Ended]) -> dict[tuple[str, ...], list[flo
     return found
 
 
+def _blackout_parts(history: Sequence[Ended]) -> dict[tuple[str, ...], list[float]]:
+    """Per part, its seconds in every VM of every update that stamped them all (``start`` is
+    left out where the record had no ``luod_exec``)."""
+    found: dict[tuple[str, ...], list[float]] = {(part,): [] for part in blackout_split.PARTS}
+    for record in history:
+        for parts in record.blackout_parts.values():
+            for part, seconds in parts.items():
+                if seconds is not None:
+                    found[(part,)].append(seconds)
+    return found
+
+
 def _histogram(
     name: str,
     doc: str,
@@ -189,5 +211,23 @@ def _last_blackout(history: Sequence[Ended]) -> GaugeMetricFamily:
         if measured:
             for vm, seconds in sorted(measured.items()):
                 family.add_metric([vm], seconds)
+            break
+    return family
+
+
+def _last_blackout_parts(history: Sequence[Ended]) -> GaugeMetricFamily:
+    """The parts of each blackout in ``luod_last_update_blackout_seconds``, when luod stamped
+    every step of that update (an aborted update's resumed VMs have none)."""
+    family = GaugeMetricFamily(
+        "luod_last_update_blackout_part_seconds",
+        "Per VM, each part of its blackout in the last update that measured one",
+        labels=["vm", "part"],
+    )
+    for record in history:
+        if any(s is not None for s in record.blackout_seconds.values()):
+            for vm, parts in sorted(record.blackout_parts.items()):
+                for part, seconds in parts.items():
+                    if seconds is not None:
+                        family.add_metric([vm, part], seconds)
             break
     return family

@@ -338,6 +338,24 @@ class RecordedRequest(Response):
     )
 
 
+class BlackoutParts(Response):
+    """Where one VM's blackout went, in seconds: its freeze ack to its done, cut where luod
+    stamped a step. They add up to the blackout; ``kexec`` ends on the new kernel's clock, set
+    from the hardware clock, so it and ``boot`` may trade up to a second (docs/operations.md
+    §4)."""
+
+    wait: float = Field(description="The other VMs' READY, then luod's last bookkeeping.")
+    kexec: float = Field(description="luod's kexec step until the new kernel started.")
+    boot: float = Field(description="The new kernel's boot until luod's process started.")
+    start: float | None = Field(
+        description="luod's own start-up, its interpreter and imports (null: the record has "
+        "no luod_exec, and boot runs until luod ran)."
+    )
+    luod: float = Field(description="luod taking the sessions back.")
+    reclaim: float = Field(description="Until the VM's VMM asked for its files and got them.")
+    restore: float = Field(description="The VMM's restore, until its DONE.")
+
+
 class UpdateRecord(Response):
     kind: Literal["update"] = Field(default="update", description="This entry's kind.")
     id: str = Field(description="The update's id.")
@@ -364,6 +382,11 @@ class UpdateRecord(Response):
     blackout_seconds: dict[str, float | None] = Field(
         description="Per VM, seconds from its freeze ack to its done after the kexec, or to "
         "its resume when the update was aborted (null until both happened)."
+    )
+    blackout_parts: dict[str, BlackoutParts] = Field(
+        default_factory=dict,
+        description="Per VM, where its blackout went; a VM is here once luod stamped every "
+        "step of it across the kexec (never for an aborted update).",
     )
 
 

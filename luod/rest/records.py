@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from luod.core import blackout_split
 from luod.errors import LuodError
 from luod.rest import models
 from luod.rest.qualification_models import QualificationRecord
@@ -77,6 +78,10 @@ def update_record(data: Mapping[str, Any], finished: float | None = None) -> mod
         started_at=phases[0].at if phases else None,
         ended_at=ended,
         blackout_seconds=dict(data.get("blackout", {})),
+        blackout_parts={
+            vm: models.BlackoutParts.model_validate(parts)
+            for vm, parts in blackout_split.split(data).items()
+        },
     )
 
 

@@ -233,3 +233,44 @@ async def test_metrics_histograms_and_the_last_blackout_outlive_the_update(
 
 def stamp(realtime: float) -> dict[str, float]:
     return Stamp(realtime, realtime, realtime).to_dict()
+
+
+async def test_metrics_split_each_blackout_where_luod_stamped_every_step(
+    luod: Luod, client: httpx.AsyncClient
+) -> None:
+    """A completed update across a kexec, every step stamped: each part of vm1's blackout (0.2
+    s wait, 0.8 s kexec, 5 s boot, 1 s start, 0.5 s luod, 0.3 s reclaim, 2 s restore) is in the
+    histogram by part and in the last update's gauges. An aborted update after it measures a
+    blackout (to the resume) with no parts: the last update's gauges have none."""
+    t0 = 1_800_000_000.0
+    asked = {"kernel": "/boot/next", "deadlines": {}, "uid": 0}
+    done = timeline.UpdateRecord(request=asked, outcome="completed")
+    done.phase({"from": "frozen", "to": "rebooting", "reason": "", "at": stamp(t0 + 0.2)})
+    for name, offset in (("kernel_boot", 1.0), ("luod_exec", 6.0), ("luod_start", 7.0),
+                         ("sessions_retrieved", 7.5)):  # fmt: skip
+        done.event(name, Stamp(t0 + offset, 0, 0))
+    for name, offset in (("freeze_ack", 0.0), ("reclaimed", 7.8), ("done", 9.8)):
+        done.vm_event("vm1", name, Stamp(t0 + offset, 0, 0))
+    timeline.append_history(luod.state, done)
+    text = (await client.get("/metrics")).text
+    lines = set(text.splitlines())
+    spans = {"wait": 0.2, "kexec": 0.8, "boot": 5.0, "start": 1.0, "luod": 0.5, "reclaim": 0.3,
+             "restore": 2.0}  # fmt: skip
+    for part, seconds in spans.items():
+        assert f'luod_update_blackout_part_seconds_count{{part="{part}"}} 1.0' in lines
+        gauge = f'luod_last_update_blackout_part_seconds{{part="{part}",vm="vm1"}} '
+        found = [line for line in lines if line.startswith(gauge)]
+        assert len(found) == 1 and float(found[0].split()[-1]) == pytest.approx(seconds)
+    assert 'luod_update_blackout_part_seconds_bucket{le="1.0",part="kexec"} 1.0' in lines
+    assert 'luod_update_blackout_part_seconds_bucket{le="2.0",part="boot"} 0.0' in lines
+    aborted = timeline.UpdateRecord(request=asked, outcome="aborted", reason="operator")
+    aborted.vm_event("vm1", "freeze_ack", Stamp(t0 + 20, 0, 0))
+    aborted.vm_event("vm1", "resumed", Stamp(t0 + 20.5, 0, 0))
+    timeline.append_history(luod.state, aborted)
+    lines = set((await client.get("/metrics")).text.splitlines())
+    assert 'luod_last_update_blackout_seconds{vm="vm1"} 0.5' in lines
+    assert not [line for line in lines if line.startswith("luod_last_update_blackout_part")]
+    assert 'luod_update_blackout_part_seconds_count{part="boot"} 1.0' in lines
+    history = (await client.get("/v1/history?limit=2")).json()["history"]
+    assert history[0]["blackout_parts"] == {}
+    assert history[1]["blackout_parts"]["vm1"] == pytest.approx(spans)

@@ -1,5 +1,6 @@
-"""luoctl's split of each VM's blackout (luod.cli.blackout): from luod's stamps in the record,
-the parts add up to the blackout, and a record without every stamp falls back to the totals."""
+"""Where each VM's blackout went: luod splits it from the stamps in its update record
+(luod.core.blackout_split), the REST API serves the parts with the record, and luoctl shows them
+beside each blackout; a record without every stamp falls back to the totals."""
 
 from __future__ import annotations
 
@@ -10,20 +11,23 @@ from typing import Any
 import pytest
 
 from luod.cli import blackout, render
-from luod.core import timeline
+from luod.core import blackout_split, timeline
 from luod.core.clock import Stamp
 from luod.daemon import process_start
+from luod.rest import records
+
+T0 = 1_935_000_000.0  # 2031-04-26
 
 
-def at(seconds: float) -> str:
-    return f"2031-05-01T12:00:{seconds:09.6f}+00:00"
+def at(seconds: float) -> dict[str, float]:
+    return {"realtime": T0 + seconds, "monotonic": 100.0 + seconds, "boottime": seconds}
 
 
 def record() -> dict[str, Any]:
-    """vm-a READY at 0.5 s, vm-b at 0.9 s; a reboot that failed (rebooting at 1.0 s) froze
-    them again, and the kexec step began at 2.0 s; the new kernel started at 2.7 s, luod's
-    process at 12.5 s, it ran at 14.0 s and had the sessions at 14.3 s; vm-a was reclaimed at
-    18.8 s, done at 22.4 s."""
+    """An update record as luod keeps it (``UpdateRecord.to_dict()``). vm-a READY at 1.5 s,
+    vm-b at 1.9 s; a reboot that failed (rebooting at 1.0 s) froze them again, and the kexec
+    step began at 2.0 s; the new kernel started at 2.7 s, luod's process at 12.5 s, it ran at
+    14.0 s and had the sessions at 14.3 s; vm-a was reclaimed at 18.8 s, done at 22.4 s."""
     phases = [
         {"from": "frozen", "to": "rebooting", "at": at(1.0), "reason": "kexec (direct)"},
         {"from": "rebooting", "to": "prepared", "at": at(1.1), "reason": "reboot failed"},
@@ -36,17 +40,29 @@ def record() -> dict[str, Any]:
         "vm-b": {"freeze_ack": at(1.9), "reclaimed": at(17.0), "done": at(21.4)},
     }
     blackouts = {"vm-a": 20.9, "vm-b": 19.5}
-    return {"phases": phases, "events": events, "vms": vms, "blackout_seconds": blackouts}
+    request = {"kernel": "/boot/vmlinuz-next", "uid": 0}
+    return {"id": "u1", "request": request, "phases": phases, "events": events, "vms": vms,
+            "blackout": blackouts, "outcome": "completed"}  # fmt: skip
+
+
+def served(data: dict[str, Any]) -> dict[str, Any]:
+    """The record as the REST API serves it, and luoctl reads it."""
+    return records.update_record(data).model_dump(mode="json")
 
 
 def test_the_parts_of_a_vms_blackout_add_up_to_it() -> None:
-    found = blackout.parts(record(), "vm-a")
-    assert found == pytest.approx([0.5, 0.7, 9.8, 1.5, 0.3, 4.5, 3.6])
-    assert sum(part or 0.0 for part in found or []) == pytest.approx(22.4 - 1.5)
+    found = blackout_split.split(record())
+    assert list(found["vm-a"]) == list(blackout_split.PARTS)
+    assert list(found["vm-a"].values()) == pytest.approx([0.5, 0.7, 9.8, 1.5, 0.3, 4.5, 3.6])
+    assert sum(found["vm-a"].values()) == pytest.approx(22.4 - 1.5)  # type: ignore[arg-type]
+    assert sum(found["vm-b"].values()) == pytest.approx(21.4 - 1.9)  # type: ignore[arg-type]
+    assert blackout.parts(served(record()), "vm-a") == pytest.approx(
+        [0.5, 0.7, 9.8, 1.5, 0.3, 4.5, 3.6]
+    )
 
 
 def test_the_split_is_shown_beside_each_blackout_with_what_each_part_is() -> None:
-    lines = render.blackout(record(), split=True)
+    lines = render.blackout(served(record()), split=True)
     assert lines[0] == "blackout per VM:"
     assert lines[1].split() == ["VM", "BLACKOUT", "WAIT", "KEXEC*", "BOOT", "START", "LUOD",
                                 "RECLAIM", "RESTORE"]  # fmt: skip
@@ -67,9 +83,19 @@ def test_without_every_stamp_only_the_blackouts_are_shown(missing: str) -> None:
         del doc["events"]["luod_start"]
     else:
         del doc["vms"]["vm-b"][missing]
-    assert blackout.parts(doc, "vm-b" if missing in ("done", "reclaimed") else "vm-a") is None
-    assert render.blackout(doc, split=True) == render.blackout(doc)
-    assert render.blackout(doc)[1].split() == ["vm-a", "20.900", "s"]
+    vm = "vm-b" if missing in ("done", "reclaimed") else "vm-a"
+    assert vm not in blackout_split.split(doc)
+    api = served(doc)
+    assert vm not in api["blackout_parts"] and blackout.parts(api, vm) is None
+    assert render.blackout(api, split=True) == render.blackout(api)
+    assert render.blackout(api)[1].split() == ["vm-a", "20.900", "s"]
+
+
+def test_a_luod_older_than_the_split_gets_the_blackouts_alone() -> None:
+    """luoctl against a luod whose records have no ``blackout_parts``."""
+    api = served(record())
+    del api["blackout_parts"]
+    assert render.blackout(api, split=True) == render.blackout(api)
 
 
 def test_a_record_without_luods_exec_stamp_keeps_boot_whole() -> None:
@@ -77,8 +103,11 @@ def test_a_record_without_luods_exec_stamp_keeps_boot_whole() -> None:
     START is not known."""
     doc = record()
     del doc["events"]["luod_exec"]
-    assert blackout.parts(doc, "vm-a") == pytest.approx([0.5, 0.7, 11.3, None, 0.3, 4.5, 3.6])
-    row = render.blackout(doc, split=True)[2].split()
+    found = blackout_split.split(doc)["vm-a"]
+    assert found["start"] is None
+    api = served(doc)
+    assert blackout.parts(api, "vm-a") == pytest.approx([0.5, 0.7, 11.3, None, 0.3, 4.5, 3.6])
+    row = render.blackout(api, split=True)[2].split()
     assert row[7:10] == ["11.300", "s", "-"]
 
 

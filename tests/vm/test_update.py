@@ -69,6 +69,9 @@ def test_aborts_then_update_across_kexec(luo_kernel: Path, vm_python: Path, tmp_
     assert set(final["events"]) >= {"kernel_boot", "luod_start", "sessions_retrieved"}
     blackout = final["blackout_seconds"]
     assert set(blackout) == set(VMS) and all(b is not None and b > 0 for b in blackout.values())
+    for vm, parts in final["blackout_parts"].items():  # the REST API's split, as /metrics's
+        assert abs(sum(p or 0.0 for p in parts.values()) - blackout[vm]) < 0.001, (vm, parts)
+    assert set(final["blackout_parts"]) == set(VMS) and final["blackout_parts"]["vm-a"]["start"]
     check_nics(share)
     assert "nics_rebuilt" in final["vms"]["vm-b"] and "nics_rebuilt" not in final["vms"]["vm-a"]
 

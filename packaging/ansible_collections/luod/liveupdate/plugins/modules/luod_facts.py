@@ -127,7 +127,8 @@ ansible_facts:
         last_update:
           description:
             - The newest update that ended (null if none), with C(outcome), C(reason),
-              C(reason_code), C(started_at), C(ended_at) and C(blackout_seconds) per VM.
+              C(reason_code), C(started_at), C(ended_at), C(blackout_seconds) per VM and C(blackout_parts),
+              where each VM's blackout went (wait, kexec, boot, start, luod, reclaim, restore).
           type: dict
         longest_blackout_seconds:
           description: The longest blackout of a VM in the last update (null if none measured).
