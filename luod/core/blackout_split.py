@@ -27,10 +27,14 @@ Parts = dict[str, float | None]
 def split(record: Mapping[str, Any]) -> dict[str, Parts]:
     """Per VM of an update record (``UpdateRecord.to_dict()``), its blackout's PARTS in seconds.
     A VM is left out unless luod stamped every step of it (an aborted update, a VM still
-    reclaiming). A record without ``luod_exec`` (an older luod, no /proc) has ``boot`` until
-    luod ran and ``start`` None."""
-    events = record.get("events", {})
-    kexec_steps = [p.get("at") for p in record.get("phases", []) if p.get("to") == "rebooting"]
+    reclaiming); a stamp that is not one (a damaged history line) counts as missing. A record
+    without ``luod_exec`` (an older luod, no /proc) has ``boot`` until luod ran and ``start``
+    None."""
+    events = _mapping(record.get("events"))
+    phases = record.get("phases")
+    kexec_steps = [
+        p.get("at") for p in phases if isinstance(p, Mapping) and p.get("to") == "rebooting"
+    ] if isinstance(phases, list) else []  # fmt: skip
     host = [
         kexec_steps[-1] if kexec_steps else None,  # a reboot that failed froze again since
         events.get("kernel_boot"),
@@ -38,20 +42,34 @@ def split(record: Mapping[str, Any]) -> dict[str, Parts]:
         events.get("sessions_retrieved"),
     ]
     found = {}
-    for vm, steps in record.get("vms", {}).items():
-        marks = [steps.get("freeze_ack"), *host, steps.get("reclaimed"), steps.get("done")]
-        if all(isinstance(mark, Mapping) for mark in marks):
-            found[vm] = _parts([float(mark["realtime"]) for mark in marks], events.get("luod_exec"))
+    for vm, steps in _mapping(record.get("vms")).items():
+        vm_steps = _mapping(steps)
+        marks = [vm_steps.get("freeze_ack"), *host, vm_steps.get("reclaimed"), vm_steps.get("done")]
+        at = [moment for mark in marks if (moment := _realtime(mark)) is not None]
+        if len(at) == len(marks):
+            found[str(vm)] = _parts(at, _realtime(events.get("luod_exec")))
     return found
 
 
-def _parts(at: list[float], execed: Mapping[str, Any] | None) -> Parts:
+def _parts(at: list[float], execed: float | None) -> Parts:
     wait, kexec, boot, luod, reclaim, restore = (b - a for a, b in itertools.pairwise(at))
     start = None
-    if isinstance(execed, Mapping):  # the boot's part ends at luod's exec
-        boot, start = float(execed["realtime"]) - at[2], at[3] - float(execed["realtime"])
+    if execed is not None:  # the boot's part ends at luod's exec
+        boot, start = execed - at[2], at[3] - execed
     spans = (wait, kexec, boot, start, luod, reclaim, restore)
     return {
         name: None if span is None else round(span, 6)
         for name, span in zip(PARTS, spans, strict=True)
     }
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _realtime(stamp: object) -> float | None:
+    """A stamp's realtime (``Stamp.to_dict()``), or None when it is not a stamp."""
+    moment = _mapping(stamp).get("realtime")
+    if isinstance(moment, bool) or not isinstance(moment, int | float):
+        return None
+    return float(moment)

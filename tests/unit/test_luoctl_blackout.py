@@ -14,7 +14,7 @@ from luod.cli import blackout, render
 from luod.core import blackout_split, timeline
 from luod.core.clock import Stamp
 from luod.daemon import process_start
-from luod.rest import records
+from luod.rest import history_reads, records
 
 T0 = 1_935_000_000.0  # 2031-04-26
 
@@ -89,6 +89,24 @@ def test_without_every_stamp_only_the_blackouts_are_shown(missing: str) -> None:
     assert vm not in api["blackout_parts"] and blackout.parts(api, vm) is None
     assert render.blackout(api, split=True) == render.blackout(api)
     assert render.blackout(api)[1].split() == ["vm-a", "20.900", "s"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda doc: doc["vms"]["vm-b"].update(reclaimed={"realtime": "soon"}),
+        lambda doc: doc["vms"]["vm-b"].update(done=[1, 2]),
+        lambda doc: doc["vms"].update({"vm-b": "gone"}),
+        lambda doc: doc["vms"]["vm-b"].update(freeze_ack={"realtime": True}),
+    ],
+)
+def test_a_damaged_stamp_leaves_its_vm_unsplit_and_raises_nothing(damage: Any) -> None:
+    """/metrics reads every update of the history (luod.rest.history_reads.ended): a line with
+    a stamp that is not one must cost that VM's split, not the scrape."""
+    doc = record()
+    damage(doc)
+    assert set(blackout_split.split(doc)) == {"vm-a"}
+    assert set(history_reads.ended(doc).blackout_parts) == {"vm-a"}
 
 
 def test_a_luod_older_than_the_split_gets_the_blackouts_alone() -> None:
