@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,14 +68,16 @@ def daemon(state: Path, *extra: str, real_kernel: bool = False) -> Iterator[Path
         process.wait(10)
 
 
-def spawn_simulated(state: Path, tree: Path | None = None) -> subprocess.Popen[bytes]:
-    """``luod --simulate STATE``, quiet (timed from here by the callers); ``tree``: the source
-    tree whose luod runs (default: the working directory's, as ``-m`` puts it first), started
-    as that tree's ``luod`` command starts it (``python -m luod``; a tree older than luod.start
-    has only ``python -m luod.main``)."""
+def spawn_simulated(
+    state: Path, tree: Path | None = None, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """``luod --simulate STATE [EXTRA]``, quiet (timed from here by the callers); ``tree``: the
+    source tree whose luod runs (default: the working directory's, as ``-m`` puts it first),
+    started as that tree's ``luod`` command starts it (``python -m luod``; a tree older than
+    luod.start has only ``python -m luod.main``)."""
     command = "luod" if ((tree or Path.cwd()) / "luod" / "__main__.py").exists() else "luod.main"
     return subprocess.Popen(
-        [sys.executable, "-m", command, "--simulate", str(state)],
+        [sys.executable, "-m", command, "--simulate", str(state), *extra],
         stderr=subprocess.DEVNULL,
         cwd=tree,
     )
@@ -173,7 +176,13 @@ def prepared_state(workdir: Path) -> Path:
     return template
 
 
-def exec_to_first_reclaim(template: Path, workdir: Path, tree: Path | None = None) -> float:
+def exec_to_first_reclaim(
+    template: Path, workdir: Path, tree: Path | None = None, custody: str = "memory"
+) -> float:
+    """From luod's exec to its answer of the first RECLAIM, just after a simulated kexec.
+    ``custody="keeper"``: as on a host without systemd's fd store, where the kexec ended the
+    keeper and luod starts a new one before it takes the sessions back (each run's keeper is
+    killed after it)."""
     state = workdir / "start"
     if state.exists():
         shutil.rmtree(state)
@@ -182,7 +191,7 @@ def exec_to_first_reclaim(template: Path, workdir: Path, tree: Path | None = Non
     with contextlib.suppress(FileNotFoundError):
         socket.unlink()
     started = time.perf_counter()
-    process = spawn_simulated(state, tree)
+    process = spawn_simulated(state, tree, ("--custody", custody))
     try:
         wait_for_socket(socket)
         with Client(socket) as client:
@@ -194,6 +203,13 @@ def exec_to_first_reclaim(template: Path, workdir: Path, tree: Path | None = Non
     finally:
         process.terminate()
         process.wait(10)
+        _end_keeper(state / "run" / "keeper.sock")
+
+
+def _end_keeper(socket: Path) -> None:
+    """Kill the keeper at ``socket`` (its pid is in its lock file), if one ran."""
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        os.kill(int(Path(f"{socket}.lock").read_text()), signal.SIGKILL)
 
 
 def kernel_rows() -> list[list[str]]:

@@ -4,7 +4,9 @@
   ``python -S -c pass`` (the interpreter alone) and ``python -c pass`` (with site), in CPU
   time (a shared machine stretches the wall time of a longer process more than a short one's);
 - exec -> first RECLAIM served (luod on the simulator, just after a simulated kexec, one VM)
-  against the same bare interpreters, spawned and waited for the same way;
+  against the same bare interpreters, spawned and waited for the same way; custody in memory,
+  and again with the keeper as on a host without systemd's fd store (the kexec ended the old
+  keeper: luod starts a new one before it takes the sessions back);
 - the cffi mode luod ships (out-of-line ABI: generated modules, no C parser at run time)
   against in-line ABI mode (``ffi.cdef`` parsed at import).
 
@@ -144,6 +146,7 @@ def reclaim_sides(rounds: int = ROUNDS) -> dict[str, Side]:
             bare_s=lambda: run_once(BARE_S),
             bare=lambda: run_once(BARE),
             luod=lambda: handover.exec_to_first_reclaim(template, workdir),
+            keeper=lambda: handover.exec_to_first_reclaim(template, workdir, custody="keeper"),
         )
 
 
@@ -191,6 +194,12 @@ def against_sides(other: Path, rounds: int = ROUNDS) -> dict[str, dict[str, Side
             this=lambda: handover.exec_to_first_reclaim(template, workdir, REPO),
             other=lambda: handover.exec_to_first_reclaim(template, workdir, other),
         )
+        keeper = "keeper"
+        sides["keeper"] = interleaved(
+            rounds,
+            this=lambda: handover.exec_to_first_reclaim(template, workdir, REPO, keeper),
+            other=lambda: handover.exec_to_first_reclaim(template, workdir, other, keeper),
+        )
     return sides
 
 
@@ -202,6 +211,7 @@ def against_report(other: Path) -> str:
         ("of which making dataclasses (CPU)", "dataclasses"),
         ("a VMM: import luod.qemu.cli (CPU)", "vmm"),
         ("exec -> first RECLAIM (sim, wall)", "reclaim"),
+        ("the same, keeper custody (wall)", "keeper"),
     ):
         measured = sides[key]
         this, theirs = measured["this"], measured["other"]
@@ -242,6 +252,7 @@ def report() -> str:
         _row("a VMM: import luod.qemu.cli (CPU)", imports, "vmm"),
         _row("python3 -c pass (wall)", reclaims, "bare"),
         _row("exec -> first RECLAIM (sim)", reclaims, "luod"),
+        _row("the same, keeper custody (a new keeper)", reclaims, "keeper"),
         _row("cffi modules, out-of-line ABI (shipped)", cffi, "out_of_line"),
         _row("cffi modules, in-line ABI (cdef at import)", cffi, "inline"),
     ]

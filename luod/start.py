@@ -1,5 +1,6 @@
 """The ``luod`` command's entry point (and ``python -m luod``): luod starts with the garbage
-collector off, and says READY=1 at once when systemd holds its VMM socket.
+collector off, says READY=1 at once when systemd holds its VMM socket, and begins the fd
+keeper's start before its own imports when the keeper will hold its sessions (``begin_keeper``).
 
 Everything luod allocates while it starts (its modules, classes, settings, the sessions taken
 back after a kexec) lives as long as luod: the collector would scan it again and again for
@@ -21,6 +22,11 @@ from __future__ import annotations
 
 import gc
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from luod.custody.keeper_start import KeeperStart
+    from luod.daemon.settings import Settings
 
 STARTING_WATCHDOG_USEC = 90_000_000
 """How long luod may take from exec to serving once it said READY=1 early: systemd's default
@@ -31,9 +37,33 @@ a kexec on a host at load 10, took 32 s: bench/NOTES.md)."""
 def entry() -> None:
     gc.disable()
     ready_at_exec()
-    from luod.main import main  # every module luod needs, imported with the collector off
+    from luod.daemon.command_line import resolve
 
-    sys.exit(main())
+    resolved = resolve(None)
+    if isinstance(resolved, int):  # --check-config, a bad configuration: said and done
+        sys.exit(resolved)
+    keeper = begin_keeper(resolved.settings)
+    from luod.main import serve  # every module luod needs, imported with the collector off
+
+    sys.exit(serve(resolved, keeper))
+
+
+def begin_keeper(settings: Settings) -> KeeperStart | None:
+    """When luod's custodian will be the fd keeper (no systemd fd store), begin the keeper's
+    start before luod's imports: after a kexec no keeper is left, and its start (an interpreter
+    and its imports) then runs beside luod's instead of after them, on a core luod's imports
+    leave idle. Its runtime directory is made first (luod's own start makes it too: under a
+    bare init /run is empty after a kexec). Anything amiss here is left to the daemon's own
+    start, which says what (None)."""
+    from luod.core import statedir
+    from luod.custody.choose import begin_keeper as begin
+    from luod.errors import LuodError
+
+    try:
+        statedir.prepare(settings.runtime_dir, statedir.RUNTIME_DIR_MODE)
+        return begin(settings.runtime_dir, settings.custody)
+    except (LuodError, OSError, ValueError):
+        return None
 
 
 def ready_at_exec() -> bool:

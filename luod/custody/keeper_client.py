@@ -6,18 +6,17 @@ and outlives luod; a restarted luod connects to the same keeper and recovers eve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
-import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Final
 
-import luod
 from luod.custody.fdname import check_name
-from luod.custody.keeper import EXIT_BUSY, EXIT_READY
+from luod.custody.keeper_start import KeeperStart, start_keeper
 from luod.custody.keeper_wire import (
     MAX_FDS_PER_MESSAGE,
     Reply,
@@ -34,7 +33,6 @@ CONNECT_ATTEMPTS: Final = 5
 """A keeper that is exiting (it held nothing) refuses us once; the next attempt starts another."""
 MAX_SUN_PATH: Final = 107
 REPLY_BYTES: Final = 64 * 1024
-_CHILD_ENV_DROP: Final = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "FDSTORE")
 LOST_HINT: Final = (
     "if the keeper died, every fd it held is now held by luod alone: do not stop luod; open a "
     "new custody and deposit every session again"
@@ -47,12 +45,23 @@ class KeeperCustody:
     kind: Final = "keeper"
 
     def __init__(
-        self, socket_path: Path, *, start: bool = True, timeout: float = CALL_TIMEOUT
+        self,
+        socket_path: Path,
+        *,
+        start: bool = True,
+        timeout: float = CALL_TIMEOUT,
+        starting: KeeperStart | None = None,
     ) -> None:
+        """``starting``: a start of the keeper already under way (luod.start began it before
+        luod's imports); awaited first. If it failed, connecting goes on as without it, and
+        starts the keeper again (the error, if any, is that start's)."""
         self.socket_path = Path(socket_path)
         self._timeout = timeout
         self._lock = threading.Lock()
         self._sock: socket.socket | None
+        if starting is not None:
+            with contextlib.suppress(LuodError):
+                starting.finish(timeout)
         self._sock, self.keeper_pid = _connect(self.socket_path, start, timeout)
 
     def deposit(self, name: str, fd: SupportsFileno) -> None:
@@ -173,7 +182,7 @@ def _connect(path: Path, start: bool, timeout: float) -> tuple[socket.socket, in
             problem = str(exc)  # no keeper, a dead keeper's socket, or one that is exiting
         if not start:
             break
-        _start_keeper(path, timeout)
+        start_keeper(path, timeout)
     raise LuodError(
         "custody-unavailable",
         f"no fd keeper answers at {path}: {problem}",
@@ -218,26 +227,4 @@ def _check_keeper_uid(sock: socket.socket, path: Path) -> None:
             f"{os.geteuid()}: luod gives it nothing",
             hint=f"someone else listens at {path}: remove it and check who can write to "
             f"{path.parent}",
-        )
-
-
-def _start_keeper(path: Path, timeout: float) -> None:
-    """Run the keeper's starter; it returns once the daemon listens (or another one does)."""
-    env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
-    source_root = str(Path(luod.__file__).resolve().parent.parent)  # works from a checkout too
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "luod.custody.keeper", "--socket", str(path)]
-    try:
-        done = subprocess.run(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, env=env, timeout=timeout, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LuodError("custody-unavailable", f"could not start the fd keeper: {exc}") from exc
-    if done.returncode not in (EXIT_READY, EXIT_BUSY):
-        raise LuodError(
-            "custody-unavailable",
-            f"the fd keeper did not start (exit {done.returncode}): "
-            f"{done.stderr.decode(errors='replace').strip()}",
-            hint=f"check that {path.parent} exists and is writable by luod's user",
         )

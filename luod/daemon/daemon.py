@@ -44,6 +44,7 @@ from luod.kernel import Backend, open_backend
 from luod.vmm.server import VmmServer
 
 if TYPE_CHECKING:
+    from luod.custody.keeper_start import KeeperStart
     from luod.kernel.images import Declared
 
 log = structlog.get_logger("luod")
@@ -65,7 +66,8 @@ reclaiming their memory."""
 class Daemon:
     """One luod. ``backend``, ``custody``, ``clock`` and ``kexec`` replace what the settings
     would choose (tests: stand-ins for the fd store or systemctl); ``api`` serves the REST API
-    that ``settings.api`` describes (without it, luod serves VMMs only)."""
+    that ``settings.api`` describes (without it, luod serves VMMs only); ``keeper``: the fd
+    keeper's start that luod.start began before luod's imports (the daemon owns it from here)."""
 
     def __init__(
         self,
@@ -76,8 +78,10 @@ class Daemon:
         clock: Clock | None = None,
         kexec: KexecSettings | None = None,
         api: ApiServer | None = None,
+        keeper: KeeperStart | None = None,
     ) -> None:
         self.settings = settings
+        self._keeper_start = keeper
         self._api = api
         self.clock = clock or SystemClock()
         self.started = self.clock.now()
@@ -99,6 +103,8 @@ class Daemon:
     def _recover(self) -> None:
         """The critical path after a reboot: backend, custody, the sessions taken back."""
         settings = self.settings
+        if (starting := self._keeper_start) is not None:
+            self._opened.callback(starting.close)  # reaped whatever happens (a no-op once used)
         self._claim_dirs()
         self.backend: Backend = (
             open_backend(
@@ -110,7 +116,7 @@ class Daemon:
             else self._backend
         )
         self.custody: Custody = (  # not `or`: an empty custody is falsy
-            choose_custody(settings.runtime_dir, settings.custody)
+            choose_custody(settings.runtime_dir, settings.custody, self._keeper_start)
             if self._custody is None
             else self._custody
         )

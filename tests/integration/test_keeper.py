@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 
 from luod.core.custodian import Custody
-from luod.custody.choose import choose_custody
+from luod.custody.choose import begin_keeper, choose_custody
 from luod.custody.keeper import EXIT_BUSY
 from luod.custody.keeper_client import KeeperCustody
+from luod.custody.keeper_start import KeeperStart
 from luod.errors import LuodError
 from luod.fdpass import pack_rights
 from tests.unit.test_custody import (
@@ -124,6 +125,7 @@ CLIENT = """
 import os, sys, time
 from pathlib import Path
 from luod.custody.keeper_client import KeeperCustody
+from luod.custody.keeper_start import KeeperStart
 from luod.kernel.fd import OwnedFd
 custody = KeeperCustody(Path(sys.argv[1]))
 fd = OwnedFd(os.memfd_create("guest-ram"))
@@ -362,3 +364,54 @@ def test_choose_custody_falls_back_to_a_keeper(
     assert (custody.kind, custody.socket_path) == ("keeper", keeper_dir / "keeper.sock")
     custody.close()
     assert wait_gone(custody.keeper_pid)  # it held nothing
+
+
+def test_a_keeper_begun_early_is_the_one_luod_connects_to(keeper_dir: Path, path: Path) -> None:
+    """luod.start begins the keeper's start before luod's imports (choose.begin_keeper); the
+    custody made later awaits that start and uses its keeper: no second one is started."""
+    starting = begin_keeper(keeper_dir, "keeper")
+    assert starting is not None and starting.path == path
+    custody = choose_custody(keeper_dir, "keeper", starting)
+    try:
+        assert isinstance(custody, KeeperCustody)
+        assert custody.keeper_pid == keeper_pid(path)
+        assert len(list(keeper_dir.glob("keeper.sock*"))) == 2  # its socket and its lock
+        starting.close()  # a no-op once awaited
+    finally:
+        custody.close()
+    assert begin_keeper(keeper_dir, "memory") is None
+    assert begin_keeper(keeper_dir, "systemd") is None
+
+
+def test_an_early_start_that_failed_is_started_again(path: Path) -> None:
+    """A start begun early that did not bring a keeper up costs nothing but itself: connecting
+    starts the keeper as it would have without it."""
+    failed = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.exit('no room')"], stderr=subprocess.PIPE
+    )
+    starting = KeeperStart(path, failed)
+    with pytest.raises(LuodError, match="did not start .exit 1.: no room"):
+        KeeperStart(path, failed).finish(10)  # what the custody swallows
+    custody = KeeperCustody(path, starting=starting)
+    try:
+        custody.check()
+        assert custody.keeper_pid == keeper_pid(path)
+    finally:
+        custody.close()
+
+
+def test_a_start_luod_never_asked_for_is_reaped_and_its_keeper_ends(path: Path) -> None:
+    """luod stopped before it chose its custody (e.g. another luod holds the state directory):
+    the starter is reaped (not killed: its keeper reports on a pipe to it), and the keeper it
+    started holds nothing (it exits when idle, IDLE_EXIT; the fixture kills it sooner)."""
+    starting = KeeperStart.begin(path)
+    starter = starting._process
+    assert starter is not None
+    starting.close()
+    assert starter.returncode == 0 and starting._process is None  # EXIT_READY, reaped
+    assert keeper_pid(path) is not None
+    look = KeeperCustody(path, start=False)
+    try:
+        assert look.recover() == {}
+    finally:
+        look.close()

@@ -64,6 +64,26 @@ def test_the_luod_command_does_not_import_before_serving(heavy: str) -> None:
     assert heavy not in loaded_by("luod.main")
 
 
+BEFORE_LUODS_IMPORTS = ("structlog", "asyncio", "ssl", "rich", "argparse", "luod.daemon.daemon")
+"""luod.start resolves the settings and begins the keeper's start before it imports luod.main:
+none of these may load then (structlog and asyncio must come through luod.lean, first)."""
+
+
+def test_what_the_luod_command_decides_before_its_imports_loads_none_of_them() -> None:
+    code = (
+        "import json, sys; import luod.start, luod.custody.keeper_start, luod.core.statedir;"
+        "from luod.daemon.command_line import resolve; from luod.custody import choose;"
+        "resolved = resolve([]); assert choose.chosen_kind(resolved.settings.custody);"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "luod.daemon.command_line" in loaded and "subprocess" in loaded
+    assert not loaded & set(BEFORE_LUODS_IMPORTS), loaded & set(BEFORE_LUODS_IMPORTS)
+
+
 @pytest.mark.parametrize("vmm", ["luod.vmm.client", "luod.qemu.cli", "luod.demo.vmm"])
 def test_a_vmm_does_not_import_the_kernel_backend(vmm: str) -> None:
     """The client library and the shipped VMMs (luod-qemu; the demo VMM loads the backend
