@@ -386,13 +386,14 @@ def test_a_keeper_begun_early_is_the_one_luod_connects_to(keeper_dir: Path, path
 def test_an_early_start_that_failed_is_started_again(path: Path) -> None:
     """A start begun early that did not bring a keeper up costs nothing but itself: connecting
     starts the keeper as it would have without it."""
-    failed = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.exit('no room')"], stderr=subprocess.PIPE
-    )
-    starting = KeeperStart(path, failed)
-    with pytest.raises(LuodError, match="did not start .exit 1.: no room"):
-        KeeperStart(path, failed).finish(10)  # what the custody swallows
-    custody = KeeperCustody(path, starting=starting)
+
+    def failing() -> KeeperStart:
+        command = [sys.executable, "-c", "import sys; sys.exit('no room')"]
+        return KeeperStart(path, subprocess.Popen(command, stderr=subprocess.PIPE))
+
+    with pytest.raises(LuodError, match=r"did not start \(exit 1\): no room"):
+        failing().finish(10)  # what the custody swallows
+    custody = KeeperCustody(path, starting=failing())
     try:
         custody.check()
         assert custody.keeper_pid == keeper_pid(path)
