@@ -52,11 +52,16 @@ NOT_FOR_A_VMM = (
 
 @functools.cache
 def loaded_by(module: str) -> frozenset[str]:
-    code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    return loaded_after(f"import {module}")
+
+
+def loaded_after(statements: str) -> frozenset[str]:
+    """The modules a fresh interpreter holds after running ``statements``."""
+    code = f"import json, sys; {statements}; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    return frozenset(json.loads(done.stdout))
+    return frozenset(json.loads(done.stdout.splitlines()[-1]))
 
 
 @pytest.mark.parametrize("heavy", AFTER_FIRST_RECLAIM)
@@ -70,16 +75,11 @@ none of these may load then (structlog and asyncio must come through luod.lean, 
 
 
 def test_what_the_luod_command_decides_before_its_imports_loads_none_of_them() -> None:
-    code = (
-        "import json, sys; import luod.start, luod.custody.keeper_start, luod.core.statedir;"
+    loaded = loaded_after(
+        "import luod.start, luod.custody.keeper_start, luod.core.statedir;"
         "from luod.daemon.command_line import resolve; from luod.custody import choose;"
-        "resolved = resolve([]); assert choose.chosen_kind(resolved.settings.custody);"
-        "print(json.dumps(sorted(sys.modules)))"
+        "resolved = resolve([]); assert choose.chosen_kind(resolved.settings.custody)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    loaded = set(json.loads(done.stdout.splitlines()[-1]))
     assert "luod.daemon.command_line" in loaded and "subprocess" in loaded
     assert not loaded & set(BEFORE_LUODS_IMPORTS), loaded & set(BEFORE_LUODS_IMPORTS)
 
