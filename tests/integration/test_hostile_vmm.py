@@ -20,7 +20,13 @@ from luod.kernel import memfd
 from luod.vmm import codec
 from luod.vmm.client import Client
 from tests.integration.conftest import Daemon
-from tests.integration.test_vmm_bad_input import Raw, error_of, settle, still_serving
+from tests.integration.test_vmm_bad_input import (
+    Raw,
+    error_of,
+    settle,
+    steady_fds,
+    still_serving,
+)
 
 LONG = "é" * 30000
 """Two UTF-8 bytes on the wire, six once JSON escapes it: an echo of it outgrows MAX_LINE."""
@@ -44,7 +50,7 @@ def healthy(daemon: Daemon) -> Iterator[Client]:
 
 @pytest.fixture
 def raw(daemon: Daemon, healthy: Client) -> Iterator[Raw]:
-    before = daemon.fds()
+    before = steady_fds(daemon)
     client = Raw(daemon.socket)
     yield client
     client.close()

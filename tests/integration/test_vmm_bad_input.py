@@ -67,19 +67,29 @@ def settle(daemon: Daemon, before: set[str]) -> None:
     """luod's fd table returns to what it was (no leak) and stays so for STEADY seconds, within
     SETTLE. A leaked fd stays; a module that luod imports at a client's hang-up opens its file
     for a moment, and a single read could catch it (CI: "leaked fds: set()")."""
-    deadline = time.monotonic() + SETTLE
-    steady_since: float | None = None
-    now = daemon.fds()
-    while time.monotonic() < deadline:
-        if now != before:
-            steady_since = None
-        elif steady_since is None:
-            steady_since = time.monotonic()
-        elif time.monotonic() - steady_since >= STEADY:
-            return
-        time.sleep(0.02)
-        now = daemon.fds()
+    now = _steady(daemon, before)
     assert now == before, f"luod leaked fds: {sorted(now - before)}, lost {sorted(before - now)}"
+
+
+def steady_fds(daemon: Daemon) -> set[str]:
+    """luod's fd table once it stayed the same for STEADY seconds: the baseline ``settle``
+    compares with. A single read could catch an fd of a moment: the simulator's watcher thread
+    closes a session pipe's end after the reply that made it (CI: "lost ['10']")."""
+    return _steady(daemon, None)
+
+
+def _steady(daemon: Daemon, want: set[str] | None) -> set[str]:
+    """The fd table once it stayed the same for STEADY seconds (and equal to ``want``, when
+    given), or as it is after SETTLE."""
+    deadline = time.monotonic() + SETTLE
+    last, since = daemon.fds(), time.monotonic()
+    while time.monotonic() < deadline:
+        if want in (None, last) and time.monotonic() - since >= STEADY:
+            return last
+        time.sleep(0.02)
+        if (now := daemon.fds()) != last:
+            last, since = now, time.monotonic()
+    return last
 
 
 def still_serving(daemon: Daemon, healthy: Client) -> None:
@@ -97,7 +107,7 @@ def error_of(reply: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def raw(daemon: Daemon, healthy: Client) -> Iterator[Raw]:
-    before = daemon.fds()
+    before = steady_fds(daemon)
     client = Raw(daemon.socket)
     yield client
     client.close()
@@ -217,7 +227,7 @@ def test_a_foreign_uid_is_refused_by_peer_credentials(tmp_path: Path) -> None:
     try:
         with Client(daemon.socket) as client:
             client.register("healthy")
-            before = daemon.fds()
+            before = steady_fds(daemon)
             os.chmod(daemon.socket, 0o666)  # a too-open socket must not be the only guard
             error = error_of(foreign_call(daemon))
             assert error["code"] == "not-allowed" and "65534" in error["message"]
