@@ -23,6 +23,10 @@ from luod.errors import LuodError
 
 CLOSE_WAIT: Final = 10.0
 """``close`` lets the starter finish: killed, it would break the pipe its keeper reports on."""
+KEEPER_FLAGS: Final = ("-S",)
+"""The keeper runs without ``site``: it imports the standard library and luod alone (found on
+the PYTHONPATH given here), and processing site-packages' .pth files was a fifth of its start in
+the TCG test guest (0.83 -> 0.65 s, median of 7, bench/NOTES.md "Start-up")."""
 _CHILD_ENV_DROP: Final = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "FDSTORE")
 
 
@@ -41,7 +45,14 @@ class KeeperStart:
         env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
         source_root = str(Path(luod.__file__).resolve().parent.parent)  # from a checkout too
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "luod.custody.keeper", "--socket", str(path)]
+        command = [
+            sys.executable,
+            *KEEPER_FLAGS,
+            "-m",
+            "luod.custody.keeper",
+            "--socket",
+            str(path),
+        ]
         try:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -416,3 +416,14 @@ def test_a_start_luod_never_asked_for_is_reaped_and_its_keeper_ends(path: Path) 
         assert look.recover() == {}
     finally:
         look.close()
+
+
+def test_the_keeper_runs_without_site(custody: KeeperCustody, path: Path) -> None:
+    """Its start after each kexec is on the VMs' path: ``site`` (site-packages' .pth files)
+    was a fifth of it in the TCG guest, and the keeper needs only the standard library and
+    luod, which it finds on the PYTHONPATH luod gives it."""
+    pid = keeper_pid(path)
+    assert pid is not None and pid == custody.keeper_pid
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert argv[1:4] == [b"-S", b"-m", b"luod.custody.keeper"], argv
+    custody.check()
