@@ -52,18 +52,11 @@ def begin_keeper(settings: Settings) -> KeeperStart | None:
     """When luod's custodian will be the fd keeper (no systemd fd store), begin the keeper's
     start before luod's imports: after a kexec no keeper is left, and its start (an interpreter
     and its imports) then runs beside luod's instead of after them, on a core luod's imports
-    leave idle. Its runtime directory is made first (luod's own start makes it too: under a
-    bare init /run is empty after a kexec). Anything amiss here is left to the daemon's own
-    start, which says what (None)."""
-    from luod.core import statedir
+    leave idle (luod.custody.choose.begin_keeper). Anything amiss there is left to the daemon's
+    own start, which says what (None)."""
     from luod.custody.choose import begin_keeper as begin
-    from luod.errors import LuodError
 
-    try:
-        statedir.prepare(settings.runtime_dir, statedir.RUNTIME_DIR_MODE)
-        return begin(settings.runtime_dir, settings.custody)
-    except (LuodError, OSError, ValueError):
-        return None
+    return begin(settings.runtime_dir, settings.custody)
 
 
 def ready_at_exec() -> bool:

@@ -54,17 +54,21 @@ def chosen_kind(prefer: str) -> str:
 
 
 def begin_keeper(runtime_dir: Path, prefer: str) -> KeeperStart | None:
-    """When the custodian will be a keeper, begin its start now (luod.start, before luod's
-    imports; ``choose_custody`` awaits it): None otherwise, or when it cannot even be spawned
-    (connecting later starts it again and reports why). Where a keeper already listens (luod
-    restarted without a kexec) the starter says so and exits; that keeper is used."""
+    """When the custodian will be a keeper, make ``runtime_dir`` (empty after a kexec under a
+    bare init; luod's own start makes it too) and begin the keeper's start now (luod.start,
+    before luod's imports; ``choose_custody`` awaits it): None otherwise, or when the directory
+    or the start fails (connecting later starts it again and reports why). Where a keeper
+    already listens (luod restarted without a kexec) the starter says so and exits; that keeper
+    is used."""
     if chosen_kind(prefer) != "keeper":
         return None
+    from luod.core import statedir
     from luod.custody.keeper_start import KeeperStart
 
     try:
+        statedir.prepare(Path(runtime_dir), statedir.RUNTIME_DIR_MODE)
         return KeeperStart.begin(keeper_socket(runtime_dir))
-    except LuodError:
+    except (LuodError, OSError):
         return None
 
 
