@@ -188,12 +188,12 @@ ROUND_OF: dict[str, Callable[[], list[float]] | None] = {
 
 def measure() -> dict[str, Any]:
     started = time.perf_counter()
-    from pyroute2 import IPRoute
-
+    from luod.net.iproute import iproute_class
     from luod.net.plumbing import Plumbing
 
+    iproute = iproute_class()
     imported = time.perf_counter() - started
-    with IPRoute() as ipr:
+    with iproute() as ipr:
         records = setup(ipr)
         delete_taps(ipr)
         opened = time.perf_counter()
@@ -219,7 +219,30 @@ def measure() -> dict[str, Any]:
                     result[f"{side}_cpu"].append(cpu_seconds() - cpu)
                     result[side].append(per_vm)
                     delete_taps(ipr)
-    return result | {"import": imported, "open": opened}
+    return result | {"import": imported, "open": opened, "imports": import_sides()}
+
+
+IMPORTS = {  # pyroute2's IPRoute in a fresh interpreter that has asyncio already, as luod has
+    "luod": "from luod.net.iproute import iproute_class; iproute_class()",
+    "whole": "from pyroute2 import IPRoute",
+}
+
+
+def import_sides() -> dict[str, list[float]]:
+    """Seconds to import IPRoute luod's way (luod.net.iproute) and with pyroute2's whole
+    package, ROUNDS fresh interpreters each, interleaved."""
+    seconds: dict[str, list[float]] = {side: [] for side in IMPORTS}
+    for round_ in range(ROUNDS):
+        for side in rotated(list(IMPORTS), round_):
+            code = (
+                "import asyncio, time; started = time.perf_counter(); "
+                f"{IMPORTS[side]}; print(time.perf_counter() - started)"
+            )
+            done = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+            )
+            seconds[side].append(float(done.stdout.split()[-1]))
+    return seconds
 
 
 def cpu_seconds() -> float:
@@ -289,8 +312,12 @@ def rows(where: str, result: dict[str, Any], target: str) -> list[list[str]]:
     ]  # fmt: skip
     body.append([f"{where}: of which luod's steps (create, configure), per tap",
                  human(s["steps_tap"]), "-", "-", "-", "-", "-"])  # fmt: skip
-    body.append([f"{where}: once: import pyroute2 + open socket",
+    body.append([f"{where}: once: import pyroute2's IPRoute + open socket",
                  human(result["import"] + result["open"]), "-", "-", "-", "-", "-"])  # fmt: skip
+    lean, whole = (statistics.median(result["imports"][side]) for side in IMPORTS)
+    body.append([f"{where}: that import, luod's way / pyroute2 whole (fresh process)",
+                 f"{human(lean)} / {human(whole)} ({lean / whole:.2f})",
+                 "-", "-", "-", "-", "-"])  # fmt: skip
     per_vm = per_vm_medians(result["daemon"])
     body.append([f"{where}: daemon path, each VM's part (vm0..vm{VMS - 1})",
                  "-", " ".join(human(v) for v in per_vm), "-", "-", "-", "-"])  # fmt: skip

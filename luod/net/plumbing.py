@@ -8,7 +8,8 @@ missing after it, and warn beforehand about what cannot be rebuilt (issue 15).
 
 rebuild never raises: a device that cannot be rebuilt is reported with its reason, and the
 others are rebuilt. It leaves alone whatever exists (see luod.core.nic_plan). rtnetlink through
-pyroute2, imported when a Plumbing is made: never by shelling out to ip(8). Blocking (one
+pyroute2's IPRoute (luod.net.iproute), imported when a Plumbing is made: never by shelling out
+to ip(8). Blocking (one
 netlink round trip per step, a few ms per tap): an asyncio caller runs it in a thread.
 """
 
@@ -60,12 +61,12 @@ class Plumbing:
         managed_bridges: Collection[str] = (),
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        from pyroute2 import IPRoute  # lazy: luod imports it only when VMs have NICs
+        from luod.net.iproute import iproute_class  # only when VMs have NICs
 
         _refuse_event_loop()
         self.managed = frozenset(managed_bridges)
         self.clock = clock
-        self.ipr: Any = IPRoute()
+        self.ipr: Any = iproute_class()()
 
     def __enter__(self) -> Plumbing:
         return self

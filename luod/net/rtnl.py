@@ -83,13 +83,13 @@ class Reader:
 
     def link(self, name: str | None = None, index: int | None = None) -> Any | None:
         """The RTM_NEWLINK message of a device, or None if there is none."""
-        from pyroute2.netlink.exceptions import NetlinkError
+        from luod.net.iproute import netlink_error
 
         query = {"ifname": name} if name is not None else {"index": index}
         try:
             msg = self.ipr.link("get", **query)[0]
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
+        except netlink_error() as exc:
+            if getattr(exc, "code", None) == errno.ENODEV:
                 return None
             raise
         self._remember(msg)

@@ -2,7 +2,8 @@
 that link is up again after it — the moment guests can be reached again, the network end of
 their blackout (a VM that reclaimed its memory is still unreachable until then).
 
-rtnetlink through pyroute2 (sync API, the same in 0.8 and 0.9), imported only when used: never
+rtnetlink through pyroute2's IPRoute (sync API, the same in 0.8 and 0.9; luod.net.iproute),
+imported only when used: never
 on luod's critical path. Link state is sampled every ``POLL`` seconds.
 """
 
@@ -26,9 +27,9 @@ IFF_RUNNING: Final = 0x40  # the lower layer is up (carrier)
 def default_uplink() -> str | None:
     """The link of the IPv4 default route (IPv6 when there is none); None without one."""
     try:
-        from pyroute2 import IPRoute  # lazy: off the critical path
+        from luod.net.iproute import iproute_class  # lazy: off the critical path
 
-        with IPRoute() as ipr:
+        with iproute_class()() as ipr:
             for family in (socket.AF_INET, socket.AF_INET6):
                 for route in ipr.get_default_routes(family=family):
                     if (index := route.get_attr("RTA_OIF")) is not None:
@@ -49,9 +50,9 @@ def wait_up(
     tell (no pyroute2)."""
     stop = stop or threading.Event()
     try:
-        from pyroute2 import IPRoute
+        from luod.net.iproute import iproute_class
 
-        with IPRoute() as ipr:
+        with iproute_class()() as ipr:
             deadline = now() + timeout
             while not is_up(ipr, name):
                 if now() >= deadline or stop.wait(POLL):
