@@ -60,7 +60,9 @@ REPLY_GRACE_SECONDS = 1.0
 """On stop: how long requests being answered may take to get their replies out."""
 API_DELAY_AFTER_KEXEC = 1.0
 """Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
-reclaiming their memory."""
+reclaiming their memory. It also waits for the VMs' NICs to be rebuilt, at most
+API_NIC_WAIT: its import would share the GIL with the rebuild's, and take half of it."""
+API_NIC_WAIT = 10.0
 
 
 class Daemon:
@@ -230,21 +232,12 @@ class Daemon:
         if (interval := systemd.watchdog_interval()) is not None:
             background.append(tasks.create_task(systemd.watchdog(interval)))
         after_kexec = self.report.mode == "after-kexec"
-        if self.settings.api is not None and self._api is not None:
-            delay = API_DELAY_AFTER_KEXEC if after_kexec else 0.0
-            api = self._api(
-                self.registry,
-                self.driver,
-                self.events,
-                self.settings.api,
-                delay,
-                self.qualifications,
-            )
-            background.append(tasks.create_task(api))
         reclaiming = self.driver.resume_interrupted(after_kexec, self.started)  # a killed luod's
         if after_kexec:
             self.driver.resume_after_kexec(self.started)
         self.nics.start(self.driver.vm_step)  # VMs back from a kexec with NICs: none, no import
+        if self.settings.api is not None and self._api is not None:
+            background.append(tasks.create_task(self._serve_api(after_kexec)))
         self.qualifications.resume(after_kexec)  # after the update's: its record is reopened
         if after_kexec or reclaiming:
             background.append(tasks.create_task(self._reclaim_grace()))
@@ -274,6 +267,16 @@ class Daemon:
     def _kernel_gone(self) -> None:
         self.kernel_gone = True
         self.stop()
+
+    async def _serve_api(self, after_kexec: bool) -> None:
+        """The REST API (see API_DELAY_AFTER_KEXEC for when it starts after a kexec)."""
+        assert self.settings.api is not None and self._api is not None
+        if after_kexec:
+            await self.nics.settled(API_NIC_WAIT)
+        delay = API_DELAY_AFTER_KEXEC if after_kexec else 0.0
+        await self._api(
+            self.registry, self.driver, self.events, self.settings.api, delay, self.qualifications
+        )
 
     async def _reclaim_grace(self) -> None:
         grace = self.driver.machine.remaining()

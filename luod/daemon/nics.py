@@ -160,6 +160,12 @@ class Rebuilds:
         self._done = {vm_id: asyncio.Event() for vm_id in todo}
         self._task = asyncio.get_running_loop().create_task(self._run(todo, step))
 
+    async def settled(self, timeout: float) -> None:
+        """Until every VM's rebuild is done, at most ``timeout`` seconds (at once when there
+        is none). Never raises: a rebuild that died has reported its VMs (see ``_run``)."""
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=timeout)
+
     async def ready(self, vm_id: str) -> dict[str, Any] | None:
         """The VM's NIC state for its RECLAIM reply: None without NICs; ``pending`` when the
         rebuild is not done within ``wait`` seconds."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,17 @@ from typing import Any
 import pytest
 
 from luod.core import manifest_check
+from luod.core.access import AccessPolicy
 from luod.core.model import Mode, VmRecord, VmState
 from luod.core.nic import NetRecord, NicDecl, NicRecord, TapFlags
+from luod.custody.memory import MemoryCustody
 from luod.daemon import nics
+from luod.daemon.daemon import API_DELAY_AFTER_KEXEC, Daemon
+from luod.daemon.settings import ApiSettings, Settings
+from luod.daemon.update import UpdateRequest
 from luod.errors import LuodError
+from luod.kernel import open_backend
+from tests.rest.harness import Luod, until
 from tests.unit.test_core import OTHER, ROOT, World, kexec, preserve
 
 pytestmark = pytest.mark.unit
@@ -218,3 +226,94 @@ print(sorted(m for m in sys.modules if m.startswith(("pyroute2", "luod.net.plumb
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_after_a_kexec_the_rest_api_starts_once_the_nics_are_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its import would share the GIL with the rebuild's (luod.daemon.daemon.API_NIC_WAIT)."""
+    monkeypatch.setattr(nics, "record_all", lambda wanted, managed: dict.fromkeys(wanted, NET))
+    moments: dict[str, float] = {}
+
+    def rebuild_all(todo: Mapping[str, NetRecord], managed: Any, post: Post) -> None:
+        time.sleep(0.5)  # a worker thread
+        for vm_id in todo:
+            post(vm_id, REPORT)
+        moments["rebuilt"] = time.monotonic()
+
+    monkeypatch.setattr(nics, "rebuild_all", rebuild_all)
+
+    async def api(*args: Any) -> None:
+        moments["api"], moments["delay"] = time.monotonic(), args[4]
+        await asyncio.Event().wait()  # serves until cancelled
+
+    async def scenario() -> None:
+        before = Luod(tmp_path / "luod")
+        vmm = await before.handover_vm("vm1")
+        before.registry.declare_nics(vmm.peer, "vm1", [NicDecl("vm1-net0", "br0")])
+        before.driver.start(UpdateRequest(before.kernel))
+        await until(lambda: vmm.events("FREEZE"))
+        await before.ask(vmm, {"cmd": "READY", "id": "vm1"})
+        await before.driver.wait()
+        assert before.kexeced
+        before.die()
+        settings = Settings.simulated(
+            tmp_path / "luod", access=AccessPolicy.default(), api=ApiSettings(tmp_path / "api")
+        )
+        backend = open_backend(tmp_path / "luod" / "kernel")
+        daemon = Daemon(settings, backend=backend, custody=MemoryCustody(), api=api)
+        running = asyncio.create_task(daemon.run())
+        await until(lambda: "api" in moments)
+        daemon.stop()
+        await running
+
+    asyncio.run(scenario())
+    assert "rebuilt" in moments, "the REST API started before the NICs were rebuilt"
+    assert moments["api"] >= moments["rebuilt"] and moments["delay"] == API_DELAY_AFTER_KEXEC
+
+
+def test_settled_is_bounded_and_leaves_the_rebuild_running(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declared(world)
+    new = after_kexec(world, tmp_path)
+    fake_rebuild(monkeypatch, lambda _: REPORT, delay=1.0)
+
+    async def scenario() -> tuple[float, bool, float]:
+        slow = nics.Rebuilds(new.registry, ())
+        slow.start(lambda vm, step: None)
+        began = time.monotonic()
+        await slow.settled(0.1)
+        bounded, still_running = time.monotonic() - began, not slow._done["vm1"].is_set()
+        await slow.settled(5.0)  # not cancelled: it ends
+        began = time.monotonic()
+        await nics.Rebuilds(new.registry, ()).settled(5.0)  # nothing started: nothing to wait
+        return bounded, still_running, time.monotonic() - began
+
+    bounded, still_running, idle = asyncio.run(scenario())
+    assert bounded < 0.5 and still_running and idle < 0.1
+    assert new.registry.get("vm1").net_report == REPORT
+    new.power_off()
+
+
+def test_settled_returns_when_the_rebuild_dies(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declared(world)
+    new = after_kexec(world, tmp_path)
+
+    def dies(todo: Mapping[str, NetRecord], managed: Any, post: Post) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(nics, "rebuild_all", dies)
+
+    async def scenario() -> bool:
+        rebuilds = nics.Rebuilds(new.registry, ())
+        rebuilds.start(lambda vm, step: None)
+        assert rebuilds._task is not None
+        await rebuilds.settled(5.0)  # no RuntimeError here: the REST API still starts
+        return rebuilds._task.done() and isinstance(rebuilds._task.exception(), RuntimeError)
+
+    assert asyncio.run(scenario())
+    assert "stopped" in new.registry.get("vm1").net_report["error"]  # type: ignore[index]
+    new.power_off()
