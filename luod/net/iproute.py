@@ -15,7 +15,6 @@ otherwise, the whole package is imported, as before.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
 import threading

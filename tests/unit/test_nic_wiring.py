@@ -165,6 +165,7 @@ def test_a_rebuild_that_dies_reports_every_vm_it_did_not_reach(
     async def scenario() -> dict[str, Any] | None:
         rebuilds = nics.Rebuilds(new.registry, ())
         rebuilds.start(lambda vm, step: None)
+        await rebuilds.settled(5.0)  # returns, never raises: the REST API still starts
         with pytest.raises(RuntimeError):
             assert rebuilds._task is not None
             await rebuilds._task
@@ -293,27 +294,4 @@ def test_settled_is_bounded_and_leaves_the_rebuild_running(
     bounded, still_running, idle = asyncio.run(scenario())
     assert bounded < 0.5 and still_running and idle < 0.1
     assert new.registry.get("vm1").net_report == REPORT
-    new.power_off()
-
-
-def test_settled_returns_when_the_rebuild_dies(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    declared(world)
-    new = after_kexec(world, tmp_path)
-
-    def dies(todo: Mapping[str, NetRecord], managed: Any, post: Post) -> None:
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr(nics, "rebuild_all", dies)
-
-    async def scenario() -> bool:
-        rebuilds = nics.Rebuilds(new.registry, ())
-        rebuilds.start(lambda vm, step: None)
-        assert rebuilds._task is not None
-        await rebuilds.settled(5.0)  # no RuntimeError here: the REST API still starts
-        return rebuilds._task.done() and isinstance(rebuilds._task.exception(), RuntimeError)
-
-    assert asyncio.run(scenario())
-    assert "stopped" in new.registry.get("vm1").net_report["error"]  # type: ignore[index]
     new.power_off()
