@@ -1,11 +1,13 @@
 """What the ``luod`` command leaves out of its start-up (imported first, by luod.main).
 
-structlog's package imports ``structlog.dev`` and ``structlog.tracebacks``, which import
-``rich`` (its console, pretty printer and traceback renderer: about 45 ms on a host, far more
-under TCG) whenever it is installed. luod renders JSON lines (luod.daemon.logs) and never uses
-rich, so structlog is imported here with ``rich`` hidden (a ``None`` in ``sys.modules`` makes
-its import fail as if absent, which structlog handles). Nothing else changes: a later
-``import rich`` in this process works as usual. Measured in bench/startup.py.
+structlog comes as its core alone (luod.lean_structlog): its package ``__init__`` imports the
+dev renderer and the stdlib and Twisted bridges, which luod does not use before it serves.
+``structlog.tracebacks``, which the core's processors import, imports ``rich`` (its console,
+pretty printer and traceback renderer: about 45 ms on a host, far more under TCG) whenever it
+is installed. luod renders JSON lines (luod.daemon.logs) and never uses rich, so structlog is
+imported here with ``rich`` hidden (a ``None`` in ``sys.modules`` makes its import fail as if
+absent, which structlog handles). Nothing else changes: a later ``import rich`` in this process
+works as usual. Measured in bench/startup.py.
 
 structlog also imports asyncio, whose event loop and SSL protocol modules import ``ssl``: with
 OpenSSL's libraries, about 6 ms and 6 MB on a host, 0.1-0.3 s of ``import asyncio`` in the TCG
@@ -22,6 +24,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from luod import lean_structlog
+
 _HIDDEN = ("rich", "ssl")
 _SSL_USERS = ("asyncio.base_events", "asyncio.selector_events", "asyncio.sslproto")
 
@@ -33,7 +37,7 @@ def import_structlog() -> None:
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]
     try:
-        importlib.import_module("structlog")
+        lean_structlog.import_core()
         importlib.import_module("asyncio")
     finally:
         for name in hidden:

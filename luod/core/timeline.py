@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import mmap
+import os
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +26,16 @@ HISTORY_KEEP: Final = 1000
 (issue 13, finding 11; docs/limits.md)."""
 
 
+def new_id() -> str:
+    """An update's (or a qualification's) id: 12 random hex digits, as ``uuid4().hex[:12]``
+    gave (its first 6 bytes are random), without importing uuid (and platform, which it
+    imports) on luod's start-up path (bench/NOTES.md, Start-up)."""
+    return os.urandom(6).hex()
+
+
 @dataclass
 class UpdateRecord:
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    id: str = field(default_factory=new_id)
     request: dict[str, Any] = field(default_factory=dict)
     phases: list[dict[str, Any]] = field(default_factory=list)
     vms: dict[str, dict[str, Any]] = field(default_factory=dict)

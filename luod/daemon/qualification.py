@@ -14,7 +14,6 @@ import asyncio
 import functools
 import json
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +112,7 @@ class QualificationDriver:
 
         self.record = {
             "kind": "qualification",
-            "id": uuid.uuid4().hex[:12],
+            "id": timeline.new_id(),
             "outcome": "running",
             "reason": "",
             "request": request.to_dict(),

@@ -6,20 +6,19 @@ has (conntrack, IPDB and NDB with multiprocessing, nl80211, WireGuard, ipset, 9p
 IPRoute alone, and after a kexec that import stands between a VM with NICs and the answer to
 its RECLAIM (luod.daemon.nics).
 
-So the package module is made from its spec without running its ``__init__``, and IPRoute
-comes from its own module, ``pyroute2.iproute.linux``. The package completes itself (runs its
-``__init__``) the first time anyone asks it for a name that is not a submodule of it: ``from
-pyroute2 import NDB`` elsewhere in the process works as usual. With a pyroute2 laid out
+So the package module is made from its spec without running its ``__init__`` (luod.deferred),
+and IPRoute comes from its own module, ``pyroute2.iproute.linux``. The package completes itself
+(runs its ``__init__``) the first time anyone asks it for a name that is not a submodule of it:
+``from pyroute2 import NDB`` elsewhere in the process works as usual. With a pyroute2 laid out
 otherwise, the whole package is imported, as before.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
-from types import ModuleType
 from typing import Any
+
+from luod.deferred import defer_init
 
 PACKAGE = "pyroute2"
 _lock = threading.Lock()
@@ -47,30 +46,4 @@ def _defer_package_init() -> None:
     """``pyroute2`` in sys.modules, its ``__init__`` not run yet (unless it was imported
     before, or is not installed: then the import that follows says so)."""
     with _lock:
-        if PACKAGE in sys.modules:
-            return
-        spec = importlib.util.find_spec(PACKAGE)
-        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-            return
-        package = importlib.util.module_from_spec(spec)
-        package.__getattr__ = _completing(package)  # type: ignore[method-assign]
-        sys.modules[PACKAGE] = package
-
-
-def _completing(package: ModuleType) -> Any:
-    """The package's module ``__getattr__`` (called only for names it does not have): a
-    submodule is left to the import system; any other name runs the package's ``__init__``
-    once, then is looked up again."""
-    done = threading.Lock()
-
-    def complete(name: str) -> Any:
-        if importlib.util.find_spec(f"{PACKAGE}.{name}") is not None:
-            raise AttributeError(name)  # `from pyroute2 import config`: imported as a submodule
-        with done:
-            if package.__dict__.pop("__getattr__", None) is not None:
-                spec = package.__spec__
-                assert spec is not None and spec.loader is not None
-                spec.loader.exec_module(package)
-        return getattr(package, name)
-
-    return complete
+        defer_init(PACKAGE, complete_for_submodules=False)

@@ -12,7 +12,13 @@ import sys
 import pytest
 
 AFTER_FIRST_RECLAIM = (
-    "rich",  # structlog's dev renderer pulls it in unless luod.lean hides it
+    "rich",  # structlog's tracebacks pull it in unless luod.lean hides it
+    "structlog.dev",  # the console renderer: luod logs JSON with structlog's core alone
+    "structlog.stdlib",  # (luod.lean_structlog); the rest of structlog comes once asked for
+    "structlog.threadlocal",
+    "structlog.testing",
+    "uuid",  # with platform: update ids are os.urandom's (luod.core.timeline.new_id)
+    "platform",
     "psutil",  # only the EBUSY diagnosis lists /dev/liveupdate's holders
     "pydantic",  # the REST stack: imported once the VMM socket serves
     "fastapi",
