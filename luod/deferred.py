@@ -42,12 +42,12 @@ def defer_init(name: str, *, complete_for_submodules: bool) -> ModuleType | None
 def _completing(package: ModuleType, complete_for_submodules: bool) -> Any:
     """The package's module ``__getattr__``, called only for names it does not have."""
     lock = threading.RLock()  # the __init__ asks the package for names while it runs
-    running = False
+    running = done = False
 
     def run() -> None:
-        nonlocal running
+        nonlocal running, done
         with lock:
-            if running or "__getattr__" not in package.__dict__:
+            if running or done:
                 return
             running = True
             try:
@@ -55,8 +55,9 @@ def _completing(package: ModuleType, complete_for_submodules: bool) -> Any:
                 assert spec is not None and spec.loader is not None
                 spec.loader.exec_module(package)
             finally:
-                package.__dict__.pop("__getattr__", None)
-                running = False
+                running, done = False, True
+                if package.__dict__.get("__getattr__") is getattr_:  # not the __init__'s own
+                    del package.__dict__["__getattr__"]
 
     def getattr_(attr: str) -> Any:
         if not complete_for_submodules and _is_submodule(package, attr):
@@ -65,10 +66,7 @@ def _completing(package: ModuleType, complete_for_submodules: bool) -> Any:
             if running:  # the __init__'s own `from package import sub`: the import system's
                 raise AttributeError(attr)
             run()
-        try:
-            return package.__dict__[attr]
-        except KeyError:
-            raise AttributeError(f"module {package.__name__!r} has no attribute {attr!r}") from None
+        return getattr(package, attr)  # bound by the __init__, or its own __getattr__'s answer
 
     return getattr_
 

@@ -20,6 +20,12 @@ counter.RUNS += 1
 time.sleep({sleep})
 from {name} import sub
 WHOLE = "the whole package"
+
+
+def __getattr__(attr):  # the package's own (PEP 562), as structlog's for __version__
+    if attr == "__version__":
+        return "1.0"
+    raise AttributeError(attr)
 """
 
 
@@ -71,10 +77,19 @@ def test_asking_for_a_submodule_completes_when_asked_to(package: str) -> None:
     assert runs(package) == 1 and deferred.WHOLE == "the whole package"
 
 
+def test_the_packages_own_module_getattr_stays_after_the_init(package: str) -> None:
+    deferred = defer_init(package, complete_for_submodules=True)
+    assert deferred is not None
+    assert deferred.__version__ == "1.0"  # asked first: the __init__ runs, then its own
+    assert deferred.__version__ == "1.0" and runs(package) == 1
+    with pytest.raises(AttributeError):
+        deferred.nothing  # noqa: B018
+
+
 def test_a_missing_name_is_an_attribute_error_after_the_init(package: str) -> None:
     deferred = defer_init(package, complete_for_submodules=True)
     assert deferred is not None
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+    with pytest.raises(AttributeError, match="nothing"):
         deferred.nothing  # noqa: B018
     assert runs(package) == 1
 

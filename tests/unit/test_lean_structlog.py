@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,12 +73,14 @@ def test_the_rest_of_structlog_comes_when_asked_for() -> None:
             "same_get_logger": structlog.get_logger is get_logger,
             "generic": structlog.BoundLogger.__module__,
             "captured": captured,
+            "version": structlog.__version__,  # the package's own module __getattr__
         }))
     """)
     assert found["stdlib"] == "structlog.stdlib" and found["generic"] == "structlog._generic"
     assert found["dev"] == "structlog.dev" and found["dev_module"] is True
     assert found["same_get_logger"] is True
     assert found["captured"] == [{"event": "seen", "vm": "vm0", "log_level": "warning"}]
+    assert found["version"] == version("structlog")
 
 
 def test_an_unconfigured_structlog_renders_with_its_real_console_renderer() -> None:
