@@ -15,17 +15,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from luod.core.capabilities import ALL as ALL  # luod's side names them here, as before
+from luod.core.capabilities import Capability as Capability
 from luod.core.model import Mode
 
-
-class Capability(StrEnum):
-    FREEZE = "freeze"  # FREEZE events, answered with READY, pause the VM before the kexec
-    RESUME = "resume"  # RESUME events after an abort or a failed reboot
-    PROGRESS = "progress"  # WATCH, and its PHASE / VM_PROGRESS / UPDATE_END events
-    DONE = "done"  # delegation: luod keeps custody after CLAIM until DONE
-
-
-ALL: Final = frozenset(Capability)
 EVENT_NEEDS: Final[dict[str, Capability | None]] = {
     "START_PRESERVATION": None,  # luo-agent's own event
     "FREEZE": Capability.FREEZE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from luod.kernel import OwnedFd, memfd
 
@@ -21,8 +21,9 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * scale
 
 
-@dataclass
-class RamRegion:
+class RamRegion(NamedTuple):
+    """(A NamedTuple, as the client's values: the demo VMM starts without ``dataclasses``.)"""
+
     name: str
     fd: OwnedFd
     size: int

@@ -10,8 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from luod.kernel import libc
 from luod.kernel.fd import OwnedFd, SupportsFileno
@@ -36,8 +35,10 @@ EXEC_SEAL_IMPLIES: Final = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_F
 (docs/kernel.md §6.4)."""
 
 
-@dataclass(frozen=True, slots=True)
-class MemfdInfo:
+class MemfdInfo(NamedTuple):
+    """What ``inspect`` found (a NamedTuple: a VMM's start imports this module, and no
+    ``dataclasses``)."""
+
     size: int
     shmem: bool
     hugetlb: bool

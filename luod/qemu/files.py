@@ -15,8 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from luod.qemu.errors import QemuAdapterError
 
@@ -94,9 +93,9 @@ def parse_size(text: str) -> int:
     return size
 
 
-@dataclass(frozen=True)
-class VmSpec:
-    """What it takes to start the VM again: QEMU binary, RAM size and the user's arguments."""
+class VmSpec(NamedTuple):
+    """What it takes to start the VM again: QEMU binary, RAM size and the user's arguments.
+    (NamedTuples here, as in luod.vmm.framing: luod-qemu starts without ``dataclasses``.)"""
 
     vm: str
     ram: int
@@ -104,7 +103,7 @@ class VmSpec:
     args: tuple[str, ...]
 
     def to_bytes(self) -> bytes:
-        body = {"format": SPEC_FORMAT, **asdict(self), "args": list(self.args)}
+        body = {"format": SPEC_FORMAT, **self._asdict(), "args": list(self.args)}
         return json.dumps(body).encode()
 
     @classmethod
@@ -131,18 +130,17 @@ class VmSpec:
         return memfd
 
 
-@dataclass
-class FreezeRecord:
+class FreezeRecord(NamedTuple):
     """One FREEZE: wall-clock time of the QMP ``stop`` (``realtime`` compares across the kexec),
     seconds from it to each later step, and the size of the device state."""
 
     attempt: int
     stop: float
-    steps: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, float]
     state_bytes: int = 0
 
     def to_bytes(self) -> bytes:
-        data = json.dumps({"format": RECORD_FORMAT, **asdict(self)}).encode()
+        data = json.dumps({"format": RECORD_FORMAT, **self._asdict()}).encode()
         if len(data) > RECORD_SIZE:
             raise ValueError("freeze record too long")
         return data.ljust(RECORD_SIZE, b" ")

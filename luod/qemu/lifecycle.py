@@ -14,7 +14,6 @@ kexec to ``cont`` after it), the device-state size and the time of each step.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable
 
@@ -108,7 +107,7 @@ def _what_to_restore(
         )
     spec = VmSpec.from_bytes(files["spec"].read())
     if options.qemu is not None:
-        spec = dataclasses.replace(spec, qemu=options.qemu)
+        spec = spec._replace(qemu=options.qemu)
     attempts = [int(m[1]) for name in files if (m := STATE_NAME.fullmatch(name))]
     if not attempts:
         raise QemuAdapterError(

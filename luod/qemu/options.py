@@ -3,14 +3,13 @@ reads them from the command line; the supervisor and the lifecycle steps use the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from luod.qemu.files import VmSpec
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     vm: str
     socket: str
     runtime_dir: Path

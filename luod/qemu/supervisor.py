@@ -192,7 +192,7 @@ class Supervisor:
                 notes.write_at(record.to_bytes())
                 client.preserve(self.vm, {name: state, f"freeze-{self.attempt}": notes})
                 clock.mark("preserved")
-                record.steps = dict(clock.steps)
+                record = record._replace(steps=dict(clock.steps))
                 notes.write_at(record.to_bytes())  # within its size: allowed once preserved
         return record
 

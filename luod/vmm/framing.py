@@ -4,13 +4,16 @@ limits, one reply or event encoded, one server message decoded. Pure functions, 
 The request types (``luod.vmm.codec``) are luod's side only: a VMM's client needs this module
 and not them (eighteen frozen dataclasses, several ms of every VMM's start after a kexec). The
 codec names everything here too. The wire format is specified in api/vmm-protocol.md.
+
+The values here and in the client's modules (``luod.vmm.protocol``, ``verbs``) are NamedTuples,
+not dataclasses: a VMM's start then imports no ``dataclasses`` (with inspect and ast, about 7 ms
+on a host) nor makes their methods (bench/NOTES.md, Start-up).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
@@ -24,8 +27,7 @@ MAX_ERROR_TEXT: Final = 1024
 for an error reply that must always fit in one frame."""
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     line: bytes
     fds: tuple[OwnedFd, ...] = ()
 
@@ -109,8 +111,7 @@ def json_object(line: bytes) -> dict[str, Any]:
     return data
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """One frame to send, with the fds to attach (sent, then closed by the sender)."""
 
     line: bytes

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
-from luod.core.dialect import ALL
+from luod.core.capabilities import ALL
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.vmm import framing
@@ -38,8 +37,7 @@ class ConnectionBroken(ConnectionError):
     """
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """A message luod pushed: ``name`` (``FREEZE``...), its fields, and the fds it carried."""
 
     name: str
@@ -56,16 +54,14 @@ class Event:
         self.close()
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """luod's answer to one request: the message and the fds attached to it."""
 
     data: dict[str, Any]
     fds: tuple[OwnedFd, ...] = ()
 
 
-@dataclass(frozen=True)
-class OutFrame:
+class OutFrame(NamedTuple):
     """One frame to write with one sendmsg: the line and the caller's fd numbers to attach."""
 
     line: bytes

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, SupportsFileno
@@ -27,11 +26,10 @@ Nics = Iterable[str | tuple[str, str | None]]
 _ENVELOPE: Final = frozenset({"reply", "ok", "seq"})
 
 
-@dataclass(frozen=True)
-class Call(Generic[T]):
+class Call(NamedTuple, Generic[T]):
     cmd: str
     parse: Callable[[Reply], T]
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any]
     fds: tuple[int, ...] = ()
 
 
@@ -99,7 +97,7 @@ def claim(vm: str) -> Call[OwnedFd]:
 
 
 def status() -> Call[dict[str, Any]]:
-    return Call("STATUS", body)
+    return Call("STATUS", body, {})
 
 
 def kexec(kernel: StrPath, initrd: StrPath | None, cmdline: str | None) -> Call[dict[str, Any]]:
@@ -118,7 +116,7 @@ def abort(reason: str | None) -> Call[dict[str, Any]]:
 
 
 def watch() -> Call[dict[str, Any]]:
-    return Call("WATCH", body)
+    return Call("WATCH", body, {})
 
 
 def history(after: str | None = None) -> Call[Page]:

@@ -53,6 +53,10 @@ NOT_FOR_A_VMM = (
     "luod.vmm.async_client",
     "luod.vmm.async_transport",
     "luod.vmm.codec",  # the request types are luod's side; the client frames with luod.vmm.framing
+    "dataclasses",  # with inspect, ast, dis: the client's values are NamedTuples
+    "inspect",
+    "luod.core.model",  # luod's model: the client names the capabilities (luod.core.capabilities)
+    "luod.core.dialect",
 )
 
 
