@@ -6,32 +6,19 @@ luod's import does."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from importlib.metadata import version
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests import fresh
+
 LEFT_OUT = ("structlog.dev", "structlog.stdlib", "structlog.threadlocal", "structlog.testing")
 
 
 def run(code: str, *path: Path) -> dict[str, object]:
-    """``code`` in a fresh interpreter (``path`` first on sys.path); its last line is JSON."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (*path, REPO)))}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    found = dict(json.loads(done.stdout.splitlines()[-1]))
-    found["stderr"], found["stdout"] = done.stderr, done.stdout
-    return found
+    """``code`` in a fresh interpreter (``path`` first on sys.path): the JSON object it printed
+    last, with what it wrote to stdout and stderr."""
+    done = fresh.run(code, *path)
+    return {**fresh.last_json(done), "stdout": done.stdout, "stderr": done.stderr}
 
 
 def test_luod_logs_json_with_the_core_alone() -> None:

@@ -4,29 +4,16 @@ in a fresh interpreter, so that no earlier import of pyroute2 hides what luod's 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests import fresh
+
 WHOLE_PACKAGE_ONLY = ("pyroute2.conntrack", "pyroute2.ndb.main", "pyroute2.ipdb", "pyroute2.ipset")
 
 
 def run(code: str, *path: Path) -> dict[str, object]:
     """``code`` in a fresh interpreter (``path`` first on sys.path); it prints one JSON line."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (*path, REPO)))}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        cwd=REPO,
-    )
-    return dict(json.loads(done.stdout.splitlines()[-1]))
+    return fresh.last_json(fresh.run(code, *path))
 
 
 def test_iproute_comes_without_the_rest_of_pyroute2_and_talks_rtnetlink() -> None:
