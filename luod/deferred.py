@@ -17,6 +17,8 @@ import threading
 from types import ModuleType
 from typing import Any
 
+_registering = threading.Lock()  # two threads deferring one package make one module
+
 
 def defer_init(name: str, *, complete_for_submodules: bool) -> ModuleType | None:
     """Package ``name`` made from its spec and put in ``sys.modules``, its ``__init__`` not
@@ -28,15 +30,16 @@ def defer_init(name: str, *, complete_for_submodules: bool) -> ModuleType | None
     such names to the import system, which imports that submodule alone (pyroute2's own
     modules import their siblings that way); True completes the package, as code written
     against the whole package (``import structlog; structlog.stdlib...``) expects."""
-    if name in sys.modules:
-        return None
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-        return None
-    package = importlib.util.module_from_spec(spec)
-    package.__getattr__ = _completing(package, complete_for_submodules)  # type: ignore[method-assign]
-    sys.modules[name] = package
-    return package
+    with _registering:
+        if name in sys.modules:
+            return None
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+            return None
+        package = importlib.util.module_from_spec(spec)
+        package.__getattr__ = _completing(package, complete_for_submodules)  # type: ignore[method-assign]
+        sys.modules[name] = package
+        return package
 
 
 def _completing(package: ModuleType, complete_for_submodules: bool) -> Any:

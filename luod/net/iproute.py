@@ -15,13 +15,11 @@ otherwise, the whole package is imported, as before.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from luod.deferred import defer_init
 
 PACKAGE = "pyroute2"
-_lock = threading.Lock()
 
 
 def iproute_class() -> Any:
@@ -45,5 +43,4 @@ def netlink_error() -> type[Exception]:
 def _defer_package_init() -> None:
     """``pyroute2`` in sys.modules, its ``__init__`` not run yet (unless it was imported
     before, or is not installed: then the import that follows says so)."""
-    with _lock:
-        defer_init(PACKAGE, complete_for_submodules=False)
+    defer_init(PACKAGE, complete_for_submodules=False)
