@@ -108,7 +108,9 @@ def start_vms(vms: list[str]) -> list[subprocess.Popen[bytes]]:
 
 
 def update(vms: list[subprocess.Popen[bytes]]) -> None:
-    """The update whose kexec ends this boot (never returns)."""
+    """The update whose kexec ends this boot (never returns); luod's REST API is up first, as
+    when a fleet starts the update (its start is not part of any VM's pause)."""
+    handover.wait_for_socket(STATE.parent / "run" / "api.sock", WAIT)
     clock = vm_targets.share() / f"clock-{_stage()}.json"
     clock.write_text(json.dumps(blackout_vm.host_offset()))  # seconds before the kexec
     cmdline = Path("/proc/cmdline").read_text().strip()  # the next boot runs the next stage
@@ -121,7 +123,7 @@ def update(vms: list[subprocess.Popen[bytes]]) -> None:
 
 def guest_first(count: int) -> None:
     STATE.mkdir(parents=True)
-    vm_targets.spawn_luod(STATE, "", "--no-api")
+    vm_targets.spawn_luod(STATE, "")  # as shipped: with the REST API
     handover.wait_for_socket(_socket(), 300)
     update(start_vms(vm_ids(count)))
 
@@ -134,7 +136,7 @@ def guest_reclaim(count: int, next_count: int | None) -> None:
     clock = blackout_vm.host_offset()
     restores = [_luod_qemu("restore", vm) for vm in vm_ids(count)]  # they wait for luod
     exec_at, since_boot = time.time(), time.clock_gettime(time.CLOCK_BOOTTIME)
-    luod = vm_targets.spawn_luod(STATE, "", "--no-api")
+    luod = vm_targets.spawn_luod(STATE, "")
     restored = {vm: wait_for_event(vm, "restored") for vm in vm_ids(count)}
     record = vm_targets.completed(STATE)
     run = {"record": record, "exec": exec_at, "restored": restored, "clock": clock}

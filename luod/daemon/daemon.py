@@ -17,6 +17,7 @@ import grp
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,11 +28,12 @@ import luod
 from luod.core import holds, statedir
 from luod.core.clock import Clock, SystemClock
 from luod.core.custodian import Custody
+from luod.core.orchestrator import Phase
 from luod.core.recovery import RecoveryReport, recover
 from luod.core.registry import Registry
 from luod.custody import sdnotify
 from luod.custody.choose import choose_custody
-from luod.daemon import nics, systemd, uplink_watch
+from luod.daemon import nics, process_start, systemd, uplink_watch
 from luod.daemon.connections import VmmConnections
 from luod.daemon.events import EventBus
 from luod.daemon.handler import LuodHandler
@@ -49,20 +51,28 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("luod")
 ApiServer = Callable[
-    [Registry, UpdateDriver, EventBus, ApiSettings, float, QualificationDriver],
+    [Registry, UpdateDriver, EventBus, ApiSettings, QualificationDriver],
     Coroutine[Any, Any, None],
 ]
-"""Serves the REST API until cancelled: (registry, driver, events, settings, delay,
-qualifications)."""
+"""Serves the REST API until cancelled: (registry, driver, events, settings, qualifications)."""
 SOCKET_GROUP = "luod"
 CUSTODY_CHECK_SECONDS = 2.0
 REPLY_GRACE_SECONDS = 1.0
 """On stop: how long requests being answered may take to get their replies out."""
-API_DELAY_AFTER_KEXEC = 1.0
-"""Right after a kexec the REST stack waits this long: the first second belongs to the VMMs
-reclaiming their memory. It also waits for the VMs' NICs to be rebuilt, at most
-API_NIC_WAIT: its import would share the GIL with the rebuild's, and take half of it."""
+API_WAIT_AFTER_KEXEC = 5.0
+API_WAIT_STARTS = 3.0
+API_WAIT_CAP = 20.0
+"""Right after a kexec the REST stack starts once the update has ended (every VM reclaimed and
+DONE, or the reclaim deadline passed), at most API_WAIT_AFTER_KEXEC seconds after luod serves,
+or API_WAIT_STARTS times luod's own start (exec to serving) where that is longer (on a slow
+machine the VMMs take as long to start as luod), never more than API_WAIT_CAP: luoctl retries
+for 30 s, and waits as long for a reply. Its import (FastAPI, pydantic, uvicorn: about 0.3 s of
+CPU on a host, seconds under TCG) runs in a thread holding luod's GIL, while the VMMs restoring
+their VMs (QEMU starting, its state loading) need the CPU and luod's answers: with 4 real QEMU
+VMs it made each VM's RECLAIM -> DONE 0.4-0.6 s longer (bench/NOTES.md)."""
 API_NIC_WAIT = 10.0
+"""The REST start also waits for the VMs' NICs to be rebuilt, at most this long: its import
+would share the GIL with the rebuild's, and take half of it."""
 
 
 class Daemon:
@@ -269,14 +279,35 @@ class Daemon:
         self.stop()
 
     async def _serve_api(self, after_kexec: bool) -> None:
-        """The REST API (see API_DELAY_AFTER_KEXEC for when it starts after a kexec)."""
+        """The REST API (see API_WAIT_AFTER_KEXEC for when it starts after a kexec)."""
         assert self.settings.api is not None and self._api is not None
         if after_kexec:
-            await self.nics.settled(API_NIC_WAIT)
-        delay = API_DELAY_AFTER_KEXEC if after_kexec else 0.0
+            await self._until_reclaimed(api_wait_after_kexec())
         await self._api(
-            self.registry, self.driver, self.events, self.settings.api, delay, self.qualifications
+            self.registry, self.driver, self.events, self.settings.api, self.qualifications
         )
+
+    async def _until_reclaimed(self, bound: float) -> None:
+        """Until the VMs' NICs are rebuilt (at most API_NIC_WAIT) and the update that crossed
+        the kexec has ended (at most ``bound`` seconds from now)."""
+        loop = asyncio.get_running_loop()
+        ended, began = self._update_ended(), loop.time()
+        await self.nics.settled(API_NIC_WAIT)
+        if self.driver.machine.phase is Phase.RECLAIMING:
+            left = max(bound - (loop.time() - began), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), left)
+
+    def _update_ended(self) -> asyncio.Event:
+        """Set when the running update ends, or luod stops; listening from now on."""
+        ended = asyncio.Event()
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("event") in ("UPDATE_END", "SHUTDOWN"):
+                ended.set()
+
+        self.events.listen(on_event)
+        return ended
 
     async def _reclaim_grace(self) -> None:
         grace = self.driver.machine.remaining()
@@ -311,6 +342,13 @@ class Daemon:
         owns it) and custody's local resources (what custody holds outside luod stays held)."""
         self._opened.close()
         log.info("stopped")
+
+
+def api_wait_after_kexec() -> float:
+    """How long the REST start may wait for the update's end, from now (luod serving)."""
+    started = process_start.since_boot()
+    own = time.clock_gettime(time.CLOCK_BOOTTIME) - started if started is not None else 0.0
+    return min(max(API_WAIT_AFTER_KEXEC, API_WAIT_STARTS * own), API_WAIT_CAP)
 
 
 def _declared_abi(image: Path) -> Declared | None:

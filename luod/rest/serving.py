@@ -1,12 +1,13 @@
 """The REST API of a running luod: imported and started once the VMM socket serves.
 
 FastAPI and uvicorn are imported in a worker thread, so that the event loop keeps serving VMMs
-meanwhile; right after a kexec the import also waits ``delay`` seconds, which belong to the VMMs
-reclaiming their memory. uvicorn then serves from a thread and event loop of its own
-(luod.rest.thread), reading snapshots of luod's state and marshalling mutations to luod's loop
-(luod.rest.bridge): API traffic never queues in front of a VMM. The REST layer sits above the
-daemon and reaches it only through ``DaemonFacade`` (luod.rest.adapter), which implements
-luod.rest.facade.RestFacade; the daemon gets ``serve_api`` plugged in by luod.main.
+meanwhile; right after a kexec the daemon starts this only once the update has ended (every VM
+reclaimed and done) or after a bound (luod.daemon.daemon.API_WAIT_AFTER_KEXEC): that CPU
+belongs to the VMMs restoring their VMs. uvicorn then serves from a thread and event loop of
+its own (luod.rest.thread), reading snapshots of luod's state and marshalling mutations to
+luod's loop (luod.rest.bridge): API traffic never queues in front of a VMM. The REST layer sits
+above the daemon and reaches it only through ``DaemonFacade`` (luod.rest.adapter), which
+implements luod.rest.facade.RestFacade; the daemon gets ``serve_api`` plugged in by luod.main.
 """
 
 from __future__ import annotations
@@ -31,13 +32,11 @@ async def serve_api(
     driver: UpdateDriver,
     events: EventBus,
     settings: ApiSettings,
-    delay: float = 0.0,
     qualifications: QualificationDriver | None = None,
 ) -> None:
     """Serve until cancelled (which stops the REST thread and waits for it). A REST stack that
     does not import or fails costs the API only: luod keeps serving VMMs, and says why."""
     activated = systemd.activated_socket("api")
-    await asyncio.sleep(delay)
     try:
         await asyncio.to_thread(_import_rest)
     except ImportError as exc:  # a broken install costs the API, never the VMMs' sessions

@@ -109,8 +109,9 @@ class SimHost:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def _boot(self) -> None:
-        """Start luod on this host's state dir; wait for its VMM and REST sockets."""
+    def _boot(self, after_kexec: bool = False) -> None:
+        """Start luod on this host's state dir; wait for its VMM and REST sockets (after a
+        kexec the VMM socket only: luod starts REST once its VMs are back, or 5 s later)."""
         self.boots += 1
         for sock in (self.vmm_socket, self.api_socket):
             with contextlib.suppress(FileNotFoundError):
@@ -122,13 +123,13 @@ class SimHost:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        wait_until(self._sockets_up, f"{self.name}'s luod (boot {self.boots})")
+        wait_until(lambda: self._sockets_up(after_kexec), f"{self.name}'s luod (boot {self.boots})")
 
-    def _sockets_up(self) -> bool:
+    def _sockets_up(self, vmm_only: bool = False) -> bool:
         assert self.luod is not None
         if self.luod.poll() is not None:
             raise AssertionError(f"{self.name}'s luod exited: {self.luod.returncode}")
-        return self.vmm_socket.exists() and self.api_socket.exists()
+        return self.vmm_socket.exists() and (vmm_only or self.api_socket.exists())
 
     def _run_vmms(self) -> None:
         for vm in self.vms:
@@ -167,7 +168,7 @@ class SimHost:
         self._kill(list(self.vmms.values()) + list(self.faults.values()))
         self.vmms.clear()
         self.faults.clear()
-        self._boot()
+        self._boot(after_kexec=True)
         for vm in self.vms:
             done = subprocess.run(
                 [PYTHON, "-m", "luod.demo.vmm", "reclaim", "--id", vm,
@@ -177,6 +178,7 @@ class SimHost:
             lines = done.stdout.strip().splitlines()
             verdict = json.loads(lines[-1]) if lines else {"event": "none", "stderr": done.stderr}
             self.verdicts.append({"boot": self.boots, **verdict})
+        wait_until(self._sockets_up, f"{self.name}'s REST API (boot {self.boots})")
         self._run_vmms()
 
     @staticmethod

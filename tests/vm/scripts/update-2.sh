@@ -5,12 +5,10 @@ MANAGED_BRIDGES='"br0"'
 set -x
 mkdir -p "$STATE"
 start_luod 2
-# luoctl update wait after the reboot: it waits (for luod's REST API too) until every VM is
-# reclaimed, then reports the update that crossed the kexec
+# luoctl update wait after the reboot: it waits (for luod's REST API too, which starts once
+# every VM is reclaimed and done) until the update that crossed the kexec ends, and reports it
 ( luoctl update wait --timeout 240 >"$SHARE/wait-after-kexec.txt" 2>&1
   echo $? >"$SHARE/wait-after-kexec.rc" ) & WAITING=$!
-for _ in $(seq 1 300); do [ -S /run/luod/api.sock ] && break; sleep 0.1; done
-sleep 1  # the wait is following the events before the first VM reclaims
 status=0
 for vm in vm-a vm-b vm-c vm-x vm-y vm-z; do
     luod-demo-vmm reclaim --id $vm --record "$SHARE/$vm.json" >"$SHARE/$vm-reclaim.log" 2>&1 || status=1
