@@ -30,14 +30,13 @@ pytestmark = pytest.mark.unit
 class Api:
     """Stands in for luod.rest.serving.serve_api: notes when it started, and the phase then."""
 
-    def __init__(self, daemon: list[Daemon]) -> None:
-        self.daemon = daemon
+    def __init__(self) -> None:
         self.started: float | None = None
         self.phase: Phase | None = None
 
-    async def __call__(self, *args: Any) -> None:
+    async def __call__(self, *args: Any) -> None:  # (registry, driver, events, settings, ...)
         self.started = time.monotonic()
-        self.phase = self.daemon[0].driver.machine.phase
+        self.phase = args[1].machine.phase
         await asyncio.Event().wait()  # serves until cancelled
 
 
@@ -57,11 +56,8 @@ def next_luod(state: Path, api: Api) -> Daemon:
     settings = Settings.simulated(
         state, access=AccessPolicy.default(), api=ApiSettings(state / "api.sock")
     )
-    daemon = Daemon(
-        settings, backend=open_backend(state / "kernel"), custody=MemoryCustody(), api=api
-    )
-    api.daemon.append(daemon)
-    return daemon
+    backend = open_backend(state / "kernel")
+    return Daemon(settings, backend=backend, custody=MemoryCustody(), api=api)
 
 
 def reclaim_and_done(socket: Path) -> None:
@@ -72,7 +68,7 @@ def reclaim_and_done(socket: Path) -> None:
 
 
 def test_after_a_kexec_the_api_starts_once_every_vm_is_done(tmp_path: Path) -> None:
-    api = Api([])
+    api = Api()
 
     async def scenario() -> float:
         await kexeced(tmp_path)
@@ -100,7 +96,7 @@ def test_after_a_kexec_the_api_waits_at_most_the_bound(
     period: the API starts at the bound all the same."""
     monkeypatch.setattr(daemon_module, "API_WAIT_AFTER_KEXEC", 0.3)
     monkeypatch.setattr(daemon_module, "API_WAIT_STARTS", 0.0)
-    api = Api([])
+    api = Api()
 
     async def scenario() -> float:
         await kexeced(tmp_path)
@@ -119,7 +115,7 @@ def test_after_a_kexec_the_api_waits_at_most_the_bound(
 
 
 def test_on_any_other_start_the_api_starts_at_once(tmp_path: Path) -> None:
-    api = Api([])
+    api = Api()
 
     async def scenario() -> float:
         daemon = next_luod(tmp_path, api)
