@@ -283,27 +283,31 @@ class Daemon:
         assert self.settings.api is not None and self._api is not None
         if after_kexec:
             await self._until_reclaimed(api_wait_after_kexec())
+        if self._stop.is_set():
+            return  # luod stops: no REST stack to import and stop again
         await self._api(
             self.registry, self.driver, self.events, self.settings.api, self.qualifications
         )
 
     async def _until_reclaimed(self, bound: float) -> None:
         """Until the VMs' NICs are rebuilt (at most API_NIC_WAIT) and the update that crossed
-        the kexec has ended (at most ``bound`` seconds from now)."""
+        the kexec has ended (at most ``bound`` seconds from now). luod stopping meanwhile
+        cancels this task, and so the REST start: ``asyncio.timeout``, not ``wait_for``, which
+        in Python 3.11 can swallow a cancellation that comes with the event."""
         loop = asyncio.get_running_loop()
         ended, began = self._update_ended(), loop.time()
         await self.nics.settled(API_NIC_WAIT)
         if self.driver.machine.phase is Phase.RECLAIMING:
-            left = max(bound - (loop.time() - began), 0.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), left)
+                async with asyncio.timeout_at(began + bound):
+                    await ended.wait()
 
     def _update_ended(self) -> asyncio.Event:
-        """Set when the running update ends, or luod stops; listening from now on."""
+        """Set when the running update ends; listening from now on."""
         ended = asyncio.Event()
 
         def on_event(event: dict[str, Any]) -> None:
-            if event.get("event") in ("UPDATE_END", "SHUTDOWN"):
+            if event.get("event") == "UPDATE_END":
                 ended.set()
 
         self.events.listen(on_event)

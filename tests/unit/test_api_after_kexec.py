@@ -114,6 +114,31 @@ def test_after_a_kexec_the_api_waits_at_most_the_bound(
     assert api.phase is Phase.RECLAIMING
 
 
+def test_luod_stopped_while_the_api_waits_exits_without_starting_it(tmp_path: Path) -> None:
+    """A stop during the wait (here vm1 reclaimed, not DONE) cancels the REST start; a REST
+    stack started while luod stops would keep it from exiting."""
+    api = Api()
+
+    async def scenario() -> None:
+        await kexeced(tmp_path)
+        daemon = next_luod(tmp_path, api)
+        running = asyncio.create_task(daemon.run())
+        await until(lambda: daemon.settings.socket_path.exists())
+        await asyncio.to_thread(reclaim_only, daemon.settings.socket_path)
+        daemon.stop()
+        await asyncio.wait_for(running, 5)
+        await asyncio.sleep(0.2)  # nothing left to start it
+
+    asyncio.run(scenario())
+    assert api.started is None
+
+
+def reclaim_only(socket: Path) -> None:
+    with Client(socket) as vmm:
+        for fd in vmm.reclaim("vm1").values():
+            fd.close()
+
+
 def test_on_any_other_start_the_api_starts_at_once(tmp_path: Path) -> None:
     api = Api()
 
