@@ -15,6 +15,7 @@ from luod.core.custodian import Custody
 from luod.daemon.daemon import Daemon
 from luod.daemon.kexec_step import KexecSettings
 from luod.daemon.settings import Settings
+from luod.daemon.update import UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.rest.adapter import DaemonFacade
@@ -100,6 +101,16 @@ class Luod:
         preserve = {"cmd": "PRESERVE", "id": vm_id, "files": ["ram0"]}
         assert (await self.ask(vmm, preserve, (ram,)))["ok"]
         return vmm
+
+    async def kexec(self, vmms: dict[str, FakeVmm]) -> None:
+        """An update of these VMs (by id) to its end: every VMM answers FREEZE with READY and
+        the (simulated) kexec ends this luod's update; ``die()`` is the caller's."""
+        self.driver.start(UpdateRequest(self.kernel))
+        await until(lambda: all(vmm.events("FREEZE") for vmm in vmms.values()))
+        for vm_id, vmm in vmms.items():
+            await self.ask(vmm, {"cmd": "READY", "id": vm_id})
+        await self.driver.wait()
+        assert self.kexeced
 
     def die(self) -> None:
         """What kill -9 (or the kexec) leaves of this luod: its fds close, its registry's and

@@ -6,7 +6,9 @@ VMs, bench/NOTES.md). On any other start it serves at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,6 @@ from luod.daemon import daemon as daemon_module
 from luod.daemon import process_start
 from luod.daemon.daemon import Daemon
 from luod.daemon.settings import ApiSettings, Settings
-from luod.daemon.update import UpdateRequest
 from luod.kernel import open_backend
 from luod.vmm.client import Client
 from tests.rest.harness import Luod, until
@@ -43,28 +44,34 @@ class Api:
 async def kexeced(state: Path) -> None:
     """vm1 handed over and frozen, then the (simulated) kexec: the next luod reclaims it."""
     before = Luod(state)
-    vmm = await before.handover_vm("vm1")
-    before.driver.start(UpdateRequest(before.kernel))
-    await until(lambda: vmm.events("FREEZE"))
-    await before.ask(vmm, {"cmd": "READY", "id": "vm1"})
-    await before.driver.wait()
-    assert before.kexeced
+    await before.kexec({"vm1": await before.handover_vm("vm1")})
     before.die()
 
 
-def next_luod(state: Path, api: Api) -> Daemon:
+@contextlib.asynccontextmanager
+async def next_luod(state: Path, api: Api) -> AsyncIterator[Daemon]:
+    """luod on ``state`` with ``api`` plugged in, serving; stopped (within 5 s) on the way out."""
     settings = Settings.simulated(
         state, access=AccessPolicy.default(), api=ApiSettings(state / "api.sock")
     )
     backend = open_backend(state / "kernel")
-    return Daemon(settings, backend=backend, custody=MemoryCustody(), api=api)
+    daemon = Daemon(settings, backend=backend, custody=MemoryCustody(), api=api)
+    running = asyncio.create_task(daemon.run())
+    await until(lambda: settings.socket_path.exists())
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(running, 5)
 
 
-def reclaim_and_done(socket: Path) -> None:
+def reclaim(socket: Path, done: bool) -> None:
+    """vm1's VMM after the kexec: RECLAIM, and DONE when ``done``."""
     with Client(socket) as vmm:
         for fd in vmm.reclaim("vm1").values():
             fd.close()
-        vmm.done("vm1")
+        if done:
+            vmm.done("vm1")
 
 
 def test_after_a_kexec_the_api_starts_once_every_vm_is_done(tmp_path: Path) -> None:
@@ -72,16 +79,12 @@ def test_after_a_kexec_the_api_starts_once_every_vm_is_done(tmp_path: Path) -> N
 
     async def scenario() -> float:
         await kexeced(tmp_path)
-        daemon = next_luod(tmp_path, api)
-        running = asyncio.create_task(daemon.run())
-        await until(lambda: daemon.settings.socket_path.exists())
-        await asyncio.sleep(0.5)
-        assert api.started is None, "the REST stack started while vm1 was still reclaimed"
-        await asyncio.to_thread(reclaim_and_done, daemon.settings.socket_path)
-        done = time.monotonic()
-        await until(lambda: api.started is not None)
-        daemon.stop()
-        await running
+        async with next_luod(tmp_path, api) as daemon:
+            await asyncio.sleep(0.5)
+            assert api.started is None, "the REST stack started while vm1 was still reclaimed"
+            await asyncio.to_thread(reclaim, daemon.settings.socket_path, True)
+            done = time.monotonic()
+            await until(lambda: api.started is not None)
         return done
 
     done = asyncio.run(scenario())
@@ -100,13 +103,9 @@ def test_after_a_kexec_the_api_waits_at_most_the_bound(
 
     async def scenario() -> float:
         await kexeced(tmp_path)
-        daemon = next_luod(tmp_path, api)
-        running = asyncio.create_task(daemon.run())
-        await until(lambda: daemon.settings.socket_path.exists())
-        serving = time.monotonic()
-        await until(lambda: api.started is not None, timeout=5)
-        daemon.stop()
-        await running
+        async with next_luod(tmp_path, api):
+            serving = time.monotonic()
+            await until(lambda: api.started is not None, timeout=5)
         return serving
 
     serving = asyncio.run(scenario())
@@ -116,40 +115,26 @@ def test_after_a_kexec_the_api_waits_at_most_the_bound(
 
 def test_luod_stopped_while_the_api_waits_exits_without_starting_it(tmp_path: Path) -> None:
     """A stop during the wait (here vm1 reclaimed, not DONE) cancels the REST start; a REST
-    stack started while luod stops would keep it from exiting."""
+    stack started while luod stops would keep it from exiting (next_luod allows 5 s)."""
     api = Api()
 
     async def scenario() -> None:
         await kexeced(tmp_path)
-        daemon = next_luod(tmp_path, api)
-        running = asyncio.create_task(daemon.run())
-        await until(lambda: daemon.settings.socket_path.exists())
-        await asyncio.to_thread(reclaim_only, daemon.settings.socket_path)
-        daemon.stop()
-        await asyncio.wait_for(running, 5)
+        async with next_luod(tmp_path, api) as daemon:
+            await asyncio.to_thread(reclaim, daemon.settings.socket_path, False)
         await asyncio.sleep(0.2)  # nothing left to start it
 
     asyncio.run(scenario())
     assert api.started is None
 
 
-def reclaim_only(socket: Path) -> None:
-    with Client(socket) as vmm:
-        for fd in vmm.reclaim("vm1").values():
-            fd.close()
-
-
 def test_on_any_other_start_the_api_starts_at_once(tmp_path: Path) -> None:
     api = Api()
 
     async def scenario() -> float:
-        daemon = next_luod(tmp_path, api)
-        running = asyncio.create_task(daemon.run())
-        await until(lambda: daemon.settings.socket_path.exists())
-        serving = time.monotonic()
-        await until(lambda: api.started is not None, timeout=5)
-        daemon.stop()
-        await running
+        async with next_luod(tmp_path, api):
+            serving = time.monotonic()
+            await until(lambda: api.started is not None, timeout=5)
         return serving
 
     serving = asyncio.run(scenario())

@@ -25,7 +25,6 @@ from luod.daemon import daemon as daemon_module
 from luod.daemon import nics
 from luod.daemon.daemon import Daemon
 from luod.daemon.settings import ApiSettings, Settings
-from luod.daemon.update import UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import open_backend
 from tests.rest.harness import Luod, until
@@ -257,11 +256,7 @@ def test_after_a_kexec_the_rest_api_starts_once_the_nics_are_rebuilt(
         before = Luod(tmp_path / "luod")
         vmm = await before.handover_vm("vm1")
         before.registry.declare_nics(vmm.peer, "vm1", [NicDecl("vm1-net0", "br0")])
-        before.driver.start(UpdateRequest(before.kernel))
-        await until(lambda: vmm.events("FREEZE"))
-        await before.ask(vmm, {"cmd": "READY", "id": "vm1"})
-        await before.driver.wait()
-        assert before.kexeced
+        await before.kexec({"vm1": vmm})
         before.die()
         settings = Settings.simulated(
             tmp_path / "luod", access=AccessPolicy.default(), api=ApiSettings(tmp_path / "api")

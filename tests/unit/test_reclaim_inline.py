@@ -13,8 +13,7 @@ import pytest
 
 from luod.core import reclaim, running
 from luod.daemon import handler
-from luod.daemon.update import UpdateRequest
-from tests.rest.harness import Luod, until
+from tests.rest.harness import Luod
 from tests.unit.test_restart_mid_update import register_again
 
 
@@ -23,13 +22,11 @@ def test_small_reclaims_run_inline_and_big_ones_in_a_thread(
 ) -> None:
     async def scenario() -> None:
         before = Luod(tmp_path / "luod")
-        vmms = [await before.handover_vm("small"), await before.handover_vm("big", BIG)]
-        before.driver.start(UpdateRequest(before.kernel))
-        await until(lambda: all(v.events("FREEZE") for v in vmms))
-        for vmm, vm_id in zip(vmms, ("small", "big"), strict=True):
-            await before.ask(vmm, {"cmd": "READY", "id": vm_id})
-        await before.driver.wait()
-        assert before.kexeced
+        vmms = {
+            "small": await before.handover_vm("small"),
+            "big": await before.handover_vm("big", BIG),
+        }
+        await before.kexec(vmms)
         before.die()
 
         after = Luod(tmp_path / "luod")
@@ -61,12 +58,7 @@ def test_each_reclaim_step_is_one_appended_line_not_the_record_again(tmp_path: P
 
     async def scenario() -> None:
         before = Luod(tmp_path / "luod")
-        vmms = [await before.handover_vm(f"vm{i}") for i in range(3)]
-        before.driver.start(UpdateRequest(before.kernel))
-        await until(lambda: all(v.events("FREEZE") for v in vmms))
-        for i, vmm in enumerate(vmms):
-            await before.ask(vmm, {"cmd": "READY", "id": f"vm{i}"})
-        await before.driver.wait()
+        await before.kexec({f"vm{i}": await before.handover_vm(f"vm{i}") for i in range(3)})
         before.die()
 
         after = Luod(tmp_path / "luod")

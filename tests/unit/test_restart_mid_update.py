@@ -106,13 +106,7 @@ def test_killed_during_reclaiming_the_update_goes_on_and_reaches_the_history(
 ) -> None:
     async def scenario() -> None:
         before = Luod(tmp_path / "luod")
-        vmms = [await before.handover_vm(vm) for vm in ("vm1", "vm2")]
-        before.driver.start(UpdateRequest(before.kernel))
-        await until(lambda: all(v.events("FREEZE") for v in vmms))
-        for vmm, vm_id in zip(vmms, ("vm1", "vm2"), strict=True):
-            await before.ask(vmm, {"cmd": "READY", "id": vm_id})
-        await before.driver.wait()
-        assert before.kexeced
+        await before.kexec({vm: await before.handover_vm(vm) for vm in ("vm1", "vm2")})
 
         before.die()  # the kexec ended it
         after = Luod(tmp_path / "luod", custody=MemoryCustody())
@@ -162,12 +156,7 @@ def test_a_state_session_lost_after_its_retrieve_falls_back_to_the_disk_manifest
 ) -> None:
     async def scenario() -> None:
         before = Luod(tmp_path / "luod")
-        vmm = await before.handover_vm("vm1")
-        before.driver.start(UpdateRequest(before.kernel))
-        await until(lambda: vmm.events("FREEZE"))
-        await before.ask(vmm, {"cmd": "READY", "id": "vm1"})
-        await before.driver.wait()
-        assert before.kexeced
+        await before.kexec({"vm1": await before.handover_vm("vm1")})
 
         before.die()  # the kexec ended it
         backend = open_backend(tmp_path / "luod" / "kernel")
