@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import grp
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from luod.core.model import Owner, VmRecord
 from luod.errors import LuodError
+from luod.values import Value
 
 
-@dataclass(frozen=True)
-class Peer:
+class _Peer(NamedTuple):
     uid: int
     gid: int
     pid: int
     cgroup: str | None = None
     groups: frozenset[int] = frozenset()  # supplementary groups (SO_PEERGROUPS)
+
+
+class Peer(Value, _Peer):
+    __slots__ = ()
 
     def as_owner(self) -> Owner:
         return Owner(self.uid, self.gid, self.pid, self.cgroup)

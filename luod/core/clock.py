@@ -6,19 +6,23 @@ A fake clock in tests drives deadlines without sleeping.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+from luod.values import Value
 
 
-@dataclass(frozen=True)
-class Stamp:
+class _Stamp(NamedTuple):
     realtime: float
     monotonic: float
     boottime: float
 
+
+class Stamp(Value, _Stamp):
+    __slots__ = ()
+
     def to_dict(self) -> dict[str, float]:
-        """As ``dataclasses.asdict`` would, without its deep copy (10x slower; every step of
-        every VM in an update's record is stamped)."""
+        """The three clocks by name, built directly: every step of every VM in an update's
+        record is stamped (``dataclasses.asdict`` was 10x slower)."""
         return {"realtime": self.realtime, "monotonic": self.monotonic, "boottime": self.boottime}
 
 

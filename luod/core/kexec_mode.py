@@ -15,29 +15,36 @@ Pure: the facts about the host are gathered elsewhere (luod.daemon.systemd) and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
+
+from luod.values import Value
 
 MODES: Final = ("auto", "direct", "systemd")
 MIN_SYSTEMD: Final = 261  # the first release whose fd store survives systemctl kexec
 
 
-@dataclass(frozen=True)
-class SystemdFacts:
-    """What the host says. ``version`` None: PID 1 is not systemd (or did not answer)."""
-
+class _SystemdFacts(NamedTuple):
     custody: str  # the custody luod runs with: "systemd" means its unit's fd store
     version: int | None = None
     preserve: bool = False  # FileDescriptorStorePreserve=yes on luod's own unit
     unit: str | None = None
 
 
-@dataclass(frozen=True)
-class KexecPlan:
+class SystemdFacts(Value, _SystemdFacts):
+    """What the host says. ``version`` None: PID 1 is not systemd (or did not answer)."""
+
+    __slots__ = ()
+
+
+class _KexecPlan(NamedTuple):
     mode: str  # "direct" | "systemd"
     reason: str
     problem: str | None = None  # configured "systemd" but the host cannot do it
     hint: str = ""
+
+
+class KexecPlan(Value, _KexecPlan):
+    __slots__ = ()
 
     def to_dict(self) -> dict[str, str | None]:
         return {"mode": self.mode, "reason": self.reason, "problem": self.problem}

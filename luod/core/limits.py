@@ -8,14 +8,14 @@ sessions and 500 files in one session cross a kexec) and within one reply frame.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from luod.core.model import VmRecord
 from luod.errors import LuodError
+from luod.values import Value
 
 
-@dataclass(frozen=True)
-class Limits:
+class _Limits(NamedTuple):
     connections_per_uid: int = 1100
     """Open VMM-socket connections of one uid; one more is answered ``too-many-connections``
     and closed. Above vms_per_uid: a VMM keeps one connection per VM (for FREEZE)."""
@@ -27,6 +27,10 @@ class Limits:
     files_per_vm: int = 256
     """Files preserved in one VM; a PRESERVE that would pass it is ``too-many-files`` and
     preserves nothing."""
+
+
+class Limits(Value, _Limits):
+    __slots__ = ()
 
     def check_room_for_a_vm(self, vms: Iterable[VmRecord], uid: int) -> None:
         """``too-many-vms`` unless one more VM of ``uid`` fits beside ``vms``."""

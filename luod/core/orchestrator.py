@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from luod.core.clock import Clock, Stamp
 from luod.errors import LuodError
+from luod.values import Value
 
 
 class Phase(StrEnum):
@@ -58,12 +59,15 @@ MAX_DEADLINE: Final = 7 * 24 * 3600.0
 SIGNAL_DEFERRING: Final = frozenset({P.FREEZING, P.FROZEN, P.REBOOTING})
 
 
-@dataclass(frozen=True)
-class Transition:
+class _Transition(NamedTuple):
     source: Phase
     target: Phase
     reason: str
     at: Stamp
+
+
+class Transition(Value, _Transition):
+    __slots__ = ()
 
     def to_dict(self) -> dict[str, object]:
         return {

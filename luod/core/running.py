@@ -12,26 +12,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from luod.core import statedir
 from luod.core.clock import Stamp
 from luod.core.orchestrator import Phase
 from luod.core.timeline import UpdateRecord
+from luod.values import Value
 
 RUNNING: Final = "update-running.json"
 
 
-@dataclass(frozen=True)
-class Interrupted:
-    """An update a previous luod did not end: its record, the phase it was in, and whether
-    that luod ran in this boot."""
-
+class _Interrupted(NamedTuple):
     record: UpdateRecord
     phase: Phase
     same_boot: bool
+
+
+class Interrupted(Value, _Interrupted):
+    """An update a previous luod did not end: its record, the phase it was in, and whether
+    that luod ran in this boot."""
+
+    __slots__ = ()
 
     def entered(self) -> Stamp | None:
         """When the record last entered ``phase`` (monotonic: valid in its own boot only)."""

@@ -12,10 +12,11 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from luod.core import kexec_mode
 from luod.errors import LuodError
+from luod.values import Value
 
 DEFAULT_PATH: Final = Path("/etc/luod/luod.toml")
 Check = Callable[[Any], str | None]  # None when fine, else what is wrong
@@ -72,12 +73,15 @@ def _bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
-@dataclass(frozen=True)
-class Setting:
+class _Setting(NamedTuple):
     key: str
     default: Any
     check: Check
     help: str
+
+
+class Setting(Value, _Setting):
+    __slots__ = ()
 
 
 SETTINGS: Final = (

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from luod.core.access import Peer
+from luod.values import Value
 from luod.vmm import codec
 
 
@@ -27,10 +27,13 @@ class VmmConnection(Protocol):
     def push(self, message: codec.Outgoing) -> None: ...
 
 
-@dataclass(frozen=True)
-class Liveness:
+class _Liveness(NamedTuple):
     connected: bool
     since: float | None  # realtime it disconnected (None while connected)
+
+
+class Liveness(Value, _Liveness):
+    __slots__ = ()
 
 
 class VmmConnections:

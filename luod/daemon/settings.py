@@ -6,17 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from luod.core.access import AccessPolicy
 from luod.core.limits import Limits
+from luod.values import Value
 
 
-@dataclass(frozen=True)
-class ApiSettings:
-    """Where the REST API listens: a unix socket, and TCP only with a bearer token (and TLS
-    when both halves are given)."""
-
+class _ApiSettings(NamedTuple):
     socket: Path
     tcp: tuple[str, int] | None = None
     token_file: Path | None = None
@@ -25,6 +22,13 @@ class ApiSettings:
     public_metrics: bool = False  # on TCP, /metrics and /v1/health without the token
     max_body_bytes: int = 64 * 1024  # larger request bodies get 413, unread
     max_connections: int = 64  # per listener; more get 503
+
+
+class ApiSettings(Value, _ApiSettings):
+    """Where the REST API listens: a unix socket, and TCP only with a bearer token (and TLS
+    when both halves are given)."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ import os
 import re
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
+
+from luod.values import Value
 
 _LUO_NUMBER: Final = re.compile(rb"luo: Retrieved live update data, liveupdate number: (\d+)")
 _KHO_FROM: Final = re.compile(rb"KHO: exec from: (\S+) \(count (\d+)\)")
@@ -22,8 +23,7 @@ _TRUE: Final = {"1", "y", "yes", "on", "t", "true"}
 _FALSE: Final = {"0", "n", "no", "off", "f", "false"}
 
 
-@dataclass(frozen=True, slots=True)
-class KernelInfo:
+class _KernelInfo(NamedTuple):
     release: str
     device_present: bool
     cmdline: str
@@ -36,20 +36,30 @@ class KernelInfo:
     version: str = ""  # `uname -v`: tells two builds of one release apart
 
 
-@dataclass(frozen=True, slots=True)
-class Holder:
+class KernelInfo(Value, _KernelInfo):
+    __slots__ = ()
+
+
+class _Holder(NamedTuple):
     pid: int
     name: str
+
+
+class Holder(Value, _Holder):
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"pid {self.pid} ({self.name})"
 
 
-@dataclass(frozen=True, slots=True)
-class Roots:
+class _Roots(NamedTuple):
     proc: Path = Path("/proc")
     sys: Path = Path("/sys")
     dev: Path = Path("/dev")
+
+
+class Roots(Value, _Roots):
+    __slots__ = ()
 
 
 DEFAULT_ROOTS: Final = Roots()

@@ -2,8 +2,9 @@
 limits, one reply or event encoded, one server message decoded. Pure functions, no I/O.
 
 The request types (``luod.vmm.codec``) are luod's side only: a VMM's client needs this module
-and not them (eighteen frozen dataclasses, several ms of every VMM's start after a kexec). The
-codec names everything here too. The wire format is specified in api/vmm-protocol.md.
+and not them (seventeen request kinds, with luod's model that they name: several ms of every
+VMM's start after a kexec). The codec names everything here too. The wire format is
+specified in api/vmm-protocol.md.
 
 The values here and in the client's modules (``luod.vmm.protocol``, ``verbs``) are NamedTuples,
 not dataclasses: a VMM's start then imports no ``dataclasses`` (with inspect and ast, about 7 ms

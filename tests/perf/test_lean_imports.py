@@ -148,3 +148,52 @@ def test_the_keeper_reads_luods_command_line_as_argparse_would() -> None:
     with pytest.raises(SystemExit) as refused:  # argparse's usage error, exit 2
         keeper.parse_args(["--socket"])
     assert refused.value.code == 2
+
+
+VALUES = (
+    "luod.vmm.codec.Reclaim",  # the codec makes no dataclass at all (below)
+    "luod.kernel.probes.KernelInfo",
+    "luod.kernel.probes.Holder",
+    "luod.kernel.probes.Roots",
+    "luod.core.access.Peer",
+    "luod.core.clock.Stamp",
+    "luod.core.kexec_mode.SystemdFacts",
+    "luod.core.kexec_mode.KexecPlan",
+    "luod.core.limits.Limits",
+    "luod.core.orchestrator.Transition",
+    "luod.core.running.Interrupted",
+    "luod.daemon.config.Setting",
+    "luod.daemon.connections.Liveness",
+    "luod.daemon.settings.ApiSettings",
+)
+"""Immutable values on the path to the first RECLAIM, made as NamedTuples with
+luod.values.Value first: Python 3.11's dataclasses compile each generated method with its own
+exec (0.35-0.5 ms a frozen class), and these were 16 ms of luod's start on a host."""
+
+
+def test_luods_values_are_not_made_as_dataclasses_at_its_start() -> None:
+    code = (
+        "import dataclasses, json, sys; made = []; process = dataclasses._process_class\n"
+        "def spy(cls, *args):\n"
+        "    made.append(f'{cls.__module__}.{cls.__qualname__}'); return process(cls, *args)\n"
+        "dataclasses._process_class = spy; import luod.main; print(json.dumps(made))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    made = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "luod.core.model.VmRecord" in made  # the spy sees luod's (mutable) dataclasses
+    assert not made & set(VALUES), made & set(VALUES)
+    assert not any(name.startswith("luod.vmm.codec.") for name in made)
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_each_value_compares_within_its_own_class_only(name: str) -> None:
+    import importlib
+
+    from luod.values import Value
+
+    module, _, qualname = name.rpartition(".")
+    kind = getattr(importlib.import_module(module), qualname)
+    assert issubclass(kind, Value) and issubclass(kind, tuple)
+    assert kind.__mro__.index(Value) < kind.__mro__.index(tuple)  # its __eq__ comes first

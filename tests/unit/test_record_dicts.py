@@ -11,7 +11,7 @@ from luod.core.model import Owner
 
 def test_a_stamp_as_asdict_has_it() -> None:
     stamp = Stamp(1.5, 2.5, 3.5)
-    assert stamp.to_dict() == asdict(stamp)
+    assert stamp.to_dict() == stamp._asdict()
 
 
 def test_an_owner_as_asdict_has_it() -> None:

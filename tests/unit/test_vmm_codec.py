@@ -560,3 +560,39 @@ def test_nics_needs_its_list() -> None:
     with pytest.raises(LuodError) as caught:
         parse.decode_request(Frame(b'{"cmd":"NICS","id":"vm1"}'))
     assert caught.value.code == "bad-request"
+
+
+# --- the request values (luod.values: NamedTuples compared within their kind) ----------------
+def test_requests_of_different_kinds_never_compare_equal() -> None:
+    """As frozen dataclasses they never did; as bare NamedTuples ``Status(seq=1)`` would equal
+    ``Watch(seq=1)`` (and the tuple ``(1,)``), letting a test of the wrong decoded kind pass."""
+    assert codec.Status(1) == codec.Status(1)
+    assert codec.Status(1) != codec.Watch(1)
+    assert codec.Status(1) != (1,)
+    assert codec.Drop(1, "vm") != codec.Claim(1, "vm")
+    assert codec.Drop(1, "vm") != codec.Drop(2, "vm")
+    assert len({codec.Drop(1, "vm"), codec.Drop(1, "vm"), codec.Claim(1, "vm")}) == 2
+
+
+def test_every_request_kind_is_immutable_and_names_its_command() -> None:
+    made = {
+        kind: kind(*([None] * len(kind._fields)))  # type: ignore[attr-defined]
+        for kind in codec.COMMAND_OF
+    }
+    for kind, request in made.items():
+        assert request.cmd == codec.COMMAND_OF[kind]
+        assert request.fds == (None if kind is codec.Preserve else ())  # its own, attached
+        with pytest.raises(AttributeError):
+            request.seq = 7  # type: ignore[misc]
+        assert not hasattr(request, "__dict__")  # a plain tuple in memory
+
+
+def test_a_preserve_carries_its_fds_but_does_not_show_them() -> None:
+    with open(os.devnull, "rb") as null:
+        attached = (OwnedFd(os.dup(null.fileno())),)
+    try:
+        request = codec.Preserve(3, "vm", (FileSpec("ram"),), attached)
+        assert request.fds == attached
+        assert repr(request) == f"Preserve(seq=3, id='vm', files=({FileSpec('ram')!r},))"
+    finally:
+        attached[0].close()
