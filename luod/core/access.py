@@ -13,7 +13,6 @@ allow-lists). One policy for the VMM socket and the REST API (docs/operations.md
 from __future__ import annotations
 
 import grp
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from luod.core.model import Owner, VmRecord
@@ -36,10 +35,13 @@ class Peer(Value, _Peer):
         return Owner(self.uid, self.gid, self.pid, self.cgroup)
 
 
-@dataclass(frozen=True)
-class AccessPolicy:
+class _AccessPolicy(NamedTuple):
     uids: frozenset[int] = frozenset({0})
-    gids: frozenset[int] = field(default_factory=frozenset)
+    gids: frozenset[int] = frozenset()
+
+
+class AccessPolicy(Value, _AccessPolicy):
+    __slots__ = ()
 
     @classmethod
     def default(cls) -> AccessPolicy:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import structlog
 
 from luod.core.custodian import Custody
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, SupportsFileno
+from luod.values import Value
 
 log = structlog.get_logger("luod.custody")
 LOST: Final = frozenset({"custody-unavailable", "custody-closed"})
@@ -30,12 +30,15 @@ RETRY_MAX: Final = 60.0
 so at error level each time, not every 2 s for hours."""
 
 
-@dataclass(frozen=True)
-class CustodyHealth:
+class _CustodyHealth(NamedTuple):
     kind: str
     healthy: bool
     renewals: int  # custodians started again after a loss, since luod started
     problem: str  # the last loss (empty while none happened)
+
+
+class CustodyHealth(Value, _CustodyHealth):
+    __slots__ = ()
 
 
 class CustodyGuard:

@@ -11,13 +11,13 @@ handler ask them and do the I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from luod.core.capabilities import ALL as ALL  # luod's side names them here, as before
 from luod.core.capabilities import Capability as Capability
 from luod.core.model import Mode
+from luod.values import Value
 
 EVENT_NEEDS: Final[dict[str, Capability | None]] = {
     "START_PRESERVATION": None,  # luo-agent's own event
@@ -51,11 +51,14 @@ class Action(StrEnum):
     REFUSE = "refuse"  # the VM cannot answer this barrier: the update must abort
 
 
-@dataclass(frozen=True)
-class Step:
+class _Step(NamedTuple):
     action: Action
     note: str = ""
     record: str = ""  # a step for the update record, so the operator sees the decision later
+
+
+class Step(Value, _Step):
+    __slots__ = ()
 
 
 TRUSTED: Final = "freeze_trusted"  # record step: counted as paused on its VMM's word alone

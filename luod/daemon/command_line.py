@@ -9,7 +9,6 @@ imports luod.main, so that the keeper's start runs beside luod's imports after a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -177,8 +176,7 @@ def settings_from(args: SimpleNamespace, cfg: config.Config) -> Settings:
             custody=args.custody or cfg["custody.mode"],
         )
     enabled = not args.no_api and cfg["api.enabled"]
-    return dataclasses.replace(
-        where,
+    return where._replace(
         sim_cmdline=args.sim_cmdline,
         access=AccessPolicy(frozenset(cfg["access.uids"]), cfg.allowed_gids()),
         api=_api(args, cfg, where.runtime_dir) if enabled else None,

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -246,7 +245,7 @@ class LuodHandler:
             "kernel": info.release,
             "liveupdate_number": info.liveupdate_number,
             "backend": self.registry.backend_name,
-            "custody": asdict(self.registry.custody_health),
+            "custody": self.registry.custody_health._asdict(),
         }, ()
 
     async def _update(self, conn: VmmConnection, req: codec.Update) -> Reply:

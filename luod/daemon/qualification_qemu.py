@@ -19,11 +19,12 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
+
+from luod.values import Value
 
 if TYPE_CHECKING:  # the checks: imported by a qualification's first QEMU canary
     from luod.core import qualify
@@ -37,13 +38,16 @@ STOP_SECONDS = 30.0  # QEMU's quit, luod-qemu's DROP
 RUNS_ON_SECONDS = 1.2  # between two probes: the BIOS timer ticks 18.2 times a second
 
 
-@dataclass(frozen=True)
-class CanarySettings:
+class _CanarySettings(NamedTuple):
     socket: Path  # luod's VMM socket
     directory: Path  # the floppy, luod-qemu's status and lock, its logs (survives the kexec)
     probe: Path  # the probe's QMP socket (a short path: in luod's runtime directory)
     runtime: Path  # luod-qemu's status and lock files, the probe's scratch (tmpfs)
     qemu: str = QEMU
+
+
+class CanarySettings(Value, _CanarySettings):
+    __slots__ = ()
 
 
 class QemuCanary:

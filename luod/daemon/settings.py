@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from luod.core.access import AccessPolicy
@@ -31,24 +31,27 @@ class ApiSettings(Value, _ApiSettings):
     __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Settings:
+class _Settings(NamedTuple):
     state_dir: Path = Path("/var/lib/luod")  # manifest, journal, history
     runtime_dir: Path = Path("/run/luod")  # sockets, keeper
     socket: Path | None = None  # the VMM socket; None: RUNTIME_DIR/liveupdate.sock
     simulate: Path | None = None  # the simulator's kernel state; None: the running kernel
     sim_cmdline: str | None = None  # the simulated boot's command line (tests)
     custody: str = "auto"  # auto | systemd | keeper | memory (luod.custody.choose)
-    access: AccessPolicy = field(default_factory=AccessPolicy)
+    access: AccessPolicy = AccessPolicy()
     api: ApiSettings | None = None  # None: no REST API
     kexec_mode: str = "auto"  # auto | direct | systemd (luod.core.kexec_mode)
     systemd_timeout: float = 120.0  # after systemctl kexec, how long until luod gives up
     unload_on_abort: bool = True
     running_image: Path | None = None  # the running kernel's image (the handover-abi preflight)
-    deadlines: Mapping[str, float] = field(default_factory=dict)  # per phase, seconds
-    limits: Limits = field(default_factory=Limits)  # docs/limits.md
+    deadlines: Mapping[str, float] = MappingProxyType({})  # per phase, seconds
+    limits: Limits = Limits()  # docs/limits.md
     managed_bridges: frozenset[str] = frozenset()  # rebuilt with their settings after a kexec
     nic_wait: float = 60.0  # how long a RECLAIM waits for its VM's NICs to be rebuilt
+
+
+class Settings(Value, _Settings):
+    __slots__ = ()
 
     @property
     def socket_path(self) -> Path:

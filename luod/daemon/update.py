@@ -9,9 +9,9 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
@@ -29,6 +29,7 @@ from luod.daemon.update_log import UpdateLog
 from luod.errors import LuodError
 from luod.kernel import Backend, KernelGone, LuoError, OwnedFd
 from luod.net import uplink
+from luod.values import Value
 from luod.vmm import codec
 
 if TYPE_CHECKING:
@@ -38,22 +39,25 @@ log = structlog.get_logger("luod.update")
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 
-@dataclass(frozen=True)
-class UpdateRequest:
+class _UpdateRequest(NamedTuple):
     kernel: Path
     initrd: Path | None = None
     cmdline: str | None = None  # None: reuse the running kernel's command line
-    deadlines: dict[str, float] = field(default_factory=dict)
+    deadlines: Mapping[str, float] = MappingProxyType({})
     dry_run: bool = False
     requested_by: int = 0
     allow_unknown_abi: bool = False  # go ahead when luod cannot read an ABI (recorded)
+
+
+class UpdateRequest(Value, _UpdateRequest):
+    __slots__ = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kernel": str(self.kernel),
             "initrd": str(self.initrd) if self.initrd else None,
             "cmdline": self.cmdline,
-            "deadlines": self.deadlines,
+            "deadlines": dict(self.deadlines),  # the record's own (JSON: no mappingproxy)
             "uid": self.requested_by,
             "allow_unknown_abi": self.allow_unknown_abi,
         }

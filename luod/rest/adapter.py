@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +118,7 @@ class DaemonFacade:
             preserved_bytes=sum(f.size for f in files),
             backend=self.registry.backend_name,
             version=luod.__version__,
-            custody=models.CustodyHealth.model_validate(asdict(self.registry.custody_health)),
+            custody=models.CustodyHealth.model_validate(self.registry.custody_health._asdict()),
         )
 
     def _vms(self) -> models.VmList:
