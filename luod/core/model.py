@@ -10,9 +10,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from luod.errors import LuodError
+from luod.values import Value
 
 if TYPE_CHECKING:  # luod.core.nic is imported only for a VM that has NICs (see net_fields)
     from luod.core.nic import NetRecord, NicDecl
@@ -48,20 +49,28 @@ class VmState(StrEnum):
     LOST = "lost"  # its session did not survive (reported, never silent)
 
 
-@dataclass(frozen=True)
-class FileSpec:
-    """A file a VMM asks luod to preserve: its name within the VM, and its kind."""
-
+class _FileSpec(NamedTuple):
     name: str
     kind: str = "memfd"
 
 
-@dataclass
-class Owner:
+class FileSpec(Value, _FileSpec):
+    """A file a VMM asks luod to preserve: its name within the VM, and its kind."""
+
+    __slots__ = ()
+
+
+class _Owner(NamedTuple):
     uid: int
     gid: int
     pid: int
     cgroup: str | None = None
+
+
+class Owner(Value, _Owner):
+    """Who registered a VM (its VMM's credentials); a VM gets a new Owner, never a changed one."""
+
+    __slots__ = ()
 
     def to_dict(self) -> dict[str, Any]:
         """As ``dataclasses.asdict`` would, without its deep copy (10x slower; once per VM in

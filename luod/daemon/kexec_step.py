@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 
@@ -14,6 +14,7 @@ from luod.core.kexec_mode import KexecPlan, SystemdFacts
 from luod.core.registry import Registry
 from luod.errors import LuodError
 from luod.kernel import Backend
+from luod.values import Value
 
 log = structlog.get_logger("luod.update")
 
@@ -22,14 +23,17 @@ def _no_systemctl() -> None:
     raise LuodError("kexec-mode", "no systemctl here", "set kexec.mode = direct")
 
 
-@dataclass
-class KexecSettings:
-    """How the kexec step runs (luod.core.kexec_mode); the callables are the host adapters."""
-
+class _KexecSettings(NamedTuple):
     mode: str = "direct"  # configured: auto | direct | systemd
     facts: Callable[[], SystemdFacts] = lambda: SystemdFacts("memory")
     start: Callable[[], None] = _no_systemctl  # systemctl kexec
     stop_timeout: float = 120.0  # systemd accepted the kexec but never stopped luod: give up
+
+
+class KexecSettings(Value, _KexecSettings):
+    """How the kexec step runs (luod.core.kexec_mode); the callables are the host adapters."""
+
+    __slots__ = ()
 
 
 class KexecStep:
