@@ -8,6 +8,8 @@ or event into one frame) is ``luod.vmm.framing``, named here too.
 The wire format is specified in api/vmm-protocol.md.
 """
 
+from __future__ import annotations
+
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from luod.core.model import FileSpec
@@ -64,7 +66,7 @@ class Hello(Request, _Hello):
 class _Register(NamedTuple):
     seq: int | None
     id: str
-    nics: "tuple[NicDecl, ...] | None" = None  # None: the declaration stays as it was
+    nics: tuple[NicDecl, ...] | None = None  # None: the declaration stays as it was
 
 
 class Register(Request, _Register):
@@ -74,7 +76,7 @@ class Register(Request, _Register):
 class _Nics(NamedTuple):
     seq: int | None
     id: str
-    nics: "tuple[NicDecl, ...]"
+    nics: tuple[NicDecl, ...]
 
 
 class Nics(Request, _Nics):
