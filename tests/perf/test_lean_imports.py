@@ -65,12 +65,17 @@ def loaded_by(module: str) -> frozenset[str]:
     return loaded_after(f"import {module}")
 
 
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter (this one's), its output captured; it must succeed."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+
 def loaded_after(statements: str) -> frozenset[str]:
     """The modules a fresh interpreter holds after running ``statements``."""
     code = f"import json, sys; {statements}; print(json.dumps(sorted(sys.modules)))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    done = run_python(code)
     return frozenset(json.loads(done.stdout.splitlines()[-1]))
 
 
@@ -108,9 +113,7 @@ def test_structlog_still_works_without_rich() -> None:
         "import luod.main, structlog, sys; from luod.daemon import logs; logs.configure();"
         "structlog.get_logger('t').info('hello', n=1); import rich; print('rich ok')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    done = run_python(code)
     assert '"event": "hello"' in done.stderr and '"n": 1' in done.stderr
     assert "rich ok" in done.stdout  # hidden only while structlog was imported
 
@@ -122,9 +125,7 @@ def test_the_asyncio_client_still_comes_from_the_client_module() -> None:
         "assert AsyncClient is async_client.AsyncClient and 'asyncio' in sys.modules;"
         "print('ok')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    done = run_python(code)
     assert done.stdout.strip() == "ok"
 
 
@@ -187,9 +188,7 @@ def test_luods_values_are_not_made_as_dataclasses_at_its_start() -> None:
         "    made.append(f'{cls.__module__}.{cls.__qualname__}'); return process(cls, *args)\n"
         "dataclasses._process_class = spy; import luod.main; print(json.dumps(made))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
+    done = run_python(code)
     made = set(json.loads(done.stdout.splitlines()[-1]))
     assert "luod.core.model.VmRecord" in made  # the spy sees luod's (mutable) dataclasses
     assert not made & set(VALUES), made & set(VALUES)
