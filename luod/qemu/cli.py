@@ -24,15 +24,26 @@ from luod.qemu.process import check_args
 from luod.qemu.report import Log, err
 from luod.qemu.supervisor import Supervisor
 from luod.vmm.client import ConnectionBroken, LuodError
+from luod.vmm.start_gate import WAIT, Slot
 
 DEFAULT_SOCKET = "/run/luod/liveupdate.sock"
 DEFAULT_RUNTIME = "/run/luod-qemu"
 DEFAULT_QEMU = "qemu-system-x86_64"
 WAIT_FOR_LUOD = 60.0
+START_SLOTS = (  # the epilog of --help (and of the man page made from it)
+    "At most one luod-qemu per CPU starts at once on a host (after a live update they all "
+    "start together): each takes a start slot before its imports and frees it once its VM "
+    "runs. LUOD_VMM_START_SLOTS sets how many (default: the CPUs it may run on; 0: no limit), "
+    "LUOD_VMM_START_WAIT how long one waits for a slot before it starts anyway "
+    f"(default {WAIT:g} s), "
+    "LUOD_VMM_START_DIR where the slots are (default: $RUNTIME_DIRECTORY, else /run/luod-qemu)."
+)
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="luod-qemu", description=__doc__.split("\n")[0])
+    top = argparse.ArgumentParser(
+        prog="luod-qemu", description=__doc__.split("\n")[0], epilog=START_SLOTS
+    )
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start (or restore) the VM and supervise it")
     restore = sub.add_parser("restore", help="after a live update: restore the VM, supervise it")
@@ -76,10 +87,12 @@ def options(args: argparse.Namespace) -> Options:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, slot: Slot | None = None) -> int:
+    """luod-qemu; ``slot``: the host's start slot its entry point took (luod.qemu.start),
+    released once the VM runs."""
     args = parser().parse_args(argv)
     try:
-        return Supervisor(options(args), Log(args.id, args.report)).run()
+        return Supervisor(options(args), Log(args.id, args.report), slot).run()
     except QemuAdapterError as exc:
         err(exc.describe())
     except LuodError as exc:

@@ -38,15 +38,20 @@ from luod.qemu.options import Options
 from luod.qemu.process import Qemu
 from luod.qemu.report import Clock, Log
 from luod.vmm.client import Client, ConnectionBroken, Event, LuodError
+from luod.vmm.start_gate import Slot
 
 RECONNECT_SECONDS = 60.0
 RECONNECT_PAUSE = 0.2
 
 
 class Supervisor:
-    def __init__(self, options: Options, log: Log) -> None:
+    """``slot``: the host's start slot taken for this start (luod.qemu.start), released as soon
+    as the VM runs, or when luod-qemu exits before that."""
+
+    def __init__(self, options: Options, log: Log, slot: Slot | None = None) -> None:
         self.options = options
         self.log = log
+        self.slot = slot
         self.vm = options.vm
         self.qemu: Qemu | None = None
         self.ram: Memfd | None = None
@@ -59,6 +64,8 @@ class Supervisor:
 
     # --- start -------------------------------------------------------------------------------
     def run(self) -> int:
+        if self.slot is not None:
+            self.log.say("start-slot", **self.slot.describe())
         self.options.runtime_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(), self._connect() as client:
             (self.options.runtime_dir / f"{self.vm}.json").unlink(missing_ok=True)
@@ -118,6 +125,8 @@ class Supervisor:
 
     def _running(self, ram: Memfd, qemu: Qemu) -> None:
         self.ram, self.qemu = ram, qemu
+        if self.slot is not None:
+            self.slot.release()  # the VM runs: the next VMM of the host may start
         self._write_status("running")
 
     # --- the loop ----------------------------------------------------------------------------

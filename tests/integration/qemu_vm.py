@@ -32,8 +32,21 @@ def require_qemu() -> None:
 class LuodQemu:
     """``luod-qemu`` in its own process group (QEMU with it), its JSON lines in a log file."""
 
-    def __init__(self, workdir: Path, socket: Path, vm: str = "vm1") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        socket: Path,
+        vm: str = "vm1",
+        *,
+        entry: str = "luod.qemu.cli",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``entry``: the module run (luod.qemu.start: as installed, with the host's start
+        slots); ``env``: added to this process's environment."""
         require_qemu()
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.entry = entry
+        self.env = {**os.environ, **(env or {})}
         self.workdir = workdir
         self.socket = socket
         self.vm = vm
@@ -47,14 +60,14 @@ class LuodQemu:
     def start(self, command: str = "run", *extra: str, ram: str = "64M") -> LuodQemu:
         self.runs += 1
         self.log = self.workdir / f"luod-qemu-{self.runs}.log"
-        args = [sys.executable, "-m", "luod.qemu.cli", command, "--id", self.vm,
+        args = [sys.executable, "-m", self.entry, command, "--id", self.vm,
                 "--socket", str(self.socket), "--runtime-dir", str(self.runtime),
                 "--report", str(self.report), *extra]  # fmt: skip
         if command == "run":
             args += ["--ram", ram, "--", *qemu_args(self.floppy)]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
             )
         return self
 

@@ -143,3 +143,75 @@ def test_luod_qemu_without_luod_fails_clearly_after_its_wait(tmp_path: Path) -> 
     text = vm.log.read_text()
     assert "luod-unavailable: no luod answers at" in text and "after 0.5 s" in text, text
     assert "hint: start luod" in text and "Traceback" not in text, text
+
+
+GATED = "luod.qemu.start"  # luod-qemu as installed: its entry point takes a start slot
+
+
+def gate(tmp_path: Path, slots: int = 1, wait: float = 60.0) -> dict[str, str]:
+    return {
+        "LUOD_VMM_START_DIR": str(tmp_path / "gate"),
+        "LUOD_VMM_START_SLOTS": str(slots),
+        "LUOD_VMM_START_WAIT": str(wait),
+    }
+
+
+def test_vmms_beyond_the_start_slots_start_once_a_vm_runs(tmp_path: Path) -> None:
+    """Two luod-qemu on a host with one start slot (luod.vmm.start_gate): one starts its VM,
+    the other starts once that VM runs (its slot freed before luod-qemu hands the RAM over),
+    and both VMs end up running and preserved."""
+    daemon = start_daemon(tmp_path / "luod")
+    env = gate(tmp_path)
+    vms = [
+        LuodQemu(tmp_path / name, daemon.socket, name, entry=GATED, env=env) for name in ("a", "b")
+    ]
+    try:
+        for vm in vms:
+            vm.start()
+        slots = {vm.vm: vm.wait_event("start-slot") for vm in vms}
+        assert all(slot["gated"] and slot["slot"] == 0 for slot in slots.values()), slots
+        first, second = sorted(vms, key=lambda vm: slots[vm.vm]["at"])
+        started = first.wait_event("started")
+        assert slots[second.vm]["at"] >= started["at"], (slots, started)
+        assert slots[second.vm]["waited"] > 0.05, slots  # the first one's imports, QEMU's start
+        for vm in vms:
+            assert vm.wait_event("preserved")["ram_bytes"] == 64 << 20
+            assert vm_state(daemon, vm.vm) == "preserved"
+            counting(vm.ram())
+    finally:
+        for vm in vms:
+            vm.kill()
+        daemon.stop()
+
+
+def test_a_start_slot_comes_free_when_its_vmm_dies_or_after_the_wait(tmp_path: Path) -> None:
+    """The gate never keeps a VM from starting: a holder killed before its VM ran frees the
+    slot, and a VMM that finds none free within LUOD_VMM_START_WAIT starts anyway."""
+    socket = tmp_path / "luod" / "run" / "liveupdate.sock"
+    holder = LuodQemu(tmp_path / "holder", socket, "holder", entry=GATED, env=gate(tmp_path))
+    holder.start()  # no luod yet: it waits for the socket, holding the one slot
+    daemon = None
+    try:
+        assert holder.wait_event("start-slot")["gated"]
+        holder.wait_event("waiting-for-luod")
+        impatient = LuodQemu(tmp_path / "impatient", socket, "impatient", entry=GATED,
+                             env=gate(tmp_path, wait=0.5))  # fmt: skip
+        patient = LuodQemu(tmp_path / "patient", socket, "patient", entry=GATED,
+                           env=gate(tmp_path))  # fmt: skip
+        impatient.start("run", "--wait-for-luod", "0.5")
+        patient.start()
+        slot = impatient.wait_event("start-slot")
+        assert not slot["gated"] and "no slot free after 0.5 s: started anyway" in slot["note"]
+        assert impatient.wait_exit() == 1  # then no luod: as without a gate
+        time.sleep(0.5)
+        assert patient.events() == []  # still waiting for the slot
+        holder.kill()
+        slot = patient.wait_event("start-slot")
+        assert slot["gated"] and slot["waited"] > 1.0, slot
+        daemon = start_daemon(tmp_path / "luod")
+        assert patient.wait_event("preserved")["ram_bytes"] == 64 << 20
+        patient.kill()
+    finally:
+        holder.kill()
+        if daemon is not None:
+            daemon.stop()

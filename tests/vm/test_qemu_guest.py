@@ -71,6 +71,21 @@ def test_qemu_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
 
 
 @pytest.mark.timeout(900)
+def test_restores_beyond_the_start_slots_wait_for_a_running_vm(run: GuestResult) -> None:
+    """Boot 2 has one start slot (qemu-2.sh, luod.vmm.start_gate): l2's luod-qemu held it
+    while it waited for luod and restored its VM; lx's took it only once l2's guest ran again
+    (QMP ``cont``), with luod serving by then, and restored its VM too."""
+    run.check()
+    l2, lx = events(run.share, "l2-run-2.log"), events(run.share, "lx-run-2.log")
+    assert l2["start-slot"]["gated"] and l2["start-slot"]["slot"] == 0, l2["start-slot"]
+    assert lx["start-slot"]["gated"] and lx["start-slot"]["waited"] > 0, lx["start-slot"]
+    restored = l2["restored"]
+    l2_cont = restored["process_start"] + restored["after_kexec"]["cont"]  # the wall clock
+    assert lx["start-slot"]["at"] >= l2_cont, (lx["start-slot"], restored)
+    assert "waiting-for-luod" not in lx and lx["restored"]["at"] > lx["start-slot"]["at"]
+
+
+@pytest.mark.timeout(900)
 def test_linux_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
     share = run.share
     run.check()

@@ -2,7 +2,10 @@
 # RAM, -incoming, the device state of the freeze, cont). Their QEMU binary is a launcher (of
 # l2guest, of l2linux) that probes the RAM as LUO carried it (the counter at QMP stop) before it
 # execs the real QEMU. As a bare init should (docs/operations.md §2.3), the VMMs start first and
-# wait for luod's socket (--wait-for-luod), then luod: their start overlaps luod's.
+# wait for luod's socket (--wait-for-luod), then luod: their start overlaps luod's. The host has
+# one start slot here (luod.vmm.start_gate; it has as many as CPUs by default): l2 takes it and
+# waits for luod, lx waits for the slot and starts once l2's VM runs.
+export LUOD_VMM_START_SLOTS=1
 MANAGED_BRIDGES='"br-l2"'
 . "$SCRIPTS/common.sh"
 set -x
@@ -14,6 +17,7 @@ chmod +x /tmp/probe-qemu
 luod-qemu restore --id l2 --qemu /tmp/probe-qemu --report "$SHARE/l2-report.jsonl" \
     >"$SHARE/l2-run-2.log" 2>&1 &
 QPID=$!
+wait_for "$SHARE/l2-run-2.log" '"start-slot"'  # l2 holds the slot before lx asks for it
 printf '#!/bin/sh\nexec %s/bin/python -m tests.vm.l2linux launch %s "$@"\n' \
     "$VENV" "$SHARE/lx-at-restore.json" >/tmp/probe-qemu-lx
 chmod +x /tmp/probe-qemu-lx
@@ -21,7 +25,6 @@ luod-qemu restore --id lx --qemu /tmp/probe-qemu-lx --report "$SHARE/lx-report.j
     >"$SHARE/lx-run-2.log" 2>&1 &
 XPID=$!
 wait_for "$SHARE/l2-run-2.log" '"waiting-for-luod"'
-wait_for "$SHARE/lx-run-2.log" '"waiting-for-luod"'
 start_luod 2
 wait_for "$SHARE/l2-run-2.log" '"restored"'
 cat /sys/class/net/l2-tap0/carrier >"$SHARE/l2-carrier-2"  # the restored QEMU has it open

@@ -1,0 +1,40 @@
+"""``luod-qemu``'s entry point: a start slot of the host (luod.vmm.start_gate) is taken before
+luod-qemu's own imports, the larger part of its start, and held until its VM runs.
+
+The slots' directory is shared by every luod-qemu of the host: ``$LUOD_VMM_START_DIR``, else
+the runtime directory systemd made for luod-qemu@ (``$RUNTIME_DIRECTORY``), else
+``/run/luod-qemu``. ``python -m luod.qemu.cli`` runs luod-qemu without the gate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from luod.vmm.start_gate import settings, take
+
+TYPE_CHECKING = False  # typing's own would import typing, ~2 ms before the gate (mypy: True)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DIRECTORY_ENV = "LUOD_VMM_START_DIR"
+DEFAULT_DIRECTORY = "/run/luod-qemu"  # luod.qemu.cli's default --runtime-dir
+
+
+def gate_directory(environ: Mapping[str, str] = os.environ) -> str:
+    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]  # one per RuntimeDirectory=
+    return environ.get(DIRECTORY_ENV) or runtime or DEFAULT_DIRECTORY
+
+
+def entry() -> None:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        slot = None  # usage only: no VM starts
+    else:
+        slot = take(gate_directory(), *settings())
+    from luod.qemu.cli import main
+
+    sys.exit(main(slot=slot))
+
+
+if __name__ == "__main__":
+    entry()
