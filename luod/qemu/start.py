@@ -27,10 +27,8 @@ def gate_directory(environ: Mapping[str, str] = os.environ) -> str:
 
 
 def entry() -> None:
-    if sys.argv[1:2] in (["-h"], ["--help"]):
-        slot = None  # usage only: no VM starts
-    else:
-        slot = take(gate_directory(), *settings())
+    usage = sys.argv[1:2] in (["-h"], ["--help"])  # no VM starts: no slot
+    slot = None if usage else take(gate_directory(), *settings())
     from luod.qemu.cli import main
 
     sys.exit(main(slot=slot))
