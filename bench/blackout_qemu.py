@@ -258,6 +258,8 @@ def report(counts: tuple[int, ...] = COUNTS) -> str:
         + blackout_budget.budget_table(found)
         + "\n\nEach VM's guest-visible pause (QMP stop before the kexec -> cont after it):\n"
         + pause_table(samples)
+        + "\n(the fan-out here is the VMMs' turns: at most one luod-qemu per CPU starts at once,"
+        + " luod.vmm.start_gate; luod's own is bench/blackout_budget.py's)"
         + "\n\nreboot() -> luod's exec, split (part 3 is the kernel's share: until PID 1):\n"
         + blackout_vm.kernel_table(samples)
     )
