@@ -36,7 +36,8 @@ START_SLOTS = (  # the epilog of --help (and of the man page made from it)
     "runs. LUOD_VMM_START_SLOTS sets how many (default: the CPUs it may run on; 0: no limit), "
     "LUOD_VMM_START_WAIT how long one waits for a slot before it starts anyway "
     f"(default {WAIT:g} s), "
-    "LUOD_VMM_START_DIR where the slots are (default: $RUNTIME_DIRECTORY, else /run/luod-qemu)."
+    "LUOD_VMM_START_DIR where the slots are (default: start-slots in $RUNTIME_DIRECTORY, else "
+    "/run/luod-qemu/start-slots)."
 )
 
 

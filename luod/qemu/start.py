@@ -2,8 +2,9 @@
 luod-qemu's own imports, the larger part of its start, and held until its VM runs.
 
 The slots' directory is shared by every luod-qemu of the host: ``$LUOD_VMM_START_DIR``, else
-the runtime directory systemd made for luod-qemu@ (``$RUNTIME_DIRECTORY``), else
-``/run/luod-qemu``. ``python -m luod.qemu.cli`` runs luod-qemu without the gate.
+``start-slots`` in the runtime directory systemd made for luod-qemu@ (``$RUNTIME_DIRECTORY``),
+else in ``/run/luod-qemu`` (a directory of its own: no VM's ``<id>.lock`` there can be a slot's
+file). ``python -m luod.qemu.cli`` runs luod-qemu without the gate.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ if TYPE_CHECKING:
 
 DIRECTORY_ENV = "LUOD_VMM_START_DIR"
 DEFAULT_DIRECTORY = "/run/luod-qemu"  # luod.qemu.cli's default --runtime-dir
+SUBDIRECTORY = "start-slots"
 
 
 def gate_directory(environ: Mapping[str, str] = os.environ) -> str:
     runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]  # one per RuntimeDirectory=
-    return environ.get(DIRECTORY_ENV) or runtime or DEFAULT_DIRECTORY
+    return environ.get(DIRECTORY_ENV) or os.path.join(runtime or DEFAULT_DIRECTORY, SUBDIRECTORY)
 
 
 def entry() -> None:

@@ -139,7 +139,7 @@ def test_luod_qemus_slots_are_in_its_runtime_directory_unless_told() -> None:
     from luod.qemu import cli, start
 
     assert start.DEFAULT_DIRECTORY == cli.DEFAULT_RUNTIME
-    assert start.gate_directory({}) == "/run/luod-qemu"
-    assert start.gate_directory({"RUNTIME_DIRECTORY": "/run/a:/run/b"}) == "/run/a"
+    assert start.gate_directory({}) == "/run/luod-qemu/start-slots"  # never a VM's <id>.lock
+    assert start.gate_directory({"RUNTIME_DIRECTORY": "/run/a:/run/b"}) == "/run/a/start-slots"
     both = {"RUNTIME_DIRECTORY": "/run/a", "LUOD_VMM_START_DIR": "/srv/slots"}
     assert start.gate_directory(both) == "/srv/slots"
