@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 SLOTS_ENV = "LUOD_VMM_START_SLOTS"
 WAIT_ENV = "LUOD_VMM_START_WAIT"
 WAIT = 60.0
+MAX_SLOTS = 1024  # a lock file each
 POLL = 0.05
 """Between two looks at the slots while all are taken: each look is a few system calls, and ten
 waiting VMMs cost a TCG guest 2 % of a start at this rate (bench/NOTES.md)."""
@@ -48,6 +49,7 @@ class Slot:
         self.index = index
         self.waited = waited
         self.note = note
+        self.ignored: tuple[str, ...] = ()  # settings not used (luod.vmm.start_gate.settings)
 
     @property
     def held(self) -> bool:
@@ -60,19 +62,47 @@ class Slot:
 
     def describe(self) -> dict[str, object]:
         """For the VMM's log line: which slot, how long it waited, or why there was none."""
-        if self.index is None:
-            return {"gated": False, "note": self.note}
-        return {"gated": True, "slot": self.index, "waited": round(self.waited, 3)}
+        found: dict[str, object] = (
+            {"gated": False, "note": self.note}
+            if self.index is None
+            else {"gated": True, "slot": self.index, "waited": round(self.waited, 3)}
+        )
+        return {**found, "ignored": list(self.ignored)} if self.ignored else found
 
 
-def settings(environ: Mapping[str, str] = os.environ) -> tuple[int, float]:
-    """(slots, wait) from the environment; a value that is not a number is ignored (the
-    defaults hold), as a gate must never keep a VM from starting."""
-    slots, wait = _int(environ.get(SLOTS_ENV)), _float(environ.get(WAIT_ENV))
-    return (
-        cpus() if slots is None or slots < 0 else slots,
-        WAIT if wait is None or wait < 0 else wait,
-    )
+def settings(environ: Mapping[str, str] = os.environ) -> tuple[int, float, tuple[str, ...]]:
+    """(slots, wait, ignored) from the environment. A value that is not a number of the right
+    kind is not used: the default holds, and ``ignored`` says so (the VMM logs it with its
+    slot), as a gate must never keep a VM from starting, nor wait forever."""
+    ignored: list[str] = []
+    slots = _setting(environ, SLOTS_ENV, int, cpus(), MAX_SLOTS, ignored)
+    wait = _setting(environ, WAIT_ENV, float, WAIT, float("inf"), ignored)
+    return int(slots), wait, tuple(ignored)
+
+
+def _setting(
+    environ: Mapping[str, str],
+    name: str,
+    kind: type[int] | type[float],
+    default: float,
+    above: float,
+    ignored: list[str],
+) -> float:
+    """``name``'s value when it is a number of ``kind`` from 0 to below ``above`` (never NaN,
+    never infinite), else ``default``, and why in ``ignored``."""
+    text = environ.get(name)
+    if text is None:
+        return default
+    try:
+        value: float = kind(text)
+    except ValueError:
+        value = -1.0
+    if 0 <= value < above:
+        return value
+    what = "a whole number" if kind is int else "a number of seconds"
+    bounds = f"from 0 to {above - 1:g}" if above < float("inf") else "0 or more"
+    ignored.append(f"{name}={text!r} is not {what} {bounds}: {default:g} used")
+    return default
 
 
 def cpus() -> int:
@@ -82,10 +112,23 @@ def cpus() -> int:
         return os.cpu_count() or 1
 
 
-def take(directory: str, slots: int, wait: float = WAIT, poll: float = POLL) -> Slot:
+def take(
+    directory: str,
+    slots: int,
+    wait: float = WAIT,
+    ignored: tuple[str, ...] = (),
+    *,
+    poll: float = POLL,
+) -> Slot:
     """A free slot of ``slots`` under ``directory`` (made if missing), waiting for one at most
     ``wait`` seconds; a Slot that holds none when there is no gate, no usable directory, or no
-    slot came free in time."""
+    slot came free in time. ``ignored``: settings not used (``settings``), for the log."""
+    slot = _take(directory, slots, wait, poll)
+    slot.ignored = ignored
+    return slot
+
+
+def _take(directory: str, slots: int, wait: float, poll: float) -> Slot:
     if slots <= 0:
         return Slot(None, None, 0.0, "no gate (0 slots)")
     try:
@@ -133,17 +176,3 @@ def _close_all(fds: list[int], keep: int | None = None) -> None:
     for index, fd in enumerate(fds):
         if index != keep:
             os.close(fd)
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return int(text or "")
-    except ValueError:
-        return None
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        return float(text or "")
-    except ValueError:
-        return None

@@ -157,31 +157,39 @@ def gate(tmp_path: Path, slots: int = 1, wait: float = 60.0) -> dict[str, str]:
 
 
 def test_vmms_beyond_the_start_slots_start_once_a_vm_runs(tmp_path: Path) -> None:
-    """Two luod-qemu on a host with one start slot (luod.vmm.start_gate): one starts its VM,
-    the other starts once that VM runs (its slot freed before luod-qemu hands the RAM over),
+    """Two luod-qemu on a host with one start slot (luod.vmm.start_gate), started with luod as
+    after a kexec: the first holds the slot while it waits for luod and boots its VM; the
+    second starts once that VM runs (the slot is freed before luod-qemu hands the RAM over),
     and both VMs end up running and preserved."""
-    daemon = start_daemon(tmp_path / "luod")
-    env = gate(tmp_path)
-    vms = [
-        LuodQemu(tmp_path / name, daemon.socket, name, entry=GATED, env=env) for name in ("a", "b")
-    ]
+    socket = tmp_path / "luod" / "run" / "liveupdate.sock"  # where start_daemon's luod listens
+    first = LuodQemu(tmp_path / "a", socket, "a", entry=GATED, env=gate(tmp_path)).start()
+    bad_wait = {**gate(tmp_path), "LUOD_VMM_START_WAIT": "soon"}  # said, and its default used
+    second = LuodQemu(tmp_path / "b", socket, "b", entry=GATED, env=bad_wait)
+    daemon = None
     try:
-        for vm in vms:
-            vm.start()
-        slots = {vm.vm: vm.wait_event("start-slot") for vm in vms}
-        assert all(slot["gated"] and slot["slot"] == 0 for slot in slots.values()), slots
-        first, second = sorted(vms, key=lambda vm: slots[vm.vm]["at"])
-        started = first.wait_event("started")
-        assert slots[second.vm]["at"] >= started["at"], (slots, started)
-        assert slots[second.vm]["waited"] > 0.05, slots  # the first one's imports, QEMU's start
-        for vm in vms:
+        held = first.wait_event("start-slot")
+        assert held["gated"] and held["slot"] == 0 and "ignored" not in held, held
+        first.wait_event("waiting-for-luod")  # holding the one slot
+        second.start()
+        time.sleep(0.5)
+        assert second.events() == []  # waiting for the slot
+        daemon = start_daemon(tmp_path / "luod")
+        slot = second.wait_event("start-slot")
+        assert slot["gated"] and slot["slot"] == 0 and slot["waited"] > 0.5, slot
+        assert slot["ignored"] == [
+            "LUOD_VMM_START_WAIT='soon' is not a number of seconds 0 or more: 60 used"
+        ]
+        started = first.wait_event("started")  # QEMU runs the guest: the slot was freed then
+        assert slot["at"] >= started["at"], (slot, started)
+        for vm in (first, second):
             assert vm.wait_event("preserved")["ram_bytes"] == 64 << 20
             assert vm_state(daemon, vm.vm) == "preserved"
             counting(vm.ram())
     finally:
-        for vm in vms:
+        for vm in (first, second):
             vm.kill()
-        daemon.stop()
+        if daemon is not None:
+            daemon.stop()
 
 
 def test_a_start_slot_comes_free_when_its_vmm_dies_or_after_the_wait(tmp_path: Path) -> None:

@@ -92,25 +92,48 @@ def test_the_slot_files_are_not_followed_through_a_symlink(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("environ", "expected"),
+    ("environ", "slots", "wait"),
     [
-        ({}, (start_gate.cpus(), start_gate.WAIT)),
-        ({"LUOD_VMM_START_SLOTS": "0"}, (0, start_gate.WAIT)),
-        ({"LUOD_VMM_START_SLOTS": "4", "LUOD_VMM_START_WAIT": "2.5"}, (4, 2.5)),
-        (
-            {"LUOD_VMM_START_SLOTS": "many", "LUOD_VMM_START_WAIT": "soon"},
-            (start_gate.cpus(), start_gate.WAIT),
-        ),
-        (
-            {"LUOD_VMM_START_SLOTS": "-1", "LUOD_VMM_START_WAIT": "-3"},
-            (start_gate.cpus(), start_gate.WAIT),
-        ),
+        ({}, start_gate.cpus(), start_gate.WAIT),
+        ({"LUOD_VMM_START_SLOTS": "0"}, 0, start_gate.WAIT),
+        ({"LUOD_VMM_START_SLOTS": "4", "LUOD_VMM_START_WAIT": "2.5"}, 4, 2.5),
+        ({"LUOD_VMM_START_WAIT": "0"}, start_gate.cpus(), 0.0),
     ],
 )
-def test_settings_from_the_environment(
-    environ: dict[str, str], expected: tuple[int, float]
-) -> None:
-    assert start_gate.settings(environ) == expected
+def test_settings_from_the_environment(environ: dict[str, str], slots: int, wait: float) -> None:
+    assert start_gate.settings(environ) == (slots, wait, ())
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("LUOD_VMM_START_SLOTS", "many"),
+        ("LUOD_VMM_START_SLOTS", "-1"),
+        ("LUOD_VMM_START_SLOTS", "2.5"),
+        ("LUOD_VMM_START_SLOTS", "1024"),  # a lock file each: at most 1023
+        ("LUOD_VMM_START_WAIT", "soon"),
+        ("LUOD_VMM_START_WAIT", "-3"),
+        ("LUOD_VMM_START_WAIT", "nan"),  # would never end the wait
+        ("LUOD_VMM_START_WAIT", "inf"),
+    ],
+)
+def test_a_bad_setting_is_not_used_and_said(name: str, text: str) -> None:
+    slots, wait, ignored = start_gate.settings({name: text})
+    assert (slots, wait) == (start_gate.cpus(), start_gate.WAIT)
+    assert len(ignored) == 1 and ignored[0].startswith(f"{name}={text!r} is not a "), ignored
+    assert ignored[0].endswith(" used"), ignored
+    bounds = "from 0 to 1023" if name == "LUOD_VMM_START_SLOTS" else "0 or more"
+    assert bounds in ignored[0], ignored
+
+
+def test_what_was_ignored_goes_with_the_slot(tmp_path: Path) -> None:
+    slot = start_gate.take(str(tmp_path), 1, 1.0, ("LUOD_VMM_START_WAIT='soon' is not ...",))
+    assert slot.describe() == {
+        "gated": True, "slot": 0, "waited": slot.describe()["waited"],
+        "ignored": ["LUOD_VMM_START_WAIT='soon' is not ..."],
+    }  # fmt: skip
+    slot.release()
+    assert "ignored" not in start_gate.take(str(tmp_path), 1).describe()
 
 
 def test_one_slot_per_cpu_this_process_may_use() -> None:
