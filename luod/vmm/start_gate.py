@@ -42,14 +42,23 @@ waiting VMMs cost a TCG guest 2 % of a start at this rate (bench/NOTES.md)."""
 class Slot:
     """The one owner of a held slot's lock fd (or of none: ``held`` False, and ``note`` says
     why the start was not gated). ``release()`` lets the next VMM start; closing on exit does
-    too."""
+    too. ``ignored``: settings that were not used (``settings``), said with the slot."""
 
-    def __init__(self, fd: int | None, index: int | None, waited: float, note: str) -> None:
+    def __init__(
+        self,
+        fd: int | None,
+        index: int | None,
+        waited: float,
+        note: str,
+        directory: str,
+        ignored: tuple[str, ...] = (),
+    ) -> None:
         self._fd = fd
         self.index = index
         self.waited = waited
         self.note = note
-        self.ignored: tuple[str, ...] = ()  # settings not used (luod.vmm.start_gate.settings)
+        self.directory = directory
+        self.ignored = ignored
 
     @property
     def held(self) -> bool:
@@ -61,12 +70,14 @@ class Slot:
             os.close(fd)  # the lock goes with the last fd of its open file
 
     def describe(self) -> dict[str, object]:
-        """For the VMM's log line: which slot, how long it waited, or why there was none."""
+        """For the VMM's log line: which slot and where, how long it waited, or why there was
+        none."""
         found: dict[str, object] = (
             {"gated": False, "note": self.note}
             if self.index is None
             else {"gated": True, "slot": self.index, "waited": round(self.waited, 3)}
         )
+        found["directory"] = self.directory
         return {**found, "ignored": list(self.ignored)} if self.ignored else found
 
 
@@ -123,18 +134,20 @@ def take(
     """A free slot of ``slots`` under ``directory`` (made if missing), waiting for one at most
     ``wait`` seconds; a Slot that holds none when there is no gate, no usable directory, or no
     slot came free in time. ``ignored``: settings not used (``settings``), for the log."""
-    slot = _take(directory, slots, wait, poll)
-    slot.ignored = ignored
-    return slot
+    fd, index, waited, note = _wait_for_slot(directory, slots, wait, poll)
+    return Slot(fd, index, waited, note, directory, ignored)
 
 
-def _take(directory: str, slots: int, wait: float, poll: float) -> Slot:
+def _wait_for_slot(
+    directory: str, slots: int, wait: float, poll: float
+) -> tuple[int | None, int | None, float, str]:
+    """(fd, index, waited, note) of a held slot, or (None, None, waited, why not)."""
     if slots <= 0:
-        return Slot(None, None, 0.0, "no gate (0 slots)")
+        return None, None, 0.0, "no gate (0 slots)"
     try:
         fds = _open_slots(directory, slots)
     except OSError as exc:
-        return Slot(None, None, 0.0, f"no gate: {directory}: {exc.strerror or exc}")
+        return None, None, 0.0, f"no gate: {directory}: {exc.strerror or exc}"
     began = time.monotonic()
     first = os.getpid() % slots  # VMMs starting at once try different slots first
     order = [(first + i) % slots for i in range(slots)]
@@ -142,11 +155,11 @@ def _take(directory: str, slots: int, wait: float, poll: float) -> Slot:
         for index in order:
             if _locked(fds[index]):
                 _close_all(fds, keep=index)
-                return Slot(fds[index], index, time.monotonic() - began, "")
+                return fds[index], index, time.monotonic() - began, ""
         waited = time.monotonic() - began
         if waited >= wait:
             _close_all(fds)
-            return Slot(None, None, waited, f"no slot free after {waited:.1f} s: started anyway")
+            return None, None, waited, f"no slot free after {waited:.1f} s: started anyway"
         time.sleep(min(poll, max(wait - waited, 0.0)))
 
 

@@ -169,6 +169,7 @@ def test_vmms_beyond_the_start_slots_start_once_a_vm_runs(tmp_path: Path) -> Non
     try:
         held = first.wait_event("start-slot")
         assert held["gated"] and held["slot"] == 0 and "ignored" not in held, held
+        assert held["directory"] == str(tmp_path / "gate"), held  # LUOD_VMM_START_DIR
         first.wait_event("waiting-for-luod")  # holding the one slot
         second.start()
         time.sleep(0.5)

@@ -23,7 +23,9 @@ def test_a_slot_is_held_until_released(tmp_path: Path) -> None:
     assert not second.held
     assert second.waited >= 0.2
     assert second.note.startswith("no slot free after 0.2 s: started anyway")
-    assert second.describe() == {"gated": False, "note": second.note}
+    assert second.describe() == {
+        "gated": False, "note": second.note, "directory": str(tmp_path)
+    }  # fmt: skip
     first.release()
     first.release()  # twice is harmless
     third = start_gate.take(str(tmp_path), 1, wait=0.2)
@@ -130,7 +132,7 @@ def test_what_was_ignored_goes_with_the_slot(tmp_path: Path) -> None:
     slot = start_gate.take(str(tmp_path), 1, 1.0, ("LUOD_VMM_START_WAIT='soon' is not ...",))
     assert slot.describe() == {
         "gated": True, "slot": 0, "waited": slot.describe()["waited"],
-        "ignored": ["LUOD_VMM_START_WAIT='soon' is not ..."],
+        "directory": str(tmp_path), "ignored": ["LUOD_VMM_START_WAIT='soon' is not ..."],
     }  # fmt: skip
     slot.release()
     assert "ignored" not in start_gate.take(str(tmp_path), 1).describe()

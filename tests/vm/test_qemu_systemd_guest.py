@@ -50,6 +50,10 @@ def run(luo_kernel: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     )
 
 
+def _is_json(line: str) -> bool:
+    return line.startswith("{")
+
+
 def load(share: Path, name: str) -> Any:
     return json.loads((share / name).read_text())
 
@@ -72,6 +76,10 @@ def test_qemu_unit_guest_goes_on_across_systemctl_kexec(run: Any) -> None:
     assert restored["state_bytes"] == frozen["state_bytes"] > 0
     assert restored["pause"] > restored["reboot"] > 0
     assert (share / "l2-active.txt").read_text().strip() == "active"
+    # the packaged luod-qemu (luod.qemu.start) took a start slot in the unit's RuntimeDirectory=
+    journal = (share / "l2-journal-2.txt").read_text().splitlines()
+    [slot] = [e for e in map(json.loads, filter(_is_json, journal)) if e["event"] == "start-slot"]
+    assert slot["gated"] and slot["directory"] == "/run/luod-qemu/start-slots", slot
     [vm] = load(share, "vms-before.json")["vms"]
     assert vm["id"] == "l2" and vm["state"] == "preserved"
     [again] = load(share, "vms-after.json")["vms"]
