@@ -108,6 +108,12 @@ def test_a_vmm_does_not_import_the_kernel_backend(vmm: str) -> None:
     assert not loaded & set(NOT_FOR_A_VMM), loaded & set(NOT_FOR_A_VMM)
 
 
+def test_the_vmm_start_gate_imports_only_the_smallest_modules() -> None:
+    """It runs before a VMM's own imports (luod.vmm.start_gate): the part of the start it gates."""
+    new = loaded_by("luod.vmm.start_gate") - loaded_after("pass")
+    assert new <= {"luod", "luod.vmm", "luod.vmm.start_gate", "fcntl", "__future__"}, new
+
+
 def test_structlog_still_works_without_rich() -> None:
     code = (
         "import luod.main, structlog, sys; from luod.daemon import logs; logs.configure();"
