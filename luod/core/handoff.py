@@ -39,13 +39,35 @@ def load_next_kernel(
     return text
 
 
+def require_loaded(backend: Backend) -> None:
+    """Raises LuodError ``no-kernel-loaded`` unless a next kernel is loaded (a read of sysfs)."""
+    if not backend.kernel_loaded():
+        raise LuodError(
+            "no-kernel-loaded",
+            "no next kernel is loaded",
+            "load one with kexec_file_load first (KEXEC kernel=...)",
+            errno.EINVAL,
+        )
+
+
 def kexec_direct(
     registry: Registry, backend: Backend, in_time: Callable[[], None] = lambda: None
 ) -> None:
     """Hand over and reboot. Returns only if reboot(2) failed (state then rolled back); raises
     KernelGone where the caller outlives the kexec (the simulator). ``in_time`` runs after the
-    sync, just before the reboot, and may raise LuodError to call the kexec off."""
-    _hand_over(registry, backend, backend.reboot_kexec, in_time)
+    sync, just before the reboot, and may raise LuodError to call the kexec off.
+
+    Nothing here asks whether a next kernel is loaded: every VM is paused by now, and a read of
+    /sys/kernel/kexec_loaded costs 1.6 ms of that pause under TCG (bench/NOTES.md). reboot(2)
+    refuses with EINVAL, before it freezes anything, when no image is loaded (docs/kernel.md
+    §5.2); that refusal is said as ``no-kernel-loaded``, as the check said it. The update driver
+    checks before FREEZE (``require_loaded``)."""
+    try:
+        _hand_over(registry, backend.reboot_kexec, in_time)
+    except LuodError as exc:
+        if exc.errno == errno.EINVAL:  # no image, or not in the initial pid namespace
+            require_loaded(backend)  # raises, saying so, in the first case
+        raise
 
 
 def kexec_systemd(
@@ -56,7 +78,9 @@ def kexec_systemd(
 ) -> None:
     """Hand over into systemd's fd store, then ``start_kexec`` (``systemctl kexec``). Returns
     once systemd accepted the job: luod is stopped by it soon and must not touch the sessions
-    again. Raises (state rolled back) when the custody is not the fd store or systemd refused."""
+    again. Raises (state rolled back) when the custody is not the fd store or systemd refused.
+    The loaded kernel is checked first: without one, ``systemctl kexec`` would load the boot
+    loader's default kernel itself."""
     if registry.custody_kind != "systemd":
         raise LuodError(
             "kexec-mode",
@@ -65,22 +89,11 @@ def kexec_systemd(
             "run luod as luod.service, or set kexec.mode = direct",
             errno.EINVAL,
         )
-    _hand_over(registry, backend, start_kexec, in_time)
+    require_loaded(backend)
+    _hand_over(registry, start_kexec, in_time)
 
 
-def _hand_over(
-    registry: Registry,
-    backend: Backend,
-    reboot: Callable[[], None],
-    in_time: Callable[[], None],
-) -> None:
-    if not backend.kernel_loaded():
-        raise LuodError(
-            "no-kernel-loaded",
-            "no next kernel is loaded",
-            "load one with kexec_file_load first (KEXEC kernel=...)",
-            errno.EINVAL,
-        )
+def _hand_over(registry: Registry, reboot: Callable[[], None], in_time: Callable[[], None]) -> None:
     try:
         began = time.monotonic()
         registry.begin_kexec()

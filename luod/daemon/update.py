@@ -257,6 +257,7 @@ class UpdateDriver:
             )
             self.machine.go(Phase.PREPARED, "every VM preserved")
             await holds.hold("prepared")
+            handoff.require_loaded(self.backend)  # here, not inside the VMs' pause
             self._stage_handoff()
             # the handoff's snapshot and the host's dirty pages flushed before the freeze: the
             # sync before reboot() then has little left, inside the VMs' pause (issue 17)
