@@ -46,8 +46,15 @@ def cgroup_of(pid: int, proc: Path = Path("/proc")) -> str | None:
 
 
 def retrieve_charged(session: Session, tokens: Sequence[int], cgroup: str | None) -> list[OwnedFd]:
-    """RETRIEVE_FD each token from inside ``cgroup``; in-process when cgroup is None."""
-    if cgroup is None or not (CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs").exists():
+    """RETRIEVE_FD each token from inside ``cgroup``; in-process when cgroup is None, or luod's
+    own: its pages are charged there either way, and the fork costs more than the rest of a
+    RECLAIM (a luod of 21 MB: 7-9 ms under TCG, with copy-on-write faults after it;
+    bench/NOTES.md). luod's cgroup is read each time: a process can be moved."""
+    if (
+        cgroup is None
+        or cgroup == cgroup_of(os.getpid())
+        or not (CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs").exists()
+    ):
         return [session.retrieve(token) for token in tokens]
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
