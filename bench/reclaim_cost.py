@@ -1,4 +1,6 @@
-"""Part 6 of the blackout budget (RECLAIM -> the VM's DONE) and what luod spends on each VM.
+"""A VM's reclaim, RECLAIM sent -> the VM's DONE, and what luod spends on each VM. (This was
+the blackout budget's part 6 until the sixteenth session; bench.blackout_budget now ends part 5
+at luod's answer, so this span is the answer's share of part 5 and all of part 6.)
 
 bench.blackout_budget's update on the simulator (VMMs hand over, FREEZE/READY, the simulated
 kexec), then the next luod starts and, SETTLE seconds after it serves (its start-up done), every
