@@ -215,7 +215,12 @@ class Daemon:
         it and exits."""
         try:
             self.startup()
-            server = VmmServer(self._bind(), self.handler, self.settings.limits.connections_per_uid)
+            server = VmmServer(
+                self._bind(),
+                self.handler,
+                self.settings.limits.connections_per_uid,
+                deferred=self.handler.deferred,
+            )
             async with asyncio.TaskGroup() as self._tasks:
                 await self.main_loop(server)
         finally:

@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 
@@ -58,6 +58,9 @@ class Verbs:
 
 
 class LuodHandler:
+    deferred: Final = frozenset({codec.Done})
+    """Served in a lull (luod.vmm.lull): a DONE after the RECLAIMs that came with it."""
+
     def __init__(
         self,
         registry: Registry,

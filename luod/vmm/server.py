@@ -24,6 +24,7 @@ from luod.fdpass import pack_rights, room, unpack_rights
 from luod.kernel import OwnedFd
 from luod.kernel.charged import cgroup_of
 from luod.vmm import codec, parse
+from luod.vmm.lull import Lull
 
 log = structlog.get_logger("luod.vmm")
 RECV_BYTES: Final = 65536
@@ -33,6 +34,8 @@ SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux's value; Py
 MAX_PEER_GROUPS: Final = 256  # getsockopt takes 1024 bytes at most; more groups: ERANGE
 ACCEPT_BACKOFF: Final = 0.1
 """After accept(2) fails (EMFILE: luod is out of fds), stop accepting for this long."""
+ACCEPT_BATCH: Final = 128
+"""Clients accepted in one turn of the loop at most (asyncio's own servers take their backlog)."""
 ACCEPT_LOG_EVERY: Final = 10.0
 """At most one ``accept-failed`` line per this many seconds; it counts the failures since."""
 
@@ -130,10 +133,18 @@ class Connection:
 
 class VmmServer:
     def __init__(
-        self, listener: socket.socket, handler: Handler, connections_per_uid: int = 1100
+        self,
+        listener: socket.socket,
+        handler: Handler,
+        connections_per_uid: int = 1100,
+        deferred: frozenset[type[codec.Request]] = frozenset(),
     ) -> None:
+        """``deferred``: the requests that wait for a lull (luod.vmm.lull) before they are
+        handled; the others go first."""
         self.listener = listener
         self.handler = handler
+        self.deferred = deferred
+        self.lull = Lull()
         self.connections: set[Connection] = set()
         self.connections_per_uid = connections_per_uid
         self._per_uid: Counter[int] = Counter()  # open connections by uid: counted at each
@@ -166,17 +177,25 @@ class VmmServer:
                 loop.remove_reader(self.listener.fileno())
                 if self._resume is not None:
                     self._resume.cancel()
+                self.lull.close()
                 for conn in list(self.connections):
                     conn.close()
 
     def _accept(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            sock, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # EMFILE and friends: keep serving the others
-            self._back_off(loop, exc)
-            return
+        """Take every client waiting, up to ACCEPT_BATCH (after a kexec, each VMM connects at
+        once: one accept a loop pass would hold the last VM's RECLAIM behind the others')."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving the others
+                self._back_off(loop, exc)
+                return
+            self._admit(sock, loop)
+
+    def _admit(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.lull.stir()
         try:
             sock.setblocking(False)
             peer = peer_of(sock)
@@ -267,6 +286,7 @@ class VmmServer:
             return
         for frame in frames:
             conn.inbox.put_nowait(frame)
+        self.lull.stir()
 
     def _fatal(self, conn: Connection, error: LuodError) -> None:
         """Framing is lost: answer once, then drop the connection."""
@@ -311,6 +331,10 @@ class VmmServer:
             log.exception("decode-crashed")
             return codec.encode(codec.error_reply(None, None, _internal()))
         try:
+            if type(request) in self.deferred:
+                await self.lull.wait()
+            else:
+                self.lull.stir()
             return await self.handler.handle(conn, request)
         except LuodError as exc:
             return codec.encode(codec.error_reply(request.cmd, request.seq, exc))
