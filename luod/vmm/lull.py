@@ -2,10 +2,10 @@
 client was accepted and no other request was read or answered, one such request a turn.
 
 After a kexec every VMM sends RECLAIM, and each sends DONE as soon as its RECLAIM is answered.
-A DONE (FINISH, forget, journal) costs luod about as much as a RECLAIM, and nothing waits for it:
-the VM runs again before its DONE. Served as they come, the first VMs' DONEs sit between the
-last VMs and their memory (docs/architecture.md §4, RECLAIM before DONE). The wait is bounded (``limit``): a client
-that never stops sending cannot hold a DONE back for longer.
+A DONE (FINISH, forget, journal) costs luod about as much as a RECLAIM, and nothing waits for
+it: the VM runs again before its DONE. Served as they come, the first VMs' DONEs sit between the
+last VMs and their memory (docs/architecture.md §4, "RECLAIM before DONE"). The wait is bounded
+(``limit``): a client that never stops sending cannot hold a DONE back for longer.
 """
 
 from __future__ import annotations
