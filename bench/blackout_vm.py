@@ -39,6 +39,11 @@ from luod.kernel import fdtable
 from luod.vmm.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
+VMM_CGROUP = Path("/sys/fs/cgroup/bench-vmms")
+"""With LUOD_BENCH_VMM_CGROUP=1 the VMMs (this bench's process, once luod is spawned) run in
+this cgroup, luod in the one it started in: as under systemd, where each VMM is a unit, every
+RECLAIM is retrieved inside another cgroup than luod's (docs/kernel.md §6.4)."""
+OWN_CGROUP_COUNT = 100
 STATE = vm_targets.STATE
 CLOCK_TRIES = 9
 WAIT = 600.0  # seconds, for the VMMs of one step under TCG
@@ -96,6 +101,7 @@ async def hand_over_and_update(count: int) -> None:
 def guest_first(count: int) -> None:
     STATE.mkdir(parents=True)
     vm_targets.spawn_luod(STATE, "", "--no-api")
+    vmms_apart()
     asyncio.run(hand_over_and_update(count))
 
 
@@ -107,6 +113,7 @@ def guest_reclaim(count: int, next_count: int | None) -> None:
     clock = host_offset()
     exec_at, since_boot = time.time(), time.clock_gettime(time.CLOCK_BOOTTIME)
     luod = vm_targets.spawn_luod(STATE, "", "--no-api")
+    vmms_apart()
     vmms = [Vmm(f"vm{i}") for i in range(count)]
     asyncio.run(blackout_budget.reclaim_all(vmms, _socket(), WAIT))
     sample = _sample(vmms, exec_at, {"exec": since_boot, "init": init_started()}, clock)
@@ -116,6 +123,13 @@ def guest_reclaim(count: int, next_count: int | None) -> None:
         asyncio.run(hand_over_and_update(next_count))
     luod.terminate()
     luod.wait(60)
+
+
+def vmms_apart() -> None:
+    """This process (the VMMs) into VMM_CGROUP, luod left where it started, when asked."""
+    if os.environ.get("LUOD_BENCH_VMM_CGROUP") == "1":
+        VMM_CGROUP.mkdir(exist_ok=True)
+        (VMM_CGROUP / "cgroup.procs").write_text("0")
 
 
 def across_kexec(
@@ -190,9 +204,11 @@ def run_vm(
     module: str = "bench.blackout_vm",
     timeout: float | None = None,
     memory: str = "2G",
+    vmm_cgroup: bool = False,
 ) -> list[dict[str, Any]]:
     """``module``'s guest stages (``first N``, ``reclaim N NEXT``..., ``reclaim N``) in one VM
-    run, and the sample each boot after a kexec wrote."""
+    run, and the sample each boot after a kexec wrote; ``vmm_cgroup``: the VMMs in a cgroup
+    apart from luod's (VMM_CGROUP)."""
     from bench.startup import byte_compile
     from tests.vm.qemu import resolve_kernel, run_guest
 
@@ -209,7 +225,7 @@ def run_vm(
         timeout=timeout or 300 + 300 * len(counts) + sum(counts),
         memory=memory,
         workdir=workdir,
-        env={"NEXT_KERNEL": str(kernel)},
+        env={"NEXT_KERNEL": str(kernel), "LUOD_BENCH_VMM_CGROUP": "1" if vmm_cgroup else "0"},
     ).check()
     return [
         json.loads((result.share / f"sample-{boot}.json").read_text())
@@ -270,7 +286,50 @@ def report(counts: tuple[int, ...] = COUNTS) -> str:
         + blackout_budget.budget_table(found)
         + "\n\nreboot() -> luod's exec, split (part 3 is the kernel's share: until PID 1):\n"
         + kernel_table(samples)
+        + "\n\n"
+        + apart_report(found)
     )
+
+
+def apart_report(same: Measures, count: int = OWN_CGROUP_COUNT) -> str:
+    """``count`` VMs again, their VMMs in a cgroup apart from luod's (as systemd units are):
+    each RECLAIM retrieved inside that cgroup, by luod's kept helper or a fork of luod (luod's
+    ``retrieved-in-cgroup`` lines say which), beside the run above (VMMs in luod's cgroup)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        samples = run_vm(Path(tmp), (count,), vmm_cgroup=True)
+        served = retrieved_via(Path(tmp))
+    apart = measures_of(samples)
+    rows = []
+    for name, found in (("luod's cgroup", same), ("a cgroup apart", apart)):
+        if count not in found.parts:  # the run above had other counts
+            continue
+        part5 = blackout_budget.summary(found.parts[count], 4)
+        rows.append(
+            [
+                name,
+                human(found.fan_out[count][0]),
+                human(part5[0]) if part5 else "-",
+                human(part5[1]) if part5 else "-",
+            ]
+        )
+    text = (
+        f"{count} VMs, the VMMs in luod's cgroup or in one apart (every RECLAIM charged there):\n"
+    )
+    text += table(["VMMs in", "fan-out", "part 5 median", "part 5 p99"], rows)
+    for via, spans in sorted(served.items()):
+        text += f"\n  retrieved via {via}: {len(spans)} RECLAIMs, median {human(median(spans))}"
+    return text
+
+
+def retrieved_via(workdir: Path) -> dict[str, list[float]]:
+    """From luod's logs of the last boot: each ``retrieved-in-cgroup`` span, by ``via``."""
+    logs = sorted(workdir.rglob("luod-*.log"))
+    served: dict[str, list[float]] = {}
+    for line in logs[-1].read_text(errors="replace").splitlines() if logs else []:
+        if '"retrieved-in-cgroup"' in line:
+            entry = json.loads(line)
+            served.setdefault(str(entry["via"]), []).append(float(entry["ms"]) / 1e3)
+    return served
 
 
 def main(argv: list[str]) -> None:

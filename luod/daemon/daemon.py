@@ -43,6 +43,7 @@ from luod.daemon.qualification_qemu import CanarySettings
 from luod.daemon.settings import ApiSettings, Settings
 from luod.daemon.update import Spawn, UpdateDriver
 from luod.kernel import Backend, open_backend
+from luod.kernel.retriever import ChargedRetriever
 from luod.vmm.server import VmmServer
 
 if TYPE_CHECKING:
@@ -134,11 +135,25 @@ class Daemon:
         )
         self._opened.callback(self.custody.close)
         self.registry = Registry(
-            self.backend, self.custody, settings.state_dir, settings.access, limits=settings.limits
+            self.backend,
+            self.custody,
+            settings.state_dir,
+            settings.access,
+            limits=settings.limits,
+            retriever=self._retriever(),
         )
         self._opened.callback(self.registry.close_journal)
         holds.hold_blocking("recovery")
         self.report: RecoveryReport = recover(self.registry, self.backend, self.custody)
+
+    def _retriever(self) -> ChargedRetriever | None:
+        """On the real kernel, RECLAIMs from other cgroups go through a kept helper
+        (luod.kernel.retriever); the simulator retrieves in place (Registry's default)."""
+        if self.backend.name != "kernel":
+            return None
+        retriever = ChargedRetriever(log)
+        self._opened.callback(retriever.close)
+        return retriever
 
     def _claim_dirs(self) -> None:
         """luod's directories, checked (luod.core.statedir), and the state directory locked

@@ -1,9 +1,9 @@
 """RETRIEVE_FD with the memory charged to the right cgroup (docs/kernel.md §6.4).
 
 The kernel charges a retrieved memfd's pages to the memcg of the task that retrieves. luod
-retrieves in a short-lived forked helper that first moves itself into the owner's cgroup, then
-passes the fds back over a socketpair. Only the first retrieve restores (and charges) pages;
-later ones return the same open file.
+retrieves in a helper that first moves itself into the owner's cgroup, then passes the fds back
+over a socketpair: the kept one (luod.kernel.retriever), else one forked for the request. Only
+the first retrieve restores (and charges) pages; later ones return the same open file.
 """
 
 from __future__ import annotations
@@ -46,16 +46,29 @@ def cgroup_of(pid: int, proc: Path = Path("/proc")) -> str | None:
 
 
 def retrieve_charged(session: Session, tokens: Sequence[int], cgroup: str | None) -> list[OwnedFd]:
-    """RETRIEVE_FD each token from inside ``cgroup``; in-process when cgroup is None, or luod's
-    own: its pages are charged there either way, and the fork costs more than the rest of a
-    RECLAIM (a luod of 21 MB: 7-9 ms under TCG, with copy-on-write faults after it;
-    bench/NOTES.md). luod's cgroup is read each time: a process can be moved."""
-    if (
-        cgroup is None
-        or cgroup == cgroup_of(os.getpid())
-        or not (CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs").exists()
-    ):
+    """RETRIEVE_FD each token from inside ``cgroup``: in luod's process when it may
+    (``in_place``), else in a forked helper. luod keeps a helper instead
+    (luod.kernel.retriever), and forks only while that one starts or after it is lost."""
+    if in_place(cgroup):
         return [session.retrieve(token) for token in tokens]
+    assert cgroup is not None
+    return retrieve_forked(session, tokens, cgroup)
+
+
+def in_place(cgroup: str | None) -> bool:
+    """Whether luod itself may retrieve for a VMM in ``cgroup``: when cgroup is None, luod's
+    own (its pages are charged there either way, and a fork costs more than the rest of a
+    RECLAIM: bench/NOTES.md), or gone. luod's cgroup is read each time: a process can be moved."""
+    return cgroup is None or cgroup == cgroup_of(os.getpid()) or not procs_of(cgroup).exists()
+
+
+def procs_of(cgroup: str) -> Path:
+    """The ``cgroup.procs`` file a process writes to enter ``cgroup``."""
+    return CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs"
+
+
+def retrieve_forked(session: Session, tokens: Sequence[int], cgroup: str) -> list[OwnedFd]:
+    """RETRIEVE_FD in a helper forked from luod that moves itself into ``cgroup`` first."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the helper process
@@ -73,7 +86,7 @@ def _helper(session: Session, tokens: Sequence[int], cgroup: str, channel: socke
     code = 0
     try:
         with contextlib.suppress(OSError):  # else charged to luod's cgroup
-            (CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs").write_text("0")
+            procs_of(cgroup).write_text("0")
         fds = [session.retrieve(token).detach() for token in tokens]
         channel.sendmsg([b"ok"], pack_rights(fds))
     except OSError as exc:
@@ -86,6 +99,8 @@ def _helper(session: Session, tokens: Sequence[int], cgroup: str, channel: socke
 def _receive(
     channel: socket.socket, count: int, session: Session, tokens: Sequence[int]
 ) -> list[OwnedFd]:
+    """The helper's answer: its fds, or its errno raised as RETRIEVE_FD's (EIO when it said
+    nothing that makes sense)."""
     data, ancillary, flags, _ = channel.recvmsg(64, room(count), socket.MSG_CMSG_CLOEXEC)
     fds = [OwnedFd(n) for n in unpack_rights(ancillary)]
     if flags & socket.MSG_CTRUNC or data != b"ok" or len(fds) != count:

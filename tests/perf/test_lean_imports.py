@@ -142,6 +142,15 @@ def test_the_keeper_starts_without_argparse_or_dataclasses(heavy: str) -> None:
     assert heavy not in loaded_by("luod.custody.keeper")
 
 
+@pytest.mark.parametrize(
+    "heavy", ["_cffi_backend", "luod.kernel.uapi", "luod.kernel.session", "asyncio", "structlog"]
+)
+def test_the_kept_retrieve_helper_stays_small(heavy: str) -> None:
+    """luod starts it at the first RECLAIM from another cgroup, and forks for each such RECLAIM
+    until it is up: its start is counted in forks of luod (luod.kernel.retriever)."""
+    assert heavy not in loaded_by("luod.kernel.retriever_helper")
+
+
 def test_the_keeper_reads_luods_command_line_as_argparse_would() -> None:
     from pathlib import Path
 

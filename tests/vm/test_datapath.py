@@ -44,8 +44,7 @@ def test_handover_kill9_kexec_kill9_reclaim(
     assert {v["id"]: v["state"] for v in restarted} == {"vm-a": "preserved", "vm-b": "preserved"}
     # The keeper killed: luod logged the loss at error level, a new keeper got every session,
     # and a luod killed after that took them back from it alone (issue 13 §5).
-    events = [json.loads(line) for line in (share / "luod-1b.log").read_text().splitlines()
-              if line.startswith("{")]  # fmt: skip
+    events = _events(share / "luod-1b.log")
     lost = [e for e in events if e["event"] == "custody-lost"]
     assert lost and lost[0]["level"] == "error"
     assert [e["sessions"] for e in events if e["event"] == "custody-renewed"] == [3]
@@ -64,11 +63,22 @@ def test_handover_kill9_kexec_kill9_reclaim(
         assert verdict["event"] == "verified", verdict
         assert all(verdict["files"].values()) and verdict["files"]
     assert json.loads((share / "list-after-reclaim.json").read_text()) == []
-    # vm-a's 64 MiB were charged to its VMM's cgroup (docs/kernel.md §6.4: the retrieving task's
-    # memcg). Its VMM itself only reads them, which charges nothing: without luod's helper
-    # retrieving from inside that cgroup, the pages would sit in luod's cgroup instead.
+    # vm-b's RECLAIM, from a cgroup of its own, forked luod and started the kept retrieve helper
+    # (luod.kernel.retriever); vm-a's, from another, went through that helper. vm-a's 64 MiB were
+    # charged to its VMM's cgroup (docs/kernel.md §6.4: the retrieving task's memcg); its VMM
+    # only reads them, which charges nothing: retrieved from outside that cgroup, the pages
+    # would sit in luod's instead. And the helper went back to luod's cgroup after each, so
+    # that both cgroups could be removed (a systemd unit's stop removes its cgroup).
+    served = {e["cgroup"]: e["via"] for e in _events(share / "luod-2b.log")
+              if e["event"] == "retrieved-in-cgroup"}  # fmt: skip
+    assert (served.get("/vm-b"), served.get("/vm-a")) == ("fork", "helper"), served
     vm_a_peak = int((share / "memory-peak-vm-a").read_text())
     assert vm_a_peak >= 64 * MIB, f"vm-a's cgroup peaked at {vm_a_peak} bytes"
+    vm_b_peak = int((share / "memory-peak-vm-b").read_text())
+    assert vm_b_peak >= 24 * MIB, f"vm-b's cgroup peaked at {vm_b_peak} bytes"
+    for vm in ("vm-a", "vm-b"):
+        assert (share / f"procs-{vm}-after").read_text().split() == [], vm
+        assert (share / f"rmdir-{vm}").read_text().strip() == "removed", vm
     before, boot2, after = (
         int((share / f"memtotal-{name}").read_text()) for name in ("before", "boot2", "after")
     )
@@ -96,3 +106,8 @@ def _last_event(log: Path) -> dict[str, Any]:
     lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
     assert lines, f"{log.name}: no result line:\n{log.read_text()}"
     return dict(json.loads(lines[-1]))
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    """luod's JSON log lines in ``path``."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]

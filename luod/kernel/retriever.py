@@ -1,0 +1,211 @@
+"""The kept retrieve helper, luod's side: RETRIEVE_FD charged to a VMM's cgroup without a fork of
+luod for each RECLAIM (docs/kernel.md §6.4).
+
+A VMM in its own cgroup (each ``luod-qemu@`` unit) must get its memory charged there, so the
+retrieve runs in a process that enters that cgroup. A fork of luod did it for each RECLAIM: 1.4
+ms on a host for a luod of 21 MB, 7 ms under TCG, copy-on-write faults after. luod now starts
+``luod.kernel.retriever_helper`` at the first such RECLAIM (that one still forks) and sends it
+the next ones; it enters the VMM's cgroup, retrieves, hands the fds back and returns to luod's.
+While it starts, and after it failed, luod forks as before: nothing waits for the helper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import luod
+from luod.fdpass import pack_rights, room, unpack_rights
+from luod.kernel import charged, uapi, validate
+from luod.kernel.errors import LuoError
+from luod.kernel.fd import OwnedFd
+from luod.kernel.session import Session
+
+REPLY_TIMEOUT: Final = 60.0
+"""Seconds a request may take (RETRIEVE_FD is linear in size, docs/kernel.md §6.2); then the
+helper counts as lost, is killed, and luod forks for the request instead."""
+STARTS: Final = 3
+"""Helpers started at most in luod's life: after that many were lost, luod only forks."""
+HELPER_FLAGS: Final = ("-S",)  # no site: standard library and luod.fdpass (PYTHONPATH below)
+_ENV_DROP: Final = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "FDSTORE")
+
+
+class Log(Protocol):
+    """Where the retriever says what it did: luod's logger, given by the daemon (the kernel
+    layer imports no logging of its own)."""
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+
+class HelperLost(Exception):
+    """The helper did not answer as it should (gone, silent, garbled): fork instead."""
+
+
+class Helper:
+    """One kept helper process and luod's end of its socket (the owner of both)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], channel: socket.socket) -> None:
+        self.process = process
+        self.channel = channel
+        self.ready = False
+
+    @classmethod
+    def start(cls, home: str | None = None) -> Helper:
+        """Spawn a helper; ``home``: the cgroup.procs it returns to after each request
+        (default: its own cgroup's, which is luod's)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+        source_root = str(Path(luod.__file__).resolve().parent.parent)  # from a checkout too
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+        command = [sys.executable, *HELPER_FLAGS, "-m", "luod.kernel.retriever_helper"]
+        command += [str(theirs.fileno()), *([home] if home else [])]
+        try:
+            process = subprocess.Popen(
+                command, pass_fds=(theirs.fileno(),), env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return cls(process, ours)
+
+    def poll_ready(self) -> bool:
+        """Whether the helper said ``ready`` (without waiting for it)."""
+        if not self.ready:
+            try:
+                data = self.channel.recv(64, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            if not data.startswith(b"ready "):
+                raise HelperLost(f"the helper said {data[:32]!r}, not ready")
+            self.ready = True
+        return True
+
+    def retrieve(self, session: Session, tokens: Sequence[int], procs: Path) -> list[OwnedFd]:
+        request = {"procs": str(procs), "cmd": uapi.SESSION_RETRIEVE_FD, "fd_at": FD_AT}
+        request["args"] = [_argument(session, token) for token in tokens]
+        try:
+            self.channel.sendmsg([json.dumps(request).encode()], pack_rights([session.fileno()]))
+            self.channel.settimeout(REPLY_TIMEOUT)
+            try:
+                data, ancillary, flags, _ = self.channel.recvmsg(
+                    64, room(len(tokens)), socket.MSG_CMSG_CLOEXEC
+                )
+            finally:
+                self.channel.settimeout(None)
+        except OSError as exc:  # the helper is gone, or silent past the timeout
+            raise HelperLost(str(exc)) from exc
+        fds = [OwnedFd(n) for n in unpack_rights(ancillary)]
+        if data == b"ok" and len(fds) == len(tokens) and not flags & socket.MSG_CTRUNC:
+            return fds
+        for fd in fds:
+            fd.close()
+        if data.startswith(b"err ") and data[4:].isdigit():
+            code = int(data[4:])
+            raise LuoError(code, "RETRIEVE_FD", session=session.known_name, token=tokens[0])
+        raise HelperLost(f"the helper answered {data[:32]!r} with {len(fds)} fds")
+
+    def close(self) -> None:
+        """luod's end closed (the helper leaves at that), the process reaped, killed if need be."""
+        self.channel.close()
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+FD_AT: Final = int(uapi.ffi.offsetof("struct liveupdate_session_retrieve_fd", "fd"))
+
+
+def _argument(session: Session, token: int) -> str:
+    validate.token(token, "RETRIEVE_FD", session.known_name)
+    arg = uapi.new_arg(uapi.SESSION_RETRIEVE_FD, fd=-1, token=token)
+    return bytes(uapi.ffi.buffer(arg)).hex()
+
+
+class ChargedRetriever:
+    """The registry's retriever on the real kernel: in place when it may (luod.kernel.charged),
+    else through the kept helper once it is ready, else a fork. Owns the helper."""
+
+    def __init__(self, log: Log, start: Callable[[], Helper] = Helper.start) -> None:
+        self.log = log
+        self._start = start
+        self._helper: Helper | None = None
+        self._starts = 0
+        self._lock = threading.Lock()  # one request at a time (the registry's lock holds too)
+
+    def __call__(
+        self, session: Session, tokens: Sequence[int], cgroup: str | None
+    ) -> list[OwnedFd]:
+        if charged.in_place(cgroup):
+            return [session.retrieve(token) for token in tokens]
+        assert cgroup is not None
+        with self._lock:
+            began = time.perf_counter()
+            helper = self._ready()
+            if helper is not None:
+                try:
+                    fds = helper.retrieve(session, tokens, charged.procs_of(cgroup))
+                except HelperLost as exc:
+                    self._lose(str(exc))
+                else:
+                    self._served(cgroup, "helper", began)
+                    return fds
+            fds = charged.retrieve_forked(session, tokens, cgroup)
+            self._served(cgroup, "fork", began)
+            return fds
+
+    def close(self) -> None:
+        with self._lock:
+            if self._helper is not None:
+                self._helper.close()
+                self._helper = None
+
+    def _ready(self) -> Helper | None:
+        """The helper if it is ready; else None (fork), after starting one if there is none."""
+        if self._helper is None:
+            if self._starts < STARTS:
+                self._starts += 1
+                try:
+                    self._helper = self._start()
+                except OSError as exc:
+                    self.log.warning("retriever-start-failed", error=str(exc), hint=_HINT)
+            return None
+        if self._helper.process.poll() is not None:
+            self._lose(f"the helper exited ({self._helper.process.returncode})")
+            return None
+        try:
+            return self._helper if self._helper.poll_ready() else None
+        except HelperLost as exc:
+            self._lose(str(exc))
+            return None
+
+    def _lose(self, why: str) -> None:
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            with contextlib.suppress(OSError):
+                helper.process.kill()
+            helper.close()
+        left = STARTS - self._starts
+        self.log.warning("retriever-lost", error=why, starts_left=left, hint=_HINT)
+
+    def _served(self, cgroup: str, via: str, began: float) -> None:
+        ms = round((time.perf_counter() - began) * 1e3, 3)
+        self.log.info("retrieved-in-cgroup", cgroup=cgroup, via=via, ms=ms)
+
+
+_HINT = "luod forks a helper for each RECLAIM from another cgroup meanwhile: slower, not wrong"

@@ -1,0 +1,258 @@
+"""The kept retrieve helper (luod.kernel.retriever): RECLAIMs from another cgroup go to one
+helper process instead of a fork of luod each; while it starts, or once lost, luod forks as
+before; a kernel error is the kernel's answer, not a reason to fork. The helper itself (a real
+process here) enters the VMM's cgroup for each request and goes back to its own."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from luod.kernel import charged, retriever
+from luod.kernel.errors import LuoError
+from luod.kernel.fd import OwnedFd
+from luod.kernel.retriever import ChargedRetriever, Helper, HelperLost
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append(("info", event, fields))
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.lines.append(("warning", event, fields))
+
+    def via(self) -> list[str]:
+        return [f["via"] for _, e, f in self.lines if e == "retrieved-in-cgroup"]
+
+
+class Session:
+    known_name = "vm1"
+
+    def __init__(self) -> None:
+        self.in_place = 0
+        self._null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def fileno(self) -> int:
+        return self._null
+
+    def retrieve(self, token: int) -> OwnedFd:
+        self.in_place += 1
+        return OwnedFd(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+
+    def close(self) -> None:
+        os.close(self._null)
+
+
+class FakeProcess:
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def kill(self) -> None:
+        self.returncode = -9
+
+
+class FakeHelper:
+    """A helper that is ready after ``polls`` looks, then answers with ``answer``."""
+
+    def __init__(self, polls: int = 0, answer: Exception | None = None) -> None:
+        self.process = FakeProcess()
+        self.polls = polls
+        self.answer = answer
+        self.served = 0
+        self.closed = False
+
+    def poll_ready(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+    def retrieve(self, session: Any, tokens: Sequence[int], procs: Path) -> list[OwnedFd]:
+        if self.answer is not None:
+            raise self.answer
+        self.served += 1
+        return [OwnedFd(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)) for _ in tokens]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def cgroups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Sequence[int]]:
+    """luod in /luod, VMMs in /vm1 and /vm2; forks recorded (the tokens each got), not made."""
+    for name in ("luod", "vm1", "vm2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cgroup.procs").write_text("")
+    monkeypatch.setattr(charged, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(charged, "cgroup_of", lambda pid: "/luod" if pid == os.getpid() else None)
+    forks: list[Sequence[int]] = []
+
+    def forked(session: Any, tokens: Sequence[int], cgroup: str) -> list[OwnedFd]:
+        forks.append(tokens)
+        return [OwnedFd(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)) for _ in tokens]
+
+    monkeypatch.setattr(charged, "retrieve_forked", forked)
+    return forks
+
+
+def reclaim(kept: ChargedRetriever, cgroup: str | None, tokens: Sequence[int] = (1,)) -> None:
+    session = Session()
+    try:
+        for fd in kept(session, tokens, cgroup):  # type: ignore[arg-type]
+            fd.close()
+    finally:
+        session.close()
+
+
+def test_the_first_foreign_reclaim_forks_and_starts_the_helper_the_next_use_it(
+    cgroups: list[Sequence[int]],
+) -> None:
+    helpers: list[FakeHelper] = []
+
+    def start() -> FakeHelper:
+        helpers.append(FakeHelper())
+        return helpers[-1]
+
+    log = Log()
+    kept = ChargedRetriever(log, start=start)  # type: ignore[arg-type]
+    reclaim(kept, "/vm1")
+    reclaim(kept, "/vm2", (1, 2))
+    reclaim(kept, "/vm1")
+    assert len(helpers) == 1 and helpers[0].served == 2
+    assert len(cgroups) == 1  # one fork, not three
+    assert log.via() == ["fork", "helper", "helper"]
+
+
+def test_luods_own_cgroup_never_starts_a_helper(cgroups: list[Sequence[int]]) -> None:
+    started: list[FakeHelper] = []
+
+    def start() -> FakeHelper:
+        started.append(FakeHelper())
+        return started[-1]
+
+    kept = ChargedRetriever(Log(), start=start)  # type: ignore[arg-type]
+    for cgroup in ("/luod", None, "/gone"):
+        reclaim(kept, cgroup)
+    assert started == [] and cgroups == []
+
+
+def test_while_the_helper_starts_luod_forks(cgroups: list[Sequence[int]]) -> None:
+    helper = FakeHelper(polls=2)
+    log = Log()
+    kept = ChargedRetriever(log, start=lambda: helper)  # type: ignore[arg-type, return-value]
+    for _ in range(4):
+        reclaim(kept, "/vm1")
+    assert log.via() == ["fork", "fork", "fork", "helper"]
+
+
+def test_a_lost_helper_costs_a_fork_and_is_started_again_a_few_times_only(
+    cgroups: list[Sequence[int]],
+) -> None:
+    helpers: list[FakeHelper] = []
+
+    def start() -> FakeHelper:
+        helpers.append(FakeHelper(answer=HelperLost("gone")))
+        return helpers[-1]
+
+    log = Log()
+    kept = ChargedRetriever(log, start=start)  # type: ignore[arg-type]
+    for _ in range(2 * retriever.STARTS + 2):
+        reclaim(kept, "/vm1")
+    assert len(helpers) == retriever.STARTS
+    assert all(h.closed for h in helpers)
+    assert set(log.via()) == {"fork"} and len(cgroups) == 2 * retriever.STARTS + 2
+    lost = [f for level, e, f in log.lines if e == "retriever-lost"]
+    assert len(lost) == retriever.STARTS and lost[-1]["starts_left"] == 0
+    assert all(level == "warning" for level, e, _ in log.lines if e == "retriever-lost")
+
+
+def test_an_exited_helper_is_noticed_before_a_request_is_sent(
+    cgroups: list[Sequence[int]],
+) -> None:
+    helper = FakeHelper(polls=1)
+    log = Log()
+    kept = ChargedRetriever(log, start=lambda: helper)  # type: ignore[arg-type, return-value]
+    reclaim(kept, "/vm1")  # fork, helper started
+    helper.process.returncode = 1
+    reclaim(kept, "/vm1")
+    assert log.via() == ["fork", "fork"] and helper.closed
+    assert [e for _, e, _ in log.lines if e == "retriever-lost"] == ["retriever-lost"]
+
+
+def test_the_kernels_refusal_through_the_helper_is_raised_not_retried_by_a_fork(
+    cgroups: list[Sequence[int]],
+) -> None:
+    helper = FakeHelper(answer=LuoError(errno.ENOMEM, "RETRIEVE_FD", session="vm1", token=1))
+    kept = ChargedRetriever(Log(), start=lambda: helper)  # type: ignore[arg-type, return-value]
+    reclaim(kept, "/vm1")
+    with pytest.raises(LuoError) as raised:
+        reclaim(kept, "/vm1")
+    assert raised.value.errno == errno.ENOMEM and len(cgroups) == 1
+
+
+# --- the helper process itself ---------------------------------------------------------------
+@pytest.fixture
+def real_helper(tmp_path: Path) -> Iterator[tuple[Helper, Path]]:
+    home = tmp_path / "home.procs"
+    home.write_text("")
+    helper = Helper.start(home=str(home))
+    deadline = time.monotonic() + 30
+    while not helper.poll_ready():
+        assert helper.process.poll() is None, "the helper exited before it was ready"
+        assert time.monotonic() < deadline, "the helper never said ready"
+        time.sleep(0.01)
+    yield helper, home
+    helper.close()
+
+
+def test_the_helper_enters_the_cgroup_answers_the_kernels_errno_and_goes_home(
+    real_helper: tuple[Helper, Path], tmp_path: Path
+) -> None:
+    helper, home = real_helper
+    target = tmp_path / "vm1.procs"
+    for round_ in range(2):  # it stays for the next request
+        target.write_text("")
+        home.write_text("")
+        session = Session()  # /dev/null: RETRIEVE_FD is not its ioctl
+        try:
+            with pytest.raises(LuoError) as raised:
+                helper.retrieve(session, [7], target)  # type: ignore[arg-type]
+        finally:
+            session.close()
+        assert raised.value.errno == errno.ENOTTY, round_
+        assert target.read_text() == "0" and home.read_text() == "0"
+    assert helper.process.poll() is None
+
+
+def test_the_helper_leaves_when_luod_closes_its_end(real_helper: tuple[Helper, Path]) -> None:
+    helper, _ = real_helper
+    helper.channel.close()
+    assert helper.process.wait(timeout=10) == 0
+
+
+def test_a_helper_that_cannot_go_home_leaves_and_is_lost(tmp_path: Path) -> None:
+    helper = Helper.start(home=str(tmp_path / "no-such-dir" / "cgroup.procs"))
+    try:
+        while not helper.poll_ready():
+            time.sleep(0.01)
+        session = Session()
+        try:
+            with pytest.raises(LuoError):
+                helper.retrieve(session, [7], tmp_path / "vm1.procs")  # type: ignore[arg-type]
+            with pytest.raises(HelperLost):
+                helper.retrieve(session, [7], tmp_path / "vm1.procs")  # type: ignore[arg-type]
+        finally:
+            session.close()
+        assert helper.process.wait(timeout=10) != 0
+    finally:
+        helper.close()
