@@ -89,6 +89,8 @@ class Helper:
                 data = self.channel.recv(64, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return False
+            except OSError as exc:
+                raise HelperLost(str(exc)) from exc
             if not data.startswith(b"ready "):
                 raise HelperLost(f"the helper said {data[:32]!r}, not ready")
             self.ready = True
@@ -182,7 +184,7 @@ class ChargedRetriever:
                 self._starts += 1
                 try:
                     self._helper = self._start()
-                except OSError as exc:
+                except (OSError, subprocess.SubprocessError) as exc:
                     self.log.warning("retriever-start-failed", error=str(exc), hint=_HINT)
             return None
         if self._helper.process.poll() is not None:

@@ -256,3 +256,41 @@ def test_a_helper_that_cannot_go_home_leaves_and_is_lost(tmp_path: Path) -> None
         assert helper.process.wait(timeout=10) != 0
     finally:
         helper.close()
+
+
+def test_a_helper_lost_before_ready_costs_a_fork_not_a_failed_reclaim(
+    cgroups: list[Sequence[int]],
+) -> None:
+    class Reset(FakeHelper):
+        def poll_ready(self) -> bool:
+            raise HelperLost("[Errno 104] Connection reset by peer")
+
+    log = Log()
+    kept = ChargedRetriever(log, start=Reset)  # type: ignore[arg-type]
+    reclaim(kept, "/vm1")
+    reclaim(kept, "/vm1")  # the RECLAIM is served by a fork, not failed
+    assert log.via() == ["fork", "fork"] and len(cgroups) == 2
+
+
+def test_a_helper_that_cannot_be_started_costs_forks_only(cgroups: list[Sequence[int]]) -> None:
+    def start() -> FakeHelper:
+        raise OSError(errno.EAGAIN, "fork: resource temporarily unavailable")
+
+    log = Log()
+    kept = ChargedRetriever(log, start=start)  # type: ignore[arg-type]
+    for _ in range(retriever.STARTS + 2):
+        reclaim(kept, "/vm1")
+    assert set(log.via()) == {"fork"}
+    failed = [e for level, e, _ in log.lines if level == "warning"]
+    assert failed == ["retriever-start-failed"] * retriever.STARTS
+
+
+def test_poll_ready_turns_a_closed_socket_into_a_lost_helper(tmp_path: Path) -> None:
+    import socket
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    helper = Helper(FakeProcess(), ours)  # type: ignore[arg-type]
+    theirs.close()
+    with pytest.raises(HelperLost):
+        helper.poll_ready()
+    ours.close()

@@ -5,6 +5,12 @@ set -x
 L2="python3 $SHARE/l2guest.py"
 luod_up
 wait_for "$SHARE/luod-qemu/l2.jsonl" '"restored"' 1800
+# l2's RECLAIM came from its unit's cgroup: luod forked into it and started its kept retrieve
+# helper, which must run inside luod.service's sandbox (luod.kernel.retriever)
+for pid in $(cat /sys/fs/cgroup/system.slice/luod.service/cgroup.procs); do
+    tr '\0' ' ' <"/proc/$pid/cmdline"; echo
+done >"$SHARE/luod-unit-procs.txt"
+luod_journal luod-journal-2.txt
 $L2 twice /run/luod-qemu/l2.json "$SHARE/l2-after-1.json" "$SHARE/l2-after-2.json"
 for _ in $(seq 1 1200); do
     journalctl -b -u luod-qemu@l2.service -o cat | grep -q '"preserved"' && break
