@@ -67,20 +67,22 @@ def line(cmd: str, seq: int) -> bytes:
     return json.dumps({"cmd": cmd, "seq": seq, "id": "vm0"}).encode() + b"\n"
 
 
-def test_a_done_read_with_a_reclaim_is_served_after_it(tmp_path: Path) -> None:
-    listener = listening(tmp_path / "s")
+def served_order(path: Path, deferred: frozenset[type[codec.Request]]) -> list[str]:
+    """Two clients: one sends DONE, then the other RECLAIM, before the server's next turn;
+    the order in which the handler got them."""
+    listener = listening(path)
     recorder = Recorder()
 
     async def body() -> None:
-        server = VmmServer(listener, recorder, deferred=frozenset({codec.Done}))
+        server = VmmServer(listener, recorder, deferred=deferred)
         serving = asyncio.create_task(server.serve())
-        finishing, reclaiming = connected(tmp_path / "s"), connected(tmp_path / "s")
+        finishing, reclaiming = connected(path), connected(path)
         finishing.setblocking(False)
         reclaiming.setblocking(False)
         while len(server.connections) < 2:
             await asyncio.sleep(0.001)
-        finishing.sendall(line("DONE", 1))  # first in the sockets,
-        reclaiming.sendall(line("RECLAIM", 2))  # but the RECLAIM is answered first
+        finishing.sendall(line("DONE", 1))  # first in the sockets
+        reclaiming.sendall(line("RECLAIM", 2))
         for client in (finishing, reclaiming):
             reply = await asyncio.get_running_loop().sock_recv(client, 4096)
             assert json.loads(reply)["ok"]
@@ -92,32 +94,13 @@ def test_a_done_read_with_a_reclaim_is_served_after_it(tmp_path: Path) -> None:
         asyncio.run(body())
     finally:
         listener.close()
-    assert recorder.seen == ["RECLAIM", "DONE"]
+    return recorder.seen
+
+
+def test_a_done_read_with_a_reclaim_is_served_after_it(tmp_path: Path) -> None:
+    assert served_order(tmp_path / "s", frozenset({codec.Done})) == ["RECLAIM", "DONE"]
 
 
 def test_without_deferral_requests_go_in_the_order_read(tmp_path: Path) -> None:
     """The control: the same two clients, nothing deferred."""
-    listener = listening(tmp_path / "s")
-    recorder = Recorder()
-
-    async def body() -> None:
-        server = VmmServer(listener, recorder)
-        serving = asyncio.create_task(server.serve())
-        finishing, reclaiming = connected(tmp_path / "s"), connected(tmp_path / "s")
-        finishing.setblocking(False)
-        reclaiming.setblocking(False)
-        while len(server.connections) < 2:
-            await asyncio.sleep(0.001)
-        finishing.sendall(line("DONE", 1))
-        reclaiming.sendall(line("RECLAIM", 2))
-        for client in (finishing, reclaiming):
-            await asyncio.get_running_loop().sock_recv(client, 4096)
-            client.close()
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
-
-    try:
-        asyncio.run(body())
-    finally:
-        listener.close()
-    assert recorder.seen == ["DONE", "RECLAIM"]
+    assert served_order(tmp_path / "s", frozenset()) == ["DONE", "RECLAIM"]
