@@ -59,6 +59,18 @@ def test_retrieve_fd_twice_returns_the_same_open_file(luo: Luo, boots: Any) -> N
     boots.run(preserve_two("kx-same-file"), stage2)
 
 
+def test_a_retrieved_fd_closed_can_be_retrieved_again(luo: Luo, boots: Any) -> None:
+    """A retrieve helper lost with the only fd (luod.kernel.retriever) costs nothing: the next
+    RETRIEVE_FD of that token gives the file back, its contents intact (docs/kernel.md §6.4)."""
+
+    def stage2(luo: Luo, _: dict[str, Any]) -> None:
+        session = luo.retrieve("kx-lost-fd")
+        os.close(session.retrieve(1).detach())
+        assert read_all(luo.own(session.retrieve(1))) == b"first"
+
+    boots.run(preserve_two("kx-lost-fd"), stage2)
+
+
 def test_files_retrieve_in_any_order(luo: Luo, boots: Any) -> None:
     def stage2(luo: Luo, _: dict[str, Any]) -> None:
         session = luo.retrieve("kx-any-order")
