@@ -11,13 +11,12 @@ host, 0.7-0.9 s in the TCG test guest) then runs beside luod's instead of after 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Final
 
-import luod
+from luod.childenv import child_env
 from luod.custody.keeper import EXIT_BUSY, EXIT_READY
 from luod.errors import LuodError
 
@@ -27,7 +26,6 @@ KEEPER_FLAGS: Final = ("-S",)
 """The keeper runs without ``site``: it imports the standard library and luod alone (found on
 the PYTHONPATH given here), and processing site-packages' .pth files was a fifth of its start in
 the TCG test guest (0.83 -> 0.65 s, median of 7, bench/NOTES.md "Start-up")."""
-_CHILD_ENV_DROP: Final = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "FDSTORE")
 
 
 class KeeperStart:
@@ -42,9 +40,7 @@ class KeeperStart:
     def begin(cls, path: Path) -> KeeperStart:
         """Spawn the starter for a keeper at ``path``; raises ``custody-unavailable`` when it
         cannot run at all."""
-        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
-        source_root = str(Path(luod.__file__).resolve().parent.parent)  # from a checkout too
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+        env = child_env()
         command = [
             sys.executable,
             *KEEPER_FLAGS,

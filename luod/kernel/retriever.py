@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import luod
+from luod.childenv import child_env
 from luod.fdpass import pack_rights, room, unpack_rights
 from luod.kernel import charged, uapi, validate
 from luod.kernel.errors import LuoError
@@ -36,7 +35,6 @@ helper counts as lost, is killed, and luod forks for the request instead."""
 STARTS: Final = 3
 """Helpers started at most in luod's life: after that many were lost, luod only forks."""
 HELPER_FLAGS: Final = ("-S",)  # no site: standard library and luod.fdpass (PYTHONPATH below)
-_ENV_DROP: Final = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "FDSTORE")
 
 
 class Log(Protocol):
@@ -65,9 +63,7 @@ class Helper:
         """Spawn a helper; ``home``: the cgroup.procs it returns to after each request
         (default: its own cgroup's, which is luod's)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-        source_root = str(Path(luod.__file__).resolve().parent.parent)  # from a checkout too
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+        env = child_env()
         command = [sys.executable, *HELPER_FLAGS, "-m", "luod.kernel.retriever_helper"]
         command += [str(theirs.fileno()), *([home] if home else [])]
         try:
