@@ -9,6 +9,7 @@ so ``merge_contextvars`` is not in the chain.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -18,16 +19,17 @@ from typing import Any
 
 import structlog
 
-_SECOND: list[Any] = [None, ""]  # the last second stamped, and its "YYYY-MM-DDTHH:MM:SS"
+
+@functools.lru_cache(maxsize=1)
+def _date_and_time(second: int) -> str:
+    """``second`` as "YYYY-MM-DDTHH:MM:SS" (UTC): made once a second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def stamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """``timestamp``: now in UTC, ISO 8601 with microseconds and ``Z`` (the date and time
-    formatted once a second)."""
+    """``timestamp``: now in UTC, ISO 8601 with microseconds and ``Z``."""
     second, micro = divmod(round(time.time() * 1e6), 1_000_000)  # rounded, as datetime does
-    if _SECOND[0] != second:
-        _SECOND[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    event["timestamp"] = f"{_SECOND[1]}.{micro:06d}Z"
+    event["timestamp"] = f"{_date_and_time(second)}.{micro:06d}Z"
     return event
 
 
