@@ -105,6 +105,34 @@ def test_linux_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
     print(json.dumps({"before": running, "at_restore": at_restore, "after": after_2}, indent=1))
 
 
+def test_each_vmm_cgroup_gets_its_vm_ram_through_a_fork_then_the_kept_helper(
+    run: GuestResult,
+) -> None:
+    """Each luod-qemu runs in a cgroup of its own, as a ``luod-qemu@`` unit does (qemu-2.sh).
+    l2's RECLAIM forked luod into vm-l2 and started the kept retrieve helper
+    (luod.kernel.retriever); lx's, seconds later, went through that helper into vm-lx. Both
+    VMs' 64 MiB of RAM are charged to their own cgroup as shared memory (docs/kernel.md §6.4:
+    the retrieving task's memcg; QEMU maps that RAM, it does not allocate it), and neither
+    cgroup holds anything of luod's once its VM stopped: both were removed."""
+    share = run.share
+    run.check()
+    served = {
+        line["cgroup"]: line["via"]
+        for line in map(json.loads, _json_lines(share / "luod-2.log"))
+        if line["event"] == "retrieved-in-cgroup"
+    }
+    assert served == {"/vm-l2": "fork", "/vm-lx": "helper"}, served
+    for vm in ("l2", "lx"):
+        stat = dict(line.split() for line in (share / f"memory-stat-{vm}").read_text().splitlines())
+        assert int(stat["shmem"]) >= 64 << 20, f"vm-{vm}: {stat['shmem']} bytes of shmem"
+        assert (share / f"procs-{vm}-after").read_text().split() == [], vm
+        assert (share / f"rmdir-{vm}").read_text().strip() == "removed", vm
+
+
+def _json_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(errors="replace").splitlines() if line.startswith("{")]
+
+
 def test_qemu_gets_its_tap_back_and_runs_on_it_after_the_kexec(run: GuestResult) -> None:
     """Issue 15: the tap of ``-netdev tap,ifname=l2-tap0`` (declared by luod-qemu) and its
     bridge are rebuilt before the VM's RECLAIM answers, and the restored QEMU has it open."""
