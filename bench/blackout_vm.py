@@ -40,9 +40,13 @@ from luod.vmm.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 VMM_CGROUP = Path("/sys/fs/cgroup/bench-vmms")
-"""With LUOD_BENCH_VMM_CGROUP=1 the VMMs (this bench's process, once luod is spawned) run in
-this cgroup, luod in the one it started in: as under systemd, where each VMM is a unit, every
-RECLAIM is retrieved inside another cgroup than luod's (docs/kernel.md §6.4)."""
+LUOD_CGROUP = Path("/sys/fs/cgroup/bench-luod")
+"""With LUOD_BENCH_VMM_CGROUP=1 luod runs in LUOD_CGROUP and the VMMs (this bench's process,
+once luod is spawned) in VMM_CGROUP: as under systemd, where luod is a service and each VMM a
+unit, every RECLAIM is retrieved inside another cgroup than luod's (docs/kernel.md §6.4). Its
+state directory is then on the share (``kept_state``), kept across the kexec as /var/lib/luod is
+on a host: after a kexec luod begins its kept retrieve helper before its imports when it finds
+the handoff's kexec line there (luod.start.begin_retriever)."""
 OWN_CGROUP_COUNT = 100
 STATE = vm_targets.STATE
 CLOCK_TRIES = 9
@@ -100,8 +104,9 @@ async def hand_over_and_update(count: int) -> None:
 
 def guest_first(count: int) -> None:
     STATE.mkdir(parents=True)
-    vm_targets.spawn_luod(STATE, "", "--no-api")
-    vmms_apart()
+    into_cgroup(LUOD_CGROUP)
+    vm_targets.spawn_luod(STATE, "", "--no-api", disk=kept_state())
+    into_cgroup(VMM_CGROUP)
     asyncio.run(hand_over_and_update(count))
 
 
@@ -112,8 +117,9 @@ def guest_reclaim(count: int, next_count: int | None) -> None:
     STATE.mkdir(parents=True)
     clock = host_offset()
     exec_at, since_boot = time.time(), time.clock_gettime(time.CLOCK_BOOTTIME)
-    luod = vm_targets.spawn_luod(STATE, "", "--no-api")
-    vmms_apart()
+    into_cgroup(LUOD_CGROUP)
+    luod = vm_targets.spawn_luod(STATE, "", "--no-api", disk=kept_state())
+    into_cgroup(VMM_CGROUP)
     vmms = [Vmm(f"vm{i}") for i in range(count)]
     asyncio.run(blackout_budget.reclaim_all(vmms, _socket(), WAIT))
     sample = _sample(vmms, exec_at, {"exec": since_boot, "init": init_started()}, clock)
@@ -125,11 +131,24 @@ def guest_reclaim(count: int, next_count: int | None) -> None:
     luod.wait(60)
 
 
-def vmms_apart() -> None:
-    """This process (the VMMs) into VMM_CGROUP, luod left where it started, when asked."""
-    if os.environ.get("LUOD_BENCH_VMM_CGROUP") == "1":
-        VMM_CGROUP.mkdir(exist_ok=True)
-        (VMM_CGROUP / "cgroup.procs").write_text("0")
+def apart() -> bool:
+    return os.environ.get("LUOD_BENCH_VMM_CGROUP") == "1"
+
+
+def kept_state() -> Path | None:
+    """luod's state directory on the share when luod and the VMMs run apart (None: STATE)."""
+    if not apart():
+        return None
+    state = vm_targets.share() / "luod-state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    return state
+
+
+def into_cgroup(cgroup: Path) -> None:
+    """This process (and what it spawns next) into ``cgroup``, when asked (LUOD_CGROUP)."""
+    if apart():
+        cgroup.mkdir(exist_ok=True)
+        (cgroup / "cgroup.procs").write_text("0")
 
 
 def across_kexec(
@@ -179,7 +198,7 @@ def _sample(
     crossed = crossing(_stage(), exec_at, since_boot, clock)
     sync = crossed["sync"]
     run = {
-        "record": vm_targets.completed(STATE),
+        "record": vm_targets.completed(kept_state() or STATE),
         "rebooted": crossed["rebooted"],
         "sync": sync,
         "kernel": crossed["kernel"],
@@ -292,15 +311,16 @@ def report(counts: tuple[int, ...] = COUNTS) -> str:
 
 
 def apart_report(same: Measures, count: int = OWN_CGROUP_COUNT) -> str:
-    """``count`` VMs again, their VMMs in a cgroup apart from luod's (as systemd units are):
-    each RECLAIM retrieved inside that cgroup, by luod's kept helper or a fork of luod (luod's
-    ``retrieved-in-cgroup`` lines say which), beside the run above (VMMs in luod's cgroup)."""
+    """``count`` VMs again, luod and the VMMs each in a cgroup of their own (as a service and
+    its VMM units are under systemd): each RECLAIM retrieved inside the VMMs' cgroup, by luod's
+    kept helper or a fork of luod (luod's ``retrieved-in-cgroup`` lines say which), beside the
+    run above (VMMs in luod's cgroup)."""
     with tempfile.TemporaryDirectory() as tmp:
         samples = run_vm(Path(tmp), (count,), vmm_cgroup=True)
         served = retrieved_via(Path(tmp))
     apart = measures_of(samples)
     rows = []
-    for name, found in (("luod's cgroup", same), ("a cgroup apart", apart)):
+    for name, found in (("luod's cgroup", same), ("a cgroup apart from luod's", apart)):
         if count not in found.parts:  # the run above had other counts
             continue
         part5 = blackout_budget.summary(found.parts[count], 4)
@@ -313,7 +333,8 @@ def apart_report(same: Measures, count: int = OWN_CGROUP_COUNT) -> str:
             ]
         )
     text = (
-        f"{count} VMs, the VMMs in luod's cgroup or in one apart (every RECLAIM charged there):\n"
+        f"{count} VMs, the VMMs in luod's cgroup or in one apart from luod's own (every RECLAIM"
+        " charged there):\n"
     )
     text += table(["VMMs in", "fan-out", "part 5 median", "part 5 p99"], rows)
     for via, spans in sorted(served.items()):

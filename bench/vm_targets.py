@@ -44,12 +44,18 @@ def share() -> Path:
     return Path(os.environ["LUOD_VM_SHARE"])
 
 
-def spawn_luod(state: Path, tag: str = "", *extra: str) -> subprocess.Popen[bytes]:
+def spawn_luod(
+    state: Path, tag: str = "", *extra: str, disk: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """luod with its state directory ``state`` (tmpfs: the manifest crosses the kexec in
+    session ``luod``), or ``disk`` where given (kept across the kexec, as /var/lib/luod is on
+    a host); its runtime directory and configuration beside ``state`` either way."""
     config = state.parent / "luod-vm.toml"  # no /boot/vmlinuz-RELEASE: the image booted
     config.write_text(f'[kexec]\nrunning_image = "{os.environ["NEXT_KERNEL"]}"\n')
     log = (share() / f"luod-{os.environ['LUOD_VM_STAGE']}{tag}.log").open("ab")
     command = [sys.executable, "-m", "luod", "--config", str(config), "--state-dir"]
-    command += [str(state), "--runtime-dir", str(state.parent / "run"), "--custody", "memory"]
+    command += [str(disk or state), "--runtime-dir", str(state.parent / "run")]
+    command += ["--custody", "memory"]
     return subprocess.Popen([*command, *extra], stdout=log, stderr=log)
 
 

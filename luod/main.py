@@ -35,6 +35,7 @@ from luod.rest.serving import serve_api
 
 if TYPE_CHECKING:
     from luod.custody.keeper_start import KeeperStart
+    from luod.kernel.retriever import Helper
 
 __all__ = [
     "DEFAULTS",
@@ -55,14 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     return resolved if isinstance(resolved, int) else serve(resolved)
 
 
-def serve(resolved: Resolved, keeper: KeeperStart | None = None) -> int:
+def serve(
+    resolved: Resolved, keeper: KeeperStart | None = None, helper: Helper | None = None
+) -> int:
     """Run luod until it stops; its exit status. ``keeper``: the fd keeper's start, begun by
-    luod.start before these imports (the daemon's custody awaits it)."""
+    luod.start before these imports (the daemon's custody awaits it); ``helper``: the kept
+    retrieve helper's, begun there too (the daemon's retriever adopts it)."""
     logs.configure(resolved.log_level)
     fdtable.raise_limit()  # 1024 fds hold ~300 VMs; the kernel carries 1000 and more
     fdtable.reserve()  # while luod has one thread (luod.kernel.fdtable)
     try:
-        asyncio.run(Daemon(resolved.settings, api=serve_api, keeper=keeper).run())
+        daemon = Daemon(resolved.settings, api=serve_api, keeper=keeper, helper=helper)
+        asyncio.run(daemon.run())
     except LuodError as exc:
         log.error("fatal", code=exc.code, message=exc.message, hint=exc.hint)
         print(f"luod: {exc}", file=sys.stderr)

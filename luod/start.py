@@ -1,6 +1,7 @@
 """The ``luod`` command's entry point (and ``python -m luod``): luod starts with the garbage
 collector off, says READY=1 at once when systemd holds its VMM socket, and begins the fd
-keeper's start before its own imports when the keeper will hold its sessions (``begin_keeper``).
+keeper's start before its own imports when the keeper will hold its sessions (``begin_keeper``),
+and the kept retrieve helper's after a live update (``begin_retriever``).
 
 Everything luod allocates while it starts (its modules, classes, settings, the sessions taken
 back after a kexec) lives as long as luod: the collector would scan it again and again for
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from luod.custody.keeper_start import KeeperStart
     from luod.daemon.settings import Settings
+    from luod.kernel.retriever import Helper
 
 STARTING_WATCHDOG_USEC = 90_000_000
 """How long luod may take from exec to serving once it said READY=1 early: systemd's default
@@ -43,9 +45,10 @@ def entry() -> None:
     if isinstance(resolved, int):  # --check-config, a bad configuration: said and done
         sys.exit(resolved)
     keeper = begin_keeper(resolved.settings)
+    helper = begin_retriever(resolved.settings)
     from luod.main import serve  # every module luod needs, imported with the collector off
 
-    sys.exit(serve(resolved, keeper))
+    sys.exit(serve(resolved, keeper, helper))
 
 
 def begin_keeper(settings: Settings) -> KeeperStart | None:
@@ -57,6 +60,23 @@ def begin_keeper(settings: Settings) -> KeeperStart | None:
     from luod.custody.choose import begin_keeper as begin
 
     return begin(settings.runtime_dir, settings.custody)
+
+
+def begin_retriever(settings: Settings) -> Helper | None:
+    """After a live update (the state directory's journal ends with the handoff's kexec line),
+    begin the kept retrieve helper's start before luod's imports, when luod runs in a cgroup of
+    its own (luod.kernel.retriever.begin_early): then every VMM's RECLAIM, from its own cgroup,
+    finds it ready instead of forking luod (each fork 1.4 ms on a host, 30 ms under TCG). None
+    otherwise; the simulator retrieves in place."""
+    if settings.simulate is not None:
+        return None
+    from luod.core.kexec_journal import ends_with_kexec
+
+    if not ends_with_kexec(settings.state_dir):
+        return None
+    from luod.kernel.retriever import begin_early
+
+    return begin_early()
 
 
 def ready_at_exec() -> bool:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from luod.core import jsontext, manifest_check, statedir
+from luod.core.kexec_journal import JOURNAL as JOURNAL
+from luod.core.kexec_journal import KEXEC_LINE_START
 from luod.core.model import VmRecord, VmState
 from luod.errors import LuodError
 from luod.kernel import OwnedFd, memfd
@@ -30,9 +32,8 @@ VERSION: Final = 1
 MAX_VERSION: Final = 1 << 20
 """Beyond this a version number is corruption, not a newer luod."""
 FILENAME: Final = "manifest.json"
-JOURNAL: Final = "journal.jsonl"
-"""Changes since the last snapshot, one JSON line each, appended with one write(2): a luod
-killed at any instant leaves whole lines (a torn last line is ignored)."""
+# JOURNAL: changes since the last snapshot, one JSON line each, appended with one write(2): a
+# luod killed at any instant leaves whole lines (a torn last line is ignored).
 SEALS: Final = memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_WRITE | memfd.F_SEAL_SEAL
 """Sealed read-only — but never F_SEAL_EXEC, which comes back write-sealed (docs/kernel.md §6.4)."""
 
@@ -171,7 +172,8 @@ def kexec_line(extra: Mapping[str, object], encoded: Mapping[str, str]) -> bytes
         key: encoded[key] if key in encoded else jsontext.dumps(value)
         for key, value in extra.items()
     }
-    return f'{{"kexec":{{"extra":{jsontext.compose(values)}}}}}\n'.encode()  # one copy, not 3
+    line = f'{{"extra":{jsontext.compose(values)}}}}}\n'.encode()  # one copy, not 3
+    return KEXEC_LINE_START + line
 
 
 def replay(manifest: Manifest, journal: bytes) -> Manifest:

@@ -43,7 +43,7 @@ from luod.daemon.qualification_qemu import CanarySettings
 from luod.daemon.settings import ApiSettings, Settings
 from luod.daemon.update import Spawn, UpdateDriver
 from luod.kernel import Backend, open_backend
-from luod.kernel.retriever import ChargedRetriever
+from luod.kernel.retriever import ChargedRetriever, Helper
 from luod.vmm.server import VmmServer
 
 if TYPE_CHECKING:
@@ -80,7 +80,8 @@ class Daemon:
     """One luod. ``backend``, ``custody``, ``clock`` and ``kexec`` replace what the settings
     would choose (tests: stand-ins for the fd store or systemctl); ``api`` serves the REST API
     that ``settings.api`` describes (without it, luod serves VMMs only); ``keeper``: the fd
-    keeper's start that luod.start began before luod's imports (the daemon owns it from here)."""
+    keeper's start that luod.start began before luod's imports, ``helper`` the kept retrieve
+    helper's (the daemon owns both from here)."""
 
     def __init__(
         self,
@@ -92,9 +93,11 @@ class Daemon:
         kexec: KexecSettings | None = None,
         api: ApiServer | None = None,
         keeper: KeeperStart | None = None,
+        helper: Helper | None = None,
     ) -> None:
         self.settings = settings
         self._keeper_start = keeper
+        self._helper_start = helper
         self._api = api
         self.clock = clock or SystemClock()
         self.started = self.clock.now()
@@ -118,6 +121,8 @@ class Daemon:
         settings = self.settings
         if (starting := self._keeper_start) is not None:
             self._opened.callback(starting.close)  # reaped whatever happens (a no-op once used)
+        if (helper := self._helper_start) is not None:
+            self._opened.callback(helper.close)  # the same: a second close is a no-op
         self._claim_dirs()
         self.backend: Backend = (
             open_backend(
@@ -151,7 +156,9 @@ class Daemon:
         (luod.kernel.retriever); the simulator retrieves in place (Registry's default)."""
         if self.backend.name != "kernel":
             return None
-        retriever = ChargedRetriever(log)
+        if (begun := self._helper_start) is not None:
+            log.info("retriever-begun", pid=begun.process.pid, note="before luod's imports")
+        retriever = ChargedRetriever(log, begun=begun)
         self._opened.callback(retriever.close)
         return retriever
 

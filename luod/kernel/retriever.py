@@ -7,12 +7,17 @@ ms on a host for a luod of 21 MB, 7 ms under TCG, copy-on-write faults after. lu
 ``luod.kernel.retriever_helper`` at the first such RECLAIM (that one still forks) and sends it
 the next ones; it enters the VMM's cgroup, retrieves, hands the fds back and returns to luod's.
 While it starts, and after it failed, luod forks as before: nothing waits for the helper.
+
+After a live update, where luod runs in a cgroup of its own (a service manager's unit, whose VMMs
+are units of their own), luod.start begins the helper's start before luod's imports
+(``begin_early``), so that it is ready by the first RECLAIM and none of them forks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -126,6 +131,20 @@ class Helper:
             self.process.wait()
 
 
+def begin_early() -> Helper | None:
+    """A helper's start, begun now (luod.start: after a live update, before luod's imports),
+    when luod runs in a cgroup of its own: there its VMMs run in others (each a unit of the
+    service manager), and each of their RECLAIMs would fork luod until a helper is up. None in
+    the root cgroup (a bare init's: VMMs are most likely beside luod, served in place), or when
+    the start failed (the first RECLAIM from another cgroup starts one, as without this)."""
+    if charged.cgroup_of(os.getpid()) in (None, "/"):
+        return None
+    try:
+        return Helper.start()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 FD_AT: Final = int(uapi.ffi.offsetof("struct liveupdate_session_retrieve_fd", "fd"))
 
 
@@ -137,13 +156,16 @@ def _argument(session: Session, token: int) -> str:
 
 class ChargedRetriever:
     """The registry's retriever on the real kernel: in place when it may (luod.kernel.charged),
-    else through the kept helper once it is ready, else a fork. Owns the helper."""
+    else through the kept helper once it is ready, else a fork. Owns the helper, ``begun`` too
+    (``begin_early``'s, which counts as one of the ``STARTS``)."""
 
-    def __init__(self, log: Log, start: Callable[[], Helper] = Helper.start) -> None:
+    def __init__(
+        self, log: Log, start: Callable[[], Helper] = Helper.start, begun: Helper | None = None
+    ) -> None:
         self.log = log
         self._start = start
-        self._helper: Helper | None = None
-        self._starts = 0
+        self._helper = begun
+        self._starts = 0 if begun is None else 1
         self._lock = threading.Lock()  # one request at a time (the registry's lock holds too)
 
     def __call__(

@@ -133,6 +133,59 @@ def test_the_first_foreign_reclaim_forks_and_starts_the_helper_the_next_use_it(
     assert log.via() == ["fork", "helper", "helper"]
 
 
+def test_a_helper_begun_before_luods_imports_serves_the_first_reclaim(
+    cgroups: list[Sequence[int]],
+) -> None:
+    """luod.start began it (``begin_early``): the first RECLAIM from another cgroup finds it
+    ready and forks nothing; it counts as one of the STARTS, and the retriever owns it."""
+    begun, later = FakeHelper(), []
+
+    def start() -> FakeHelper:
+        later.append(FakeHelper(answer=HelperLost("gone")))
+        return later[-1]
+
+    log = Log()
+    kept = ChargedRetriever(log, start=start, begun=begun)  # type: ignore[arg-type]
+    reclaim(kept, "/vm1")
+    reclaim(kept, "/vm2")
+    assert log.via() == ["helper", "helper"] and cgroups == [] and begun.served == 2
+    begun.answer = HelperLost("gone")
+    for _ in range(2 * retriever.STARTS):
+        reclaim(kept, "/vm1")
+    assert len(later) == retriever.STARTS - 1  # the begun one was the first of STARTS
+    kept.close()
+    assert begun.closed
+
+
+@pytest.mark.parametrize("own", ["/", None, "/luod.service"])
+def test_begin_early_starts_a_helper_only_in_a_cgroup_of_luods_own(
+    monkeypatch: pytest.MonkeyPatch, own: str | None
+) -> None:
+    """In the root cgroup (a bare init's) the VMMs most likely run beside luod and are served
+    in place: no helper. In a cgroup of its own (a service's), VMMs are units apart."""
+    started: list[FakeHelper] = []
+    monkeypatch.setattr(charged, "cgroup_of", lambda pid: own if pid == os.getpid() else None)
+
+    def start() -> FakeHelper:
+        started.append(FakeHelper())
+        return started[-1]
+
+    monkeypatch.setattr(Helper, "start", start)
+    assert (retriever.begin_early() is not None) == (own not in ("/", None))
+    assert len(started) == (own not in ("/", None))
+
+
+def test_begin_early_that_cannot_start_leaves_it_to_the_first_reclaim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails() -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(charged, "cgroup_of", lambda pid: "/luod.service")
+    monkeypatch.setattr(Helper, "start", fails)
+    assert retriever.begin_early() is None
+
+
 def test_luods_own_cgroup_never_starts_a_helper(cgroups: list[Sequence[int]]) -> None:
     started: list[FakeHelper] = []
 

@@ -16,16 +16,16 @@ import pytest
 
 import luod.main
 from luod import start
-from luod.core import statedir
+from luod.core import manifest, statedir
 
 
 def test_the_command_runs_luod_with_the_collector_off(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    seen: list[tuple[bool, object]] = []
+    seen: list[tuple[bool, object, object]] = []
 
-    def serve(resolved: object, keeper: object) -> int:
-        seen.append((gc.isenabled(), keeper))
+    def serve(resolved: object, keeper: object, helper: object) -> int:
+        seen.append((gc.isenabled(), keeper, helper))
         return 3
 
     monkeypatch.setattr(sys, "argv", ["luod", "--simulate", str(tmp_path)])
@@ -35,7 +35,8 @@ def test_the_command_runs_luod_with_the_collector_off(
             start.entry()
     finally:
         gc.enable()
-    assert seen == [(False, None)]  # custody in memory (--simulate): no keeper to begin
+    # custody in memory (--simulate): no keeper to begin; the simulator retrieves in place
+    assert seen == [(False, None, None)]
     assert exited.value.code == 3  # luod's exit status is the command's
 
 
@@ -45,6 +46,8 @@ seen = []
 def audit(event, args):
     if event == "subprocess.Popen" and "luod.custody.keeper" in args[1]:
         seen.append("keeper started")
+    elif event == "subprocess.Popen" and "luod.kernel.retriever_helper" in args[1]:
+        seen.append("helper started")
     elif event == "import" and args[0] in ("luod.daemon.daemon", "asyncio"):
         seen.append(args[0])
 sys.addaudithook(audit)
@@ -81,6 +84,48 @@ def test_the_keeper_starts_before_luods_imports_and_is_reaped_when_luod_stops_ea
     assert done.returncode == 3 and "state-dir-locked" in done.stderr, done.stderr
     keeper = Path(f"{state}/run/keeper.sock.lock").read_text().strip()
     os.kill(int(keeper), signal.SIGKILL)  # it held nothing
+
+
+IN_ITS_OWN_CGROUP = """
+import luod.kernel.charged as charged  # no asyncio, no daemon: the kernel layer
+charged.cgroup_of = lambda pid, proc=None: "/luod.service"
+"""
+
+
+@pytest.mark.parametrize("cgroup", ["own", "root"])
+@pytest.mark.parametrize("journal", ["kexec", "change", "none"])
+def test_after_a_live_update_the_retrieve_helper_starts_before_luods_imports(
+    tmp_path: Path, cgroup: str, journal: str
+) -> None:
+    """After a live update (the journal ends with the handoff's kexec line) and in a cgroup of
+    its own (a service's, whose VMMs are units apart), luod begins the kept retrieve helper's
+    start before it imports asyncio and its daemon, so that no VMM's RECLAIM forks luod
+    (luod.kernel.retriever.begin_early). Not in the root cgroup (VMMs most likely beside luod),
+    and not on a boot without a kexec. Here luod then stops before it serves (another luod
+    holds the state directory), and the helper with it."""
+    state = tmp_path / "s"
+    state.mkdir(mode=0o700)
+    if journal != "none":
+        kexec = manifest.kexec_line({"update": {"id": "u1"}}, {})
+        change = manifest.journal_line({"forget": "vm1"})
+        (state / manifest.JOURNAL).write_bytes(change + (kexec if journal == "kexec" else b""))
+    lock = statedir.StateLock(state)
+    script = (IN_ITS_OWN_CGROUP if cgroup == "own" else "") + ORDER
+    args = ["--state-dir", str(state), "--runtime-dir", str(tmp_path / "run"), "--no-api"]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, *args, "--custody", "memory"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        lock.close()
+    order = ast.literal_eval(done.stdout.splitlines()[-1])
+    assert done.returncode == 3 and "state-dir-locked" in done.stderr, done.stderr
+    if cgroup == "own" and journal == "kexec":
+        assert order[0] == "helper started", order
+        assert {"asyncio", "luod.daemon.daemon"} <= set(order[1:]), order
+    else:
+        assert "helper started" not in order, order
 
 
 def test_the_daemon_turns_the_collector_on_once_it_serves(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ set -x
 L2="python3 $SHARE/l2guest.py"
 luod_up
 wait_for "$SHARE/luod-qemu/l2.jsonl" '"restored"' 1800
-# l2's RECLAIM came from its unit's cgroup: luod forked into it and started its kept retrieve
-# helper, which must run inside luod.service's sandbox (luod.kernel.retriever)
+# l2's RECLAIM came from its unit's cgroup through luod's kept retrieve helper, begun before
+# luod's imports; it must run inside luod.service's sandbox (luod.kernel.retriever)
 for pid in $(cat /sys/fs/cgroup/system.slice/luod.service/cgroup.procs); do
     tr '\0' ' ' <"/proc/$pid/cmdline"; echo
 done >"$SHARE/luod-unit-procs.txt"
