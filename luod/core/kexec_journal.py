@@ -16,6 +16,8 @@ from typing import Final
 from luod.core import statedir
 
 JOURNAL: Final = "journal.jsonl"
+"""Changes since the last snapshot (luod.core.manifest), one JSON line each, appended with one
+write(2): a luod killed at any instant leaves whole lines (a torn last line is ignored)."""
 KEXEC_LINE_START: Final = b'{"kexec":'
 """How ``manifest.kexec_line`` begins (the journal's last line inside the VMs' pause)."""
 

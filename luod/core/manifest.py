@@ -32,8 +32,6 @@ VERSION: Final = 1
 MAX_VERSION: Final = 1 << 20
 """Beyond this a version number is corruption, not a newer luod."""
 FILENAME: Final = "manifest.json"
-# JOURNAL: changes since the last snapshot, one JSON line each, appended with one write(2): a
-# luod killed at any instant leaves whole lines (a torn last line is ignored).
 SEALS: Final = memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_WRITE | memfd.F_SEAL_SEAL
 """Sealed read-only — but never F_SEAL_EXEC, which comes back write-sealed (docs/kernel.md §6.4)."""
 
