@@ -4,7 +4,9 @@ luod's record, the kexec read on the host's clock, each VM's pause corrected to 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +74,37 @@ def test_a_sample_reads_the_kexec_and_the_pauses_on_the_hosts_clock(
     shown = blackout_qemu.pause_table([sample]).splitlines()[-1].split()
     assert shown[:7] == ["2", "406", "s", "407", "s", "403", "s"]  # median, p99, without init
     assert shown[-5:-3] == ["10", "ms"]  # the host's sync(2) in part 2
+
+
+def test_a_report_9p_cannot_read_yet_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """9p answers ENODATA to a read while luod-qemu appends to its log (a make bench run died of
+    it): the wait reads again instead of failing; any other error is raised."""
+    monkeypatch.setenv("LUOD_VM_SHARE", str(tmp_path))
+    monkeypatch.setenv("LUOD_VM_STAGE", "2")
+    log = tmp_path / "q0-2.log"
+    log.write_text('{"event": "restored", "at": 1.0}\n')
+    reads = {"left": 2}
+    real = Path.read_text
+
+    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self == log and reads["left"]:
+            reads["left"] -= 1
+            raise OSError(errno.ENODATA, "No data available")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    assert blackout_qemu.wait_for_event("q0", "restored", timeout=60) == {
+        "event": "restored",
+        "at": 1.0,
+    }
+    assert reads["left"] == 0
+
+    def broken(self: Path, *args: Any, **kwargs: Any) -> str:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "read_text", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        blackout_qemu.wait_for_event("q0", "restored", timeout=60)
