@@ -136,7 +136,9 @@ def apart() -> bool:
 
 
 def kept_state() -> Path | None:
-    """luod's state directory on the share when luod and the VMMs run apart (None: STATE)."""
+    """luod's state directory on the share when luod and the VMMs run apart (None: STATE, on
+    tmpfs). The share has no page cache in front: each of luod's journal appends waits for the
+    host there, which a host's disk does not make it do (bench/NOTES.md)."""
     if not apart():
         return None
     state = vm_targets.share() / "luod-state"
@@ -145,7 +147,8 @@ def kept_state() -> Path | None:
 
 
 def into_cgroup(cgroup: Path) -> None:
-    """This process (and what it spawns next) into ``cgroup``, when asked (LUOD_CGROUP)."""
+    """This process (and what it spawns next) into ``cgroup``, when asked
+    (LUOD_BENCH_VMM_CGROUP=1)."""
     if apart():
         cgroup.mkdir(exist_ok=True)
         (cgroup / "cgroup.procs").write_text("0")
@@ -334,7 +337,8 @@ def apart_report(same: Measures, count: int = OWN_CGROUP_COUNT) -> str:
         )
     text = (
         f"{count} VMs, the VMMs in luod's cgroup or in one apart from luod's own (every RECLAIM"
-        " charged there):\n"
+        " charged there; apart, luod's state directory is on the 9p share, kept across the"
+        " kexec, and each journal append waits for the host):\n"
     )
     text += table(["VMMs in", "fan-out", "part 5 median", "part 5 p99"], rows)
     for via, spans in sorted(served.items()):
