@@ -1,7 +1,7 @@
 """The ``luod`` command's entry point (and ``python -m luod``): luod starts with the garbage
 collector off, says READY=1 at once when systemd holds its VMM socket, and begins the fd
 keeper's start before its own imports when the keeper will hold its sessions (``begin_keeper``),
-and the kept retrieve helper's after a live update (``begin_retriever``).
+and the kept retrieve helper's after a live update of enough VMs (``begin_retriever``).
 
 Everything luod allocates while it starts (its modules, classes, settings, the sessions taken
 back after a kexec) lives as long as luod: the collector would scan it again and again for
@@ -22,7 +22,9 @@ stop before luod. WatchdogSec= is stretched to ``STARTING_WATCHDOG_USEC`` until 
 from __future__ import annotations
 
 import gc
+import os
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -62,21 +64,48 @@ def begin_keeper(settings: Settings) -> KeeperStart | None:
     return begin(settings.runtime_dir, settings.custody)
 
 
+EARLY_RETRIEVER_VMS = 8
+"""VMs handed over, at least, for the retrieve helper's early start: below, luod's forks (one
+per RECLAIM until a helper it starts then is up) cost less than the helper's own start beside
+luod's imports. That start costs about 7 forks of luod on a host (10 ms against 1.4 ms) and
+13-20 under TCG, where 3 VMs in the systemd guest paid 0.6-0.8 s of luod's start for it
+(bench/NOTES.md). ``$LUOD_EARLY_RETRIEVER_VMS`` sets another count (0: after every live
+update)."""
+
+
 def begin_retriever(settings: Settings) -> Helper | None:
-    """After a live update (the state directory's journal ends with the handoff's kexec line),
-    begin the kept retrieve helper's start before luod's imports, when luod runs in a cgroup of
-    its own (luod.kernel.retriever.begin_early): then every VMM's RECLAIM, from its own cgroup,
-    finds it ready instead of forking luod (each fork 1.4 ms on a host, 30 ms under TCG). None
+    """After a live update of at least ``early_retriever_vms()`` VMs (the state directory's
+    journal ends with the handoff's kexec line, which carries the update's record), begin the
+    kept retrieve helper's start before luod's imports, when luod runs in a cgroup of its own
+    (luod.kernel.retriever.begin_early): then every VMM's RECLAIM, from its own cgroup, finds
+    it ready instead of forking luod (each fork 1.4 ms on a host, 30 ms under TCG). None
     otherwise; the simulator retrieves in place."""
     if settings.simulate is not None:
         return None
-    from luod.core.kexec_journal import ends_with_kexec
+    from luod.core.kexec_journal import handed_over_vms
 
-    if not ends_with_kexec(settings.state_dir):
+    handed_over = handed_over_vms(settings.state_dir)
+    if handed_over is None or handed_over < early_retriever_vms():
         return None
     from luod.kernel.retriever import begin_early
 
     return begin_early()
+
+
+def early_retriever_vms(environ: Mapping[str, str] = os.environ) -> int:
+    """``$LUOD_EARLY_RETRIEVER_VMS``, else EARLY_RETRIEVER_VMS; a value that is not a count is
+    said on stderr (the journal, under systemd) and the default holds."""
+    text = environ.get("LUOD_EARLY_RETRIEVER_VMS")
+    if text is None:
+        return EARLY_RETRIEVER_VMS
+    if text.strip().isdigit():
+        return int(text)
+    print(
+        f"luod: LUOD_EARLY_RETRIEVER_VMS={text!r} is not a count of VMs; "
+        f"{EARLY_RETRIEVER_VMS} holds (hint: a whole number, 0 for every live update)",
+        file=sys.stderr,
+    )
+    return EARLY_RETRIEVER_VMS
 
 
 def ready_at_exec() -> bool:

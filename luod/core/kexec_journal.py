@@ -1,7 +1,7 @@
-"""Whether the state directory's journal ends with the handoff's kexec line: the last luod
-reached ``reboot()`` (or ``systemctl kexec``) with it, so a luod starting now most likely
-follows a live update and its VMMs are about to RECLAIM (luod.start reads this before luod's
-imports, to begin the kept retrieve helper's start beside them).
+"""Whether the state directory's journal ends with the handoff's kexec line, and with how many
+VMs: the last luod reached ``reboot()`` (or ``systemctl kexec``) with it, so a luod starting
+now most likely follows a live update and that many VMMs are about to RECLAIM (luod.start reads
+this before luod's imports, to begin the kept retrieve helper's start beside them).
 
 Only a hint: the handoff itself is session ``luod`` (luod.core.recovery). A luod started again
 after the reclaim began finds a new snapshot there and no kexec line; a kexec that failed
@@ -10,6 +10,7 @@ leaves one until luod writes its next snapshot.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Final
 
@@ -22,11 +23,23 @@ KEXEC_LINE_START: Final = b'{"kexec":'
 """How ``manifest.kexec_line`` begins (the journal's last line inside the VMs' pause)."""
 
 
-def ends_with_kexec(state_dir: Path) -> bool:
+def handed_over_vms(state_dir: Path) -> int | None:
+    """None unless the journal ends with the kexec line; else the VMs of the update record it
+    carries (0 when it carries none, or the line is torn or not what luod writes)."""
+    line = _kexec_line(state_dir)
+    if line is None:
+        return None
+    try:
+        vms = json.loads(line)["kexec"]["extra"]["update"]["vms"]
+    except (ValueError, KeyError, TypeError):
+        return 0
+    return len(vms) if isinstance(vms, dict) else 0
+
+
+def _kexec_line(state_dir: Path) -> bytes | None:
     try:
         journal = statedir.read(state_dir / JOURNAL)
     except OSError:
-        return False
-    if not journal:
-        return False
-    return journal.rstrip(b"\n").rsplit(b"\n", 1)[-1].startswith(KEXEC_LINE_START)
+        return None
+    last = (journal or b"").rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return last if last.startswith(KEXEC_LINE_START) else None

@@ -8,9 +8,9 @@ ms on a host for a luod of 21 MB, 7 ms under TCG, copy-on-write faults after. lu
 the next ones; it enters the VMM's cgroup, retrieves, hands the fds back and returns to luod's.
 While it starts, and after it failed, luod forks as before: nothing waits for the helper.
 
-After a live update, where luod runs in a cgroup of its own (a service manager's unit, whose VMMs
-are units of their own), luod.start begins the helper's start before luod's imports
-(``begin_early``), so that it is ready by the first RECLAIM and none of them forks.
+After a live update of enough VMs, where luod runs in a cgroup of its own (a service manager's
+unit, whose VMMs are units of their own), luod.start begins the helper's start before luod's
+imports (``begin_early``), so that it is ready by the first RECLAIM and none of them forks.
 """
 
 from __future__ import annotations

@@ -7,9 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from luod.core import manifest
-from luod.core.kexec_journal import ends_with_kexec
+from luod.core.kexec_journal import handed_over_vms
 from luod.core.recovery import recover
 from tests.unit.test_core import World, kexec, preserve
+
+
+def ends_with_kexec(state_dir: Path) -> bool:
+    return handed_over_vms(state_dir) is not None
 
 
 def test_the_journal_ends_with_the_kexec_line_from_begin_kexec_until_the_next_snapshot(
@@ -51,3 +55,19 @@ def test_a_torn_journal_a_symlink_or_a_directory_is_no_kexec(tmp_path: Path) -> 
     journal.unlink()
     journal.mkdir()
     assert not ends_with_kexec(tmp_path)
+
+
+def test_the_kexec_line_says_how_many_vms_were_handed_over(tmp_path: Path) -> None:
+    journal = tmp_path / manifest.JOURNAL
+    assert handed_over_vms(tmp_path) is None  # no journal
+    record = {"id": "u1", "vms": {"vm1": {}, "vm2": {}}}
+    journal.write_bytes(manifest.kexec_line({"update": record}, {}))
+    assert handed_over_vms(tmp_path) == 2
+    journal.write_bytes(manifest.kexec_line({"qualification": {"step": 2}}, {}))
+    assert handed_over_vms(tmp_path) == 0  # no update record carried
+    journal.write_bytes(b'{"kexec":{"extra":{"update":{"vms":{"vm1"')
+    assert handed_over_vms(tmp_path) == 0  # torn
+    journal.write_bytes(manifest.kexec_line({"update": {"vms": ["vm1"]}}, {}))
+    assert handed_over_vms(tmp_path) == 0  # not what luod writes
+    journal.write_bytes(manifest.journal_line({"forget": "vm1"}))
+    assert handed_over_vms(tmp_path) is None

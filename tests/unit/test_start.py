@@ -92,40 +92,62 @@ charged.cgroup_of = lambda pid, proc=None: "/luod.service"
 """
 
 
+def kexec_line(vms: int) -> bytes:
+    """The handoff's last line, carrying an update record of ``vms`` VMs."""
+    record = {"id": "u1", "vms": {f"vm{n}": {} for n in range(vms)}}
+    return manifest.kexec_line({"update": record}, {})
+
+
 @pytest.mark.parametrize("cgroup", ["own", "root"])
-@pytest.mark.parametrize("journal", ["kexec", "change", "none"])
+@pytest.mark.parametrize("journal", ["kexec of 8", "kexec of 3", "kexec of 3, env 3", "change"])
 def test_after_a_live_update_the_retrieve_helper_starts_before_luods_imports(
     tmp_path: Path, cgroup: str, journal: str
 ) -> None:
-    """After a live update (the journal ends with the handoff's kexec line) and in a cgroup of
-    its own (a service's, whose VMMs are units apart), luod begins the kept retrieve helper's
-    start before it imports asyncio and its daemon, so that no VMM's RECLAIM forks luod
-    (luod.kernel.retriever.begin_early). Not in the root cgroup (VMMs most likely beside luod),
-    and not on a boot without a kexec. Here luod then stops before it serves (another luod
-    holds the state directory), and the helper with it."""
+    """After a live update of at least EARLY_RETRIEVER_VMS VMs (the journal ends with the
+    handoff's kexec line) and in a cgroup of its own (a service's, whose VMMs are units apart),
+    luod begins the kept retrieve helper's start before it imports asyncio and its daemon, so
+    that no VMM's RECLAIM forks luod (luod.kernel.retriever.begin_early). Not for fewer VMs
+    (their forks cost less than the helper's start) unless $LUOD_EARLY_RETRIEVER_VMS says so,
+    not in the root cgroup (VMMs most likely beside luod), and not on a boot without a kexec.
+    Here luod then stops before it serves (another luod holds the state directory), and the
+    helper with it."""
     state = tmp_path / "s"
     state.mkdir(mode=0o700)
-    if journal != "none":
-        kexec = manifest.kexec_line({"update": {"id": "u1"}}, {})
-        change = manifest.journal_line({"forget": "vm1"})
-        (state / manifest.JOURNAL).write_bytes(change + (kexec if journal == "kexec" else b""))
+    change = manifest.journal_line({"forget": "vm1"})
+    line = kexec_line(8 if journal == "kexec of 8" else 3) if journal != "change" else b""
+    (state / manifest.JOURNAL).write_bytes(change + line)
+    env = {**os.environ, "LUOD_EARLY_RETRIEVER_VMS": "3"} if "env" in journal else None
     lock = statedir.StateLock(state)
     script = (IN_ITS_OWN_CGROUP if cgroup == "own" else "") + ORDER
     args = ["--state-dir", str(state), "--runtime-dir", str(tmp_path / "run"), "--no-api"]
     try:
         done = subprocess.run(
             [sys.executable, "-c", script, *args, "--custody", "memory"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True, text=True, timeout=60, check=False, env=env,
         )  # fmt: skip
     finally:
         lock.close()
     order = ast.literal_eval(done.stdout.splitlines()[-1])
     assert done.returncode == 3 and "state-dir-locked" in done.stderr, done.stderr
-    if cgroup == "own" and journal == "kexec":
+    if cgroup == "own" and journal in ("kexec of 8", "kexec of 3, env 3"):
         assert order[0] == "helper started", order
         assert {"asyncio", "luod.daemon.daemon"} <= set(order[1:]), order
     else:
         assert "helper started" not in order, order
+
+
+def test_the_early_retriever_count_comes_from_the_environment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert start.early_retriever_vms({}) == start.EARLY_RETRIEVER_VMS
+    assert start.early_retriever_vms({"LUOD_EARLY_RETRIEVER_VMS": "0"}) == 0
+    assert start.early_retriever_vms({"LUOD_EARLY_RETRIEVER_VMS": " 12 "}) == 12
+    assert capsys.readouterr().err == ""
+    for bad in ("-1", "many", ""):
+        assert start.early_retriever_vms({"LUOD_EARLY_RETRIEVER_VMS": bad}) == 8
+        said = capsys.readouterr().err
+        assert f"LUOD_EARLY_RETRIEVER_VMS={bad!r} is not a count" in said, said
+        assert "hint:" in said
 
 
 def test_the_daemon_turns_the_collector_on_once_it_serves(tmp_path: Path) -> None:
