@@ -68,7 +68,7 @@ EARLY_RETRIEVER_VMS = 8
 """VMs handed over, at least, for the retrieve helper's early start: below, luod's forks (one
 per RECLAIM until a helper it starts then is up) cost less than the helper's own start beside
 luod's imports. That start costs about 7 forks of luod on a host (10 ms against 1.4 ms) and
-13-20 under TCG, where 3 VMs in the systemd guest paid 0.6-0.8 s of luod's start for it
+13-20 under TCG, where 3 VMs in the systemd guest paid 0.3-1.2 s of luod's start for it
 (bench/NOTES.md). ``$LUOD_EARLY_RETRIEVER_VMS`` sets another count (0: after every live
 update)."""
 
@@ -98,8 +98,12 @@ def early_retriever_vms(environ: Mapping[str, str] = os.environ) -> int:
     text = environ.get("LUOD_EARLY_RETRIEVER_VMS")
     if text is None:
         return EARLY_RETRIEVER_VMS
-    if text.strip().isdigit():
-        return int(text)
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count >= 0:
+        return count
     print(
         f"luod: LUOD_EARLY_RETRIEVER_VMS={text!r} is not a count of VMs; "
         f"{EARLY_RETRIEVER_VMS} holds (hint: a whole number, 0 for every live update)",

@@ -143,7 +143,7 @@ def test_the_early_retriever_count_comes_from_the_environment(
     assert start.early_retriever_vms({"LUOD_EARLY_RETRIEVER_VMS": "0"}) == 0
     assert start.early_retriever_vms({"LUOD_EARLY_RETRIEVER_VMS": " 12 "}) == 12
     assert capsys.readouterr().err == ""
-    for bad in ("-1", "many", ""):
+    for bad in ("-1", "many", "", "\u00b2"):
         assert start.early_retriever_vms({"LUOD_EARLY_RETRIEVER_VMS": bad}) == 8
         said = capsys.readouterr().err
         assert f"LUOD_EARLY_RETRIEVER_VMS={bad!r} is not a count" in said, said
