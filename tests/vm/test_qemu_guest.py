@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.vm.qemu import GuestResult, run_guest
-from tests.vm.test_datapath import stage
+from tests.vm.test_datapath import _events, stage
 
 
 def load(share: Path, name: str) -> Any:
@@ -118,7 +118,7 @@ def test_each_vmm_cgroup_gets_its_vm_ram_through_a_fork_then_the_kept_helper(
     run.check()
     served = {
         line["cgroup"]: line["via"]
-        for line in map(json.loads, _json_lines(share / "luod-2.log"))
+        for line in _events(share / "luod-2.log")
         if line["event"] == "retrieved-in-cgroup"
     }
     assert served == {"/vm-l2": "fork", "/vm-lx": "helper"}, served
@@ -127,10 +127,6 @@ def test_each_vmm_cgroup_gets_its_vm_ram_through_a_fork_then_the_kept_helper(
         assert int(stat["shmem"]) >= 64 << 20, f"vm-{vm}: {stat['shmem']} bytes of shmem"
         assert (share / f"procs-{vm}-after").read_text().split() == [], vm
         assert (share / f"rmdir-{vm}").read_text().strip() == "removed", vm
-
-
-def _json_lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(errors="replace").splitlines() if line.startswith("{")]
 
 
 def test_qemu_gets_its_tap_back_and_runs_on_it_after_the_kexec(run: GuestResult) -> None:
