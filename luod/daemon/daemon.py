@@ -104,6 +104,7 @@ class Daemon:
         self._backend = backend
         self._custody = custody
         self._kexec = kexec
+        self.retriever: ChargedRetriever | None = None  # on the real kernel (_retriever)
         self._stop = asyncio.Event()
         self.kernel_gone = False  # the kexec happened and luod outlived it (the simulator)
         self._opened = contextlib.ExitStack()  # what shutdown() releases, last opened first
@@ -158,7 +159,7 @@ class Daemon:
             return None
         if (begun := self._helper_start) is not None:
             log.info("retriever-begun", pid=begun.process.pid, note="before luod's imports")
-        retriever = ChargedRetriever(log, begun=begun)
+        retriever = self.retriever = ChargedRetriever(log, begun=begun)
         self._opened.callback(retriever.close)
         return retriever
 
@@ -178,6 +179,7 @@ class Daemon:
         self.connections = VmmConnections()
         self.events = EventBus()
         self.events.listen(systemd.on_event)  # the unit's STATUS= follows the update
+        self.events.listen(self._retire_helper)
         self.driver = UpdateDriver(
             self.registry,
             self.backend,
@@ -216,6 +218,14 @@ class Daemon:
             systemd.start_kexec,
             self.settings.systemd_timeout,
         )
+
+    def _retire_helper(self, event: dict[str, Any]) -> None:
+        """An update ended: the kept retrieve helper leaves until a RECLAIM needs one again
+        (luod.kernel.retriever). Off the loop: its exit is waited for."""
+        if event.get("event") != "UPDATE_END" or self.retriever is None or self._tasks is None:
+            return
+        why = f"update {event.get('id')} ended ({event.get('outcome')})"
+        self._tasks.create_task(_retired(self.retriever, why))
 
     def _spawn(self, update: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         assert self._tasks is not None, "an update starts only while run() serves"
@@ -373,6 +383,13 @@ class Daemon:
         owns it) and custody's local resources (what custody holds outside luod stays held)."""
         self._opened.close()
         log.info("stopped")
+
+
+async def _retired(retriever: ChargedRetriever, why: str) -> None:
+    try:
+        await asyncio.to_thread(retriever.retire, why)
+    except Exception as exc:  # the helper's exit is not worth luod's task group
+        log.warning("retriever-retire-failed", error=repr(exc))
 
 
 def api_wait_after_kexec() -> float:

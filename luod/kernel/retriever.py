@@ -7,6 +7,8 @@ ms on a host for a luod of 21 MB, 7 ms under TCG, copy-on-write faults after. lu
 ``luod.kernel.retriever_helper`` at the first such RECLAIM (that one still forks) and sends it
 the next ones; it enters the VMM's cgroup, retrieves, hands the fds back and returns to luod's.
 While it starts, and after it failed, luod forks as before: nothing waits for the helper.
+Once the update ends no RECLAIM is due until the next live update, and the helper leaves
+(``retire``): an idle host does not keep its 11 MB. A RECLAIM after that starts one again.
 
 After a live update of enough VMs, where luod runs in a cgroup of its own (a service manager's
 unit, whose VMMs are units of their own), luod.start begins the helper's start before luod's
@@ -38,7 +40,8 @@ REPLY_TIMEOUT: Final = 60.0
 """Seconds a request may take (RETRIEVE_FD is linear in size, docs/kernel.md §6.2); then the
 helper counts as lost, is killed, and luod forks for the request instead."""
 STARTS: Final = 3
-"""Helpers started at most in luod's life: after that many were lost, luod only forks."""
+"""Helpers that may fail in luod's life (not start, or be lost): after that many, luod only
+forks. A helper retired at an update's end (``ChargedRetriever.retire``) did not fail."""
 HELPER_FLAGS: Final = ("-S",)  # no site: standard library and luod.fdpass (PYTHONPATH below)
 
 
@@ -157,7 +160,7 @@ def _argument(session: Session, token: int) -> str:
 class ChargedRetriever:
     """The registry's retriever on the real kernel: in place when it may (luod.kernel.charged),
     else through the kept helper once it is ready, else a fork. Owns the helper, ``begun`` too
-    (``begin_early``'s, which counts as one of the ``STARTS``)."""
+    (``begin_early``'s)."""
 
     def __init__(
         self, log: Log, start: Callable[[], Helper] = Helper.start, begun: Helper | None = None
@@ -165,7 +168,7 @@ class ChargedRetriever:
         self.log = log
         self._start = start
         self._helper = begun
-        self._starts = 0 if begun is None else 1
+        self._failures = 0  # helpers that did not start or were lost (at most STARTS)
         self._lock = threading.Lock()  # one request at a time (the registry's lock holds too)
 
     def __call__(
@@ -195,15 +198,31 @@ class ChargedRetriever:
                 self._helper.close()
                 self._helper = None
 
+    def retire(self, why: str) -> int | None:
+        """No RECLAIM is due (the update ended): the helper, if any, leaves; the next RECLAIM
+        from another cgroup starts one again. Its pid, or None. It may wait for the helper's
+        exit (two seconds at most): call it off luod's event loop."""
+        with self._lock:
+            helper, self._helper = self._helper, None
+        if helper is None:
+            return None
+        home = charged.cgroup_of(helper.process.pid)  # luod's: it goes back after each request
+        helper.close()
+        self.log.info("retriever-retired", pid=helper.process.pid, cgroup=home, why=why)
+        return helper.process.pid
+
     def _ready(self) -> Helper | None:
         """The helper if it is ready; else None (fork), after starting one if there is none."""
         if self._helper is None:
-            if self._starts < STARTS:
-                self._starts += 1
+            if self._failures < STARTS:
                 try:
                     self._helper = self._start()
                 except (OSError, subprocess.SubprocessError) as exc:
-                    self.log.warning("retriever-start-failed", error=str(exc), hint=_HINT)
+                    self._failures += 1
+                    left = STARTS - self._failures
+                    self.log.warning(
+                        "retriever-start-failed", error=str(exc), starts_left=left, hint=_HINT
+                    )
             return None
         if self._helper.process.poll() is not None:
             self._lose(f"the helper exited ({self._helper.process.returncode})")
@@ -220,7 +239,8 @@ class ChargedRetriever:
             with contextlib.suppress(OSError):
                 helper.process.kill()
             helper.close()
-        left = STARTS - self._starts
+        self._failures += 1
+        left = STARTS - self._failures
         self.log.warning("retriever-lost", error=why, starts_left=left, hint=_HINT)
 
     def _served(self, cgroup: str, via: str, began: float) -> None:

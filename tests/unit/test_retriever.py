@@ -5,6 +5,7 @@ process here) enters the VMM's cgroup for each request and goes back to its own.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import time
@@ -18,6 +19,8 @@ from luod.kernel import charged, retriever
 from luod.kernel.errors import LuoError
 from luod.kernel.fd import OwnedFd
 from luod.kernel.retriever import ChargedRetriever, Helper, HelperLost
+from luod.vmm.client import Client
+from tests.rest.harness import until
 
 
 class Log:
@@ -55,6 +58,7 @@ class Session:
 class FakeProcess:
     def __init__(self) -> None:
         self.returncode: int | None = None
+        self.pid = 4242
 
     def poll(self) -> int | None:
         return self.returncode
@@ -155,6 +159,32 @@ def test_a_helper_begun_before_luods_imports_serves_the_first_reclaim(
     assert len(later) == retriever.STARTS - 1  # the begun one was the first of STARTS
     kept.close()
     assert begun.closed
+
+
+def test_at_an_updates_end_the_helper_retires_and_the_next_reclaim_starts_one_again(
+    cgroups: list[Sequence[int]],
+) -> None:
+    """An idle host does not keep the helper between live updates; a retired helper did not
+    fail, so retiring it after every update never uses up the STARTS."""
+    helpers: list[FakeHelper] = []
+
+    def start() -> FakeHelper:
+        helpers.append(FakeHelper())
+        return helpers[-1]
+
+    log = Log()
+    kept = ChargedRetriever(log, start=start)  # type: ignore[arg-type]
+    assert kept.retire("nothing yet") is None and log.lines == []
+    for update in range(2 * retriever.STARTS):
+        reclaim(kept, "/vm1")  # forks, starts a helper
+        reclaim(kept, "/vm2")  # through it
+        assert kept.retire(f"update {update} ended") == 4242
+        assert helpers[-1].closed and helpers[-1].served == 1
+    assert len(helpers) == 2 * retriever.STARTS
+    assert log.via() == ["fork", "helper"] * 2 * retriever.STARTS
+    retired = [f for _, e, f in log.lines if e == "retriever-retired"]
+    assert [f["why"] for f in retired] == [f"update {n} ended" for n in range(2 * retriever.STARTS)]
+    assert not any(level == "warning" for level, _, _ in log.lines)
 
 
 @pytest.mark.parametrize("own", ["/", None, "/luod.service"])
@@ -293,6 +323,17 @@ def test_the_helper_leaves_when_luod_closes_its_end(real_helper: tuple[Helper, P
     assert helper.process.wait(timeout=10) == 0
 
 
+def test_a_retired_helper_process_has_exited(real_helper: tuple[Helper, Path]) -> None:
+    """It says which cgroup it was in (luod's own, where it goes back after each request)."""
+    helper, _ = real_helper
+    log = Log()
+    kept = ChargedRetriever(log, begun=helper)
+    assert kept.retire("the update ended") == helper.process.pid
+    assert helper.process.returncode == 0
+    [(_, _, said)] = log.lines
+    assert said["cgroup"] == charged.cgroup_of(os.getpid()) and said["pid"] == helper.process.pid
+
+
 def test_a_helper_that_cannot_go_home_leaves_and_is_lost(tmp_path: Path) -> None:
     helper = Helper.start(home=str(tmp_path / "no-such-dir" / "cgroup.procs"))
     try:
@@ -347,3 +388,30 @@ def test_poll_ready_turns_a_closed_socket_into_a_lost_helper(tmp_path: Path) -> 
     with pytest.raises(HelperLost):
         helper.poll_ready()
     ours.close()
+
+
+# --- in the daemon ---------------------------------------------------------------------------
+def test_the_daemon_retires_the_helper_once_the_update_that_crossed_the_kexec_ends(
+    tmp_path: Path,
+) -> None:
+    """Not while vm1 is reclaimed and not yet DONE (more RECLAIMs may come), but at the end."""
+    from tests.unit.test_api_after_kexec import Api, kexeced, next_luod
+    from tests.unit.test_api_after_kexec import reclaim as vmm_reclaim
+
+    helper, log = FakeHelper(), Log()
+
+    async def scenario() -> None:
+        await kexeced(tmp_path)
+        async with next_luod(tmp_path, Api()) as daemon:
+            daemon.retriever = ChargedRetriever(log, begun=helper)  # type: ignore[arg-type]
+            socket_path = daemon.settings.socket_path
+            await asyncio.to_thread(vmm_reclaim, socket_path, False)
+            await asyncio.sleep(0.3)
+            assert not helper.closed, "retired while the update was still reclaiming"
+            with Client(socket_path) as vmm:
+                await asyncio.to_thread(vmm.done, "vm1")
+            await until(lambda: helper.closed)
+
+    asyncio.run(scenario())
+    retired = [f for _, e, f in log.lines if e == "retriever-retired"]
+    assert len(retired) == 1 and retired[0]["why"].endswith("ended (completed)")

@@ -5,12 +5,6 @@ set -x
 L2="python3 $SHARE/l2guest.py"
 luod_up
 wait_for "$SHARE/luod-qemu/l2.jsonl" '"restored"' 1800
-# l2's RECLAIM came from its unit's cgroup through luod's kept retrieve helper, begun before
-# luod's imports; it must run inside luod.service's sandbox (luod.kernel.retriever)
-for pid in $(cat /sys/fs/cgroup/system.slice/luod.service/cgroup.procs); do
-    tr '\0' ' ' <"/proc/$pid/cmdline"; echo
-done >"$SHARE/luod-unit-procs.txt"
-luod_journal luod-journal-2.txt
 $L2 twice /run/luod-qemu/l2.json "$SHARE/l2-after-1.json" "$SHARE/l2-after-2.json"
 for _ in $(seq 1 1200); do
     journalctl -b -u luod-qemu@l2.service -o cat | grep -q '"preserved"' && break
@@ -20,5 +14,6 @@ systemctl show -P ActiveState luod-qemu@l2.service >"$SHARE/l2-active.txt"
 journalctl -b -u luod-qemu@l2.service -o cat --no-pager >"$SHARE/l2-journal-2.txt"
 luoctl --json vms >"$SHARE/vms-after.json"
 luoctl --json history >"$SHARE/history.json"
+luod_journal luod-journal-2.txt  # the update has ended: the retrieve helper retired
 systemctl stop luod-qemu@l2.service
 luoctl --json vms >"$SHARE/vms-stopped.json"
