@@ -14,7 +14,8 @@ times a second, reads ``CLOCK_BOOTTIME`` into the data beside it and increments 
 Probes find the magic in the guest RAM (the memfd luod-qemu made, through ``/proc/QEMU/fd/N``)
 and read the counter and the uptime there: no agent in the guest, no serial line to parse.
 
-    python -m tests.vm.l2linux initrd PATH KERNEL  # writes PATH, prints QEMU's arguments
+    python -m tests.vm.l2linux initrd PATH KERNEL [CONSOLE]  # writes PATH, prints QEMU's
+                                                 # arguments (its serial appended to CONSOLE)
     python -m tests.vm.l2linux twice STATUS OUT1 OUT2   # probes one second apart
     python -m tests.vm.l2linux launch OUT QEMU-ARGS...  # probes the RAM QEMU gets, execs QEMU
 """
@@ -90,12 +91,17 @@ def write_initrd(path: Path) -> Path:
     return path
 
 
-def qemu_args(initrd: Path, kernel: Path) -> list[str]:
-    return [
+def qemu_args(initrd: Path, kernel: Path, console: Path | None = None) -> list[str]:
+    """With ``console``, the guest kernel's messages go there (appended across the kexec): the
+    evidence when its boot stalls under nested TCG."""
+    args = [
         "-machine", "pc", "-accel", "tcg", "-nodefaults", "-display", "none",
         "-kernel", str(kernel), "-initrd", str(initrd),
-        "-append", "quiet",  # one word: the stage scripts split arguments at whitespace
     ]  # fmt: skip
+    if console is None:  # each one word: the stage scripts split arguments at whitespace
+        return [*args, "-append", "quiet"]
+    serial = ["-chardev", f"file,id=con0,path={console},append=on", "-serial", "chardev:con0"]
+    return [*args, *serial, "-append", "console=ttyS0"]
 
 
 def find(ram: GuestRam) -> int | None:
@@ -128,16 +134,40 @@ def wait_for_init(ram: GuestRam, timeout: float = 600) -> int:
     deadline = time.monotonic() + timeout
     while (at := find(ram)) is None or probe(ram, at)["counter"] == 0:
         if time.monotonic() > deadline:
+            stalled(ram)
             raise TimeoutError("the Linux L2 guest never ran its /init")
         time.sleep(1)
     return at
+
+
+def stalled(ram: GuestRam) -> None:
+    """Evidence of a stall for the test's report: each of the guest's QEMU threads (state and
+    where it waits, on stderr) and this kernel's CPUs and blocked tasks (sysrq l and w, on the
+    console the harness keeps)."""
+    pid = ram.path.parts[2] if ram.path.parts[1] == "proc" else None
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")) if pid else ():
+        fields = [_read(task / name) for name in ("comm", "wchan", "stat")]
+        print(f"qemu task {task.name}:", *fields, file=sys.stderr)
+    for key in "lw":
+        try:
+            Path("/proc/sysrq-trigger").write_text(key)
+        except OSError as exc:
+            print(f"sysrq {key}: {exc}", file=sys.stderr)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        return f"({exc.strerror})"
 
 
 def main(argv: list[str]) -> int:
     command, path = argv[0], Path(argv[1])
     if command == "initrd":
         write_initrd(path)
-        print("\n".join(qemu_args(path, Path(argv[2]))))
+        console = Path(argv[3]) if len(argv) > 3 else None
+        print("\n".join(qemu_args(path, Path(argv[2]), console)))
     elif command == "twice":  # one process (a python start is seconds in a nested guest)
         ram = GuestRam(path)
         at = wait_for_init(ram)

@@ -102,6 +102,10 @@ def test_linux_guest_goes_on_across_a_real_kexec(run: GuestResult) -> None:
     frozen = events(share, "lx-run-1.log")["frozen"]
     restored = events(share, "lx-run-2.log")["restored"]
     assert restored["state_bytes"] == frozen["state_bytes"] > 0
+    # Its serial console, kept on the share for a boot that stalls: it booted once, and the
+    # restored QEMU (the same chardev, appending) went on without booting again.
+    console = (share / "lx-console.log").read_text(errors="replace")
+    assert console.count("Linux version") == 1 and "Run /init as init process" in console
     print(json.dumps({"before": running, "at_restore": at_restore, "after": after_2}, indent=1))
 
 

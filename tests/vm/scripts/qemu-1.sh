@@ -18,7 +18,7 @@ ARGS="$ARGS -device e1000,netdev=n0,mac=52:54:00:12:34:56,romfile="
 luod-qemu run --id l2 --ram 64M --report "$SHARE/l2-report.jsonl" -- $ARGS \
     >"$SHARE/l2-run-1.log" 2>&1 &
 LX="python -m tests.vm.l2linux"
-LXARGS=$($LX initrd "$SHARE/lx-initrd.gz" "$NEXT_KERNEL")
+LXARGS=$($LX initrd "$SHARE/lx-initrd.gz" "$NEXT_KERNEL" "$SHARE/lx-console.log")
 luod-qemu run --id lx --ram 64M --report "$SHARE/lx-report.jsonl" -- $LXARGS \
     >"$SHARE/lx-run-1.log" 2>&1 &
 wait_for "$SHARE/l2-run-1.log" '"preserved"'
