@@ -1,7 +1,7 @@
 """The ``luod`` command's entry point (and ``python -m luod``): luod starts with the garbage
 collector off, says READY=1 at once when systemd holds its VMM socket, and begins the fd
 keeper's start before its own imports when the keeper will hold its sessions (``begin_keeper``),
-and the kept retrieve helper's after a live update of enough VMs (``begin_retriever``).
+and forks the kept retrieve helper after a live update (``begin_retriever``).
 
 Everything luod allocates while it starts (its modules, classes, settings, the sessions taken
 back after a kexec) lives as long as luod: the collector would scan it again and again for
@@ -64,19 +64,18 @@ def begin_keeper(settings: Settings) -> KeeperStart | None:
     return begin(settings.runtime_dir, settings.custody)
 
 
-EARLY_RETRIEVER_VMS = 8
-"""VMs handed over, at least, for the retrieve helper's early start: below, luod's forks (one
-per RECLAIM until a helper it starts then is up) cost less than the helper's own start beside
-luod's imports. That start costs about 7 forks of luod on a host (10 ms against 1.4 ms) and
-13-20 under TCG, where 3 VMs in the systemd guest paid 0.3-1.2 s of luod's start for it
-(bench/NOTES.md). ``$LUOD_EARLY_RETRIEVER_VMS`` sets another count (0: after every live
-update)."""
+EARLY_RETRIEVER_VMS = 1
+"""VMs handed over, at least, for the retrieve helper's early fork. That fork, of a process with
+one thread and a few MB, costs less than the one fork of luod it saves at the first RECLAIM
+from another cgroup (0.5 against 1.4 ms on a host). The spawned helper this once was cost 0.3-1.2 s
+of luod's start in the systemd guest and needed 8 VMs to pay (bench/NOTES.md).
+``$LUOD_EARLY_RETRIEVER_VMS`` sets another count (0: after every live update)."""
 
 
 def begin_retriever(settings: Settings) -> Helper | None:
     """After a live update of at least ``early_retriever_vms()`` VMs (the state directory's
-    journal ends with the handoff's kexec line, which carries the update's record), begin the
-    kept retrieve helper's start before luod's imports, when luod runs in a cgroup of its own
+    journal ends with the handoff's kexec line, which carries the update's record), fork the
+    kept retrieve helper before luod's imports, when luod runs in a cgroup of its own
     (luod.kernel.retriever.begin_early): then every VMM's RECLAIM, from its own cgroup, finds
     it ready instead of forking luod (each fork 1.4 ms on a host, 30 ms under TCG). None
     otherwise; the simulator retrieves in place."""

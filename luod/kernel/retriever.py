@@ -10,9 +10,11 @@ While it starts, and after it failed, luod forks as before: nothing waits for th
 Once the update ends no RECLAIM is due until the next live update, and the helper leaves
 (``retire``): an idle host does not keep its 11 MB. A RECLAIM after that starts one again.
 
-After a live update of enough VMs, where luod runs in a cgroup of its own (a service manager's
-unit, whose VMMs are units of their own), luod.start begins the helper's start before luod's
-imports (``begin_early``), so that it is ready by the first RECLAIM and none of them forks.
+After a live update, where luod runs in a cgroup of its own (a service manager's unit, whose
+VMMs are units of their own), luod.start forks the helper before luod's imports
+(``begin_early``), so that it is ready by the first RECLAIM and none of them forks luod. That
+fork copies a process of a few MB that has one thread, and starts no interpreter: spawning one
+cost 0.3-1.2 s of luod's start in the systemd guest, more than the forks it saved at 3 VMs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, NoReturn, Protocol
 
 from luod.childenv import child_env
 from luod.fdpass import pack_rights, room, unpack_rights
@@ -54,6 +58,19 @@ class Log(Protocol):
     def warning(self, event: str, **fields: Any) -> Any: ...
 
 
+class Process(Protocol):
+    """What a Helper uses of its process: a ``subprocess.Popen`` or a ``ForkedProcess``."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
 class HelperLost(Exception):
     """The helper did not answer as it should (gone, silent, garbled): fork instead."""
 
@@ -61,10 +78,30 @@ class HelperLost(Exception):
 class Helper:
     """One kept helper process and luod's end of its socket (the owner of both)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], channel: socket.socket) -> None:
+    def __init__(self, process: Process, channel: socket.socket) -> None:
         self.process = process
         self.channel = channel
         self.ready = False
+
+    @classmethod
+    def fork(cls, home: str | None = None) -> Helper:
+        """A helper forked from this process, which must have one thread (luod's start, before
+        its imports): the child closes every fd but its end of the socket and serves, with
+        the helper's code imported here first, so that it imports nothing. ``home`` as for
+        ``start``."""
+        from luod.kernel import retriever_helper
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        if pid == 0:
+            _serve_forked(retriever_helper.main, theirs.fileno(), home)
+        theirs.close()
+        return cls(ForkedProcess(pid), ours)
 
     @classmethod
     def start(cls, home: str | None = None) -> Helper:
@@ -135,17 +172,86 @@ class Helper:
 
 
 def begin_early() -> Helper | None:
-    """A helper's start, begun now (luod.start: after a live update, before luod's imports),
-    when luod runs in a cgroup of its own: there its VMMs run in others (each a unit of the
-    service manager), and each of their RECLAIMs would fork luod until a helper is up. None in
-    the root cgroup (a bare init's: VMMs are most likely beside luod, served in place), or when
-    the start failed (the first RECLAIM from another cgroup starts one, as without this)."""
+    """A helper forked now (luod.start: after a live update, before luod's imports, while luod
+    has one thread), when luod runs in a cgroup of its own: there its VMMs run in others (each
+    a unit of the service manager), and each of their RECLAIMs would fork luod until a helper
+    is up. None in the root cgroup (a bare init's: VMMs are most likely beside luod, served in
+    place), or when the fork failed (the first RECLAIM from another cgroup starts one, as
+    without this). Should luod have another thread by then, the helper is spawned instead (a
+    fork copies no thread but its own: a lock another one held would stay held)."""
     if charged.cgroup_of(os.getpid()) in (None, "/"):
         return None
     try:
-        return Helper.start()
+        return Helper.fork() if threading.active_count() == 1 else Helper.start()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+FORKED_NAME: Final = "luod-retriever"
+"""The forked helper's name (``comm``: ps, top, the journal's ``_COMM``); its command line is
+still luod's."""
+
+
+def _serve_forked(serve: Callable[[list[str]], int], channel: int, home: str | None) -> NoReturn:
+    """The forked child: nothing of luod's but the channel, stdin and stdout on /dev/null,
+    stderr kept (the journal), Python's own signal handling back to the defaults; then the
+    helper's loop, and out without running anything of luod's on the way."""
+    code = 1
+    try:
+        os.closerange(3, channel)
+        os.closerange(channel + 1, os.sysconf("SC_OPEN_MAX"))
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        with contextlib.suppress(OSError):
+            _write("/proc/self/comm", FORKED_NAME.encode())
+        code = serve([FORKED_NAME, str(channel), *([home] if home else [])])
+    finally:
+        os._exit(code)
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+class ForkedProcess:
+    """What a Helper uses of ``subprocess.Popen``, for a helper luod forked (no exec)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            reaped, status = os.waitpid(self.pid, os.WNOHANG)
+            if reaped:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit status; ``subprocess.TimeoutExpired`` past ``timeout`` seconds."""
+        if self.poll() is None:
+            pidfd = os.pidfd_open(self.pid)
+            try:
+                exited = select.select([pidfd], [], [], timeout)[0]
+            finally:
+                os.close(pidfd)
+            if not exited:
+                raise subprocess.TimeoutExpired(f"{FORKED_NAME} {self.pid}", timeout or 0)
+        returncode = self.poll()
+        assert returncode is not None  # the pidfd is readable once it exited
+        return returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
 
 FD_AT: Final = int(uapi.ffi.offsetof("struct liveupdate_session_retrieve_fd", "fd"))

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,9 +202,30 @@ def test_begin_early_starts_a_helper_only_in_a_cgroup_of_luods_own(
         started.append(FakeHelper())
         return started[-1]
 
-    monkeypatch.setattr(Helper, "start", start)
+    monkeypatch.setattr(Helper, "fork", start)
     assert (retriever.begin_early() is not None) == (own not in ("/", None))
     assert len(started) == (own not in ("/", None))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_begin_early_forks_the_helper_while_luod_has_one_thread_else_spawns_it(
+    monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    how: list[str] = []
+    monkeypatch.setattr(charged, "cgroup_of", lambda pid: "/luod.service")
+    monkeypatch.setattr(threading, "active_count", lambda: threads)
+
+    def made(way: str) -> Callable[[], FakeHelper]:
+        def make() -> FakeHelper:
+            how.append(way)
+            return FakeHelper()
+
+        return make
+
+    monkeypatch.setattr(Helper, "fork", made("fork"))
+    monkeypatch.setattr(Helper, "start", made("spawn"))
+    assert retriever.begin_early() is not None
+    assert how == (["fork"] if threads == 1 else ["spawn"])
 
 
 def test_begin_early_that_cannot_start_leaves_it_to_the_first_reclaim(
@@ -212,6 +235,7 @@ def test_begin_early_that_cannot_start_leaves_it_to_the_first_reclaim(
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(charged, "cgroup_of", lambda pid: "/luod.service")
+    monkeypatch.setattr(Helper, "fork", fails)
     monkeypatch.setattr(Helper, "start", fails)
     assert retriever.begin_early() is None
 
@@ -284,11 +308,13 @@ def test_the_kernels_refusal_through_the_helper_is_raised_not_retried_by_a_fork(
 
 
 # --- the helper process itself ---------------------------------------------------------------
-@pytest.fixture
-def real_helper(tmp_path: Path) -> Iterator[tuple[Helper, Path]]:
+@pytest.fixture(params=["spawned", "forked"])
+def real_helper(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Helper, Path]]:
+    """A helper process, spawned (an interpreter of its own, as luod starts one at a RECLAIM)
+    or forked (from luod's start, begin_early): the same helper either way."""
     home = tmp_path / "home.procs"
     home.write_text("")
-    helper = Helper.start(home=str(home))
+    helper = (Helper.start if request.param == "spawned" else Helper.fork)(home=str(home))
     deadline = time.monotonic() + 30
     while not helper.poll_ready():
         assert helper.process.poll() is None, "the helper exited before it was ready"
@@ -332,6 +358,37 @@ def test_a_retired_helper_process_has_exited(real_helper: tuple[Helper, Path]) -
     assert helper.process.returncode == 0
     [(_, _, said)] = log.lines
     assert said["cgroup"] == charged.cgroup_of(os.getpid()) and said["pid"] == helper.process.pid
+
+
+def test_a_forked_helper_holds_no_fd_of_luods_and_names_itself(tmp_path: Path) -> None:
+    kept = os.open(tmp_path, os.O_RDONLY)  # stands for the sessions and sockets luod holds
+    try:
+        helper = Helper.fork()
+    finally:
+        os.close(kept)
+    try:
+        while not helper.poll_ready():
+            time.sleep(0.01)
+        fds = sorted(int(n) for n in os.listdir(f"/proc/{helper.process.pid}/fd"))
+        assert fds == [0, 1, 2, fds[-1]] and fds[-1] > 2, fds  # stdio and its channel
+        assert Path(f"/proc/{helper.process.pid}/fd/0").resolve() == Path(os.devnull)
+        comm = Path(f"/proc/{helper.process.pid}/comm").read_text().strip()
+        assert comm == retriever.FORKED_NAME
+    finally:
+        helper.close()
+    assert helper.process.returncode == 0
+
+
+def test_a_forked_helper_that_does_not_leave_in_time_is_killed() -> None:
+    helper = Helper.fork()
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            helper.process.wait(timeout=0.05)  # its channel is open: it waits for requests
+        assert helper.process.poll() is None
+        helper.process.kill()
+        assert helper.process.wait(timeout=10) == -9
+    finally:
+        helper.close()
 
 
 def test_a_helper_that_cannot_go_home_leaves_and_is_lost(tmp_path: Path) -> None:

@@ -29,11 +29,6 @@ def guest_files() -> dict[str, str]:
             "[Service]\nBindPaths=/run/sdg-share/luod-qemu:/var/lib/luod-qemu\n"
         ),
         "luod-qemu/.keep": "",
-        # one VM: fewer than luod.start.EARLY_RETRIEVER_VMS, so luod would fork for its RECLAIM;
-        # here it begins the retrieve helper early after any live update, to show that path
-        "etc/systemd/system/luod.service.d/sdg.conf": (
-            "[Service]\nEnvironment=LUOD_EARLY_RETRIEVER_VMS=1\n"
-        ),
         # running_image: no /boot/vmlinuz-RELEASE in the guest (the handover-abi preflight)
         "etc-1/luod/luod.toml": (
             '[kexec]\nmode = "auto"\nrunning_image = "/run/sdg-share/bzImage"\n'
@@ -86,10 +81,10 @@ def test_qemu_unit_guest_goes_on_across_systemctl_kexec(run: Any) -> None:
     [slot] = [e for e in map(json.loads, filter(_is_json, journal)) if e["event"] == "start-slot"]
     assert slot["gated"] and slot["directory"] == "/run/luod-qemu/start-slots", slot
     # l2 reclaimed from its unit's cgroup through luod's kept retrieve helper, which luod.start
-    # began before luod's imports (after a live update of LUOD_EARLY_RETRIEVER_VMS=1 VMs or
-    # more, in luod.service's own cgroup) and which runs beside luod in luod.service: no fork
-    # of luod (luod.kernel.retriever.begin_early); once the update ended it retired, back home
-    # in luod.service's cgroup after the RECLAIM
+    # forked before luod's imports (after a live update, in luod.service's own cgroup) and
+    # which runs beside luod in luod.service: no fork of luod at the RECLAIM
+    # (luod.kernel.retriever.begin_early); once the update ended it retired, back home in
+    # luod.service's cgroup after the RECLAIM
     luod_log = [json.loads(x) for x in (share / "luod-journal-2.txt").read_text().splitlines()
                 if _is_json(x)]  # fmt: skip
     served = [e for e in luod_log if e["event"] == "retrieved-in-cgroup"]
