@@ -158,7 +158,7 @@ class Daemon:
         if self.backend.name != "kernel":
             return None
         if (begun := self._helper_start) is not None:
-            log.info("retriever-begun", pid=begun.process.pid, note="before luod's imports")
+            log.info("retriever-begun", pid=begun.process.pid, note="forked before luod's imports")
         retriever = self.retriever = ChargedRetriever(log, begun=begun)
         self._opened.callback(retriever.close)
         return retriever
