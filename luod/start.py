@@ -66,10 +66,11 @@ def begin_keeper(settings: Settings) -> KeeperStart | None:
 
 EARLY_RETRIEVER_VMS = 1
 """VMs handed over, at least, for the retrieve helper's early fork. That fork, of a process with
-one thread and a few MB, costs less than the one fork of luod it saves at the first RECLAIM
-from another cgroup (0.5 against 1.4 ms on a host). The spawned helper this once was cost 0.3-1.2 s
-of luod's start in the systemd guest and needed 8 VMs to pay (bench/NOTES.md).
-``$LUOD_EARLY_RETRIEVER_VMS`` sets another count (0: after every live update)."""
+one thread and a few MB, costs less than the fork of luod it saves at the first RECLAIM from
+another cgroup (0.5 against 1.4 ms on a host). Spawned there instead (a second interpreter), the
+helper cost 0.3-1.2 s of luod's start in the systemd guest and paid only from 8 VMs
+(bench/NOTES.md). ``$LUOD_EARLY_RETRIEVER_VMS`` sets another count (0: after every live
+update)."""
 
 
 def begin_retriever(settings: Settings) -> Helper | None:

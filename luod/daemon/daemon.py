@@ -43,7 +43,7 @@ from luod.daemon.qualification_qemu import CanarySettings
 from luod.daemon.settings import ApiSettings, Settings
 from luod.daemon.update import Spawn, UpdateDriver
 from luod.kernel import Backend, open_backend
-from luod.kernel.retriever import ChargedRetriever, Helper
+from luod.kernel.retriever import ChargedRetriever, ForkedProcess, Helper
 from luod.vmm.server import VmmServer
 
 if TYPE_CHECKING:
@@ -158,7 +158,8 @@ class Daemon:
         if self.backend.name != "kernel":
             return None
         if (begun := self._helper_start) is not None:
-            log.info("retriever-begun", pid=begun.process.pid, note="forked before luod's imports")
+            how = "forked" if isinstance(begun.process, ForkedProcess) else "spawned"
+            log.info("retriever-begun", pid=begun.process.pid, note=f"{how} before luod's imports")
         retriever = self.retriever = ChargedRetriever(log, begun=begun)
         self._opened.callback(retriever.close)
         return retriever

@@ -93,7 +93,7 @@ def test_qemu_unit_guest_goes_on_across_systemctl_kexec(run: Any) -> None:
     ], served
     said = [e for e in luod_log if e["event"].startswith("retriever-")]
     assert [e["event"] for e in said] == ["retriever-begun", "retriever-retired"], said
-    assert said[0]["pid"] == said[1]["pid"], said
+    assert said[0]["pid"] == said[1]["pid"] and said[0]["note"].startswith("forked"), said
     assert said[1]["cgroup"].endswith("/luod.service"), said
     [vm] = load(share, "vms-before.json")["vms"]
     assert vm["id"] == "l2" and vm["state"] == "preserved"
