@@ -75,6 +75,12 @@ class _Server(uvicorn.Server):
         yield  # luod owns SIGTERM/SIGINT: its main loop stops us by cancelling
 
 
+def _bound_path(sock: socket.socket) -> str | None:
+    """The path systemd bound an activated unix socket to (None: abstract or unnamed)."""
+    name = sock.getsockname()
+    return name if isinstance(name, str) and name else None
+
+
 async def serve_rest(
     app: ASGIApp,
     *,
@@ -128,7 +134,14 @@ async def serve_rest(
                 )
         if ready is not None:
             ready(endpoints)
-        log.info("rest-serving", unix=str(endpoints.unix), tcp=endpoints.tcp, tls=endpoints.tls)
+        unix = endpoints.unix or (_bound_path(unix_sock) if unix_sock is not None else None)
+        log.info(
+            "rest-serving",
+            unix=None if unix is None else str(unix),
+            activated=unix_sock is not None,
+            tcp=endpoints.tcp,
+            tls=endpoints.tls,
+        )
         async with asyncio.TaskGroup() as tasks:
             for server, sock in servers:
                 tasks.create_task(_run(server, sock))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import ssl
 import stat
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import TypeAdapter
+from structlog.testing import capture_logs
 
 from luod.cli.sse import Event, EventParser
 from luod.errors import LuodError
@@ -67,6 +69,33 @@ async def test_unix_socket_is_0660_needs_no_token_and_goes_away(luod: Luod, tmp_
         async with unix_client(sock) as client:
             assert (await client.get("/v1/status")).json()["phase"] == "idle"
     assert not sock.exists()
+
+
+async def test_an_activated_unix_socket_is_served_said_by_its_path_and_left_in_place(
+    luod: Luod, tmp_path: Path
+) -> None:
+    """luod-api.socket's listener (systemd binds it; here the test does): luod serves on it,
+    says where in ``rest-serving`` (not "None"), and leaves the path to systemd."""
+    path = tmp_path / "api.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    app = create_app(luod.facade)
+    with capture_logs() as logs:
+        async with serving(app, unix_path=None, unix_sock=listener), unix_client(path) as client:
+            assert (await client.get("/v1/status")).json()["phase"] == "idle"
+    [said] = [e for e in logs if e["event"] == "rest-serving"]
+    assert said["unix"] == str(path) and said["activated"] is True, said
+    assert path.exists()
+
+
+async def test_a_bound_unix_socket_is_said_not_activated(luod: Luod, tmp_path: Path) -> None:
+    sock = tmp_path / "api.sock"
+    with capture_logs() as logs:
+        async with serving(create_app(luod.facade), unix_path=sock):
+            pass
+    [said] = [e for e in logs if e["event"] == "rest-serving"]
+    assert said["unix"] == str(sock) and said["activated"] is False, said
 
 
 async def test_tcp_without_a_token_file_is_refused(luod: Luod) -> None:
