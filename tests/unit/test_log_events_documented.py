@@ -1,6 +1,7 @@
 """Every event luod logs is in the log table of docs/operations.md §6, and every event that
 table names is one luod logs: an operator reading the journal finds each line explained, and
-the table explains no line that luod no longer writes."""
+the table explains no line that luod no longer writes. The same for luod-qemu's error codes and
+their runbook table (§8.22)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,25 @@ def test_every_event_luod_logs_is_in_the_log_table() -> None:
 def test_every_event_in_the_log_table_is_one_luod_logs() -> None:
     stale = documented() - set(logged())
     assert not stale, f"docs/operations.md §6 names events luod does not log: {sorted(stale)}"
+
+
+def adapter_codes() -> dict[str, str]:
+    """The codes of ``QemuAdapterError(code, ...)`` in luod-qemu."""
+    found: dict[str, str] = {}
+    for path in sorted((REPO / "luod/qemu").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "QemuAdapterError":
+                first = node.args[0] if node.args else None
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    found.setdefault(first.value, str(path.relative_to(REPO)))
+    return found
+
+
+def test_every_luod_qemu_error_code_is_in_its_runbook_table() -> None:
+    text = (REPO / "docs/operations.md").read_text()
+    section = text.split("\n### 8.22 ", 1)[1].split("\n## ", 1)[0]
+    rows = (line.split("|")[1] for line in section.splitlines() if line.startswith("| `"))
+    table = {name for cell in rows for name in NAME.findall(cell)}
+    codes = adapter_codes()
+    assert len(codes) >= 10, codes  # the finder sees them
+    assert set(codes) == table, (sorted(set(codes) - table), sorted(table - set(codes)))
