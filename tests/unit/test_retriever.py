@@ -93,6 +93,16 @@ class FakeHelper:
         self.closed = True
 
 
+def starter(made: list[FakeHelper], answer: Exception | None = None) -> Callable[[], FakeHelper]:
+    """A helper start that makes a FakeHelper (answering ``answer``) and records it in ``made``."""
+
+    def start() -> FakeHelper:
+        made.append(FakeHelper(answer=answer))
+        return made[-1]
+
+    return start
+
+
 @pytest.fixture
 def cgroups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Sequence[int]]:
     """luod in /luod, VMMs in /vm1 and /vm2; forks recorded (the tokens each got), not made."""
@@ -125,9 +135,7 @@ def test_the_first_foreign_reclaim_forks_and_starts_the_helper_the_next_use_it(
 ) -> None:
     helpers: list[FakeHelper] = []
 
-    def start() -> FakeHelper:
-        helpers.append(FakeHelper())
-        return helpers[-1]
+    start = starter(helpers)
 
     log = Log()
     kept = ChargedRetriever(log, start=start)  # type: ignore[arg-type]
@@ -143,12 +151,11 @@ def test_a_helper_begun_before_luods_imports_serves_the_first_reclaim(
     cgroups: list[Sequence[int]],
 ) -> None:
     """luod.start began it (``begin_early``): the first RECLAIM from another cgroup finds it
-    ready and forks nothing; it counts as one of the STARTS, and the retriever owns it."""
-    begun, later = FakeHelper(), []
+    ready and forks nothing, and the retriever owns it. Lost, it is the first of the STARTS
+    failures."""
+    begun, later = FakeHelper(), list[FakeHelper]()
 
-    def start() -> FakeHelper:
-        later.append(FakeHelper(answer=HelperLost("gone")))
-        return later[-1]
+    start = starter(later, HelperLost("gone"))
 
     log = Log()
     kept = ChargedRetriever(log, start=start, begun=begun)  # type: ignore[arg-type]
@@ -158,7 +165,7 @@ def test_a_helper_begun_before_luods_imports_serves_the_first_reclaim(
     begun.answer = HelperLost("gone")
     for _ in range(2 * retriever.STARTS):
         reclaim(kept, "/vm1")
-    assert len(later) == retriever.STARTS - 1  # the begun one was the first of STARTS
+    assert len(later) == retriever.STARTS - 1  # the begun one's loss was the first failure
     kept.close()
     assert begun.closed
 
@@ -170,9 +177,7 @@ def test_at_an_updates_end_the_helper_retires_and_the_next_reclaim_starts_one_ag
     fail, so retiring it after every update never uses up the STARTS."""
     helpers: list[FakeHelper] = []
 
-    def start() -> FakeHelper:
-        helpers.append(FakeHelper())
-        return helpers[-1]
+    start = starter(helpers)
 
     log = Log()
     kept = ChargedRetriever(log, start=start)  # type: ignore[arg-type]
@@ -198,9 +203,7 @@ def test_begin_early_starts_a_helper_only_in_a_cgroup_of_luods_own(
     started: list[FakeHelper] = []
     monkeypatch.setattr(charged, "cgroup_of", lambda pid: own if pid == os.getpid() else None)
 
-    def start() -> FakeHelper:
-        started.append(FakeHelper())
-        return started[-1]
+    start = starter(started)
 
     monkeypatch.setattr(Helper, "fork", start)
     monkeypatch.setattr(Helper, "start", start)  # should another test have left a thread
@@ -244,9 +247,7 @@ def test_begin_early_that_cannot_start_leaves_it_to_the_first_reclaim(
 def test_luods_own_cgroup_never_starts_a_helper(cgroups: list[Sequence[int]]) -> None:
     started: list[FakeHelper] = []
 
-    def start() -> FakeHelper:
-        started.append(FakeHelper())
-        return started[-1]
+    start = starter(started)
 
     kept = ChargedRetriever(Log(), start=start)  # type: ignore[arg-type]
     for cgroup in ("/luod", None, "/gone"):
@@ -268,9 +269,7 @@ def test_a_lost_helper_costs_a_fork_and_is_started_again_a_few_times_only(
 ) -> None:
     helpers: list[FakeHelper] = []
 
-    def start() -> FakeHelper:
-        helpers.append(FakeHelper(answer=HelperLost("gone")))
-        return helpers[-1]
+    start = starter(helpers, HelperLost("gone"))
 
     log = Log()
     kept = ChargedRetriever(log, start=start)  # type: ignore[arg-type]
