@@ -99,7 +99,7 @@ class Helper:
             theirs.close()
             raise
         if pid == 0:
-            _serve_forked(retriever_helper.main, theirs.fileno(), home)
+            _serve_forked(retriever_helper.main, retriever_helper.write, theirs.fileno(), home)
         theirs.close()
         return cls(ForkedProcess(pid), ours)
 
@@ -192,7 +192,12 @@ FORKED_NAME: Final = "luod-retriever"
 still luod's."""
 
 
-def _serve_forked(serve: Callable[[list[str]], int], channel: int, home: str | None) -> NoReturn:
+def _serve_forked(
+    serve: Callable[[list[str]], int],
+    write: Callable[[str, bytes], None],
+    channel: int,
+    home: str | None,
+) -> NoReturn:
     """The forked child: nothing of luod's but the channel, stdin and stdout on /dev/null,
     stderr kept (the journal), Python's own signal handling back to the defaults; then the
     helper's loop, and out without running anything of luod's on the way."""
@@ -206,18 +211,10 @@ def _serve_forked(serve: Callable[[list[str]], int], channel: int, home: str | N
         os.close(null)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         with contextlib.suppress(OSError):
-            _write("/proc/self/comm", FORKED_NAME.encode())
+            write("/proc/self/comm", FORKED_NAME.encode())
         code = serve([FORKED_NAME, str(channel), *([home] if home else [])])
     finally:
         os._exit(code)
-
-
-def _write(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 class ForkedProcess:

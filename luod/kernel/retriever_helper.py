@@ -33,13 +33,18 @@ from luod.fdpass import pack_rights, room, unpack_rights
 DATAGRAM_BYTES = 1 << 16
 
 
-def move_to(procs: str) -> None:
-    """This process into the cgroup whose ``cgroup.procs`` is ``procs``."""
-    fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+def write(path: str, data: bytes) -> None:
+    """``data`` into ``path`` (a cgroup or proc file) with one write(2)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, b"0")
+        os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def move_to(procs: str) -> None:
+    """This process into the cgroup whose ``cgroup.procs`` is ``procs``."""
+    write(procs, b"0")
 
 
 def own_procs() -> str:
