@@ -37,12 +37,16 @@ def logged() -> dict[str, str]:
     return found
 
 
-def documented() -> set[str]:
-    """The names in the first column of the tables of operations.md §6."""
-    text = (REPO / "docs/operations.md").read_text()
-    section = text.split("\n## 6. ", 1)[1].split("\n## 7. ", 1)[0]
+def first_column(section: str) -> set[str]:
+    """The names in the first column of a section's tables."""
     rows = (line.split("|")[1] for line in section.splitlines() if line.startswith("| `"))
     return {name for cell in rows for name in NAME.findall(cell)}
+
+
+def documented() -> set[str]:
+    """The names in the log table of operations.md §6."""
+    text = (REPO / "docs/operations.md").read_text()
+    return first_column(text.split("\n## 6. ", 1)[1].split("\n## 7. ", 1)[0])
 
 
 def test_the_finder_sees_every_form_luod_logs_in() -> None:
@@ -80,9 +84,7 @@ def adapter_codes() -> dict[str, str]:
 
 def test_every_luod_qemu_error_code_is_in_its_runbook_table() -> None:
     text = (REPO / "docs/operations.md").read_text()
-    section = text.split("\n### 8.22 ", 1)[1].split("\n## ", 1)[0]
-    rows = (line.split("|")[1] for line in section.splitlines() if line.startswith("| `"))
-    table = {name for cell in rows for name in NAME.findall(cell)}
+    table = first_column(text.split("\n### 8.22 ", 1)[1].split("\n## ", 1)[0])
     codes = adapter_codes()
     assert len(codes) >= 10, codes  # the finder sees them
     assert set(codes) == table, (sorted(set(codes) - table), sorted(table - set(codes)))
