@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import boot_breakdown, handover, preserve_cost
+from bench import boot_breakdown, cgroup_migration, handover, preserve_cost
 from bench.stats import human, median, signed, table
 from luod.core import timeline
 from luod.vmm.client import Client
@@ -149,6 +149,7 @@ def after_measures() -> dict[str, Any]:
     luod.terminate()
     luod.wait(60)
     return {
+        "migrations": cgroup_migration.measure(),
         "bare": warm,
         "import": imports,
         "top": boot_breakdown.top_imports(traced),
@@ -254,6 +255,7 @@ def report() -> str:
             f"<= {FIRST_RECLAIM_TARGET:g}x; the first pass after the kexec reads cold files, "
             "as luod does)\n" + reclaim_table(samples),
             after_text(samples[-1]["after"]),
+            cgroup_migration.text(samples[-1]["after"]["migrations"]),
         ]
     )
 

@@ -78,5 +78,14 @@ class VmmConnections:
         """Each connected VM's capabilities, as its VMM's HELLO was granted them."""
         return {vm: conn.capabilities for vm, conn in self._by_vm.items() if not conn.closed}
 
+    def apart(self, own_cgroup: str | None) -> list[str]:
+        """Connected VMs whose VMM runs in a known cgroup other than ``own_cgroup`` (luod's):
+        on the real kernel their RECLAIMs enter that cgroup (luod.kernel.charged)."""
+        return [
+            vm
+            for vm, conn in self._by_vm.items()
+            if not conn.closed and conn.peer.cgroup not in (None, own_cgroup)
+        ]
+
     def __iter__(self) -> Iterator[tuple[str, VmmConnection]]:
         return iter(list(self._by_vm.items()))

@@ -27,7 +27,7 @@ from luod.daemon.events import EventBus
 from luod.daemon.kexec_step import KexecSettings, KexecStep
 from luod.daemon.update_log import UpdateLog
 from luod.errors import LuodError
-from luod.kernel import Backend, KernelGone, LuoError, OwnedFd
+from luod.kernel import Backend, KernelGone, LuoError, OwnedFd, charged
 from luod.net import uplink
 from luod.values import Value
 from luod.vmm import codec
@@ -161,10 +161,19 @@ class UpdateDriver:
             self.connections.granted(),
             assessment,
             running,
+            *self._migrations(),
         )
         declared = nics.declared(self.registry)
         checks = preflight.run(ctx) + nics.preflight_checks(declared, self.managed_bridges)
         return checks, assessment
+
+    def _migrations(self) -> tuple[tuple[str, ...], bool | None]:
+        """The VMs a cgroup migration will reclaim after the kexec, and whether cgroup v2
+        favors migrations: on the real kernel only (the simulator retrieves in place)."""
+        if self.backend.name != "kernel":
+            return (), None
+        own = charged.cgroup_of(os.getpid())
+        return tuple(self.connections.apart(own)), charged.migrations_favored()
 
     def start(self, request: UpdateRequest) -> timeline.UpdateRecord:
         """Preflight now (a refusal raises ``preflight.Refused`` with every check), then run

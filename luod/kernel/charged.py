@@ -62,6 +62,27 @@ def in_place(cgroup: str | None) -> bool:
     return cgroup is None or cgroup == cgroup_of(os.getpid()) or not procs_of(cgroup).exists()
 
 
+def migrations_favored(mountinfo: Path = Path("/proc/self/mountinfo")) -> bool | None:
+    """Whether the cgroup v2 hierarchy at CGROUP_ROOT is mounted with ``favordynmods`` (None:
+    no cgroup v2 there). Without it, writing to a ``cgroup.procs`` takes the kernel's
+    threadgroup rwsem for writing, which waits for an RCU grace period unless another
+    migration came just before: the first RECLAIM from a VMM's cgroup after a quiet spell
+    waited 5-18 ms in a TCG guest, 0.3-2.4 ms with it (docs/kernel.md §6.4). Set by
+    ``cgroup_favordynmods=true`` on the kernel's command line, or a remount."""
+    try:
+        lines = mountinfo.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    favored = None
+    for line in lines:  # the last cgroup v2 mount at CGROUP_ROOT is the one seen
+        fields, _, fs = line.partition(" - ")
+        mounted, super_options = fields.split(), fs.split()
+        if mounted[4:5] == [str(CGROUP_ROOT)] and super_options[:1] == ["cgroup2"]:
+            options = {*mounted[5:6], *super_options[2:3]}
+            favored = "favordynmods" in ",".join(options).split(",")
+    return favored
+
+
 def procs_of(cgroup: str) -> Path:
     """The ``cgroup.procs`` file a process writes to enter ``cgroup``."""
     return CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs"
