@@ -331,7 +331,7 @@ def cgroup_migrations(apart: Sequence[str], cmdline: str, favored: bool | None) 
         return Check(
             "cgroup-migrations", Status.PASS, "no VMM runs apart from luod: no cgroup migration"
         )
-    who = f"{len(apart)} VMs reclaim from cgroups of their own ({', '.join(sorted(apart)[:3])}"
+    who = f"VMs whose VMM runs in a cgroup of its own: {len(apart)} ({', '.join(sorted(apart)[:3])}"
     who += ", ...)" if len(apart) > 3 else ")"
     if cmdline_flag(cmdline, "cgroup_favordynmods"):
         return Check(

@@ -65,7 +65,7 @@ def test_no_vmm_apart_passes() -> None:
 def test_vmms_apart_without_favordynmods_warn() -> None:
     check = preflight.cgroup_migrations(("vm2", "vm1"), LINE, False)
     assert check.status is preflight.Status.WARN
-    assert check.message.startswith("2 VMs reclaim from cgroups of their own (vm1, vm2)")
+    assert check.message.startswith("VMs whose VMM runs in a cgroup of its own: 2 (vm1, vm2)")
     assert "RCU grace period" in check.message
     assert "cgroup_favordynmods=true" in check.hint
     many = preflight.cgroup_migrations(tuple(f"vm{i}" for i in range(5)), LINE, None)

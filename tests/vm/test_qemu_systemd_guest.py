@@ -95,6 +95,13 @@ def test_qemu_unit_guest_goes_on_across_systemctl_kexec(run: Any) -> None:
     assert [e["event"] for e in said] == ["retriever-begun", "retriever-retired"], said
     assert said[0]["pid"] == said[1]["pid"] and said[0]["note"].startswith("forked"), said
     assert said[1]["cgroup"].endswith("/luod.service"), said
+    # preflight saw l2's VMM apart from luod, and read the mount as it is: it warns unless
+    # cgroup v2 favors migrations (docs/kernel.md §6.4)
+    [migrations] = [c for c in load(share, "preflight-1.json")["checks"]
+                    if c["id"] == "cgroup-migrations"]  # fmt: skip
+    favored = "favordynmods" in (share / "cgroup2-mount.txt").read_text()
+    assert migrations["status"] == ("pass" if favored else "warn"), migrations
+    assert migrations["message"].startswith("VMs whose VMM runs in a cgroup of its own: 1 (l2)")
     [vm] = load(share, "vms-before.json")["vms"]
     assert vm["id"] == "l2" and vm["state"] == "preserved"
     [again] = load(share, "vms-after.json")["vms"]
