@@ -235,6 +235,19 @@ def to_memfd(raw: bytes, name: str = "luod-manifest") -> OwnedFd:
     return fd
 
 
+def zeroed_memfd(size: int, name: str) -> OwnedFd:
+    """A memfd of ``size`` zero bytes, its size sealed but not its contents: PRESERVE_FD
+    allocates and pins every page of it, so that a write after it lands in preserved pages
+    (docs/kernel.md §6.2)."""
+    fd = memfd.create(name, size)
+    try:
+        memfd.add_seals(fd, memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_SEAL)
+    except BaseException:
+        fd.close()
+        raise
+    return fd
+
+
 def read_fd(fd: OwnedFd) -> bytes:
     return os.pread(fd.fileno(), os.fstat(fd.fileno()).st_size, 0)
 

@@ -113,10 +113,12 @@ def _take_state_session(
 
 def _with_handoff_journal(session: Session, manifest: manifest_io.Manifest) -> manifest_io.Manifest:
     """The changes written after the last READY (luod.core.manifest). None from a luod that
-    wrote only token 0, or from a kexec that came before that luod's last READY."""
+    wrote only token 0; only zeros from a kexec that came before that luod's last READY (the
+    memfd is preserved with the snapshot and written after it: luod.core.state_session)."""
     try:
         with session.retrieve(HANDOFF_JOURNAL_TOKEN) as fd:
-            return manifest_io.replay(manifest, manifest_io.read_fd(fd))
+            lines = manifest_io.read_fd(fd).rstrip(b"\0")  # the room left after them
+            return manifest_io.replay(manifest, lines)
     except LuoError as exc:
         if exc.errno != errno.ENOENT:
             raise

@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("luod.registry")
 JOURNAL_LIMIT = 512
+HANDOFF_ROOM_BASE = 64 << 10
+HANDOFF_ROOM_PER_VM = 2 << 10
+"""The room token 1's memfd gets before the freeze (luod.core.state_session), beyond the size of
+the snapshot (which holds the carried record so far): the freeze adds about 0.25 kB a VM to
+the record (its freeze stamps), and a few transitions."""
 Retriever = Callable[[Session, Sequence[int], str | None], list[OwnedFd]]
 
 
@@ -71,6 +76,7 @@ class Registry:
         self._state_session = StateSession(backend, self._custody)  # just before a kexec
         self._kexec_pending = False
         self._staged: list[bytes] | None = None  # journal lines since the handoff's snapshot
+        self._staged_snapshot = b""  # that snapshot, should token 1's lines outgrow their room
         self._carried: dict[str, object] = {}  # carried in the manifest (the update timeline)
         self._carried_json: dict[str, str] = {}  # of those, the JSON given with them
         self._journaled = 0
@@ -351,8 +357,9 @@ class Registry:
         raw = manifest_io.serialize(snapshot)
         manifest_io.write_serialized(self._state_dir, raw)
         self._journaled, self._snapshot_written = 0, True
-        self._state_session.write_snapshot(raw)
-        self._staged = []
+        room = HANDOFF_ROOM_BASE + len(raw) + HANDOFF_ROOM_PER_VM * len(self._vms)
+        self._state_session.write_snapshot(raw, journal_room=room)
+        self._staged, self._staged_snapshot = [], raw
 
     def begin_kexec(self) -> None:
         """After the last READY: from now on nothing may change. The handoff gets only what
@@ -365,7 +372,10 @@ class Registry:
         self._kexec_pending = True
         kexec = manifest_io.kexec_line(self._carried, self._carried_json)
         self._journal_file.write(kexec)  # the kept fd: no open and close inside the pause
-        self._state_session.write_journal(b"".join([*self._staged, kexec]))
+        lines = b"".join([*self._staged, kexec])
+        if not self._state_session.write_journal(lines):  # outgrew the room made before
+            self._state_session.write_snapshot(self._staged_snapshot)
+            self._state_session.write_journal(lines)
 
     def end_kexec(self) -> None:
         """The kexec did not happen (an abort after ``stage_kexec``, a reboot that failed,
@@ -373,7 +383,7 @@ class Registry:
         (custody's copy too), so that no later kexec hands over a stale manifest."""
         if self._staged is None and self._state_session.session is None and not self._kexec_pending:
             return
-        self._kexec_pending, self._staged = False, None
+        self._kexec_pending, self._staged, self._staged_snapshot = False, None, b""
         self._state_session.close()
         self.persist()
 
