@@ -38,12 +38,16 @@ def super_options() -> list[str]:
     return found
 
 
-def remount(options: list[str], favored: bool) -> None:
+def remount_options(options: list[str], favored: bool) -> str:
     """cgroup v2 takes every flag from the remount's options: the others are kept by naming
     them again."""
     wanted = [o for o in options if o != "favordynmods"] + (["favordynmods"] if favored else [])
+    return ",".join(wanted)
+
+
+def remount(options: list[str], favored: bool) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    data = ",".join(wanted).encode()
+    data = remount_options(options, favored).encode()
     if libc.mount(None, str(CGROUP_ROOT).encode(), None, MS_REMOUNT, data or None) != 0:
         raise OSError(ctypes.get_errno(), f"remount {CGROUP_ROOT} with {data.decode()!r}")
 
