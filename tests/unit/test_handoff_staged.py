@@ -223,7 +223,7 @@ def test_a_malformed_journal_line_is_skipped_not_trusted(world: World) -> None:
 def test_inside_the_pause_token_1_is_one_write(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Token 1's memfd was made, filled and preserved with the snapshot, before the freeze:
+    """Token 1's memfd was made and preserved with the snapshot, before the freeze:
     after the last READY no memfd is made and no PRESERVE_FD goes to the kernel (0.9-2.7 ms of
     every VM's pause in a TCG guest), and the next boot reads the lines written into it."""
     preserve(world.registry, "vm1", ram0=b"guest")
