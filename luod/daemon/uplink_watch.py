@@ -2,9 +2,9 @@
 timeline as event ``uplink_up``. That is when guests can be reached again — the network end of
 their blackout, which the memory path (freeze ack → DONE) does not show.
 
-The watch starts ``START_DELAY`` after luod (pyroute2's import must not compete with the first
-reclaims for the GIL) and samples every 50 ms, so the stamp is an upper bound: a link already up
-at the first sample is stamped then.
+The watch starts ``START_DELAY`` after luod (the first reclaims come first) and samples the
+link's state in sysfs every 50 ms from a thread (luod.net.uplink, which imports no pyroute2 for
+it), so the stamp is an upper bound: a link already up at the first sample is stamped then.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 that link is up again after it — the moment guests can be reached again, the network end of
 their blackout (a VM that reclaimed its memory is still unreachable until then).
 
-rtnetlink through pyroute2's IPRoute (sync API, the same in 0.8 and 0.9; luod.net.iproute),
-imported only when used: never
-on luod's critical path. Link state is sampled every ``POLL`` seconds.
+The route is read with rtnetlink through pyroute2's IPRoute (sync API, the same in 0.8 and 0.9;
+luod.net.iproute), at prepare, imported only then. The link's state after the kexec is read from
+sysfs (``/sys/class/net/NAME/flags`` and ``operstate``), sampled every ``POLL`` seconds: that
+watch runs while VMMs reclaim and restore, and pyroute2's import there cost 48 ms of CPU on a
+host and about 1 s in a TCG guest (bench/NOTES.md), taken from luod's GIL. sysfs shows the
+network namespace it was mounted in, which for luod is the host's.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -21,7 +25,8 @@ log = structlog.get_logger("luod.net")
 
 POLL: Final = 0.05
 IFF_UP: Final = 0x1
-IFF_RUNNING: Final = 0x40  # the lower layer is up (carrier)
+RUNNING_STATES: Final = frozenset({"up", "unknown"})  # the kernel's IFF_RUNNING (netif_oper_up)
+SYS_CLASS_NET: Final = Path("/sys/class/net")
 
 
 def default_uplink() -> str | None:
@@ -44,31 +49,33 @@ def wait_up(
     timeout: float,
     stop: threading.Event | None = None,
     now: Callable[[], float] = time.monotonic,
+    links: Path = SYS_CLASS_NET,
 ) -> bool | None:
     """Block until link ``name`` is up with carrier: True; False after ``timeout`` or once
-    ``stop`` is set (a link that never appears counts as not up); None when rtnetlink cannot
-    tell (no pyroute2)."""
+    ``stop`` is set (a link that never appears counts as not up); None when sysfs has no
+    ``links`` directory to tell."""
     stop = stop or threading.Event()
-    try:
-        from luod.net.iproute import iproute_class
-
-        with iproute_class()() as ipr:
-            deadline = now() + timeout
-            while not is_up(ipr, name):
-                if now() >= deadline or stop.wait(POLL):
-                    return False
-            return True
-    except Exception as exc:  # best effort, as above
-        log.warning("uplink-watch-failed", link=name, error=f"{type(exc).__name__}: {exc}")
+    if not links.is_dir():
+        log.warning("uplink-watch-failed", link=name, error=f"no {links}")
         return None
+    deadline = now() + timeout
+    while not is_up(name, links):
+        if now() >= deadline or stop.wait(POLL):
+            return False
+    return True
 
 
-def is_up(ipr: Any, name: str) -> bool:
-    indexes = ipr.link_lookup(ifname=name)
-    if not indexes:
+def is_up(name: str, links: Path = SYS_CLASS_NET) -> bool:
+    """IFF_UP set and the operational state up (or unknown, for links that do not report one):
+    what rtnetlink reports as IFF_UP and IFF_RUNNING."""
+    if not name or "/" in name or name in (".", ".."):
+        return False
+    try:
+        flags = int((links / name / "flags").read_text(), 16)
+        operstate = (links / name / "operstate").read_text().strip()
+    except (OSError, ValueError):
         return False  # not there yet (udev may rename it later in boot)
-    flags = int(ipr.get_links(indexes[0])[0]["flags"])
-    return flags & (IFF_UP | IFF_RUNNING) == IFF_UP | IFF_RUNNING
+    return bool(flags & IFF_UP) and operstate in RUNNING_STATES
 
 
 def _name(ipr: Any, index: int) -> str | None:

@@ -1,5 +1,5 @@
-"""luod.net.uplink against real rtnetlink, in a network namespace of the test's own: the
-default route's link is found, and its return is seen within one sampling period."""
+"""luod.net.uplink against real rtnetlink and sysfs, in a network namespace of the test's own:
+the default route's link is found, and its return is seen within one sampling period."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_uplink_found_and_its_return_timed_in_a_namespace() -> None:
+    probe = f"mount -t sysfs sysfs /sys && exec {sys.executable} -m tests.integration.uplink_probe"
     done = subprocess.run(
-        ["unshare", "--net", sys.executable, "-m", "tests.integration.uplink_probe"],
+        ["unshare", "--net", "--mount", "sh", "-c", probe],
         capture_output=True,
         text=True,
         timeout=60,

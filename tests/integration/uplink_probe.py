@@ -1,5 +1,7 @@
-"""Run inside a fresh network namespace (``unshare --net``): a veth uplink with a default route,
-its carrier lost (peer down) and back (peer up), as luod.net.uplink sees it. One JSON line."""
+"""Run inside a fresh network namespace with its own sysfs (``unshare --net --mount``, then sysfs
+mounted on /sys, which shows the namespace it is mounted in): a veth uplink with a default route,
+its carrier lost (peer down) and back (peer up), as luod.net.uplink sees it (the route through
+rtnetlink, the link's state through sysfs). One JSON line."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def main() -> None:
         result["uplink"] = uplink.default_uplink()
         ipr.link("set", index=peer, state="down")  # up0 stays IFF_UP, without carrier
         time.sleep(0.1)
-        result["down_is_up"] = uplink.is_up(ipr, "up0")
+        result["down_is_up"] = uplink.is_up("up0")
         outcome: list[bool | None] = []
         begin = time.monotonic()
         waiter = threading.Thread(target=lambda: outcome.append(uplink.wait_up("up0", 5.0)))

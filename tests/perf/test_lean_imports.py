@@ -23,7 +23,7 @@ AFTER_FIRST_RECLAIM = (
     "pydantic",  # the REST stack: imported once the VMM socket serves
     "fastapi",
     "uvicorn",
-    "pyroute2",  # the uplink watch, a second after luod starts
+    "pyroute2",  # a VM's NICs rebuilt, an update's prepare (the uplink watch reads sysfs)
     "luod.rest.app",
     "luod.core.compat",  # the handover-ABI readers: the first update's preflight
     "luod.core.bzimage",
