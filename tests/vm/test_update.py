@@ -9,6 +9,7 @@ identical attributes (issue 15)."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,10 @@ def test_aborts_then_update_across_kexec(luo_kernel: Path, vm_python: Path, tmp_
     assert set(final["blackout_parts"]) == set(VMS) and final["blackout_parts"]["vm-a"]["start"]
     check_nics(share)
     assert "nics_rebuilt" in final["vms"]["vm-b"] and "nics_rebuilt" not in final["vms"]["vm-a"]
+    # the uplink recorded at prepare (rtnetlink), seen up again after the kexec (sysfs)
+    assert final["request"]["uplink"] == "up0", final["request"]
+    up, started = (datetime.fromisoformat(final["events"][e]) for e in ("uplink_up", "luod_start"))
+    assert up >= started, final["events"]
 
 
 def links(share: Path, name: str) -> dict[str, dict[str, Any]]:

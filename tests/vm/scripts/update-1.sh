@@ -11,6 +11,9 @@ ip tuntap add dev vm-b-net1 mode tap user 1001
 ip link set vm-b-net0 address 52:54:00:0b:00:10 txqlen 2000 master br0 up
 ip link set vm-b-net1 address 52:54:00:0b:00:11 master br0 up
 ip link set br0 up
+# the host's uplink: a veth with the default route, which luod records at prepare
+ip link add up0 type veth peer name up0-peer && ip link set up0-peer up && ip link set up0 up
+ip route add default dev up0
 start_luod 1
 vmm() {  # vmm ID MODE ON_FREEZE RAM...
     id=$1 mode=$2 on_freeze=$3; shift 3

@@ -4,6 +4,8 @@ MANAGED_BRIDGES='"br0"'
 . "$SCRIPTS/common.sh"
 set -x
 mkdir -p "$STATE"
+# the uplink is back (luod's watch reads its sysfs)
+ip link add up0 type veth peer name up0-peer && ip link set up0-peer up && ip link set up0 up
 start_luod 2
 # luoctl update wait after the reboot: it waits (for luod's REST API too, which starts once
 # every VM is reclaimed and done) until the update that crossed the kexec ends, and reports it
