@@ -126,6 +126,31 @@ def test_writes_after_preserve_survive(luo: Luo, boots: Any) -> None:
     boots.run(stage1, stage2)
 
 
+def test_a_sparse_memfd_written_after_preserve_carries_the_writes(luo: Luo, boots: Any) -> None:
+    """As luod's handoff journal (session luod, token 1; docs/kernel.md §6.2): made empty with
+    its size sealed, preserved before the freeze, written after it, anywhere in its size.
+    PRESERVE_FD populates every page, so each write is carried; the rest reads as zeros."""
+    size = 3 * 4096 + 100
+    seals = memfd.F_SEAL_GROW | memfd.F_SEAL_SHRINK | memfd.F_SEAL_SEAL
+
+    def stage1(luo: Luo, _: dict[str, Any]) -> None:
+        session, fd = luo.create("kx-sparse-late"), luo.memfd(size=size)
+        memfd.add_seals(fd, seals)
+        session.preserve(fd, 1)
+        os.pwrite(fd.fileno(), b"line one\n", 0)
+        os.pwrite(fd.fileno(), b"tail", size - 4)  # in the last page, a hole until preserve
+        luo.carry(session, fd)
+
+    def stage2(luo: Luo, _: dict[str, Any]) -> None:
+        fd = luo.own(luo.retrieve("kx-sparse-late").retrieve(1))
+        data = read_all(fd)
+        assert len(data) == size and memfd.get_seals(fd) == seals
+        assert data[:9] == b"line one\n" and data[-4:] == b"tail"
+        assert data[9:-4] == bytes(size - 13)
+
+    boots.run(stage1, stage2)
+
+
 def test_size_position_and_seals_survive(luo: Luo, boots: Any) -> None:
     seals = memfd.F_SEAL_GROW | memfd.F_SEAL_SHRINK
 
