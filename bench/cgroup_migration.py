@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from bench.stats import human, median, table
-from luod.kernel.charged import CGROUP_ROOT, cgroup_of, procs_of
+from luod.kernel.charged import CGROUP_ROOT, cgroup2_options, cgroup_of, procs_of
 
 MS_REMOUNT: Final = 32
 SAMPLES: Final = 12
@@ -29,13 +29,8 @@ MODES: Final = ("plain", "favordynmods")
 
 
 def super_options() -> list[str]:
-    """The cgroup v2 mount's own options at CGROUP_ROOT (its last mount there)."""
-    found: list[str] = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields, _, fs = line.partition(" - ")
-        if fields.split()[4:5] == [str(CGROUP_ROOT)] and fs.split()[:1] == ["cgroup2"]:
-            found = [o for o in fs.split()[2].split(",") if o not in ("rw", "ro")]
-    return found
+    """The cgroup v2 mount's own options at CGROUP_ROOT, but rw/ro (a remount's data)."""
+    return [o for o in cgroup2_options() or [] if o not in ("rw", "ro")]
 
 
 def remount_options(options: list[str], favored: bool) -> str:

@@ -69,18 +69,24 @@ def migrations_favored(mountinfo: Path = Path("/proc/self/mountinfo")) -> bool |
     migration came just before: the first RECLAIM from a VMM's cgroup after a quiet spell
     waited 5-18 ms in a TCG guest, 0.3-2.4 ms with it (docs/kernel.md §6.4). Set by
     ``cgroup_favordynmods=true`` on the kernel's command line, or a remount."""
+    options = cgroup2_options(mountinfo)
+    return None if options is None else "favordynmods" in options
+
+
+def cgroup2_options(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str] | None:
+    """The super options of the cgroup v2 mount at CGROUP_ROOT (the last mount there, the one
+    seen), as /proc/self/mountinfo gives them; None when there is none, or no mountinfo."""
     try:
         lines = mountinfo.read_text(errors="replace").splitlines()
     except OSError:
         return None
-    favored = None
-    for line in lines:  # the last cgroup v2 mount at CGROUP_ROOT is the one seen
+    found = None
+    for line in lines:
         fields, _, fs = line.partition(" - ")
         mounted, super_options = fields.split(), fs.split()
         if mounted[4:5] == [str(CGROUP_ROOT)] and super_options[:1] == ["cgroup2"]:
-            options = {*mounted[5:6], *super_options[2:3]}
-            favored = "favordynmods" in ",".join(options).split(",")
-    return favored
+            found = ",".join(super_options[2:3]).split(",")
+    return found
 
 
 def procs_of(cgroup: str) -> Path:

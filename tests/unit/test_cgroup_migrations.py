@@ -37,6 +37,7 @@ def test_the_mount_says_whether_migrations_are_favored(tmp_path: Path) -> None:
     plain = _mountinfo(tmp_path / "b", ROOT + V2 + "rw,nsdelegate,memory_recursiveprot\n")
     assert migrations_favored(favored) is True
     assert migrations_favored(plain) is False
+    assert charged.cgroup2_options(plain) == ["rw", "nsdelegate", "memory_recursiveprot"]
 
 
 def test_no_cgroup_v2_at_the_root_is_none(tmp_path: Path) -> None:
