@@ -333,11 +333,12 @@ def cgroup_migrations(apart: Sequence[str], cmdline: str, favored: bool | None) 
         )
     who = f"VMs whose VMM runs in a cgroup of its own: {len(apart)} ({', '.join(sorted(apart)[:3])}"
     who += ", ...)" if len(apart) > 3 else ")"
-    if cmdline_flag(cmdline, "cgroup_favordynmods"):
+    asked = cmdline_flag(cmdline, "cgroup_favordynmods")
+    if asked:
         return Check(
             "cgroup-migrations", Status.PASS, f"{who}; the next kernel favors cgroup migrations"
         )
-    if favored and cmdline_flag(cmdline, "cgroup_favordynmods") is None:
+    if favored and asked is None:
         return Check(
             "cgroup-migrations",
             Status.PASS,
