@@ -1,10 +1,10 @@
 """Issue-5 benchmark: REST latency under load, and does that load slow the freeze?
 ``python -m bench.rest_load``
 
-The REST API is served as luod serves it: uvicorn in a thread and event loop of its own
-(luod.rest.thread), over the bridge to the main loop (luod.rest.bridge), in the process whose
-main loop runs the updates (simulator, VMS in-process VMMs that answer FREEZE at once, so the
-barrier measured is luod's own scheduling, which the REST thread competes with for the GIL).
+The REST API is served as luod serves it: by its REST worker process (luod.rest.worker), over
+the link to the main loop that runs the updates (luod.rest.serving.Worker; simulator, VMS
+in-process VMMs that answer FREEZE at once, so the barrier measured is luod's own scheduling,
+which the worker's calls and its CPU compete with).
 
 A load generator in another process (its own interpreter and GIL) drives ``GET /v1/status`` on
 the unix socket, open loop at RATE requests/s: request i of a window is due at start + i/RATE
@@ -33,10 +33,9 @@ from typing import Any
 
 from bench.stats import human, median, table
 from luod.core import dialect
-from luod.rest.app import create_app
-from luod.rest.bridge import LoopBridge
-from luod.rest.serve import serve_rest
-from luod.rest.thread import serve_in_thread
+from luod.core.access import AccessPolicy
+from luod.daemon.settings import ApiSettings
+from luod.rest.serving import Worker, hello
 from tests.rest.harness import FakeVmm, Luod, until
 
 # RUNS updates of each kind, BATCH luods at a time; issue 17: p99 <= 5 ms at 1000 req/s
@@ -62,20 +61,23 @@ class AckingVmm(FakeVmm):
 
 
 class Switch:
-    """The facade the bridge sees: the current run's luod (each update needs a fresh one, as
-    a simulated kexec ends its luod)."""
+    """The port the worker's link asks: the current run's luod's (each update needs a fresh
+    luod, as a simulated kexec ends its luod)."""
 
     def __init__(self) -> None:
         self.target: Any = None
+
+    def read(self, name: str) -> dict[str, Any]:
+        return self.target.read(name)  # type: ignore[no-any-return]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.target, name)
 
 
-async def prepared(workdir: Path, run: int, bridge: LoopBridge) -> Luod:
+async def prepared(workdir: Path, run: int, worker: Worker) -> Luod:
     """A luod with VMS handed-over VMs whose VMMs ack at once (built before it is measured)."""
     luod = Luod(workdir / f"run{run}")
-    luod.daemon.events.listen(bridge.changed)  # as the daemon wires it
+    luod.daemon.events.listen(worker.event)  # as luod.rest.serving wires it
     answers: set[asyncio.Task[Any]] = set()
     for i in range(VMS):
         await luod.handover_vm(f"vm{i}")
@@ -83,10 +85,9 @@ async def prepared(workdir: Path, run: int, bridge: LoopBridge) -> Luod:
     return luod
 
 
-async def one_update(luod: Luod, switch: Switch, bridge: LoopBridge) -> float:
+async def one_update(luod: Luod, switch: Switch) -> float:
     """Run an update to its (simulated) kexec; the freeze barrier's length in seconds."""
-    switch.target = luod.facade
-    bridge.generation += 1  # another luod: what the REST thread saw is stale
+    switch.target = luod.facade.port
     try:
         await luod.ask(FakeVmm(), {"cmd": "UPDATE", "kernel": str(luod.kernel)})
         await until(lambda: luod.kexeced, timeout=60)
@@ -104,12 +105,9 @@ def freeze_seconds(vms: dict[str, dict[str, Any]]) -> float:
 
 async def measure(workdir: Path) -> dict[str, Any]:
     switch = Switch()
-    bridge = LoopBridge(switch, asyncio.get_running_loop())
     sock = workdir / "api.sock"
-    app = create_app(bridge)
-    server = asyncio.create_task(
-        serve_in_thread(lambda: serve_rest(app, unix_path=sock, group=None))
-    )
+    worker = Worker(switch, hello(ApiSettings(sock), workdir, AccessPolicy()))
+    server = asyncio.create_task(worker.supervise(None))
     try:
         await until(sock.exists)
         load = await asyncio.create_subprocess_exec(
@@ -119,12 +117,12 @@ async def measure(workdir: Path) -> dict[str, Any]:
         assert load.stdin is not None
         freezes: dict[str, list[float]] = {"quiet": [], "loaded": []}
         for batch in range(0, 2 * RUNS, BATCH):  # prepared with the load off
-            luods = [await prepared(workdir, run, bridge) for run in range(batch, batch + BATCH)]
+            luods = [await prepared(workdir, run, worker) for run in range(batch, batch + BATCH)]
             settled()
             for luod in luods:
                 under_load = len(freezes["quiet"]) > len(freezes["loaded"])
                 freezes["loaded" if under_load else "quiet"].append(
-                    await window(luod, switch, bridge, load.stdin if under_load else None)
+                    await window(luod, switch, load.stdin if under_load else None)
                 )
         load.stdin.close()
         out, _ = await load.communicate()
@@ -145,15 +143,13 @@ def settled() -> None:
     gc.freeze()
 
 
-async def window(
-    luod: Luod, switch: Switch, bridge: LoopBridge, load: asyncio.StreamWriter | None
-) -> float:
+async def window(luod: Luod, switch: Switch, load: asyncio.StreamWriter | None) -> float:
     """One update in a window of WINDOW seconds, under load or not; its freeze barrier."""
     if load is not None:
         load.write(b"start\n")
     started = time.monotonic()
     await asyncio.sleep(BEFORE)
-    freeze = await one_update(luod, switch, bridge)
+    freeze = await one_update(luod, switch)
     await asyncio.sleep(max(0.0, started + WINDOW - time.monotonic()))
     if load is not None:
         load.write(b"stop\n")
@@ -269,7 +265,7 @@ def report() -> str:
          f"{floor:+.0%} (the noise floor)"],
     ]  # fmt: skip
     title = (
-        f"REST load on luod's REST thread (simulator, {os.cpu_count()} CPUs, "
+        f"REST load on luod's REST worker (simulator, {os.cpu_count()} CPUs, "
         f"{RUNS} windows of {WINDOW:.1f} s at {RATE} req/s, {RUNS} quiet ones between)"
     )
     return title + "\n" + table(["what", "count", "p50", "p99 / max", "target", ""], rows)

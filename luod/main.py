@@ -3,8 +3,8 @@
 Runs a ``Daemon`` (luod.daemon.daemon, the composition root) with the settings that
 luod.daemon.command_line resolved from the command line and /etc/luod/luod.toml, and the REST
 API plugged in (luod.rest.serving.serve_api). This module sits above every layer; importing it
-costs no part of the REST stack (FastAPI, uvicorn): serve_api imports those once the VMM socket
-serves.
+costs no part of the REST stack (FastAPI, uvicorn): serve_api starts the REST worker, the
+process that imports those, once the VMM socket serves.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from types import TracebackType
 import luod.kernel
 from luod.core import bzimage, clock, registry
 from luod.custody import sdnotify
+from luod.daemon import settings
 from luod.kernel import images, probes, sim, uapi
 from luod.rest import adapter, metrics, models, problems, serve
 from luod.rest import qualification_models as qm
@@ -35,6 +36,8 @@ models.Transition.to
 models.Problem.errno_name
 models.UpdateRecord.started_at
 models.UpdateRecord.ended_at
+models.UpdateStartRequest.deadline_seconds  # read by name, as JSON (luod.rest.port, records)
+settings.ApiSettings.max_body_bytes  # crosses to the REST worker by name (luod.rest.serving)
 models.History.next_cursor
 models.Outcome.REFUSED  # enum members: values of a JSON field, compared as strings
 models.Outcome.ABORTED

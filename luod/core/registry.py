@@ -136,6 +136,11 @@ class Registry:
         """Raise ``not-allowed`` unless the access policy lets ``peer`` talk to luod."""
         self._policy.check(peer)
 
+    @property
+    def access(self) -> AccessPolicy:
+        """Who may talk to luod and see what (a frozen policy: the REST worker gets a copy)."""
+        return self._policy
+
     def sees_all(self, uid: int | None) -> bool:
         """May ``uid`` see every owner's VMs, the events and the history (luod.core.access)?"""
         return self._policy.sees_all(uid)

@@ -48,7 +48,16 @@ def render(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
     return _ENCODER.encode(event)
 
 
+_level = ["info"]
+
+
+def level() -> str:
+    """The level ``configure`` last set (the REST worker logs at luod's)."""
+    return _level[0]
+
+
 def configure(level: str = "info") -> None:
+    _level[0] = level
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

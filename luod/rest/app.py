@@ -1,8 +1,8 @@
 """The REST app: one route per resource, each a direct call to the facade (no logic here).
 
 Every route is ``async def`` on purpose: FastAPI runs plain ``def`` routes in a thread pool,
-and the facade's calls are coroutines (they may hop to luod's main loop, luod.rest.bridge).
-Read routes answer with JSON encoded once per model (``_Encoded``): the daemon's bridge hands
+and the facade's calls are coroutines (they call luod across the link, luod.rest.remote).
+Read routes answer with JSON encoded once per model (``_Encoded``): the worker's facade hands
 out the same snapshot until the next one, and FastAPI would validate and encode it each time.
 
 ``create_app(facade)`` builds it; nothing happens at import. Errors are problem+json

@@ -1,14 +1,15 @@
 """Update events for REST subscribers: a fan-out hub, and their Server-Sent Events encoding.
 
-``publish`` is called from the daemon's ``notify`` on luod's main event loop and never blocks.
-Each subscriber reads on its own loop (the REST thread's, luod.rest.thread): the event is handed
-over with ``call_soon_threadsafe``, so the subscriber's queue is only ever touched by its own
-loop. A subscriber that falls ``LIMIT`` events behind is dropped (its stream ends, so the client
+``publish`` is called as each event arrives (in luod's REST worker, from the link to luod,
+luod.rest.link; in one process, from the daemon's event bus) and never blocks. Each subscriber
+reads on its own loop; one of another thread gets the event with ``call_soon_threadsafe``, so
+the subscriber's queue is only ever touched by its own loop. A subscriber that falls ``LIMIT`` events behind is dropped (its stream ends, so the client
 knows to reconnect) rather than slowing the update or growing without bound.
 
 Every event gets an id (``EPOCH-N``: this hub's start, then a count), and the hub keeps the last
 ``LIMIT`` events: a client reconnecting with ``Last-Event-ID`` gets every event after that id
-that the hub still holds (``subscribe(last_id=...)``). A ``SHUTDOWN`` event (luod is stopping)
+that the hub still holds (``subscribe(last_id=...)``). A new REST worker has a new hub: ids of
+the one before match nothing, so a reconnecting client gets the state first. A ``SHUTDOWN`` event (luod is stopping)
 is the last one each subscriber gets: its stream ends right after it.
 """
 

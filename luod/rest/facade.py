@@ -1,12 +1,11 @@
 """What the REST app needs from luod, and nothing more: the app is a thin HTTP skin over this.
 
-It is implemented twice: by ``luod.rest.adapter.DaemonFacade`` over the daemon's update driver
-and registry, on luod's main event loop; and by
-``luod.rest.bridge.LoopBridge`` over that one, for the REST thread (reads from snapshots,
-mutations marshalled to the main loop).
+It is implemented over luod's port (luod.rest.port.DaemonPort) by luod.rest.port_facade.
+PortFacade: in luod's REST worker across the link (luod.rest.remote.RemoteFacade, reads from
+snapshots), and in one process for tests and benches (luod.rest.adapter.DaemonFacade).
 Tests may implement it however they like. Every method either returns a response model or
 raises ``LuodError`` with the same code the VMM socket would send; they are coroutines because
-answering may take a hop to the loop that owns luod's state.
+answering takes a call to the loop that owns luod's state.
 """
 
 from __future__ import annotations

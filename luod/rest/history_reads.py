@@ -2,10 +2,10 @@
 ended update that the metrics count, kept while the file is unchanged.
 
 Neither holds the whole history as models: 1000 records (HISTORY_KEEP) of requests with long
-paths are ~11 MiB of models, which the REST bridge used to keep as a snapshot, rebuilt on
-luod's main loop (~0.1 s of it) after every update's end (issue 13's REST fuzz). Both read
-only the history file (luod appends whole lines with one write), so they run in a worker
-thread, off luod's main loop."""
+paths are ~11 MiB of models, which the REST API once kept as a snapshot, rebuilt on luod's
+main loop (~0.1 s of it) after every update's end (issue 13's REST fuzz). Both read only the
+history file (luod appends whole lines with one write), so the REST worker runs them in a
+thread of its own, never on luod's loop."""
 
 from __future__ import annotations
 

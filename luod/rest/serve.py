@@ -1,5 +1,5 @@
-"""Serving the REST app with uvicorn on a unix socket, and optionally TCP (luod runs this in a
-thread of its own, luod.rest.thread).
+"""Serving the REST app with uvicorn on a unix socket, and optionally TCP (luod runs this in its
+REST worker process, luod.rest.worker).
 
 - The unix socket (default /run/luod/api.sock) is created aside, given mode 0660 and group
   ``luod``, then renamed into place: it never exists with looser permissions, and whoever can

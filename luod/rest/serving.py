@@ -1,30 +1,53 @@
-"""The REST API of a running luod: imported and started once the VMM socket serves.
+"""The REST API of a running luod: a worker process (luod.rest.worker), started once the VMM
+socket serves, over a link to luod's main event loop (luod.rest.link).
 
-FastAPI and uvicorn are imported in a worker thread, so that the event loop keeps serving VMMs
-meanwhile; right after a kexec the daemon starts this only once the update has ended (every VM
-reclaimed and done) or after a bound (luod.daemon.daemon.API_WAIT_AFTER_KEXEC): that CPU
-belongs to the VMMs restoring their VMs. uvicorn then serves from a thread and event loop of
-its own (luod.rest.thread), reading snapshots of luod's state and marshalling mutations to
-luod's loop (luod.rest.bridge): API traffic never queues in front of a VMM. The REST layer sits
-above the daemon and reaches it only through ``DaemonFacade`` (luod.rest.adapter), which
-implements luod.rest.facade.RestFacade; the daemon gets ``serve_api`` plugged in by luod.main.
+luod's side imports no part of the HTTP stack: the worker imports FastAPI, uvicorn and pydantic
+and serves; luod answers its calls with luod.rest.port.DaemonPort and sends it every update
+event. Right after a kexec the daemon starts this only once the update has ended (every VM
+reclaimed and done) or after a bound (luod.daemon.daemon.API_WAIT_AFTER_KEXEC): the worker's
+start is CPU that belongs to the VMMs restoring their VMs.
+
+luod watches its worker. One that exits on its own (a crash, a kill) is started again, after
+``RESTART_FIRST`` seconds, doubling to ``RESTART_MAX`` while it keeps failing within
+``STABLE_SECONDS``; one that says its configuration or its stack is unusable (exit 78) is not:
+it said why in a ``rest-disabled`` line, and luod goes on serving VMMs. When luod stops it
+closes the link: the worker stops serving (uvicorn's grace for open requests) and exits, or is
+killed after ``STOP_LIMIT``. The REST layer sits above the daemon; the daemon gets
+``serve_api`` plugged in by luod.main.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
+from luod import childenv
+from luod.core.access import AccessPolicy
 from luod.core.registry import Registry
-from luod.daemon import systemd
+from luod.daemon import logs, systemd
 from luod.daemon.events import EventBus
 from luod.daemon.qualification import QualificationDriver
 from luod.daemon.settings import ApiSettings
 from luod.daemon.update import UpdateDriver
 from luod.errors import LuodError
 
+if TYPE_CHECKING:  # imported once serve_api runs: not on the path to the first RECLAIM
+    from luod.rest.link import LinkServer, Port
+
 log = structlog.get_logger("luod")
+EXIT_DISABLED: Final = 78  # luod.rest.worker.EXIT_DISABLED (not imported: it loads structlog's
+# logging setup only, but the worker module is the HTTP side's)
+RESTART_FIRST: Final = 1.0
+RESTART_MAX: Final = 60.0
+STABLE_SECONDS: Final = 60.0
+STOP_LIMIT: Final = 5.0
+"""uvicorn's grace period is one second; past this the worker is killed."""
 
 
 async def serve_api(
@@ -34,55 +57,127 @@ async def serve_api(
     settings: ApiSettings,
     qualifications: QualificationDriver | None = None,
 ) -> None:
-    """Serve until cancelled (which stops the REST thread and waits for it). A REST stack that
-    does not import or fails costs the API only: luod keeps serving VMMs, and says why."""
-    activated = systemd.activated_socket("api")
+    """Serve until cancelled (which stops the worker and waits for it). A REST API that cannot
+    serve costs the API only: luod keeps serving VMMs, and says why."""
     try:
-        await asyncio.to_thread(_import_rest)
-    except ImportError as exc:  # a broken install costs the API, never the VMMs' sessions
-        log.error(
-            "rest-disabled",
-            code="rest-import",
-            message=f"the REST stack does not import: {exc}",
-            hint="install luod's dependencies (fastapi, uvicorn, httptools, uvloop); "
-            "the VMM socket is unaffected",
-        )
-        return
-    from luod.rest import app, bridge, serve, thread
-    from luod.rest.adapter import DaemonFacade  # loaded by _import_rest: no cost here
-
-    facade = DaemonFacade(registry, driver, qualifications)
-    over = bridge.LoopBridge(facade, asyncio.get_running_loop())
-    events.listen(over.changed)  # the REST thread's snapshots are stale
-    events.listen(facade.publish)  # then the event stream (SSE)
-
-    async def serving() -> None:  # in the REST thread, building the app too
-        await serve.serve_rest(
-            app.create_app(over),
-            unix_path=settings.socket,
-            tcp=settings.tcp,
-            token_file=settings.token_file,
-            tls_cert=settings.tls_cert,
-            tls_key=settings.tls_key,
-            unix_sock=activated,
-            public_metrics=settings.public_metrics,
-            max_body=settings.max_body_bytes,
-            max_connections=settings.max_connections,
-        )
-
-    try:
-        await thread.serve_in_thread(serving)
-    except LuodError as exc:  # luod keeps serving VMMs; the operator sees why REST is off
+        activated = systemd.activated_socket("api")
+    except LuodError as exc:
         log.error("rest-disabled", code=exc.code, message=exc.message, hint=exc.hint)
-    except Exception as exc:  # a REST bug must not take the TaskGroup (and luod) down
-        log.exception("rest-disabled", code="rest-failed", message=str(exc))
+        return
+    from luod.rest.port import DaemonPort
+
+    port = DaemonPort(registry, driver, qualifications)
+    worker = Worker(port, hello(settings, registry.state_dir, registry.access))
+    events.listen(worker.event)
+    try:
+        await worker.supervise(activated)
+    finally:
+        if activated is not None:
+            activated.close()
 
 
-def _import_rest() -> None:
-    """Load the REST stack (about 0.3 s of CPU) in a worker thread; serve_api then finds it in
-    ``sys.modules``. uvicorn imports ``ssl``: asyncio gets it back too (luod.lean)."""
-    from luod import lean
-    from luod.rest import adapter, app, bridge, serve, thread
+def hello(settings: ApiSettings, state_dir: Path, access: AccessPolicy) -> dict[str, Any]:
+    """What the worker serves (the link's first frame): where, the state directory whose
+    history it reads, and who sees what."""
+    api = settings._asdict()
+    for name in ("socket", "token_file", "tls_cert", "tls_key"):
+        api[name] = None if api[name] is None else str(api[name])
+    return {
+        "api": api,
+        "state_dir": str(state_dir),
+        "access": {"uids": sorted(access.uids), "gids": sorted(access.gids)},
+        "log_level": logs.level(),
+    }
 
-    lean.asyncio_tls()
-    del adapter, app, bridge, serve, thread
+
+class Worker:
+    def __init__(self, port: Port, hello: dict[str, Any]) -> None:
+        self.port = port
+        self.hello = hello
+        self._server: LinkServer | None = None
+        self.pid: int | None = None  # the running worker's (tests, benches)
+        self.started = 0  # workers started so far
+
+    def event(self, event: dict[str, Any]) -> None:
+        """A listener on luod's event bus: to the running worker, if any."""
+        if self._server is not None:
+            self._server.event(event)
+
+    async def supervise(self, activated: socket.socket | None) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = RESTART_FIRST
+        while True:
+            began = loop.time()
+            status = await self.run_once(activated)
+            if status == EXIT_DISABLED:
+                return  # the worker said why (rest-disabled)
+            if loop.time() - began >= STABLE_SECONDS:
+                backoff = RESTART_FIRST
+            log.error(
+                "rest-worker-exited",
+                code="rest-worker",
+                status=status,
+                restart_in=backoff,
+                hint="the REST API is back once a new worker serves; the VMM socket is "
+                "unaffected (see the worker's lines before this one)",
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RESTART_MAX)
+
+    async def run_once(self, activated: socket.socket | None) -> int:
+        """One worker, from its start to its exit: its exit status (negative: a signal)."""
+        from luod.rest import link
+        from luod.rest.port import CALLS
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        command = [sys.executable, "-m", "luod.rest.worker", "--link", str(theirs.fileno())]
+        passed = [theirs.fileno()]
+        if activated is not None:
+            command += ["--api-fd", str(activated.fileno())]
+            passed.append(activated.fileno())
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                pass_fds=passed,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=childenv.child_env(),
+            )
+        finally:
+            theirs.close()
+        self.pid, self.started = process.pid, self.started + 1
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=link.MAX_FRAME)
+        server = link.LinkServer(writer, self.port, CALLS)
+        server.hello(self.hello)
+        self._server = server
+        linked = asyncio.create_task(server.serve(reader))
+        exited = asyncio.create_task(process.wait())
+        try:
+            await asyncio.wait({linked, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._server = None
+            writer.close()  # EOF: the worker stops serving and exits
+            linked.cancel()
+            with contextlib.suppress(BaseException):
+                await linked
+            await _reap(process, exited)
+        if linked.done() and not linked.cancelled() and linked.exception() is not None:
+            log.error("rest-link-broken", message=str(linked.exception()))
+        self.pid = None
+        return process.returncode if process.returncode is not None else -1
+
+
+async def _reap(process: asyncio.subprocess.Process, exited: asyncio.Task[int]) -> None:
+    """Wait for the worker's exit after the link closed; kill it past STOP_LIMIT. Shielded: a
+    luod that stops while this waits still leaves no worker behind."""
+
+    async def reap() -> None:
+        try:
+            async with asyncio.timeout(STOP_LIMIT):
+                await asyncio.shield(exited)
+        except TimeoutError:
+            log.error("rest-worker-killed", pid=process.pid, after=STOP_LIMIT)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await exited
+
+    await asyncio.shield(asyncio.ensure_future(reap()))

@@ -1,6 +1,6 @@
 """luod's start-up imports asyncio without ``ssl`` (luod.lean: OpenSSL's libraries cost 0.1-0.3 s
-in the TCG guest), and the REST stack's import links asyncio to ``ssl`` again: TLS on asyncio
-then works in luod's process as anywhere else."""
+in the TCG guest), and the REST stack's import (in luod's REST worker, luod.rest.worker) links
+asyncio to ``ssl`` again: TLS on asyncio then works there as anywhere else."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_without_the_relink_asyncio_has_no_tls(certificate: tuple[Path, Path]) -
 
 def test_the_rest_stacks_import_relinks_asyncio() -> None:
     code = (
-        "import sys, luod.main; from luod.rest import serving; serving._import_rest(); "
+        "import sys, luod.main; from luod.rest import worker; worker.import_stack(); "
         "print(sys.modules['asyncio.base_events'].ssl is sys.modules['ssl'])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -1,0 +1,159 @@
+"""``RemoteFacade``: the REST worker's facade, over the link to luod (luod.rest.link).
+
+Every call crosses to luod's main event loop, where it waits behind the VMMs' requests. Reads
+that pollers repeat (status, VMs, update) are therefore served from snapshots: the models built
+from luod's last answer, stamped with when. A snapshot is served while it is younger than
+``MAX_AGE``; from half that age a read also asks luod for a new one without waiting, so a steady
+poller never waits for luod. An older snapshot (the first read after a quiet spell) is
+refreshed before answering: a read shows luod as it was at most ``MAX_AGE`` before it arrived.
+Phase changes and update ends (events on the link) and the mutations made over REST make every
+snapshot stale at once, so they show in the next read; on a phase change the status is asked
+for at once, so that pollers need not wait for it. Should luod not answer within
+``WAIT_LIMIT`` (its loop is busy), a read serves the snapshot it has, however old, rather than
+hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Final, Generic, TypeVar
+
+import structlog
+
+from luod.core.access import AccessPolicy
+from luod.rest import models
+from luod.rest import qualification_models as qm
+from luod.rest.link import LinkClient
+from luod.rest.port_facade import PortFacade, status_of, update_state, vm_list
+
+log = structlog.get_logger("luod.rest")
+MAX_AGE: Final = 0.05
+WAIT_LIMIT: Final = 0.5
+EVENTS_THAT_CHANGE_EVERYTHING: Final = frozenset({"PHASE", "UPDATE_END"})
+CONVERT: Final[dict[str, Callable[[dict[str, Any]], models.Response]]] = {
+    "status": status_of,
+    "vms": vm_list,
+    "update": update_state,
+}
+T = TypeVar("T")
+
+
+class Snapshot(Generic[T]):
+    def __init__(self, value: T, taken: float, generation: int) -> None:
+        self.value = value
+        self.taken = taken  # time.monotonic() when luod's answer arrived
+        self.generation = generation  # RemoteFacade.generation then
+
+    @cached_property
+    def by_id(self) -> dict[str, models.Vm]:
+        """For a VmList: its VMs by id (built on the first lookup)."""
+        vms: list[models.Vm] = getattr(self.value, "vms", [])
+        return {vm.id: vm for vm in vms}
+
+
+class RemoteFacade(PortFacade):
+    """Implements luod.rest.facade.RestFacade in the worker; ``publish`` is the link's
+    ``on_event``."""
+
+    def __init__(self, link: LinkClient, policy: AccessPolicy, state_dir: Path) -> None:
+        super().__init__(link, policy, state_dir)
+        self.generation = 0  # bumped by a phase change or a mutation: older snapshots are stale
+        self._snapshots: dict[str, Snapshot[Any]] = {}
+        self._pending: dict[str, asyncio.Future[Snapshot[Any]]] = {}
+
+    def publish(self, event: dict[str, Any]) -> None:
+        if event.get("event") in EVENTS_THAT_CHANGE_EVERYTHING:
+            self.generation += 1
+            if "status" in self._snapshots:  # the hot read: asked for now, no poller waits
+                self._refresh("status").add_done_callback(_quietly)
+        super().publish(event)
+
+    async def status(self) -> models.Status:
+        return (await self._snapshot("status")).value  # type: ignore[no-any-return]
+
+    async def vms(self) -> models.VmList:
+        return (await self._snapshot("vms")).value  # type: ignore[no-any-return]
+
+    async def update(self) -> models.UpdateState:
+        return (await self._snapshot("update")).value  # type: ignore[no-any-return]
+
+    async def vm(self, vm_id: str) -> models.Vm:
+        vm = (await self._snapshot("vms")).by_id.get(vm_id)
+        if vm is None:  # ask luod itself: it may be brand new, or raise unknown-vm
+            return await super().vm(vm_id)
+        return vm
+
+    def snapshot(self, name: str) -> Snapshot[Any] | None:
+        """The last snapshot of ``name``, if any (no refresh)."""
+        return self._snapshots.get(name)
+
+    async def _snapshot(self, name: str) -> Snapshot[Any]:
+        snapshot = self._snapshots.get(name)
+        if snapshot is None:
+            return await asyncio.shield(self._refresh(name))
+        age = time.monotonic() - snapshot.taken
+        if snapshot.generation != self.generation:
+            age = math.inf
+        if age >= MAX_AGE / 2:
+            refreshed = self._refresh(name)
+            if age >= MAX_AGE:
+                try:
+                    async with asyncio.timeout(WAIT_LIMIT):
+                        return await asyncio.shield(refreshed)
+                except TimeoutError:
+                    log.warning("rest-luod-busy", what=name, seconds=WAIT_LIMIT)
+            else:
+                refreshed.add_done_callback(_quietly)
+        return snapshot
+
+    def _refresh(self, name: str) -> asyncio.Future[Snapshot[Any]]:
+        """Ask luod for a new snapshot of ``name``; one request at a time."""
+        pending = self._pending.get(name)
+        if pending is None:
+            pending = self._pending[name] = asyncio.ensure_future(self._read(name))
+        return pending
+
+    async def _read(self, name: str) -> Snapshot[Any]:
+        def taken(data: dict[str, Any]) -> Snapshot[Any]:
+            snapshot = Snapshot(CONVERT[name](data), time.monotonic(), self.generation)
+            self._snapshots[name] = snapshot
+            return snapshot
+
+        try:
+            snapshot: Snapshot[Any] = await self.caller.call("read", name, then=taken)
+            return snapshot
+        finally:
+            self._pending.pop(name, None)
+
+    # --- mutations: the caller's next read shows what it did ------------------------------------
+    async def start_update(
+        self, request: models.UpdateStartRequest, uid: int | None
+    ) -> models.UpdateRecord:
+        return await self._mutating(lambda: super(RemoteFacade, self).start_update(request, uid))
+
+    async def drop_vm(self, vm_id: str, force: bool, uid: int | None) -> models.DropResult:
+        return await self._mutating(lambda: super(RemoteFacade, self).drop_vm(vm_id, force, uid))
+
+    async def abort(self, reason: str | None, uid: int | None) -> models.AbortResult:
+        return await self._mutating(lambda: super(RemoteFacade, self).abort(reason, uid))
+
+    async def qualify(self, request: qm.QualifyRequest, uid: int | None) -> qm.QualificationRecord:
+        return await self._mutating(lambda: super(RemoteFacade, self).qualify(request, uid))
+
+    async def _mutating(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        finally:
+            self.generation += 1
+
+
+def _quietly(future: asyncio.Future[Any]) -> None:
+    """A refresh nobody waited for: its failure is seen by the next read that waits."""
+    with contextlib.suppress(asyncio.CancelledError):
+        future.exception()

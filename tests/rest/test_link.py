@@ -1,0 +1,153 @@
+"""The link between luod and its REST worker (luod.rest.link): the frames, the calls both ways
+over a real socket pair, errors as the REST side will raise them, and the order of a read's
+answer against the events around it, which the event stream's consistency rests on."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from luod.errors import LuodError
+from luod.rest import link
+
+pytestmark = [pytest.mark.unit, pytest.mark.anyio]
+
+
+def test_frames_round_trip_and_nonsense_is_refused() -> None:
+    message = {"id": 3, "ok": {"phase": "idle", "vms": ["vm1"]}}
+    assert link.decode(link.encode(message)) == message
+    assert link.encode(message).count(b"\n") == 1
+    for bad in (b"not json\n", b"[1, 2]\n", b"\xff\xfe\n"):
+        with pytest.raises(link.LinkBroken) as caught:
+            link.decode(bad)
+        assert caught.value.code == "rest-link" and caught.value.hint
+
+
+def test_errors_cross_with_their_code_hint_errno_and_checks() -> None:
+    plain = LuodError("unknown-vm", "no VM vm9", "luoctl vms lists them", 2)
+    back = link.raised(link.error_of(plain))
+    assert type(back) is LuodError
+    assert (back.code, back.message, back.hint, back.errno) == (
+        "unknown-vm",
+        "no VM vm9",
+        plain.hint,
+        2,
+    )
+    checks = [{"name": "kexec-loaded", "verdict": "FAIL"}]
+    refused = link.Refused(LuodError("preflight-failed", "1 check failed", "fix it"), checks)
+    again = link.raised(link.error_of(refused))
+    assert isinstance(again, link.Refused) and again.checks == checks
+    assert again.code == "preflight-failed"
+
+
+class Port:
+    """A stand-in for DaemonPort: a read that publishes an event right after it answers."""
+
+    def __init__(self) -> None:
+        self.server: link.LinkServer | None = None
+        self.phase = "idle"
+
+    def read(self, name: str) -> dict[str, Any]:
+        if name != "update":
+            raise LuodError("unknown-call", f"no read {name}", "")
+        return {"phase": self.phase}
+
+    def vm(self, vm_id: str) -> dict[str, Any]:
+        raise LuodError("unknown-vm", f"no VM {vm_id}", "list them")
+
+    async def abort(self, reason: str | None, uid: int | None) -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        return {"reason": reason, "uid": uid}
+
+    def drop_vm(self, vm_id: str, force: bool, uid: int | None) -> dict[str, Any]:
+        raise RuntimeError("a bug in luod")
+
+
+async def linked(port: Port, on_event: Any) -> tuple[link.LinkServer, link.LinkClient, Any]:
+    ours, theirs = socket.socketpair()
+    server_reader, server_writer = await asyncio.open_unix_connection(sock=ours)
+    client_reader, client_writer = await asyncio.open_unix_connection(sock=theirs)
+    server = link.LinkServer(server_writer, port, frozenset({"vm", "abort", "drop_vm"}))
+    client = link.LinkClient(client_reader, client_writer, on_event)
+    tasks = (asyncio.create_task(server.serve(server_reader)), asyncio.create_task(client.run()))
+    return server, client, (tasks, server_writer, client_writer)
+
+
+async def test_calls_answer_and_fail_as_luod_said() -> None:
+    port = Port()
+    _server, client, (tasks, server_writer, client_writer) = await linked(port, lambda _: None)
+    assert await client.call("read", "update") == {"phase": "idle"}
+    assert await client.call("abort", "why", 0) == {"reason": "why", "uid": 0}
+    with pytest.raises(LuodError) as unknown_vm:
+        await client.call("vm", "vm9")
+    assert unknown_vm.value.code == "unknown-vm" and unknown_vm.value.hint == "list them"
+    with pytest.raises(LuodError) as not_offered:
+        await client.call("shutdown")
+    assert not_offered.value.code == "unknown-call"
+    with pytest.raises(LuodError) as bug:
+        await client.call("drop_vm", "vm1", False, 0)
+    assert bug.value.code == "internal" and "a bug in luod" in bug.value.message
+    assert await client.call("read", "update") == {"phase": "idle"}  # the link survived
+    server_writer.close()
+    await asyncio.wait_for(tasks[1], 5)
+    with pytest.raises(link.LinkBroken):
+        await client.call("read", "update")
+    client_writer.close()
+    await asyncio.wait_for(tasks[0], 5)
+
+
+async def test_a_reads_then_runs_before_any_later_event_and_after_every_earlier_one() -> None:
+    seen: list[str] = []
+    port = Port()
+    server, client, (tasks, server_writer, client_writer) = await linked(
+        port, lambda event: seen.append(event["name"])
+    )
+    server.event({"name": "before"})
+
+    original = port.read
+
+    def read_then_publish(name: str) -> dict[str, Any]:
+        answer = original(name)  # luod's next step publishes an event: after the answer
+        asyncio.get_running_loop().call_soon(server.event, {"name": "after"})
+        return answer
+
+    port.read = read_then_publish  # type: ignore[method-assign]
+    answered = await client.call("read", "update", then=lambda state: (state, list(seen)))
+    state, events_then = answered
+    assert state == {"phase": "idle"} and events_then == ["before"]
+    await asyncio.sleep(0.05)
+    assert seen == ["before", "after"]
+    server_writer.close()
+    client_writer.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_call_waiting_when_luod_goes_fails_with_rest_link() -> None:
+    class Slow(Port):
+        async def abort(self, reason: str | None, uid: int | None) -> dict[str, Any]:
+            await asyncio.sleep(30)
+            return {}
+
+    _server, client, (tasks, server_writer, client_writer) = await linked(Slow(), lambda _: None)
+    waiting = asyncio.create_task(client.call("abort", None, 0))
+    await asyncio.sleep(0.05)
+    server_writer.close()
+    with pytest.raises(link.LinkBroken) as caught:
+        await asyncio.wait_for(waiting, 5)
+    assert caught.value.code == "rest-link"
+    client_writer.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_worker_that_sends_nonsense_breaks_the_link_not_luod() -> None:
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+    server = link.LinkServer(writer, Port(), frozenset())
+    with theirs:
+        theirs.sendall(b'{"call": "read"}\n')  # no id
+        with pytest.raises(link.LinkBroken):
+            await asyncio.wait_for(server.serve(reader), 5)
+    writer.close()
