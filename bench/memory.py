@@ -1,6 +1,8 @@
 """luod's resident memory (simulator, this host), beside a bare interpreter's in the same run.
 
-- idle: luod serving, no VM (with and without the REST API, whose stack is most of it);
+- idle: luod serving, no VM, with and without the REST API. The API is served by luod's REST
+  worker, a child process (luod.rest.worker): luod's own RSS is the target's measure; the
+  worker's RSS and the PSS of the pair (shared pages counted once) say what the host pays;
 - 1000 VMs: one 4 KiB memfd preserved for each (luod holds a session fd per VM);
 - growth: 100 consecutive simulated updates (one VM handed over, kexec, the new luod takes
   it back, DONE), the RSS of each boot's luod once the VM is done; the fitted slope says
@@ -17,6 +19,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import psutil
 
 from bench.handover import wait_for_socket
 from bench.stats import table
@@ -66,10 +70,29 @@ def bare_python() -> float:
         process.wait()
 
 
+def pss(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return float(line.split()[1]) * 1024
+    raise LookupError(f"no Pss for {pid}")
+
+
 def idle(workdir: Path, *extra: str) -> float:
     with luod(workdir, *extra) as (process, _):
         time.sleep(0.5)
         return rss(process.pid)
+
+
+def idle_with_worker(workdir: Path) -> tuple[float, float, float]:
+    """luod's RSS with the REST API serving; its worker's RSS; the PSS of the two."""
+    with luod(workdir) as (process, _):
+        time.sleep(0.5)
+        [worker] = [
+            child
+            for child in psutil.Process(process.pid).children()
+            if "luod.rest.worker" in child.cmdline()
+        ]
+        return rss(process.pid), rss(worker.pid), pss(process.pid) + pss(worker.pid)
 
 
 def with_vms(workdir: Path) -> float:
@@ -122,7 +145,7 @@ def report() -> str:
         workdir = Path(tmp)
         python = bare_python()
         no_api = idle(workdir / "idle-a", "--no-api")
-        api = idle(workdir / "idle-b")
+        api, worker, pair = idle_with_worker(workdir / "idle-b")
         vms = with_vms(workdir / "vms")
         grown = growth(workdir)
     per_update = slope(grown)
@@ -130,12 +153,14 @@ def report() -> str:
         ["python3 (bare, sleeping)", f"{python / MB:.1f} MB", "1.00", "-", ""],
         ["luod idle, no REST", f"{no_api / MB:.1f} MB", f"{no_api / python:.2f}", "-", ""],
         [
-            "luod idle, REST serving",
+            "luod idle, REST serving (its worker apart)",
             f"{api / MB:.1f} MB",
             f"{api / python:.2f}",
             "<= 40 MB",
             verdict(api, TARGETS["idle"]),
         ],
+        ["its REST worker (luod.rest.worker)", f"{worker / MB:.1f} MB", "-", "-", ""],
+        ["luod + REST worker, PSS", f"{pair / MB:.1f} MB", "-", "-", "what the host pays"],
         [
             f"luod with {VMS} VMs (no REST)",
             f"{vms / MB:.1f} MB",

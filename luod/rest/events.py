@@ -3,14 +3,15 @@
 ``publish`` is called as each event arrives (in luod's REST worker, from the link to luod,
 luod.rest.link; in one process, from the daemon's event bus) and never blocks. Each subscriber
 reads on its own loop; one of another thread gets the event with ``call_soon_threadsafe``, so
-the subscriber's queue is only ever touched by its own loop. A subscriber that falls ``LIMIT`` events behind is dropped (its stream ends, so the client
-knows to reconnect) rather than slowing the update or growing without bound.
+the subscriber's queue is only ever touched by its own loop. A subscriber that falls ``LIMIT``
+events behind is dropped (its stream ends, so the client knows to reconnect) rather than slowing
+the update or growing without bound.
 
 Every event gets an id (``EPOCH-N``: this hub's start, then a count), and the hub keeps the last
 ``LIMIT`` events: a client reconnecting with ``Last-Event-ID`` gets every event after that id
 that the hub still holds (``subscribe(last_id=...)``). A new REST worker has a new hub: ids of
-the one before match nothing, so a reconnecting client gets the state first. A ``SHUTDOWN`` event (luod is stopping)
-is the last one each subscriber gets: its stream ends right after it.
+the one before match nothing, so a reconnecting client gets the state first. A ``SHUTDOWN``
+event (luod is stopping) is the last one each subscriber gets: its stream ends right after it.
 """
 
 from __future__ import annotations

@@ -120,14 +120,23 @@ class LinkServer:
         self.port = port
         self.calls = calls
         self._tasks: set[asyncio.Task[None]] = set()
+        self._events: list[dict[str, Any]] = []  # published since the last flush
 
     def hello(self, what: Mapping[str, Any]) -> None:
         self._send({"hello": dict(what)})
 
     def event(self, event: Mapping[str, Any]) -> None:
-        """A listener on luod's event bus: never blocks, never raises into the update."""
+        """A listener on luod's event bus: never blocks, never raises into the update. Events
+        are sent together once the loop's current step is done (the READYs of a freeze come
+        in bursts): one write for the burst, and the JSON made off the READYs' path."""
+        if not self._events:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._events.append(dict(event))
+
+    def _flush(self) -> None:
+        events, self._events = self._events, []
         with contextlib.suppress(LinkBroken, ConnectionError, RuntimeError):
-            self._send({"event": dict(event)})
+            self._send_all([{"event": event} for event in events])
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
         """Until the worker closes its end; raises LinkBroken on a frame that makes no sense."""
@@ -168,10 +177,14 @@ class LinkServer:
             self._reply(call_id, result)
 
     def _reply(self, call_id: int, result: Any) -> None:
+        if self._events:  # the answer comes after every event published before it
+            self._flush()
         with contextlib.suppress(LinkBroken, ConnectionError, RuntimeError):
             self._send({"id": call_id, "ok": result})
 
     def _fail(self, call_id: int, name: str, exc: Exception) -> None:
+        if self._events:
+            self._flush()
         if isinstance(exc, LuodError):
             error = error_of(exc)
         else:  # a bug on luod's side: the REST caller gets a 500, luod goes on
@@ -181,12 +194,15 @@ class LinkServer:
             self._send({"id": call_id, "error": error})
 
     def _send(self, message: Mapping[str, Any]) -> None:
+        self._send_all([message])
+
+    def _send_all(self, messages: list[dict[str, Any]] | list[Mapping[str, Any]]) -> None:
         if self.writer.is_closing():
             raise LinkBroken("the worker's end is closed")
         if self.writer.transport.get_write_buffer_size() > MAX_BUFFERED:
             self.writer.close()
             raise LinkBroken(f"the worker left over {MAX_BUFFERED} bytes unread")
-        self.writer.write(encode(message))
+        self.writer.write(b"".join(encode(message) for message in messages))
 
 
 class LinkClient:

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from luod.errors import LuodError
+from luod.fdpass import peer_credentials
 from luod.rest.auth import PEER_UID_KEY, PUBLIC_KEY, TOKEN_KEY, listener_app, read_token
 from luod.rest.middleware import (
     DEFAULT_MAX_BODY,
@@ -38,7 +39,6 @@ from luod.rest.middleware import (
     BearerGate,
     BodyLimit,
 )
-from luod.vmm.server import peer_of
 
 log = structlog.get_logger("luod.rest")
 DEFAULT_SOCKET: Final = Path("/run/luod/api.sock")
@@ -59,14 +59,14 @@ class Endpoints:
 
 class PeerCredProtocol(HttpToolsProtocol):
     """HTTP/1.1 over the unix socket, marking each request with its client's uid. httptools,
-    not h11: its C parser halves the CPU a request costs (bench/rest_load.py), and that CPU
-    is taken from luod's main loop, which needs the same GIL."""
+    not h11: its C parser halves the CPU a request costs (bench/rest_load.py)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family == socket.AF_UNIX:
-            self.app = listener_app(self.app, **{PEER_UID_KEY: peer_of(sock).uid})
+            _, uid, _ = peer_credentials(sock)
+            self.app = listener_app(self.app, **{PEER_UID_KEY: uid})
 
 
 class _Server(uvicorn.Server):

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import structlog
 
+import luod.lean  # noqa: F401  # first, as in luod: structlog's core without rich (see there)
 from luod.daemon import logs
 from luod.errors import LuodError
 

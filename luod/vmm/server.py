@@ -20,7 +20,7 @@ import structlog
 
 from luod.core.access import Peer
 from luod.errors import LuodError
-from luod.fdpass import pack_rights, room, unpack_rights
+from luod.fdpass import pack_rights, peer_credentials, room, unpack_rights
 from luod.kernel import OwnedFd
 from luod.kernel.charged import cgroup_of
 from luod.vmm import codec, parse
@@ -356,8 +356,7 @@ def receive(sock: socket.socket) -> tuple[bytes, list[OwnedFd], bool]:
 
 
 def peer_of(sock: socket.socket) -> Peer:
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
+    pid, uid, gid = peer_credentials(sock)
     return Peer(uid, gid, pid, cgroup_of(pid), peer_groups(sock))
 
 
