@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 LIMIT: Final = 1024
@@ -86,7 +87,8 @@ class EventHub:
         self._count = 0
         self._held: deque[tuple[int, dict[str, Any]]] = deque(maxlen=limit)
         self._subscribers: set[Subscription] = set()
-        self._lock = threading.RLock()  # subscribers come and go on the REST thread
+        self._lock = threading.RLock()  # subscribers may read on another thread's loop
+        self.on_empty: Callable[[], None] | None = None  # called when the last one leaves
 
     @property
     def last_id(self) -> str:
@@ -142,7 +144,17 @@ class EventHub:
 
     def discard(self, subscription: Subscription) -> None:
         with self._lock:
+            left = subscription in self._subscribers and len(self._subscribers) == 1
             self._subscribers.discard(subscription)
+        if left and self.on_empty is not None:
+            self.on_empty()
+
+    def gap(self, missed: int) -> None:
+        """``missed`` events were published without reaching this hub (nobody watched): their
+        ids are spent, and no client resumes across them (it gets the state first)."""
+        with self._lock:
+            self._count += missed
+            self._held.clear()
 
     def __len__(self) -> int:
         return len(self._subscribers)

@@ -6,8 +6,16 @@ luod.rest.port.DaemonPort, and sends every update event down the same socket. Th
 
 - worker → luod: ``{"id": N, "call": NAME, "args": [...]}``;
 - luod → worker: ``{"id": N, "ok": VALUE}`` or ``{"id": N, "error": {code, message, hint,
-  errno[, checks]}}``; ``{"event": EVENT}``; first of all ``{"hello": {...}}``, what the worker
-  serves (luod.rest.worker).
+  errno[, checks]}}``; ``{"event": EVENT, "seq": N}``; first of all ``{"hello": {...}}``, what
+  the worker serves (luod.rest.worker).
+
+luod numbers every event (``seq``), and sends the worker only what it uses: the events that
+change its snapshots (``ALWAYS``) at all times, the rest (a VM's progress: one per VM and step,
+a hundred in a freeze of 100 VMs) only while a client watches the event stream. The worker
+says so with ``watch`` (answered with the update's state, in the same step of luod's loop that
+turns the forwarding on) and ``unwatch`` (when its last subscriber left; ignored if a ``watch``
+was answered since, which the worker had not yet seen). A gap in ``seq`` tells the worker that
+events were left out: a client cannot resume across it (luod.rest.events.EventHub.gap).
 
 One socket keeps order: a read answered in one step of luod's loop (luod.rest.port) arrives
 after every event published before it and before every event after it. The worker takes its
@@ -33,6 +41,7 @@ import structlog
 from luod.errors import LuodError
 
 log = structlog.get_logger("luod.rest")
+ALWAYS: Final = frozenset({"PHASE", "UPDATE_END", "SHUTDOWN"})
 MAX_FRAME: Final = 64 << 20
 """A VM list of 1000 VMs with their files and NICs is a few MB; past this the peer is broken."""
 MAX_BUFFERED: Final = 64 << 20
@@ -120,7 +129,10 @@ class LinkServer:
         self.port = port
         self.calls = calls
         self._tasks: set[asyncio.Task[None]] = set()
-        self._events: list[dict[str, Any]] = []  # published since the last flush
+        self._events: list[dict[str, Any]] = []  # frames published since the last flush
+        self._seq = 0  # events published so far
+        self.watched = False  # a client of the worker watches the event stream
+        self.watches = 0  # ``watch`` calls answered
 
     def hello(self, what: Mapping[str, Any]) -> None:
         self._send({"hello": dict(what)})
@@ -129,14 +141,28 @@ class LinkServer:
         """A listener on luod's event bus: never blocks, never raises into the update. Events
         are sent together once the loop's current step is done (the READYs of a freeze come
         in bursts): one write for the burst, and the JSON made off the READYs' path."""
+        self._seq += 1
+        if not self.watched and event.get("event") not in ALWAYS:
+            return  # nobody watches: the gap in seq says so
         if not self._events:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._events.append(dict(event))
+        self._events.append({"event": dict(event), "seq": self._seq})
 
     def _flush(self) -> None:
-        events, self._events = self._events, []
+        frames, self._events = self._events, []
         with contextlib.suppress(LinkBroken, ConnectionError, RuntimeError):
-            self._send_all([{"event": event} for event in events])
+            self._send_all(frames)
+
+    def _watch(self) -> dict[str, Any]:
+        """Every event from now on, and the update's state now (one step of the loop)."""
+        self.watched, self.watches = True, self.watches + 1
+        return {"state": self.port.read("update"), "watches": self.watches}
+
+    def _unwatch(self, watches: int) -> bool:
+        """Whether the forwarding stopped (not when a ``watch`` came since ``watches``)."""
+        if watches == self.watches:
+            self.watched = False
+        return not self.watched
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
         """Until the worker closes its end; raises LinkBroken on a frame that makes no sense."""
@@ -151,9 +177,14 @@ class LinkServer:
         call_id, name, args = frame.get("id"), frame.get("call"), frame.get("args", [])
         if not isinstance(call_id, int) or not isinstance(name, str) or not isinstance(args, list):
             raise LinkBroken(f"a call without an id, a name or its arguments: {str(frame)[:200]}")
+        result: Any
         try:
             if name == "read":
                 result = self.port.read(*args)
+            elif name == "watch":
+                result = self._watch()
+            elif name == "unwatch":
+                result = self._unwatch(*args)
             elif name in self.calls:
                 result = getattr(self.port, name)(*args)
             else:
@@ -206,13 +237,14 @@ class LinkServer:
 
 
 class LinkClient:
-    """The worker's end: ``call`` luod; every event goes to ``on_event`` as it arrives."""
+    """The worker's end: ``call`` luod; every event goes to ``on_event`` as it arrives, with
+    luod's number for it."""
 
     def __init__(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        on_event: Callable[[dict[str, Any]], None],
+        on_event: Callable[[dict[str, Any], int | None], None],
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -254,7 +286,8 @@ class LinkClient:
 
     def _dispatch(self, frame: dict[str, Any]) -> None:
         if "event" in frame:
-            self.on_event(frame["event"])
+            seq = frame.get("seq")
+            self.on_event(frame["event"], seq if isinstance(seq, int) else None)
             return
         entry = self._pending.pop(frame.get("id", -1), None)
         if entry is None:

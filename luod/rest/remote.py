@@ -29,6 +29,7 @@ import structlog
 from luod.core.access import AccessPolicy
 from luod.rest import models
 from luod.rest import qualification_models as qm
+from luod.rest.facade import Watch
 from luod.rest.link import LinkClient
 from luod.rest.port_facade import PortFacade, status_of, update_state, vm_list
 
@@ -66,8 +67,35 @@ class RemoteFacade(PortFacade):
         self.generation = 0  # bumped by a phase change or a mutation: older snapshots are stale
         self._snapshots: dict[str, Snapshot[Any]] = {}
         self._pending: dict[str, asyncio.Future[Snapshot[Any]]] = {}
+        self._seq: int | None = None  # luod's number of the last event that arrived
+        self._watches = 0  # luod's count of ``watch`` calls, as of the last answer here
+        self.hub.on_empty = self._unwatch
 
-    def publish(self, event: dict[str, Any]) -> None:
+    async def watch(self, last_id: str | None = None) -> Watch:
+        """luod sends every event from its answer on (luod.rest.link's ``watch``)."""
+        loop = asyncio.get_running_loop()
+
+        def subscribed(data: dict[str, Any]) -> Watch:
+            self._watches = int(data["watches"])
+            stream, resumed = self.hub.subscribe(loop, last_id)
+            return Watch(update_state(data["state"]), self.hub.last_id, stream, resumed)
+
+        watch: Watch = await self.caller.call("watch", then=subscribed)
+        return watch
+
+    def _unwatch(self) -> None:
+        """The last subscriber left: luod may stop sending what only subscribers read."""
+        asyncio.ensure_future(self.caller.call("unwatch", self._watches)).add_done_callback(
+            _quietly
+        )
+
+    def publish(self, event: dict[str, Any], seq: int | None = None) -> None:
+        """An event from luod, ``seq`` its number there: a gap means luod left events out
+        while nobody watched (luod.rest.link)."""
+        if seq is not None:
+            if self._seq is not None and seq > self._seq + 1:
+                self.hub.gap(seq - self._seq - 1)
+            self._seq = seq
         if event.get("event") in EVENTS_THAT_CHANGE_EVERYTHING:
             self.generation += 1
             if "status" in self._snapshots:  # the hot read: asked for now, no poller waits

@@ -96,9 +96,9 @@ async def _serve(link_fd: int, api_fd: int | None) -> int:
     policy = AccessPolicy(frozenset(access.get("uids", [0])), frozenset(access.get("gids", [])))
     facade: remote.RemoteFacade | None = None
 
-    def on_event(event: dict[str, Any]) -> None:
+    def on_event(event: dict[str, Any], seq: int | None) -> None:
         if facade is not None:
-            facade.publish(event)
+            facade.publish(event, seq)
 
     client = link.LinkClient(reader, writer, on_event)
     facade = remote.RemoteFacade(client, policy, Path(hello["state_dir"]))

@@ -99,27 +99,62 @@ async def test_calls_answer_and_fail_as_luod_said() -> None:
     await asyncio.wait_for(tasks[0], 5)
 
 
-async def test_a_reads_then_runs_before_any_later_event_and_after_every_earlier_one() -> None:
+async def test_a_watch_answers_after_every_earlier_event_and_before_any_later_one() -> None:
+    """The state a ``watch`` answers and the events the worker gets fit together: its
+    ``then`` sees every event published before the answer and none after it."""
     seen: list[str] = []
     port = Port()
     server, client, (tasks, server_writer, client_writer) = await linked(
-        port, lambda event: seen.append(event["name"])
+        port, lambda event, _: seen.append(event["step"])
     )
-    server.event({"name": "before"})
-
+    server.event({"event": "PHASE", "step": "before"})
     original = port.read
 
     def read_then_publish(name: str) -> dict[str, Any]:
         answer = original(name)  # luod's next step publishes an event: after the answer
-        asyncio.get_running_loop().call_soon(server.event, {"name": "after"})
+        asyncio.get_running_loop().call_soon(
+            server.event, {"event": "VM_PROGRESS", "step": "after"}
+        )
         return answer
 
     port.read = read_then_publish  # type: ignore[method-assign]
-    answered = await client.call("read", "update", then=lambda state: (state, list(seen)))
-    state, events_then = answered
-    assert state == {"phase": "idle"} and events_then == ["before"]
+    answered = await client.call("watch", then=lambda found: (found, list(seen)))
+    found, events_then = answered
+    assert found == {"state": {"phase": "idle"}, "watches": 1} and events_then == ["before"]
     await asyncio.sleep(0.05)
     assert seen == ["before", "after"]
+    server_writer.close()
+    client_writer.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_vms_progress_crosses_only_while_someone_watches() -> None:
+    """Unwatched, luod sends the events the worker's snapshots need (PHASE, UPDATE_END,
+    SHUTDOWN), not each VM's progress, and the numbers say how many it left out; an
+    ``unwatch`` that a later ``watch`` overtook changes nothing."""
+    seen: list[tuple[str, int | None]] = []
+    server, client, (tasks, server_writer, client_writer) = await linked(
+        Port(), lambda event, seq: seen.append((event["event"], seq))
+    )
+
+    async def publish(*kinds: str) -> None:
+        for kind in kinds:
+            server.event({"event": kind})
+        await client.call("read", "update")  # everything before it has arrived
+
+    await publish("PHASE", "VM_PROGRESS", "VM_PROGRESS", "PHASE")
+    assert seen == [("PHASE", 1), ("PHASE", 4)]
+    first = await client.call("watch")
+    await publish("VM_PROGRESS")
+    assert seen[-1] == ("VM_PROGRESS", 5)
+    second = await client.call("watch")
+    assert (first["watches"], second["watches"]) == (1, 2)
+    assert await client.call("unwatch", first["watches"]) is False  # overtaken: still on
+    await publish("VM_PROGRESS")
+    assert seen[-1] == ("VM_PROGRESS", 6)
+    assert await client.call("unwatch", second["watches"]) is True
+    await publish("VM_PROGRESS", "UPDATE_END")
+    assert seen[-1] == ("UPDATE_END", 8) and ("VM_PROGRESS", 7) not in seen
     server_writer.close()
     client_writer.close()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -131,7 +166,7 @@ async def test_a_call_waiting_when_luod_goes_fails_with_rest_link() -> None:
             await asyncio.sleep(30)
             return {}
 
-    _server, client, (tasks, server_writer, client_writer) = await linked(Slow(), lambda _: None)
+    _server, client, (tasks, server_writer, client_writer) = await linked(Slow(), lambda *_: None)
     waiting = asyncio.create_task(client.call("abort", None, 0))
     await asyncio.sleep(0.05)
     server_writer.close()

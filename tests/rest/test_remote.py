@@ -25,6 +25,7 @@ class Luod:
         self.phase = "idle"
         self.asked: list[str] = []
         self.hold: asyncio.Event | None = None  # set: luod's loop is blocked until it is
+        self.watches = 0
 
     async def call(self, name: str, *args: Any, then: Callable[[Any], Any] | None = None) -> Any:
         self.asked.append(f"{name} {' '.join(map(str, args))}".strip())
@@ -34,6 +35,11 @@ class Luod:
             answer: Any = status(self.phase)
         elif name == "abort":
             answer = {"update": None}
+        elif name == "watch":
+            self.watches += 1
+            answer = {"state": {"phase": self.phase, "update": None}, "watches": self.watches}
+        elif name == "unwatch":
+            answer = args[0] == self.watches
         else:
             raise AssertionError(f"unexpected call {name}")
         return then(answer) if then else answer
@@ -100,3 +106,28 @@ async def test_a_blocked_luod_gets_the_last_snapshot_served(
     luod.hold.set()
     await asyncio.sleep(0.01)
     assert (await rest.status()).phase == "prepared"  # the refresh that was under way
+
+
+async def test_a_gap_in_luods_numbers_ends_resuming_and_the_last_watcher_unwatches(
+    tmp_path: Path,
+) -> None:
+    """Events luod left out while nobody watched (its numbers jump) cannot be replayed: a
+    client reconnecting with an id from before them gets the state first. When the last
+    subscriber leaves, the worker tells luod, naming the watch it last saw."""
+    luod = Luod()
+    rest = facade(luod, tmp_path)
+    watch = await rest.watch()
+    rest.publish({"event": "PHASE", "from": "idle", "to": "preparing"}, 1)
+    rest.publish({"event": "VM_PROGRESS", "id": "vm1", "step": "preserve_ack"}, 2)
+    first = await anext(watch.stream)
+    await anext(watch.stream)
+    resumed = await rest.watch(first[0])
+    assert resumed.resumed  # everything after that id is held
+    resumed.stream.close()
+    watch.stream.close()
+    await asyncio.sleep(0)
+    assert luod.asked[-1] == "unwatch 2"
+    rest.publish({"event": "PHASE", "from": "preparing", "to": "prepared"}, 5)  # 3, 4 left out
+    again = await rest.watch(first[0])
+    assert not again.resumed
+    again.stream.close()
