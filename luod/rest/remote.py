@@ -8,9 +8,9 @@ poller never waits for luod. An older snapshot (the first read after a quiet spe
 refreshed before answering: a read shows luod as it was at most ``MAX_AGE`` before it arrived.
 Phase changes and update ends (events on the link) and the mutations made over REST make every
 snapshot stale at once, so they show in the next read; on a phase change the status is asked
-for at once, so that pollers need not wait for it. Should luod not answer within
-``WAIT_LIMIT`` (its loop is busy), a read serves the snapshot it has, however old, rather than
-hang.
+for at once when someone polls it, so that pollers need not wait for it. Should luod not answer
+within ``WAIT_LIMIT`` (its loop is busy), a read serves the snapshot it has, however old, rather
+than hang.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from luod.rest.port_facade import PortFacade, status_of, update_state, vm_list
 log = structlog.get_logger("luod.rest")
 MAX_AGE: Final = 0.05
 WAIT_LIMIT: Final = 0.5
+POLLED_WITHIN: Final = 1.0
 EVENTS_THAT_CHANGE_EVERYTHING: Final = frozenset({"PHASE", "UPDATE_END"})
 CONVERT: Final[dict[str, Callable[[dict[str, Any]], models.Response]]] = {
     "status": status_of,
@@ -67,6 +68,7 @@ class RemoteFacade(PortFacade):
         self.generation = 0  # bumped by a phase change or a mutation: older snapshots are stale
         self._snapshots: dict[str, Snapshot[Any]] = {}
         self._pending: dict[str, asyncio.Future[Snapshot[Any]]] = {}
+        self._status_read = -math.inf  # time.monotonic() of the last status read
         self._seq: int | None = None  # luod's number of the last event that arrived
         self._watches = 0  # luod's count of ``watch`` calls, as of the last answer here
         self.hub.on_empty = self._unwatch
@@ -98,12 +100,18 @@ class RemoteFacade(PortFacade):
             self._seq = seq
         if event.get("event") in EVENTS_THAT_CHANGE_EVERYTHING:
             self.generation += 1
-            if "status" in self._snapshots:  # the hot read: asked for now, no poller waits
+            if self._polled():  # the hot read: asked for now, so that no poller waits
                 self._refresh("status").add_done_callback(_quietly)
         super().publish(event)
 
     async def status(self) -> models.Status:
+        self._status_read = time.monotonic()
         return (await self._snapshot("status")).value  # type: ignore[no-any-return]
+
+    def _polled(self) -> bool:
+        """Someone read the status within POLLED_WITHIN: a new one is worth asking for at a
+        phase change (in a freeze, that call takes luod's loop for a moment)."""
+        return time.monotonic() - self._status_read < POLLED_WITHIN
 
     async def vms(self) -> models.VmList:
         return (await self._snapshot("vms")).value  # type: ignore[no-any-return]
