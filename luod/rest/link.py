@@ -17,6 +17,12 @@ turns the forwarding on) and ``unwatch`` (when its last subscriber left; ignored
 was answered since, which the worker had not yet seen). A gap in ``seq`` tells the worker that
 events were left out: a client cannot resume across it (luod.rest.events.EventHub.gap).
 
+While the VMs are paused (phases ``PAUSED``), luod holds the events back for up to ``HOLD``:
+the worker is not woken in the middle of a freeze (it would take a CPU, and its calls luod's
+loop, from the READYs), a freeze that takes longer still shows its progress in batches, and an
+abort or a stop sends everything at once. On a kexec that succeeds, what was held is lost with
+the worker; the next luod's record has it all (``GET /v1/update``).
+
 One socket keeps order: a read answered in one step of luod's loop (luod.rest.port) arrives
 after every event published before it and before every event after it. The worker takes its
 reply and subscribes to the events in the same step of its own loop (``LinkClient.call``'s
@@ -42,6 +48,8 @@ from luod.errors import LuodError
 
 log = structlog.get_logger("luod.rest")
 ALWAYS: Final = frozenset({"PHASE", "UPDATE_END", "SHUTDOWN"})
+PAUSED: Final = frozenset({"freezing", "frozen", "rebooting"})
+HOLD: Final = 0.05
 MAX_FRAME: Final = 64 << 20
 """A VM list of 1000 VMs with their files and NICs is a few MB; past this the peer is broken."""
 MAX_BUFFERED: Final = 64 << 20
@@ -130,6 +138,9 @@ class LinkServer:
         self.calls = calls
         self._tasks: set[asyncio.Task[None]] = set()
         self._events: list[dict[str, Any]] = []  # frames published since the last flush
+        self._soon = False  # a flush is due in the loop's next step
+        self._timer: asyncio.TimerHandle | None = None  # the flush of what is held
+        self._holding = False  # the VMs are paused: events wait (HOLD at most)
         self._seq = 0  # events published so far
         self.watched = False  # a client of the worker watches the event stream
         self.watches = 0  # ``watch`` calls answered
@@ -139,16 +150,30 @@ class LinkServer:
 
     def event(self, event: Mapping[str, Any]) -> None:
         """A listener on luod's event bus: never blocks, never raises into the update. Events
-        are sent together once the loop's current step is done (the READYs of a freeze come
-        in bursts): one write for the burst, and the JSON made off the READYs' path."""
+        are sent together once the loop's current step is done (one write for a burst), or
+        after HOLD while the VMs are paused."""
         self._seq += 1
-        if not self.watched and event.get("event") not in ALWAYS:
+        kind = event.get("event")
+        if kind == "PHASE":
+            self._holding = event.get("to") in PAUSED
+        if not self.watched and kind not in ALWAYS:
             return  # nobody watches: the gap in seq says so
-        if not self._events:
-            asyncio.get_running_loop().call_soon(self._flush)
         self._events.append({"event": dict(event), "seq": self._seq})
+        loop = asyncio.get_running_loop()
+        if self._holding and kind != "SHUTDOWN":
+            if self._timer is None:
+                self._timer = loop.call_later(HOLD, self._flush)
+        elif not self._soon:
+            self._soon = True
+            loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._soon = False
+        if not self._events:
+            return
         frames, self._events = self._events, []
         with contextlib.suppress(LinkBroken, ConnectionError, RuntimeError):
             self._send_all(frames)
@@ -170,6 +195,8 @@ class LinkServer:
             while (frame := await read_frame(reader)) is not None:
                 self._answer(frame)
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             for task in self._tasks:
                 task.cancel()
 

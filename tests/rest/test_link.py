@@ -186,3 +186,30 @@ async def test_a_worker_that_sends_nonsense_breaks_the_link_not_luod() -> None:
         with pytest.raises(link.LinkBroken):
             await asyncio.wait_for(server.serve(reader), 5)
     writer.close()
+
+
+async def test_events_wait_while_the_vms_are_paused_and_an_abort_sends_them_at_once() -> None:
+    """From ``freezing`` to the kexec the worker is not woken for each event: luod holds them
+    (HOLD at most, then a batch); leaving the pause (an abort) or a stop sends them at once."""
+    seen: list[str] = []
+    server, client, (tasks, server_writer, client_writer) = await linked(
+        Port(), lambda event, _: seen.append(event.get("to") or event["event"])
+    )
+    await client.call("watch")
+    server.event({"event": "PHASE", "to": "freezing"})
+    server.event({"event": "VM_PROGRESS", "id": "vm1", "step": "freeze_ack"})
+    await asyncio.sleep(link.HOLD / 5)
+    assert seen == []
+    await asyncio.sleep(link.HOLD * 2)
+    assert seen == ["freezing", "VM_PROGRESS"]  # a long freeze still shows, in batches
+    server.event({"event": "VM_PROGRESS", "id": "vm2", "step": "freeze_ack"})
+    server.event({"event": "PHASE", "to": "aborting"})
+    await asyncio.sleep(link.HOLD / 5)
+    assert seen[2:] == ["VM_PROGRESS", "aborting"]
+    server.event({"event": "PHASE", "to": "frozen"})
+    server.event({"event": "SHUTDOWN"})
+    await asyncio.sleep(link.HOLD / 5)
+    assert seen[4:] == ["frozen", "SHUTDOWN"]
+    server_writer.close()
+    client_writer.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
