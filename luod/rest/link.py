@@ -50,6 +50,9 @@ log = structlog.get_logger("luod.rest")
 ALWAYS: Final = frozenset({"PHASE", "UPDATE_END", "SHUTDOWN"})
 PAUSED: Final = frozenset({"freezing", "frozen", "rebooting"})
 HOLD: Final = 0.05
+EXIT_DISABLED: Final = 78
+"""The worker's exit status (EX_CONFIG) when its configuration or its stack is unusable: it
+said why (``rest-disabled``), and luod does not start it again."""
 MAX_FRAME: Final = 64 << 20
 """A VM list of 1000 VMs with their files and NICs is a few MB; past this the peer is broken."""
 MAX_BUFFERED: Final = 64 << 20

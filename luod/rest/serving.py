@@ -41,8 +41,6 @@ if TYPE_CHECKING:  # imported once serve_api runs: not on the path to the first 
     from luod.rest.link import LinkServer, Port
 
 log = structlog.get_logger("luod")
-EXIT_DISABLED: Final = 78  # luod.rest.worker.EXIT_DISABLED (not imported: it loads structlog's
-# logging setup only, but the worker module is the HTTP side's)
 RESTART_FIRST: Final = 1.0
 RESTART_MAX: Final = 60.0
 STABLE_SECONDS: Final = 60.0
@@ -104,11 +102,17 @@ class Worker:
             self._server.event(event)
 
     async def supervise(self, activated: socket.socket | None) -> None:
+        from luod.rest.link import EXIT_DISABLED
+
         loop = asyncio.get_running_loop()
         backoff = RESTART_FIRST
         while True:
             began = loop.time()
-            status = await self.run_once(activated)
+            try:
+                status = await self.run_once(activated)
+            except Exception as exc:  # no worker (EMFILE, ENOMEM...): luod goes on, tries again
+                log.error("rest-worker-failed", code="rest-failed", message=repr(exc), exc_info=exc)
+                status = -1
             if status == EXIT_DISABLED:
                 return  # the worker said why (rest-disabled)
             if loop.time() - began >= STABLE_SECONDS:

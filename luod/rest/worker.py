@@ -24,15 +24,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import Any
 
 import structlog
 
 import luod.lean  # noqa: F401  # first, as in luod: structlog's core without rich (see there)
 from luod.daemon import logs
 from luod.errors import LuodError
+from luod.rest.link import EXIT_DISABLED
 
-EXIT_DISABLED: Final = 78
 log = structlog.get_logger("luod.rest")
 
 
