@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from luod.core.registry import Registry
-from luod.daemon.qualification import QualificationDriver
 from luod.daemon.update import UpdateDriver
 from luod.rest.port import DaemonPort
 from luod.rest.port_facade import PortFacade
@@ -40,18 +39,13 @@ class LocalCaller:
 
 
 class DaemonFacade(PortFacade):
-    def __init__(
-        self,
-        registry: Registry,
-        driver: UpdateDriver,
-        qualifications: QualificationDriver | None = None,
-    ) -> None:
-        self.port = DaemonPort(registry, driver, qualifications)
-        super().__init__(LocalCaller(self.port), registry.access, registry.state_dir)
+    def __init__(self, port: DaemonPort) -> None:
+        self.port = port
+        super().__init__(LocalCaller(port), port.registry.access, port.registry.state_dir)
 
 
 if TYPE_CHECKING:
     from luod.rest.facade import RestFacade
 
     def _implements(registry: Registry, driver: UpdateDriver) -> RestFacade:
-        return DaemonFacade(registry, driver)  # mypy checks the Protocol here
+        return DaemonFacade(DaemonPort(registry, driver))  # mypy checks the Protocol here

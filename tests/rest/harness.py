@@ -19,6 +19,7 @@ from luod.daemon.update import UpdateRequest
 from luod.errors import LuodError
 from luod.kernel import OwnedFd
 from luod.rest.adapter import DaemonFacade
+from luod.rest.port import DaemonPort
 from luod.vmm import codec, parse
 from luod.vmm.codec import Frame
 from tests.contract.harness import FAKE_BZIMAGE as FAKE
@@ -70,7 +71,8 @@ class Luod:
         self.handler = self.daemon.handler
         self.driver = self.daemon.driver
         self.connections = self.daemon.connections
-        self.facade = DaemonFacade(self.registry, self.driver, self.daemon.qualifications)
+        port = DaemonPort(self.registry, self.driver, self.daemon.qualifications)
+        self.facade = DaemonFacade(port)
         self.daemon.events.listen(self.facade.publish)
 
     @property
