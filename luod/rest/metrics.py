@@ -33,7 +33,15 @@ from luod.rest.history_reads import Ended
 BLACKOUT_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 PHASE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 ENDED: Final = tuple(str(o) for o in models.Outcome if o is not models.Outcome.RUNNING)
-PROCESS: Final = ProcessCollector(registry=None)
+_LUOD: list[int | str] = ["self"]  # luod's pid, once the REST worker knows it
+PROCESS: Final = ProcessCollector(pid=lambda: _LUOD[0], registry=None)
+WORKER: Final = ProcessCollector(namespace="luod_rest_worker", registry=None)
+
+
+def luod_is(pid: int) -> None:
+    """In the REST worker: ``process_*`` describe luod's process (``pid``, the one holding the
+    sessions), and ``luod_rest_worker_process_*`` the worker's own."""
+    _LUOD[0] = pid
 
 
 class Scrape(Collector):
@@ -69,6 +77,8 @@ class Scrape(Collector):
         yield from _custody(status.custody)
         yield from self._updates()
         yield from PROCESS.collect()
+        if _LUOD[0] != "self":
+            yield from WORKER.collect()
 
     def _updates(self) -> Iterator[Metric]:
         history = self.history

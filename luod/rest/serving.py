@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sys
 from pathlib import Path
@@ -85,6 +86,7 @@ def hello(settings: ApiSettings, state_dir: Path, access: AccessPolicy) -> dict[
         "state_dir": str(state_dir),
         "access": {"uids": sorted(access.uids), "gids": sorted(access.gids)},
         "log_level": logs.level(),
+        "pid": os.getpid(),  # /metrics reports luod's process, not the worker's
     }
 
 

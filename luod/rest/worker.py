@@ -92,6 +92,9 @@ async def _serve(link_fd: int, api_fd: int | None) -> int:
         return 1
     hello: dict[str, Any] = first["hello"]
     logs.configure(str(hello.get("log_level", "info")))
+    from luod.rest import metrics
+
+    metrics.luod_is(int(hello["pid"]))
     access = hello.get("access", {})
     policy = AccessPolicy(frozenset(access.get("uids", [0])), frozenset(access.get("gids", [])))
     facade: remote.RemoteFacade | None = None

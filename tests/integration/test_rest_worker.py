@@ -162,3 +162,32 @@ def test_update_events_cross_the_link_in_order(tmp_path: Path) -> None:
     phases = [e.get("to") for e in events if e.get("event") == "PHASE"]
     assert phases[:3] == ["preparing", "prepared", "freezing"], phases
     assert "rebooting" in phases and kinds[-1] == "SHUTDOWN", kinds
+
+
+def test_metrics_describe_luods_process_and_the_workers_apart(tmp_path: Path) -> None:
+    """``process_*`` are luod's (the process holding the sessions: its fds, its memory), not
+    those of the worker that answers the scrape; the worker's are ``luod_rest_worker_*``."""
+    daemon, api, worker = serving(tmp_path)
+    try:
+        with Client(daemon.socket) as vmm:
+            for index in range(8):  # luod holds their sessions and files: more fds than the worker
+                with memfd.create("ram", 4096) as fd:
+                    vmm.register(f"vm{index}")
+                    vmm.preserve(f"vm{index}", {"ram0": fd})
+        transport = httpx.HTTPTransport(uds=str(api))
+        with httpx.Client(transport=transport, base_url="http://luod", timeout=10) as http:
+            text = http.get("/metrics").text
+        values = {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+        luod_fds, worker_fds = len(fd_targets(daemon.process.pid)), len(fd_targets(worker.pid))
+        assert luod_fds > worker_fds + 10
+        assert abs(values["process_open_fds"] - luod_fds) <= 2, (values, luod_fds)
+        assert abs(values["luod_rest_worker_process_open_fds"] - worker_fds) <= 2
+        luod_rss = psutil.Process(daemon.process.pid).memory_info().rss
+        assert abs(values["process_resident_memory_bytes"] - luod_rss) < 4 << 20
+        assert values["luod_rest_worker_process_resident_memory_bytes"] > 0
+    finally:
+        assert daemon.stop() == 0
