@@ -148,6 +148,9 @@ class Worker:
                 stdin=asyncio.subprocess.DEVNULL,
                 env=childenv.child_env(),
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self.pid, self.started = process.pid, self.started + 1
