@@ -240,8 +240,13 @@ class LinkServer:
     def _reply(self, call_id: int, result: Any) -> None:
         if self._events:  # the answer comes after every event published before it
             self._flush()
+        try:
+            frame = encode({"id": call_id, "ok": result})
+        except (TypeError, ValueError) as exc:  # a port bug: that call fails, the link holds
+            self._fail(call_id, "reply", exc)
+            return
         with contextlib.suppress(LinkBroken, ConnectionError, RuntimeError):
-            self._send({"id": call_id, "ok": result})
+            self._write(frame)
 
     def _fail(self, call_id: int, name: str, exc: Exception) -> None:
         if self._events:
@@ -258,12 +263,15 @@ class LinkServer:
         self._send_all([message])
 
     def _send_all(self, messages: list[dict[str, Any]] | list[Mapping[str, Any]]) -> None:
+        self._write(b"".join(encode(message) for message in messages))
+
+    def _write(self, data: bytes) -> None:
         if self.writer.is_closing():
             raise LinkBroken("the worker's end is closed")
         if self.writer.transport.get_write_buffer_size() > MAX_BUFFERED:
             self.writer.close()
             raise LinkBroken(f"the worker left over {MAX_BUFFERED} bytes unread")
-        self.writer.write(b"".join(encode(message) for message in messages))
+        self.writer.write(data)
 
 
 class LinkClient:

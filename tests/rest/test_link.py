@@ -65,12 +65,16 @@ class Port:
     def drop_vm(self, vm_id: str, force: bool, uid: int | None) -> dict[str, Any]:
         raise RuntimeError("a bug in luod")
 
+    def qualifications(self) -> Any:
+        return {"not JSON": object()}  # a bug in luod's answer
+
 
 async def linked(port: Port, on_event: Any) -> tuple[link.LinkServer, link.LinkClient, Any]:
     ours, theirs = socket.socketpair()
     server_reader, server_writer = await asyncio.open_unix_connection(sock=ours)
     client_reader, client_writer = await asyncio.open_unix_connection(sock=theirs)
-    server = link.LinkServer(server_writer, port, frozenset({"vm", "abort", "drop_vm"}))
+    calls = frozenset({"vm", "abort", "drop_vm", "qualifications"})
+    server = link.LinkServer(server_writer, port, calls)
     client = link.LinkClient(client_reader, client_writer, on_event)
     tasks = (asyncio.create_task(server.serve(server_reader)), asyncio.create_task(client.run()))
     return server, client, (tasks, server_writer, client_writer)
@@ -90,6 +94,9 @@ async def test_calls_answer_and_fail_as_luod_said() -> None:
     with pytest.raises(LuodError) as bug:
         await client.call("drop_vm", "vm1", False, 0)
     assert bug.value.code == "internal" and "a bug in luod" in bug.value.message
+    with pytest.raises(LuodError) as unencodable:
+        await client.call("qualifications")
+    assert unencodable.value.code == "internal"
     assert await client.call("read", "update") == {"phase": "idle"}  # the link survived
     server_writer.close()
     await asyncio.wait_for(tasks[1], 5)
