@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -32,6 +32,10 @@ import luod.lean  # noqa: F401  # first, as in luod: structlog's core without ri
 from luod.daemon import logs
 from luod.errors import LuodError
 from luod.rest.link import EXIT_DISABLED
+
+if TYPE_CHECKING:
+    from luod.rest.link import LinkClient
+    from luod.rest.remote import RemoteFacade
 
 log = structlog.get_logger("luod.rest")
 
@@ -80,8 +84,7 @@ def _fds(argv: list[str]) -> tuple[int, int | None]:
 
 
 async def _serve(link_fd: int, api_fd: int | None) -> int:
-    from luod.core.access import AccessPolicy
-    from luod.rest import app, link, remote, serve
+    from luod.rest import link
 
     reader, writer = await asyncio.open_unix_connection(
         sock=socket.socket(fileno=link_fd), limit=link.MAX_FRAME
@@ -91,44 +94,57 @@ async def _serve(link_fd: int, api_fd: int | None) -> int:
         log.error("rest-worker-no-hello", code="rest-link", message="luod sent no hello")
         return 1
     hello: dict[str, Any] = first["hello"]
-    logs.configure(str(hello.get("log_level", "info")))
-    from luod.rest import metrics
+    client, facade = _linked(reader, writer, hello)
+    serving = asyncio.create_task(_serve_rest(facade, hello["api"], api_fd))
+    reading = asyncio.create_task(client.run())
+    stopping = asyncio.create_task(_signalled())
+    await asyncio.wait({serving, reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    return await _end(serving, reading, stopping)
 
+
+def _linked(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict[str, Any]
+) -> tuple[LinkClient, RemoteFacade]:
+    """The worker's end of the link, and the facade over it, as luod's hello says."""
+    from luod.core.access import AccessPolicy
+    from luod.rest import metrics
+    from luod.rest.link import LinkClient
+    from luod.rest.remote import RemoteFacade
+
+    logs.configure(str(hello.get("log_level", "info")))
     metrics.luod_is(int(hello["pid"]))
     access = hello.get("access", {})
     policy = AccessPolicy(frozenset(access.get("uids", [0])), frozenset(access.get("gids", [])))
-    facade: remote.RemoteFacade | None = None
+    published: list[RemoteFacade] = []
+    client = LinkClient(reader, writer, lambda event, seq: published[0].publish(event, seq))
+    published.append(RemoteFacade(client, policy, Path(hello["state_dir"])))
+    return client, published[0]
 
-    def on_event(event: dict[str, Any], seq: int | None) -> None:
-        if facade is not None:
-            facade.publish(event, seq)
 
-    client = link.LinkClient(reader, writer, on_event)
-    facade = remote.RemoteFacade(client, policy, Path(hello["state_dir"]))
-    api = hello["api"]
-    unix_sock = socket.socket(fileno=api_fd) if api_fd is not None else None
-    serving = asyncio.create_task(
-        serve.serve_rest(
-            app.create_app(facade),
-            unix_path=Path(api["socket"]) if api.get("socket") else None,
-            tcp=(str(api["tcp"][0]), int(api["tcp"][1])) if api.get("tcp") else None,
-            token_file=_path(api.get("token_file")),
-            tls_cert=_path(api.get("tls_cert")),
-            tls_key=_path(api.get("tls_key")),
-            unix_sock=unix_sock,
-            public_metrics=bool(api.get("public_metrics", False)),
-            max_body=int(api["max_body_bytes"]),
-            max_connections=int(api["max_connections"]),
-        )
+async def _serve_rest(facade: RemoteFacade, api: dict[str, Any], api_fd: int | None) -> None:
+    from luod.rest import app, serve
+
+    await serve.serve_rest(
+        app.create_app(facade),
+        unix_path=Path(api["socket"]) if api.get("socket") else None,
+        tcp=(str(api["tcp"][0]), int(api["tcp"][1])) if api.get("tcp") else None,
+        token_file=_path(api.get("token_file")),
+        tls_cert=_path(api.get("tls_cert")),
+        tls_key=_path(api.get("tls_key")),
+        unix_sock=socket.socket(fileno=api_fd) if api_fd is not None else None,
+        public_metrics=bool(api.get("public_metrics", False)),
+        max_body=int(api["max_body_bytes"]),
+        max_connections=int(api["max_connections"]),
     )
-    reading = asyncio.create_task(client.run())
+
+
+async def _signalled() -> None:
+    """Until SIGTERM or SIGINT (systemd stopping luod's unit signals the worker too)."""
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
-    stopping = asyncio.create_task(stopped.wait())
-    await asyncio.wait({serving, reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    return await _end(serving, reading, stopping)
+    await stopped.wait()
 
 
 async def _end(serving: asyncio.Task[None], *others: asyncio.Task[Any]) -> int:
