@@ -66,8 +66,8 @@ def daemon(state: Path, *extra: str, real_kernel: bool = False) -> Iterator[Path
     )
     try:
         wait_for_socket(socket)
-        if "--no-api" not in extra:  # steady state: luod's start-up (the REST stack's import
-            wait_for_socket(state / "run" / "api.sock")  # in a thread) is measured apart
+        if "--no-api" not in extra:  # steady state: luod's start-up (its REST worker's start
+            wait_for_socket(state / "run" / "api.sock")  # beside it) is measured apart
         yield socket
     finally:
         process.terminate()
