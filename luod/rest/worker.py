@@ -6,7 +6,8 @@ lives here, not in the process that holds the guests' memory: luod's own RSS sta
 daemon that serves VMMs, a crash, a leak or a hang in the HTTP stack cannot reach a session, and
 HTTP requests take no CPU from luod's event loop or its GIL while VMs freeze. The worker holds
 no session fd and no kernel object: only its end of the link to luod (``--link``), the REST
-socket systemd passed to luod (``--api-fd``, optional) and its standard streams.
+socket systemd passed to luod (``--api-fd``, optional) and its standard streams; and first of
+all it gives up every capability but CAP_CHOWN (luod.rest.privileges): no kexec, no reboot.
 
 luod sends what to serve as the link's first frame (``hello``). The worker serves until luod
 closes the link (luod stops or died) or it gets SIGTERM. Exit status: 0 after a stop; 78
@@ -31,6 +32,7 @@ import structlog
 import luod.lean  # noqa: F401  # first, as in luod: structlog's core without rich (see there)
 from luod.daemon import logs
 from luod.errors import LuodError
+from luod.rest import privileges
 from luod.rest.link import EXIT_DISABLED
 
 if TYPE_CHECKING:
@@ -43,6 +45,16 @@ log = structlog.get_logger("luod.rest")
 def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()
     link_fd, api_fd = _fds(list(sys.argv[1:] if argv is None else argv))
+    try:
+        privileges.drop()  # before any input is read (luod.rest.privileges)
+    except OSError as exc:
+        log.error(
+            "rest-disabled",
+            code="rest-privileges",
+            message=f"the REST worker cannot give up its capabilities: {exc}",
+            hint="the API stays off rather than serve HTTP with luod's capabilities",
+        )
+        return EXIT_DISABLED
     try:
         uvloop = import_stack()
     except ImportError as exc:  # a broken install costs the API, never the VMMs' sessions

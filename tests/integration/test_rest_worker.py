@@ -17,6 +17,7 @@ import httpx
 import psutil
 
 from luod.kernel import memfd
+from luod.rest import privileges
 from luod.vmm.client import Client
 from tests.contract.harness import FAKE_BZIMAGE
 from tests.integration.conftest import Daemon, start_daemon
@@ -189,5 +190,30 @@ def test_metrics_describe_luods_process_and_the_workers_apart(tmp_path: Path) ->
         luod_rss = psutil.Process(daemon.process.pid).memory_info().rss
         assert abs(values["process_resident_memory_bytes"] - luod_rss) < 4 << 20
         assert values["luod_rest_worker_process_resident_memory_bytes"] > 0
+    finally:
+        assert daemon.stop() == 0
+
+
+def status_field(pid: int, name: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {name} for {pid}")
+
+
+def test_the_worker_cannot_boot_a_kernel_nor_regain_what_it_dropped(tmp_path: Path) -> None:
+    """The worker keeps CAP_CHOWN alone (luod.rest.privileges) and has no_new_privs, so no
+    exec gives it back CAP_SYS_BOOT; luod keeps its own capabilities."""
+    daemon, api, worker = serving(tmp_path)
+    try:
+        kept = 1 << privileges.CAP_CHOWN
+        for field in ("CapEff", "CapPrm", "CapInh"):
+            assert int(status_field(worker.pid, field), 16) & ~kept == 0, field
+        assert status_field(worker.pid, "NoNewPrivs") == "1"
+        if os.geteuid() == 0:  # luod as root (CI): it still may kexec
+            assert (
+                int(status_field(daemon.process.pid, "CapEff"), 16) >> privileges.CAP_SYS_BOOT & 1
+            )
+        assert status(api)["vms"] == 0  # and the API serves
     finally:
         assert daemon.stop() == 0
