@@ -36,8 +36,16 @@ from luod.rest.link import Refused
 ROOT: Final = 0
 READS: Final = frozenset({"status", "vms", "update"})
 CALLS: Final = frozenset(
-    {"vm", "drop_vm", "preflight", "start_update", "abort", "qualify", "qualifications"}
-    | {"qualification"}
+    {
+        "vm",
+        "drop_vm",
+        "preflight",
+        "start_update",
+        "abort",
+        "qualify",
+        "qualifications",
+        "qualification",
+    }
 )
 
 

@@ -127,10 +127,10 @@ def _linked(
     metrics.luod_is(int(hello["pid"]))
     access = hello.get("access", {})
     policy = AccessPolicy(frozenset(access.get("uids", [0])), frozenset(access.get("gids", [])))
-    published: list[RemoteFacade] = []
-    client = LinkClient(reader, writer, lambda event, seq: published[0].publish(event, seq))
-    published.append(RemoteFacade(client, policy, Path(hello["state_dir"])))
-    return client, published[0]
+    client = LinkClient(reader, writer, lambda *_: None)
+    facade = RemoteFacade(client, policy, Path(hello["state_dir"]))
+    client.on_event = facade.publish  # nothing is read before the caller runs the client
+    return client, facade
 
 
 async def _serve_rest(facade: RemoteFacade, api: dict[str, Any], api_fd: int | None) -> None:
