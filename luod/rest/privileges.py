@@ -21,7 +21,6 @@ import os
 from typing import Final
 
 CAP_CHOWN: Final = 0
-CAP_SYS_BOOT: Final = 22
 KEPT: Final = frozenset({CAP_CHOWN})
 PR_SET_NO_NEW_PRIVS: Final = 38
 _VERSION_3: Final = 0x20080522  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set
