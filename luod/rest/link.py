@@ -47,7 +47,9 @@ import structlog
 from luod.errors import LuodError
 
 log = structlog.get_logger("luod.rest")
-ALWAYS: Final = frozenset({"PHASE", "UPDATE_END", "SHUTDOWN"})
+CHANGES: Final = frozenset({"PHASE", "UPDATE_END"})
+"""The events that make every snapshot of the worker stale (luod.rest.remote)."""
+ALWAYS: Final = CHANGES | {"SHUTDOWN"}
 PAUSED: Final = frozenset({"freezing", "frozen", "rebooting"})
 HOLD: Final = 0.05
 EXIT_DISABLED: Final = 78

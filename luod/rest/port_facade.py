@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import luod
 from luod.core.access import AccessPolicy
@@ -21,8 +21,6 @@ from luod.rest import qualification_models as qm
 from luod.rest.events import EventHub
 from luod.rest.facade import PreflightRefused, Watch
 from luod.rest.link import Refused
-
-T = TypeVar("T")
 
 
 class PortCaller(Protocol):

@@ -30,14 +30,13 @@ from luod.core.access import AccessPolicy
 from luod.rest import models
 from luod.rest import qualification_models as qm
 from luod.rest.facade import Watch
-from luod.rest.link import LinkClient
+from luod.rest.link import CHANGES, LinkClient
 from luod.rest.port_facade import PortFacade, status_of, update_state, vm_list
 
 log = structlog.get_logger("luod.rest")
 MAX_AGE: Final = 0.05
 WAIT_LIMIT: Final = 0.5
 POLLED_WITHIN: Final = 1.0
-EVENTS_THAT_CHANGE_EVERYTHING: Final = frozenset({"PHASE", "UPDATE_END"})
 CONVERT: Final[dict[str, Callable[[dict[str, Any]], models.Response]]] = {
     "status": status_of,
     "vms": vm_list,
@@ -98,7 +97,7 @@ class RemoteFacade(PortFacade):
             if self._seq is not None and seq > self._seq + 1:
                 self.hub.gap(seq - self._seq - 1)
             self._seq = seq
-        if event.get("event") in EVENTS_THAT_CHANGE_EVERYTHING:
+        if event.get("event") in CHANGES:
             self.generation += 1
             if self._polled():  # the hot read: asked for now, so that no poller waits
                 self._refresh("status").add_done_callback(_quietly)
@@ -124,10 +123,6 @@ class RemoteFacade(PortFacade):
         if vm is None:  # ask luod itself: it may be brand new, or raise unknown-vm
             return await super().vm(vm_id)
         return vm
-
-    def snapshot(self, name: str) -> Snapshot[Any] | None:
-        """The last snapshot of ``name``, if any (no refresh)."""
-        return self._snapshots.get(name)
 
     async def _snapshot(self, name: str) -> Snapshot[Any]:
         snapshot = self._snapshots.get(name)

@@ -95,7 +95,6 @@ class Worker:
         self.port = port
         self.hello = hello
         self._server: LinkServer | None = None
-        self.pid: int | None = None  # the running worker's (tests, benches)
         self.started = 0  # workers started so far
 
     def event(self, event: dict[str, Any]) -> None:
@@ -153,7 +152,7 @@ class Worker:
             raise
         finally:
             theirs.close()
-        self.pid, self.started = process.pid, self.started + 1
+        self.started += 1
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=link.MAX_FRAME)
         server = link.LinkServer(writer, self.port, CALLS)
         server.hello(self.hello)
@@ -171,7 +170,6 @@ class Worker:
             await _reap(process, exited)
         if linked.done() and not linked.cancelled() and linked.exception() is not None:
             log.error("rest-link-broken", message=str(linked.exception()))
-        self.pid = None
         return process.returncode if process.returncode is not None else -1
 
 
