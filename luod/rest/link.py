@@ -298,11 +298,16 @@ class LinkClient:
         event after it is handed to ``on_event``); raises the LuodError luod answered."""
         if self.ended is not None:
             raise self.ended
+        if self.writer.is_closing():
+            raise LinkBroken("the link to luod is closing")
         call_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = (future, then)
         try:
-            self.writer.write(encode({"id": call_id, "call": name, "args": list(args)}))
+            try:
+                self.writer.write(encode({"id": call_id, "call": name, "args": list(args)}))
+            except (ConnectionError, RuntimeError) as exc:  # luod's end went (a closed transport)
+                raise LinkBroken(f"the link to luod is gone: {exc}") from exc
             return await future
         finally:
             self._pending.pop(call_id, None)

@@ -56,6 +56,7 @@ KINDS: Final[dict[str, Kind]] = {
     "custody-unavailable": Kind(503, "luod's fd custody is unavailable"),
     "custody-full": Kind(503, "luod's fd custody is full"),
     "state-write-failed": Kind(503, "luod could not record the change in its state directory"),
+    "rest-link": Kind(503, "luod is not answering its REST worker (it stops, or restarts)"),
     "internal": Kind(500, "A bug in luod"),
 }
 KERNEL_ERROR: Final = Kind(500, "The kernel refused a LUO operation")

@@ -9,8 +9,9 @@ refreshed before answering: a read shows luod as it was at most ``MAX_AGE`` befo
 Phase changes and update ends (events on the link) and the mutations made over REST make every
 snapshot stale at once, so they show in the next read; on a phase change the status is asked
 for at once when someone polls it, so that pollers need not wait for it. Should luod not answer
-within ``WAIT_LIMIT`` (its loop is busy), a read serves the snapshot it has, however old, rather
-than hang.
+within ``WAIT_LIMIT`` (its loop is busy), or be gone (it closed the link: a kexec, a stop), a
+read serves the snapshot it has, however old, rather than hang or fail: as a poller across a
+kexec saw before the API had a process of its own; the next poll finds no worker and retries.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from luod.core.access import AccessPolicy
 from luod.rest import models
 from luod.rest import qualification_models as qm
 from luod.rest.facade import Watch
-from luod.rest.link import CHANGES, LinkClient
+from luod.rest.link import CHANGES, LinkBroken, LinkClient
 from luod.rest.port_facade import PortFacade, status_of, update_state, vm_list
 
 log = structlog.get_logger("luod.rest")
@@ -139,6 +140,8 @@ class RemoteFacade(PortFacade):
                         return await asyncio.shield(refreshed)
                 except TimeoutError:
                     log.warning("rest-luod-busy", what=name, seconds=WAIT_LIMIT)
+                except LinkBroken:  # luod is going (a kexec, a stop): its last word stands
+                    pass
             else:
                 refreshed.add_done_callback(_quietly)
         return snapshot

@@ -5,10 +5,12 @@ answer against the events around it, which the event stream's consistency rests 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import Any
 
 import pytest
+import uvloop
 
 from luod.errors import LuodError
 from luod.rest import link
@@ -220,3 +222,32 @@ async def test_events_wait_while_the_vms_are_paused_and_an_abort_sends_them_at_o
     server_writer.close()
     client_writer.close()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_a_call_after_the_link_closed_is_rest_link_not_a_bug() -> None:
+    """luod's end closed, and a write to it closed the worker's transport, before the
+    worker's reader has seen the end: a request that calls then gets ``rest-link`` (503, try
+    again), not an internal error. On uvloop, the worker's loop, a write to a closed transport
+    raises RuntimeError."""
+
+    async def scenario() -> str:
+        ours, theirs = socket.socketpair()
+        reader, writer = await asyncio.open_unix_connection(sock=theirs)
+        client = link.LinkClient(reader, writer, lambda *_: None)  # its reader not running
+        ours.close()
+        with contextlib.suppress(LuodError, TimeoutError):  # its write meets EPIPE: closed
+            async with asyncio.timeout(0.2):
+                await client.call("read", "status")
+        try:
+            async with asyncio.timeout(2):
+                await client.call("read", "update")
+        except LuodError as exc:
+            return exc.code
+        except (RuntimeError, TimeoutError) as exc:
+            return repr(exc)
+        finally:
+            writer.close()
+        return "answered"
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(scenario()) == "rest-link"

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from luod.core.access import AccessPolicy
-from luod.rest import models, remote
-from luod.rest.link import LinkClient
+from luod.rest import models, problems, remote
+from luod.rest.link import LinkBroken, LinkClient
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
@@ -26,11 +26,14 @@ class Luod:
         self.asked: list[str] = []
         self.hold: asyncio.Event | None = None  # set: luod's loop is blocked until it is
         self.watches = 0
+        self.gone = False  # luod closed the link
 
     async def call(self, name: str, *args: Any, then: Callable[[Any], Any] | None = None) -> Any:
         self.asked.append(f"{name} {' '.join(map(str, args))}".strip())
         if self.hold is not None:
             await self.hold.wait()
+        if self.gone:
+            raise LinkBroken("luod closed the link")
         if name == "read" and args[0] == "status":
             answer: Any = status(self.phase)
         elif name == "abort":
@@ -131,3 +134,21 @@ async def test_a_gap_in_luods_numbers_ends_resuming_and_the_last_watcher_unwatch
     again = await rest.watch(first[0])
     assert not again.resumed
     again.stream.close()
+
+
+async def test_a_luod_that_is_gone_leaves_its_last_snapshot_and_otherwise_rest_link(
+    tmp_path: Path,
+) -> None:
+    """luod closed the link (a kexec): a poller gets luod's last word rather than an error; a
+    read the worker has nothing for fails with ``rest-link`` (503: try again)."""
+    luod = Luod()
+    rest = facade(luod, tmp_path)
+    luod.phase = "rebooting"
+    await rest.status()
+    luod.gone = True
+    rest.publish({"event": "PHASE", "from": "frozen", "to": "rebooting"})  # stale now
+    assert (await rest.status()).phase == "rebooting"
+    with pytest.raises(LinkBroken) as caught:
+        await rest.abort(None, 0)
+    assert caught.value.code == "rest-link"
+    assert problems.KINDS["rest-link"].status == 503
