@@ -8,8 +8,8 @@ not be importable.
 On the host, luod's unix socket (default /run/luod/api.sock) needs no token; over TCP
 (``url``) every request carries the bearer token from ``token_file``. luod answers errors as
 RFC 9457 problem documents: ``LuodApiError`` keeps the document (code, detail, hint, checks).
-``LuodUnreachable`` is the world failing (no socket, refused, reset: luod is restarting or the
-host is rebooting).
+``LuodUnreachable`` is the world failing (no socket, refused, reset, or luod's REST worker
+saying luod does not answer it: luod is restarting or the host is rebooting).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,6 +28,9 @@ except ImportError:  # pragma: no cover - Python 2 has no place here, but sanity
     quote = urlencode = urlsplit = None
 
 DEFAULT_SOCKET = "/run/luod/api.sock"
+NOT_ANSWERING = ("rest-link",)
+"""Codes of a 503 that mean luod itself did not answer (its REST worker still did, while luod
+stops for the kexec or restarts): the same as no socket at all, so a poll tries again."""
 
 CONNECTION_ARGS = dict(
     socket=dict(type="path", default=DEFAULT_SOCKET),
@@ -116,6 +119,9 @@ class LuodClient:
         if status >= 400:
             if not isinstance(document, dict) or "code" not in document:
                 document = {"code": "http-error", "status": status, "detail": data[:200]}
+            if status == 503 and document["code"] in NOT_ANSWERING:
+                reason = "luod at %s is not answering: %s" % (self.where(), document["code"])
+                raise LuodUnreachable(reason)
             raise LuodApiError(status, document)
         return document
 
