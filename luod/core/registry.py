@@ -6,6 +6,7 @@ fds are deposited in custody the moment they exist, so a dying luod loses nothin
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -361,6 +362,9 @@ class Registry:
         snapshot.kexec_pending = True
         raw = manifest_io.serialize(snapshot)
         manifest_io.write_serialized(self._state_dir, raw)
+        # the snapshot removed the journal: made again now, not by begin_kexec inside the pause
+        with contextlib.suppress(OSError):  # (which then tries again, and says why it fails)
+            self._journal_file.open()
         self._journaled, self._snapshot_written = 0, True
         room = HANDOFF_ROOM_BASE + len(raw) + HANDOFF_ROOM_PER_VM * len(self._vms)
         self._state_session.write_snapshot(raw, journal_room=room)

@@ -53,14 +53,22 @@ class KexecStep:
     async def run(self, plan: KexecPlan, in_time: Callable[[], None] = lambda: None) -> None:
         """Returns only if the kexec did not happen, by raising LuodError (state rolled back);
         luod.kernel.KernelGone where luod outlives it (the simulator). ``in_time`` is called
-        just before the reboot (or systemctl kexec) and raises to call it off."""
+        just before the reboot (or systemctl kexec) and raises to call it off.
+
+        The direct kexec runs on the event loop's own thread: a hop into a worker thread cost
+        0.6-1.9 ms of every VM's pause in a TCG guest (bench/NOTES.md), and what it kept the loop
+        free for is a sync(2) that has little left (the driver syncs before FREEZE). A sync that
+        hangs keeps the VMs paused either way (``in_time`` runs after it); with the loop blocked,
+        systemd's watchdog also ends luod once the sync returns, and the luod started after it
+        resumes the VMs, as after a luod killed just before the reboot (tests/vm/test_chaos.py).
+        ``systemctl kexec`` still goes through a thread: it waits for systemd."""
         if plan.mode == "systemd":
             await asyncio.to_thread(
                 handoff.kexec_systemd, self.registry, self.backend, self.settings.start, in_time
             )
             await self._stopped_by_systemd()
         else:
-            await asyncio.to_thread(handoff.kexec_direct, self.registry, self.backend, in_time)
+            handoff.kexec_direct(self.registry, self.backend, in_time)
 
     async def _stopped_by_systemd(self) -> None:
         """systemd accepted the kexec and will stop luod: wait for that (the cancel from

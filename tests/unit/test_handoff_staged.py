@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from luod.core import handoff, holds, manifest, running, timeline
+from luod.core import handoff, holds, manifest, running, statedir, timeline
 from luod.core import registry as registry_module
 from luod.core.model import (
     HANDOFF_JOURNAL_TOKEN,
@@ -267,3 +268,26 @@ def test_lines_that_outgrow_their_room_go_in_a_new_session(
     assert previous is not None and previous.kexec_pending
     assert previous.extra["qualification"] == {"step": 2, "notes": big}
     after.power_off()
+
+
+def test_inside_the_pause_the_handoff_opens_no_file(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot staged before the freeze removes the disk journal; the journal is made again
+    right then (and synced with it), not by the handoff's last line inside every VM's pause."""
+    preserve(world.registry, "vm1", ram0=b"guest")
+    world.registry.stage_kexec()
+    opened: list[str] = []
+    real_open = statedir.os.open
+
+    def watched(path: str, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(statedir.os, "open", watched)
+    world.registry.carry("update", {"id": "u1"})
+    world.registry.begin_kexec()
+    monkeypatch.undo()
+    assert opened == []
+    journal = world.registry.state_dir / manifest.JOURNAL
+    assert journal.read_bytes().startswith(b'{"kexec":')
