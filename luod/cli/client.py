@@ -1,9 +1,10 @@
 """luoctl's side of the REST API: one call per resource, failures as two sharp exceptions.
 
 ``ApiError`` is luod saying no (a problem+json document, with its code and hint);
-``Unreachable`` is the world failing (no socket, refused connection, not permitted), with
-its cause kept; ``LocalError`` is this side's configuration. Only luod.cli.main turns them
-into messages and exit codes.
+``Unreachable`` is the world failing (no socket, refused connection, not permitted, or luod's
+REST worker saying luod does not answer it: 503 ``rest-link``), with its cause kept;
+``LocalError`` is this side's configuration. Only luod.cli.main turns them into messages and
+exit codes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from luod.cli import args, sse
 
 DEFAULT_SOCKET: Final = Path("/run/luod/api.sock")
 UNIX_BASE: Final = "http://luod"
+NOT_ANSWERING: Final = frozenset({"rest-link"})
+"""Codes of a 503 that mean luod itself did not answer (its REST worker did, while luod stops
+or restarts): luod is unreachable, as when nothing listens."""
 
 
 class LocalError(Exception):
@@ -96,7 +100,7 @@ class Api:
             with self.http.stream("GET", "/v1/events", headers=headers) as reply:
                 if reply.is_error:
                     reply.read()
-                    raise ApiError(_problem(reply))
+                    raise _refusal(reply, self.where)
                 parser = sse.EventParser()
                 for event in sse.events(reply.iter_lines(), parser):
                     if parser.retry_ms is not None:
@@ -111,13 +115,21 @@ class Api:
         except httpx.TransportError as exc:
             raise Unreachable(self.where, exc) from exc
         if reply.is_error:
-            raise ApiError(_problem(reply))
+            raise _refusal(reply, self.where)
         return reply.json()
 
 
 def vm_path(vm_id: str) -> str:
     """A VM's resource; the id is checked (luod.cli.args.vm_id) and escaped all the same."""
     return "/v1/vms/" + quote(vm_id, safe="")
+
+
+def _refusal(reply: httpx.Response, where: str) -> ApiError | Unreachable:
+    """luod's refusal; or, when its REST worker says luod does not answer, Unreachable."""
+    refused = ApiError(_problem(reply))
+    if reply.status_code == 503 and refused.code in NOT_ANSWERING:
+        return Unreachable(where, refused)
+    return refused
 
 
 def _problem(reply: httpx.Response) -> dict[str, Any]:

@@ -362,3 +362,28 @@ def test_preflight_messages_start_past_the_longest_check_id() -> None:
     assert lines[1] == "WARN  vmm-connected gone"
     assert lines[2] == "                    hint: start it"
     assert lines[3] == "preflight REFUSES this update"
+
+
+def _answered(status: int, code: str) -> httpx.Client:
+    """A client whose every request gets this problem document, as luod's REST worker sends."""
+    problem = {"status": status, "code": code, "detail": "luod closed the link", "hint": "wait"}
+    transport = httpx.MockTransport(lambda _: httpx.Response(status, json=problem))
+    return httpx.Client(transport=transport, base_url="http://luod")
+
+
+async def test_a_503_rest_link_is_luod_unreachable_exit_5() -> None:
+    """luod stops (the kexec, a restart) while its REST worker still answers: as unreachable."""
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(
+        main, ["status"], http=_answered(503, "rest-link"), out=out, err=err
+    )
+    assert (
+        code == 5
+        and "cannot reach luod" in err.getvalue()
+        and "luod closed the link" in (err.getvalue())
+    )
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(
+        main, ["status"], http=_answered(503, "custody-unavailable"), out=out, err=err
+    )
+    assert code == 1 and "custody-unavailable" in err.getvalue()  # luod's own refusal
