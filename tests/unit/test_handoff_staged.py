@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from luod.core import handoff, holds, manifest, running, statedir, timeline
+from luod.core import handoff, holds, manifest, running, timeline
 from luod.core import registry as registry_module
 from luod.core.model import (
     HANDOFF_JOURNAL_TOKEN,
@@ -278,13 +279,14 @@ def test_inside_the_pause_the_handoff_opens_no_file(
     preserve(world.registry, "vm1", ram0=b"guest")
     world.registry.stage_kexec()
     opened: list[str] = []
-    real_open = statedir.os.open
+    real_open = os.open
 
     def watched(path: str, *args: Any, **kwargs: Any) -> int:
         opened.append(str(path))
-        return real_open(path, *args, **kwargs)
+        fd: int = real_open(path, *args, **kwargs)
+        return fd
 
-    monkeypatch.setattr(statedir.os, "open", watched)
+    monkeypatch.setattr(os, "open", watched)  # luod.core.statedir opens with os.open
     world.registry.carry("update", {"id": "u1"})
     world.registry.begin_kexec()
     monkeypatch.undo()
