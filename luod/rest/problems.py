@@ -153,10 +153,17 @@ def message_of(error: dict[str, Any]) -> str:
     return text
 
 
+HEADERS: Final[dict[str, dict[str, str]]] = {
+    "unauthorized": {"WWW-Authenticate": "Bearer"},
+    # luod stops or restarts while its REST worker still answers: any HTTP client may try again
+    "rest-link": {"Retry-After": "1"},
+}
+"""Headers that go with a code's problem document."""
+
+
 async def _luod_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, LuodError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthorized" else None
-    return respond(from_luod_error(exc, request.url.path), headers)
+    return respond(from_luod_error(exc, request.url.path), HEADERS.get(exc.code))
 
 
 async def _invalid(request: Request, exc: Exception) -> ProblemResponse:

@@ -169,3 +169,18 @@ async def test_a_bug_is_a_500_problem_not_a_traceback(luod: Luod) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://luod") as client:
         body = assert_problem(await client.get("/v1/status"), 500, "internal")
     assert body["detail"] == "RuntimeError: boom"
+
+
+async def test_luod_not_answering_its_worker_is_503_with_retry_after(luod: Luod) -> None:
+    """While luod stops (the kexec, a restart) its REST worker may answer for a moment: 503
+    ``rest-link``, with ``Retry-After`` (RFC 9110) so that any HTTP client knows to try again."""
+
+    def gone() -> None:
+        raise LuodError("rest-link", "luod closed the link", "luod restarts its REST worker")
+
+    luod.facade.status = gone  # type: ignore[method-assign,assignment]
+    transport = httpx.ASGITransport(app=create_app(luod.facade))
+    async with httpx.AsyncClient(transport=transport, base_url="http://luod") as client:
+        reply = await client.get("/v1/status")
+    assert_problem(reply, 503, "rest-link")
+    assert reply.headers["retry-after"] == "1"
