@@ -2,9 +2,10 @@
 from members already encoded: byte for byte what one ``json.dumps`` of the whole writes.
 
 Python's ``json`` cannot take a fragment already encoded, so the handoff's last line, whose
-update record grows with the VMs (225 KB at 1000), is put together here from each VM's steps
-encoded while the READY barrier waited (luod.core.timeline), not encoded whole inside every
-VM's pause (issue 17; bench/NOTES.md).
+update record grows with the VMs (225 KB at 1000), is put together here from the record's text
+encoded before the freeze and the change lines encoded as they were appended
+(luod.core.manifest.kexec_line), not encoded whole inside every VM's pause (issue 17;
+bench/NOTES.md).
 """
 
 from __future__ import annotations
@@ -23,19 +24,9 @@ def dumps(value: object) -> str:
     return _ENCODER.encode(value)
 
 
-def member(key: str, text: str) -> str:
-    """One ``"key":value`` of an object, ``text`` being the value's ``dumps``."""
-    return f"{dumps(key)}:{text}"
-
-
 def compose(members: Mapping[str, str]) -> str:
     """``dumps`` of a dict whose values are given as their ``dumps`` texts."""
     return _braced((f"{dumps(key)}:", members[key]) for key in sorted(members))
-
-
-def join(members: Mapping[str, str]) -> str:
-    """An object from its members (``member``) by key, in ``dumps``'s order."""
-    return _braced(("", members[key]) for key in sorted(members))
 
 
 def _braced(pairs: Iterable[tuple[str, str]]) -> str:

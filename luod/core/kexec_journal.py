@@ -25,15 +25,22 @@ KEXEC_LINE_START: Final = b'{"kexec":'
 
 def handed_over_vms(state_dir: Path) -> int | None:
     """None unless the journal ends with the kexec line; else the VMs of the update record it
-    carries (0 when it carries none, or the line is torn or not what luod writes)."""
+    carries, as staged or stepped in its change lines since (0 when it carries none, or the
+    line is torn or not what luod writes)."""
     line = _kexec_line(state_dir)
     if line is None:
         return None
     try:
-        vms = json.loads(line)["kexec"]["extra"]["update"]["vms"]
-    except (ValueError, KeyError, TypeError):
+        kexec = json.loads(line)["kexec"]
+        staged = kexec["extra"]["update"]["vms"]
+        if not isinstance(staged, dict):
+            return 0
+        vms = set(staged)
+        for change in kexec.get("update_lines", []):
+            vms.update(vm for vm, _, _ in change["steps"] if isinstance(vm, str))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return 0
-    return len(vms) if isinstance(vms, dict) else 0
+    return len(vms)
 
 
 def _kexec_line(state_dir: Path) -> bytes | None:

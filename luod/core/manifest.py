@@ -8,20 +8,22 @@ The handoff is written in two steps, so that the VMs' pause holds only the secon
 before the freeze, the snapshot (serialized once, for the disk and token 0); after the last
 READY, the changes since, as journal lines (the disk journal's format, ending with a ``kexec``
 line that carries the update's record) at token 1 (``HANDOFF_JOURNAL_TOKEN``) and appended to
-the disk journal. A luod that knows no token 1 reads token 0 alone: a complete version-1
-manifest of every VM, session and file as they were before the freeze.
+the disk journal. The kexec line gives the record as it was staged, encoded before the freeze,
+and the record's change lines since (luod.core.record_lines): the pause encodes only those. A
+luod that knows no token 1 reads token 0 alone: a complete version-1 manifest of every VM,
+session and file as they were before the freeze.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from luod.core import jsontext, manifest_check, statedir
+from luod.core import jsontext, manifest_check, record_lines, statedir
 from luod.core.kexec_journal import JOURNAL as JOURNAL
 from luod.core.kexec_journal import KEXEC_LINE_START
 from luod.core.model import VmRecord, VmState
@@ -99,7 +101,12 @@ class Manifest:
 
 
 def _extra(f: manifest_check.Reader) -> dict[str, Any]:
+    """``extra``; in a kexec line, its update record with the change lines after it applied
+    (``kexec_line``)."""
     extra = f.mapping("extra", {})
+    lines = f.items("update_lines", [])
+    if lines and type(extra.get("update")) is dict:
+        record_lines.apply_all(extra["update"], lines)
     if "update" in extra:
         manifest_check.carried_update(extra["update"], "extra.update")
     return extra
@@ -160,17 +167,22 @@ def journal_line(entry: dict[str, Any]) -> bytes:
     return jsontext.dumps(entry).encode() + b"\n"
 
 
-def kexec_line(extra: Mapping[str, object], encoded: Mapping[str, str]) -> bytes:
-    """The handoff's last line, ``{"kexec":{"extra":extra}}``: the kexec is under way, with
-    ``extra`` carried (the update's record); replayed, it sets ``kexec_pending`` and replaces
-    ``extra``. The values of ``extra`` named in ``encoded`` are given as their text
-    (``jsontext.dumps``): the update's record, composed from what was encoded while the READY
-    barrier waited (issue 17). Byte for byte ``journal_line`` of that entry."""
+def kexec_line(
+    extra: Mapping[str, object], encoded: Mapping[str, str], update_lines: Sequence[str] = ()
+) -> bytes:
+    """The handoff's last line, ``{"kexec":{"extra":extra,"update_lines":[...]}}``: the kexec
+    is under way, with ``extra`` carried (the update's record); replayed, it sets
+    ``kexec_pending`` and replaces ``extra``. The values of ``extra`` named in ``encoded`` are
+    given as their text (``jsontext.dumps``): the update's record as staged before the freeze.
+    ``update_lines``: that record's change lines since (luod.core.record_lines, as texts), which
+    the reader applies to it; a luod that knows none reads the record as staged. Inside every
+    VM's pause only they are encoded (issue 17). Byte for byte ``journal_line`` of the entry."""
     values = {
         key: encoded[key] if key in encoded else jsontext.dumps(value)
         for key, value in extra.items()
     }
-    line = f'{{"extra":{jsontext.compose(values)}}}}}\n'.encode()  # one copy, not 3
+    tail = f',"update_lines":[{",".join(update_lines)}]' if update_lines else ""
+    line = f'{{"extra":{jsontext.compose(values)}{tail}}}}}\n'.encode()  # one copy, not 3
     return KEXEC_LINE_START + line
 
 

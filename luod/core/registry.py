@@ -80,6 +80,7 @@ class Registry:
         self._staged_snapshot = b""  # that snapshot, should token 1's lines outgrow their room
         self._carried: dict[str, object] = {}  # carried in the manifest (the update timeline)
         self._carried_json: dict[str, str] = {}  # of those, the JSON given with them
+        self._update_lines: Sequence[str] = ()  # the kexec line's changes to the update record
         self._journaled = 0
         self._snapshot_written = False  # journal lines need a snapshot of this boot before them
         self._previous: manifest_io.Manifest | None = None  # the manifest the last kernel left
@@ -182,14 +183,22 @@ class Registry:
 
     def carry(self, key: str, value: object, text: str | None = None) -> None:
         """Keep ``value`` in the manifest under ``key``, so the next kernel's luod reads it
-        (``previous.extra``): the running update's record, written just before the kexec.
-        ``text``: ``value`` as ``jsontext.dumps`` writes it, composed by the caller ahead (the
-        update record's, ``UpdateRecord.to_json``): ``begin_kexec`` writes it as it is."""
+        (``previous.extra``): the running update's record, staged before the freeze.
+        ``text``: ``value`` as ``jsontext.dumps`` writes it, encoded by the caller ahead:
+        ``begin_kexec`` writes it as it is. Carrying ``update`` drops its change lines."""
         self._carried[key] = value
         if text is None:
             self._carried_json.pop(key, None)
         else:
             self._carried_json[key] = text
+        if key == "update":
+            self._update_lines = ()
+
+    def carry_update_lines(self, lines: Sequence[str]) -> None:
+        """The carried update record's change lines since it was carried (luod.core.
+        record_lines, as texts): ``begin_kexec``'s kexec line gives them after the record, and
+        the next kernel's luod applies them (luod.core.manifest.kexec_line)."""
+        self._update_lines = lines
 
     def _journal(self, entry: dict[str, object]) -> None:
         self._journaled += 1
@@ -379,7 +388,7 @@ class Registry:
             self.stage_kexec()
         assert self._staged is not None
         self._kexec_pending = True
-        kexec = manifest_io.kexec_line(self._carried, self._carried_json)
+        kexec = manifest_io.kexec_line(self._carried, self._carried_json, self._update_lines)
         self._journal_file.write(kexec)  # the kept fd: no open and close inside the pause
         lines = b"".join([*self._staged, kexec])
         if not self._state_session.write_journal(lines):  # outgrew the room made before

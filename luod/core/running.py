@@ -2,7 +2,8 @@
 phase transition and removed when the update ends. Where rewriting the whole record costs too
 much, what changed since it was written is appended as one line instead: each VM's reclaim step
 (a rewrite per step costs O(VMs), O(VMs²) per update: 13 ms a step at 1000 VMs), and the
-transitions after the sync before FREEZE, with the freeze acks (bench/NOTES.md). A luod killed in
+transitions after the sync before FREEZE, with the freeze acks (bench/NOTES.md; the lines:
+luod.core.record_lines). A luod killed in
 the middle of an update reads it when it starts again and ends or continues that update
 (docs/operations.md §8.13): before the reboot it ends as aborted (every VMM is owed a RESUME);
 in ``reclaiming`` it goes on; after a boot that did not come through the live update it ends
@@ -11,11 +12,10 @@ as failed."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from luod.core import statedir
+from luod.core import record_lines, statedir
 from luod.core.clock import Stamp
 from luod.core.orchestrator import Phase
 from luod.core.timeline import UpdateRecord
@@ -56,17 +56,10 @@ def appender(state_dir: Path) -> statedir.AppendFile:
     return statedir.AppendFile(state_dir / RUNNING)
 
 
-def append(
-    out: statedir.AppendFile,
-    phase: dict[str, Any] | None,
-    steps: Sequence[tuple[str, str, Stamp]],
-) -> None:
-    """The VMs' steps (vm, name, when) since the record was written, and a phase transition
-    (``Transition.to_dict()``) if one: one line, to ``out`` (``appender``)."""
-    line: dict[str, Any] = {"steps": [[vm, name, at.to_dict()] for vm, name, at in steps]}
-    if phase is not None:
-        line["phase"] = phase
-    out.write((json.dumps(line) + "\n").encode())
+def append(out: statedir.AppendFile, line: str) -> None:
+    """A change line (luod.core.record_lines.encode: the VMs' steps since the record was
+    written, and a phase transition if one) to ``out`` (``appender``)."""
+    out.write((line + "\n").encode())
 
 
 def clear(state_dir: Path) -> None:
@@ -95,12 +88,6 @@ def _replay(record: UpdateRecord, line: str) -> None:
     """A line ``append`` wrote; a torn or malformed one (a luod killed mid-write) is skipped."""
     try:
         data = json.loads(line)
-        steps, phase = data["steps"], data.get("phase")
-        checked = [(vm, name, at) for vm, name, at in steps]
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except ValueError:
         return
-    for vm, name, at in checked:
-        if isinstance(vm, str) and isinstance(name, str) and isinstance(at, dict):
-            record.vms.setdefault(vm, {})[name] = at
-    if isinstance(phase, dict):
-        record.phase(phase)
+    record_lines.apply(record.vms, record.phases, data)

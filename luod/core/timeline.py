@@ -12,12 +12,12 @@ import json
 import mmap
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, overload
 
-from luod.core import jsontext, statedir
+from luod.core import statedir
 from luod.core.clock import Stamp
 
 HISTORY: Final = "history.jsonl"
@@ -43,38 +43,12 @@ class UpdateRecord:
     outcome: str = "running"
     reason: str = ""
     aborted_by: str = ""  # who asked for the abort: "uid 0", or the REST token's name
-    _encoded: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
-    """Each VM's member of ``vms`` in ``to_json`` (``"id":{steps}``), encoded ahead."""
-    _changed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
-    """VMs stepped since ``encode_steps`` (``vm_event`` is the only writer of ``vms`` once a
-    record is read back; VMs never encoded are found by ``to_json``)."""
 
     def phase(self, transition: dict[str, Any]) -> None:
         self.phases.append(transition)
 
     def vm_event(self, vm: str, name: str, at: Stamp) -> None:
         self.vms.setdefault(vm, {})[name] = at.to_dict()
-        self._changed.add(vm)
-
-    def encode_steps(self, vms: Iterable[str]) -> None:
-        """Encode the steps of ``vms`` for ``to_json`` now: the READY barrier has them encoded
-        while it waits (luod.daemon.update_log), so that after the last READY ``to_json``
-        encodes only the VMs stepped since."""
-        for vm in vms:
-            self._encoded[vm] = jsontext.member(vm, jsontext.dumps(self.vms[vm]))
-            self._changed.discard(vm)
-
-    def to_json(self, data: dict[str, Any] | None = None) -> str:
-        """``jsontext.dumps(data)``, byte for byte (tests/unit/test_carried_json.py), ``data``
-        being this record's ``to_dict()`` as it is now (made here if not given), with ``vms``
-        composed from the VMs' steps as ``encode_steps`` encoded them: the handoff carries it
-        (issue 17: at 1000 VMs one ``json.dumps`` of it took 5-8 ms of the VMs' pause on a
-        host, 91 ms in a TCG guest)."""
-        self.encode_steps(self._changed | (self.vms.keys() - self._encoded.keys()))
-        data = self.to_dict() if data is None else data
-        members = {key: jsontext.dumps(value) for key, value in data.items() if key != "vms"}
-        members["vms"] = jsontext.join(self._encoded)
-        return jsontext.compose(members)
 
     def event(self, name: str, at: Stamp) -> None:
         self.events[name] = at.to_dict()

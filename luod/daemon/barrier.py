@@ -102,9 +102,9 @@ class ReadyBarrier:
                 )
             self.log.acked(vm_id, event)
             if pending and answered.empty():
-                # waiting for the next READY: what came so far goes to disk, and is encoded
-                # for the handoff's copy of the record
-                self.log.flush(encode=True)
+                # waiting for the next READY: what came so far goes to disk, and its line
+                # to the handoff's (UpdateLog.stage)
+                self.log.flush()
 
     async def _next(
         self,

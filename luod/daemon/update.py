@@ -290,19 +290,20 @@ class UpdateDriver:
         """Before the freeze: the manifest's snapshot, with the record so far, written where
         the next kernel's luod looks (Registry.stage_kexec); after the last READY only the
         changes since are added (Registry.begin_kexec, in the kexec step)."""
-        assert self.log.record is not None
-        self.registry.carry("update", self.log.record.to_dict())
+        value, text = self.log.stage()
+        self.registry.carry("update", value, text)
         self.registry.stage_kexec()
 
     async def _kexec(self) -> None:
         plan = self.kexec.plan()
         frozen_until = self.machine.deadline()  # the `frozen` deadline bounds the VMs' pause
         self.machine.go(Phase.REBOOTING, f"kexec ({plan.mode})")
-        record = self.log.record
-        assert record is not None
-        # its VMs' steps were encoded while the barrier waited (UpdateLog.flush)
-        carried = record.to_dict()
-        self.registry.carry("update", carried, record.to_json(carried))
+        lines = self.log.since_staged()
+        if lines is not None:  # the record as staged, and what changed since (UpdateLog.stage)
+            self.registry.carry_update_lines(lines)
+        else:  # written whole since: carried whole, encoded now
+            assert self.log.record is not None
+            self.registry.carry("update", self.log.record.to_dict())
         try:
             await self.kexec.run(plan, lambda: self._frozen_in_time(frozen_until))
         except KernelGone:  # luod outlived the kexec (the simulator): it stops as if rebooted

@@ -3,13 +3,14 @@ history line it becomes when it ends (luod.core.timeline holds the data)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from luod.core import jsontext, record_lines, timeline
 from luod.core import running as on_disk
-from luod.core import timeline
 from luod.core.clock import Clock, Stamp
 from luod.core.orchestrator import Phase, Transition
 from luod.daemon import heap, process_start
@@ -31,19 +32,22 @@ class UpdateLog:
         self.record: timeline.UpdateRecord | None = None
         self._unsaved: list[tuple[str, str, Stamp]] = []  # VM steps since the record's write
         self._lines = on_disk.appender(state_dir)  # kept open while an update runs
+        self._since_staged: list[str] | None = None  # change lines since ``stage`` (the handoff)
 
     def open(self, request: dict[str, Any]) -> timeline.UpdateRecord:
         self.record, self._unsaved = timeline.UpdateRecord(request=request), []
+        self._since_staged = None
         return self.record
 
     def adopt(self, record: timeline.UpdateRecord) -> None:
         """The record of an update a killed luod left running (luod.core.running)."""
-        self.record, self._unsaved = record, []
+        self.record, self._unsaved, self._since_staged = record, [], None
 
     def reopen(self, data: dict[str, Any], started: Stamp) -> timeline.UpdateRecord:
         """After the kexec: the record the previous kernel's luod carried over, with this
         boot's first stamps (kernel boot, luod's start, sessions retrieved)."""
         self.record, self._unsaved = timeline.UpdateRecord.from_dict(data), []
+        self._since_staged = None
         now = self.clock.now()
         self.record.event("kernel_boot", timeline.kernel_boot_stamp(now))
         if execed := timeline.since_boot_stamp(started, process_start.since_boot()):
@@ -128,28 +132,43 @@ class UpdateLog:
             record.event("uplink_up", now)
         log.info("uplink-up", link=link, since_kernel_boot=round(now.boottime, 3))
 
-    def flush(self, encode: bool = False) -> None:
+    def flush(self) -> None:
         """The steps not yet on disk, appended now: the barrier calls it while it waits for the
         VMMs, so that the line the last READY's transition writes, inside every VM's pause, is
-        short (at 100 VMs it carried 200 stamps: a millisecond on a host). ``encode``: the VMs
-        they step are also encoded for the handoff's copy of the record (issue 17), as the
-        barrier waits for READYs (not as the events go out: each VM steps again with its READY,
-        and encoding costs ~5 us a VM)."""
-        if encode and self.record is not None:
-            self.record.encode_steps({vm for vm, _, _ in self._unsaved})
+        short (at 100 VMs it carried 200 stamps: a millisecond on a host), and so is the kexec
+        line, which carries the same lines (``stage``)."""
         if self._unsaved:
             self._append(None)
+
+    def stage(self) -> tuple[dict[str, Any], str]:
+        """Before the freeze, for the handoff's snapshot: the record as it is now (a copy) and
+        its text. From now on the change lines appended are also kept for the kexec line
+        (``since_staged``), which carries them after this text: inside every VM's pause only
+        they are encoded, not the whole record again (issue 17)."""
+        assert self.record is not None
+        text = jsontext.dumps(self.record.to_dict())
+        self._since_staged = []
+        return json.loads(text), text
+
+    def since_staged(self) -> list[str] | None:
+        """The change lines appended since ``stage`` (None: not staged, or the record was
+        written whole since, so the lines no longer say everything)."""
+        return self._since_staged
 
     def _save(self) -> None:
         """On disk while it runs: a luod killed now finds it when it starts (core.running)."""
         if self.record is not None and self.record.outcome == "running":
             on_disk.write(self.state_dir, self.record, self.boot_id)
         self._unsaved.clear()
+        self._since_staged = None
 
     def _append(self, transition: dict[str, Any] | None) -> None:
         """What changed since ``_save``, as one line (luod.core.running)."""
         if self.record is not None and self.record.outcome == "running":
-            on_disk.append(self._lines, transition, self._unsaved)
+            line = record_lines.encode(transition, self._unsaved)
+            on_disk.append(self._lines, line)
+            if self._since_staged is not None:
+                self._since_staged.append(line)
         self._unsaved.clear()
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from luod.core import manifest as manifest_io
-from luod.core import running, statedir, timeline
+from luod.core import record_lines, running, statedir, timeline
 from luod.core.clock import Stamp
 from luod.core.model import Mode
 from tests.rest.harness import Luod
@@ -68,13 +68,14 @@ def test_a_record_renamed_over_the_file_gets_the_next_line(state: Path) -> None:
     out = running.appender(state)
     at = Stamp(1.0, 2.0, 3.0)
     running.write(state, timeline.UpdateRecord(), "boot")
-    running.append(out, None, [("vm1", "reclaimed", at)])
+    running.append(out, record_lines.encode(None, [("vm1", "reclaimed", at)]))
     running.write(state, timeline.UpdateRecord(), "boot")  # a new inode renamed over it
-    running.append(out, None, [("vm2", "reclaimed", at)])
+    running.append(out, record_lines.encode(None, [("vm2", "reclaimed", at)]))
     interrupted = running.read(state, "boot")
     assert interrupted is not None and set(interrupted.record.vms) == {"vm2"}
     running.clear(state)
-    running.append(out, None, [("vm3", "done", at)])  # a removed file is created again
+    # a removed file is created again
+    running.append(out, record_lines.encode(None, [("vm3", "done", at)]))
     assert (state / running.RUNNING).read_bytes().count(b"\n") == 1
     out.close()
 

@@ -44,7 +44,7 @@ class Acks:
     def acked(self, vm_id: str, event: str, note: str | None = None) -> None:
         self.vms.append(vm_id)
 
-    def flush(self, encode: bool = False) -> None:
+    def flush(self) -> None:
         self.flushed.append(len(self.vms))
 
 

@@ -1,7 +1,9 @@
-"""The handoff's last line carries the update record (issue 17): its text is composed from each
-VM's steps as they were encoded while the READY barrier waited, and it is byte for byte what one
-``json.dumps`` of the whole wrote before (a luod of the previous version reads it unchanged), for
-any record: odd ids, odd floats, VMs without steps, an aborted update, a record read back."""
+"""The handoff's last line carries the update record (issue 17): the record as it was staged
+before the freeze, encoded then, and its change lines since, each encoded once as the running
+record appended it. Inside every VM's pause only the lines after the last wait are encoded. The
+line is byte for byte ``journal_line`` of its entry, and the next luod reads the record as it
+was at the reboot, for any record: odd ids, odd floats, VMs without steps, an aborted update.
+A luod that knows no change lines reads the record as staged."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from luod.core import jsontext, manifest, timeline
+from luod.core import jsontext, manifest, record_lines
 from luod.core.clock import Stamp
 from luod.core.timeline import UpdateRecord
 from luod.daemon.update import UpdateRequest
@@ -38,6 +40,7 @@ ODD_IDS = (
 TIMES = (1e-7, -0.0, 0.1 + 0.2, 1765000000.123456, 5e-324, 81234.000001)
 """Odd, but times the manifest's reader takes (luod.core.manifest_check)."""
 ODD_FLOATS = (*TIMES, 1.5e300, 2**53 + 1.0, -1e-310)
+STAMP = Stamp(1.0, 2.0, 3.0).to_dict()
 
 
 def before(value: Any) -> str:
@@ -66,65 +69,109 @@ def odd_record(floats: tuple[float, ...] = ODD_FLOATS) -> UpdateRecord:
     return record
 
 
-def test_a_record_composed_from_steps_encoded_ahead_is_what_json_dumps_writes() -> None:
+def staged_and_after() -> tuple[UpdateRecord, list[str], UpdateRecord]:
+    """``odd_record``, staged half way: the record then (as read back), the change lines of the
+    steps and phases after it (some of them stamped again), and the record at the end."""
+    final = odd_record(TIMES)
+    staged = UpdateRecord.from_dict(json.loads(before(final.to_dict())))
+    lines: list[str] = []
+    for i, vm in enumerate(ODD_IDS):
+        steps = [(vm, "freeze_ack", Stamp(1765000001.0 + i, TIMES[i % len(TIMES)], 2.5 + i))]
+        if i % 3 == 0:
+            steps.append((vm, "freeze_sent", Stamp(3.0, 4.0, 5e-7)))  # stamped again
+        for name_vm, name, at in steps:
+            final.vm_event(name_vm, name, at)
+        phase = {"from": "a", "to": f"ü{i}", "reason": "", "at": Stamp(1.0, 2.0, 3.0).to_dict()}
+        if i % 4 == 0:
+            final.phase(phase)
+        lines.append(record_lines.encode(phase if i % 4 == 0 else None, steps))
+    lines.append(record_lines.encode(None, []))  # a flush with nothing new
+    return staged, lines, final
+
+
+def read_back(data: dict[str, Any]) -> dict[str, Any]:
+    """A carried record as the next luod's UpdateLog takes it (``blackout`` is computed)."""
+    return UpdateRecord.from_dict(data).to_dict()
+
+
+def test_the_kexec_line_is_the_journal_line_of_its_entry() -> None:
     record = odd_record()
-    assert record.to_json() == before(record.to_dict())  # nothing encoded ahead
-    record = odd_record()
-    record.encode_steps(ODD_IDS[:5])  # some ahead, then steps again, some of them re-stamped
-    record.vm_event("vm1", "freeze_ack", Stamp(1.0, 1e-7, 2.0))
-    record.vm_event("vm1", "freeze_sent", Stamp(1.5, 1e-8, 2.5))
-    record.vm_event("new", "freeze_sent", Stamp(3.0, 4.0, 5e-7))
-    assert record.to_json() == before(record.to_dict())
-    record.vm_event('quo"te', "reclaimed", Stamp(6.0, 7.0, 8.0))  # after to_json, a step
-    data = record.to_dict()
-    assert record.to_json(data) == before(data)
-
-
-def test_a_record_read_back_is_composed_as_json_dumps_writes_it() -> None:
-    data = json.loads(before(odd_record().to_dict()))
-    assert UpdateRecord.from_dict(data).to_json() == before(UpdateRecord.from_dict(data).to_dict())
-    empty = UpdateRecord()
-    assert empty.to_json() == before(empty.to_dict())
-
-
-def test_the_kexec_line_with_the_record_given_as_text_is_the_line_it_was() -> None:
-    record = odd_record()
+    staged_text = before(record.to_dict())
+    lines = [record_lines.encode(None, [("vm1", "freeze_ack", Stamp(1.0, -0.0, 5e-324))])]
+    lines.append(record_lines.encode({"to": "rebooting", "reason": "ünï"}, []))
     extra: dict[str, object] = {"update": record.to_dict(), "qualification": None, "é": [1e-7]}
-    line = manifest.kexec_line(extra, {"update": record.to_json()})
-    assert line == (before({"kexec": {"extra": extra}}) + "\n").encode()
-    assert line == manifest.journal_line({"kexec": {"extra": extra}})
+    line = manifest.kexec_line(extra, {"update": staged_text}, lines)
+    entry = {"kexec": {"extra": extra, "update_lines": [json.loads(text) for text in lines]}}
+    assert line == (before(entry) + "\n").encode() == manifest.journal_line(entry)
+    # without change lines, the line is what it was before them, and what older luods wrote
+    assert manifest.kexec_line(extra, {"update": staged_text}) == manifest.journal_line(
+        {"kexec": {"extra": extra}}
+    )
     assert manifest.kexec_line({}, {}) == b'{"kexec":{"extra":{}}}\n'
 
 
-def test_begin_kexec_writes_the_carried_text_and_the_next_luod_reads_the_record(
-    world: World,
-) -> None:
+def test_the_next_luod_reads_the_record_as_it_was_at_the_reboot(world: World) -> None:
     preserve(world.registry, "vm1", ram0=b"guest")
-    record = odd_record(TIMES)
+    staged, lines, final = staged_and_after()
     world.registry.carry("update", {"stale": True}, "{}")
-    world.registry.carry("update", record.to_dict())  # a value without text drops the old text
+    world.registry.carry_update_lines(['{"steps":[["stale","x",{}]]}'])
+    world.registry.carry("update", staged.to_dict(), before(staged.to_dict()))  # drops both
     world.registry.stage_kexec()
-    world.registry.carry("update", record.to_dict(), record.to_json())
+    world.registry.carry_update_lines(lines)
     world.registry.carry("qualification", {"step": 2})
     world.registry.begin_kexec()
-    journal = (world.registry.state_dir / manifest.JOURNAL).read_bytes()
-    extra = {"update": record.to_dict(), "qualification": {"step": 2}}
-    assert (
-        journal.splitlines(keepends=True)[-1]
-        == (before({"kexec": {"extra": extra}}) + "\n").encode()
-    )
+    last = (world.registry.state_dir / manifest.JOURNAL).read_bytes().splitlines()[-1]
+    kexec = json.loads(last)["kexec"]
+    assert kexec["extra"]["update"] == json.loads(before(staged.to_dict()))  # as staged
     on_disk_now = manifest.read_disk(world.registry.state_dir)
     assert on_disk_now is not None and on_disk_now.kexec_pending
-    assert on_disk_now.extra == json.loads(before(extra))
+    assert read_back(on_disk_now.extra["update"]) == json.loads(before(final.to_dict()))
+    assert on_disk_now.extra["qualification"] == {"step": 2}
     world.registry.end_kexec()
 
 
-def test_after_the_last_ready_only_its_vm_is_encoded(
+def test_a_kexec_line_of_a_luod_before_the_change_lines_reads_as_it_did() -> None:
+    record = odd_record(TIMES)
+    line = manifest.journal_line({"kexec": {"extra": {"update": record.to_dict()}}})
+    replayed = manifest.replay(manifest.Manifest("b", "r", 1), line)
+    assert replayed.kexec_pending
+    assert replayed.extra["update"] == json.loads(before(record.to_dict()))
+
+
+@pytest.mark.parametrize(
+    ("lines", "vms"),
+    [
+        ([1, "x", None, [], {"steps": 3}, {"steps": [[1, 2]]}], {"vm1"}),  # nothing applied
+        ([{"steps": [["vm2", 7, {}], [None, "x", {}], ["vm3", "x", []]]}], {"vm1"}),
+        ([{"steps": [], "phase": "frozen"}], {"vm1"}),  # a phase that is no transition
+        ([{"steps": [["vm2", "freeze_ack", STAMP]]}], {"vm1", "vm2"}),
+    ],
+)
+def test_change_lines_that_are_not_lines_change_nothing(lines: list[Any], vms: set[str]) -> None:
+    record = {"id": "u1", "phases": [], "vms": {"vm1": {}}}
+    line = manifest.journal_line({"kexec": {"extra": {"update": record}, "update_lines": lines}})
+    replayed = manifest.replay(manifest.Manifest("b", "r", 1), line)
+    assert replayed.kexec_pending and set(replayed.extra["update"]["vms"]) == vms
+    assert replayed.extra["update"]["phases"] == []
+
+
+def test_a_change_line_with_a_stamp_that_is_not_one_makes_the_kexec_line_corrupt() -> None:
+    """The change lines are checked as the record is (luod.core.manifest_check): a hostile line
+    cannot smuggle what a record may not hold."""
+    record = {"id": "u1", "vms": {}}
+    bad = [{"steps": [["vm1", "freeze_ack", {"realtime": "soon"}]]}]
+    line = manifest.journal_line({"kexec": {"extra": {"update": record}, "update_lines": bad}})
+    replayed = manifest.replay(manifest.Manifest("b", "r", 1), line)
+    assert not replayed.kexec_pending and replayed.extra == {}
+
+
+def test_after_the_last_ready_only_its_step_is_encoded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The steps of VMs whose READY came while the barrier waited were encoded then: after the
-    last READY the encoder does not run over them again (before: over every VM's, inside every
-    VM's pause: 5-8 ms at 1000 VMs on a host)."""
+    """The steps of VMs whose READY came while the barrier waited were encoded then, in the
+    running record's lines, which the kexec line carries as they are: after the last READY the
+    encoder does not run over them again, nor over the record staged before the freeze
+    (before: over every VM's steps, inside every VM's pause: 5-8 ms at 1000 VMs on a host)."""
     encoded: list[str] = []
     dumps = jsontext.dumps
 
@@ -150,9 +197,16 @@ def test_after_the_last_ready_only_its_vm_is_encoded(
         luod.close()
     record = luod.driver.log.record
     assert record is not None
-    acks = {vm: dumps(record.vms[vm]["freeze_ack"]) for vm in ("vm1", "vm2", "vm3")}
-    assert [vm for vm, ack in acks.items() if any(ack in text for text in encoded)] == ["vm3"]
-    line = (luod.state / manifest.JOURNAL).read_bytes().splitlines()[-1]
-    carried = json.loads(line)["kexec"]["extra"]["update"]
-    assert all(carried["vms"][vm]["freeze_ack"] == json.loads(ack) for vm, ack in acks.items())
-    assert timeline.UpdateRecord.from_dict(carried).vms == record.vms
+    stamps = {vm: dumps(steps["freeze_sent"]) for vm, steps in record.vms.items()}
+    stamps |= {vm + " ack": dumps(record.vms[vm]["freeze_ack"]) for vm in ("vm1", "vm2", "vm3")}
+    assert [vm for vm, stamp in stamps.items() if any(stamp in text for text in encoded)] == [
+        "vm3 ack"
+    ]
+    handed_over = manifest.read_disk(luod.state)
+    assert handed_over is not None and handed_over.kexec_pending
+    assert read_back(handed_over.extra["update"]) == json.loads(before(record.to_dict()))
+    assert [p["to"] for p in handed_over.extra["update"]["phases"]][-3:] == [
+        "freezing",
+        "frozen",
+        "rebooting",
+    ]

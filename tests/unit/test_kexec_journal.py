@@ -63,6 +63,11 @@ def test_the_kexec_line_says_how_many_vms_were_handed_over(tmp_path: Path) -> No
     record = {"id": "u1", "vms": {"vm1": {}, "vm2": {}}}
     journal.write_bytes(manifest.kexec_line({"update": record}, {}))
     assert handed_over_vms(tmp_path) == 2
+    # VMs first stepped after the record was staged (handed over, so FREEZE was their first
+    # step) count too: they are in the kexec line's change lines
+    lines = ['{"steps":[["vm2","freeze_sent",{}],["vm3","freeze_sent",{}]]}', '{"steps":[]}']
+    journal.write_bytes(manifest.kexec_line({"update": record}, {}, lines))
+    assert handed_over_vms(tmp_path) == 3
     journal.write_bytes(manifest.kexec_line({"qualification": {"step": 2}}, {}))
     assert handed_over_vms(tmp_path) == 0  # no update record carried
     journal.write_bytes(b'{"kexec":{"extra":{"update":{"vms":{"vm1"')
