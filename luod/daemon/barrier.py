@@ -31,7 +31,8 @@ class ReadyBarrier:
         self.connections = connections
         self.machine = machine
         self.log = log
-        self._waiting: dict[str, asyncio.Future[str | None]] = {}
+        self._waiting: set[str] = set()  # VMs whose READY the barrier awaits
+        self._answers: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()  # (VM, error)
         self._asked: set[str] = set()  # VMs that were ever sent a barrier event
 
     async def cross(
@@ -39,7 +40,6 @@ class ReadyBarrier:
     ) -> None:
         """Push ``event`` (with ``fds_for(vm)``) to each VM's connection that is to be sent it;
         every one must answer READY before the deadline."""
-        loop = asyncio.get_running_loop()
         steps = {vm_id: self._step(vm_id, event) for vm_id in vms}
         for vm_id, step in steps.items():
             if step.action is dialect.Action.REFUSE:
@@ -56,7 +56,7 @@ class ReadyBarrier:
             if conn is None:
                 self.log.acked(vm_id, event, note=step.note)
                 continue
-            self._waiting[vm_id] = loop.create_future()
+            self._waiting.add(vm_id)
             self._asked.add(vm_id)
             remaining = self.machine.remaining()
             deadline_ms = None if remaining is None else int(remaining * 1000)
@@ -67,6 +67,7 @@ class ReadyBarrier:
             await self._collect(event, phase)
         finally:
             self._waiting.clear()
+            self._answers = asyncio.Queue()  # answers this barrier did not take are late
 
     def _step(self, vm_id: str, event: str) -> dialect.Step:
         conn = self.connections.of(vm_id)
@@ -77,49 +78,45 @@ class ReadyBarrier:
     def ready(self, vm_id: str, error: str | None) -> str | None:
         """Deliver a READY: "ok" when awaited, "late" when its barrier already ended (an abort
         raced it: RESUME follows), None when nothing ever asked this VM."""
-        waiter = self._waiting.get(vm_id)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(error)
+        if vm_id in self._waiting:
+            self._waiting.discard(vm_id)
+            self._answers.put_nowait((vm_id, error))
             return "ok"
         return "late" if vm_id in self._asked else None
 
     async def _collect(self, event: str, phase: Phase) -> None:
-        """Each READY as it comes, in O(1): an ``asyncio.wait`` over the pending futures per
-        READY cost O(VMs^2) callbacks: taking 1000 READYs took 111 ms of the event loop on a
-        host, now 7 ms (100: 1.9 -> 0.8 ms)."""
-        pending = {f: vm for vm, f in self._waiting.items()}
-        answered: asyncio.Queue[asyncio.Future[str | None]] = asyncio.Queue()
-        for future in pending:
-            future.add_done_callback(answered.put_nowait)
+        """Each READY as it comes, in O(1) (an ``asyncio.wait`` over a future per VM cost
+        O(VMs^2) callbacks: taking 1000 READYs took 111 ms of the event loop on a host, now
+        7 ms), and the last one with one turn of the event loop: ``ready`` puts it in the queue
+        this task waits on, under ``asyncio.timeout``. A future per VM and ``asyncio.wait_for``
+        (which wraps its wait in a task of its own) took three turns under a deadline: a turn
+        of luod's loop is a tenth of a millisecond or more of every VM's pause in a TCG guest
+        (bench/NOTES.md)."""
+        pending = set(self._waiting)
         while pending:
-            future = await self._next(answered, pending, event, phase)
-            vm_id = pending.pop(future)
-            if error := future.result():
+            vm_id, error = await self._next(pending, event, phase)
+            pending.discard(vm_id)
+            if error:
                 raise LuodError(
                     "vm-refused",
                     f"VM {vm_id} answered {event} with: {error}",
                     "the VMM could not pause or preserve; fix it and retry",
                 )
             self.log.acked(vm_id, event)
-            if pending and answered.empty():
+            if pending and self._answers.empty():
                 # waiting for the next READY: what came so far goes to disk, and its line
                 # to the handoff's (UpdateLog.stage)
                 self.log.flush()
 
-    async def _next(
-        self,
-        answered: asyncio.Queue[asyncio.Future[str | None]],
-        pending: dict[asyncio.Future[str | None], str],
-        event: str,
-        phase: Phase,
-    ) -> asyncio.Future[str | None]:
-        """The next answered future; an answer already in hand counts even past the deadline."""
-        if not answered.empty():
-            return answered.get_nowait()
+    async def _next(self, pending: set[str], event: str, phase: Phase) -> tuple[str, str | None]:
+        """The next answer; one already in hand counts even past the deadline."""
+        if not self._answers.empty():
+            return self._answers.get_nowait()
         try:
-            return await asyncio.wait_for(answered.get(), self.machine.remaining())
+            async with asyncio.timeout(self.machine.remaining()):
+                return await self._answers.get()
         except TimeoutError:
-            late = ", ".join(sorted(pending.values()))
+            late = ", ".join(sorted(pending))
             raise LuodError(
                 "deadline",
                 f"no READY to {event} from {late} in time",
