@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 
 from luod.core import jsontext, manifest, record_lines
-from luod.core.clock import Stamp
+from luod.core.clock import Stamp, SystemClock
+from luod.core.orchestrator import Phase, Transition
 from luod.core.timeline import UpdateRecord
+from luod.daemon.events import EventBus
 from luod.daemon.update import UpdateRequest
+from luod.daemon.update_log import UpdateLog
 from tests.rest.harness import Luod, until
 from tests.unit.test_core import World, preserve
 from tests.unit.test_freeze_on_disk import on_disk
@@ -210,3 +213,23 @@ def test_after_the_last_ready_only_its_step_is_encoded(
         "frozen",
         "rebooting",
     ]
+
+
+def test_a_record_written_whole_after_staging_is_carried_whole(tmp_path: Path) -> None:
+    """Change lines since the staging say everything only while nothing wrote the record whole:
+    a transition that does (one before the sync, as an abort's) ends them, and the kexec step
+    then carries the whole record, encoded there (the line an older luod wrote)."""
+    log = UpdateLog(SystemClock(), EventBus(), tmp_path)
+    log.open({"kernel": "/boot/k"})
+    now = SystemClock().now()
+    _, text = log.stage()
+    assert json.loads(text)["phases"] == [] and log.since_staged() == []
+    log.phase(Transition(Phase.PREPARED, Phase.FREEZING, "freeze", now))
+    log.stamp("vm1", "freeze_sent")
+    log.flush()
+    lines = log.since_staged()
+    assert lines is not None and len(lines) == 2
+    assert [json.loads(line).get("phase", {}).get("to") for line in lines] == ["freezing", None]
+    log.phase(Transition(Phase.FREEZING, Phase.ABORTING, "deadline", now))
+    assert log.since_staged() is None
+    log.close()
