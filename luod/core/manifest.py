@@ -168,7 +168,7 @@ def journal_line(entry: dict[str, Any]) -> bytes:
 
 
 def kexec_line(
-    extra: Mapping[str, object], encoded: Mapping[str, str], update_lines: Sequence[str] = ()
+    extra: Mapping[str, object], encoded: Mapping[str, bytes], update_lines: Sequence[bytes] = ()
 ) -> bytes:
     """The handoff's last line, ``{"kexec":{"extra":extra,"update_lines":[...]}}``: the kexec
     is under way, with ``extra`` carried (the update's record); replayed, it sets
@@ -176,14 +176,20 @@ def kexec_line(
     given as their text (``jsontext.dumps``): the update's record as staged before the freeze.
     ``update_lines``: that record's change lines since (luod.core.record_lines, as texts), which
     the reader applies to it; a luod that knows none reads the record as staged. Inside every
-    VM's pause only they are encoded (issue 17). Byte for byte ``journal_line`` of the entry."""
-    values = {
-        key: encoded[key] if key in encoded else jsontext.dumps(value)
-        for key, value in extra.items()
-    }
-    tail = f',"update_lines":[{",".join(update_lines)}]' if update_lines else ""
-    line = f'{{"extra":{jsontext.compose(values)}{tail}}}}}\n'.encode()  # one copy, not 3
-    return KEXEC_LINE_START + line
+    VM's pause only they are encoded (issue 17), and the line is put together by one join, so
+    that the record's text (225 KB at 1000 VMs) is copied once: under TCG each copy of it costs
+    page faults. Byte for byte ``journal_line`` of the entry."""
+    parts = [KEXEC_LINE_START, b'{"extra":{']
+    for key in sorted(extra):
+        text = encoded.get(key) or jsontext.dumps(extra[key]).encode()
+        parts += (b",", jsontext.dumps(key).encode(), b":", text)
+    if len(parts) > 2:
+        del parts[2]  # the first comma
+    parts.append(b"}")
+    if update_lines:
+        parts += (b',"update_lines":[', b",".join(update_lines), b"]")
+    parts.append(b"}}\n")
+    return b"".join(parts)
 
 
 def replay(manifest: Manifest, journal: bytes) -> Manifest:

@@ -18,13 +18,13 @@ from luod.core import jsontext
 from luod.core.clock import Stamp
 
 
-def encode(phase: dict[str, Any] | None, steps: Sequence[tuple[str, str, Stamp]]) -> str:
+def encode(phase: dict[str, Any] | None, steps: Sequence[tuple[str, str, Stamp]]) -> bytes:
     """The line of a transition (``Transition.to_dict()``, or None) and the VMs' steps (vm,
-    name, when), in the manifest's JSON form (``jsontext.dumps``)."""
+    name, when), in the manifest's JSON form (``jsontext.dumps``), without its newline."""
     line: dict[str, Any] = {"steps": [[vm, name, at.to_dict()] for vm, name, at in steps]}
     if phase is not None:
         line["phase"] = phase
-    return jsontext.dumps(line)
+    return jsontext.dumps(line).encode()
 
 
 def apply(vms: dict[str, Any], phases: list[Any], line: object) -> None:

@@ -79,8 +79,8 @@ class Registry:
         self._staged: list[bytes] | None = None  # journal lines since the handoff's snapshot
         self._staged_snapshot = b""  # that snapshot, should token 1's lines outgrow their room
         self._carried: dict[str, object] = {}  # carried in the manifest (the update timeline)
-        self._carried_json: dict[str, str] = {}  # of those, the JSON given with them
-        self._update_lines: Sequence[str] = ()  # the kexec line's changes to the update record
+        self._carried_json: dict[str, bytes] = {}  # of those, the JSON given with them
+        self._update_lines: Sequence[bytes] = ()  # the kexec line's changes to the update record
         self._journaled = 0
         self._snapshot_written = False  # journal lines need a snapshot of this boot before them
         self._previous: manifest_io.Manifest | None = None  # the manifest the last kernel left
@@ -190,11 +190,11 @@ class Registry:
         if text is None:
             self._carried_json.pop(key, None)
         else:
-            self._carried_json[key] = text
+            self._carried_json[key] = text.encode()  # here, not in the pause (ASCII JSON)
         if key == "update":
             self._update_lines = ()
 
-    def carry_update_lines(self, lines: Sequence[str]) -> None:
+    def carry_update_lines(self, lines: Sequence[bytes]) -> None:
         """The carried update record's change lines since it was carried (luod.core.
         record_lines, as texts): ``begin_kexec``'s kexec line gives them after the record, and
         the next kernel's luod applies them (luod.core.manifest.kexec_line)."""

@@ -56,10 +56,10 @@ def appender(state_dir: Path) -> statedir.AppendFile:
     return statedir.AppendFile(state_dir / RUNNING)
 
 
-def append(out: statedir.AppendFile, line: str) -> None:
+def append(out: statedir.AppendFile, line: bytes) -> None:
     """A change line (luod.core.record_lines.encode: the VMs' steps since the record was
     written, and a phase transition if one) to ``out`` (``appender``)."""
-    out.write((line + "\n").encode())
+    out.write(line + b"\n")
 
 
 def clear(state_dir: Path) -> None:

@@ -32,7 +32,7 @@ class UpdateLog:
         self.record: timeline.UpdateRecord | None = None
         self._unsaved: list[tuple[str, str, Stamp]] = []  # VM steps since the record's write
         self._lines = on_disk.appender(state_dir)  # kept open while an update runs
-        self._since_staged: list[str] | None = None  # change lines since ``stage`` (the handoff)
+        self._since_staged: list[bytes] | None = None  # change lines since ``stage`` (handoff)
 
     def open(self, request: dict[str, Any]) -> timeline.UpdateRecord:
         self.record, self._unsaved = timeline.UpdateRecord(request=request), []
@@ -150,7 +150,7 @@ class UpdateLog:
         self._since_staged = []
         return json.loads(text), text
 
-    def since_staged(self) -> list[str] | None:
+    def since_staged(self) -> list[bytes] | None:
         """The change lines appended since ``stage`` (None: not staged, or the record was
         written whole since, so the lines no longer say everything)."""
         return self._since_staged

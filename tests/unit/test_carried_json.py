@@ -72,12 +72,12 @@ def odd_record(floats: tuple[float, ...] = ODD_FLOATS) -> UpdateRecord:
     return record
 
 
-def staged_and_after() -> tuple[UpdateRecord, list[str], UpdateRecord]:
+def staged_and_after() -> tuple[UpdateRecord, list[bytes], UpdateRecord]:
     """``odd_record``, staged half way: the record then (as read back), the change lines of the
     steps and phases after it (some of them stamped again), and the record at the end."""
     final = odd_record(TIMES)
     staged = UpdateRecord.from_dict(json.loads(before(final.to_dict())))
-    lines: list[str] = []
+    lines: list[bytes] = []
     for i, vm in enumerate(ODD_IDS):
         steps = [(vm, "freeze_ack", Stamp(1765000001.0 + i, TIMES[i % len(TIMES)], 2.5 + i))]
         if i % 3 == 0:
@@ -99,7 +99,7 @@ def read_back(data: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_kexec_line_is_the_journal_line_of_its_entry() -> None:
     record = odd_record()
-    staged_text = before(record.to_dict())
+    staged_text = before(record.to_dict()).encode()
     lines = [record_lines.encode(None, [("vm1", "freeze_ack", Stamp(1.0, -0.0, 5e-324))])]
     lines.append(record_lines.encode({"to": "rebooting", "reason": "ünï"}, []))
     extra: dict[str, object] = {"update": record.to_dict(), "qualification": None, "é": [1e-7]}
@@ -117,7 +117,7 @@ def test_the_next_luod_reads_the_record_as_it_was_at_the_reboot(world: World) ->
     preserve(world.registry, "vm1", ram0=b"guest")
     staged, lines, final = staged_and_after()
     world.registry.carry("update", {"stale": True}, "{}")
-    world.registry.carry_update_lines(['{"steps":[["stale","x",{}]]}'])
+    world.registry.carry_update_lines([b'{"steps":[["stale","x",{}]]}'])
     world.registry.carry("update", staged.to_dict(), before(staged.to_dict()))  # drops both
     world.registry.stage_kexec()
     world.registry.carry_update_lines(lines)

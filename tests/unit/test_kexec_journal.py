@@ -65,7 +65,7 @@ def test_the_kexec_line_says_how_many_vms_were_handed_over(tmp_path: Path) -> No
     assert handed_over_vms(tmp_path) == 2
     # VMs first stepped after the record was staged (handed over, so FREEZE was their first
     # step) count too: they are in the kexec line's change lines
-    lines = ['{"steps":[["vm2","freeze_sent",{}],["vm3","freeze_sent",{}]]}', '{"steps":[]}']
+    lines = [b'{"steps":[["vm2","freeze_sent",{}],["vm3","freeze_sent",{}]]}', b'{"steps":[]}']
     journal.write_bytes(manifest.kexec_line({"update": record}, {}, lines))
     assert handed_over_vms(tmp_path) == 3
     journal.write_bytes(manifest.kexec_line({"qualification": {"step": 2}}, {}))
