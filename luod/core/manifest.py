@@ -174,11 +174,11 @@ def kexec_line(
     is under way, with ``extra`` carried (the update's record); replayed, it sets
     ``kexec_pending`` and replaces ``extra``. The values of ``extra`` named in ``encoded`` are
     given as their text (``jsontext.dumps``): the update's record as staged before the freeze.
-    ``update_lines``: that record's change lines since (luod.core.record_lines, as texts), which
-    the reader applies to it; a luod that knows none reads the record as staged. Inside every
-    VM's pause only they are encoded (issue 17), and the line is put together by one join, so
-    that the record's text (225 KB at 1000 VMs) is copied once: under TCG each copy of it costs
-    page faults. Byte for byte ``journal_line`` of the entry."""
+    ``update_lines``: that record's change lines since (as luod.core.record_lines.encode wrote
+    them), which the reader applies to it; a luod that knows none reads the record as staged.
+    Inside every VM's pause only they are encoded (issue 17), and the line is put together by
+    one join, so that the record's text (225 KB at 1000 VMs) is copied once: under TCG each
+    copy of it costs page faults. Byte for byte ``journal_line`` of the entry."""
     parts = [KEXEC_LINE_START, b'{"extra":{']
     for key in sorted(extra):
         text = encoded.get(key) or jsontext.dumps(extra[key]).encode()

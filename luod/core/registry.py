@@ -195,9 +195,9 @@ class Registry:
             self._update_lines = ()
 
     def carry_update_lines(self, lines: Sequence[bytes]) -> None:
-        """The carried update record's change lines since it was carried (luod.core.
-        record_lines, as texts): ``begin_kexec``'s kexec line gives them after the record, and
-        the next kernel's luod applies them (luod.core.manifest.kexec_line)."""
+        """The carried update record's change lines since it was carried, as
+        luod.core.record_lines.encode wrote them: ``begin_kexec``'s kexec line gives them after
+        the record, and the next kernel's luod applies them (luod.core.manifest.kexec_line)."""
         self._update_lines = lines
 
     def _journal(self, entry: dict[str, object]) -> None:

@@ -3,11 +3,10 @@ phase transition and removed when the update ends. Where rewriting the whole rec
 much, what changed since it was written is appended as one line instead: each VM's reclaim step
 (a rewrite per step costs O(VMs), O(VMs²) per update: 13 ms a step at 1000 VMs), and the
 transitions after the sync before FREEZE, with the freeze acks (bench/NOTES.md; the lines:
-luod.core.record_lines). A luod killed in
-the middle of an update reads it when it starts again and ends or continues that update
-(docs/operations.md §8.13): before the reboot it ends as aborted (every VMM is owed a RESUME);
-in ``reclaiming`` it goes on; after a boot that did not come through the live update it ends
-as failed."""
+luod.core.record_lines). A luod killed in the middle of an update reads it when it starts again
+and ends or continues that update (docs/operations.md §8.13): before the reboot it ends as
+aborted (every VMM is owed a RESUME); in ``reclaiming`` it goes on; after a boot that did not
+come through the live update it ends as failed."""
 
 from __future__ import annotations
 
