@@ -3,7 +3,6 @@ history line it becomes when it ends (luod.core.timeline holds the data)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +145,10 @@ class UpdateLog:
         (``since_staged``), which carries them after this text: inside every VM's pause only
         they are encoded, not the whole record again (issue 17)."""
         assert self.record is not None
-        text = jsontext.dumps(self.record.to_dict())
+        data = self.record.to_dict()
         self._since_staged = []
-        return json.loads(text), text
+        # a copy by from_dict (the steps' stamps are never changed in place): 10x a json.loads
+        return timeline.UpdateRecord.from_dict(data).to_dict(), jsontext.dumps(data)
 
     def since_staged(self) -> list[bytes] | None:
         """The change lines appended since ``stage`` (None: not staged, or the record was

@@ -222,13 +222,14 @@ def test_a_record_written_whole_after_staging_is_carried_whole(tmp_path: Path) -
     log = UpdateLog(SystemClock(), EventBus(), tmp_path)
     log.open({"kernel": "/boot/k"})
     now = SystemClock().now()
-    _, text = log.stage()
+    staged, text = log.stage()
     assert json.loads(text)["phases"] == [] and log.since_staged() == []
     log.phase(Transition(Phase.PREPARED, Phase.FREEZING, "freeze", now))
     log.stamp("vm1", "freeze_sent")
     log.flush()
     lines = log.since_staged()
     assert lines is not None and len(lines) == 2
+    assert staged == json.loads(text)  # a copy: the record's later steps are in the lines only
     assert [json.loads(line).get("phase", {}).get("to") for line in lines] == ["freezing", None]
     log.phase(Transition(Phase.FREEZING, Phase.ABORTING, "deadline", now))
     assert log.since_staged() is None
