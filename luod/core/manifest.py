@@ -48,7 +48,9 @@ class Manifest:
     written: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> bytes:
+    def to_json(self, encoded: Mapping[str, bytes] | None = None) -> bytes:
+        """``encoded``: values of ``extra`` given as their ``jsontext.dumps`` bytes, encoded
+        ahead (the staged update record, also the kexec line's): not encoded again here."""
         data = {
             "version": VERSION,
             "boot_id": self.boot_id,
@@ -59,7 +61,10 @@ class Manifest:
             "vms": [vm.to_dict() for vm in self.vms.values()],
             "extra": self.extra,
         }
-        return jsontext.dumps(data).encode()  # compact: a snapshot is on the pre-reboot path
+        if not encoded:
+            return jsontext.dumps(data).encode()  # compact: a snapshot is on the pre-reboot path
+        extra = b"".join(_object(self.extra, encoded))
+        return b"".join(_object(data, {"extra": extra}))
 
     @classmethod
     def from_json(cls, raw: bytes, source: str) -> Manifest:
@@ -136,10 +141,11 @@ def _merge_files(manifest: Manifest, entry: object) -> None:
         vm.rejected.pop(record.name, None)
 
 
-def serialize(manifest: Manifest) -> bytes:
-    """The snapshot's bytes, stamped now: one serialization serves every copy."""
+def serialize(manifest: Manifest, encoded: Mapping[str, bytes] | None = None) -> bytes:
+    """The snapshot's bytes, stamped now: one serialization serves every copy. ``encoded``:
+    as ``Manifest.to_json``'s."""
     manifest.written = time.time()
-    return manifest.to_json()
+    return manifest.to_json(encoded)
 
 
 def write_atomic(state_dir: Path, manifest: Manifest, durable: bool = False) -> Path:
@@ -179,17 +185,24 @@ def kexec_line(
     Inside every VM's pause only they are encoded (issue 17), and the line is put together by
     one join, so that the record's text (225 KB at 1000 VMs) is copied once: under TCG each
     copy of it costs page faults. Byte for byte ``journal_line`` of the entry."""
-    parts = [KEXEC_LINE_START, b'{"extra":{']
-    for key in sorted(extra):
-        text = encoded.get(key) or jsontext.dumps(extra[key]).encode()
-        parts += (b",", jsontext.dumps(key).encode(), b":", text)
-    if len(parts) > 2:
-        del parts[2]  # the first comma
-    parts.append(b"}")
+    parts = [KEXEC_LINE_START, b'{"extra":', *_object(extra, encoded)]
     if update_lines:
         parts += (b',"update_lines":[', b",".join(update_lines), b"]")
     parts.append(b"}}\n")
     return b"".join(parts)
+
+
+def _object(values: Mapping[str, object], encoded: Mapping[str, bytes]) -> list[bytes]:
+    """``jsontext.dumps(values)`` as parts for one ``b"".join``, the values named in
+    ``encoded`` given as those bytes: a long text encoded ahead is copied once, at the join."""
+    parts = [b"{"]
+    for key in sorted(values):
+        text = encoded.get(key) or jsontext.dumps(values[key]).encode()
+        parts += (b",", jsontext.dumps(key).encode(), b":", text)
+    if len(parts) > 1:
+        del parts[1]  # the first comma
+    parts.append(b"}")
+    return parts
 
 
 def replay(manifest: Manifest, journal: bytes) -> Manifest:

@@ -369,7 +369,7 @@ class Registry:
         for ``begin_kexec``. The caller syncs. Undone by ``end_kexec``."""
         snapshot = self.manifest()
         snapshot.kexec_pending = True
-        raw = manifest_io.serialize(snapshot)
+        raw = manifest_io.serialize(snapshot, self._carried_json)  # the record encoded once
         manifest_io.write_serialized(self._state_dir, raw)
         # the snapshot removed the journal: made again now, not by begin_kexec inside the pause
         with contextlib.suppress(OSError):  # (which then tries again, and says why it fails)

@@ -234,3 +234,35 @@ def test_a_record_written_whole_after_staging_is_carried_whole(tmp_path: Path) -
     log.phase(Transition(Phase.FREEZING, Phase.ABORTING, "deadline", now))
     assert log.since_staged() is None
     log.close()
+
+
+def test_the_snapshot_with_the_record_encoded_ahead_is_the_same_bytes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staged snapshot takes the record's text the kexec line takes, instead of encoding
+    the record a second time, and writes the bytes one ``json.dumps`` of it writes."""
+    preserve(world.registry, "vm1", ram0=b"guest")
+    record = odd_record(TIMES)
+    snapshot = manifest.Manifest(
+        "boot", "7.2.13", 3, extra={"update": record.to_dict(), "qualification": {"step": 1}}
+    )
+    staged_text = before(record.to_dict()).encode()
+    assert snapshot.to_json({"update": staged_text}) == snapshot.to_json()
+    empty = manifest.Manifest("b", "r", 0)
+    assert empty.to_json({"update": b"{}"}) == empty.to_json()  # nothing carried: not used
+    encoded: list[str] = []
+    dumps = jsontext.dumps
+
+    def counting(value: object) -> str:
+        encoded.append(text := dumps(value))
+        return text
+
+    world.registry.carry("update", record.to_dict(), before(record.to_dict()))
+    monkeypatch.setattr(jsontext, "dumps", counting)
+    world.registry.stage_kexec()
+    assert not [text for text in encoded if '"freeze_sent"' in text]  # the record: not again
+    on_disk_now = manifest.read_disk(world.registry.state_dir)
+    assert on_disk_now is not None and on_disk_now.extra["update"] == json.loads(
+        before(record.to_dict())
+    )
+    world.registry.end_kexec()
