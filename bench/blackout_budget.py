@@ -127,14 +127,19 @@ def spawn(state: Path, tree: Path, log: Path | None = None) -> subprocess.Popen[
 def reboot_called(log: Path) -> tuple[float, float | None]:
     """luod's own stamp of its call of the backend's reboot (its ``kexec`` log line's time),
     and how long the host's sync(2) just before took (None: a luod that does not say)."""
-    for line in log.read_text().splitlines():
+    return kexec_stamp(log.read_text(), str(log))
+
+
+def kexec_stamp(text: str, source: str) -> tuple[float, float | None]:
+    """``reboot_called`` of a log's text (``source`` names it in the error)."""
+    for line in text.splitlines():
         with contextlib.suppress(ValueError):
             entry = json.loads(line)
             if isinstance(entry, dict) and entry.get("event") == "kexec":
                 at = datetime.datetime.fromisoformat(entry["timestamp"]).timestamp()
                 sync = entry.get("sync_ms")
                 return at, None if sync is None else float(sync) / 1e3
-    raise RuntimeError(f"luod logged no kexec in {log}")
+    raise RuntimeError(f"luod logged no kexec in {source}")
 
 
 async def updated(

@@ -265,7 +265,8 @@ def report(counts: tuple[int, ...] = COUNTS) -> str:
     found, python, plotted = blackout_vm.summed_up(samples, where, "blackout_qemu")
     return (
         f"Blackout budget of QEMU VMs ({where}; luod-qemu, {RAM} each; one update per VM "
-        f"count, real kexecs; python3 -c pass in the guest: {human(python)})\n{plotted}\n\n"
+        "count, real kexecs, luod logging to a virtio-serial port; python3 -c pass in the "
+        f"guest: {human(python)})\n{plotted}\n\n"
         + blackout_budget.budget_table(found)
         + "\n\nEach VM's guest-visible pause (QMP stop before the kexec -> cont after it):\n"
         + pause_table(samples)

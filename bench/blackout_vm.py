@@ -5,8 +5,12 @@ Boot 1 starts luod (no REST, custody in memory), hands COUNTS[0] VMs over (demo 
 clients: register, preserve 4 KiB, READY on FREEZE) and runs an update (prepare, freeze, luod's
 own reboot(KEXEC)). Each next boot starts luod, and the VMs reclaim and send DONE as soon as its
 socket appears; then ``python3 -c pass`` is timed, and, but in the last boot, the next count's
-VMs are handed over and the next update runs. One update per count: the medians and p99s are
-over the VMs of that update.
+VMs are handed over and the next update runs. UPDATES updates per count: the medians and p99s
+are over the VMs of those updates (part 2, one value an update, over the updates).
+
+luod logs to the guest's virtio-serial port (tests/vm/log_port.py), as to a host's journal: a
+line to a file on the 9p share waits for a host thread each time, 0.4 ms more than a pipe
+(bench/NOTES.md). ``run_vm(log_port=False)`` logs to the share, for a run side by side.
 
 reboot() -> luod's exec crosses the kexec; the guest's clock does not: the new kernel sets it
 from the CMOS clock, to the second. So each boot measures its clock against the host's: it
@@ -37,6 +41,7 @@ from bench.stats import human, median, table
 from luod.daemon import process_start
 from luod.kernel import fdtable
 from luod.vmm.client import Client
+from tests.vm import log_port
 
 REPO = Path(__file__).resolve().parents[1]
 VMM_CGROUP = Path("/sys/fs/cgroup/bench-vmms")
@@ -47,6 +52,9 @@ unit, every RECLAIM is retrieved inside another cgroup than luod's (docs/kernel.
 state directory is then on the share (``kept_state``), kept across the kexec as /var/lib/luod is
 on a host: after a kexec luod begins its kept retrieve helper before its imports when it finds
 the handoff's kexec line there (luod.start.begin_retriever)."""
+UPDATES = 3
+"""Updates per VM count: part 2 is one value per update (the last READY to reboot()), so its
+median and p99 are over updates, not over one update's VMs. Each adds a boot (10-20 s)."""
 OWN_CGROUP_COUNT = 100
 STATE = vm_targets.STATE
 CLOCK_TRIES = 9
@@ -177,7 +185,8 @@ def crossing(
     the host's clock, split at the new kernel's start and PID 1's: ``kernel`` is part 3 (until
     PID 1; what follows is this guest's init and the bench's own start, shown apart)."""
     share = vm_targets.share()
-    rebooted, sync = blackout_budget.reboot_called(share / f"luod-{stage - 1}.log")
+    name = f"luod-{stage - 1}"
+    rebooted, sync = blackout_budget.kexec_stamp(log_port.read(share, name), name)
     before = json.loads((share / f"clock-{stage - 1}.json").read_text())
     to_exec = across_kexec(rebooted, before, exec_at, clock)
     return {
@@ -227,10 +236,12 @@ def run_vm(
     timeout: float | None = None,
     memory: str = "2G",
     vmm_cgroup: bool = False,
+    log_port: bool = True,
 ) -> list[dict[str, Any]]:
     """``module``'s guest stages (``first N``, ``reclaim N NEXT``..., ``reclaim N``) in one VM
     run, and the sample each boot after a kexec wrote; ``vmm_cgroup``: the VMMs in a cgroup
-    apart from luod's (VMM_CGROUP)."""
+    apart from luod's (VMM_CGROUP); ``log_port``: luod logs to the guest's virtio-serial port,
+    as to a host's journal (tests/vm/log_port.py), not to a file on the 9p share."""
     from bench.startup import byte_compile
     from tests.vm.qemu import resolve_kernel, run_guest
 
@@ -248,6 +259,7 @@ def run_vm(
         memory=memory,
         workdir=workdir,
         env={"NEXT_KERNEL": str(kernel), "LUOD_BENCH_VMM_CGROUP": "1" if vmm_cgroup else "0"},
+        log_port=log_port,
     ).check()
     return [
         json.loads((result.share / f"sample-{boot}.json").read_text())
@@ -259,9 +271,9 @@ def measures_of(samples: list[dict[str, Any]]) -> Measures:
     found = Measures()
     for sample in samples:
         count = int(sample["count"])
-        found.parts[count] = sample["parts"]
-        found.fan_out[count] = [float(sample["fan_out"])]
-        found.own[count] = [] if sample["own"] is None else [float(sample["own"])]
+        found.parts.setdefault(count, []).extend(sample["parts"])
+        found.fan_out.setdefault(count, []).append(float(sample["fan_out"]))
+        found.own.setdefault(count, []).extend([] if sample["own"] is None else [sample["own"]])
         found.first.append(float(sample["first"]))
         found.bare.append(median(sample["bare"][1:]))  # the first pass reads cold files
     return found
@@ -299,11 +311,12 @@ def report(counts: tuple[int, ...] = COUNTS) -> str:
     if os.environ.get("LUOD_BENCH_NO_VM") == "1":
         return "Blackout budget in the VM (bench/blackout_vm.py): skipped (LUOD_BENCH_NO_VM=1)"
     with tempfile.TemporaryDirectory() as tmp:
-        samples = run_vm(Path(tmp), counts)
+        samples = run_vm(Path(tmp), repeated(counts))
     where = "real kernel, 7.2.13 guest, QEMU TCG"
     found, python, plotted = summed_up(samples, where, "blackout_vm")
     return (
-        f"Blackout budget in the VM ({where}; one update per VM count, real kexecs; "
+        f"Blackout budget in the VM ({where}; {UPDATES} updates per VM count, real kexecs, "
+        "luod logging to a virtio-serial port; "
         f"python3 -c pass in the guest: {human(python)})\n{plotted}\n\n"
         + blackout_budget.budget_table(found)
         + "\n\nreboot() -> luod's exec, split (part 3 is the kernel's share: until PID 1):\n"
@@ -311,6 +324,11 @@ def report(counts: tuple[int, ...] = COUNTS) -> str:
         + "\n\n"
         + apart_report(found)
     )
+
+
+def repeated(counts: tuple[int, ...], updates: int | None = None) -> tuple[int, ...]:
+    """Each count ``updates`` times over (UPDATES), in order: one update per boot."""
+    return tuple(count for count in counts for _ in range(updates or UPDATES))
 
 
 def apart_report(same: Measures, count: int = OWN_CGROUP_COUNT) -> str:
@@ -330,7 +348,7 @@ def apart_report(same: Measures, count: int = OWN_CGROUP_COUNT) -> str:
         rows.append(
             [
                 name,
-                human(found.fan_out[count][0]),
+                human(median(found.fan_out[count])),
                 human(part5[0]) if part5 else "-",
                 human(part5[1]) if part5 else "-",
             ]

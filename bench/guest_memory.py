@@ -215,6 +215,7 @@ def run_vm(workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         memory=GUEST_MEMORY,
         workdir=workdir,
         env={"NEXT_KERNEL": str(kernel)},
+        log_port=True,  # luod logs as to a host's journal (tests/vm/log_port.py)
     ).check()
     share = result.share
     return json.loads((share / "preserve.json").read_text()), json.loads(

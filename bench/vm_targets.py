@@ -28,6 +28,7 @@ from bench import boot_breakdown, cgroup_migration, handover, preserve_cost
 from bench.stats import human, median, signed, table
 from luod.core import timeline
 from luod.vmm.client import Client
+from tests.vm import log_port
 
 REPO = Path(__file__).resolve().parents[1]
 KEXECS = 2
@@ -49,10 +50,11 @@ def spawn_luod(
 ) -> subprocess.Popen[bytes]:
     """luod with its state directory ``state`` (tmpfs: the manifest crosses the kexec in
     session ``luod``), or ``disk`` where given (kept across the kexec, as /var/lib/luod is on
-    a host); its runtime directory and configuration beside ``state`` either way."""
+    a host); its runtime directory and configuration beside ``state`` either way. Its log: the
+    guest's log port when it has one (tests/vm/log_port.py), else a file on the share."""
     config = state.parent / "luod-vm.toml"  # no /boot/vmlinuz-RELEASE: the image booted
     config.write_text(f'[kexec]\nrunning_image = "{os.environ["NEXT_KERNEL"]}"\n')
-    log = (share() / f"luod-{os.environ['LUOD_VM_STAGE']}{tag}.log").open("ab")
+    log = log_port.sink(f"luod-{os.environ['LUOD_VM_STAGE']}{tag}", share())
     command = [sys.executable, "-m", "luod", "--config", str(config), "--state-dir"]
     command += [str(disk or state), "--runtime-dir", str(state.parent / "run")]
     command += ["--custody", "memory"]
@@ -172,6 +174,7 @@ def run_vm(workdir: Path, kexecs: int = KEXECS) -> tuple[dict[str, Any], list[di
         timeout=300 + 150 * kexecs,
         workdir=workdir,
         env={"NEXT_KERNEL": str(kernel)},
+        log_port=True,  # luod logs as to a host's journal, not to a 9p file (tests/vm/log_port.py)
     ).check()
     share = result.share
     preserve = json.loads((share / "preserve.json").read_text())

@@ -20,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.vm.log_port import qemu_args as port_args
+from tests.vm.log_port import split as split_port_log
+
 VM_DIR = Path(__file__).resolve().parent
 GUEST_INIT = VM_DIR / "guest-init"
 GET_KERNEL = VM_DIR / "get-kernel"
@@ -121,14 +124,21 @@ def run_guest(
     extra_cmdline: str = "",
     env: Mapping[str, str] | None = None,
     workdir: Path | None = None,
+    log_port: bool = False,
 ) -> GuestResult:
-    """Boot `kernel` and run `stages` (shell script bodies) on boots 1, 2, ... in the guest."""
+    """Boot `kernel` and run `stages` (shell script bodies) on boots 1, 2, ... in the guest.
+    ``log_port``: with the virtio-serial port luod's logs go to (tests/vm/log_port.py), its
+    sections split into the share's ``NAME.log`` files once the guest is off."""
     run_dir = make_run_dir(workdir)
     share = run_dir / "share"
     write_share(share, stages, env or {})
     command = qemu_command(kernel, share, memory, extra_cmdline)
+    if log_port:
+        command += port_args(share)
     (run_dir / "qemu-command").write_text(shlex.join(command) + "\n")
     qemu = run_qemu(command, run_dir / "console.log", timeout)
+    if log_port:
+        split_port_log(share)
     return collect(run_dir, len(stages), qemu)
 
 

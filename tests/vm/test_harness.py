@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.vm.qemu import run_guest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_single_stage_runs_and_sees_liveupdate(luo_kernel: Path, tmp_path: Path) -> None:
@@ -65,3 +70,37 @@ def test_hanging_guest_is_killed_on_timeout(luo_kernel: Path, tmp_path: Path) ->
         os.kill(result.qemu_pid, 0)
     with pytest.raises(AssertionError, match="TIMED OUT"):
         result.check()
+
+
+def test_a_line_on_the_log_port_survives_a_kexec_right_after_it(
+    luo_kernel: Path, tmp_path: Path
+) -> None:
+    """tests/vm/log_port.py: what a process wrote to the port is on the host when write(2)
+    returns, so luod's ``kexec`` line, written just before its reboot(), reaches the bench; each
+    log is read back by its marker, in the guest and once split on the host."""
+    python = f"cd {REPO} && exec {sys.executable} -c "
+    kexec_line = '{"event": "kexec", "timestamp": "2026-12-08T03:33:05.250000+00:00"}'
+    first = (
+        "import os\nfrom pathlib import Path\nfrom tests.vm import log_port\n"
+        "out = log_port.sink('luod-1', Path(os.environ['LUOD_VM_SHARE']))\n"
+        f"out.write({kexec_line!r}.encode() + b'\\n')\n"
+        "os.execvp('kexec', ['kexec', '-e'])\n"
+    )
+    second = (
+        "import os\nfrom pathlib import Path\nfrom tests.vm import log_port\n"
+        "share = Path(os.environ['LUOD_VM_SHARE'])\n"
+        "print('port', log_port.device())\n"
+        "print('read', log_port.read(share, 'luod-1'), end='')\n"
+        "log_port.sink('luod-2', share).write(b'after the kexec\\n')\n"
+    )
+    stages = [
+        f"kexec -s -l --reuse-cmdline {luo_kernel} || exit 1\n{python}{shlex.quote(first)}",
+        f"{python}{shlex.quote(second)}",
+    ]
+    result = run_guest(stages, kernel=luo_kernel, workdir=tmp_path, timeout=180, log_port=True)
+    result.check()
+    assert result.stage(1).kexeced
+    assert re.search(r"^port /dev/vport\d+p\d+$", result.stage(2).log, re.MULTILINE)
+    assert f"read {kexec_line}\n" in result.stage(2).log
+    assert (result.share / "luod-1.log").read_text() == kexec_line + "\n"
+    assert (result.share / "luod-2.log").read_text() == "after the kexec\n"
