@@ -273,7 +273,8 @@ def measures_of(samples: list[dict[str, Any]]) -> Measures:
         count = int(sample["count"])
         found.parts.setdefault(count, []).extend(sample["parts"])
         found.fan_out.setdefault(count, []).append(float(sample["fan_out"]))
-        found.own.setdefault(count, []).extend([] if sample["own"] is None else [sample["own"]])
+        own = found.own.setdefault(count, [])
+        own += [] if sample["own"] is None else [float(sample["own"])]
         found.first.append(float(sample["first"]))
         found.bare.append(median(sample["bare"][1:]))  # the first pass reads cold files
     return found
