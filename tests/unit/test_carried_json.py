@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from luod.core import jsontext, manifest, record_lines
 from luod.core.clock import Stamp, SystemClock
@@ -266,3 +268,42 @@ def test_the_snapshot_with_the_record_encoded_ahead_is_the_same_bytes(
         before(record.to_dict())
     )
     world.registry.end_kexec()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_STAMPS = (
+    st.fixed_dictionaries(
+        {"realtime": st.floats(), "monotonic": st.floats(), "boottime": st.floats()}
+    )
+    | _JSON
+)
+_STEPS = st.lists(
+    st.tuples(st.text(max_size=6), st.text(max_size=12), _STAMPS).map(list), max_size=4
+)
+_LINES = st.lists(
+    st.fixed_dictionaries({"steps": _STEPS}, optional={"phase": _JSON}) | _JSON, max_size=6
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=_LINES, vms=st.dictionaries(st.text(max_size=6), _JSON, max_size=3))
+def test_whatever_the_change_lines_hold_the_next_luod_takes_the_record_or_none(
+    lines: list[Any], vms: dict[str, Any]
+) -> None:
+    """A kexec line from another luod or a damaged disk: the reader takes the carried record
+    with its change lines applied, or the line not at all (``kexec_pending`` stays false), and
+    what it takes the next luod's update log reads without an exception."""
+    record = {"id": "u1", "phases": [], "vms": vms}
+    line = manifest.journal_line({"kexec": {"extra": {"update": record}, "update_lines": lines}})
+    replayed = manifest.replay(manifest.Manifest("b", "r", 1), line)
+    if replayed.kexec_pending:
+        taken = UpdateRecord.from_dict(replayed.extra["update"])
+        assert set(taken.vms) >= {vm for vm, steps in vms.items() if isinstance(steps, dict)}
+    else:
+        assert replayed.extra == {}
