@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Final
 
-from luod.core import statedir
+from luod.core import record_lines, statedir
 
 JOURNAL: Final = "journal.jsonl"
 """Changes since the last snapshot (luod.core.manifest), one JSON line each, appended with one
@@ -32,15 +32,13 @@ def handed_over_vms(state_dir: Path) -> int | None:
         return None
     try:
         kexec = json.loads(line)["kexec"]
-        staged = kexec["extra"]["update"]["vms"]
-        if not isinstance(staged, dict):
+        record = kexec["extra"]["update"]
+        if not isinstance(record["vms"], dict):
             return 0
-        vms = set(staged)
-        for change in kexec.get("update_lines", []):
-            vms.update(vm for vm, _, _ in change["steps"] if isinstance(vm, str))
+        record_lines.apply_all(record, kexec.get("update_lines", []))
     except (ValueError, KeyError, TypeError, AttributeError):
         return 0
-    return len(vms)
+    return len(record["vms"])
 
 
 def _kexec_line(state_dir: Path) -> bytes | None:

@@ -12,10 +12,12 @@ before the freeze with the lines appended since (luod.core.manifest). Both read 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from luod.core import jsontext
-from luod.core.clock import Stamp
+
+if TYPE_CHECKING:  # luod.core.kexec_journal reads lines before luod's imports (luod.start)
+    from luod.core.clock import Stamp
 
 
 def encode(phase: dict[str, Any] | None, steps: Sequence[tuple[str, str, Stamp]]) -> bytes:
